@@ -1,0 +1,17 @@
+//! Regenerates `crates/kiln-onnx/src/generated/onnx.rs` from the vendored `onnx.proto`.
+//! Only maintainers who change the proto run this (it needs `protoc`); the output is committed so
+//! that building kiln never needs `protoc`.
+use std::path::PathBuf;
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let proto_dir = root.join("crates/kiln-onnx/proto");
+    let out = root.join("crates/kiln-onnx/src/generated");
+    std::fs::create_dir_all(&out).expect("create output folder");
+    prost_build::Config::new()
+        .out_dir(&out)
+        .bytes(["."])
+        .compile_protos(&[proto_dir.join("onnx.proto")], &[proto_dir])
+        .expect("protoc failed");
+    println!("wrote {}", out.display());
+}
