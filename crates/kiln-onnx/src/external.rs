@@ -88,12 +88,18 @@ pub fn resolve_external_data(model: &mut ModelProto, base_dir: &Path) -> Result<
         let rel = checked_relative(t, &location)?;
         if base_canon.is_none() {
             base_canon = Some(base_dir.canonicalize().map_err(|e| {
-                err(t, format!("cannot open the model's folder {}: {e}", base_dir.display()))
+                err(
+                    t,
+                    format!("cannot open the model's folder {}: {e}", base_dir.display()),
+                )
             })?);
         }
         let base = base_canon.as_ref().expect("set above");
         let full = base.join(&rel).canonicalize().map_err(|e| {
-            err(t, format!("cannot open `{location}` in {}: {e}", base.display()))
+            err(
+                t,
+                format!("cannot open `{location}` in {}: {e}", base.display()),
+            )
         })?;
         // A symbolic link inside the folder may still point elsewhere.
         if !full.starts_with(base) {
@@ -103,8 +109,8 @@ pub fn resolve_external_data(model: &mut ModelProto, base_dir: &Path) -> Result<
             ));
         }
         if !files.contains_key(&full) {
-            let f = File::open(&full)
-                .map_err(|e| err(t, format!("cannot open `{location}`: {e}")))?;
+            let f =
+                File::open(&full).map_err(|e| err(t, format!("cannot open `{location}`: {e}")))?;
             files.insert(full.clone(), f);
         }
         let f = files.get_mut(&full).expect("inserted above");

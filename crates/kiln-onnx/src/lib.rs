@@ -153,7 +153,11 @@ mod tests {
         };
         let bytes = encode_model(&m);
         // An all-default message encodes to a few bytes; pad with an unknown field to be non-empty.
-        let bytes = if bytes.is_empty() { vec![0x08, 0x08] } else { bytes };
+        let bytes = if bytes.is_empty() {
+            vec![0x08, 0x08]
+        } else {
+            bytes
+        };
         assert!(matches!(decode_model(&bytes), Err(FormatError::NoGraph)));
     }
 

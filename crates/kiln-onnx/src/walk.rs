@@ -1,6 +1,8 @@
 //! Visits every tensor stored in a model: initializers, sparse initializers, tensor-valued
 //! attributes, and all of these inside subgraphs and functions.
-use crate::proto::{AttributeProto, GraphProto, ModelProto, NodeProto, SparseTensorProto, TensorProto};
+use crate::proto::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, SparseTensorProto, TensorProto,
+};
 
 /// Calls `f` on every `TensorProto` in the model, depth first. Stops at the first error.
 pub fn for_each_tensor_mut<E>(
