@@ -25,7 +25,7 @@ impl Graph {
         }
         let mut placed = HashSet::new();
         for &id in self.order() {
-            if !placed.insert(id) {
+            if placed.contains(&id) {
                 return bad(format!("{} is twice in the order", self.describe(id)));
             }
             let node = self.node(id);
@@ -73,6 +73,7 @@ impl Graph {
                     }
                 }
             }
+            placed.insert(id);
             for (i, v) in node.outputs().iter().enumerate() {
                 let Some(v) = v else { continue };
                 if !self.value_is_live(*v) {

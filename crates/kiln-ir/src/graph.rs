@@ -444,27 +444,31 @@ impl Graph {
             let len = slot + 1;
             self.node_mut(node).inputs.resize(len, None);
         }
+        let old = self.node(node).inputs[slot];
+        self.rewire(node, slot, v);
+        if let Err(e) = self.fix_order_after_rewire(node) {
+            self.rewire(node, slot, old);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn rewire(&mut self, node: NodeId, slot: usize, v: Option<ValueId>) {
+        let u = Use {
+            node,
+            slot: Slot::Input(slot),
+        };
         if let Some(old) = self.node(node).inputs[slot] {
-            self.unuse(
-                old,
-                Use {
-                    node,
-                    slot: Slot::Input(slot),
-                },
-            );
+            self.unuse(old, u);
         }
         self.node_mut(node).inputs[slot] = v;
         if let Some(v) = v {
-            self.value_mut(v).consumers.push(Use {
-                node,
-                slot: Slot::Input(slot),
-            });
+            self.value_mut(v).consumers.push(u);
         }
-        self.fix_order_after_rewire(node)
     }
 
     /// Makes every consumer of `old` read `new` instead; when `outputs_too`, graph outputs
-    /// naming `old` name `new`.
+    /// naming `old` name `new`. On a cycle nothing changes.
     pub fn replace_uses(
         &mut self,
         old: ValueId,
@@ -472,14 +476,29 @@ impl Graph {
         outputs_too: bool,
     ) -> Result<(), IrError> {
         self.check_live(new)?;
+        if old == new {
+            return Ok(());
+        }
         let uses = std::mem::take(&mut self.value_mut(old).consumers);
-        for u in &uses {
-            match u.slot {
-                Slot::Input(i) => self.node_mut(u.node).inputs[i] = Some(new),
-                Slot::Implicit(i) => self.node_mut(u.node).implicit[i] = new,
+        self.point_uses(&uses, new);
+        self.value_mut(new).consumers.extend(uses.iter().copied());
+        // The new value may be produced later in the order than some consumers.
+        let late = match self.value(new).producer {
+            Some((p, _)) => {
+                let pp = self.order.iter().position(|&n| n == p);
+                uses.iter()
+                    .any(|u| self.order.iter().position(|&n| n == u.node) <= pp)
+            }
+            None => false,
+        };
+        if late {
+            if let Err(e) = self.toposort() {
+                self.point_uses(&uses, old);
+                self.value_mut(new).consumers.retain(|c| !uses.contains(c));
+                self.value_mut(old).consumers = uses;
+                return Err(e);
             }
         }
-        self.value_mut(new).consumers.extend(uses.iter().copied());
         if outputs_too {
             for o in self.outputs.iter_mut() {
                 if *o == old {
@@ -487,19 +506,16 @@ impl Graph {
                 }
             }
         }
-        // The new value may be produced later in the order than some consumers.
-        let late = match self.value(new).producer {
-            Some((p, _)) => {
-                let pp = self.order.iter().position(|&n| n == p);
-                uses.iter()
-                    .any(|u| self.order.iter().position(|&n| n == u.node) < pp)
-            }
-            None => false,
-        };
-        if late {
-            self.toposort()?;
-        }
         Ok(())
+    }
+
+    fn point_uses(&mut self, uses: &[Use], v: ValueId) {
+        for u in uses {
+            match u.slot {
+                Slot::Input(i) => self.node_mut(u.node).inputs[i] = Some(v),
+                Slot::Implicit(i) => self.node_mut(u.node).implicit[i] = v,
+            }
+        }
     }
 
     /// Sets the values a node's subgraphs read from this graph.
@@ -709,7 +725,7 @@ impl Graph {
         let late = n.inputs.iter().flatten().chain(n.implicit.iter()).any(|v| {
             self.value(*v)
                 .producer
-                .is_some_and(|(p, _)| self.order.iter().position(|&x| x == p) > pos)
+                .is_some_and(|(p, _)| self.order.iter().position(|&x| x == p) >= pos)
         });
         if late {
             self.toposort()?;
