@@ -154,6 +154,29 @@ impl Expr {
         whole.add(&Expr::atom(Atom::FloorDiv(Box::new(num), den)))
     }
 
+    /// Lower and upper bounds (`None`: unbounded), assuming every named dim is at least 1.
+    fn bounds(&self) -> (Option<i64>, Option<i64>) {
+        let mut lo = Some(self.konst);
+        let mut hi = Some(self.konst);
+        for (a, &c) in &self.terms {
+            let (alo, ahi) = a.bounds();
+            let (tlo, thi) = if c > 0 {
+                (
+                    alo.and_then(|x| x.checked_mul(c)),
+                    ahi.and_then(|x| x.checked_mul(c)),
+                )
+            } else {
+                (
+                    ahi.and_then(|x| x.checked_mul(c)),
+                    alo.and_then(|x| x.checked_mul(c)),
+                )
+            };
+            lo = lo.zip(tlo).and_then(|(x, y)| x.checked_add(y));
+            hi = hi.zip(thi).and_then(|(x, y)| x.checked_add(y));
+        }
+        (lo, hi)
+    }
+
     fn eval(&self, env: &dyn Fn(&str) -> Option<i64>) -> Option<i64> {
         let mut v = self.konst;
         for (a, c) in &self.terms {
@@ -170,6 +193,42 @@ impl Expr {
 }
 
 impl Atom {
+    fn bounds(&self) -> (Option<i64>, Option<i64>) {
+        match self {
+            Atom::Sym(_) => (Some(1), None),
+            Atom::Prod(fs) => {
+                let mut lo = Some(1i64);
+                for f in fs {
+                    match f.bounds().0 {
+                        Some(l) if l >= 0 => lo = lo.and_then(|x| x.checked_mul(l)),
+                        _ => return (None, None),
+                    }
+                }
+                (lo, None)
+            }
+            Atom::FloorDiv(e, k) => {
+                let (lo, hi) = e.bounds();
+                (lo.map(|l| l.div_euclid(*k)), hi.map(|h| h.div_euclid(*k)))
+            }
+            Atom::Min(a, b) => {
+                let ((al, ah), (bl, bh)) = (a.bounds(), b.bounds());
+                let hi = match (ah, bh) {
+                    (Some(x), Some(y)) => Some(x.min(y)),
+                    (x, y) => x.or(y),
+                };
+                (al.zip(bl).map(|(x, y)| x.min(y)), hi)
+            }
+            Atom::Max(a, b) => {
+                let ((al, ah), (bl, bh)) = (a.bounds(), b.bounds());
+                let lo = match (al, bl) {
+                    (Some(x), Some(y)) => Some(x.max(y)),
+                    (x, y) => x.or(y),
+                };
+                (lo, ah.zip(bh).map(|(x, y)| x.max(y)))
+            }
+        }
+    }
+
     fn eval(&self, env: &dyn Fn(&str) -> Option<i64>) -> Option<i64> {
         match self {
             Atom::Sym(s) => env(s),
@@ -363,13 +422,19 @@ impl Dim {
         let (Some(a), Some(b)) = (self.expr(), o.expr()) else {
             return Dim::Unknown;
         };
-        // When the two differ by a constant the answer is known whatever the symbols are.
-        if let Some(d) = a
-            .add(&b.scale(-1).unwrap_or_default())
-            .and_then(|d| d.as_const())
-        {
-            let a_smaller = d <= 0;
-            return Dim::from_expr(Some(if a_smaller == is_min { a } else { b }));
+        // When the sign of a - b is known (named dims are at least 1), so is the answer.
+        if let Some(diff) = b.scale(-1).and_then(|nb| a.add(&nb)) {
+            let (lo, hi) = diff.bounds();
+            let a_smaller = if hi.is_some_and(|h| h <= 0) {
+                Some(true)
+            } else if lo.is_some_and(|l| l >= 0) {
+                Some(false)
+            } else {
+                None
+            };
+            if let Some(a_smaller) = a_smaller {
+                return Dim::from_expr(Some(if a_smaller == is_min { a } else { b }));
+            }
         }
         let (x, y) = if a <= b { (a, b) } else { (b, a) };
         let atom = if is_min {
@@ -443,6 +508,17 @@ mod tests {
         assert_eq!(h.add(&Dim::Unknown), Dim::Unknown);
         assert_eq!(h.mul(&Dim::Known(0)), Dim::Known(0));
         assert_eq!(h.floor_div(0), Dim::Unknown);
+        // Named dims are at least 1, so these clamps vanish.
+        let w = Dim::sym("width");
+        assert_eq!(Dim::Known(1).min(&h), Dim::Known(1));
+        assert_eq!(
+            h.add_const(1).floor_div(2).max(&Dim::Known(0)),
+            h.add_const(1).floor_div(2)
+        );
+        assert_eq!(
+            h.sub(&w).max(&Dim::Known(0)).to_string(),
+            "max(0, height - width)"
+        );
     }
 
     #[derive(Clone, Debug)]

@@ -1,0 +1,106 @@
+//! Command-line arguments, as the CLI contract spells them.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "ONNX inference runtime and graph optimizer"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Opsets, inputs, outputs and op counts of a model (the built-in demo model if none).
+    Inspect(InspectArgs),
+    /// Optimize a model for the given providers and save it.
+    Optimize(OptimizeArgs),
+    /// Run a model once.
+    Run(RunArgs),
+    /// Time whole inference runs.
+    Bench(RunArgs),
+    /// Show how the graph is split across execution providers.
+    Partition(RunArgs),
+    /// Run ONNX backend node test cases from a folder.
+    Conformance(ConformanceArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Level {
+    Disabled,
+    Basic,
+    Extended,
+    All,
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// The model file; the built-in demo model when omitted.
+    pub model: Option<PathBuf>,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Also infer and list the type and shape of every value.
+    #[arg(long)]
+    pub shapes: bool,
+    /// Fix an input's dims for shape inference: NAME=D0,D1,... (numbers or names).
+    #[arg(long = "shape", value_name = "NAME=DIMS")]
+    pub shape: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct OptimizeArgs {
+    pub model: Option<PathBuf>,
+    /// Where to write the optimized model.
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+    #[arg(long, value_enum, default_value = "all")]
+    pub level: Level,
+    /// Execution providers in priority order.
+    #[arg(long, default_value = "cpu")]
+    pub ep: String,
+    /// Write only standard ONNX ops.
+    #[arg(long)]
+    pub portable: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    pub model: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "all")]
+    pub level: Level,
+    #[arg(long, default_value = "cpu")]
+    pub ep: String,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long = "input", value_name = "NAME=FILE.npy")]
+    pub input: Vec<String>,
+    #[arg(long = "shape", value_name = "NAME=DIMS")]
+    pub shape: Vec<String>,
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    #[arg(long)]
+    pub iters: Option<usize>,
+    #[arg(long)]
+    pub rounds: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct ConformanceArgs {
+    pub dir: Option<PathBuf>,
+    #[arg(long)]
+    pub filter: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,53 @@
+//! `kiln`: the command line over kiln's libraries (see `shared/specs/cli.md` for the contract).
+//! Errors are printed as `error: <model>: <what>` lines on stderr with a non-zero exit; nothing
+//! here panics on bad input, and written files appear whole or not at all.
+
+mod args;
+mod default_model;
+mod inspect;
+mod optimize;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A bug must still end as an `error:` line, not a backtrace in the middle of JSON output.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("error: internal error (a bug in kiln): {info}");
+    }));
+    let result = std::panic::catch_unwind(|| run(cli));
+    match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            for line in format!("{e:#}").lines() {
+                eprintln!("error: {line}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(_) => ExitCode::from(101),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Optimize(a) => optimize::run(a),
+        Command::Run(a) => not_yet("run", &a.model),
+        Command::Bench(a) => not_yet("bench", &a.model),
+        Command::Partition(a) => not_yet("partition", &a.model),
+        Command::Conformance(a) => not_yet("conformance", &a.dir),
+    }
+}
+
+fn not_yet(what: &str, target: &Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let target = target
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| default_model::NAME.to_string());
+    anyhow::bail!("{target}: `kiln {what}` is not implemented yet (kiln can inspect models and round-trip them with `kiln optimize --level disabled`)")
+}

@@ -1,0 +1,186 @@
+//! Conv (and com.microsoft FusedConv, which has Conv's shapes) and ConvTranspose, with the
+//! spatial output size rule shared with pooling.
+use kiln_ir::Dim;
+
+use crate::ctx::{InferCtx, Inferred, Result};
+
+/// The spatial output sizes of a sliding window over `input` (spatial dims only).
+pub fn window_output(
+    ctx: &InferCtx,
+    input: &[Dim],
+    kernel: &[i64],
+    ceil_mode: bool,
+) -> Result<Vec<Dim>> {
+    let n = input.len();
+    if kernel.len() != n {
+        return Err(format!(
+            "kernel has {} spatial dims but the input has {n}",
+            kernel.len()
+        ));
+    }
+    let strides = ctx
+        .ints_attr("strides")
+        .map(|s| s.to_vec())
+        .unwrap_or(vec![1; n]);
+    let dilations = ctx
+        .ints_attr("dilations")
+        .map(|s| s.to_vec())
+        .unwrap_or(vec![1; n]);
+    if strides.len() != n || dilations.len() != n {
+        return Err("strides or dilations do not match the number of spatial dims".into());
+    }
+    if strides.iter().chain(&dilations).any(|&s| s < 1) {
+        return Err("strides and dilations must be positive".into());
+    }
+    if kernel.iter().any(|&k| k < 1) {
+        return Err(format!("kernel sizes must be positive, got {kernel:?}"));
+    }
+    let auto_pad = ctx.str_attr("auto_pad").unwrap_or("NOTSET");
+    let pads = ctx
+        .ints_attr("pads")
+        .map(|p| p.to_vec())
+        .unwrap_or(vec![0; 2 * n]);
+    if pads.len() != 2 * n {
+        return Err(format!(
+            "pads has {} entries, expected {}",
+            pads.len(),
+            2 * n
+        ));
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let span = dilations[i] * (kernel[i] - 1) + 1;
+        let d = match auto_pad {
+            "SAME_UPPER" | "SAME_LOWER" => input[i].ceil_div(strides[i]),
+            "VALID" => input[i].add_const(-span).floor_div(strides[i]).add_const(1),
+            "NOTSET" | "" => {
+                let padded = input[i].add_const(pads[i] + pads[i + n] - span);
+                if ceil_mode {
+                    let mut o = padded.ceil_div(strides[i]).add_const(1);
+                    // The last window must start inside the input or its left padding.
+                    if let (Some(ov), Some(iv)) = (o.known(), input[i].known()) {
+                        if (ov - 1) * strides[i] >= iv + pads[i] {
+                            o = Dim::Known(ov - 1);
+                        }
+                    }
+                    o
+                } else {
+                    padded.floor_div(strides[i]).add_const(1)
+                }
+            }
+            other => return Err(format!("unknown auto_pad '{other}'")),
+        };
+        if let Some(v) = d.known() {
+            if v < 0 {
+                return Err(format!("spatial dim {i} would be negative ({v})"));
+            }
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
+    let (Some(x), Some(w)) = (ctx.shape(0), ctx.shape(1)) else {
+        return Ok(vec![Inferred::tensor(ctx.dtype(0), None)]);
+    };
+    if x.len() < 3 {
+        return Err(format!("input X must have rank >= 3, got {}", x.len()));
+    }
+    if w.len() != x.len() {
+        return Err(format!(
+            "weights W have rank {} but X has rank {}",
+            w.len(),
+            x.len()
+        ));
+    }
+    let group = ctx.int_attr("group", 1);
+    if group < 1 {
+        return Err(format!("group must be positive, got {group}"));
+    }
+    if let (Some(c), Some(wc)) = (x[1].known(), w[1].known()) {
+        if c != wc * group {
+            return Err(format!(
+                "X has {c} channels but W expects {} ({wc} per group x {group} groups)",
+                wc * group
+            ));
+        }
+    }
+    let kernel: Vec<i64> = match ctx.ints_attr("kernel_shape") {
+        Some(k) => k.to_vec(),
+        None => match w[2..].iter().map(|d| d.known()).collect::<Option<Vec<_>>>() {
+            Some(k) => k,
+            None => return Ok(vec![Inferred::tensor(ctx.dtype(0), None)]),
+        },
+    };
+    let mut shape = vec![x[0].clone(), w[0].clone()];
+    shape.extend(window_output(ctx, &x[2..], &kernel, false)?);
+    Ok(vec![Inferred::tensor(ctx.dtype(0), Some(shape))])
+}
+
+pub fn infer_transpose(ctx: &InferCtx) -> Result<Vec<Inferred>> {
+    let (Some(x), Some(w)) = (ctx.shape(0), ctx.shape(1)) else {
+        return Ok(vec![Inferred::tensor(ctx.dtype(0), None)]);
+    };
+    if x.len() < 3 || w.len() != x.len() {
+        return Err(format!(
+            "X rank {} and W rank {} do not fit",
+            x.len(),
+            w.len()
+        ));
+    }
+    let n = x.len() - 2;
+    let group = ctx.int_attr("group", 1);
+    let channels = w[1].mul(&Dim::Known(group));
+    let mut shape = vec![x[0].clone(), channels];
+    if let Some(os) = ctx.ints_attr("output_shape") {
+        let os = &os[os.len().saturating_sub(n)..];
+        shape.extend(os.iter().map(|&d| Dim::Known(d)));
+        return Ok(vec![Inferred::tensor(ctx.dtype(0), Some(shape))]);
+    }
+    let kernel: Vec<i64> = match ctx.ints_attr("kernel_shape") {
+        Some(k) => k.to_vec(),
+        None => match w[2..].iter().map(|d| d.known()).collect::<Option<Vec<_>>>() {
+            Some(k) => k,
+            None => return Ok(vec![Inferred::tensor(ctx.dtype(0), None)]),
+        },
+    };
+    let strides = ctx
+        .ints_attr("strides")
+        .map(|s| s.to_vec())
+        .unwrap_or(vec![1; n]);
+    let dilations = ctx
+        .ints_attr("dilations")
+        .map(|s| s.to_vec())
+        .unwrap_or(vec![1; n]);
+    let out_pad = ctx
+        .ints_attr("output_padding")
+        .map(|s| s.to_vec())
+        .unwrap_or(vec![0; n]);
+    let pads = ctx
+        .ints_attr("pads")
+        .map(|p| p.to_vec())
+        .unwrap_or(vec![0; 2 * n]);
+    if kernel.len() != n
+        || strides.len() != n
+        || dilations.len() != n
+        || out_pad.len() != n
+        || pads.len() != 2 * n
+    {
+        return Err("ConvTranspose attributes do not match the number of spatial dims".into());
+    }
+    let auto_pad = ctx.str_attr("auto_pad").unwrap_or("NOTSET");
+    for i in 0..n {
+        let d = if matches!(auto_pad, "SAME_UPPER" | "SAME_LOWER") {
+            x[i + 2].mul(&Dim::Known(strides[i]))
+        } else {
+            let span = dilations[i] * (kernel[i] - 1) + 1;
+            x[i + 2]
+                .add_const(-1)
+                .mul(&Dim::Known(strides[i]))
+                .add_const(out_pad[i] + span - pads[i] - pads[i + n])
+        };
+        shape.push(d);
+    }
+    Ok(vec![Inferred::tensor(ctx.dtype(0), Some(shape))])
+}

@@ -1,0 +1,18 @@
+//! Dropout: output like the input; the optional mask is bool of the same shape.
+use kiln_ir::DataType;
+
+use crate::ctx::{InferCtx, Inferred, Result};
+
+pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
+    let mut out = vec![ctx.same_as(0)];
+    if ctx.num_outputs > 1 {
+        // Opset < 7 had a float mask of the input's type.
+        let mask = if ctx.opset < 7 {
+            ctx.dtype(0)
+        } else {
+            Some(DataType::Bool)
+        };
+        out.push(Inferred::tensor(mask, ctx.shape(0).map(|s| s.to_vec())));
+    }
+    Ok(out)
+}
