@@ -19,10 +19,10 @@ pub enum IrError {
     UnknownOutput { name: String },
     #[error("the graph has a cycle through {node}")]
     Cycle { node: String },
-    #[error("{owner}: {source}")]
+    #[error("{owner}: {error}")]
     Tensor {
         owner: String,
-        source: crate::TensorError,
+        error: crate::TensorError,
     },
     #[error("{owner}: {reason}")]
     BadProto { owner: String, reason: String },
@@ -35,10 +35,10 @@ pub enum IrError {
 }
 
 impl IrError {
-    pub(crate) fn tensor(owner: impl Into<String>, source: TensorError) -> IrError {
+    pub(crate) fn tensor(owner: impl Into<String>, error: TensorError) -> IrError {
         IrError::Tensor {
             owner: owner.into(),
-            source,
+            error,
         }
     }
 }

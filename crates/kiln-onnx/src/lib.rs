@@ -26,20 +26,20 @@ pub const PROTOBUF_LIMIT: usize = (2usize << 30) - 1;
 /// Errors from reading or writing ONNX files.
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}: {error}", path.display())]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("the model is empty (0 bytes)")]
     Empty,
-    #[error("not a valid ONNX model (protobuf decoding failed: {0})")]
-    Decode(#[from] prost::DecodeError),
+    #[error("not a valid ONNX model ({0})")]
+    Decode(prost::DecodeError),
     #[error("the model has no graph")]
     NoGraph,
     #[error("tensor `{tensor}`: external data: {reason}")]
@@ -51,7 +51,7 @@ pub fn decode_model(bytes: &[u8]) -> Result<ModelProto, FormatError> {
     if bytes.is_empty() {
         return Err(FormatError::Empty);
     }
-    let model = <ModelProto as prost::Message>::decode(bytes)?;
+    let model = <ModelProto as prost::Message>::decode(bytes).map_err(FormatError::Decode)?;
     if model.graph.is_none() {
         return Err(FormatError::NoGraph);
     }
@@ -65,9 +65,9 @@ pub fn encode_model(model: &ModelProto) -> Vec<u8> {
 
 /// Reads a model file and loads any external data it names from the model's folder.
 pub fn load_model(path: &Path) -> Result<ModelProto, FormatError> {
-    let bytes = std::fs::read(path).map_err(|source| FormatError::Read {
+    let bytes = std::fs::read(path).map_err(|error| FormatError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let mut model = decode_model(&bytes)?;
     let base = path.parent().unwrap_or(Path::new("."));
@@ -83,9 +83,9 @@ pub fn load_model(path: &Path) -> Result<ModelProto, FormatError> {
 /// Writes `bytes` to `path` through a temporary file in the same folder, so that a failure never
 /// leaves a partial file behind.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FormatError> {
-    let err = |source| FormatError::Write {
+    let err = |error| FormatError::Write {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,

@@ -92,6 +92,22 @@ impl<'a> InferCtx<'a> {
         Some(t.to_i64_vec()?.into_iter().map(Dim::Known).collect())
     }
 
+    /// Like `int_values`, but also reading float constants whose elements are whole numbers
+    /// (Range and Resize take shape-derived values as floats).
+    pub fn integral_values(&self, i: usize) -> Option<Vec<Dim>> {
+        if let Some(v) = self.int_values(i) {
+            return Some(v);
+        }
+        let t = self.constant(i)?;
+        if t.dims.len() > 1 {
+            return None;
+        }
+        t.to_f64_vec()?
+            .into_iter()
+            .map(|x| (x.fract() == 0.0 && x.abs() < 1e15).then_some(Dim::Known(x as i64)))
+            .collect()
+    }
+
     /// Like `int_values`, but only when every element is a known number.
     pub fn known_ints(&self, i: usize) -> Option<Vec<i64>> {
         self.int_values(i)?.iter().map(|d| d.known()).collect()

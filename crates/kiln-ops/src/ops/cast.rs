@@ -20,7 +20,11 @@ pub fn infer_like(ctx: &InferCtx) -> Result<Vec<Inferred>> {
 }
 
 fn cast_to(ctx: &InferCtx, dtype: DataType) -> Inferred {
-    let keeps_value = dtype == DataType::I64 || dtype == DataType::I32;
+    // Whole numbers stay exact through casts to wide integer or float types.
+    let keeps_value = matches!(
+        dtype,
+        DataType::I64 | DataType::I32 | DataType::F32 | DataType::F64
+    );
     let value = ctx
         .int_values(0)
         .filter(|_| keeps_value && ctx.dtype(0).is_some_and(|d| d.is_int()))

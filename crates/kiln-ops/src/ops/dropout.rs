@@ -6,8 +6,8 @@ use crate::ctx::{InferCtx, Inferred, Result};
 pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     let mut out = vec![ctx.same_as(0)];
     if ctx.num_outputs > 1 {
-        // Opset < 7 had a float mask of the input's type.
-        let mask = if ctx.opset < 7 {
+        // Before opset 10 the mask had the input's type.
+        let mask = if ctx.opset < 10 {
             ctx.dtype(0)
         } else {
             Some(DataType::Bool)
