@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs all of kiln's tests on a fresh machine: fetches the test data and the Python oracle
+# (scripts/fetch-data.sh), runs the Rust tests, the ONNX Runtime / onnx oracle tests over the real
+# models and the node conformance suite, and a short fuzzing run. Ends with one summary line
+# `tests: N passed, M failed`; exits non-zero if anything failed.
+set -uo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+fuzz_seconds="${KILN_FUZZ_SECONDS:-60}"
+log="$(mktemp)"
+failed_steps=()
+step() {
+  local name="$1"; shift
+  echo "== $name"
+  local start=$SECONDS
+  if "$@" 2>&1 | tee -a "$log"; then
+    echo "== $name: ok ($((SECONDS - start))s)"
+  else
+    echo "== $name: FAILED ($((SECONDS - start))s)"
+    failed_steps+=("$name")
+  fi
+}
+
+step "fetch data" scripts/fetch-data.sh
+step "build kiln" cargo build --release --locked --bin kiln
+step "cargo test" cargo test --workspace --locked
+py="${KILN_CACHE:-$root/.cache}/venv/bin/python"
+for t in inspect roundtrip shapes; do
+  step "python $t" "$py" "tests/python/test_$t.py"
+done
+step "fuzz" scripts/fuzz.sh "$fuzz_seconds"
+
+passed=$(grep -oE '([0-9]+) passed' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -oE '([0-9]+) failed' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$((failed + ${#failed_steps[@]}))
+rm -f "$log"
+if [ ${#failed_steps[@]} -gt 0 ]; then
+  echo "failed steps: ${failed_steps[*]}"
+fi
+echo "tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
