@@ -159,6 +159,18 @@ impl<'a> InferCtx<'a> {
     }
 }
 
+/// Attribute values beyond this magnitude (kernel sizes, strides, pads, ...) are refused: no
+/// real model comes near it, and it keeps every size computation far from i64 overflow.
+pub const MAX_ATTR: i64 = 1 << 40;
+
+/// Checks that every value is within `±MAX_ATTR`.
+pub fn small(name: &str, v: &[i64]) -> Result<()> {
+    match v.iter().find(|x| x.unsigned_abs() > MAX_ATTR as u64) {
+        Some(x) => Err(format!("{name} value {x} is out of range")),
+        None => Ok(()),
+    }
+}
+
 /// Multidirectional (numpy) broadcasting of shapes.
 pub fn broadcast(shapes: &[&[Dim]]) -> Result<Vec<Dim>> {
     let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
@@ -189,4 +201,40 @@ pub fn broadcast(shapes: &[&[Dim]]) -> Result<Vec<Dim>> {
         out.push(acc);
     }
     Ok(out)
+}
+
+/// Builds contexts for the rules' unit tests.
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+
+    pub fn f32_ty(dims: &[Dim]) -> ValueType {
+        ValueType::tensor(DataType::F32, dims.to_vec())
+    }
+
+    pub fn ctx<'a>(
+        op: &'a str,
+        types: &'a [ValueType],
+        consts: &'a [Option<Tensor>],
+        attrs: &'a [Attribute],
+    ) -> InferCtx<'a> {
+        InferCtx {
+            op_type: op,
+            domain: "",
+            opset: 17,
+            attrs,
+            inputs: types
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    Some(InputInfo {
+                        ty: Some(t),
+                        constant: consts.get(i).and_then(|c| c.as_ref()),
+                        value: None,
+                    })
+                })
+                .collect(),
+            num_outputs: 1,
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! spatial output size rule shared with pooling.
 use kiln_ir::Dim;
 
-use crate::ctx::{InferCtx, Inferred, Result};
+use crate::ctx::{small, InferCtx, Inferred, Result};
 
 /// The spatial output sizes of a sliding window over `input` (spatial dims only).
 pub fn window_output(
@@ -47,6 +47,10 @@ pub fn window_output(
             2 * n
         ));
     }
+    small("kernel_shape", kernel)?;
+    small("strides", &strides)?;
+    small("dilations", &dilations)?;
+    small("pads", &pads)?;
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let span = dilations[i] * (kernel[i] - 1) + 1;
@@ -59,7 +63,7 @@ pub fn window_output(
                     let mut o = padded.ceil_div(strides[i]).add_const(1);
                     // The last window must start inside the input or its left padding.
                     if let (Some(ov), Some(iv)) = (o.known(), input[i].known()) {
-                        if (ov - 1) * strides[i] >= iv + pads[i] {
+                        if (ov - 1).saturating_mul(strides[i]) >= iv.saturating_add(pads[i]) {
                             o = Dim::Known(ov - 1);
                         }
                     }
@@ -70,10 +74,11 @@ pub fn window_output(
             }
             other => return Err(format!("unknown auto_pad '{other}'")),
         };
-        if let Some(v) = d.known() {
-            if v < 0 {
-                return Err(format!("spatial dim {i} would be negative ({v})"));
-            }
+        if d.known().is_some_and(|v| v < 1) {
+            return Err(format!(
+                "the window (span {span}) does not fit in spatial dim {i} of size {}",
+                input[i]
+            ));
         }
         out.push(d);
     }
@@ -169,6 +174,15 @@ pub fn infer_transpose(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     {
         return Err("ConvTranspose attributes do not match the number of spatial dims".into());
     }
+    for (name, v) in [
+        ("kernel_shape", &kernel),
+        ("strides", &strides),
+        ("dilations", &dilations),
+        ("output_padding", &out_pad),
+        ("pads", &pads),
+    ] {
+        small(name, v)?;
+    }
     let auto_pad = ctx.str_attr("auto_pad").unwrap_or("NOTSET");
     for i in 0..n {
         let d = if matches!(auto_pad, "SAME_UPPER" | "SAME_LOWER") {
@@ -183,4 +197,82 @@ pub fn infer_transpose(ctx: &InferCtx) -> Result<Vec<Inferred>> {
         shape.push(d);
     }
     Ok(vec![Inferred::tensor(ctx.dtype(0), Some(shape))])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ctx::testing::{ctx, f32_ty};
+    use kiln_ir::Attribute;
+
+    fn conv(x: &[Dim], w: &[i64], attrs: &[Attribute]) -> Result<Vec<Dim>> {
+        let w: Vec<Dim> = w.iter().map(|&d| Dim::Known(d)).collect();
+        let types = [f32_ty(x), f32_ty(&w)];
+        let out = infer(&ctx("Conv", &types, &[], attrs))?;
+        Ok(out[0].ty.as_ref().unwrap().shape().unwrap().to_vec())
+    }
+
+    #[test]
+    fn symbolic_and_known_sizes() {
+        let h = Dim::sym("h");
+        let attrs = [
+            Attribute::ints("strides", &[2, 2]),
+            Attribute::ints("pads", &[1, 1, 1, 1]),
+        ];
+        let s = conv(
+            &[Dim::sym("n"), 3.into(), h.clone(), 224.into()],
+            &[16, 3, 3, 3],
+            &attrs,
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            vec![
+                Dim::sym("n"),
+                16.into(),
+                h.add_const(1).floor_div(2),
+                112.into()
+            ]
+        );
+        let same = [
+            Attribute::string("auto_pad", "SAME_UPPER"),
+            Attribute::ints("strides", &[2, 2]),
+        ];
+        let s = conv(
+            &[1.into(), 3.into(), 15.into(), 15.into()],
+            &[8, 3, 3, 3],
+            &same,
+        )
+        .unwrap();
+        assert_eq!(&s[2..], &[Dim::Known(8), Dim::Known(8)]);
+        // Depthwise: 32 channels in 32 groups of 1.
+        let dw = [Attribute::int("group", 32)];
+        let s = conv(
+            &[1.into(), 32.into(), 10.into(), 10.into()],
+            &[32, 1, 3, 3],
+            &dw,
+        )
+        .unwrap();
+        assert_eq!(&s[1..], &[Dim::Known(32), Dim::Known(8), Dim::Known(8)]);
+    }
+
+    #[test]
+    fn refusals() {
+        let x = [1.into(), 3.into(), 8.into(), 8.into()];
+        assert!(conv(&x, &[16, 4, 3, 3], &[])
+            .unwrap_err()
+            .contains("channels"));
+        assert!(conv(&x, &[16, 3, 3], &[]).unwrap_err().contains("rank"));
+        let huge = [Attribute::ints("dilations", &[i64::MAX, 1])];
+        assert!(conv(&x, &[16, 3, 3, 3], &huge)
+            .unwrap_err()
+            .contains("out of range"));
+        let neg = [Attribute::ints("strides", &[0, 1])];
+        assert!(conv(&x, &[16, 3, 3, 3], &neg)
+            .unwrap_err()
+            .contains("positive"));
+        assert!(conv(&x, &[16, 3, 9, 9], &[])
+            .unwrap_err()
+            .contains("does not fit"));
+    }
 }

@@ -2,7 +2,7 @@
 //! `axes` input of opset 18 limits which dims the pads apply to).
 use kiln_ir::Dim;
 
-use crate::ctx::{InferCtx, Inferred, Result};
+use crate::ctx::{small, InferCtx, Inferred, Result};
 
 pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     let Some(x) = ctx.shape(0) else {
@@ -35,6 +35,7 @@ pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     } else {
         (0..r).collect()
     };
+    small("pads", &pads)?;
     let n = axes.len();
     if pads.len() != 2 * n {
         return Err(format!(

@@ -15,7 +15,10 @@ pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
         (Some(s), Some(l), Some(delta)) if delta > 0 => {
             l.sub(&s).ceil_div(delta).max(&Dim::Known(0))
         }
-        (Some(s), Some(l), Some(delta)) => s.sub(&l).ceil_div(-delta).max(&Dim::Known(0)),
+        (Some(s), Some(l), Some(delta)) => match delta.checked_neg() {
+            Some(d) => s.sub(&l).ceil_div(d).max(&Dim::Known(0)),
+            None => Dim::Unknown,
+        },
         _ => {
             // Fractional float ranges: only when all three are constants.
             let f = |i: usize| ctx.float_values(i).filter(|v| v.len() == 1).map(|v| v[0]);

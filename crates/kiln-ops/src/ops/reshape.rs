@@ -103,3 +103,40 @@ pub fn infer_flatten(ctx: &InferCtx) -> Result<Vec<Inferred>> {
         Some(vec![product(&s[..axis]), product(&s[axis..])]),
     )])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ctx::testing::{ctx, f32_ty};
+    use kiln_ir::{DataType, Tensor, ValueType};
+
+    fn reshape(x: &[Dim], target: &[i64]) -> Result<Vec<Dim>> {
+        let types = [
+            f32_ty(x),
+            ValueType::tensor(DataType::I64, vec![Dim::Known(target.len() as i64)]),
+        ];
+        let consts = [None, Some(Tensor::from_i64(vec![target.len()], target))];
+        let out = infer(&ctx("Reshape", &types, &consts, &[]))?;
+        Ok(out[0].ty.as_ref().unwrap().shape().unwrap().to_vec())
+    }
+
+    #[test]
+    fn minus_one_cancels_shared_dims() {
+        let (b, h, w) = (Dim::sym("b"), Dim::sym("h"), Dim::sym("w"));
+        let s = reshape(&[b.clone(), 64.into(), h.clone(), w.clone()], &[0, 64, -1]).unwrap();
+        assert_eq!(s, vec![b.clone(), 64.into(), h.mul(&w)]);
+        let s = reshape(&[2.into(), 3.into(), 4.into()], &[-1, 4]).unwrap();
+        assert_eq!(s, vec![Dim::Known(6), Dim::Known(4)]);
+    }
+
+    #[test]
+    fn refusals() {
+        let x = [2.into(), 3.into()];
+        assert!(reshape(&x, &[4, -1]).unwrap_err().contains("do not divide"));
+        assert!(reshape(&x, &[-1, -1])
+            .unwrap_err()
+            .contains("more than one"));
+        assert!(reshape(&x, &[5]).unwrap_err().contains("cannot reshape"));
+        assert!(reshape(&x, &[0, 0, 0]).unwrap_err().contains("rank"));
+    }
+}

@@ -11,8 +11,10 @@ const HUGE: i64 = 1 << 30;
 /// Length of `start:end:step` over a dim of size `d`, following ONNX's clamping rules.
 fn slice_len(d: &Dim, start: i64, end: i64, step: i64) -> Dim {
     if let Some(n) = d.known() {
-        let clamp = |v: i64, lo: i64, hi: i64| v.max(lo).min(hi);
-        let norm = |v: i64| if v < 0 { v.saturating_add(n) } else { v };
+        // i128: starts, ends and steps may be anywhere in i64.
+        let (n, start, end, step) = (n as i128, start as i128, end as i128, step as i128);
+        let clamp = |v: i128, lo: i128, hi: i128| v.max(lo).min(hi);
+        let norm = |v: i128| if v < 0 { v + n } else { v };
         let (s, e) = if step > 0 {
             (clamp(norm(start), 0, n), clamp(norm(end), 0, n))
         } else {
@@ -21,9 +23,9 @@ fn slice_len(d: &Dim, start: i64, end: i64, step: i64) -> Dim {
         let len = if step > 0 {
             (e - s + step - 1).div_euclid(step)
         } else {
-            (s - e + (-step) - 1).div_euclid(-step)
+            (s - e - step - 1).div_euclid(-step)
         };
-        return Dim::Known(len.max(0));
+        return Dim::Known(len.max(0) as i64);
     }
     if step <= 0 {
         return Dim::Unknown;

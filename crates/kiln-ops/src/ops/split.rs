@@ -19,10 +19,13 @@ pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
         let n_i = n as i64;
         match total.known() {
             Some(t) => {
-                let chunk = (t + n_i - 1) / n_i.max(1);
+                let n_i = n_i.max(1);
+                let chunk = t / n_i + i64::from(t % n_i != 0);
                 Some(
                     (0..n_i)
-                        .map(|i| Dim::Known(chunk.min((t - i * chunk).max(0))))
+                        .map(|i| {
+                            Dim::Known(chunk.min(t.saturating_sub(i.saturating_mul(chunk)).max(0)))
+                        })
                         .collect(),
                 )
             }
