@@ -21,24 +21,22 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         unknown_ops = r.unknown_ops;
     }
     let g = &model.graph;
-    let io = |ids: Vec<kiln_ir::ValueId>| -> Vec<Json> {
-        ids.into_iter()
-            .map(|v| {
-                let val = g.value(v);
-                json!({
-                    "name": val.name,
-                    "dtype": type_name(val.declared.as_ref()),
-                    "shape": shape_json(val.declared.as_ref()),
-                })
-            })
-            .collect()
+    // Inputs and outputs as the model declares them; `values` as inferred.
+    let entry = |v: kiln_ir::ValueId, declared: bool| -> Json {
+        let val = g.value(v);
+        let ty = if declared {
+            val.declared.as_ref()
+        } else {
+            val.ty.as_ref()
+        };
+        json!({"name": val.name, "dtype": type_name(ty), "shape": shape_json(ty)})
     };
     let mut opsets = Map::new();
     for o in &model.opsets {
         opsets.insert(o.domain.clone(), json!(o.version));
     }
-    let inputs = io(g.real_inputs().collect());
-    let outputs = io(g.outputs().to_vec());
+    let inputs: Vec<Json> = g.real_inputs().map(|v| entry(v, true)).collect();
+    let outputs: Vec<Json> = g.outputs().iter().map(|&v| entry(v, true)).collect();
     let counts = op_counts(g);
     let initializers = g.values().filter(|(_, v)| v.initializer.is_some()).count();
     let mut out = json!({
@@ -55,14 +53,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     if a.shapes {
         let values: Vec<Json> = value_order(&model)
             .into_iter()
-            .map(|v| {
-                let val = g.value(v);
-                json!({
-                    "name": val.name,
-                    "dtype": type_name(val.ty.as_ref()),
-                    "shape": shape_json(val.ty.as_ref()),
-                })
-            })
+            .map(|v| entry(v, false))
             .collect();
         out["values"] = Json::Array(values);
         out["ops_without_inference"] = json!(unknown_ops);

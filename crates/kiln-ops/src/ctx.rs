@@ -129,6 +129,13 @@ impl<'a> InferCtx<'a> {
         self.attrs.get_ints(name)
     }
 
+    /// An ints attribute, or `n` copies of `fill` when absent.
+    pub fn ints_or(&self, name: &str, fill: i64, n: usize) -> Vec<i64> {
+        self.ints_attr(name)
+            .map(|v| v.to_vec())
+            .unwrap_or_else(|| vec![fill; n])
+    }
+
     pub fn str_attr(&self, name: &str) -> Option<&'a str> {
         self.attrs.get_str(name)
     }

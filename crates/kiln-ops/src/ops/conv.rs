@@ -18,14 +18,8 @@ pub fn window_output(
             kernel.len()
         ));
     }
-    let strides = ctx
-        .ints_attr("strides")
-        .map(|s| s.to_vec())
-        .unwrap_or(vec![1; n]);
-    let dilations = ctx
-        .ints_attr("dilations")
-        .map(|s| s.to_vec())
-        .unwrap_or(vec![1; n]);
+    let strides = ctx.ints_or("strides", 1, n);
+    let dilations = ctx.ints_or("dilations", 1, n);
     if strides.len() != n || dilations.len() != n {
         return Err("strides or dilations do not match the number of spatial dims".into());
     }
@@ -36,10 +30,7 @@ pub fn window_output(
         return Err(format!("kernel sizes must be positive, got {kernel:?}"));
     }
     let auto_pad = ctx.str_attr("auto_pad").unwrap_or("NOTSET");
-    let pads = ctx
-        .ints_attr("pads")
-        .map(|p| p.to_vec())
-        .unwrap_or(vec![0; 2 * n]);
+    let pads = ctx.ints_or("pads", 0, 2 * n);
     if pads.len() != 2 * n {
         return Err(format!(
             "pads has {} entries, expected {}",
@@ -85,6 +76,14 @@ pub fn window_output(
     Ok(out)
 }
 
+/// The kernel's spatial sizes: the attribute, or the weights' trailing dims when known.
+fn kernel_of(ctx: &InferCtx, w: &[Dim]) -> Option<Vec<i64>> {
+    match ctx.ints_attr("kernel_shape") {
+        Some(k) => Some(k.to_vec()),
+        None => w[2..].iter().map(|d| d.known()).collect(),
+    }
+}
+
 pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     let (Some(x), Some(w)) = (ctx.shape(0), ctx.shape(1)) else {
         return Ok(vec![Inferred::tensor(ctx.dtype(0), None)]);
@@ -111,12 +110,8 @@ pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
             ));
         }
     }
-    let kernel: Vec<i64> = match ctx.ints_attr("kernel_shape") {
-        Some(k) => k.to_vec(),
-        None => match w[2..].iter().map(|d| d.known()).collect::<Option<Vec<_>>>() {
-            Some(k) => k,
-            None => return Ok(vec![Inferred::tensor(ctx.dtype(0), None)]),
-        },
+    let Some(kernel) = kernel_of(ctx, w) else {
+        return Ok(vec![Inferred::tensor(ctx.dtype(0), None)]);
     };
     let mut shape = vec![x[0].clone(), w[0].clone()];
     shape.extend(window_output(ctx, &x[2..], &kernel, false)?);
@@ -143,29 +138,13 @@ pub fn infer_transpose(ctx: &InferCtx) -> Result<Vec<Inferred>> {
         shape.extend(os.iter().map(|&d| Dim::Known(d)));
         return Ok(vec![Inferred::tensor(ctx.dtype(0), Some(shape))]);
     }
-    let kernel: Vec<i64> = match ctx.ints_attr("kernel_shape") {
-        Some(k) => k.to_vec(),
-        None => match w[2..].iter().map(|d| d.known()).collect::<Option<Vec<_>>>() {
-            Some(k) => k,
-            None => return Ok(vec![Inferred::tensor(ctx.dtype(0), None)]),
-        },
+    let Some(kernel) = kernel_of(ctx, w) else {
+        return Ok(vec![Inferred::tensor(ctx.dtype(0), None)]);
     };
-    let strides = ctx
-        .ints_attr("strides")
-        .map(|s| s.to_vec())
-        .unwrap_or(vec![1; n]);
-    let dilations = ctx
-        .ints_attr("dilations")
-        .map(|s| s.to_vec())
-        .unwrap_or(vec![1; n]);
-    let out_pad = ctx
-        .ints_attr("output_padding")
-        .map(|s| s.to_vec())
-        .unwrap_or(vec![0; n]);
-    let pads = ctx
-        .ints_attr("pads")
-        .map(|p| p.to_vec())
-        .unwrap_or(vec![0; 2 * n]);
+    let strides = ctx.ints_or("strides", 1, n);
+    let dilations = ctx.ints_or("dilations", 1, n);
+    let out_pad = ctx.ints_or("output_padding", 0, n);
+    let pads = ctx.ints_or("pads", 0, 2 * n);
     if kernel.len() != n
         || strides.len() != n
         || dilations.len() != n
