@@ -153,7 +153,7 @@ def ort_session(model_or_path):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4
     src = model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto) else model_or_path
     return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
 
