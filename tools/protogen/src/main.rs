@@ -11,7 +11,10 @@ fn main() {
     prost_build::Config::new()
         .out_dir(&out)
         .bytes(["."])
-        .compile_protos(&[proto_dir.join("onnx.proto")], &[proto_dir])
+        .compile_protos(
+            &[proto_dir.join("onnx.proto"), proto_dir.join("onnx-data.proto")],
+            &[proto_dir],
+        )
         .expect("protoc failed");
     println!("wrote {}", out.display());
 }
