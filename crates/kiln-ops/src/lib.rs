@@ -1,13 +1,17 @@
 //! kiln's operators. Each op (or small family of ops that share one rule) has its own module
-//! under `ops/` holding its shape and type inference; `infer` walks a graph in topological order
+//! under `ops/` holding its shape and type inference and its reference CPU kernel; `infer` walks a graph in topological order
 //! and applies them, carrying symbolic dims and the values of small integer tensors (shapes
 //! computed with `Shape`, `Gather`, `Concat`, ...) so that `Reshape` targets built at run time
 //! still give shapes.
 
 mod ctx;
 pub mod infer;
+pub mod kernel;
 mod ops;
+pub mod value;
 
 pub use ctx::{InferCtx, Inferred, SymValue};
 pub use infer::{infer_shapes, InferError, InferReport};
-pub use ops::{infer_fn, InferFn};
+pub use kernel::{KernelCtx, KernelFn, SubgraphRunner};
+pub use ops::{infer_fn, kernel_fn, op_def, CheckFn, InferFn, OpDef};
+pub use value::{Data, Elem, Tensor, Value};

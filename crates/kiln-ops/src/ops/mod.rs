@@ -1,25 +1,37 @@
-//! The registry: a plain function from (domain, op type) to the op's inference rule.
+//! The registry: a plain function from (domain, op type) to the op's inference rule and CPU
+//! kernel.
 use crate::ctx::{InferCtx, Inferred, Result};
+use crate::kernel::KernelFn;
 
 mod batchnorm;
 mod cast;
 mod concat;
 mod constant;
+mod control_flow;
 mod conv;
 mod dropout;
 mod elementwise;
 mod expand;
 mod gather;
 mod gemm;
+mod index_ops;
 mod matmul;
+mod misc;
+mod ms_activations;
+mod norm;
+mod optional;
 mod pad;
 mod pool;
 mod range;
 mod reduce;
 mod reshape;
 mod resize;
+mod scatter;
+mod sequence;
 mod shape;
 mod slice;
+mod softmax;
+mod space_depth;
 mod split;
 mod squeeze;
 mod tile;
@@ -29,8 +41,88 @@ mod where_op;
 /// An inference rule: one `Inferred` per node output.
 pub type InferFn = fn(&InferCtx) -> Result<Vec<Inferred>>;
 
+/// Says whether a kernel can run a node exactly as specified (attributes and opset), or why not.
+pub type CheckFn = fn(&[kiln_ir::Attribute], i64) -> std::result::Result<(), String>;
+
+/// What kiln knows of an op.
+#[derive(Clone, Copy)]
+pub struct OpDef {
+    pub infer: InferFn,
+    /// The reference CPU kernel, when there is one.
+    pub run: Option<KernelFn>,
+    /// Limits of the kernel, when it does not cover every attribute value.
+    pub check: Option<CheckFn>,
+}
+
 /// The inference rule of an op, if kiln knows it.
 pub fn infer_fn(domain: &str, op_type: &str) -> Option<InferFn> {
+    op_def(domain, op_type).map(|d| d.infer)
+}
+
+/// The CPU kernel of an op, if kiln has one.
+pub fn kernel_fn(domain: &str, op_type: &str) -> Option<KernelFn> {
+    op_def(domain, op_type).and_then(|d| d.run)
+}
+
+/// Inference rule and kernel of an op.
+pub fn op_def(domain: &str, op_type: &str) -> Option<OpDef> {
+    let infer = infer_rule(domain, op_type)?;
+    Some(OpDef {
+        infer,
+        run: kernel(domain, op_type),
+        check: check(domain, op_type),
+    })
+}
+
+/// Kernels that cover only part of what the op allows say so here.
+fn check(domain: &str, op_type: &str) -> Option<CheckFn> {
+    let _ = (domain, op_type);
+    None
+}
+
+/// The CPU kernel table: each module answers for the ops it implements.
+fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
+    let kernel_of: [fn(&str, &str) -> Option<KernelFn>; 34] = [
+        batchnorm::kernel,
+        cast::kernel,
+        concat::kernel,
+        constant::kernel,
+        control_flow::kernel,
+        conv::kernel,
+        dropout::kernel,
+        elementwise::kernel,
+        expand::kernel,
+        gather::kernel,
+        gemm::kernel,
+        matmul::kernel,
+        misc::kernel,
+        norm::kernel,
+        optional::kernel,
+        pad::kernel,
+        pool::kernel,
+        range::kernel,
+        reduce::kernel,
+        reshape::kernel,
+        resize::kernel,
+        scatter::kernel,
+        sequence::kernel,
+        shape::kernel,
+        slice::kernel,
+        softmax::kernel,
+        space_depth::kernel,
+        split::kernel,
+        squeeze::kernel,
+        tile::kernel,
+        transpose::kernel,
+        where_op::kernel,
+        ms_activations::kernel,
+        index_ops::kernel,
+    ];
+    let domain = if domain == "ai.onnx" { "" } else { domain };
+    kernel_of.iter().find_map(|f| f(domain, op_type))
+}
+
+fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
     use elementwise as ew;
     let f: InferFn = match (domain, op_type) {
         ("" | "ai.onnx", op) => match op {

@@ -140,3 +140,9 @@ mod tests {
         assert!(reshape(&x, &[0, 0, 0]).unwrap_err().contains("rank"));
     }
 }
+
+/// The kernels of this module's ops.
+pub fn kernel(domain: &str, op_type: &str) -> Option<crate::kernel::KernelFn> {
+    let _ = (domain, op_type);
+    None
+}

@@ -1,0 +1,207 @@
+//! What a CPU kernel sees (attributes, opset, input values, a way to run subgraphs) and the
+//! shared helpers kernels use: attribute access, broadcasting, strides.
+use kiln_ir::{AttrList, AttrValue, Attribute, Graph};
+
+use crate::value::{Tensor, Value};
+
+pub type Result<T> = std::result::Result<T, String>;
+
+/// A kernel: computes a node's outputs from its inputs.
+pub type KernelFn = fn(&KernelCtx) -> Result<Vec<Value>>;
+
+/// Runs a subgraph (If/Loop/Scan bodies) with the given explicit inputs; values the body reads
+/// from enclosing graphs are resolved by the runner.
+pub trait SubgraphRunner {
+    fn run(&self, body: &Graph, inputs: Vec<Value>) -> Result<Vec<Value>>;
+}
+
+pub struct KernelCtx<'a> {
+    pub op_type: &'a str,
+    pub domain: &'a str,
+    pub opset: i64,
+    pub attrs: &'a [Attribute],
+    pub inputs: Vec<Option<&'a Value>>,
+    pub num_outputs: usize,
+    pub subgraphs: Option<&'a dyn SubgraphRunner>,
+}
+
+impl<'a> KernelCtx<'a> {
+    pub fn has_input(&self, i: usize) -> bool {
+        matches!(self.inputs.get(i), Some(Some(_)))
+    }
+
+    pub fn value(&self, i: usize) -> Result<&'a Value> {
+        self.inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| format!("input {i} is missing"))
+    }
+
+    pub fn tensor(&self, i: usize) -> Result<&'a Tensor> {
+        match self.value(i)? {
+            Value::Tensor(t) => Ok(t),
+            _ => Err(format!("input {i} is not a tensor")),
+        }
+    }
+
+    /// An optional tensor input (absent, or present).
+    pub fn opt_tensor(&self, i: usize) -> Result<Option<&'a Tensor>> {
+        if self.has_input(i) {
+            self.tensor(i).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub fn attr(&self, name: &str) -> Option<&'a AttrValue> {
+        self.attrs.attr(name)
+    }
+
+    pub fn int_attr(&self, name: &str, default: i64) -> i64 {
+        self.attrs.get_int(name).unwrap_or(default)
+    }
+
+    pub fn float_attr(&self, name: &str, default: f32) -> f32 {
+        self.attrs.get_float(name).unwrap_or(default)
+    }
+
+    pub fn ints_attr(&self, name: &str) -> Option<&'a [i64]> {
+        self.attrs.get_ints(name)
+    }
+
+    pub fn ints_or(&self, name: &str, fill: i64, n: usize) -> Vec<i64> {
+        self.ints_attr(name)
+            .map(|v| v.to_vec())
+            .unwrap_or_else(|| vec![fill; n])
+    }
+
+    pub fn str_attr(&self, name: &str) -> Option<&'a str> {
+        self.attrs.get_str(name)
+    }
+
+    /// Normalizes a possibly negative axis.
+    pub fn axis(&self, axis: i64, rank: usize) -> Result<usize> {
+        norm_axis(axis, rank)
+    }
+}
+
+pub fn norm_axis(axis: i64, rank: usize) -> Result<usize> {
+    let r = rank as i64;
+    if axis < -r || axis >= r {
+        return Err(format!("axis {axis} is out of range for rank {rank}"));
+    }
+    Ok(if axis < 0 { axis + r } else { axis } as usize)
+}
+
+/// Row-major strides of a shape.
+pub fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Numpy broadcasting of shapes.
+pub fn broadcast_shape(shapes: &[&[usize]]) -> Result<Vec<usize>> {
+    let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut out = vec![1usize; rank];
+    for s in shapes {
+        let off = rank - s.len();
+        for (i, &d) in s.iter().enumerate() {
+            let o = &mut out[off + i];
+            if *o == 1 {
+                *o = d;
+            } else if d != 1 && d != *o {
+                return Err(format!("shapes {shapes:?} cannot broadcast"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Strides to read an input of `shape` broadcast to `out` (0 along broadcast dims).
+pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let st = strides(shape);
+    let off = out.len() - shape.len();
+    (0..out.len())
+        .map(|i| {
+            if i < off || shape[i - off] == 1 {
+                0
+            } else {
+                st[i - off]
+            }
+        })
+        .collect()
+}
+
+/// For every element of `out` (row-major), the flat index into an input read with `st`.
+pub fn broadcast_index(out: &[usize], st: &[usize]) -> Vec<usize> {
+    let n: usize = out.iter().product();
+    let mut idx = Vec::with_capacity(n);
+    if n == 0 {
+        return idx;
+    }
+    let rank = out.len();
+    let mut counter = vec![0usize; rank];
+    let mut pos = 0usize;
+    for _ in 0..n {
+        idx.push(pos);
+        for d in (0..rank).rev() {
+            counter[d] += 1;
+            pos += st[d];
+            if counter[d] < out[d] {
+                break;
+            }
+            pos -= st[d] * out[d];
+            counter[d] = 0;
+        }
+    }
+    idx
+}
+
+/// Applies `f` element-wise to two broadcast inputs.
+pub fn zip_broadcast<A: Copy, B: Copy, R>(
+    a: &[A],
+    ash: &[usize],
+    b: &[B],
+    bsh: &[usize],
+    f: impl Fn(A, B) -> R,
+) -> Result<(Vec<usize>, Vec<R>)> {
+    let out = broadcast_shape(&[ash, bsh])?;
+    let v = if ash == bsh {
+        a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
+    } else if b.len() == 1 && out.as_slice() == ash {
+        let y = b[0];
+        a.iter().map(|&x| f(x, y)).collect()
+    } else if a.len() == 1 && out.as_slice() == bsh {
+        let x = a[0];
+        b.iter().map(|&y| f(x, y)).collect()
+    } else {
+        let ia = broadcast_index(&out, &broadcast_strides(ash, &out));
+        let ib = broadcast_index(&out, &broadcast_strides(bsh, &out));
+        ia.iter().zip(&ib).map(|(&i, &j)| f(a[i], b[j])).collect()
+    };
+    Ok((out, v))
+}
+
+/// One tensor output.
+pub fn one(t: Tensor) -> Result<Vec<Value>> {
+    Ok(vec![Value::Tensor(t)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcasting() {
+        assert_eq!(broadcast_shape(&[&[2, 1, 3], &[4, 1]]).unwrap(), vec![2, 4, 3]);
+        assert!(broadcast_shape(&[&[2, 3], &[4]]).is_err());
+        let (s, v) = zip_broadcast(&[1, 2, 3], &[3, 1], &[10, 20], &[2], |a, b| a + b).unwrap();
+        assert_eq!(s, vec![3, 2]);
+        assert_eq!(v, vec![11, 21, 12, 22, 13, 23]);
+        assert_eq!(strides(&[2, 3, 4]), vec![12, 4, 1]);
+    }
+}

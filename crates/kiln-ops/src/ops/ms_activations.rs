@@ -1,0 +1,8 @@
+//! com.microsoft activations that ONNX Runtime writes into optimized models: QuickGelu, Gelu, BiasGelu, FastGelu.
+use crate::kernel::KernelFn;
+
+/// The kernels of this module's ops.
+pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
+    let _ = (domain, op_type);
+    None
+}

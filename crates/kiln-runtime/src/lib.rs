@@ -1,0 +1,19 @@
+//! kiln's runtime. A [`Session`] loads a model, asks the execution providers in priority order
+//! which nodes they can run faithfully ([`ExecutionProvider::get_capability`], as ONNX Runtime's
+//! `GetCapability`), assigns each node to the first provider that claims it (the CPU provider
+//! last, as the fallback), and turns the graph into a plan the executor runs: kernels in
+//! topological order, each intermediate value freed once its last consumer has run.
+
+mod error;
+mod executor;
+mod partition;
+mod provider;
+mod session;
+
+pub use error::RuntimeError;
+pub use executor::RunStats;
+pub use partition::{Assignment, Partition, Rejection};
+pub use provider::{Capability, CpuProvider, ExecutionProvider, OpTypeProvider};
+pub use session::{Level, Session, SessionOptions};
+
+pub use kiln_ops::{Data, Tensor, Value};

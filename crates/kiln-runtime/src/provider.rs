@@ -1,0 +1,112 @@
+//! Execution providers. A provider looks at the graph, claims the nodes it can run exactly as
+//! specified and says why it declines the others; the CPU provider runs every op kiln has a
+//! kernel for and is the fallback. `OpTypeProvider` claims a configured set of op types (using
+//! the same kernels), to prove the partitioner.
+use std::collections::BTreeSet;
+
+use kiln_ir::{Model, Node, NodeId};
+use kiln_ops::KernelFn;
+
+/// Which of the offered nodes a provider takes.
+#[derive(Debug, Default, Clone)]
+pub struct Capability {
+    pub claimed: Vec<NodeId>,
+    /// Offered nodes it declines, with the reason.
+    pub declined: Vec<(NodeId, String)>,
+}
+
+pub trait ExecutionProvider: Send + Sync {
+    fn name(&self) -> &str;
+
+    /// Claims nodes among `offered` (not yet assigned to a provider of higher priority).
+    fn get_capability(&self, model: &Model, offered: &[NodeId]) -> Capability;
+
+    /// The kernel for a node this provider claimed.
+    fn kernel(&self, node: &Node) -> Option<KernelFn>;
+}
+
+/// Why the CPU kernels cannot run `node`, if they cannot.
+pub fn cpu_support(model: &Model, node: &Node) -> Result<KernelFn, String> {
+    let domain = if node.domain == "ai.onnx" { "" } else { &node.domain };
+    let Some(def) = kiln_ops::op_def(domain, &node.op_type) else {
+        return Err(format!("kiln does not know the op {}", node.op_key()));
+    };
+    let Some(run) = def.run else {
+        return Err(format!("no CPU kernel for {}", node.op_key()));
+    };
+    if let Some(check) = def.check {
+        let opset = model.opset(domain).unwrap_or(1);
+        check(&node.attrs, opset)?;
+    }
+    Ok(run)
+}
+
+/// kiln's CPU provider.
+#[derive(Debug, Default)]
+pub struct CpuProvider;
+
+impl ExecutionProvider for CpuProvider {
+    fn name(&self) -> &str {
+        "cpu"
+    }
+
+    fn get_capability(&self, model: &Model, offered: &[NodeId]) -> Capability {
+        let mut cap = Capability::default();
+        for &id in offered {
+            match cpu_support(model, model.graph.node(id)) {
+                Ok(_) => cap.claimed.push(id),
+                Err(reason) => cap.declined.push((id, reason)),
+            }
+        }
+        cap
+    }
+
+    fn kernel(&self, node: &Node) -> Option<KernelFn> {
+        let domain = if node.domain == "ai.onnx" { "" } else { &node.domain };
+        kiln_ops::kernel_fn(domain, &node.op_type)
+    }
+}
+
+/// A provider that claims only the listed op types (keys as `kiln inspect` prints them), and
+/// runs them with kiln's CPU kernels. Used to test partitioning.
+#[derive(Debug)]
+pub struct OpTypeProvider {
+    name: String,
+    ops: BTreeSet<String>,
+}
+
+impl OpTypeProvider {
+    pub fn new(name: &str, ops: &[&str]) -> OpTypeProvider {
+        OpTypeProvider {
+            name: name.to_string(),
+            ops: ops.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+impl ExecutionProvider for OpTypeProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn get_capability(&self, model: &Model, offered: &[NodeId]) -> Capability {
+        let mut cap = Capability::default();
+        for &id in offered {
+            let node = model.graph.node(id);
+            if !self.ops.contains(&node.op_key()) {
+                cap.declined
+                    .push((id, format!("{} is not among its op types", node.op_key())));
+                continue;
+            }
+            match cpu_support(model, node) {
+                Ok(_) => cap.claimed.push(id),
+                Err(reason) => cap.declined.push((id, reason)),
+            }
+        }
+        cap
+    }
+
+    fn kernel(&self, node: &Node) -> Option<KernelFn> {
+        CpuProvider.kernel(node)
+    }
+}

@@ -1,0 +1,248 @@
+//! `Session`: a model made ready to run with a set of execution providers. Sessions are
+//! `Send + Sync`; `run` takes `&self`, so many threads may run one session at once.
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use kiln_ir::{DataType, Dim, Model, ValueId};
+use kiln_ops::Value;
+
+use crate::executor::Plan;
+use crate::partition::{assign, Assignment};
+use crate::{CpuProvider, ExecutionProvider, RunStats, RuntimeError};
+
+/// Graph optimization levels, as ONNX Runtime's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Disabled,
+    Basic,
+    Extended,
+    All,
+}
+
+#[derive(Clone)]
+pub struct SessionOptions {
+    /// Threads for kernels; `None` uses all cores.
+    pub threads: Option<usize>,
+    pub level: Level,
+    /// Providers in priority order. The CPU provider is appended as the fallback when absent.
+    pub providers: Vec<Arc<dyn ExecutionProvider>>,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            threads: None,
+            level: Level::All,
+            providers: Vec::new(),
+        }
+    }
+}
+
+/// A graph input as the session checks it.
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    pub name: String,
+    pub dtype: Option<DataType>,
+    pub shape: Option<Vec<Dim>>,
+    id: ValueId,
+}
+
+pub struct Session {
+    model: Model,
+    opsets: Vec<(String, i64)>,
+    providers: Vec<Arc<dyn ExecutionProvider>>,
+    assignment: Assignment,
+    plan: Plan,
+    pool: rayon::ThreadPool,
+    inputs: Vec<InputSpec>,
+}
+
+impl Session {
+    pub fn from_path(path: &Path, opts: SessionOptions) -> Result<Session, RuntimeError> {
+        Session::from_model(Model::load(path)?, opts)
+    }
+
+    pub fn from_bytes(bytes: &[u8], opts: SessionOptions) -> Result<Session, RuntimeError> {
+        Session::from_model(Model::from_bytes(bytes)?, opts)
+    }
+
+    pub fn from_model(model: Model, opts: SessionOptions) -> Result<Session, RuntimeError> {
+        let mut providers = opts.providers;
+        if !providers.iter().any(|p| p.name() == "cpu") {
+            providers.push(Arc::new(CpuProvider));
+        }
+        let assignment = assign(&model, &providers)?;
+        let opsets: Vec<(String, i64)> = model
+            .opsets
+            .iter()
+            .map(|o| (o.domain.clone(), o.version))
+            .collect();
+        let g = &model.graph;
+        let plan = Plan::new(g, &opsets, &|id| {
+            let ep = assignment.ep(id).expect("every node is assigned");
+            providers[ep]
+                .kernel(g.node(id))
+                .ok_or_else(|| RuntimeError::Node {
+                    node: g.describe(id),
+                    reason: format!("provider {} has no kernel for it", providers[ep].name()),
+                })
+        })?;
+        let inputs = g
+            .real_inputs()
+            .map(|id| {
+                let v = g.value(id);
+                let ty = v.declared.as_ref().or(v.ty.as_ref());
+                InputSpec {
+                    name: v.name.clone(),
+                    dtype: ty.and_then(|t| t.dtype()),
+                    shape: ty.and_then(|t| t.shape().map(|s| s.to_vec())),
+                    id,
+                }
+            })
+            .collect();
+        let mut pool = rayon::ThreadPoolBuilder::new();
+        if let Some(n) = opts.threads {
+            if n == 0 {
+                return Err(RuntimeError::Options("threads must be at least 1".into()));
+            }
+            pool = pool.num_threads(n);
+        }
+        let pool = pool
+            .build()
+            .map_err(|e| RuntimeError::Options(format!("cannot start threads: {e}")))?;
+        Ok(Session {
+            model,
+            opsets,
+            providers,
+            assignment,
+            plan,
+            pool,
+            inputs,
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn inputs(&self) -> &[InputSpec] {
+        &self.inputs
+    }
+
+    pub fn output_names(&self) -> Vec<String> {
+        let g = &self.model.graph;
+        g.outputs().iter().map(|o| g.value(*o).name.clone()).collect()
+    }
+
+    pub fn providers(&self) -> &[Arc<dyn ExecutionProvider>] {
+        &self.providers
+    }
+
+    pub fn assignment(&self) -> &Assignment {
+        &self.assignment
+    }
+
+    /// Runs the model once. Inputs are by name; outputs come in the graph's order.
+    pub fn run(&self, inputs: Vec<(String, Value)>) -> Result<Vec<(String, Value)>, RuntimeError> {
+        self.run_with_stats(inputs).map(|(o, _)| o)
+    }
+
+    pub fn run_with_stats(
+        &self,
+        inputs: Vec<(String, Value)>,
+    ) -> Result<(Vec<(String, Value)>, RunStats), RuntimeError> {
+        let mut given: HashMap<String, Value> = HashMap::new();
+        for (name, v) in inputs {
+            if !self.inputs.iter().any(|s| s.name == name) {
+                return Err(RuntimeError::Input {
+                    name,
+                    reason: "the model has no such input".into(),
+                });
+            }
+            if given.insert(name.clone(), v).is_some() {
+                return Err(RuntimeError::Input {
+                    name,
+                    reason: "given twice".into(),
+                });
+            }
+        }
+        let mut bound: HashMap<String, i64> = HashMap::new();
+        let mut feeds = Vec::with_capacity(self.inputs.len());
+        for spec in &self.inputs {
+            let v = given.remove(&spec.name).ok_or_else(|| RuntimeError::Input {
+                name: spec.name.clone(),
+                reason: "missing".into(),
+            })?;
+            check_input(spec, &v, &mut bound).map_err(|reason| RuntimeError::Input {
+                name: spec.name.clone(),
+                reason,
+            })?;
+            feeds.push((spec.id, Arc::new(v)));
+        }
+        let g = &self.model.graph;
+        let (outs, stats) = self
+            .pool
+            .install(|| self.plan.run(g, &self.opsets, feeds, None))?;
+        let names = self.output_names();
+        Ok((
+            names
+                .into_iter()
+                .zip(outs)
+                .map(|(n, v)| (n, Arc::try_unwrap(v).unwrap_or_else(|a| (*a).clone())))
+                .collect(),
+            stats,
+        ))
+    }
+}
+
+/// Checks a fed value against the declared input type, binding named dims as it goes so that
+/// one name means one size across all inputs.
+fn check_input(spec: &InputSpec, v: &Value, bound: &mut HashMap<String, i64>) -> Result<(), String> {
+    let Value::Tensor(t) = v else {
+        // Sequence and optional inputs are checked by the kernels that read them.
+        return Ok(());
+    };
+    if let Some(dt) = spec.dtype {
+        if t.dtype() != dt {
+            return Err(format!("expected {dt}, got {}", t.dtype()));
+        }
+    }
+    let Some(shape) = &spec.shape else {
+        return Ok(());
+    };
+    if shape.len() != t.rank() {
+        return Err(format!(
+            "expected rank {} ({}), got shape {:?}",
+            shape.len(),
+            shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"),
+            t.shape
+        ));
+    }
+    for (i, (d, &n)) in shape.iter().zip(&t.shape).enumerate() {
+        let n = n as i64;
+        match d {
+            Dim::Known(k) if *k != n => {
+                return Err(format!("dimension {i} must be {k}, got {n} (shape {:?})", t.shape))
+            }
+            Dim::Sym(_) => {
+                let syms = d.symbols();
+                if syms.len() == 1 && d.to_string() == *syms[0] {
+                    let name = syms[0].to_string();
+                    match bound.get(&name) {
+                        Some(&b) if b != n => {
+                            return Err(format!(
+                                "dimension {i} ('{name}') is {n}, but another input set '{name}' to {b}"
+                            ))
+                        }
+                        _ => {
+                            bound.insert(name, n);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
