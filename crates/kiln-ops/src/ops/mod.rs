@@ -54,9 +54,9 @@ pub struct OpDef {
     pub check: Option<CheckFn>,
 }
 
-/// The inference rule of an op, if kiln knows it.
+/// The inference rule of an op, if kiln has one.
 pub fn infer_fn(domain: &str, op_type: &str) -> Option<InferFn> {
-    op_def(domain, op_type).map(|d| d.infer)
+    infer_rule(domain, op_type)
 }
 
 /// The CPU kernel of an op, if kiln has one.
@@ -66,12 +66,21 @@ pub fn kernel_fn(domain: &str, op_type: &str) -> Option<KernelFn> {
 
 /// Inference rule and kernel of an op.
 pub fn op_def(domain: &str, op_type: &str) -> Option<OpDef> {
-    let infer = infer_rule(domain, op_type)?;
+    let infer = infer_rule(domain, op_type);
+    let run = kernel(domain, op_type);
+    if infer.is_none() && run.is_none() {
+        return None;
+    }
     Some(OpDef {
-        infer,
-        run: kernel(domain, op_type),
+        infer: infer.unwrap_or(unknown_outputs),
+        run,
         check: check(domain, op_type),
     })
+}
+
+/// For ops with a kernel but no inference rule yet: outputs of unknown type.
+fn unknown_outputs(ctx: &InferCtx) -> Result<Vec<Inferred>> {
+    Ok(vec![Inferred::default(); ctx.num_outputs])
 }
 
 /// Kernels that cover only part of what the op allows say so here.
