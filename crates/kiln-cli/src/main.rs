@@ -3,9 +3,11 @@
 //! here panics on bad input, and written files appear whole or not at all.
 
 mod args;
+mod conformance;
 mod default_model;
 mod inspect;
 mod optimize;
+mod pbdata;
 mod report;
 
 use std::process::ExitCode;
@@ -40,7 +42,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => not_yet("run", &a.model),
         Command::Bench(a) => not_yet("bench", &a.model),
         Command::Partition(a) => not_yet("partition", &a.model),
-        Command::Conformance(a) => not_yet("conformance", &a.dir),
+        Command::Conformance(a) => conformance::run(a),
     }
 }
 
