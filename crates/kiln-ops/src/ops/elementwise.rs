@@ -81,8 +81,10 @@ fn int_arith(ctx: &InferCtx) -> Option<SymValue> {
     })
 }
 
-/// The kernels of this module's ops.
+/// The kernels of this family live in `unary` and `binary`.
 pub fn kernel(domain: &str, op_type: &str) -> Option<crate::kernel::KernelFn> {
-    let _ = (domain, op_type);
-    None
+    if !domain.is_empty() {
+        return None;
+    }
+    super::unary::kernel(op_type).or_else(|| super::binary::kernel(op_type))
 }
