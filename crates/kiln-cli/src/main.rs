@@ -6,9 +6,11 @@ mod args;
 mod conformance;
 mod default_model;
 mod inspect;
+mod npy;
 mod optimize;
 mod pbdata;
 mod report;
+mod run;
 
 use std::process::ExitCode;
 
@@ -39,7 +41,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Optimize(a) => optimize::run(a),
-        Command::Run(a) => not_yet("run", &a.model),
+        Command::Run(a) => run::run(a),
         Command::Bench(a) => not_yet("bench", &a.model),
         Command::Partition(a) => not_yet("partition", &a.model),
         Command::Conformance(a) => conformance::run(a),

@@ -7,7 +7,31 @@ use anyhow::Context;
 use kiln_ir::{Dim, Graph, Model, ValueType};
 use serde_json::{json, Value as Json};
 
+use crate::args::{Level, RunArgs};
 use crate::default_model;
+
+/// A session for `run`, `bench` and `partition`, from the common flags.
+pub fn session(model: Model, a: &RunArgs) -> anyhow::Result<kiln_runtime::Session> {
+    let level = match a.level {
+        Level::Disabled => kiln_runtime::Level::Disabled,
+        Level::Basic => kiln_runtime::Level::Basic,
+        Level::Extended => kiln_runtime::Level::Extended,
+        Level::All => kiln_runtime::Level::All,
+    };
+    let mut providers: Vec<std::sync::Arc<dyn kiln_runtime::ExecutionProvider>> = Vec::new();
+    for ep in a.ep.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        match ep {
+            "cpu" => providers.push(std::sync::Arc::new(kiln_runtime::CpuProvider)),
+            other => anyhow::bail!("unknown execution provider '{other}' (kiln has: cpu)"),
+        }
+    }
+    let opts = kiln_runtime::SessionOptions {
+        threads: a.threads,
+        level,
+        providers,
+    };
+    Ok(kiln_runtime::Session::from_model(model, opts)?)
+}
 
 /// Loads `path`, or builds the built-in demo model. Returns the model and the name errors use.
 pub fn load(path: Option<&Path>) -> anyhow::Result<(Model, String)> {
