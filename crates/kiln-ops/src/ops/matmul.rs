@@ -1,6 +1,11 @@
 //! MatMul (numpy semantics: 1-D operands are promoted and the added dim removed; batch dims
 //! broadcast), also used for com.microsoft FusedMatMul without transposes.
+use kiln_ir::AttrList;
+
+use super::linalg::{float_dispatch, gemm, same_dtype, Mat, Real, Scalar};
 use crate::ctx::{broadcast, InferCtx, Inferred, Result};
+use crate::kernel::{broadcast_index, broadcast_shape, broadcast_strides, one, KernelCtx};
+use crate::value::{Data, Tensor, Value};
 
 pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     let (Some(a), Some(b)) = (ctx.shape(0), ctx.shape(1)) else {
@@ -45,6 +50,307 @@ pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
 
 /// The kernels of this module's ops.
 pub fn kernel(domain: &str, op_type: &str) -> Option<crate::kernel::KernelFn> {
-    let _ = (domain, op_type);
-    None
+    match (domain, op_type) {
+        ("", "MatMul") => Some(run_matmul),
+        ("", "MatMulInteger") => Some(run_matmul_integer),
+        ("com.microsoft", "FusedMatMul") => Some(run_matmul),
+        _ => None,
+    }
+}
+
+/// FusedMatMul's batch transposes (`transBatchA` / `transBatchB`) are not implemented.
+pub fn check_fused(attrs: &[kiln_ir::Attribute], _opset: i64) -> Result<()> {
+    for name in ["transBatchA", "transBatchB"] {
+        if attrs.get_int(name).unwrap_or(0) != 0 {
+            return Err(format!("{name} is not supported"));
+        }
+    }
+    Ok(())
+}
+
+/// The shape of a (batched) product, from the operand shapes.
+struct Plan {
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    tb: bool,
+    out_shape: Vec<usize>,
+    /// Per output matrix: the matrix index into A and into B.
+    pairs: Vec<(usize, usize)>,
+    /// A's matrices are stacked rows of one big matrix, against a single B: one GEMM.
+    fold: bool,
+}
+
+fn plan(ash: &[usize], bsh: &[usize], ta: bool, tb: bool) -> Result<Plan> {
+    if ash.is_empty() || bsh.is_empty() {
+        return Err("MatMul operands must have rank >= 1".into());
+    }
+    let mut a2 = ash.to_vec();
+    let mut b2 = bsh.to_vec();
+    if ash.len() == 1 {
+        a2.insert(0, 1);
+    }
+    if bsh.len() == 1 {
+        b2.push(1);
+    }
+    let (ra, rb) = (a2.len(), b2.len());
+    let (m, ka) = if ta { (a2[ra - 1], a2[ra - 2]) } else { (a2[ra - 2], a2[ra - 1]) };
+    let (kb, n) = if tb { (b2[rb - 1], b2[rb - 2]) } else { (b2[rb - 2], b2[rb - 1]) };
+    if ka != kb {
+        return Err(format!(
+            "inner dimensions differ: shapes {ash:?} and {bsh:?} give {ka} and {kb}"
+        ));
+    }
+    let (ba, bb) = (&a2[..ra - 2], &b2[..rb - 2]);
+    let batch = broadcast_shape(&[ba, bb])?;
+    let count: usize = batch.iter().product();
+    let ia = broadcast_index(&batch, &broadcast_strides(ba, &batch));
+    let ib = broadcast_index(&batch, &broadcast_strides(bb, &batch));
+    let pairs: Vec<(usize, usize)> = ia.into_iter().zip(ib).collect();
+    let mut out_shape = batch;
+    if ash.len() > 1 {
+        out_shape.push(m);
+    }
+    if bsh.len() > 1 {
+        out_shape.push(n);
+    }
+    let b_count: usize = bb.iter().product();
+    let fold = !ta && b_count == 1 && count > 1 && pairs.iter().enumerate().all(|(i, p)| p.0 == i);
+    Ok(Plan {
+        m,
+        n,
+        k: ka,
+        ta,
+        tb,
+        out_shape,
+        pairs,
+        fold,
+    })
+}
+
+/// Runs the plan: `Y = alpha * op(A) * op(B)` per matrix pair.
+fn batched<T: Scalar>(p: &Plan, a: &[T], b: &[T], alpha: T) -> Result<Vec<T>> {
+    let (m, n, k) = (p.m, p.n, p.k);
+    let count = p.pairs.len();
+    let total = count
+        .checked_mul(m)
+        .and_then(|x| x.checked_mul(n))
+        .ok_or("output too large")?;
+    let mut y = vec![T::ZERO; total];
+    let bview = |bi: usize| -> Result<Mat<T>> {
+        let bs = b.get(bi * k * n..(bi + 1) * k * n).ok_or("B is shorter than its shape")?;
+        Ok(if p.tb { Mat::rows(bs, k).t() } else { Mat::rows(bs, n) })
+    };
+    if p.fold {
+        let av = Mat::rows(a, k);
+        gemm(count * m, n, k, alpha, av, bview(0)?, T::ZERO, &mut y, n)?;
+        return Ok(y);
+    }
+    if m * n == 0 {
+        return Ok(y);
+    }
+    for (out, &(ai, bi)) in y.chunks_mut(m * n).zip(&p.pairs) {
+        let as_ = a.get(ai * m * k..(ai + 1) * m * k).ok_or("A is shorter than its shape")?;
+        let av = if p.ta { Mat::rows(as_, m).t() } else { Mat::rows(as_, k) };
+        gemm(m, n, k, alpha, av, bview(bi)?, T::ZERO, out, n)?;
+    }
+    Ok(y)
+}
+
+fn run_matmul(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let a = ctx.tensor(0)?;
+    let b = ctx.tensor(1)?;
+    same_dtype(&[("A", a), ("B", b)])?;
+    let fused = ctx.domain == "com.microsoft";
+    if fused {
+        check_fused(ctx.attrs, ctx.opset)?;
+    }
+    let ta = fused && ctx.int_attr("transA", 0) != 0;
+    let tb = fused && ctx.int_attr("transB", 0) != 0;
+    let alpha = if fused { ctx.float_attr("alpha", 1.0) } else { 1.0 };
+    let p = plan(&a.shape, &b.shape, ta, tb)?;
+    let data = match (&a.data, &b.data) {
+        (Data::I32(x), Data::I32(y)) => Data::I32(batched(&p, x, y, int_alpha(alpha)? as i32)?),
+        (Data::I64(x), Data::I64(y)) => Data::I64(batched(&p, x, y, int_alpha(alpha)?)?),
+        (Data::U32(x), Data::U32(y)) => Data::U32(batched(&p, x, y, int_alpha(alpha)? as u32)?),
+        (Data::U64(x), Data::U64(y)) => Data::U64(batched(&p, x, y, int_alpha(alpha)? as u64)?),
+        _ => float_dispatch!(a.dtype(), float_matmul(&p, a, b, alpha))?,
+    };
+    one(Tensor::new(p.out_shape, data))
+}
+
+fn int_alpha(alpha: f32) -> Result<i64> {
+    if alpha == 1.0 {
+        Ok(1)
+    } else {
+        Err(format!("alpha {alpha} needs float tensors"))
+    }
+}
+
+fn float_matmul<T: Real>(p: &Plan, a: &Tensor, b: &Tensor, alpha: f32) -> Result<Data> {
+    let y = batched(p, &T::load(a)?, &T::load(b)?, T::of(alpha as f64))?;
+    Ok(T::store(y, a.dtype()))
+}
+
+/// An 8-bit integer operand widened to i32.
+fn widen(t: &Tensor, what: &str) -> Result<Vec<i32>> {
+    match &t.data {
+        Data::U8(v) => Ok(v.iter().map(|&x| x as i32).collect()),
+        Data::I8(v) => Ok(v.iter().map(|&x| x as i32).collect()),
+        other => Err(format!("{what} must be uint8 or int8, got {}", other.dtype())),
+    }
+}
+
+/// MatMulInteger: `(A - a_zero_point) * (B - b_zero_point)` in int32. A's zero point is a
+/// scalar or one per row of A; B's a scalar or one per column of B (optionally per matrix).
+fn run_matmul_integer(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let a = ctx.tensor(0)?;
+    let b = ctx.tensor(1)?;
+    let p = plan(&a.shape, &b.shape, false, false)?;
+    let mut av = widen(a, "A")?;
+    let mut bv = widen(b, "B")?;
+    if let Some(z) = ctx.opt_tensor(2)? {
+        if z.dtype() != a.dtype() {
+            return Err("a_zero_point must have A's type".into());
+        }
+        let z = widen(z, "a_zero_point")?;
+        let k = p.k.max(1);
+        let rows = av.len() / k;
+        match z.len() {
+            1 => av.iter_mut().for_each(|x| *x -= z[0]),
+            l if l == p.m || (l == rows && l > 0) => {
+                for (r, row) in av.chunks_mut(k).enumerate() {
+                    let zp = z[r % l];
+                    row.iter_mut().for_each(|x| *x -= zp);
+                }
+            }
+            l => return Err(format!("a_zero_point has {l} elements; expected 1 or one per row")),
+        }
+    }
+    if let Some(z) = ctx.opt_tensor(3)? {
+        if z.dtype() != b.dtype() {
+            return Err("b_zero_point must have B's type".into());
+        }
+        let z = widen(z, "b_zero_point")?;
+        let n = p.n.max(1);
+        let mats = bv.len() / (p.k * n).max(1);
+        match z.len() {
+            1 => bv.iter_mut().for_each(|x| *x -= z[0]),
+            l if l == p.n || (l == mats * n && l > 0) => {
+                for (r, row) in bv.chunks_mut(n).enumerate() {
+                    let base = if l == p.n { 0 } else { (r / p.k.max(1)) * n };
+                    for (j, x) in row.iter_mut().enumerate() {
+                        *x -= z[base + j];
+                    }
+                }
+            }
+            l => {
+                return Err(format!(
+                    "b_zero_point has {l} elements; expected 1 or one per column"
+                ))
+            }
+        }
+    }
+    let y = batched(&p, &av, &bv, 1i32)?;
+    one(Tensor::from_vec(p.out_shape, y))
+}
+
+#[cfg(test)]
+mod kernel_tests {
+    use super::*;
+    use kiln_ir::Attribute;
+
+    fn call(op: &str, domain: &str, ins: &[Option<Tensor>], attrs: &[Attribute]) -> Result<Tensor> {
+        let vals: Vec<Option<Value>> = ins.iter().map(|t| t.clone().map(Value::Tensor)).collect();
+        let ctx = KernelCtx {
+            op_type: op,
+            domain,
+            opset: 13,
+            attrs,
+            inputs: vals.iter().map(|v| v.as_ref()).collect(),
+            num_outputs: 1,
+            subgraphs: None,
+        };
+        let f = kernel(domain, op).unwrap();
+        Ok(f(&ctx)?.remove(0).into_tensor().unwrap())
+    }
+
+    fn f(shape: &[usize], v: &[f32]) -> Option<Tensor> {
+        Some(Tensor::from_vec(shape.to_vec(), v.to_vec()))
+    }
+
+    #[test]
+    fn shapes_and_broadcasting() {
+        // [2,1,2,2] x [3,2,1] -> [2,3,2,1]
+        let a: Vec<f32> = (0..8).map(|x| x as f32).collect();
+        let b: Vec<f32> = (0..6).map(|x| x as f32).collect();
+        let y = call("MatMul", "", &[f(&[2, 1, 2, 2], &a), f(&[3, 2, 1], &b)], &[]).unwrap();
+        assert_eq!(y.shape, vec![2, 3, 2, 1]);
+        let mut want = Vec::new();
+        for i in 0..2 {
+            for j in 0..3 {
+                for r in 0..2 {
+                    let x = &a[i * 4 + r * 2..i * 4 + r * 2 + 2];
+                    want.push(x[0] * b[j * 2] + x[1] * b[j * 2 + 1]);
+                }
+            }
+        }
+        assert_eq!(y.as_slice::<f32>().unwrap(), &want[..]);
+        // 1-D x 1-D is a scalar; 1-D x 3-D drops the row dim.
+        let y = call("MatMul", "", &[f(&[3], &[1., 2., 3.]), f(&[3], &[4., 5., 6.])], &[]).unwrap();
+        assert_eq!(y.shape, Vec::<usize>::new());
+        assert_eq!(y.as_slice::<f32>().unwrap(), &[32.0]);
+        let y = call("MatMul", "", &[f(&[2], &[1., 2.]), f(&[2, 2, 1], &[1., 1., 2., 3.])], &[]).unwrap();
+        assert_eq!(y.shape, vec![2, 1]);
+        assert_eq!(y.as_slice::<f32>().unwrap(), &[3.0, 8.0]);
+        // Folded batch against one matrix.
+        let y = call("MatMul", "", &[f(&[2, 1, 2], &[1., 2., 3., 4.]), f(&[2, 1], &[1., 10.])], &[]).unwrap();
+        assert_eq!(y.shape, vec![2, 1, 1]);
+        assert_eq!(y.as_slice::<f32>().unwrap(), &[21.0, 43.0]);
+        assert!(call("MatMul", "", &[f(&[2, 3], &[0.; 6]), f(&[2, 3], &[0.; 6])], &[]).is_err());
+        assert!(call("MatMul", "", &[f(&[2, 2, 2], &[0.; 8]), f(&[3, 2, 2], &[0.; 12])], &[]).is_err());
+    }
+
+    #[test]
+    fn fused_matmul_transposes_and_alpha() {
+        let attrs = [
+            Attribute::int("transA", 1),
+            Attribute::int("transB", 1),
+            Attribute::float("alpha", 0.5),
+        ];
+        // A' = [[1,3],[2,4]]^T... A stored [[1,2],[3,4]] so A' = [[1,3],[2,4]].
+        let y = call(
+            "FusedMatMul",
+            "com.microsoft",
+            &[f(&[2, 2], &[1., 2., 3., 4.]), f(&[1, 2], &[1., 1.])],
+            &attrs,
+        )
+        .unwrap();
+        assert_eq!(y.shape, vec![2, 1]);
+        assert_eq!(y.as_slice::<f32>().unwrap(), &[2.0, 3.0]);
+        assert!(check_fused(&[Attribute::int("transBatchA", 1)], 1).is_err());
+    }
+
+    #[test]
+    fn matmul_integer_zero_points() {
+        let a = Tensor::from_vec(vec![2, 2], vec![10u8, 11, 12, 13]);
+        let b = Tensor::from_vec(vec![2, 2], vec![1i8, 2, 3, 4]);
+        let az = Tensor::scalar(10u8);
+        let bz = Tensor::from_vec(vec![2], vec![1i8, 2]);
+        let y = call("MatMulInteger", "", &[Some(a), Some(b), Some(az), Some(bz)], &[]).unwrap();
+        // A - 10 = [[0,1],[2,3]], B - [1,2] = [[0,0],[2,2]]
+        assert_eq!(y.as_slice::<i32>().unwrap(), &[2, 2, 6, 6]);
+        let y = call(
+            "MatMul",
+            "",
+            &[
+                Some(Tensor::from_vec(vec![1, 2], vec![i32::MAX, 1])),
+                Some(Tensor::from_vec(vec![2, 1], vec![2, 2])),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(y.as_slice::<i32>().unwrap(), &[i32::MAX.wrapping_mul(2).wrapping_add(2)]);
+    }
 }

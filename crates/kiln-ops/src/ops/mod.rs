@@ -14,6 +14,7 @@ mod elementwise;
 mod expand;
 mod gather;
 mod gemm;
+mod linalg;
 mod index_ops;
 mod matmul;
 mod misc;
