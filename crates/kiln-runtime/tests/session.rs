@@ -1,0 +1,179 @@
+//! Sessions: partitioning across providers (assignment asserted like ONNX Runtime's
+//! ExpectedEPNodeAssignment All/Some/None), identical outputs whatever the assignment, input
+//! checks naming the input, memory freed as values die, and concurrent runs.
+use std::sync::Arc;
+
+use kiln_ir::{Attribute, DataType, Dim, Graph, Model, Node, OpsetImport, ValueType};
+use kiln_runtime::{
+    CpuProvider, ExecutionProvider, Level, OpTypeProvider, RuntimeError, Session, SessionOptions,
+};
+use kiln_ops::{Tensor, Value};
+
+/// x[batch, 8] -> Add(x, x) -> Relu -> Mul(., x) -> Sigmoid -> LeakyRelu -> Add(., x) -> y,
+/// a chain long enough that freeing dead values matters.
+fn chain_model() -> Model {
+    let mut g = Graph::new("chain");
+    let ty = ValueType::tensor(DataType::F32, vec![Dim::sym("batch"), Dim::Known(8)]);
+    let x = g.add_value("x", Some(ty.clone())).unwrap();
+    g.value_mut(x).declared = Some(ty);
+    g.push_input(x);
+    let mut prev = x;
+    let steps: [(&str, bool, Vec<Attribute>); 6] = [
+        ("Add", true, vec![]),
+        ("Relu", false, vec![]),
+        ("Mul", true, vec![]),
+        ("Sigmoid", false, vec![]),
+        ("LeakyRelu", false, vec![Attribute::float("alpha", 0.2)]),
+        ("Add", true, vec![]),
+    ];
+    for (i, (op, binary, attrs)) in steps.into_iter().enumerate() {
+        let out = g.add_value(&format!("v{i}"), None).unwrap();
+        let inputs = if binary { vec![Some(prev), Some(x)] } else { vec![Some(prev)] };
+        g.add_node(
+            Node::new(&format!("n{i}"), op, "")
+                .with_inputs(&inputs)
+                .with_outputs(&[Some(out)])
+                .with_attrs(attrs),
+        )
+        .unwrap();
+        prev = out;
+    }
+    g.set_outputs(vec![prev]);
+    g.check_consistency().unwrap();
+    Model {
+        ir_version: 8,
+        opsets: vec![OpsetImport { domain: String::new(), version: 17 }],
+        producer_name: None,
+        producer_version: None,
+        domain: None,
+        model_version: None,
+        doc_string: None,
+        metadata_props: vec![],
+        graph: g,
+        functions: vec![],
+        training_info: vec![],
+        configuration: vec![],
+    }
+}
+
+fn input(batch: usize) -> Vec<(String, Value)> {
+    let v: Vec<f32> = (0..batch * 8).map(|i| (i as f32 * 0.37).sin()).collect();
+    vec![("x".into(), Value::Tensor(Tensor::from_vec(vec![batch, 8], v)))]
+}
+
+fn session(providers: Vec<Arc<dyn ExecutionProvider>>) -> Session {
+    let opts = SessionOptions { threads: Some(1), level: Level::Disabled, providers };
+    Session::from_model(chain_model(), opts).unwrap()
+}
+
+fn output(s: &Session, batch: usize) -> Vec<f32> {
+    let out = s.run(input(batch)).unwrap();
+    out[0].1.tensor().unwrap().as_slice::<f32>().unwrap().to_vec()
+}
+
+#[test]
+fn assignment_all_some_none() {
+    let cpu_only = session(vec![]);
+    let reference = output(&cpu_only, 3);
+    let a = cpu_only.assignment();
+    assert_eq!(a.partitions.len(), 1);
+    assert_eq!(a.nodes_per_ep(1), vec![6]);
+
+    // All: a provider that takes every op of the graph leaves nothing to the CPU.
+    let all = session(vec![Arc::new(OpTypeProvider::new(
+        "test",
+        &["Add", "Relu", "Mul", "Sigmoid", "LeakyRelu"],
+    ))]);
+    assert_eq!(all.assignment().nodes_per_ep(2), vec![6, 0]);
+    assert_eq!(all.assignment().partitions.len(), 1);
+    assert_eq!(output(&all, 3), reference);
+
+    // Some: Relu and Sigmoid only -> test, cpu, test, cpu (Add | Relu | Mul | Sigmoid | ...).
+    let some = session(vec![Arc::new(OpTypeProvider::new("test", &["Relu", "Sigmoid"]))]);
+    let a = some.assignment();
+    assert_eq!(a.nodes_per_ep(2), vec![2, 4]);
+    let eps: Vec<usize> = a.partitions.iter().map(|p| p.ep).collect();
+    assert_eq!(eps, vec![1, 0, 1, 0, 1]);
+    // The declines say why.
+    let declined_add = a.rejected.iter().find(|r| r.ep == 0).unwrap();
+    assert!(declined_add.reason.contains("not among its op types"), "{}", declined_add.reason);
+    assert_eq!(output(&some, 3), reference);
+
+    // None: a provider that claims nothing of this graph.
+    let none = session(vec![Arc::new(OpTypeProvider::new("test", &["Conv"]))]);
+    assert_eq!(none.assignment().nodes_per_ep(2), vec![0, 6]);
+    assert_eq!(output(&none, 3), reference);
+
+    // A provider listed after the CPU gets nothing: assigned nodes are never taken.
+    let after = session(vec![
+        Arc::new(CpuProvider),
+        Arc::new(OpTypeProvider::new("test", &["Relu"])),
+    ]);
+    assert_eq!(after.assignment().nodes_per_ep(2), vec![6, 0]);
+}
+
+#[test]
+fn unsupported_nodes_are_reported_with_reasons() {
+    let mut m = chain_model();
+    let id = m.graph.order()[1];
+    m.graph.node_mut(id).op_type = "NoSuchOp".into();
+    let err = Session::from_model(m, SessionOptions::default()).err().unwrap();
+    let RuntimeError::Unassigned { node, reasons } = &err else {
+        panic!("{err}")
+    };
+    assert!(node.contains("'n1' (NoSuchOp)"), "{node}");
+    assert!(reasons.contains("cpu:"), "{reasons}");
+}
+
+#[test]
+fn inputs_are_checked_by_name() {
+    let s = session(vec![]);
+    let bad = |v: Value| s.run(vec![("x".into(), v)]).unwrap_err().to_string();
+    let e = bad(Value::Tensor(Tensor::from_vec(vec![2, 8], vec![1i64; 16])));
+    assert!(e.contains("input 'x'") && e.contains("float32"), "{e}");
+    let e = bad(Value::Tensor(Tensor::from_vec(vec![16], vec![1f32; 16])));
+    assert!(e.contains("input 'x'") && e.contains("rank"), "{e}");
+    let e = bad(Value::Tensor(Tensor::from_vec(vec![2, 4], vec![1f32; 8])));
+    assert!(e.contains("input 'x'") && e.contains("dimension 1 must be 8"), "{e}");
+    let e = s.run(vec![]).unwrap_err().to_string();
+    assert!(e.contains("input 'x'") && e.contains("missing"), "{e}");
+    let mut extra = input(1);
+    extra.push(("y".into(), extra[0].1.clone()));
+    let e = s.run(extra).unwrap_err().to_string();
+    assert!(e.contains("input 'y'"), "{e}");
+    // Symbolic dims resolve per run.
+    assert_eq!(output(&s, 1).len(), 8);
+    assert_eq!(output(&s, 5).len(), 40);
+}
+
+#[test]
+fn dead_values_are_freed() {
+    let s = session(vec![]);
+    let (_, stats) = s.run_with_stats(input(1000)).unwrap();
+    // Six intermediates of 32 KB each; at most three are alive at once (the one being read, the
+    // one being written, and the graph output at the end).
+    assert_eq!(stats.total_bytes, 6 * 1000 * 8 * 4);
+    assert!(stats.peak_bytes <= 2 * 1000 * 8 * 4, "peak {} bytes", stats.peak_bytes);
+}
+
+#[test]
+fn one_session_many_threads_identical_outputs() {
+    let s = Arc::new(session(vec![]));
+    let reference = output(&s, 4);
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                (0..50).map(|_| output(&s, 4)).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for h in handles {
+        for out in h.join().unwrap() {
+            assert_eq!(out.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                       reference.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        }
+    }
+    fn is_send_sync<T: Send + Sync>() {}
+    is_send_sync::<Session>();
+}
