@@ -2,6 +2,9 @@
 use kiln_ir::Dim;
 
 use crate::ctx::{InferCtx, Inferred, Result, SymValue};
+use crate::kernel::{one, KernelCtx};
+use crate::ops::movement;
+use crate::value::{Data, Tensor, Value};
 
 pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     let n = ctx.inputs.len();
@@ -55,6 +58,84 @@ pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
 
 /// The kernels of this module's ops.
 pub fn kernel(domain: &str, op_type: &str) -> Option<crate::kernel::KernelFn> {
-    let _ = (domain, op_type);
-    None
+    match (domain, op_type) {
+        ("", "Concat") => Some(run),
+        _ => None,
+    }
+}
+
+/// Concatenation of tensors of one rank and type along `axis` (possibly negative).
+pub fn concat(ts: &[&Tensor], axis: i64) -> Result<Tensor> {
+    let Some(first) = ts.first() else {
+        return Err("Concat needs at least one input".into());
+    };
+    let rank = first.rank();
+    if rank == 0 {
+        return Err("cannot concatenate scalars".into());
+    }
+    let axis = crate::kernel::norm_axis(axis, rank)?;
+    let mut shape = first.shape.clone();
+    shape[axis] = 0;
+    for (k, t) in ts.iter().enumerate() {
+        movement::check_len(t, "input")?;
+        let same = t.rank() == rank
+            && (0..rank).all(|d| d == axis || t.shape[d] == first.shape[d]);
+        if !same {
+            return Err(format!(
+                "input {k} has shape {:?}, which does not match {:?} outside axis {axis}",
+                t.shape, first.shape
+            ));
+        }
+        shape[axis] += t.shape[axis];
+    }
+    let n = movement::numel(&shape)?;
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    let mut idx = Vec::with_capacity(n);
+    for o in 0..outer {
+        for (k, t) in ts.iter().enumerate() {
+            let block = t.shape[axis] * inner;
+            idx.extend((o * block..(o + 1) * block).map(|i| (k, i)));
+        }
+    }
+    let srcs: Vec<&Data> = ts.iter().map(|t| &t.data).collect();
+    Ok(Tensor::new(shape, movement::take_from(&srcs, &idx)?))
+}
+
+fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let ts = (0..ctx.inputs.len())
+        .map(|i| ctx.tensor(i))
+        .collect::<Result<Vec<_>>>()?;
+    let axis = match ctx.attr("axis") {
+        Some(_) => ctx.int_attr("axis", 0),
+        None if ctx.opset < 4 => 1,
+        None => return Err("axis attribute is required".into()),
+    };
+    one(concat(&ts, axis)?)
+}
+
+#[cfg(test)]
+mod kernel_tests {
+    use crate::ops::movement::testing::*;
+    use crate::value::{Data, Tensor};
+    use kiln_ir::Attribute;
+
+    #[test]
+    fn concat_kernel() {
+        let a = iota(&[2, 2]);
+        let b = f32s(&[2, 1], &[10., 11.]);
+        let y = run("Concat", &[Attribute::int("axis", -1)], &[a.clone(), b.clone()]).unwrap();
+        assert_eq!(y.shape, vec![2, 3]);
+        assert_eq!(vals(&y), vec![0., 1., 10., 2., 3., 11.]);
+        let y = run("Concat", &[Attribute::int("axis", 0)], &[a.clone(), a.clone()]).unwrap();
+        assert_eq!(y.shape, vec![4, 2]);
+        assert!(run("Concat", &[Attribute::int("axis", 0)], &[a.clone(), b]).is_err());
+        let e = f32s(&[2, 0], &[]);
+        let y = run("Concat", &[Attribute::int("axis", 1)], &[e, a.clone()]).unwrap();
+        assert_eq!(vals(&y), vals(&a));
+        let s = Tensor::new(vec![1], Data::Str(vec!["x".into()]));
+        let y = run("Concat", &[Attribute::int("axis", 0)], &[s.clone(), s]).unwrap();
+        assert_eq!(y.data, Data::Str(vec!["x".into(), "x".into()]));
+        assert!(run("Concat", &[Attribute::int("axis", 0)], &[a, i64s(&[2, 2], &[0; 4])]).is_err());
+    }
 }

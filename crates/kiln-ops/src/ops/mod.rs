@@ -18,6 +18,7 @@ mod linalg;
 mod index_ops;
 mod matmul;
 mod misc;
+mod movement;
 mod ms_activations;
 mod norm;
 mod optional;

@@ -3,6 +3,9 @@
 use kiln_ir::Dim;
 
 use crate::ctx::{InferCtx, Inferred, Result, SymValue};
+use crate::kernel::{one, strides, KernelCtx};
+use crate::ops::movement;
+use crate::value::{Tensor, Value};
 
 /// Ends at or beyond this mean "to the end" whatever the dim is (exporters write INT64_MAX or
 /// INT32_MAX).
@@ -182,6 +185,143 @@ mod tests {
 
 /// The kernels of this module's ops.
 pub fn kernel(domain: &str, op_type: &str) -> Option<crate::kernel::KernelFn> {
-    let _ = (domain, op_type);
-    None
+    match (domain, op_type) {
+        ("", "Slice") => Some(run),
+        _ => None,
+    }
+}
+
+/// First index and element count of `start:end:step` over a dim of size `n`, with ONNX's
+/// clamping (i128: the values may be anywhere in i64).
+pub fn slice_range(n: usize, start: i64, end: i64, step: i64) -> (usize, usize) {
+    let (n, start, end, step) = (n as i128, start as i128, end as i128, step as i128);
+    let norm = |v: i128| if v < 0 { v + n } else { v };
+    let clamp = |v: i128, lo: i128, hi: i128| v.max(lo).min(hi);
+    let (s, e) = if step > 0 {
+        (clamp(norm(start), 0, n), clamp(norm(end), 0, n))
+    } else {
+        (clamp(norm(start), -1, n - 1), clamp(norm(end), -1, n - 1))
+    };
+    let len = if step > 0 {
+        (e - s + step - 1).div_euclid(step)
+    } else {
+        (s - e - step - 1).div_euclid(-step)
+    };
+    let len = len.max(0) as usize;
+    (if len == 0 { 0 } else { s as usize }, len)
+}
+
+/// `x[starts:ends:steps]` over `axes` (all normalized and validated by the caller).
+pub fn slice(
+    x: &Tensor,
+    starts: &[i64],
+    ends: &[i64],
+    axes: &[usize],
+    steps: &[i64],
+) -> Result<Tensor> {
+    movement::check_len(x, "input")?;
+    let st = strides(&x.shape);
+    let mut shape = x.shape.clone();
+    let mut sst: Vec<isize> = st.iter().map(|&s| s as isize).collect();
+    let mut base = 0usize;
+    for (k, &a) in axes.iter().enumerate() {
+        let (first, len) = slice_range(x.shape[a], starts[k], ends[k], steps[k]);
+        shape[a] = len;
+        base += first * st[a];
+        sst[a] = st[a] as isize * steps[k] as isize;
+    }
+    let idx = if shape.iter().any(|&d| d == 0) {
+        Vec::new()
+    } else {
+        movement::strided(&shape, base, &sst)
+    };
+    Ok(Tensor::new(shape, movement::take(&x.data, &idx)?))
+}
+
+fn ints_input(ctx: &KernelCtx, i: usize, what: &str) -> Result<Option<Vec<i64>>> {
+    match ctx.opt_tensor(i)? {
+        Some(t) if t.rank() != 1 => Err(format!("{what} must be 1-D, got shape {:?}", t.shape)),
+        Some(t) => Ok(Some(t.to_i64s()?)),
+        None => Ok(None),
+    }
+}
+
+fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let x = ctx.tensor(0)?;
+    let (starts, ends, axes, steps) = if ctx.opset < 10 {
+        let get = |n: &str| ctx.ints_attr(n).map(|v| v.to_vec());
+        (
+            get("starts").ok_or("starts attribute is required")?,
+            get("ends").ok_or("ends attribute is required")?,
+            get("axes"),
+            None,
+        )
+    } else {
+        (
+            ints_input(ctx, 1, "starts")?.ok_or("starts is required")?,
+            ints_input(ctx, 2, "ends")?.ok_or("ends is required")?,
+            ints_input(ctx, 3, "axes")?,
+            ints_input(ctx, 4, "steps")?,
+        )
+    };
+    let k = starts.len();
+    if ends.len() != k {
+        return Err(format!("{k} starts but {} ends", ends.len()));
+    }
+    let axes = match axes {
+        Some(a) if a.len() != k => return Err(format!("{k} starts but {} axes", a.len())),
+        Some(a) => movement::norm_axes(&a, x.rank())?,
+        None if k > x.rank() => {
+            return Err(format!("{k} starts for an input of rank {}", x.rank()))
+        }
+        None => (0..k).collect(),
+    };
+    let steps = steps.unwrap_or_else(|| vec![1; k]);
+    if steps.len() != k {
+        return Err(format!("{k} starts but {} steps", steps.len()));
+    }
+    if steps.contains(&0) {
+        return Err("slice step cannot be 0".into());
+    }
+    one(slice(x, &starts, &ends, &axes, &steps)?)
+}
+
+#[cfg(test)]
+mod kernel_tests {
+    use super::slice_range;
+    use crate::ops::movement::testing::*;
+    use kiln_ir::Attribute;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(slice_range(10, 0, i64::MAX, 1), (0, 10));
+        assert_eq!(slice_range(10, -1, i64::MIN, -1), (9, 10));
+        assert_eq!(slice_range(10, 20, 30, 1), (0, 0));
+        assert_eq!(slice_range(10, 8, 1, -3), (8, 3));
+        assert_eq!(slice_range(10, 1, 8, 3), (1, 3));
+        assert_eq!(slice_range(0, 0, -1, -1), (0, 0));
+    }
+
+    #[test]
+    fn slice_kernel() {
+        let x = iota(&[3, 4]);
+        let y = run(
+            "Slice",
+            &[],
+            &[x.clone(), i64s(&[2], &[1, -1]), i64s(&[2], &[3, i64::MIN]), i64s(&[2], &[0, 1]), i64s(&[2], &[1, -2])],
+        )
+        .unwrap();
+        assert_eq!(y.shape, vec![2, 2]);
+        assert_eq!(vals(&y), vec![7., 5., 11., 9.]);
+        // Opset 1: attributes.
+        let a = [
+            Attribute::ints("starts", &[1]),
+            Attribute::ints("ends", &[1000]),
+            Attribute::ints("axes", &[1]),
+        ];
+        let y = run_opset("Slice", 1, &a, &[Some(x.clone())], 1).unwrap();
+        assert_eq!(y[0].shape, vec![3, 3]);
+        assert!(run("Slice", &[], &[x.clone(), i64s(&[1], &[0]), i64s(&[1], &[1]), i64s(&[1], &[0]), i64s(&[1], &[0])]).is_err());
+        assert!(run("Slice", &[], &[x, i64s(&[1], &[0]), i64s(&[2], &[1, 1])]).is_err());
+    }
 }

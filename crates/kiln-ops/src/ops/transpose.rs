@@ -1,5 +1,8 @@
 //! Transpose: dims permuted by `perm` (reversed by default).
 use crate::ctx::{InferCtx, Inferred, Result};
+use crate::kernel::{one, strides, KernelCtx};
+use crate::ops::movement;
+use crate::value::{Tensor, Value};
 
 pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     let Some(s) = ctx.shape(0) else {
@@ -30,6 +33,57 @@ pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
 
 /// The kernels of this module's ops.
 pub fn kernel(domain: &str, op_type: &str) -> Option<crate::kernel::KernelFn> {
-    let _ = (domain, op_type);
-    None
+    match (domain, op_type) {
+        ("", "Transpose") => Some(run),
+        _ => None,
+    }
+}
+
+/// `x` with its dims permuted: output dim `i` is input dim `perm[i]`.
+pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
+    movement::check_len(x, "input")?;
+    let st = strides(&x.shape);
+    let shape: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
+    let pst: Vec<isize> = perm.iter().map(|&p| st[p] as isize).collect();
+    if perm.iter().enumerate().all(|(i, &p)| i == p) {
+        return Ok(x.clone());
+    }
+    let idx = movement::strided(&shape, 0, &pst);
+    Ok(Tensor::new(shape, movement::take(&x.data, &idx)?))
+}
+
+fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let x = ctx.tensor(0)?;
+    let r = x.rank();
+    let perm: Vec<usize> = match ctx.ints_attr("perm") {
+        Some(p) => {
+            if p.len() != r {
+                return Err(format!("perm has {} entries for rank {r}", p.len()));
+            }
+            movement::norm_axes(p, r).map_err(|e| format!("perm {p:?} is not a permutation: {e}"))?
+        }
+        None => (0..r).rev().collect(),
+    };
+    one(permute(x, &perm)?)
+}
+
+#[cfg(test)]
+mod kernel_tests {
+    use crate::ops::movement::testing::*;
+    use kiln_ir::Attribute;
+
+    #[test]
+    fn transpose_kernel() {
+        let x = iota(&[2, 3]);
+        let y = run("Transpose", &[], &[x.clone()]).unwrap();
+        assert_eq!(y.shape, vec![3, 2]);
+        assert_eq!(vals(&y), vec![0., 3., 1., 4., 2., 5.]);
+        let x = iota(&[2, 3, 4]);
+        let y = run("Transpose", &[Attribute::ints("perm", &[1, 2, 0])], &[x]).unwrap();
+        assert_eq!(y.shape, vec![3, 4, 2]);
+        // y[i][j][k] = x[k][i][j] = 12k + 4i + j
+        assert_eq!(&vals(&y)[..4], &[0., 12., 1., 13.]);
+        assert!(run("Transpose", &[Attribute::ints("perm", &[0, 0])], &[iota(&[2, 2])]).is_err());
+        assert!(run("Transpose", &[Attribute::ints("perm", &[0])], &[iota(&[2, 2])]).is_err());
+    }
 }
