@@ -8,6 +8,7 @@ mod default_model;
 mod inspect;
 mod npy;
 mod optimize;
+mod partition;
 mod pbdata;
 mod report;
 mod run;
@@ -43,7 +44,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Optimize(a) => optimize::run(a),
         Command::Run(a) => run::run(a),
         Command::Bench(a) => not_yet("bench", &a.model),
-        Command::Partition(a) => not_yet("partition", &a.model),
+        Command::Partition(a) => partition::run(a),
         Command::Conformance(a) => conformance::run(a),
     }
 }
