@@ -38,6 +38,12 @@ pub fn cpu_support(model: &Model, node: &Node) -> Result<KernelFn, String> {
         let opset = model.opset(domain).unwrap_or(1);
         check(&node.attrs, opset)?;
     }
+    // A node with a body runs every node of it on the CPU too.
+    for body in node.subgraphs() {
+        for (_, inner) in body.nodes() {
+            cpu_support(model, inner).map_err(|e| format!("its subgraph '{}': {e}", body.name))?;
+        }
+    }
     Ok(run)
 }
 
