@@ -4,6 +4,7 @@ use crate::ctx::{InferCtx, Inferred, Result};
 use crate::kernel::KernelFn;
 
 mod batchnorm;
+mod binary;
 mod cast;
 mod concat;
 mod constant;
@@ -21,6 +22,7 @@ mod misc;
 mod movement;
 mod ms_activations;
 mod norm;
+mod num;
 mod optional;
 mod pad;
 mod pool;
@@ -38,6 +40,7 @@ mod split;
 mod squeeze;
 mod tile;
 mod transpose;
+mod unary;
 mod where_op;
 
 /// An inference rule: one `Inferred` per node output.
@@ -87,8 +90,14 @@ fn unknown_outputs(ctx: &InferCtx) -> Result<Vec<Inferred>> {
 
 /// Kernels that cover only part of what the op allows say so here.
 fn check(domain: &str, op_type: &str) -> Option<CheckFn> {
-    let _ = (domain, op_type);
-    None
+    let f: CheckFn = match (domain, op_type) {
+        ("" | "ai.onnx", "BatchNormalization") => batchnorm::check,
+        ("com.microsoft", "FusedConv") => conv::check_fused,
+        ("com.microsoft", "FusedGemm") => gemm::check_fused,
+        ("com.microsoft", "FusedMatMul") => matmul::check_fused,
+        _ => return None,
+    };
+    Some(f)
 }
 
 /// The CPU kernel table: each module answers for the ops it implements.
@@ -198,10 +207,14 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
             "BatchNormalization" => batchnorm::infer,
             "Conv" => conv::infer,
             "ConvTranspose" => conv::infer_transpose,
+            "ConvInteger" => conv::infer_integer,
             "MaxPool" | "AveragePool" | "LpPool" => pool::infer,
             "GlobalAveragePool" | "GlobalMaxPool" | "GlobalLpPool" => pool::infer_global,
             "Gemm" => gemm::infer,
             "MatMul" => matmul::infer,
+            "GroupNormalization" => norm::infer_same,
+            "LayerNormalization" => norm::infer_layer_norm,
+            "MatMulInteger" => matmul::infer_integer,
             "Reshape" => reshape::infer,
             "Flatten" => reshape::infer_flatten,
             "Squeeze" => squeeze::infer_squeeze,
