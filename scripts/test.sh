@@ -25,7 +25,7 @@ step "fetch data" scripts/fetch-data.sh
 step "build kiln" cargo build --release --locked --bin kiln
 step "cargo test" cargo test --workspace --locked
 py="${KILN_CACHE:-$root/.cache}/venv/bin/python"
-for t in inspect roundtrip roundtrip_conformance shapes shapes_conformance; do
+for t in inspect roundtrip roundtrip_conformance shapes shapes_conformance models conformance; do
   step "python $t" "$py" "tests/python/test_$t.py"
 done
 step "fuzz" scripts/fuzz.sh "$fuzz_seconds"

@@ -127,7 +127,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let session = report::session(model, &a).with_context(|| name.clone())?;
     let feeds = inputs(&session, &a.input, &a.shape).with_context(|| name.clone())?;
     let start = Instant::now();
-    let outs = session.run(feeds).with_context(|| name.clone())?;
+    let (outs, stats) = session.run_with_stats(feeds).with_context(|| name.clone())?;
     let elapsed = start.elapsed().as_secs_f64() * 1e3;
     let mut listed = Vec::new();
     for (out_name, v) in &outs {
@@ -144,7 +144,13 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         listed.push(entry);
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&json!({"outputs": listed, "elapsed_ms": elapsed}))?);
+        let out = json!({
+            "outputs": listed,
+            "elapsed_ms": elapsed,
+            "peak_intermediate_bytes": stats.peak_bytes,
+            "total_intermediate_bytes": stats.total_bytes,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for e in &listed {
             println!(
@@ -155,7 +161,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
                 e.get("file").and_then(|f| f.as_str()).unwrap_or("")
             );
         }
-        println!("ran in {elapsed:.2} ms");
+        println!(
+            "ran in {elapsed:.2} ms; intermediates: peak {:.1} MiB alive of {:.1} MiB produced",
+            stats.peak_bytes as f64 / 1048576.0,
+            stats.total_bytes as f64 / 1048576.0
+        );
     }
     Ok(())
 }
