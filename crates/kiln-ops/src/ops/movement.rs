@@ -111,8 +111,6 @@ macro_rules! per_item {
     };
 }
 
-pub(crate) use per_item;
-
 /// Bits per element of a packed type that can be moved element by element.
 fn packed_bits(dtype: DataType) -> Result<usize> {
     match dtype.bits() {
@@ -314,6 +312,40 @@ pub fn strided(out: &[usize], base: usize, st: &[isize]) -> Vec<usize> {
         }
     }
     idx
+}
+
+/// For every element of the output (row-major, dim `d` of size `tables[d].len()`), the flat
+/// input index whose coordinate along dim `d` is `tables[d][c_d]` (input strides `st`), or
+/// `None` where any coordinate is `None` (padding).
+pub fn table_index(tables: &[Vec<Option<usize>>], st: &[usize]) -> Vec<Option<usize>> {
+    let mut idx: Vec<Option<usize>> = vec![Some(0)];
+    for (t, &s) in tables.iter().zip(st) {
+        let mut next = Vec::with_capacity(idx.len() * t.len());
+        for &p in &idx {
+            next.extend(t.iter().map(|c| match (p, c) {
+                (Some(p), Some(c)) => Some(p + c * s),
+                _ => None,
+            }));
+        }
+        idx = next;
+    }
+    idx
+}
+
+/// Elements of `data` at `idx`, with `fill` (one element of the same type) where `None`.
+pub fn take_or_fill(data: &Data, idx: &[Option<usize>], fill: &Data) -> Result<Data> {
+    if idx.iter().all(|i| i.is_some()) {
+        let flat: Vec<usize> = idx.iter().map(|i| i.unwrap_or(0)).collect();
+        return take(data, &flat);
+    }
+    let pairs: Vec<(usize, usize)> = idx
+        .iter()
+        .map(|i| match i {
+            Some(i) => (0, *i),
+            None => (1, 0),
+        })
+        .collect();
+    take_from(&[data, fill], &pairs)
 }
 
 /// A tensor with the same elements and a new shape.

@@ -240,7 +240,6 @@ fn run_flatten(ctx: &KernelCtx) -> KResult<Vec<Value>> {
 
 #[cfg(test)]
 mod kernel_tests {
-    use super::*;
     use crate::ops::movement::testing::*;
     use kiln_ir::Attribute;
 

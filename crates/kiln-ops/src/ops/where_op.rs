@@ -1,5 +1,8 @@
 //! Where: broadcast of condition, X and Y; the type of X.
 use crate::ctx::{broadcast, InferCtx, Inferred, Result};
+use crate::kernel::{broadcast_index, broadcast_shape, broadcast_strides, one, KernelCtx};
+use crate::ops::movement;
+use crate::value::{Data, Tensor, Value};
 
 pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     let shapes: Option<Vec<_>> = (0..3).map(|i| ctx.shape(i)).collect();
@@ -12,6 +15,47 @@ pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
 
 /// The kernels of this module's ops.
 pub fn kernel(domain: &str, op_type: &str) -> Option<crate::kernel::KernelFn> {
-    let _ = (domain, op_type);
-    None
+    match (domain, op_type) {
+        ("", "Where") => Some(run),
+        _ => None,
+    }
+}
+
+fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let c = ctx.tensor(0)?;
+    let x = ctx.tensor(1)?;
+    let y = ctx.tensor(2)?;
+    let Data::Bool(cond) = &c.data else {
+        return Err(format!("condition must be bool, got {}", c.dtype()));
+    };
+    for (t, what) in [(c, "condition"), (x, "X"), (y, "Y")] {
+        movement::check_len(t, what)?;
+    }
+    let shape = broadcast_shape(&[&c.shape, &x.shape, &y.shape])?;
+    movement::numel(&shape)?;
+    let ic = broadcast_index(&shape, &broadcast_strides(&c.shape, &shape));
+    let ix = broadcast_index(&shape, &broadcast_strides(&x.shape, &shape));
+    let iy = broadcast_index(&shape, &broadcast_strides(&y.shape, &shape));
+    let pairs: Vec<(usize, usize)> = (0..ic.len())
+        .map(|i| if cond[ic[i]] { (0, ix[i]) } else { (1, iy[i]) })
+        .collect();
+    one(Tensor::new(shape, movement::take_from(&[&x.data, &y.data], &pairs)?))
+}
+
+#[cfg(test)]
+mod kernel_tests {
+    use crate::ops::movement::testing::*;
+    use crate::value::Tensor;
+
+    #[test]
+    fn where_kernel() {
+        let c = Tensor::from_vec(vec![2, 1], vec![true, false]);
+        let x = f32s(&[2], &[1., 2.]);
+        let y = f32s(&[], &[9.]);
+        let out = run("Where", &[], &[c.clone(), x.clone(), y]).unwrap();
+        assert_eq!(out.shape, vec![2, 2]);
+        assert_eq!(vals(&out), vec![1., 2., 9., 9.]);
+        assert!(run("Where", &[], &[c.clone(), x.clone(), i64s(&[], &[1])]).is_err());
+        assert!(run("Where", &[], &[c, x, f32s(&[3], &[0.; 3])]).is_err());
+    }
 }
