@@ -10,25 +10,37 @@ use serde_json::{json, Value as Json};
 use crate::args::{Level, RunArgs};
 use crate::default_model;
 
-/// A session for `run`, `bench` and `partition`, from the common flags.
-pub fn session(model: Model, a: &RunArgs) -> anyhow::Result<kiln_runtime::Session> {
-    let level = match a.level {
+/// The optimizer level of a command-line level.
+pub fn level(l: Level) -> kiln_runtime::Level {
+    match l {
         Level::Disabled => kiln_runtime::Level::Disabled,
         Level::Basic => kiln_runtime::Level::Basic,
         Level::Extended => kiln_runtime::Level::Extended,
         Level::All => kiln_runtime::Level::All,
-    };
+    }
+}
+
+/// Providers from `--ep a,b,...`, in priority order.
+pub fn providers(list: &str) -> anyhow::Result<Vec<std::sync::Arc<dyn kiln_runtime::ExecutionProvider>>> {
     let mut providers: Vec<std::sync::Arc<dyn kiln_runtime::ExecutionProvider>> = Vec::new();
-    for ep in a.ep.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+    for ep in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         match ep {
             "cpu" => providers.push(std::sync::Arc::new(kiln_runtime::CpuProvider)),
             other => anyhow::bail!("unknown execution provider '{other}' (kiln has: cpu)"),
         }
     }
+    if !providers.iter().any(|p| p.name() == "cpu") {
+        providers.push(std::sync::Arc::new(kiln_runtime::CpuProvider));
+    }
+    Ok(providers)
+}
+
+/// A session for `run`, `bench` and `partition`, from the common flags.
+pub fn session(model: Model, a: &RunArgs) -> anyhow::Result<kiln_runtime::Session> {
     let opts = kiln_runtime::SessionOptions {
         threads: a.threads,
-        level,
-        providers,
+        level: level(a.level),
+        providers: providers(&a.ep)?,
     };
     Ok(kiln_runtime::Session::from_model(model, opts)?)
 }

@@ -14,6 +14,7 @@ pub use error::RuntimeError;
 pub use executor::RunStats;
 pub use partition::{Assignment, Partition, Rejection};
 pub use provider::{Capability, CpuProvider, ExecutionProvider, OpTypeProvider};
-pub use session::{Level, Session, SessionOptions};
+pub use session::{prepare, Level, Session, SessionOptions};
+pub use kiln_opt::{OptimizeReport, PassReport};
 
 pub use kiln_ops::{Data, Tensor, Value};

@@ -11,14 +11,7 @@ use crate::executor::Plan;
 use crate::partition::{assign, Assignment};
 use crate::{CpuProvider, ExecutionProvider, RunStats, RuntimeError};
 
-/// Graph optimization levels, as ONNX Runtime's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Disabled,
-    Basic,
-    Extended,
-    All,
-}
+pub use kiln_opt::Level;
 
 #[derive(Clone)]
 pub struct SessionOptions {
@@ -56,6 +49,33 @@ pub struct Session {
     plan: Plan,
     pool: rayon::ThreadPool,
     inputs: Vec<InputSpec>,
+    report: kiln_opt::OptimizeReport,
+}
+
+/// Optimizes and partitions a model for `providers`: the basic passes, then partitioning, then
+/// the extended passes on the nodes of the providers they are valid for, then partitioning
+/// again (fused nodes go to the provider whose nodes they replaced).
+pub fn prepare(
+    mut model: Model,
+    providers: &[Arc<dyn ExecutionProvider>],
+    level: Level,
+    portable: bool,
+) -> Result<(Model, Assignment, kiln_opt::OptimizeReport), RuntimeError> {
+    let opt = kiln_opt::Optimizer::default();
+    let mut report = kiln_opt::OptimizeReport::default();
+    let nobody = |_: kiln_ir::NodeId| None;
+    if level >= Level::Basic {
+        report.merge(opt.run_phase(&mut model, Level::Basic, &nobody, portable)?);
+    }
+    let mut assignment = assign(&model, providers)?;
+    if level >= Level::Extended {
+        let names: Vec<String> = providers.iter().map(|p| p.name().to_string()).collect();
+        let before = assignment.clone();
+        let provider_of = |n: kiln_ir::NodeId| before.ep(n).map(|i| names[i].clone());
+        report.merge(opt.run_phase(&mut model, Level::Extended, &provider_of, portable)?);
+        assignment = assign(&model, providers)?;
+    }
+    Ok((model, assignment, report))
 }
 
 impl Session {
@@ -72,7 +92,7 @@ impl Session {
         if !providers.iter().any(|p| p.name() == "cpu") {
             providers.push(Arc::new(CpuProvider));
         }
-        let assignment = assign(&model, &providers)?;
+        let (model, assignment, report) = prepare(model, &providers, opts.level, false)?;
         let opsets: Vec<(String, i64)> = model
             .opsets
             .iter()
@@ -119,7 +139,13 @@ impl Session {
             plan,
             pool,
             inputs,
+            report,
         })
+    }
+
+    /// What the optimizer did when the session was made.
+    pub fn optimize_report(&self) -> &kiln_opt::OptimizeReport {
+        &self.report
     }
 
     pub fn model(&self) -> &Model {
