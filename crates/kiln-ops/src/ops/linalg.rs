@@ -581,6 +581,17 @@ pub(crate) fn load_any<T: Real>(t: &Tensor) -> Result<Vec<T>> {
     }
 }
 
+/// Stores f64 results as the float type `dtype`.
+pub(crate) fn store_f64(v: Vec<f64>, dtype: DataType) -> Result<Data> {
+    Ok(match dtype {
+        DataType::F64 => Data::F64(v),
+        DataType::F32 => Data::F32(v.into_iter().map(|x| x as f32).collect()),
+        DataType::F16 => Data::F16(v.into_iter().map(f16::from_f64).collect()),
+        DataType::BF16 => Data::BF16(v.into_iter().map(bf16::from_f64).collect()),
+        other => return Err(format!("expected a float type, got {other}")),
+    })
+}
+
 /// Checks that every given tensor has the element type of the first.
 pub(crate) fn same_dtype(ts: &[(&str, &Tensor)]) -> Result<()> {
     if let Some((_, first)) = ts.first() {

@@ -48,6 +48,15 @@ pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     Ok(vec![Inferred::tensor(ctx.dtype(0), Some(shape))])
 }
 
+/// MatMulInteger: MatMul's shapes, int32 elements.
+pub fn infer_integer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
+    let mut out = infer(ctx)?;
+    if let Some(kiln_ir::ValueType::Tensor { dtype, .. }) = out[0].ty.as_mut() {
+        *dtype = Some(kiln_ir::DataType::I32);
+    }
+    Ok(out)
+}
+
 /// The kernels of this module's ops.
 pub fn kernel(domain: &str, op_type: &str) -> Option<crate::kernel::KernelFn> {
     match (domain, op_type) {

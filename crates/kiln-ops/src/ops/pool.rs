@@ -1,8 +1,13 @@
 //! Pooling: MaxPool/AveragePool/LpPool over a window, and the global pools.
+use half::{bf16, f16};
 use kiln_ir::{DataType, Dim};
+use rayon::prelude::*;
 
-use crate::ctx::{InferCtx, Inferred, Result};
-use crate::ops::conv::window_output;
+use super::linalg::{float_dispatch, Real};
+use crate::ctx::{InferCtx, Inferred, Result, MAX_ATTR};
+use crate::kernel::{one, strides, KernelCtx};
+use crate::ops::conv::{window, window_output, Window};
+use crate::value::{Data, Elem, Tensor, Value};
 
 pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     let Some(x) = ctx.shape(0) else {
@@ -53,6 +58,446 @@ pub fn infer_global(ctx: &InferCtx) -> Result<Vec<Inferred>> {
 
 /// The kernels of this module's ops.
 pub fn kernel(domain: &str, op_type: &str) -> Option<crate::kernel::KernelFn> {
-    let _ = (domain, op_type);
-    None
+    let f: crate::kernel::KernelFn = match (domain, op_type) {
+        ("", "MaxPool") => run_max_pool,
+        ("", "AveragePool") => run_average_pool,
+        ("", "LpPool") => run_lp_pool,
+        ("", "GlobalAveragePool") => run_global_average,
+        ("", "GlobalMaxPool") => run_global_max,
+        ("", "GlobalLpPool") => run_global_lp,
+        _ => return None,
+    };
+    Some(f)
+}
+
+/// Every output position's window, resolved once for all (batch, channel) planes: the
+/// row-major spatial offsets of its taps inside the input, and how many of its taps lie inside
+/// the padded input (the divisor of AveragePool with `count_include_pad`).
+struct Taps {
+    win: Window,
+    /// Taps of output position `o` are `offs[starts[o]..starts[o + 1]]`.
+    starts: Vec<usize>,
+    offs: Vec<usize>,
+    incl: Vec<usize>,
+}
+
+impl Taps {
+    fn of(&self, o: usize) -> &[usize] {
+        &self.offs[self.starts[o]..self.starts[o + 1]]
+    }
+}
+
+/// Resolves the window of a pooling node over X.
+fn taps(ctx: &KernelCtx, x: &Tensor) -> Result<Taps> {
+    if x.rank() < 3 {
+        return Err(format!("input X must have rank >= 3, got shape {:?}", x.shape));
+    }
+    let nd = x.rank() - 2;
+    let kernel = ctx
+        .ints_attr("kernel_shape")
+        .ok_or("kernel_shape attribute is required")?;
+    if kernel.len() != nd || kernel.iter().any(|&k| k < 1 || k > MAX_ATTR) {
+        return Err(format!(
+            "kernel_shape {kernel:?} must have {nd} positive sizes"
+        ));
+    }
+    let kernel: Vec<usize> = kernel.iter().map(|&k| k as usize).collect();
+    let ceil = ctx.int_attr("ceil_mode", 0) != 0;
+    let win = window(ctx, &x.shape[2..], &kernel, ceil)?;
+    let out_sp = win
+        .output
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .ok_or("output too large")?;
+    // Per dim and output index: the valid input coordinates, and the taps inside the padding.
+    let mut lists: Vec<Vec<Vec<usize>>> = Vec::with_capacity(nd);
+    let mut incl_d: Vec<Vec<usize>> = Vec::with_capacity(nd);
+    for d in 0..nd {
+        let (inp, pb, pe) = (win.input[d] as i128, win.pads[d] as i128, win.pads_end[d] as i128);
+        let (s, dil) = (win.strides[d] as i128, win.dilations[d] as i128);
+        let mut l = Vec::with_capacity(win.output[d]);
+        let mut inc = Vec::with_capacity(win.output[d]);
+        for o in 0..win.output[d] as i128 {
+            let start = o * s - pb;
+            let mut valid = Vec::new();
+            let mut count = 0;
+            for k in 0..kernel[d] as i128 {
+                let c = start + k * dil;
+                if c >= -pb && c < inp + pe {
+                    count += 1;
+                }
+                if c >= 0 && c < inp {
+                    valid.push(c as usize);
+                }
+            }
+            l.push(valid);
+            inc.push(count);
+        }
+        lists.push(l);
+        incl_d.push(inc);
+    }
+    let total: usize = (0..nd)
+        .map(|d| lists[d].iter().map(|v| v.len()).max().unwrap_or(0))
+        .try_fold(out_sp, |a, b| a.checked_mul(b.max(1)))
+        .filter(|&t| t <= 1 << 28)
+        .ok_or("pooling window table too large")?;
+    let in_strides = strides(&win.input);
+    let mut starts = Vec::with_capacity(out_sp + 1);
+    let mut offs = Vec::with_capacity(total);
+    let mut incl = Vec::with_capacity(out_sp);
+    starts.push(0);
+    if out_sp > 0 {
+        let mut idx = vec![0usize; nd];
+        loop {
+            // Cartesian product of the per-dim coordinate lists.
+            let mut acc = vec![0usize];
+            for d in 0..nd {
+                let mut next = Vec::with_capacity(acc.len() * lists[d][idx[d]].len());
+                for &a in &acc {
+                    for &c in &lists[d][idx[d]] {
+                        next.push(a + c * in_strides[d]);
+                    }
+                }
+                acc = next;
+            }
+            offs.extend(acc);
+            starts.push(offs.len());
+            incl.push((0..nd).map(|d| incl_d[d][idx[d]]).product());
+            if !next_index(&mut idx, &win.output) {
+                break;
+            }
+        }
+    }
+    Ok(Taps {
+        win,
+        starts,
+        offs,
+        incl,
+    })
+}
+
+fn next_index(idx: &mut [usize], dims: &[usize]) -> bool {
+    for d in (0..dims.len()).rev() {
+        idx[d] += 1;
+        if idx[d] < dims[d] {
+            return true;
+        }
+        idx[d] = 0;
+    }
+    false
+}
+
+fn out_shape(x: &Tensor, spatial: &[usize]) -> Vec<usize> {
+    let mut s = x.shape[..2].to_vec();
+    s.extend(spatial);
+    s
+}
+
+/// Element types MaxPool compares, with the value of an empty window.
+trait MaxElem: Elem + PartialOrd {
+    const LOWEST: Self;
+}
+
+macro_rules! max_elem {
+    ($($t:ty),*) => {$(impl MaxElem for $t { const LOWEST: Self = <$t>::MIN; })*};
+}
+max_elem!(f32, f64, f16, bf16, i8, i16, i32, i64, u8, u16, u32, u64);
+
+fn run_max_pool(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let x = ctx.tensor(0)?;
+    let t = taps(ctx, x)?;
+    let order = ctx.int_attr("storage_order", 0);
+    if order != 0 && order != 1 {
+        return Err(format!("storage_order must be 0 or 1, got {order}"));
+    }
+    let (y, idx) = match &x.data {
+        Data::F32(v) => max_pool(v, x, &t, order == 1),
+        Data::F64(v) => max_pool(v, x, &t, order == 1),
+        Data::F16(v) => max_pool(v, x, &t, order == 1),
+        Data::BF16(v) => max_pool(v, x, &t, order == 1),
+        Data::I8(v) => max_pool(v, x, &t, order == 1),
+        Data::U8(v) => max_pool(v, x, &t, order == 1),
+        other => return Err(format!("MaxPool of {} tensors is not supported", other.dtype())),
+    };
+    let shape = out_shape(x, &t.win.output);
+    let mut out = vec![Value::Tensor(Tensor::new(shape.clone(), y))];
+    if ctx.num_outputs > 1 {
+        out.push(Value::Tensor(Tensor::from_vec(shape, idx)));
+    }
+    Ok(out)
+}
+
+/// Max over each window, and the flat index of the maximum in X (row-major, or with the
+/// spatial dims column-major for `storage_order = 1`); the first maximum wins.
+fn max_pool<T: MaxElem>(xv: &[T], x: &Tensor, t: &Taps, col_major: bool) -> (Data, Vec<i64>) {
+    let in_sp: usize = t.win.input.iter().product();
+    let out_sp: usize = t.win.output.iter().product();
+    let planes = x.shape[0] * x.shape[1];
+    let mut y = vec![T::LOWEST; planes * out_sp];
+    let mut ix = vec![-1i64; planes * out_sp];
+    if out_sp == 0 || in_sp == 0 {
+        return (T::wrap(y), ix);
+    }
+    // Row-major spatial offset -> column-major one.
+    let to_col = |off: usize| -> usize {
+        let mut rest = off;
+        let mut col = 0;
+        let mut mult = 1;
+        let nd = t.win.input.len();
+        let mut coords = vec![0; nd];
+        for d in (0..nd).rev() {
+            coords[d] = rest % t.win.input[d];
+            rest /= t.win.input[d];
+        }
+        for d in 0..nd {
+            col += coords[d] * mult;
+            mult *= t.win.input[d];
+        }
+        col
+    };
+    y.par_chunks_mut(out_sp)
+        .zip(ix.par_chunks_mut(out_sp))
+        .enumerate()
+        .for_each(|(p, (yp, ip))| {
+            let xp = &xv[p * in_sp..(p + 1) * in_sp];
+            for o in 0..out_sp {
+                let mut best = T::LOWEST;
+                let mut at = None;
+                for &off in t.of(o) {
+                    let v = xp[off];
+                    // As ONNX Runtime: NaN never wins; the first maximum does.
+                    if v > best || (at.is_none() && v == best) {
+                        best = v;
+                        at = Some(off);
+                    }
+                }
+                yp[o] = best;
+                ip[o] = match at {
+                    Some(off) => {
+                        let s = if col_major { to_col(off) } else { off };
+                        (p * in_sp + s) as i64
+                    }
+                    None => -1,
+                };
+            }
+        });
+    (T::wrap(y), ix)
+}
+
+fn run_average_pool(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let x = ctx.tensor(0)?;
+    let t = taps(ctx, x)?;
+    let include_pad = ctx.int_attr("count_include_pad", 0) != 0;
+    let data = float_dispatch!(x.dtype(), average_pool(x, &t, include_pad))?;
+    one(Tensor::new(out_shape(x, &t.win.output), data))
+}
+
+/// Applies `f(window values, taps inside the padded input)` to every window.
+fn pool_with<T: Real>(x: &Tensor, t: &Taps, f: impl Fn(&mut dyn Iterator<Item = T>, usize) -> T + Sync) -> Result<Data> {
+    let xv = T::load(x)?;
+    let in_sp: usize = t.win.input.iter().product();
+    let out_sp: usize = t.win.output.iter().product();
+    let planes = x.shape[0] * x.shape[1];
+    let mut y = vec![T::zero(); planes * out_sp];
+    if out_sp > 0 && in_sp > 0 {
+        y.par_chunks_mut(out_sp).enumerate().for_each(|(p, yp)| {
+            let xp = &xv[p * in_sp..(p + 1) * in_sp];
+            for (o, out) in yp.iter_mut().enumerate() {
+                let mut it = t.of(o).iter().map(|&off| xp[off]);
+                *out = f(&mut it, t.incl[o]);
+            }
+        });
+    }
+    Ok(T::store(y, x.dtype()))
+}
+
+fn average_pool<T: Real>(x: &Tensor, t: &Taps, include_pad: bool) -> Result<Data> {
+    pool_with::<T>(x, t, |it, incl| {
+        let mut sum = T::zero();
+        let mut n = 0usize;
+        for v in it {
+            sum = sum + v;
+            n += 1;
+        }
+        let d = if include_pad { incl } else { n };
+        if d == 0 {
+            T::zero()
+        } else {
+            sum / T::of(d as f64)
+        }
+    })
+}
+
+/// LpPool's `p`: an int since opset 2 (a float before).
+fn lp_p(ctx: &KernelCtx) -> Result<f64> {
+    let p = match ctx.attr("p") {
+        Some(kiln_ir::AttrValue::Float(f)) => *f as f64,
+        _ => ctx.int_attr("p", 2) as f64,
+    };
+    if !(p > 0.0 && p.is_finite()) {
+        return Err(format!("p must be positive, got {p}"));
+    }
+    Ok(p)
+}
+
+/// `(sum |x|^p)^(1/p)`, in f64.
+fn lp<T: Real>(it: &mut dyn Iterator<Item = T>, p: f64) -> T {
+    let s: f64 = if p == 2.0 {
+        it.map(|v| v.f64() * v.f64()).sum()
+    } else if p == 1.0 {
+        it.map(|v| v.f64().abs()).sum()
+    } else {
+        it.map(|v| v.f64().abs().powf(p)).sum()
+    };
+    T::of(if p == 2.0 { s.sqrt() } else { s.powf(1.0 / p) })
+}
+
+fn run_lp_pool(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let x = ctx.tensor(0)?;
+    let t = taps(ctx, x)?;
+    let p = lp_p(ctx)?;
+    let data = float_dispatch!(x.dtype(), lp_pool(x, &t, p))?;
+    one(Tensor::new(out_shape(x, &t.win.output), data))
+}
+
+fn lp_pool<T: Real>(x: &Tensor, t: &Taps, p: f64) -> Result<Data> {
+    pool_with::<T>(x, t, |it, _| lp(it, p))
+}
+
+/// Global pools: one value per (batch, channel) plane.
+fn global<T: Real>(x: &Tensor, f: &(dyn Fn(&[T]) -> T + Sync)) -> Result<Data> {
+    let xv = T::load(x)?;
+    let planes = x.shape[0] * x.shape[1];
+    let in_sp: usize = x.shape[2..].iter().product();
+    let y: Vec<T> = if in_sp == 0 {
+        vec![f(&[]); planes]
+    } else {
+        xv.par_chunks(in_sp).map(f).collect()
+    };
+    Ok(T::store(y, x.dtype()))
+}
+
+fn global_shape<'a>(ctx: &KernelCtx<'a>) -> Result<(&'a Tensor, Vec<usize>)> {
+    let x = ctx.tensor(0)?;
+    if x.rank() < 2 {
+        return Err(format!("input X must have rank >= 2, got shape {:?}", x.shape));
+    }
+    let shape = x.shape.iter().enumerate().map(|(i, &d)| if i < 2 { d } else { 1 }).collect();
+    Ok((x, shape))
+}
+
+fn mean<T: Real>(v: &[T]) -> T {
+    let s: f64 = v.iter().map(|x| x.f64()).sum();
+    T::of(if v.is_empty() { f64::NAN } else { s / v.len() as f64 })
+}
+
+fn run_global_average(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let (x, shape) = global_shape(ctx)?;
+    let data = float_dispatch!(x.dtype(), global(x, &mean))?;
+    one(Tensor::new(shape, data))
+}
+
+fn run_global_max(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let (x, shape) = global_shape(ctx)?;
+    fn max<T: Real>(v: &[T]) -> T {
+        v.iter().fold(T::min_value(), |a, &b| if b > a { b } else { a })
+    }
+    let data = float_dispatch!(x.dtype(), global(x, &max))?;
+    one(Tensor::new(shape, data))
+}
+
+fn run_global_lp(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let (x, shape) = global_shape(ctx)?;
+    let p = lp_p(ctx)?;
+    fn go<T: Real>(x: &Tensor, p: f64) -> Result<Data> {
+        global::<T>(x, &|v: &[T]| lp(&mut v.iter().copied(), p))
+    }
+    let data = float_dispatch!(x.dtype(), go(x, p))?;
+    one(Tensor::new(shape, data))
+}
+
+#[cfg(test)]
+mod kernel_tests {
+    use super::*;
+    use kiln_ir::Attribute;
+
+    fn call(op: &str, x: Tensor, attrs: &[Attribute], outs: usize) -> Result<Vec<Tensor>> {
+        let vals = [Value::Tensor(x)];
+        let ctx = KernelCtx {
+            op_type: op,
+            domain: "",
+            opset: 19,
+            attrs,
+            inputs: vals.iter().map(Some).collect(),
+            num_outputs: outs,
+            subgraphs: None,
+        };
+        let f = kernel("", op).unwrap();
+        Ok(f(&ctx)?.into_iter().map(|v| v.into_tensor().unwrap()).collect())
+    }
+
+    fn x44() -> Tensor {
+        Tensor::from_vec(vec![1, 1, 4, 4], (1..=16).map(|v| v as f32).collect())
+    }
+
+    #[test]
+    fn max_pool_with_indices_and_storage_order() {
+        let attrs = [Attribute::ints("kernel_shape", &[2, 2]), Attribute::ints("strides", &[2, 2])];
+        let out = call("MaxPool", x44(), &attrs, 2).unwrap();
+        assert_eq!(out[0].shape, vec![1, 1, 2, 2]);
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[6., 8., 14., 16.]);
+        assert_eq!(out[1].as_slice::<i64>().unwrap(), &[5, 7, 13, 15]);
+        let mut attrs = attrs.to_vec();
+        attrs.push(Attribute::int("storage_order", 1));
+        let out = call("MaxPool", x44(), &attrs, 2).unwrap();
+        assert_eq!(out[1].as_slice::<i64>().unwrap(), &[5, 13, 7, 15]);
+        // Padding never wins, dilation skips, ceil_mode adds a partial window.
+        let attrs = [
+            Attribute::ints("kernel_shape", &[2, 2]),
+            Attribute::ints("dilations", &[2, 2]),
+            Attribute::ints("pads", &[1, 1, 1, 1]),
+        ];
+        let out = call("MaxPool", x44(), &attrs, 1).unwrap();
+        assert_eq!(out[0].shape, vec![1, 1, 4, 4]);
+        assert_eq!(&out[0].as_slice::<f32>().unwrap()[..4], &[6., 7., 8., 7.]);
+        let attrs = [
+            Attribute::ints("kernel_shape", &[3, 3]),
+            Attribute::ints("strides", &[2, 2]),
+            Attribute::int("ceil_mode", 1),
+        ];
+        let out = call("MaxPool", x44(), &attrs, 1).unwrap();
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[11., 12., 15., 16.]);
+        let u = Tensor::from_vec(vec![1, 1, 1, 3], vec![3u8, 9, 1]);
+        let out = call("MaxPool", u, &[Attribute::ints("kernel_shape", &[1, 2])], 1).unwrap();
+        assert_eq!(out[0].as_slice::<u8>().unwrap(), &[9, 9]);
+    }
+
+    #[test]
+    fn average_and_lp_pools() {
+        let attrs = [
+            Attribute::ints("kernel_shape", &[3, 3]),
+            Attribute::ints("pads", &[1, 1, 1, 1]),
+            Attribute::ints("strides", &[3, 3]),
+        ];
+        let out = call("AveragePool", x44(), &attrs, 1).unwrap();
+        // Window at (0,0): 1,2,5,6 -> 3.5; with the pads counted: 14 / 9.
+        assert_eq!(out[0].as_slice::<f32>().unwrap()[0], 3.5);
+        let mut with_pad = attrs.to_vec();
+        with_pad.push(Attribute::int("count_include_pad", 1));
+        let out = call("AveragePool", x44(), &with_pad, 1).unwrap();
+        assert!((out[0].as_slice::<f32>().unwrap()[0] - 14.0 / 9.0).abs() < 1e-6);
+        let attrs = [Attribute::ints("kernel_shape", &[1, 2]), Attribute::int("p", 2)];
+        let x = Tensor::from_vec(vec![1, 1, 1, 2], vec![3.0f64, -4.0]);
+        let out = call("LpPool", x.clone(), &attrs, 1).unwrap();
+        assert_eq!(out[0].as_slice::<f64>().unwrap(), &[5.0]);
+        let out = call("GlobalLpPool", x.clone(), &[Attribute::int("p", 1)], 1).unwrap();
+        assert_eq!(out[0].as_slice::<f64>().unwrap(), &[7.0]);
+        let out = call("GlobalAveragePool", x44(), &[], 1).unwrap();
+        assert_eq!(out[0].shape, vec![1, 1, 1, 1]);
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[8.5]);
+        let out = call("GlobalMaxPool", x, &[], 1).unwrap();
+        assert_eq!(out[0].as_slice::<f64>().unwrap(), &[3.0]);
+        assert!(call("MaxPool", x44(), &[], 1).is_err());
+        assert!(call("AveragePool", x44(), &[Attribute::ints("kernel_shape", &[5, 5])], 1).is_err());
+    }
 }
