@@ -11,6 +11,7 @@ mod constant;
 mod control_flow;
 mod conv;
 mod dropout;
+mod einsum;
 mod elementwise;
 mod expand;
 mod gather;
@@ -102,7 +103,8 @@ fn check(domain: &str, op_type: &str) -> Option<CheckFn> {
 
 /// The CPU kernel table: each module answers for the ops it implements.
 fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
-    let kernel_of: [fn(&str, &str) -> Option<KernelFn>; 34] = [
+    let kernel_of: [fn(&str, &str) -> Option<KernelFn>; 35] = [
+        einsum::kernel,
         batchnorm::kernel,
         cast::kernel,
         concat::kernel,

@@ -1,8 +1,133 @@
-//! Softmax, LogSoftmax and Hardmax along an axis.
-use crate::kernel::KernelFn;
+//! Softmax, LogSoftmax and Hardmax along an axis. Before opset 13 the input is seen as a 2-D
+//! matrix split at `axis` (default 1) and each row is normalized; from 13 on, each lane along
+//! `axis` (default -1) is. Computed in f64 and rounded to the element type.
+use crate::kernel::{one, KernelCtx, KernelFn, Result};
+use crate::ops::num::Num;
+use crate::value::{Data, Elem, Tensor, Value};
 
 /// The kernels of this module's ops.
 pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
-    let _ = (domain, op_type);
-    None
+    if !domain.is_empty() {
+        return None;
+    }
+    match op_type {
+        "Softmax" | "LogSoftmax" | "Hardmax" => Some(softmax),
+        _ => None,
+    }
+}
+
+/// `(outer, len, inner)`: lanes of `len` elements, `inner` apart.
+fn lanes(ctx: &KernelCtx, shape: &[usize]) -> Result<(usize, usize, usize)> {
+    let rank = shape.len();
+    if ctx.opset < 13 {
+        let a = ctx.int_attr("axis", 1);
+        let r = rank as i64;
+        // The coercion to 2-D allows axis == rank (one row per element... of size 1).
+        if a < -r || a > r {
+            return Err(format!("axis {a} is out of range for rank {rank}"));
+        }
+        let a = if a < 0 { a + r } else { a } as usize;
+        let outer = shape[..a].iter().product();
+        let len = shape[a..].iter().product();
+        return Ok((outer, len, 1));
+    }
+    let a = ctx.axis(ctx.int_attr("axis", -1), rank)?;
+    Ok((
+        shape[..a].iter().product(),
+        shape[a],
+        shape[a + 1..].iter().product(),
+    ))
+}
+
+fn normalize(op: &str, lane: &mut [f64]) {
+    let m = lane.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    match op {
+        "Hardmax" => {
+            let first = lane.iter().position(|&x| x == m);
+            for (i, x) in lane.iter_mut().enumerate() {
+                *x = if Some(i) == first { 1.0 } else { 0.0 };
+            }
+        }
+        "LogSoftmax" => {
+            let s = lane.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+            for x in lane.iter_mut() {
+                *x = *x - m - s;
+            }
+        }
+        _ => {
+            let mut s = 0.0;
+            for x in lane.iter_mut() {
+                *x = (*x - m).exp();
+                s += *x;
+            }
+            for x in lane.iter_mut() {
+                *x /= s;
+            }
+        }
+    }
+}
+
+fn run_typed<T: Num>(op: &str, v: &[T], (outer, len, inner): (usize, usize, usize)) -> Vec<T> {
+    let mut out = vec![T::zero(); v.len()];
+    let mut lane = vec![0.0f64; len];
+    for o in 0..outer {
+        for i in 0..inner {
+            let base = o * len * inner + i;
+            for (k, x) in lane.iter_mut().enumerate() {
+                *x = v[base + k * inner].to_f64();
+            }
+            normalize(op, &mut lane);
+            for (k, x) in lane.iter().enumerate() {
+                out[base + k * inner] = T::from_f64(*x);
+            }
+        }
+    }
+    out
+}
+
+fn softmax(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let x = ctx.tensor(0)?;
+    crate::ops::movement::check_len(x, "input")?;
+    let l = lanes(ctx, &x.shape)?;
+    let op = ctx.op_type;
+    let data = match &x.data {
+        Data::F32(v) => Elem::wrap(run_typed(op, v, l)),
+        Data::F64(v) => Elem::wrap(run_typed(op, v, l)),
+        Data::F16(v) => Elem::wrap(run_typed(op, v, l)),
+        Data::BF16(v) => Elem::wrap(run_typed(op, v, l)),
+        d => return Err(format!("{op} takes float tensors, got {}", d.dtype())),
+    };
+    one(Tensor::new(x.shape.clone(), data))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ops::movement::testing::{f32s, run_opset, vals};
+    use kiln_ir::Attribute;
+
+    fn close(a: &[f32], b: &[f32]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5)
+    }
+
+    #[test]
+    fn softmax_by_opset() {
+        let x = f32s(&[2, 2], &[0.0, 0.0, 1000.0, 1000.0]);
+        let r = run_opset("Softmax", 13, &[Attribute::int("axis", 0)], &[Some(x.clone())], 1).unwrap();
+        assert!(close(&vals(&r[0]), &[0.0, 0.0, 1.0, 1.0]));
+        // Opset 11, axis 0: one row of all four elements.
+        let r = run_opset("Softmax", 11, &[Attribute::int("axis", 0)], &[Some(x.clone())], 1).unwrap();
+        assert!(close(&vals(&r[0]), &[0.0, 0.0, 0.5, 0.5]));
+        let r = run_opset("LogSoftmax", 13, &[], &[Some(x)], 1).unwrap();
+        let l = -(2f32.ln());
+        assert!(close(&vals(&r[0]), &[l, l, l, l]));
+    }
+
+    #[test]
+    fn hardmax_first_maximum() {
+        let x = f32s(&[2, 3], &[1.0, 3.0, 3.0, -1.0, -2.0, -3.0]);
+        let r = run_opset("Hardmax", 13, &[], &[Some(x)], 1).unwrap();
+        assert_eq!(vals(&r[0]), vec![0.0, 1.0, 0.0, 1.0, 0.0, 0.0]);
+        let i = crate::value::Tensor::from_vec(vec![1], vec![1i32]);
+        assert!(run_opset("Softmax", 13, &[], &[Some(i)], 1).is_err());
+    }
 }
