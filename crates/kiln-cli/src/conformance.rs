@@ -46,7 +46,10 @@ pub fn run(a: ConformanceArgs) -> anyhow::Result<()> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.join("model.onnx").is_file())
         .filter(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             filter.as_ref().is_none_or(|f| f.is_match(&name))
         })
         .collect();
@@ -55,7 +58,11 @@ pub fn run(a: ConformanceArgs) -> anyhow::Result<()> {
     std::panic::set_hook(Box::new(|_| {}));
     let mut results = Vec::with_capacity(cases.len());
     for case in &cases {
-        let name = case.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = case
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let (status, detail) = match std::panic::catch_unwind(|| run_case(case)) {
             Ok(r) => r,
             Err(p) => {
@@ -101,7 +108,11 @@ fn run_case(case: &Path) -> (Status, String) {
         .real_inputs()
         .map(|v| (g.value(v).name.clone(), g.value(v).declared.clone()))
         .collect();
-    let output_types: Vec<_> = g.outputs().iter().map(|v| g.value(*v).declared.clone()).collect();
+    let output_types: Vec<_> = g
+        .outputs()
+        .iter()
+        .map(|v| g.value(*v).declared.clone())
+        .collect();
     let opts = SessionOptions {
         threads: Some(1),
         level: Level::Disabled,
@@ -117,7 +128,11 @@ fn run_case(case: &Path) -> (Status, String) {
     let mut sets: Vec<PathBuf> = std::fs::read_dir(case)
         .map(|d| {
             d.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_")))
+                .filter(|p| {
+                    p.is_dir()
+                        && p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_"))
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -163,7 +178,11 @@ fn same_value(got: &Value, want: &Value) -> Result<(), String> {
         (Value::Tensor(a), Value::Tensor(b)) => same_tensor(a, b),
         (Value::Sequence(_, a), Value::Sequence(_, b)) => {
             if a.len() != b.len() {
-                return Err(format!("sequence of {} tensors, expected {}", a.len(), b.len()));
+                return Err(format!(
+                    "sequence of {} tensors, expected {}",
+                    a.len(),
+                    b.len()
+                ));
             }
             for (i, (x, y)) in a.iter().zip(b).enumerate() {
                 same_tensor(x, y).map_err(|e| format!("element {i}: {e}"))?;
@@ -190,8 +209,13 @@ fn same_tensor(a: &Tensor, b: &Tensor) -> Result<(), String> {
     if a.shape != b.shape {
         return Err(format!("shape {:?}, expected {:?}", a.shape, b.shape));
     }
-    let close = |x: f64, y: f64| (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= 1e-7 + 1e-3 * y.abs();
-    let float = matches!(a.data, Data::F32(_) | Data::F64(_) | Data::F16(_) | Data::BF16(_));
+    let close = |x: f64, y: f64| {
+        (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= 1e-7 + 1e-3 * y.abs()
+    };
+    let float = matches!(
+        a.data,
+        Data::F32(_) | Data::F64(_) | Data::F16(_) | Data::BF16(_)
+    );
     if float {
         let (x, y) = (a.to_f64s()?, b.to_f64s()?);
         if let Some(i) = (0..x.len()).find(|&i| !close(x[i], y[i])) {

@@ -34,7 +34,11 @@ pub fn encode(t: &Tensor) -> anyhow::Result<Vec<u8>> {
         1 => format!("({},)", t.shape[0]),
         _ => format!(
             "({})",
-            t.shape.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+            t.shape
+                .iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let mut header = format!("{{'descr': '{d}', 'fortran_order': False, 'shape': {shape}, }}");
@@ -89,7 +93,10 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<Tensor> {
         .split(',')
         .map(str::trim)
         .filter(|x| !x.is_empty())
-        .map(|x| x.parse::<usize>().with_context(|| format!("bad dimension '{x}'")))
+        .map(|x| {
+            x.parse::<usize>()
+                .with_context(|| format!("bad dimension '{x}'"))
+        })
         .collect::<anyhow::Result<_>>()?;
     let n = shape
         .iter()
@@ -113,7 +120,10 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<Tensor> {
     let body = &bytes[start + hlen..];
     let want = dt.storage_bytes(n).context("shape too large")?;
     if body.len() != want {
-        bail!("data has {} bytes, shape {shape:?} of {dt} needs {want}", body.len());
+        bail!(
+            "data has {} bytes, shape {shape:?} of {dt} needs {want}",
+            body.len()
+        );
     }
     let ir = kiln_ir::Tensor::from_raw(dt, shape, body.to_vec().into())?;
     Ok(Tensor::from_ir(&ir))

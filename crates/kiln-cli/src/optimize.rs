@@ -12,8 +12,9 @@ pub fn run(a: OptimizeArgs) -> anyhow::Result<()> {
     let before = op_counts(&model.graph);
     let nodes_before = model.graph.node_count();
     let providers = report::providers(&a.ep)?;
-    let (model, _, rep) = kiln_runtime::prepare(model, &providers, report::level(a.level), a.portable)
-        .with_context(|| name.clone())?;
+    let (model, _, rep) =
+        kiln_runtime::prepare(model, &providers, report::level(a.level), a.portable, false)
+            .with_context(|| name.clone())?;
     let after = op_counts(&model.graph);
     model
         .save(&a.output)

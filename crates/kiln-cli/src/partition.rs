@@ -49,7 +49,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         println!("  {ep:<8} {n} nodes");
     }
     for (i, p) in asg.partitions.iter().enumerate() {
-        println!("partition {i}: {} ({} nodes)", providers[p.ep].name(), p.nodes.len());
+        println!(
+            "partition {i}: {} ({} nodes)",
+            providers[p.ep].name(),
+            p.nodes.len()
+        );
     }
     for r in &asg.rejected {
         println!(

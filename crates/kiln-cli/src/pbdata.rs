@@ -30,10 +30,14 @@ fn decode(bytes: &[u8], ty: Option<&ValueType>) -> anyhow::Result<Value> {
             Ok(Value::Optional(match o.elem_type.unwrap_or(0) {
                 0 => None,
                 1 => Some(Box::new(Value::Tensor(tensor(
-                    o.tensor_value.as_ref().context("optional tensor without a value")?,
+                    o.tensor_value
+                        .as_ref()
+                        .context("optional tensor without a value")?,
                 )?))),
                 3 => Some(Box::new(sequence(
-                    o.sequence_value.as_ref().context("optional sequence without a value")?,
+                    o.sequence_value
+                        .as_ref()
+                        .context("optional sequence without a value")?,
                 )?)),
                 other => bail!("optional of element kind {other} is not supported"),
             }))
@@ -47,10 +51,16 @@ fn sequence(s: &SequenceProto) -> anyhow::Result<Value> {
     if !s.sequence_values.is_empty() || !s.map_values.is_empty() {
         bail!("sequences of sequences or maps are not supported");
     }
-    let ts: Vec<Tensor> = s.tensor_values.iter().map(tensor).collect::<Result<_, _>>()?;
-    let dtype = ts
-        .first()
-        .map(|t| t.dtype())
-        .or_else(|| s.tensor_values.first().and_then(|t| t.data_type).and_then(DataType::from_onnx));
+    let ts: Vec<Tensor> = s
+        .tensor_values
+        .iter()
+        .map(tensor)
+        .collect::<Result<_, _>>()?;
+    let dtype = ts.first().map(|t| t.dtype()).or_else(|| {
+        s.tensor_values
+            .first()
+            .and_then(|t| t.data_type)
+            .and_then(DataType::from_onnx)
+    });
     Ok(Value::Sequence(dtype, ts))
 }

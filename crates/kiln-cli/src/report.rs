@@ -21,7 +21,9 @@ pub fn level(l: Level) -> kiln_runtime::Level {
 }
 
 /// Providers from `--ep a,b,...`, in priority order.
-pub fn providers(list: &str) -> anyhow::Result<Vec<std::sync::Arc<dyn kiln_runtime::ExecutionProvider>>> {
+pub fn providers(
+    list: &str,
+) -> anyhow::Result<Vec<std::sync::Arc<dyn kiln_runtime::ExecutionProvider>>> {
     let mut providers: Vec<std::sync::Arc<dyn kiln_runtime::ExecutionProvider>> = Vec::new();
     for ep in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         match ep {

@@ -11,8 +11,8 @@ use kiln_runtime::Session;
 use serde_json::json;
 
 use crate::args::RunArgs;
-use crate::report::{self, parse_shape_arg};
 use crate::npy;
+use crate::report::{self, parse_shape_arg};
 
 /// A small fixed pseudo-random generator (xorshift64*), so inputs are the same everywhere.
 struct Rng(u64);
@@ -67,7 +67,11 @@ fn cast_ints(t: &Tensor, dt: DataType) -> anyhow::Result<Tensor> {
 
 /// The inputs of one run: files given with `--input`, the rest seeded pseudo-random values
 /// shaped by the model's declared dims and `--shape`.
-pub fn inputs(session: &Session, input_args: &[String], shape_args: &[String]) -> anyhow::Result<Vec<(String, Value)>> {
+pub fn inputs(
+    session: &Session,
+    input_args: &[String],
+    shape_args: &[String],
+) -> anyhow::Result<Vec<(String, Value)>> {
     let mut files: HashMap<String, String> = HashMap::new();
     for a in input_args {
         let (name, file) = a
@@ -95,7 +99,12 @@ pub fn inputs(session: &Session, input_args: &[String], shape_args: &[String]) -
             .get(&spec.name)
             .cloned()
             .or_else(|| spec.shape.clone())
-            .with_context(|| format!("input '{}' has no declared shape; give --shape {}=D0,D1,...", spec.name, spec.name))?;
+            .with_context(|| {
+                format!(
+                    "input '{}' has no declared shape; give --shape {}=D0,D1,...",
+                    spec.name, spec.name
+                )
+            })?;
         let mut shape = Vec::with_capacity(dims.len());
         for (k, d) in dims.iter().enumerate() {
             match d.known() {
@@ -110,7 +119,10 @@ pub fn inputs(session: &Session, input_args: &[String], shape_args: &[String]) -
         let dtype = spec
             .dtype
             .with_context(|| format!("input '{}' has no declared element type", spec.name))?;
-        out.push((spec.name.clone(), Value::Tensor(random_tensor(dtype, shape, i as u64 + 1)?)));
+        out.push((
+            spec.name.clone(),
+            Value::Tensor(random_tensor(dtype, shape, i as u64 + 1)?),
+        ));
     }
     Ok(out)
 }
@@ -118,7 +130,13 @@ pub fn inputs(session: &Session, input_args: &[String], shape_args: &[String]) -
 /// `name` made safe as a file name: characters outside `[A-Za-z0-9._-]` become `_`.
 pub fn file_name(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -127,7 +145,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let session = report::session(model, &a).with_context(|| name.clone())?;
     let feeds = inputs(&session, &a.input, &a.shape).with_context(|| name.clone())?;
     let start = Instant::now();
-    let (outs, stats) = session.run_with_stats(feeds).with_context(|| name.clone())?;
+    let (outs, stats) = session
+        .run_with_stats(feeds)
+        .with_context(|| name.clone())?;
     let elapsed = start.elapsed().as_secs_f64() * 1e3;
     let mut listed = Vec::new();
     for (out_name, v) in &outs {
@@ -136,7 +156,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         };
         let mut entry = json!({"name": out_name, "dtype": t.dtype().name(), "shape": t.shape});
         if let Some(dir) = &a.out {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
             let f = dir.join(format!("{}.npy", file_name(out_name)));
             kiln_onnx::write_atomically(&f, &npy::encode(t)?)?;
             entry["file"] = json!(f.display().to_string());

@@ -38,14 +38,15 @@ pub fn run_fusion<F: Fusion>(f: &F, ctx: &mut PassCtx, report: &mut PassReport) 
         match f.select(ctx, id) {
             Ok(m) => match f.apply(ctx, m) {
                 Ok(()) => report.applied += 1,
-                Err(e) => report
-                    .declined
-                    .push((describe(&ctx.model.graph, id), format!("rewrite failed: {e}"))),
+                Err(e) => report.declined.push((
+                    describe(&ctx.model.graph, id),
+                    format!("rewrite failed: {e}"),
+                )),
             },
             Err(Decline::NoMatch) => {}
-            Err(Decline::CheckFailed(reason)) => {
-                report.declined.push((describe(&ctx.model.graph, id), reason))
-            }
+            Err(Decline::CheckFailed(reason)) => report
+                .declined
+                .push((describe(&ctx.model.graph, id), reason)),
         }
     }
 }
@@ -62,7 +63,10 @@ fn describe(g: &Graph, id: NodeId) -> String {
 pub fn lone_consumer(g: &Graph, v: kiln_ir::ValueId) -> Result<NodeId, Decline> {
     let val = g.value(v);
     if g.is_graph_output(v) {
-        return Err(Decline::because(format!("'{}' is a graph output", val.name)));
+        return Err(Decline::because(format!(
+            "'{}' is a graph output",
+            val.name
+        )));
     }
     match val.consumers() {
         [u] => Ok(u.node),

@@ -58,6 +58,7 @@ impl Optimizer {
         level: Level,
         provider_of: &dyn Fn(NodeId) -> Option<String>,
         portable: bool,
+        in_session: bool,
     ) -> Result<OptimizeReport, IrError> {
         let phase: Vec<&dyn Pass> = self
             .passes
@@ -85,6 +86,7 @@ impl Optimizer {
                     model,
                     provider_of,
                     portable,
+                    in_session,
                 };
                 p.run(&mut ctx, &mut r);
                 if self.check {
@@ -120,7 +122,11 @@ fn prune(model: &mut Model) {
             .inputs()
             .iter()
             .copied()
-            .filter(|&v| g.value(v).initializer.is_none() || !g.value(v).consumers().is_empty() || g.is_graph_output(v))
+            .filter(|&v| {
+                g.value(v).initializer.is_none()
+                    || !g.value(v).consumers().is_empty()
+                    || g.is_graph_output(v)
+            })
             .collect();
         if keep.len() != g.inputs().len() {
             g.set_inputs(keep);
@@ -129,17 +135,17 @@ fn prune(model: &mut Model) {
     }
 }
 
-/// Optimizes `model` up to `level` without provider information (every node counts as the CPU
-/// provider's): the basic phase, then the extended one.
-pub fn optimize(model: &mut Model, level: Level, portable: bool) -> Result<OptimizeReport, IrError> {
+/// Optimizes `model` up to `level` for running inside kiln on the CPU provider alone: the basic
+/// phase, then the extended one.
+pub fn optimize(model: &mut Model, level: Level) -> Result<OptimizeReport, IrError> {
     let opt = Optimizer::default();
     let cpu = |_: NodeId| Some("cpu".to_string());
     let mut report = OptimizeReport::default();
     if level >= Level::Basic {
-        report.merge(opt.run_phase(model, Level::Basic, &cpu, portable)?);
+        report.merge(opt.run_phase(model, Level::Basic, &cpu, false, true)?);
     }
     if level >= Level::Extended {
-        report.merge(opt.run_phase(model, Level::Extended, &cpu, portable)?);
+        report.merge(opt.run_phase(model, Level::Extended, &cpu, false, true)?);
     }
     Ok(report)
 }

@@ -30,6 +30,9 @@ pub struct PassCtx<'a> {
     /// Write only standard ONNX ops and ops of ONNX Runtime's domain exactly as ORT defines them
     /// (`kiln optimize` without --portable); with `portable`, standard ONNX ops only.
     pub portable: bool,
+    /// The graph will run inside kiln (a session), so fusions that exist only in kiln may be
+    /// used; a model being saved never gets them.
+    pub in_session: bool,
 }
 
 /// What one pass did.

@@ -51,7 +51,11 @@ impl Plan {
         opsets: &Opsets,
         kernel: &dyn Fn(NodeId) -> Result<KernelFn, RuntimeError>,
     ) -> Result<Plan, RuntimeError> {
-        let slots = g.values().map(|(id, _)| id.0 as usize + 1).max().unwrap_or(0);
+        let slots = g
+            .values()
+            .map(|(id, _)| id.0 as usize + 1)
+            .max()
+            .unwrap_or(0);
         let mut last_use: Vec<Option<usize>> = vec![None; slots];
         for (i, (_, n)) in g.nodes().enumerate() {
             for v in n.inputs().iter().flatten().chain(n.implicit_inputs()) {
@@ -134,10 +138,7 @@ impl Plan {
                         None => {
                             return Err(RuntimeError::Node {
                                 node: g.describe(step.node),
-                                reason: format!(
-                                    "input {i} ('{}') has no value",
-                                    g.value(*v).name
-                                ),
+                                reason: format!("input {i} ('{}') has no value", g.value(*v).name),
                             })
                         }
                     },
@@ -186,10 +187,12 @@ impl Plan {
         }
         let mut outputs = Vec::with_capacity(g.outputs().len());
         for o in g.outputs() {
-            let v = env[o.0 as usize].clone().ok_or_else(|| RuntimeError::Node {
-                node: format!("graph output '{}'", g.value(*o).name),
-                reason: "was never computed".into(),
-            })?;
+            let v = env[o.0 as usize]
+                .clone()
+                .ok_or_else(|| RuntimeError::Node {
+                    node: format!("graph output '{}'", g.value(*o).name),
+                    reason: "was never computed".into(),
+                })?;
             outputs.push(v);
         }
         Ok((outputs, stats))
@@ -209,7 +212,9 @@ impl SubgraphRunner for Frame<'_> {
     fn run(&self, body: &Graph, inputs: Vec<Value>) -> Result<Vec<Value>, String> {
         let lookup = |name: &str| -> Option<Arc<Value>> {
             match self.graph.find_value(name) {
-                Some(id) => self.env[id.0 as usize].clone().or_else(|| self.outer.and_then(|f| f(name))),
+                Some(id) => self.env[id.0 as usize]
+                    .clone()
+                    .or_else(|| self.outer.and_then(|f| f(name))),
                 None => self.outer.and_then(|f| f(name)),
             }
         };
@@ -231,7 +236,10 @@ impl SubgraphRunner for Frame<'_> {
                 inputs.len()
             ));
         }
-        let ins = real.into_iter().zip(inputs.into_iter().map(Arc::new)).collect();
+        let ins = real
+            .into_iter()
+            .zip(inputs.into_iter().map(Arc::new))
+            .collect();
         let (outs, _) = plan
             .run(body, self.opsets, ins, Some(&lookup))
             .map_err(|e| format!("in subgraph '{}': {e}", body.name))?;

@@ -12,9 +12,9 @@ mod session;
 
 pub use error::RuntimeError;
 pub use executor::RunStats;
+pub use kiln_opt::{OptimizeReport, PassReport};
 pub use partition::{Assignment, Partition, Rejection};
 pub use provider::{Capability, CpuProvider, ExecutionProvider, OpTypeProvider};
 pub use session::{prepare, Level, Session, SessionOptions};
-pub use kiln_opt::{OptimizeReport, PassReport};
 
 pub use kiln_ops::{Data, Tensor, Value};

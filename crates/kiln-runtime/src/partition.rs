@@ -49,7 +49,12 @@ pub fn assign(
     providers: &[Arc<dyn ExecutionProvider>],
 ) -> Result<Assignment, RuntimeError> {
     let g = &model.graph;
-    let slots = g.order().iter().map(|n| n.0 as usize + 1).max().unwrap_or(0);
+    let slots = g
+        .order()
+        .iter()
+        .map(|n| n.0 as usize + 1)
+        .max()
+        .unwrap_or(0);
     let mut ep_of: Vec<Option<usize>> = vec![None; slots];
     let mut rejected = Vec::new();
     for (i, p) in providers.iter().enumerate() {
@@ -70,7 +75,11 @@ pub fn assign(
             }
         }
         for (node, reason) in cap.declined {
-            rejected.push(Rejection { node, ep: i, reason });
+            rejected.push(Rejection {
+                node,
+                ep: i,
+                reason,
+            });
         }
     }
     if let Some(&n) = g.order().iter().find(|n| ep_of[n.0 as usize].is_none()) {

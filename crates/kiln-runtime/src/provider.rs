@@ -27,7 +27,11 @@ pub trait ExecutionProvider: Send + Sync {
 
 /// Why the CPU kernels cannot run `node`, if they cannot.
 pub fn cpu_support(model: &Model, node: &Node) -> Result<KernelFn, String> {
-    let domain = if node.domain == "ai.onnx" { "" } else { &node.domain };
+    let domain = if node.domain == "ai.onnx" {
+        ""
+    } else {
+        &node.domain
+    };
     let Some(def) = kiln_ops::op_def(domain, &node.op_type) else {
         return Err(format!("kiln does not know the op {}", node.op_key()));
     };
@@ -68,7 +72,11 @@ impl ExecutionProvider for CpuProvider {
     }
 
     fn kernel(&self, node: &Node) -> Option<KernelFn> {
-        let domain = if node.domain == "ai.onnx" { "" } else { &node.domain };
+        let domain = if node.domain == "ai.onnx" {
+            ""
+        } else {
+            &node.domain
+        };
         kiln_ops::kernel_fn(domain, &node.op_type)
     }
 }

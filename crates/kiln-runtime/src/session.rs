@@ -54,25 +54,33 @@ pub struct Session {
 
 /// Optimizes and partitions a model for `providers`: the basic passes, then partitioning, then
 /// the extended passes on the nodes of the providers they are valid for, then partitioning
-/// again (fused nodes go to the provider whose nodes they replaced).
+/// again (fused nodes go to the provider whose nodes they replaced). `in_session` allows
+/// kiln-only fusions (never for a model that will be saved).
 pub fn prepare(
     mut model: Model,
     providers: &[Arc<dyn ExecutionProvider>],
     level: Level,
     portable: bool,
+    in_session: bool,
 ) -> Result<(Model, Assignment, kiln_opt::OptimizeReport), RuntimeError> {
     let opt = kiln_opt::Optimizer::default();
     let mut report = kiln_opt::OptimizeReport::default();
     let nobody = |_: kiln_ir::NodeId| None;
     if level >= Level::Basic {
-        report.merge(opt.run_phase(&mut model, Level::Basic, &nobody, portable)?);
+        report.merge(opt.run_phase(&mut model, Level::Basic, &nobody, portable, in_session)?);
     }
     let mut assignment = assign(&model, providers)?;
     if level >= Level::Extended {
         let names: Vec<String> = providers.iter().map(|p| p.name().to_string()).collect();
         let before = assignment.clone();
         let provider_of = |n: kiln_ir::NodeId| before.ep(n).map(|i| names[i].clone());
-        report.merge(opt.run_phase(&mut model, Level::Extended, &provider_of, portable)?);
+        report.merge(opt.run_phase(
+            &mut model,
+            Level::Extended,
+            &provider_of,
+            portable,
+            in_session,
+        )?);
         assignment = assign(&model, providers)?;
     }
     Ok((model, assignment, report))
@@ -92,7 +100,7 @@ impl Session {
         if !providers.iter().any(|p| p.name() == "cpu") {
             providers.push(Arc::new(CpuProvider));
         }
-        let (model, assignment, report) = prepare(model, &providers, opts.level, false)?;
+        let (model, assignment, report) = prepare(model, &providers, opts.level, false, true)?;
         let opsets: Vec<(String, i64)> = model
             .opsets
             .iter()
@@ -158,7 +166,10 @@ impl Session {
 
     pub fn output_names(&self) -> Vec<String> {
         let g = &self.model.graph;
-        g.outputs().iter().map(|o| g.value(*o).name.clone()).collect()
+        g.outputs()
+            .iter()
+            .map(|o| g.value(*o).name.clone())
+            .collect()
     }
 
     pub fn providers(&self) -> &[Arc<dyn ExecutionProvider>] {
@@ -196,10 +207,12 @@ impl Session {
         let mut bound: HashMap<String, i64> = HashMap::new();
         let mut feeds = Vec::with_capacity(self.inputs.len());
         for spec in &self.inputs {
-            let v = given.remove(&spec.name).ok_or_else(|| RuntimeError::Input {
-                name: spec.name.clone(),
-                reason: "missing".into(),
-            })?;
+            let v = given
+                .remove(&spec.name)
+                .ok_or_else(|| RuntimeError::Input {
+                    name: spec.name.clone(),
+                    reason: "missing".into(),
+                })?;
             check_input(spec, &v, &mut bound).map_err(|reason| RuntimeError::Input {
                 name: spec.name.clone(),
                 reason,
@@ -224,7 +237,11 @@ impl Session {
 
 /// Checks a fed value against the declared input type, binding named dims as it goes so that
 /// one name means one size across all inputs.
-fn check_input(spec: &InputSpec, v: &Value, bound: &mut HashMap<String, i64>) -> Result<(), String> {
+fn check_input(
+    spec: &InputSpec,
+    v: &Value,
+    bound: &mut HashMap<String, i64>,
+) -> Result<(), String> {
     let Value::Tensor(t) = v else {
         // Sequence and optional inputs are checked by the kernels that read them.
         return Ok(());
@@ -241,7 +258,11 @@ fn check_input(spec: &InputSpec, v: &Value, bound: &mut HashMap<String, i64>) ->
         return Err(format!(
             "expected rank {} ({}), got shape {:?}",
             shape.len(),
-            shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"),
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("x"),
             t.shape
         ));
     }
@@ -249,7 +270,10 @@ fn check_input(spec: &InputSpec, v: &Value, bound: &mut HashMap<String, i64>) ->
         let n = n as i64;
         match d {
             Dim::Known(k) if *k != n => {
-                return Err(format!("dimension {i} must be {k}, got {n} (shape {:?})", t.shape))
+                return Err(format!(
+                    "dimension {i} must be {k}, got {n} (shape {:?})",
+                    t.shape
+                ))
             }
             Dim::Sym(_) => {
                 let syms = d.symbols();

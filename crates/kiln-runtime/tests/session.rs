@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use kiln_ir::{Attribute, DataType, Dim, Graph, Model, Node, OpsetImport, ValueType};
+use kiln_ops::{Tensor, Value};
 use kiln_runtime::{
     CpuProvider, ExecutionProvider, Level, OpTypeProvider, RuntimeError, Session, SessionOptions,
 };
-use kiln_ops::{Tensor, Value};
 
 /// x[batch, 8] -> Add(x, x) -> Relu -> Mul(., x) -> Sigmoid -> LeakyRelu -> Add(., x) -> y,
 /// a chain long enough that freeing dead values matters.
@@ -28,7 +28,11 @@ fn chain_model() -> Model {
     ];
     for (i, (op, binary, attrs)) in steps.into_iter().enumerate() {
         let out = g.add_value(&format!("v{i}"), None).unwrap();
-        let inputs = if binary { vec![Some(prev), Some(x)] } else { vec![Some(prev)] };
+        let inputs = if binary {
+            vec![Some(prev), Some(x)]
+        } else {
+            vec![Some(prev)]
+        };
         g.add_node(
             Node::new(&format!("n{i}"), op, "")
                 .with_inputs(&inputs)
@@ -42,7 +46,10 @@ fn chain_model() -> Model {
     g.check_consistency().unwrap();
     Model {
         ir_version: 8,
-        opsets: vec![OpsetImport { domain: String::new(), version: 17 }],
+        opsets: vec![OpsetImport {
+            domain: String::new(),
+            version: 17,
+        }],
         producer_name: None,
         producer_version: None,
         domain: None,
@@ -58,17 +65,30 @@ fn chain_model() -> Model {
 
 fn input(batch: usize) -> Vec<(String, Value)> {
     let v: Vec<f32> = (0..batch * 8).map(|i| (i as f32 * 0.37).sin()).collect();
-    vec![("x".into(), Value::Tensor(Tensor::from_vec(vec![batch, 8], v)))]
+    vec![(
+        "x".into(),
+        Value::Tensor(Tensor::from_vec(vec![batch, 8], v)),
+    )]
 }
 
 fn session(providers: Vec<Arc<dyn ExecutionProvider>>) -> Session {
-    let opts = SessionOptions { threads: Some(1), level: Level::Disabled, providers };
+    let opts = SessionOptions {
+        threads: Some(1),
+        level: Level::Disabled,
+        providers,
+    };
     Session::from_model(chain_model(), opts).unwrap()
 }
 
 fn output(s: &Session, batch: usize) -> Vec<f32> {
     let out = s.run(input(batch)).unwrap();
-    out[0].1.tensor().unwrap().as_slice::<f32>().unwrap().to_vec()
+    out[0]
+        .1
+        .tensor()
+        .unwrap()
+        .as_slice::<f32>()
+        .unwrap()
+        .to_vec()
 }
 
 #[test]
@@ -89,14 +109,21 @@ fn assignment_all_some_none() {
     assert_eq!(output(&all, 3), reference);
 
     // Some: Relu and Sigmoid only -> test, cpu, test, cpu (Add | Relu | Mul | Sigmoid | ...).
-    let some = session(vec![Arc::new(OpTypeProvider::new("test", &["Relu", "Sigmoid"]))]);
+    let some = session(vec![Arc::new(OpTypeProvider::new(
+        "test",
+        &["Relu", "Sigmoid"],
+    ))]);
     let a = some.assignment();
     assert_eq!(a.nodes_per_ep(2), vec![2, 4]);
     let eps: Vec<usize> = a.partitions.iter().map(|p| p.ep).collect();
     assert_eq!(eps, vec![1, 0, 1, 0, 1]);
     // The declines say why.
     let declined_add = a.rejected.iter().find(|r| r.ep == 0).unwrap();
-    assert!(declined_add.reason.contains("not among its op types"), "{}", declined_add.reason);
+    assert!(
+        declined_add.reason.contains("not among its op types"),
+        "{}",
+        declined_add.reason
+    );
     assert_eq!(output(&some, 3), reference);
 
     // None: a provider that claims nothing of this graph.
@@ -117,7 +144,9 @@ fn unsupported_nodes_are_reported_with_reasons() {
     let mut m = chain_model();
     let id = m.graph.order()[1];
     m.graph.node_mut(id).op_type = "NoSuchOp".into();
-    let err = Session::from_model(m, SessionOptions::default()).err().unwrap();
+    let err = Session::from_model(m, SessionOptions::default())
+        .err()
+        .unwrap();
     let RuntimeError::Unassigned { node, reasons } = &err else {
         panic!("{err}")
     };
@@ -134,7 +163,10 @@ fn inputs_are_checked_by_name() {
     let e = bad(Value::Tensor(Tensor::from_vec(vec![16], vec![1f32; 16])));
     assert!(e.contains("input 'x'") && e.contains("rank"), "{e}");
     let e = bad(Value::Tensor(Tensor::from_vec(vec![2, 4], vec![1f32; 8])));
-    assert!(e.contains("input 'x'") && e.contains("dimension 1 must be 8"), "{e}");
+    assert!(
+        e.contains("input 'x'") && e.contains("dimension 1 must be 8"),
+        "{e}"
+    );
     let e = s.run(vec![]).unwrap_err().to_string();
     assert!(e.contains("input 'x'") && e.contains("missing"), "{e}");
     let mut extra = input(1);
@@ -153,7 +185,11 @@ fn dead_values_are_freed() {
     // Six intermediates of 32 KB each; at most three are alive at once (the one being read, the
     // one being written, and the graph output at the end).
     assert_eq!(stats.total_bytes, 6 * 1000 * 8 * 4);
-    assert!(stats.peak_bytes <= 2 * 1000 * 8 * 4, "peak {} bytes", stats.peak_bytes);
+    assert!(
+        stats.peak_bytes <= 2 * 1000 * 8 * 4,
+        "peak {} bytes",
+        stats.peak_bytes
+    );
 }
 
 #[test]
@@ -163,15 +199,15 @@ fn one_session_many_threads_identical_outputs() {
     let handles: Vec<_> = (0..8)
         .map(|_| {
             let s = s.clone();
-            std::thread::spawn(move || {
-                (0..50).map(|_| output(&s, 4)).collect::<Vec<_>>()
-            })
+            std::thread::spawn(move || (0..50).map(|_| output(&s, 4)).collect::<Vec<_>>())
         })
         .collect();
     for h in handles {
         for out in h.join().unwrap() {
-            assert_eq!(out.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                       reference.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+            assert_eq!(
+                out.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                reference.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            );
         }
     }
     fn is_send_sync<T: Send + Sync>() {}

@@ -44,16 +44,31 @@ impl Fusion for ConstantFolding {
                 .and_then(|v| g.value(v).ty.as_ref())
                 .and_then(ValueType::known_shape)
                 .is_some();
-        let all_const = n.inputs().iter().flatten().all(|&v| is_constant(ctx.model, v));
+        let all_const = n
+            .inputs()
+            .iter()
+            .flatten()
+            .all(|&v| is_constant(ctx.model, v));
         if !(static_shape || all_const) {
             return Err(Decline::NoMatch);
         }
         let domain = if n.domain == "ai.onnx" { "" } else { &n.domain };
         if kiln_ops::kernel_fn(domain, &n.op_type).is_none() {
-            return Err(Decline::because(format!("no CPU kernel for {} to compute it", n.op_key())));
+            return Err(Decline::because(format!(
+                "no CPU kernel for {} to compute it",
+                n.op_key()
+            )));
         }
-        if let Some(o) = n.outputs().iter().flatten().find(|o| g.is_graph_output(**o)) {
-            return Err(Decline::because(format!("its output '{}' is a graph output", g.value(*o).name)));
+        if let Some(o) = n
+            .outputs()
+            .iter()
+            .flatten()
+            .find(|o| g.is_graph_output(**o))
+        {
+            return Err(Decline::because(format!(
+                "its output '{}' is a graph output",
+                g.value(*o).name
+            )));
         }
         Ok(id)
     }
@@ -62,7 +77,11 @@ impl Fusion for ConstantFolding {
         let model = &mut *ctx.model;
         let g = &model.graph;
         let n = g.node(id);
-        let domain = if n.domain == "ai.onnx" { "" } else { n.domain.as_str() };
+        let domain = if n.domain == "ai.onnx" {
+            ""
+        } else {
+            n.domain.as_str()
+        };
         let kernel = kiln_ops::kernel_fn(domain, &n.op_type).expect("checked in select");
         let opset = model.opset(domain).unwrap_or(1);
         // Shape/Size of a non-constant input: feed a stand-in of the right shape (the kernels
@@ -77,7 +96,10 @@ impl Fusion for ConstantFolding {
                         let shape = g.value(v).ty.as_ref()?.known_shape()?;
                         let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
                         let len = dims.iter().product();
-                        Some(Value::Tensor(Tensor::new(dims, kiln_ops::Data::Bool(vec![false; len]))))
+                        Some(Value::Tensor(Tensor::new(
+                            dims,
+                            kiln_ops::Data::Bool(vec![false; len]),
+                        )))
                     }
                 })
             })
@@ -91,7 +113,8 @@ impl Fusion for ConstantFolding {
             num_outputs: n.outputs().len(),
             subgraphs: None,
         };
-        let outs = kernel(&kctx).map_err(|e| IrError::Invalid(format!("{}: {e}", g.describe(id))))?;
+        let outs =
+            kernel(&kctx).map_err(|e| IrError::Invalid(format!("{}: {e}", g.describe(id))))?;
         let outputs: Vec<Option<kiln_ir::ValueId>> = n.outputs().to_vec();
         let mut tensors = Vec::new();
         for (slot, v) in outputs.iter().zip(outs) {
@@ -105,7 +128,11 @@ impl Fusion for ConstantFolding {
         let g = &mut model.graph;
         g.detach_node(id);
         for (v, t) in tensors {
-            let dims = t.dims.iter().map(|&d| kiln_ir::Dim::Known(d as i64)).collect();
+            let dims = t
+                .dims
+                .iter()
+                .map(|&d| kiln_ir::Dim::Known(d as i64))
+                .collect();
             let val = g.value_mut(v);
             val.ty = Some(ValueType::tensor(t.dtype, dims));
             val.initializer = Some(Arc::new(t));

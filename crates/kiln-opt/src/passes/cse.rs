@@ -27,7 +27,14 @@ impl CommonSubexpressions {
         // Attribute values print fully and deterministically, so their text is a fine key.
         Some(format!(
             "{}|{}|{:?}|{:?}|{:?}",
-            n.domain, n.op_type, n.overload, n.inputs(), n.attrs.iter().map(|a| (&a.name, format!("{:?}", a.value))).collect::<Vec<_>>()
+            n.domain,
+            n.op_type,
+            n.overload,
+            n.inputs(),
+            n.attrs
+                .iter()
+                .map(|a| (&a.name, format!("{:?}", a.value)))
+                .collect::<Vec<_>>()
         ))
     }
 
@@ -60,13 +67,20 @@ impl Pass for CommonSubexpressions {
         let g = &mut ctx.model.graph;
         let mut seen: HashMap<String, NodeId> = HashMap::new();
         for id in g.order().to_vec() {
-            let Some(key) = Self::key(g, id) else { continue };
+            let Some(key) = Self::key(g, id) else {
+                continue;
+            };
             let Some(&first) = seen.get(&key) else {
                 seen.insert(key, id);
                 continue;
             };
             let n = g.node(id);
-            if let Some(o) = n.outputs().iter().flatten().find(|o| g.is_graph_output(**o)) {
+            if let Some(o) = n
+                .outputs()
+                .iter()
+                .flatten()
+                .find(|o| g.is_graph_output(**o))
+            {
                 report.declined.push((
                     g.describe(id),
                     format!("its output '{}' is a graph output", g.value(*o).name),
@@ -74,13 +88,18 @@ impl Pass for CommonSubexpressions {
                 continue;
             }
             if n.outputs().len() != g.node(first).outputs().len()
-                || n.outputs().iter().zip(g.node(first).outputs()).any(|(a, b)| a.is_some() && b.is_none())
+                || n.outputs()
+                    .iter()
+                    .zip(g.node(first).outputs())
+                    .any(|(a, b)| a.is_some() && b.is_none())
             {
                 continue;
             }
             match Self::merge(g, first, id) {
                 Ok(()) => report.applied += 1,
-                Err(e) => report.declined.push((g.describe(id), format!("rewrite failed: {e}"))),
+                Err(e) => report
+                    .declined
+                    .push((g.describe(id), format!("rewrite failed: {e}"))),
             }
         }
     }

@@ -31,13 +31,21 @@ impl Fusion for Eliminate {
                     }
                 }
                 // Before opset 7 Dropout trains unless `is_test` says otherwise.
-                if ctx.model.opset("").unwrap_or(0) < 7 && n.attrs.get_int("is_test").unwrap_or(0) == 0 {
-                    return Err(Decline::because("Dropout runs in training mode (is_test = 0)"));
+                if ctx.model.opset("").unwrap_or(0) < 7
+                    && n.attrs.get_int("is_test").unwrap_or(0) == 0
+                {
+                    return Err(Decline::because(
+                        "Dropout runs in training mode (is_test = 0)",
+                    ));
                 }
                 if let Some(t) = n.input(2) {
                     match g.constant(t).and_then(|c| c.to_i64_vec()) {
                         Some(v) if v.iter().all(|&x| x == 0) => {}
-                        _ => return Err(Decline::because("Dropout's training_mode is not a constant false")),
+                        _ => {
+                            return Err(Decline::because(
+                                "Dropout's training_mode is not a constant false",
+                            ))
+                        }
                     }
                 }
             }

@@ -1,9 +1,14 @@
 //! kiln's passes, one per file. `all` lists them in the order they run within a phase.
 use crate::Pass;
 
+mod bn_fold;
 pub(crate) mod const_fold;
+mod conv_add;
+mod conv_scale_bias;
 mod cse;
 mod eliminate;
+mod fused_conv;
+mod util;
 
 /// Every pass kiln has.
 pub fn all() -> Vec<Box<dyn Pass>> {
@@ -11,5 +16,12 @@ pub fn all() -> Vec<Box<dyn Pass>> {
         Box::new(eliminate::Eliminate),
         Box::new(const_fold::ConstantFolding),
         Box::new(cse::CommonSubexpressions),
+        Box::new(bn_fold::BatchNormIntoConv),
+        Box::new(conv_scale_bias::ConvConstant(conv_scale_bias::Op::Mul)),
+        Box::new(conv_scale_bias::ConvConstant(conv_scale_bias::Op::Add)),
+        // Extended: the residual form first, so a Conv feeding an Add is not taken by the
+        // plain activation fusion.
+        Box::new(conv_add::ConvAdd),
+        Box::new(fused_conv::ConvActivation),
     ]
 }
