@@ -8,6 +8,8 @@ mod conv_scale_bias;
 mod cse;
 mod eliminate;
 mod fused_conv;
+mod fused_gemm;
+mod quick_gelu;
 mod util;
 
 /// Every pass kiln has.
@@ -23,5 +25,7 @@ pub fn all() -> Vec<Box<dyn Pass>> {
         // plain activation fusion.
         Box::new(conv_add::ConvAdd),
         Box::new(fused_conv::ConvActivation),
+        Box::new(fused_gemm::GemmActivation),
+        Box::new(quick_gelu::QuickGelu),
     ]
 }
