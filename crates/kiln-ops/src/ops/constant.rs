@@ -124,7 +124,12 @@ fn densify(s: &kiln_onnx::proto::SparseTensorProto) -> Result<Tensor> {
         [k] if *k == nnz => indices
             .1
             .iter()
-            .map(|&i| movement::norm_index(i, n, "sparse index").map(|_| i as usize))
+            .map(|&i| {
+                if i < 0 {
+                    return Err(format!("sparse index {i} is negative"));
+                }
+                movement::norm_index(i, n, "sparse index")
+            })
             .collect::<Result<_>>()?,
         [k, r] if *k == nnz && *r == shape.len() => indices
             .1

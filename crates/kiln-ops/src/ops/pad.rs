@@ -82,6 +82,9 @@ fn pad_table(n: usize, begin: i64, end: i64, mode: PadMode) -> Result<Vec<Option
             "pads {begin} and {end} remove more than the {n} elements of the dimension"
         ));
     }
+    if out as u64 > movement::MAX_OUTPUT_ELEMENTS as u64 {
+        return Err(format!("padding makes a dimension of {out} elements"));
+    }
     let n_i = n as i64;
     if n == 0 && out > 0 && mode != PadMode::Constant {
         return Err(format!("cannot pad an empty dimension in {mode:?} mode"));

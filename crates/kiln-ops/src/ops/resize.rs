@@ -141,7 +141,7 @@ struct Params {
     mode: Mode,
     coord: Coord,
     nearest: Nearest,
-    cubic_a: f64,
+    cubic_a: f32,
     exclude_outside: bool,
     antialias: bool,
 }
@@ -209,15 +209,18 @@ fn source_coord(p: &Params, s: &AxisSpec, y: usize) -> (f64, bool) {
     (x, false)
 }
 
-fn cubic_weight(x: f64, a: f64) -> f64 {
+/// The cubic convolution kernel. Like ONNX's reference (where `a` is a float32 attribute and
+/// numpy keeps float32 arithmetic), it is evaluated in f32 from an f64 distance.
+fn cubic_weight(x: f64, a: f32) -> f64 {
     let x = x.abs();
-    if x <= 1.0 {
-        ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    let (x1, x2, x3) = (x as f32, (x * x) as f32, (x * x * x) as f32);
+    (if x <= 1.0 {
+        (a + 2.0) * x3 - (a + 3.0) * x2 + 1.0
     } else if x < 2.0 {
-        ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+        a * x3 - 5.0 * a * x2 + 8.0 * a * x1 - 4.0 * a
     } else {
         0.0
-    }
+    }) as f64
 }
 
 /// Interpolation weights of the neighbors of a point at fractional offset `ratio` (in (0, 1];
@@ -259,18 +262,38 @@ fn coeffs(p: &Params, ratio: f64, scale: f64) -> Vec<f64> {
             let c: Vec<f64> = (start..end)
                 .map(|i| cubic_weight(s * (i as f64 - ratio), p.cubic_a))
                 .collect();
-            let sum: f64 = c.iter().sum();
-            c.into_iter().map(|x| x / sum).collect()
+            // The reference sums in f32, and divides in f32 unless a weight was a literal
+            // zero (which makes its array f64).
+            let sum = c.iter().fold(0f32, |acc, &x| acc + x as f32);
+            let wide = (start..end).any(|i| (s * (i as f64 - ratio)).abs() >= 2.0);
+            c.into_iter()
+                .map(|x| {
+                    if wide {
+                        x / sum as f64
+                    } else {
+                        (x as f32 / sum) as f64
+                    }
+                })
+                .collect()
         }
         Mode::Cubic => {
+            // f32 arithmetic on f64 distances, as in `cubic_weight`.
             let a = p.cubic_a;
-            let r = ratio;
-            vec![
-                ((a * (r + 1.0) - 5.0 * a) * (r + 1.0) + 8.0 * a) * (r + 1.0) - 4.0 * a,
+            let (r, r1, s, s1) = (
+                ratio as f32,
+                (ratio + 1.0) as f32,
+                (1.0 - ratio) as f32,
+                ((1.0 - ratio) + 1.0) as f32,
+            );
+            [
+                ((a * r1 - 5.0 * a) * r1 + 8.0 * a) * r1 - 4.0 * a,
                 ((a + 2.0) * r - (a + 3.0)) * r * r + 1.0,
-                ((a + 2.0) * (1.0 - r) - (a + 3.0)) * (1.0 - r) * (1.0 - r) + 1.0,
-                ((a * (2.0 - r) - 5.0 * a) * (2.0 - r) + 8.0 * a) * (2.0 - r) - 4.0 * a,
+                ((a + 2.0) * s - (a + 3.0)) * s * s + 1.0,
+                ((a * s1 - 5.0 * a) * s1 + 8.0 * a) * s1 - 4.0 * a,
             ]
+            .iter()
+            .map(|&c| c as f64)
+            .collect()
         }
     }
 }
@@ -412,7 +435,7 @@ fn params(ctx: &KernelCtx, legacy: bool) -> Result<Params> {
         mode,
         coord,
         nearest,
-        cubic_a: ctx.float_attr("cubic_coeff_a", -0.75) as f64,
+        cubic_a: ctx.float_attr("cubic_coeff_a", -0.75),
         exclude_outside: ctx.int_attr("exclude_outside", 0) != 0,
         antialias,
     })

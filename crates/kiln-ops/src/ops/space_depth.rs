@@ -90,6 +90,10 @@ fn run_space_to_depth(ctx: &KernelCtx) -> Result<Vec<Value>> {
     if h % b != 0 || w % b != 0 {
         return Err(format!("spatial dims {h}x{w} are not divisible by blocksize {b}"));
     }
+    let c_out = b
+        .checked_mul(b)
+        .and_then(|bb| bb.checked_mul(c))
+        .ok_or("blocksize is too large")?;
     let tmp = vec![n, c, h / b, b, w / b, b];
     let perm = if crd {
         [0, 1, 3, 5, 2, 4]
@@ -97,7 +101,7 @@ fn run_space_to_depth(ctx: &KernelCtx) -> Result<Vec<Value>> {
         [0, 3, 5, 1, 2, 4]
     };
     let t = transpose::permute(&movement::reshaped(x, tmp), &perm)?;
-    one(movement::reshaped(&t, vec![n, c * b * b, h / b, w / b]))
+    one(movement::reshaped(&t, vec![n, c_out, h / b, w / b]))
 }
 
 #[cfg(test)]
