@@ -10,6 +10,7 @@ mod eliminate;
 mod fused_conv;
 mod fused_gemm;
 mod quick_gelu;
+mod space_to_depth;
 mod util;
 
 /// Every pass kiln has.
@@ -19,6 +20,7 @@ pub fn all() -> Vec<Box<dyn Pass>> {
         Box::new(const_fold::ConstantFolding),
         Box::new(cse::CommonSubexpressions),
         Box::new(bn_fold::BatchNormIntoConv),
+        Box::new(space_to_depth::SliceConcatToSpaceToDepth),
         Box::new(conv_scale_bias::ConvConstant(conv_scale_bias::Op::Mul)),
         Box::new(conv_scale_bias::ConvConstant(conv_scale_bias::Op::Add)),
         // Extended: the residual form first, so a Conv feeding an Add is not taken by the
