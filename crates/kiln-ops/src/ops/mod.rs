@@ -18,6 +18,7 @@ mod gather;
 mod gemm;
 mod linalg;
 mod index_ops;
+mod loss;
 mod matmul;
 mod misc;
 mod movement;
@@ -27,10 +28,12 @@ mod num;
 mod optional;
 mod pad;
 mod pool;
+mod quant;
 mod range;
 mod reduce;
 mod reshape;
 mod resize;
+mod sample;
 mod scatter;
 mod sequence;
 mod shape;
@@ -103,7 +106,10 @@ fn check(domain: &str, op_type: &str) -> Option<CheckFn> {
 
 /// The CPU kernel table: each module answers for the ops it implements.
 fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
-    let kernel_of: [fn(&str, &str) -> Option<KernelFn>; 35] = [
+    let kernel_of: [fn(&str, &str) -> Option<KernelFn>; 38] = [
+        quant::kernel,
+        sample::kernel,
+        loss::kernel,
         einsum::kernel,
         batchnorm::kernel,
         cast::kernel,

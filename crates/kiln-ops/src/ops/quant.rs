@@ -1,0 +1,304 @@
+//! Linear quantization: QuantizeLinear and DequantizeLinear (per tensor, per axis and blocked;
+//! 8/16-bit and sub-byte integers, float8 and float4 through the Cast codecs),
+//! DynamicQuantizeLinear (uint8), QLinearMatMul and QLinearConv (int8/uint8, on top of the
+//! MatMulInteger and ConvInteger kernels).
+use half::{bf16, f16};
+use kiln_ir::{DataType, Attribute};
+
+use crate::kernel::{one, strides, zip_broadcast, KernelCtx, KernelFn, Result};
+use crate::ops::cast::{self, CastOpts};
+use crate::ops::misc::data_from_f64;
+use crate::ops::movement::check_len;
+use crate::value::{Data, Tensor, Value};
+
+/// The kernels of this module's ops.
+pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
+    if !domain.is_empty() {
+        return None;
+    }
+    Some(match op_type {
+        "QuantizeLinear" => quantize,
+        "DequantizeLinear" => dequantize,
+        "DynamicQuantizeLinear" => dynamic_quantize,
+        "QLinearMatMul" => qlinear_matmul,
+        "QLinearConv" => qlinear_conv,
+        _ => return None,
+    })
+}
+
+/// The value range of the integer types quantization writes.
+fn int_range(dt: DataType) -> Option<(f64, f64)> {
+    Some(match dt {
+        DataType::U8 => (0.0, 255.0),
+        DataType::I8 => (-128.0, 127.0),
+        DataType::U16 => (0.0, 65535.0),
+        DataType::I16 => (-32768.0, 32767.0),
+        DataType::U4 => (0.0, 15.0),
+        DataType::I4 => (-8.0, 7.0),
+        DataType::U2 => (0.0, 3.0),
+        DataType::I2 => (-2.0, 1.0),
+        _ => return None,
+    })
+}
+
+/// `v` rounded to the precision of the float type `dt` (what numpy computes in that type).
+fn round_to(dt: DataType, v: f64) -> f64 {
+    match dt {
+        DataType::F32 => v as f32 as f64,
+        DataType::F16 => f16::from_f64(v).to_f64(),
+        DataType::BF16 => bf16::from_f64(v).to_f64(),
+        _ => v,
+    }
+}
+
+/// For every element of `x`, the index of its scale / zero point: one for the tensor, one per
+/// slice along `axis`, or one per block of `block` elements along `axis`.
+fn param_index(x: &[usize], p: &[usize], axis: i64, block: i64, what: &str) -> Result<Vec<usize>> {
+    let n: usize = x.iter().product();
+    if p.iter().product::<usize>() == 1 {
+        return Ok(vec![0; n]);
+    }
+    let a = crate::kernel::norm_axis(axis, x.len())?;
+    let st = strides(x);
+    if block <= 0 {
+        if p != [x[a]] {
+            return Err(format!("{what} has shape {p:?}; expected one element or [{}]", x[a]));
+        }
+        return Ok((0..n).map(|f| (f / st[a]) % x[a]).collect());
+    }
+    let b = block as usize;
+    let ok = p.len() == x.len()
+        && (0..x.len()).all(|i| if i == a { p[i] == x[a].div_ceil(b) } else { p[i] == x[i] });
+    if !ok {
+        return Err(format!("{what} has shape {p:?}, which does not block {x:?} by {b} along axis {a}"));
+    }
+    let pst = strides(p);
+    Ok((0..n)
+        .map(|f| {
+            (0..x.len())
+                .map(|i| {
+                    let c = (f / st[i]) % x[i];
+                    (if i == a { c / b } else { c }) * pst[i]
+                })
+                .sum()
+        })
+        .collect())
+}
+
+fn quantize(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let (x, scale) = (ctx.tensor(0)?, ctx.tensor(1)?);
+    check_len(x, "x")?;
+    let zp = ctx.opt_tensor(2)?;
+    let out_attr = ctx.int_attr("output_dtype", 0);
+    let to = match (zp, out_attr) {
+        (Some(z), 0) => z.dtype(),
+        (Some(z), o) if DataType::from_onnx(o as i32) == Some(z.dtype()) => z.dtype(),
+        (Some(z), o) => return Err(format!("output_dtype {o} does not match the zero point's type {}", z.dtype())),
+        (None, 0) => DataType::U8,
+        (None, o) => DataType::from_onnx(o as i32).ok_or_else(|| format!("unknown output_dtype {o}"))?,
+    };
+    let (axis, block) = (ctx.int_attr("axis", 1), ctx.int_attr("block_size", 0));
+    let si = param_index(&x.shape, &scale.shape, axis, block, "y_scale")?;
+    let sv = scale.to_f64s()?;
+    let zv = match zp {
+        Some(z) => {
+            let zi = param_index(&x.shape, &z.shape, axis, block, "y_zero_point")?;
+            let zv = cast::to_f64s(z)?;
+            zi.iter().map(|&i| zv[i]).collect()
+        }
+        None => vec![0.0; si.len()],
+    };
+    let xv = x.to_f64s()?;
+    // Division in x's own type, as numpy does it.
+    let prec = x.dtype();
+    let q: Vec<f64> = xv.iter().zip(&si).map(|(&v, &i)| round_to(prec, v / sv[i])).collect();
+    let saturate = ctx.int_attr("saturate", 1) != 0;
+    let vals: Vec<f64> = if let Some((lo, hi)) = int_range(to) {
+        q.iter().zip(&zv).map(|(&v, &z)| (v.round_ties_even() + z).clamp(lo, hi)).collect()
+    } else if to == DataType::F4E2M1 {
+        q.iter().zip(&zv).map(|(&v, &z)| v + z).collect()
+    } else if matches!(to, DataType::F8E4M3FN | DataType::F8E4M3FNUZ | DataType::F8E5M2 | DataType::F8E5M2FNUZ) {
+        q
+    } else {
+        return Err(format!("QuantizeLinear cannot produce {to}"));
+    };
+    let opts = CastOpts { saturate, ..CastOpts::default() };
+    one(cast::cast(&Tensor::new(x.shape.clone(), Data::F64(vals)), to, opts)?)
+}
+
+fn dequantize(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let (x, scale) = (ctx.tensor(0)?, ctx.tensor(1)?);
+    check_len(x, "x")?;
+    let (axis, block) = (ctx.int_attr("axis", 1), ctx.int_attr("block_size", 0));
+    let si = param_index(&x.shape, &scale.shape, axis, block, "x_scale")?;
+    let sv = scale.to_f64s()?;
+    let xv = cast::to_f64s(x)?;
+    let zv: Vec<f64> = match ctx.opt_tensor(2)? {
+        Some(z) => {
+            if z.dtype() != x.dtype() {
+                return Err(format!("zero point has type {}, x has {}", z.dtype(), x.dtype()));
+            }
+            let zi = param_index(&x.shape, &z.shape, axis, block, "x_zero_point")?;
+            let zv = cast::to_f64s(z)?;
+            zi.iter().map(|&i| zv[i]).collect()
+        }
+        None => vec![0.0; xv.len()],
+    };
+    let out = match ctx.int_attr("output_dtype", 0) {
+        0 => scale.dtype(),
+        o => DataType::from_onnx(o as i32).ok_or_else(|| format!("unknown output_dtype {o}"))?,
+    };
+    if !out.is_float() {
+        return Err(format!("DequantizeLinear produces floats, not {out}"));
+    }
+    let y: Vec<f64> = (0..xv.len()).map(|i| round_to(DataType::F32, xv[i] - zv[i]) * sv[si[i]]).collect();
+    one(cast::cast(&Tensor::new(x.shape.clone(), Data::F64(y)), out, CastOpts::default())?)
+}
+
+/// uint8 quantization with a scale and zero point that cover [min(x, 0), max(x, 0)], in f32
+/// arithmetic as the reference.
+fn dynamic_quantize(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let x = ctx.tensor(0)?;
+    check_len(x, "x")?;
+    let Data::F32(v) = &x.data else {
+        return Err(format!("DynamicQuantizeLinear takes float32, got {}", x.dtype()));
+    };
+    let maxx = v.iter().copied().fold(0.0f32, f32::max);
+    let minx = v.iter().copied().fold(0.0f32, f32::min);
+    let scale = if maxx == minx { 1.0f32 } else { maxx - minx } / 255.0f32;
+    let zp = (0.0f32 - minx / scale).clamp(0.0, 255.0).round_ties_even();
+    let y: Vec<u8> = v.iter().map(|&e| ((e / scale).round_ties_even() + zp).clamp(0.0, 255.0) as u8).collect();
+    Ok(vec![
+        Value::Tensor(Tensor::from_vec(x.shape.clone(), y)),
+        Value::Tensor(Tensor::scalar(scale)),
+        Value::Tensor(Tensor::scalar(zp as u8)),
+    ])
+}
+
+/// Runs another op's kernel on the given inputs (same attributes).
+fn call(ctx: &KernelCtx, op: &str, attrs: &[Attribute], inputs: &[Option<&Tensor>]) -> Result<Tensor> {
+    let vals: Vec<Option<Value>> = inputs.iter().map(|t| t.map(|t| Value::Tensor(t.clone()))).collect();
+    let sub = KernelCtx {
+        op_type: op,
+        domain: "",
+        opset: ctx.opset.max(10),
+        attrs,
+        inputs: vals.iter().map(|v| v.as_ref()).collect(),
+        num_outputs: 1,
+        subgraphs: None,
+    };
+    let f = crate::ops::kernel_fn("", op).ok_or_else(|| format!("no {op} kernel"))?;
+    f(&sub)?
+        .into_iter()
+        .next()
+        .and_then(Value::into_tensor)
+        .ok_or_else(|| format!("{op} gave no tensor"))
+}
+
+/// `round(acc * (a_scale * b_scale / y_scale)) + y_zero_point`, saturated to the output type
+/// (`y_zero_point`'s, else `fallback`). The scale factor is computed in the scales' type.
+fn requantize(acc: &Tensor, sa: &Tensor, sb: &Tensor, sy: &Tensor, yz: Option<&Tensor>, fallback: DataType, per_channel_b: bool) -> Result<Tensor> {
+    let dt = sa.dtype();
+    let (a, b, y) = (sa.to_f64s()?, sb.to_f64s()?, sy.to_f64s()?);
+    let (&a0, &y0) = match (a.as_slice(), y.as_slice()) {
+        ([a0], [y0]) => (a0, y0),
+        _ => return Err("a/x scale and y_scale must be scalars".into()),
+    };
+    let factors: Vec<f64> = b.iter().map(|&bv| round_to(dt, round_to(dt, a0 * bv) / y0)).collect();
+    let c = acc.to_f64s()?;
+    let to = yz.map_or(fallback, |z| z.dtype());
+    let (lo, hi) = int_range(to).filter(|_| matches!(to, DataType::U8 | DataType::I8)).ok_or_else(|| format!("cannot requantize to {to}"))?;
+    let z = match yz {
+        Some(z) => match z.to_f64s()?.as_slice() {
+            [z] => *z,
+            _ => return Err("y_zero_point must be a scalar".into()),
+        },
+        None => 0.0,
+    };
+    let out: Vec<f64> = if factors.len() == 1 {
+        c.iter().map(|&v| ((v * factors[0]).round_ties_even() + z).clamp(lo, hi)).collect()
+    } else if per_channel_b {
+        // Per output channel (axis 1 of [N, M, ...]).
+        let m = factors.len();
+        let n = acc.shape[0].max(1);
+        let plane = c.len() / (n * m).max(1);
+        c.iter().enumerate().map(|(i, &v)| ((v * factors[(i / plane.max(1)) % m]).round_ties_even() + z).clamp(lo, hi)).collect()
+    } else {
+        let fshape = [factors.len()];
+        let (_, r) = zip_broadcast(&c, &acc.shape, &factors, &fshape, |v, f| ((v * f).round_ties_even() + z).clamp(lo, hi))?;
+        r
+    };
+    Ok(Tensor::new(acc.shape.clone(), data_from_f64(to, &out)?))
+}
+
+fn qlinear_matmul(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let (a, sa, az) = (ctx.tensor(0)?, ctx.tensor(1)?, ctx.opt_tensor(2)?);
+    let (b, sb, bz) = (ctx.tensor(3)?, ctx.tensor(4)?, ctx.opt_tensor(5)?);
+    let (sy, yz) = (ctx.tensor(6)?, ctx.opt_tensor(7)?);
+    let acc = call(ctx, "MatMulInteger", &[], &[Some(a), Some(b), az, bz])?;
+    one(requantize(&acc, sa, sb, sy, yz, a.dtype(), false)?)
+}
+
+fn qlinear_conv(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let (x, sx, xz) = (ctx.tensor(0)?, ctx.tensor(1)?, ctx.opt_tensor(2)?);
+    let (w, sw, wz) = (ctx.tensor(3)?, ctx.tensor(4)?, ctx.opt_tensor(5)?);
+    let (sy, yz, bias) = (ctx.tensor(6)?, ctx.opt_tensor(7)?, ctx.opt_tensor(8)?);
+    let mut acc = call(ctx, "ConvInteger", ctx.attrs, &[Some(x), Some(w), xz, wz])?;
+    if let Some(bias) = bias {
+        let bv = bias.to_i64s()?;
+        let m = acc.shape.get(1).copied().unwrap_or(0);
+        if bv.len() != m {
+            return Err(format!("bias has {} elements for {m} output channels", bv.len()));
+        }
+        let plane: usize = acc.shape[2..].iter().product();
+        if let Data::I32(v) = &mut acc.data {
+            for (i, e) in v.iter_mut().enumerate() {
+                *e = e.wrapping_add(bv[(i / plane.max(1)) % m] as i32);
+            }
+        }
+    }
+    one(requantize(&acc, sx, sw, sy, yz, x.dtype(), true)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ops::movement::testing::{f32s, run, run_opset};
+    use crate::value::{Data, Tensor};
+    use kiln_ir::{Attribute, DataType};
+
+    #[test]
+    fn quantize_round_trip() {
+        let x = f32s(&[4], &[0.0, 2.5, -3.0, 1000.0]);
+        let s = f32s(&[], &[1.0]);
+        let z = Tensor::scalar(10u8);
+        let q = run("QuantizeLinear", &[], &[x, s.clone(), z.clone()]).unwrap();
+        assert_eq!(q.as_slice::<u8>().unwrap(), &[10, 12, 7, 255]);
+        let d = run("DequantizeLinear", &[], &[q, s, z]).unwrap();
+        assert_eq!(d.as_slice::<f32>().unwrap(), &[0.0, 2.0, -3.0, 245.0]);
+        // Blocked: one scale per two elements of a row.
+        let x = f32s(&[1, 4], &[1.0, 2.0, 3.0, 4.0]);
+        let s = f32s(&[1, 2], &[1.0, 2.0]);
+        let attrs = [Attribute::int("axis", 1), Attribute::int("block_size", 2)];
+        let z = Tensor::new(vec![1, 2], Data::I8(vec![0, 0]));
+        let q = run("QuantizeLinear", &attrs, &[x, s, z]).unwrap();
+        assert_eq!(q.as_slice::<i8>().unwrap(), &[1, 2, 2, 2]);
+        let x = f32s(&[2], &[-20.0, 5.0]);
+        let z = Tensor::new(vec![], Data::Packed { dtype: DataType::I4, raw: vec![0] });
+        let q = run("QuantizeLinear", &[], &[x, f32s(&[], &[1.0]), z]).unwrap();
+        assert_eq!(q.data, Data::Packed { dtype: DataType::I4, raw: vec![0x58] });
+    }
+
+    #[test]
+    fn dynamic_and_qlinear_matmul() {
+        let r = run_opset("DynamicQuantizeLinear", 11, &[], &[Some(f32s(&[3], &[0.0, 2.0, -1.0]))], 3).unwrap();
+        assert_eq!(r[0].as_slice::<u8>().unwrap(), &[85, 255, 0]);
+        assert_eq!(r[2].as_slice::<u8>().unwrap(), &[85]);
+        let a = Tensor::from_vec(vec![1, 2], vec![2u8, 4]);
+        let b = Tensor::from_vec(vec![2, 1], vec![3u8, 1]);
+        let one = f32s(&[], &[1.0]);
+        let zero = Tensor::scalar(0u8);
+        let ins = [a, one.clone(), zero.clone(), b, f32s(&[], &[0.5]), zero.clone(), one, zero];
+        let y = run("QLinearMatMul", &[], &ins).unwrap();
+        assert_eq!(y.as_slice::<u8>().unwrap(), &[5]);
+    }
+}
