@@ -8,8 +8,7 @@ use crate::ops::movement;
 use crate::value::{Data, Tensor, Value};
 
 pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
-    let to = ctx.int_attr("to", 0);
-    let dtype = DataType::from_onnx(to as i32).ok_or(format!("Cast to unknown type {to}"))?;
+    let dtype = target_type(ctx.str_attr("to"), ctx.int_attr("to", 0))?;
     Ok(vec![cast_to(ctx, dtype)])
 }
 
@@ -517,9 +516,40 @@ fn opts(ctx: &KernelCtx) -> Result<CastOpts> {
     })
 }
 
+/// The `to` attribute: an ONNX type number, or (Cast-1) a type name.
+fn target_type(name: Option<&str>, code: i64) -> Result<DataType> {
+    match name {
+        Some(n) => type_from_name(n).ok_or(format!("Cast to unknown type {n}")),
+        None => i32::try_from(code)
+            .ok()
+            .and_then(DataType::from_onnx)
+            .ok_or(format!("Cast to unknown type {code}")),
+    }
+}
+
+/// Cast-1 names the target type with a string ("FLOAT", "INT64", ...).
+fn type_from_name(name: &str) -> Option<DataType> {
+    Some(match name.to_ascii_uppercase().as_str() {
+        "FLOAT" => DataType::F32,
+        "DOUBLE" => DataType::F64,
+        "FLOAT16" => DataType::F16,
+        "BFLOAT16" => DataType::BF16,
+        "INT8" => DataType::I8,
+        "INT16" => DataType::I16,
+        "INT32" => DataType::I32,
+        "INT64" => DataType::I64,
+        "UINT8" => DataType::U8,
+        "UINT16" => DataType::U16,
+        "UINT32" => DataType::U32,
+        "UINT64" => DataType::U64,
+        "BOOL" => DataType::Bool,
+        "STRING" => DataType::String,
+        _ => return None,
+    })
+}
+
 fn run_cast(ctx: &KernelCtx) -> Result<Vec<Value>> {
-    let to = ctx.int_attr("to", 0);
-    let to = DataType::from_onnx(to as i32).ok_or(format!("Cast to unknown type {to}"))?;
+    let to = target_type(ctx.str_attr("to"), ctx.int_attr("to", 0))?;
     one(cast(ctx.tensor(0)?, to, opts(ctx)?)?)
 }
 
@@ -554,8 +584,13 @@ mod kernel_tests {
         assert_eq!(y.as_slice::<f32>().unwrap(), &[9.223372e18, -3.0]);
         let y = run("Cast", &to(DataType::I8), &[big]).unwrap();
         assert_eq!(y.as_slice::<i8>().unwrap(), &[-1, -3]);
-        let y = run("CastLike", &[], &[x, i64s(&[], &[0])]).unwrap();
+        let y = run("CastLike", &[], &[x.clone(), i64s(&[], &[0])]).unwrap();
         assert_eq!(y.dtype(), DataType::I64);
+        // Cast-1 names the type.
+        let a = [Attribute::string("to", "INT32")];
+        let y = run_opset("Cast", 1, &a, &[Some(x.clone())], 1).unwrap().remove(0);
+        assert_eq!(y.dtype(), DataType::I32);
+        assert!(run("Cast", &[Attribute::int("to", 1 << 32 | 1)], &[x]).is_err());
     }
 
     #[test]

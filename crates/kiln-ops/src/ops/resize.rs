@@ -123,6 +123,8 @@ enum Coord {
     AlignCorners,
     Asymmetric,
     TfCropAndResize,
+    /// Resize-11 only: `(y + 0.5) / scale`.
+    TfHalfPixelForNn,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -199,6 +201,7 @@ fn source_coord(p: &Params, s: &AxisSpec, y: usize) -> (f64, bool) {
             }
         }
         Coord::HalfPixel => (y + 0.5) / scale - 0.5,
+        Coord::TfHalfPixelForNn => (y + 0.5) / scale,
         Coord::HalfPixelSymmetric => {
             let adjustment = s.out_len as f64 / out_w;
             let center = in_len / 2.0;
@@ -418,6 +421,7 @@ fn params(ctx: &KernelCtx, legacy: bool) -> Result<Params> {
         "align_corners" => Coord::AlignCorners,
         "asymmetric" => Coord::Asymmetric,
         "tf_crop_and_resize" => Coord::TfCropAndResize,
+        "tf_half_pixel_for_nn" => Coord::TfHalfPixelForNn,
         other => return Err(format!("unknown coordinate_transformation_mode '{other}'")),
     };
     let nearest = match ctx.str_attr("nearest_mode").unwrap_or("round_prefer_floor") {
@@ -661,5 +665,18 @@ mod kernel_tests {
         let ins = [Some(x.clone()), None, Some(scales(&[1., 2.])), Some(i64s(&[2], &[1, 4]))];
         assert!(run_opset("Resize", 19, &a, &ins, 1).is_err());
         assert!(run_opset("Resize", 19, &a, &[Some(x)], 1).is_err());
+    }
+
+    #[test]
+    fn tf_half_pixel_for_nn() {
+        // Resize-11: x = (y + 0.5) / scale; with scale 0.5 → 1, 3 (round_prefer_floor).
+        let x = f32s(&[1, 4], &[0., 1., 2., 3.]);
+        let a = [
+            Attribute::string("mode", "nearest"),
+            Attribute::string("coordinate_transformation_mode", "tf_half_pixel_for_nn"),
+        ];
+        let ins = [Some(x), Some(f32s(&[0], &[])), Some(scales(&[1., 0.5]))];
+        let y = run_opset("Resize", 11, &a, &ins, 1).unwrap().remove(0);
+        assert_eq!(vals(&y), vec![1., 3.]);
     }
 }
