@@ -1,0 +1,612 @@
+//! The optimizer's fusions on small graphs: each fires where it should (and writes exactly the
+//! attributes ONNX Runtime writes), declines with a reason where it must not, and never changes
+//! what the graph computes (optimized and unoptimized sessions give the same outputs).
+use std::sync::Arc;
+
+use kiln_ir::{
+    AttrList, AttrValue, Attribute, DataType, Dim, Graph, Model, Node, OpsetImport, Tensor,
+    ValueId, ValueType,
+};
+use kiln_ops::{Tensor as RtTensor, Value};
+use kiln_runtime::{
+    CpuProvider, ExecutionProvider, Level, OpTypeProvider, Session, SessionOptions,
+};
+
+/// Builds small graphs through the IR's mutation API.
+struct B {
+    g: Graph,
+    seed: u64,
+    n: usize,
+}
+
+impl B {
+    fn new() -> B {
+        B {
+            g: Graph::new("test"),
+            seed: 7,
+            n: 0,
+        }
+    }
+
+    fn input(&mut self, name: &str, dtype: DataType, dims: &[i64]) -> ValueId {
+        let ty = ValueType::tensor(dtype, dims.iter().map(|&d| Dim::Known(d)).collect());
+        let v = self.g.add_value(name, Some(ty.clone())).unwrap();
+        self.g.value_mut(v).declared = Some(ty);
+        self.g.push_input(v);
+        v
+    }
+
+    fn random(&mut self, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                self.seed = self
+                    .seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((self.seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    fn weights(&mut self, name: &str, dims: &[usize]) -> ValueId {
+        let v = self.random(dims.iter().product());
+        let name = self.g.unique_name(name);
+        self.g
+            .add_initializer(&name, Tensor::from_f32(dims.to_vec(), &v))
+            .unwrap()
+    }
+
+    fn consts(&mut self, name: &str, dims: &[usize], v: &[f32]) -> ValueId {
+        let name = self.g.unique_name(name);
+        self.g
+            .add_initializer(&name, Tensor::from_f32(dims.to_vec(), v))
+            .unwrap()
+    }
+
+    fn ints(&mut self, name: &str, v: &[i64]) -> ValueId {
+        let name = self.g.unique_name(name);
+        self.g
+            .add_initializer(&name, Tensor::from_i64(vec![v.len()], v))
+            .unwrap()
+    }
+
+    fn node(&mut self, op: &str, inputs: &[Option<ValueId>], attrs: Vec<Attribute>) -> ValueId {
+        self.n += 1;
+        let name = format!("{}{}", op.to_lowercase(), self.n);
+        let out = self.g.add_value(&format!("{name}_out"), None).unwrap();
+        self.g
+            .add_node(
+                Node::new(&name, op, "")
+                    .with_inputs(inputs)
+                    .with_outputs(&[Some(out)])
+                    .with_attrs(attrs),
+            )
+            .unwrap();
+        out
+    }
+
+    fn conv(&mut self, x: ValueId, cin: usize, cout: usize) -> ValueId {
+        let w = self.weights("w", &[cout, cin, 3, 3]);
+        let b = self.weights("b", &[cout]);
+        self.node(
+            "Conv",
+            &[Some(x), Some(w), Some(b)],
+            vec![Attribute::ints("pads", &[1, 1, 1, 1])],
+        )
+    }
+
+    fn finish(mut self, outputs: &[ValueId]) -> Model {
+        self.g.set_outputs(outputs.to_vec());
+        self.g.check_consistency().unwrap();
+        Model {
+            ir_version: 8,
+            opsets: vec![OpsetImport {
+                domain: String::new(),
+                version: 17,
+            }],
+            producer_name: None,
+            producer_version: None,
+            domain: None,
+            model_version: None,
+            doc_string: None,
+            metadata_props: vec![],
+            graph: self.g,
+            functions: vec![],
+            training_info: vec![],
+            configuration: vec![],
+        }
+    }
+}
+
+fn session(m: &Model, level: Level, providers: Vec<Arc<dyn ExecutionProvider>>) -> Session {
+    let opts = SessionOptions {
+        threads: Some(1),
+        level,
+        providers,
+    };
+    Session::from_model(m.clone(), opts).unwrap()
+}
+
+fn feeds(m: &Model) -> Vec<(String, Value)> {
+    let g = &m.graph;
+    g.real_inputs()
+        .enumerate()
+        .map(|(i, v)| {
+            let val = g.value(v);
+            let shape: Vec<usize> = val
+                .declared
+                .as_ref()
+                .unwrap()
+                .known_shape()
+                .unwrap()
+                .iter()
+                .map(|&d| d as usize)
+                .collect();
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = (0..n)
+                .map(|k| ((k * 7 + i * 13) % 17) as f32 / 8.0 - 1.0)
+                .collect();
+            let t = match val.declared.as_ref().unwrap().dtype().unwrap() {
+                DataType::F64 => {
+                    RtTensor::from_vec(shape, data.iter().map(|&x| x as f64).collect::<Vec<_>>())
+                }
+                DataType::F16 => RtTensor::from_vec(
+                    shape,
+                    data.iter()
+                        .map(|&x| half::f16::from_f32(x))
+                        .collect::<Vec<_>>(),
+                ),
+                _ => RtTensor::from_vec(shape, data),
+            };
+            (val.name.clone(), Value::Tensor(t))
+        })
+        .collect()
+}
+
+/// Runs the model unoptimized and at `level`; asserts equal outputs; returns the optimized
+/// session for inspection.
+fn equivalent(m: &Model, level: Level) -> Session {
+    let plain = session(m, Level::Disabled, vec![]);
+    let opt = session(m, level, vec![]);
+    let a = plain.run(feeds(m)).unwrap();
+    let b = opt.run(feeds(m)).unwrap();
+    for ((na, va), (_, vb)) in a.iter().zip(&b) {
+        let (x, y) = (
+            va.tensor().unwrap().to_f64s().unwrap(),
+            vb.tensor().unwrap().to_f64s().unwrap(),
+        );
+        assert_eq!(
+            va.tensor().unwrap().shape,
+            vb.tensor().unwrap().shape,
+            "{na}"
+        );
+        for (p, q) in x.iter().zip(&y) {
+            assert!((p - q).abs() <= 1e-5 + 1e-4 * q.abs(), "{na}: {p} vs {q}");
+        }
+    }
+    opt
+}
+
+fn ops(s: &Session) -> Vec<String> {
+    s.model().graph.nodes().map(|(_, n)| n.op_key()).collect()
+}
+
+fn declines(s: &Session, pass: &str) -> Vec<String> {
+    s.optimize_report()
+        .passes
+        .iter()
+        .filter(|p| p.name == pass)
+        .flat_map(|p| p.declined.iter().map(|(_, r)| r.clone()))
+        .collect()
+}
+
+fn conv_then(act: &str, attrs: Vec<Attribute>, extra: &[Option<f32>]) -> Model {
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[1, 3, 6, 6]);
+    let c = b.conv(x, 3, 4);
+    let mut inputs = vec![Some(c)];
+    for (i, e) in extra.iter().enumerate() {
+        inputs.push(e.map(|v| b.consts(&format!("bound{i}"), &[], &[v])));
+    }
+    let y = b.node(act, &inputs, attrs);
+    b.finish(&[y])
+}
+
+#[test]
+fn conv_activation_fuses_with_ort_attributes() {
+    let cases: Vec<(&str, Vec<Attribute>, Vec<Option<f32>>, Vec<f32>)> = vec![
+        ("Relu", vec![], vec![], vec![]),
+        ("Sigmoid", vec![], vec![], vec![]),
+        ("Tanh", vec![], vec![], vec![]),
+        (
+            "LeakyRelu",
+            vec![Attribute::float("alpha", 0.3)],
+            vec![],
+            vec![0.3],
+        ),
+        (
+            "HardSigmoid",
+            vec![
+                Attribute::float("alpha", 0.25),
+                Attribute::float("beta", 0.4),
+            ],
+            vec![],
+            vec![0.25, 0.4],
+        ),
+        ("Clip", vec![], vec![Some(-0.5), Some(0.5)], vec![-0.5, 0.5]),
+        ("Clip", vec![], vec![None, Some(0.25)], vec![f32::MIN, 0.25]),
+    ];
+    for (act, attrs, extra, params) in cases {
+        let m = conv_then(act, attrs, &extra);
+        let s = equivalent(&m, Level::Extended);
+        assert_eq!(ops(&s), vec!["com.microsoft:FusedConv"], "{act}");
+        let (_, n) = s.model().graph.nodes().next().unwrap();
+        assert_eq!(n.attrs.get_str("activation"), Some(act));
+        match n.attrs.attr("activation_params") {
+            None => assert!(params.is_empty(), "{act}: missing params"),
+            Some(AttrValue::Floats(p)) => assert_eq!(p, &params, "{act}"),
+            other => panic!("{act}: {other:?}"),
+        }
+        assert_eq!(s.model().opset("com.microsoft"), Some(1));
+    }
+}
+
+#[test]
+fn conv_activation_declines_with_reasons() {
+    // The Conv output is read twice.
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[1, 3, 6, 6]);
+    let c = b.conv(x, 3, 4);
+    let r = b.node("Relu", &[Some(c)], vec![]);
+    let y = b.node("Add", &[Some(r), Some(c)], vec![]);
+    let s = equivalent(&b.finish(&[y]), Level::Extended);
+    assert!(ops(&s).contains(&"Conv".to_string()));
+    assert!(declines(&s, "conv_activation_fusion")
+        .iter()
+        .any(|r| r.contains("has 2 consumers")));
+
+    // The Conv output is a graph output.
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[1, 3, 6, 6]);
+    let c = b.conv(x, 3, 4);
+    let y = b.node("Relu", &[Some(c)], vec![]);
+    let s = equivalent(&b.finish(&[y, c]), Level::Extended);
+    assert!(declines(&s, "conv_activation_fusion")
+        .iter()
+        .any(|r| r.contains("graph output")));
+
+    // An activation FusedConv does not have.
+    let s = equivalent(&conv_then("Elu", vec![], &[]), Level::Extended);
+    assert_eq!(ops(&s), vec!["Conv", "Elu"]);
+    assert!(declines(&s, "conv_activation_fusion")
+        .iter()
+        .any(|r| r.contains("no Elu")));
+
+    // Clip with a bound computed at run time.
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[1, 3, 6, 6]);
+    let lo = b.input("lo", DataType::F32, &[]);
+    let c = b.conv(x, 3, 4);
+    let y = b.node("Clip", &[Some(c), Some(lo)], vec![]);
+    let s = equivalent(&b.finish(&[y]), Level::Extended);
+    assert!(declines(&s, "conv_activation_fusion")
+        .iter()
+        .any(|r| r.contains("not constant")));
+
+    // float64 Conv: ONNX Runtime's FusedConv is float32 only.
+    let mut b = B::new();
+    let x = b.input("x", DataType::F64, &[1, 2, 4, 4]);
+    let w =
+        b.g.add_initializer(
+            "w64",
+            Tensor::from_raw(DataType::F64, vec![2, 2, 1, 1], vec![0u8; 32].into()).unwrap(),
+        )
+        .unwrap();
+    let c = b.node("Conv", &[Some(x), Some(w)], vec![]);
+    let y = b.node("Relu", &[Some(c)], vec![]);
+    let s = equivalent(&b.finish(&[y]), Level::Extended);
+    assert!(declines(&s, "conv_activation_fusion")
+        .iter()
+        .any(|r| r.contains("float32 only")));
+
+    // Nodes on another provider are not rewritten.
+    let m = conv_then("Relu", vec![], &[]);
+    let s = session(
+        &m,
+        Level::Extended,
+        vec![
+            Arc::new(OpTypeProvider::new("other", &["Relu"])),
+            Arc::new(CpuProvider),
+        ],
+    );
+    assert_eq!(ops(&s), vec!["Conv", "Relu"]);
+    assert!(declines(&s, "conv_activation_fusion")
+        .iter()
+        .any(|r| r.contains("provider other")));
+
+    // Basic level does not fuse.
+    let s = equivalent(&conv_then("Relu", vec![], &[]), Level::Basic);
+    assert_eq!(ops(&s), vec!["Conv", "Relu"]);
+}
+
+#[test]
+fn conv_add_relu_uses_the_residual_input() {
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[1, 4, 5, 5]);
+    let c = b.conv(x, 4, 4);
+    let sum = b.node("Add", &[Some(c), Some(x)], vec![]);
+    let y = b.node("Relu", &[Some(sum)], vec![]);
+    let s = equivalent(&b.finish(&[y]), Level::Extended);
+    assert_eq!(ops(&s), vec!["com.microsoft:FusedConv"]);
+    let (_, n) = s.model().graph.nodes().next().unwrap();
+    assert_eq!(n.inputs().len(), 4, "X, W, B, Z");
+    assert_eq!(n.attrs.get_str("activation"), Some("Relu"));
+
+    // Without an activation, and with a Sum.
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[1, 4, 5, 5]);
+    let c = b.conv(x, 4, 4);
+    let y = b.node("Sum", &[Some(x), Some(c)], vec![]);
+    let s = equivalent(&b.finish(&[y]), Level::Extended);
+    assert_eq!(ops(&s), vec!["com.microsoft:FusedConv"]);
+    assert!(s
+        .model()
+        .graph
+        .nodes()
+        .next()
+        .unwrap()
+        .1
+        .attrs
+        .get_str("activation")
+        .is_none());
+
+    // A residual that broadcasts is declined.
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[1, 4, 5, 5]);
+    let z = b.input("z", DataType::F32, &[1, 4, 1, 1]);
+    let c = b.conv(x, 4, 4);
+    let y = b.node("Add", &[Some(c), Some(z)], vec![]);
+    let s = equivalent(&b.finish(&[y]), Level::Extended);
+    assert!(declines(&s, "conv_add_activation_fusion")
+        .iter()
+        .any(|r| r.contains("shape")));
+}
+
+#[test]
+fn batchnorm_folds_into_conv() {
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[1, 3, 5, 5]);
+    let c = b.conv(x, 3, 4);
+    let scale = b.consts("scale", &[4], &[1.5, 0.5, 2.0, 1.0]);
+    let shift = b.consts("shift", &[4], &[0.1, -0.2, 0.3, 0.0]);
+    let mean = b.consts("mean", &[4], &[0.05, 0.1, -0.1, 0.2]);
+    let var = b.consts("var", &[4], &[1.0, 0.5, 2.0, 0.25]);
+    let y = b.node(
+        "BatchNormalization",
+        &[Some(c), Some(scale), Some(shift), Some(mean), Some(var)],
+        vec![],
+    );
+    let s = equivalent(&b.finish(&[y]), Level::Basic);
+    assert_eq!(ops(&s), vec!["Conv"]);
+
+    // Statistics that arrive at run time are not folded.
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[1, 3, 5, 5]);
+    let mean = b.input("mean", DataType::F32, &[4]);
+    let c = b.conv(x, 3, 4);
+    let scale = b.consts("scale", &[4], &[1.0; 4]);
+    let shift = b.consts("shift", &[4], &[0.0; 4]);
+    let var = b.consts("var", &[4], &[1.0; 4]);
+    let y = b.node(
+        "BatchNormalization",
+        &[Some(c), Some(scale), Some(shift), Some(mean), Some(var)],
+        vec![],
+    );
+    let s = equivalent(&b.finish(&[y]), Level::Basic);
+    assert!(ops(&s).contains(&"BatchNormalization".to_string()));
+    assert!(declines(&s, "batchnorm_into_conv")
+        .iter()
+        .any(|r| r.contains("mean is not a constant")));
+}
+
+/// Focus: four phases of x in `order` ((row, col) offsets), chained or single Slices, then
+/// Concat and a reader (`Conv` or `Relu`).
+fn focus(order: [(i64, i64); 4], chained: bool, reader: &str, h: i64, dtype: DataType) -> Model {
+    let mut b = B::new();
+    let x = b.input("x", dtype, &[1, 3, h, 8]);
+    let ends = b.ints("ends", &[i64::MAX]);
+    let two = b.ints("steps", &[2]);
+    let ax_h = b.ints("axes_h", &[2]);
+    let ax_w = b.ints("axes_w", &[-1]);
+    let mut phases = Vec::new();
+    for (r, c) in order {
+        if chained {
+            let sr = b.ints("start", &[r]);
+            let rows = b.node(
+                "Slice",
+                &[Some(x), Some(sr), Some(ends), Some(ax_h), Some(two)],
+                vec![],
+            );
+            let sc = b.ints("start", &[c]);
+            phases.push(b.node(
+                "Slice",
+                &[Some(rows), Some(sc), Some(ends), Some(ax_w), Some(two)],
+                vec![],
+            ));
+        } else {
+            let starts = b.ints("starts", &[r, c]);
+            let ends2 = b.ints("ends2", &[i64::MAX, i64::MAX]);
+            let axes = b.ints("axes", &[2, 3]);
+            let steps = b.ints("steps2", &[2, 2]);
+            phases.push(b.node(
+                "Slice",
+                &[Some(x), Some(starts), Some(ends2), Some(axes), Some(steps)],
+                vec![],
+            ));
+        }
+    }
+    let cat = b.node(
+        "Concat",
+        &phases.iter().map(|&p| Some(p)).collect::<Vec<_>>(),
+        vec![Attribute::int("axis", 1)],
+    );
+    let y = if reader == "Conv" {
+        b.conv(cat, 12, 4)
+    } else {
+        b.node(reader, &[Some(cat)], vec![])
+    };
+    b.finish(&[y])
+}
+
+const CANONICAL: [(i64, i64); 4] = [(0, 0), (0, 1), (1, 0), (1, 1)];
+const YOLO: [(i64, i64); 4] = [(0, 0), (1, 0), (0, 1), (1, 1)];
+
+#[test]
+fn slices_and_concat_become_space_to_depth() {
+    let s = equivalent(
+        &focus(CANONICAL, false, "Relu", 6, DataType::F32),
+        Level::Basic,
+    );
+    assert_eq!(ops(&s), vec!["SpaceToDepth", "Relu"]);
+    // YOLO's order read by a Conv: the permutation goes into the weights, no Gather.
+    for chained in [false, true] {
+        let s = equivalent(
+            &focus(YOLO, chained, "Conv", 6, DataType::F32),
+            Level::Basic,
+        );
+        assert_eq!(ops(&s), vec!["SpaceToDepth", "Conv"], "chained {chained}");
+    }
+    // ... read by anything else: a Gather on channels.
+    let s = equivalent(&focus(YOLO, true, "Relu", 6, DataType::F32), Level::Basic);
+    assert_eq!(ops(&s), vec!["SpaceToDepth", "Gather", "Relu"]);
+    // float16 too.
+    let s = equivalent(&focus(YOLO, true, "Relu", 6, DataType::F16), Level::Basic);
+    assert_eq!(ops(&s), vec!["SpaceToDepth", "Gather", "Relu"]);
+}
+
+#[test]
+fn space_to_depth_declines_with_reasons() {
+    let reason = |m: &Model| -> (Vec<String>, Vec<String>) {
+        let s = equivalent(m, Level::Basic);
+        (ops(&s), declines(&s, "slice_concat_to_space_to_depth"))
+    };
+    // Odd height (the model itself cannot run: its phases differ in height).
+    let odd = session(
+        &focus(CANONICAL, false, "Relu", 7, DataType::F32),
+        Level::Basic,
+        vec![],
+    );
+    let d = declines(&odd, "slice_concat_to_space_to_depth");
+    assert!(
+        ops(&odd).contains(&"Slice".to_string()) && d.iter().any(|r| r.contains("odd")),
+        "{d:?}"
+    );
+    // Two phases the same: not the four offsets.
+    let (_, d) = reason(&focus(
+        [(0, 0), (0, 1), (1, 0), (0, 0)],
+        false,
+        "Relu",
+        6,
+        DataType::F32,
+    ));
+    assert!(d.iter().any(|r| r.contains("four offsets")), "{d:?}");
+
+    // Step 3, a different input, a Slice output read elsewhere, integer data.
+    let build = |variant: &str| -> Model {
+        let mut b = B::new();
+        let dt = if variant == "int" {
+            DataType::I32
+        } else {
+            DataType::F32
+        };
+        let x = b.input("x", dt, &[1, 3, 6, 6]);
+        let x2 = b.input("x2", dt, &[1, 3, 6, 6]);
+        let mut phases = Vec::new();
+        for (i, (r, c)) in CANONICAL.into_iter().enumerate() {
+            let step = if variant == "step" { 3 } else { 2 };
+            let src = if variant == "inputs" && i == 3 { x2 } else { x };
+            let starts = b.ints("starts", &[r, c]);
+            let ends = b.ints("ends", &[i64::MAX, i64::MAX]);
+            let axes = b.ints("axes", &[2, 3]);
+            let steps = b.ints("steps", &[step, step]);
+            phases.push(b.node(
+                "Slice",
+                &[Some(src), Some(starts), Some(ends), Some(axes), Some(steps)],
+                vec![],
+            ));
+        }
+        let cat = b.node(
+            "Concat",
+            &phases.iter().map(|&p| Some(p)).collect::<Vec<_>>(),
+            vec![Attribute::int("axis", 1)],
+        );
+        let mut outs = vec![cat];
+        if variant == "shared" {
+            outs.push(b.node("Neg", &[Some(phases[0])], vec![]));
+        }
+        if variant == "graph_output" {
+            outs.push(phases[1]);
+        }
+        b.finish(&outs)
+    };
+    for (variant, want) in [
+        ("step", "step is 3"),
+        ("inputs", "different inputs"),
+        ("shared", "used outside the pattern"),
+        ("graph_output", "graph output"),
+        ("int", "float32 and float16"),
+    ] {
+        let m = build(variant);
+        let plain = session(&m, Level::Disabled, vec![]);
+        let opt = session(&m, Level::Basic, vec![]);
+        let d = declines(&opt, "slice_concat_to_space_to_depth");
+        assert!(d.iter().any(|r| r.contains(want)), "{variant}: {d:?}");
+        assert!(ops(&opt).contains(&"Slice".to_string()), "{variant}");
+        if variant != "int" {
+            assert_eq!(
+                plain.run(feeds(&m)).unwrap(),
+                opt.run(feeds(&m)).unwrap(),
+                "{variant}"
+            );
+        }
+    }
+}
+
+#[test]
+fn silu_becomes_quick_gelu_and_gemm_fuses() {
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[2, 8]);
+    let s = b.node("Sigmoid", &[Some(x)], vec![]);
+    let y = b.node("Mul", &[Some(x), Some(s)], vec![]);
+    let w = b.weights("w", &[8, 4]);
+    let g = b.node("Gemm", &[Some(y), Some(w)], vec![]);
+    let z = b.node(
+        "LeakyRelu",
+        &[Some(g)],
+        vec![Attribute::float("alpha", 0.2)],
+    );
+    let sess = equivalent(&b.finish(&[z]), Level::Extended);
+    assert_eq!(
+        ops(&sess),
+        vec!["com.microsoft:QuickGelu", "com.microsoft:FusedGemm"]
+    );
+    let (_, gemm) = sess.model().graph.nodes().nth(1).unwrap();
+    assert_eq!(gemm.attrs.get_str("activation"), Some("LeakyRelu"));
+    assert_eq!(gemm.attrs.get_float("activation_alpha"), Some(0.2));
+}
+
+#[test]
+fn basic_cleanups() {
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[2, 3]);
+    let i = b.node("Identity", &[Some(x)], vec![]);
+    let shape = b.node("Shape", &[Some(i)], vec![]);
+    let ones = b.node("ConstantOfShape", &[Some(shape)], vec![]);
+    let a = b.node("Relu", &[Some(i)], vec![]);
+    let a2 = b.node("Relu", &[Some(i)], vec![]);
+    let s = b.node("Add", &[Some(a), Some(a2)], vec![]);
+    let y = b.node("Add", &[Some(s), Some(ones)], vec![]);
+    let sess = equivalent(&b.finish(&[y]), Level::Basic);
+    // Identity gone, Shape/ConstantOfShape folded, the two Relus merged.
+    assert_eq!(ops(&sess), vec!["Relu", "Add", "Add"]);
+}
