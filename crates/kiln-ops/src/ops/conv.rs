@@ -397,7 +397,7 @@ pub(crate) fn window(
 /// `coords[d][o]`: for output index `o` along dim `d` and kernel offset `k[d]`, the input
 /// coordinate, or -1 when it falls in the padding.
 fn tap_coords(w: &Window, k: &[usize], ranges: &[std::ops::Range<usize>]) -> Vec<Vec<isize>> {
-    (0..w.input.len())
+    (0..ranges.len())
         .map(|d| {
             ranges[d]
                 .clone()
@@ -466,9 +466,26 @@ fn next_index(idx: &mut [usize], dims: &[usize]) -> bool {
     false
 }
 
+/// One kernel offset's view of the output: per leading spatial dim the input coordinate of
+/// every output index (-1 in the padding); along the last dim, the outputs `lo..hi` (relative
+/// to the range start) that read input `first`, `first + stride`, ...
+struct KernelOffset {
+    lead: Vec<Vec<isize>>,
+    lo: usize,
+    hi: usize,
+    first: usize,
+}
+
 /// im2col for output rows `rows` (along the first spatial dim): `col` is
 /// `[channels * kernel size, positions]`, row `c * ksz + kernel offset`.
-fn im2col<T: Copy>(x: &[T], channels: usize, w: &Window, rows: std::ops::Range<usize>, col: &mut [T], zero: T) {
+fn im2col<T: Copy + Send + Sync>(
+    x: &[T],
+    channels: usize,
+    w: &Window,
+    rows: std::ops::Range<usize>,
+    col: &mut [T],
+    zero: T,
+) {
     let nd = w.input.len();
     let in_sp: usize = w.input.iter().product();
     let in_strides = strides(&w.input);
@@ -476,27 +493,76 @@ fn im2col<T: Copy>(x: &[T], channels: usize, w: &Window, rows: std::ops::Range<u
     ranges[0] = rows;
     let cols: usize = ranges.iter().map(|r| r.len()).product();
     let ksz: usize = w.kernel.iter().product();
-    if cols == 0 || ksz == 0 {
+    if cols == 0 || ksz == 0 || channels == 0 {
         return;
     }
+    let last = nd - 1;
+    let (r0, r1) = (ranges[last].start, ranges[last].end);
+    let width = r1 - r0;
+    let (s, inl) = (w.strides[last] as isize, w.input[last] as isize);
+    let mut offsets = Vec::with_capacity(ksz);
     let mut k = vec![0usize; nd];
-    let mut kf = 0;
     loop {
-        let coords = tap_coords(w, &k, &ranges);
-        for c in 0..channels {
-            let xc = &x[c * in_sp..(c + 1) * in_sp];
-            let dst = &mut col[(c * ksz + kf) * cols..(c * ksz + kf + 1) * cols];
-            for_each_point(&coords, &in_strides, |p, src| {
-                dst[p] = match src {
-                    Some(i) => xc[i],
-                    None => zero,
-                };
-            });
-        }
-        kf += 1;
+        let coords = tap_coords(w, &k, &ranges[..last]);
+        // Outputs o with 0 <= o * s - t < inl, t = pad - k * dilation.
+        let t = w.pads[last] as isize - (k[last] * w.dilations[last]) as isize;
+        let lo_abs = if t <= 0 { 0 } else { (t + s - 1) / s };
+        let hi_abs = if inl + t <= 0 { 0 } else { (inl + t + s - 1) / s };
+        let clamp = |v: isize| (v.max(r0 as isize).min(r1 as isize) as usize) - r0;
+        let lo = clamp(lo_abs);
+        let hi = clamp(hi_abs).max(lo);
+        let first = if hi > lo { ((r0 + lo) as isize * s - t) as usize } else { 0 };
+        offsets.push(KernelOffset {
+            lead: coords,
+            lo,
+            hi,
+            first,
+        });
         if !next_index(&mut k, &w.kernel) {
             break;
         }
+    }
+    let lead_dims: Vec<usize> = ranges[..last].iter().map(|r| r.len()).collect();
+    let step = w.strides[last];
+    let fill = |(c, cc): (usize, &mut [T])| {
+        let xc = &x[c * in_sp..(c + 1) * in_sp];
+        let mut idx = vec![0usize; last];
+        for (ko, dst) in offsets.iter().zip(cc.chunks_exact_mut(cols)) {
+            idx.fill(0);
+            for drow in dst.chunks_exact_mut(width) {
+                let mut base = Some(0usize);
+                for d in 0..last {
+                    let cd = ko.lead[d][idx[d]];
+                    base = match base {
+                        Some(b) if cd >= 0 => Some(b + cd as usize * in_strides[d]),
+                        _ => None,
+                    };
+                }
+                match base {
+                    Some(b) if ko.hi > ko.lo => {
+                        drow[..ko.lo].fill(zero);
+                        drow[ko.hi..].fill(zero);
+                        let src0 = b + ko.first;
+                        let run = &mut drow[ko.lo..ko.hi];
+                        if step == 1 {
+                            run.copy_from_slice(&xc[src0..src0 + run.len()]);
+                        } else {
+                            for (i, v) in run.iter_mut().enumerate() {
+                                *v = xc[src0 + i * step];
+                            }
+                        }
+                    }
+                    _ => drow.fill(zero),
+                }
+                next_index(&mut idx, &lead_dims);
+            }
+        }
+    };
+    let per = ksz * cols;
+    if col.len() >= 1 << 16 && channels > 1 {
+        col.par_chunks_mut(per).take(channels).enumerate().for_each(fill);
+    } else {
+        col.chunks_mut(per).take(channels).enumerate().for_each(fill);
     }
 }
 

@@ -326,28 +326,54 @@ fn blocked_nr<T: Scalar, const NR: usize>(
     ldc: usize,
     par: bool,
 ) {
-    let mut mc = MC;
-    if par {
-        // Enough row blocks to keep every thread busy.
-        let want = rayon::current_num_threads() * 2;
-        let per = m.div_ceil(want).div_ceil(MR) * MR;
-        mc = mc.min(per.max(MR));
-    }
     let fma = has_fma();
-    let task = |(t, cc): (usize, &mut [T])| {
-        let i0 = t * mc;
-        let rows = mc.min(m - i0);
+    let run = |i0: usize, rows: usize, nn: usize, bb: Mat<T>, cc: &mut [T], ldc: usize| {
         if fma {
-            block_task_fma::<T, NR>(i0, rows, n, k, alpha, a, b, cc, ldc)
+            block_task_fma::<T, NR>(i0, rows, nn, k, alpha, a, bb, cc, ldc)
         } else {
-            block_task::<T, NR, false>(i0, rows, n, k, alpha, a, b, cc, ldc)
+            block_task::<T, NR, false>(i0, rows, nn, k, alpha, a, bb, cc, ldc)
         }
     };
-    let blocks = m.div_ceil(mc);
-    if par {
-        c.par_chunks_mut(mc * ldc).take(blocks).enumerate().for_each(task);
+    if !par {
+        run(0, m, n, b, c, ldc);
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    if n >= m {
+        // Wide: split the columns, so that each part of B is packed once. Each task writes its
+        // columns to a buffer of its own, added to C afterwards.
+        let w = n.div_ceil(threads * 2).div_ceil(NR).max(1) * NR;
+        let parts: Vec<(usize, usize, Vec<T>)> = (0..n.div_ceil(w))
+            .into_par_iter()
+            .map(|t| {
+                let j0 = t * w;
+                let nw = w.min(n - j0);
+                let mut local = vec![T::ZERO; m * nw];
+                let bb = Mat {
+                    data: &b.data[j0 * b.cs..],
+                    rs: b.rs,
+                    cs: b.cs,
+                };
+                run(0, m, nw, bb, &mut local, nw);
+                (j0, nw, local)
+            })
+            .collect();
+        for (j0, nw, local) in parts {
+            for (i, lrow) in local.chunks_exact(nw).enumerate() {
+                let crow = &mut c[i * ldc + j0..i * ldc + j0 + nw];
+                for (cv, &lv) in crow.iter_mut().zip(lrow) {
+                    *cv = cv.add(lv);
+                }
+            }
+        }
     } else {
-        c.chunks_mut(mc * ldc).take(blocks).enumerate().for_each(task);
+        // Tall: split the rows; every task packs B for itself.
+        let mc = m.div_ceil(threads * 2).div_ceil(MR).max(1) * MR;
+        let blocks = m.div_ceil(mc);
+        c.par_chunks_mut(mc * ldc)
+            .take(blocks)
+            .enumerate()
+            .for_each(|(t, cc)| run(t * mc, mc.min(m - t * mc), n, b, cc, ldc));
     }
 }
 
@@ -424,27 +450,11 @@ fn block_task<T: Scalar, const NR: usize, const FMA: bool>(
     c: &mut [T],
     ldc: usize,
 ) {
-    let rows_pad = rows.div_ceil(MR) * MR;
-    let mut apack = vec![T::ZERO; rows_pad * KC.min(k)];
+    let mut apack = vec![T::ZERO; MC * KC.min(k)];
     let mut bpack = vec![T::ZERO; KC.min(k) * NC.min(n).div_ceil(NR) * NR];
     let mut p0 = 0;
     while p0 < k {
         let kc = KC.min(k - p0);
-        // Pack A[i0.., p0..] (scaled by alpha) into MR-row panels.
-        for (r, panel) in apack.chunks_exact_mut(MR * kc).enumerate().take(rows_pad / MR) {
-            for ii in 0..MR {
-                let i = r * MR + ii;
-                if i < rows {
-                    for p in 0..kc {
-                        panel[p * MR + ii] = alpha.mul(a.at(i0 + i, p0 + p));
-                    }
-                } else {
-                    for p in 0..kc {
-                        panel[p * MR + ii] = T::ZERO;
-                    }
-                }
-            }
-        }
         let mut j0 = 0;
         while j0 < n {
             let nc = NC.min(n - j0);
@@ -465,23 +475,44 @@ fn block_task<T: Scalar, const NR: usize, const FMA: bool>(
                     }
                 }
             }
-            for q in 0..panels {
-                let bp = &bpack[q * NR * kc..(q + 1) * NR * kc];
-                let jb = j0 + q * NR;
-                let w = NR.min(n - jb);
-                for r in 0..rows_pad / MR {
-                    let ap = &apack[r * MR * kc..(r + 1) * MR * kc];
-                    let mut acc = [[T::ZERO; NR]; MR];
-                    micro::<T, NR, FMA>(ap, bp, &mut acc);
-                    let h = MR.min(rows - r * MR);
-                    for (ii, accrow) in acc.iter().enumerate().take(h) {
-                        let o = (r * MR + ii) * ldc + jb;
-                        let crow = &mut c[o..o + w];
-                        for (cv, &av) in crow.iter_mut().zip(accrow.iter()) {
-                            *cv = cv.add(av);
+            let mut ib = 0;
+            while ib < rows {
+                let mr = MC.min(rows - ib);
+                let rpanels = mr.div_ceil(MR);
+                // Pack A[i0 + ib.., p0..] (scaled by alpha) into MR-row panels.
+                for (r, panel) in apack.chunks_exact_mut(MR * kc).enumerate().take(rpanels) {
+                    for ii in 0..MR {
+                        let i = r * MR + ii;
+                        if i < mr {
+                            for p in 0..kc {
+                                panel[p * MR + ii] = alpha.mul(a.at(i0 + ib + i, p0 + p));
+                            }
+                        } else {
+                            for p in 0..kc {
+                                panel[p * MR + ii] = T::ZERO;
+                            }
                         }
                     }
                 }
+                for q in 0..panels {
+                    let bp = &bpack[q * NR * kc..(q + 1) * NR * kc];
+                    let jb = j0 + q * NR;
+                    let w = NR.min(n - jb);
+                    for r in 0..rpanels {
+                        let ap = &apack[r * MR * kc..(r + 1) * MR * kc];
+                        let mut acc = [[T::ZERO; NR]; MR];
+                        micro::<T, NR, FMA>(ap, bp, &mut acc);
+                        let h = MR.min(mr - r * MR);
+                        for (ii, accrow) in acc.iter().enumerate().take(h) {
+                            let o = (ib + r * MR + ii) * ldc + jb;
+                            let crow = &mut c[o..o + w];
+                            for (cv, &av) in crow.iter_mut().zip(accrow.iter()) {
+                                *cv = cv.add(av);
+                            }
+                        }
+                    }
+                }
+                ib += mr;
             }
             j0 += nc;
         }
