@@ -40,8 +40,11 @@ mod shape;
 mod slice;
 mod softmax;
 mod space_depth;
+mod spatial;
+mod spectral;
 mod split;
 mod squeeze;
+mod text;
 mod tile;
 mod transpose;
 mod unary;
@@ -106,7 +109,10 @@ fn check(domain: &str, op_type: &str) -> Option<CheckFn> {
 
 /// The CPU kernel table: each module answers for the ops it implements.
 fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
-    let kernel_of: [fn(&str, &str) -> Option<KernelFn>; 38] = [
+    let kernel_of: [fn(&str, &str) -> Option<KernelFn>; 41] = [
+        text::kernel,
+        spatial::kernel,
+        spectral::kernel,
         quant::kernel,
         sample::kernel,
         loss::kernel,
