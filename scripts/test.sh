@@ -25,9 +25,10 @@ step "fetch data" scripts/fetch-data.sh
 step "build kiln" cargo build --release --locked --bin kiln
 step "cargo test" cargo test --workspace --locked
 py="${KILN_CACHE:-$root/.cache}/venv/bin/python"
-for t in inspect roundtrip roundtrip_conformance shapes shapes_conformance models conformance; do
+for t in inspect roundtrip roundtrip_conformance shapes shapes_conformance models conformance optimize; do
   step "python $t" "$py" "tests/python/test_$t.py"
 done
+step "python models --level all" "$py" tests/python/test_models.py --level all
 step "fuzz" scripts/fuzz.sh "$fuzz_seconds"
 
 passed=$(grep -oE '([0-9]+) passed' "$log" | awk '{s+=$1} END {print s+0}')
