@@ -230,14 +230,18 @@ mod kernel_tests {
         assert_eq!(vals(&y), vec![3.0, 4.0]);
         assert!(run("Constant", &[], &[]).is_err());
         // Sparse, linear indices.
-        let mut values = kiln_onnx::proto::TensorProto::default();
-        values.data_type = Some(1);
-        values.dims = vec![2];
-        values.float_data = vec![7.0, 8.0];
-        let mut idx = kiln_onnx::proto::TensorProto::default();
-        idx.data_type = Some(7);
-        idx.dims = vec![2, 2];
-        idx.int64_data = vec![0, 1, 1, 0];
+        let values = kiln_onnx::proto::TensorProto {
+            data_type: Some(1),
+            dims: vec![2],
+            float_data: vec![7.0, 8.0],
+            ..Default::default()
+        };
+        let idx = kiln_onnx::proto::TensorProto {
+            data_type: Some(7),
+            dims: vec![2, 2],
+            int64_data: vec![0, 1, 1, 0],
+            ..Default::default()
+        };
         let sp = kiln_onnx::proto::SparseTensorProto {
             values: Some(values),
             indices: Some(idx),

@@ -230,7 +230,7 @@ pub fn slice(
         base += first * st[a];
         sst[a] = st[a] as isize * steps[k] as isize;
     }
-    let idx = if shape.iter().any(|&d| d == 0) {
+    let idx = if shape.contains(&0) {
         Vec::new()
     } else {
         movement::strided(&shape, base, &sst)
