@@ -22,8 +22,10 @@ pub enum Command {
     Optimize(OptimizeArgs),
     /// Run a model once.
     Run(RunArgs),
-    /// Time whole inference runs.
-    Bench(RunArgs),
+    /// Time whole inference runs (several --level / --ep variants run interleaved).
+    Bench(BenchArgs),
+    /// Show the optimizer at work: passes, partitions, fused vs unfused outputs and timings.
+    Demo(DemoArgs),
     /// Show how the graph is split across execution providers.
     Partition(RunArgs),
     /// Run ONNX backend node test cases from a folder.
@@ -103,4 +105,45 @@ pub struct ConformanceArgs {
     pub filter: Option<String>,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    pub model: Option<PathBuf>,
+    /// Optimization levels to compare (repeat the flag for several variants).
+    #[arg(long, value_enum)]
+    pub level: Vec<Level>,
+    /// Provider lists to compare (repeat the flag for several variants).
+    #[arg(long)]
+    pub ep: Vec<String>,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long = "input", value_name = "NAME=FILE.npy")]
+    pub input: Vec<String>,
+    #[arg(long = "shape", value_name = "NAME=DIMS")]
+    pub shape: Vec<String>,
+    /// Untimed runs per variant first.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Timed runs per variant in each round.
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    /// Rounds; each round runs every variant in turn (A B A B ...).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// The model file; the built-in demo model when omitted.
+    pub model: Option<PathBuf>,
+    #[arg(long = "shape", value_name = "NAME=DIMS")]
+    pub shape: Vec<String>,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Timed runs per level.
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
 }

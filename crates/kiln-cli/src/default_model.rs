@@ -9,6 +9,9 @@ use kiln_ir::{
 
 pub const NAME: &str = "<built-in demo model>";
 
+pub const DESCRIPTION: &str = "a small YOLO-style network: Focus block, Conv+SiLU, Conv+Relu, \
+residual Conv+Add+Relu, MaxPool, Resize, detection-head Reshape; dynamic batch/height/width";
+
 struct Builder {
     g: Graph,
     seed: u64,

@@ -3,8 +3,10 @@
 //! here panics on bad input, and written files appear whole or not at all.
 
 mod args;
+mod bench;
 mod conformance;
 mod default_model;
+mod demo;
 mod inspect;
 mod npy;
 mod optimize;
@@ -43,7 +45,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Optimize(a) => optimize::run(a),
         Command::Run(a) => run::run(a),
-        Command::Bench(a) => not_yet("bench", &a.model),
+        Command::Bench(a) => bench::run(a),
+        Command::Demo(a) => demo::run(a),
         Command::Partition(a) => partition::run(a),
         Command::Conformance(a) => conformance::run(a),
     }

@@ -1,0 +1,157 @@
+//! `kiln bench`: times whole inference runs after warm-up. Several `--level` / `--ep` variants
+//! run interleaved round by round (A B A B ...), so machine noise hits them alike.
+use std::time::Instant;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value as Json};
+
+use crate::args::{BenchArgs, Level, RunArgs};
+use crate::report;
+
+/// Summary statistics of run times, in milliseconds.
+pub struct Stats {
+    pub mean: f64,
+    pub std: f64,
+    pub min: f64,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+pub fn stats(times: &[f64]) -> Stats {
+    let mut t = times.to_vec();
+    t.sort_by(|a, b| a.total_cmp(b));
+    let n = t.len().max(1) as f64;
+    let mean = t.iter().sum::<f64>() / n;
+    let var = t.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    let q = |p: f64| t.get(((p * (t.len() as f64 - 1.0)).round()) as usize).copied().unwrap_or(0.0);
+    Stats {
+        mean,
+        std: var.sqrt(),
+        min: q(0.0),
+        p50: q(0.5),
+        p99: q(0.99),
+        max: q(1.0),
+    }
+}
+
+fn level_name(l: Level) -> &'static str {
+    report::level(l).name()
+}
+
+pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    let (model, name) = report::load(a.model.as_deref())?;
+    let levels = if a.level.is_empty() { vec![Level::All] } else { a.level.clone() };
+    let eps = if a.ep.is_empty() { vec!["cpu".to_string()] } else { a.ep.clone() };
+    let mut variants = Vec::new();
+    for l in &levels {
+        for ep in &eps {
+            let args = RunArgs {
+                model: None,
+                level: *l,
+                ep: ep.clone(),
+                threads: a.threads,
+                json: false,
+                input: a.input.clone(),
+                shape: a.shape.clone(),
+                out: None,
+                warmup: None,
+                iters: None,
+                rounds: None,
+            };
+            let session = report::session(model.clone(), &args)
+                .with_context(|| format!("{name} (level {}, ep {ep})", level_name(*l)))?;
+            variants.push((*l, ep.clone(), session));
+        }
+    }
+    let feeds = crate::run::inputs(&variants[0].2, &a.input, &a.shape).with_context(|| name.clone())?;
+    let total = (a.warmup + a.iters * a.rounds) * variants.len();
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} runs, {eta} left")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("bench {name}"));
+    for (l, ep, s) in &variants {
+        for _ in 0..a.warmup {
+            s.run(feeds.clone())
+                .with_context(|| format!("{name} (level {}, ep {ep})", level_name(*l)))?;
+            bar.inc(1);
+        }
+    }
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    for _ in 0..a.rounds {
+        for (i, (_, _, s)) in variants.iter().enumerate() {
+            for _ in 0..a.iters {
+                let inputs = feeds.clone();
+                let start = Instant::now();
+                s.run(inputs).with_context(|| name.clone())?;
+                times[i].push(start.elapsed().as_secs_f64() * 1e3);
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let rows: Vec<Json> = variants
+        .iter()
+        .zip(&times)
+        .map(|((l, ep, _), t)| {
+            let s = stats(t);
+            json!({
+                "model": name, "level": level_name(*l), "ep": ep, "threads": threads,
+                "iters": t.len(), "mean_ms": s.mean, "std_ms": s.std, "min_ms": s.min,
+                "p50_ms": s.p50, "p99_ms": s.p99, "max_ms": s.max,
+            })
+        })
+        .collect();
+    if a.json {
+        let out = if rows.len() == 1 { rows[0].clone() } else { json!({"variants": rows}) };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("{name}: {threads} threads, {} runs per variant after {} warm-up", a.iters * a.rounds, a.warmup);
+    println!(
+        "{:<10} {:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "level", "ep", "mean", "stddev", "min", "p50", "p99", "max"
+    );
+    for r in &rows {
+        println!(
+            "{:<10} {:<8} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+            r["level"].as_str().unwrap_or(""),
+            r["ep"].as_str().unwrap_or(""),
+            r["mean_ms"].as_f64().unwrap_or(0.0),
+            r["std_ms"].as_f64().unwrap_or(0.0),
+            r["min_ms"].as_f64().unwrap_or(0.0),
+            r["p50_ms"].as_f64().unwrap_or(0.0),
+            r["p99_ms"].as_f64().unwrap_or(0.0),
+            r["max_ms"].as_f64().unwrap_or(0.0)
+        );
+    }
+    if rows.len() > 1 {
+        let base = rows[0]["p50_ms"].as_f64().unwrap_or(1.0);
+        for r in &rows[1..] {
+            println!(
+                "p50 ratio {} / {}: {:.3}",
+                r["level"].as_str().unwrap_or(""),
+                rows[0]["level"].as_str().unwrap_or(""),
+                r["p50_ms"].as_f64().unwrap_or(0.0) / base
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statistics() {
+        let s = stats(&[4.0, 1.0, 3.0, 2.0, 5.0]);
+        assert_eq!((s.min, s.p50, s.max), (1.0, 3.0, 5.0));
+        assert!((s.mean - 3.0).abs() < 1e-12);
+        assert!((s.std - 2f64.sqrt()).abs() < 1e-12);
+    }
+}
