@@ -91,15 +91,18 @@ pub fn concat(ts: &[&Tensor], axis: i64) -> Result<Tensor> {
     let n = movement::numel(&shape)?;
     let outer: usize = shape[..axis].iter().product();
     let inner: usize = shape[axis + 1..].iter().product();
-    let mut idx = Vec::with_capacity(n);
+    let mut runs = Vec::with_capacity(outer * ts.len());
     for o in 0..outer {
         for (k, t) in ts.iter().enumerate() {
             let block = t.shape[axis] * inner;
-            idx.extend((o * block..(o + 1) * block).map(|i| (k, i)));
+            if block > 0 {
+                runs.push((k, o * block, block));
+            }
         }
     }
+    debug_assert_eq!(runs.iter().map(|r| r.2).sum::<usize>(), n);
     let srcs: Vec<&Data> = ts.iter().map(|t| &t.data).collect();
-    Ok(Tensor::new(shape, movement::take_from(&srcs, &idx)?))
+    Ok(Tensor::new(shape, movement::copy_runs(&srcs, &runs)?))
 }
 
 fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {

@@ -2,7 +2,7 @@
 use kiln_ir::Dim;
 
 use crate::ctx::{broadcast, InferCtx, Inferred, Result};
-use crate::kernel::{broadcast_index, broadcast_shape, broadcast_strides, one, KernelCtx};
+use crate::kernel::{broadcast_shape, broadcast_strides, one, KernelCtx};
 use crate::ops::movement;
 use crate::value::{Tensor, Value};
 
@@ -36,8 +36,13 @@ pub fn broadcast_to(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
     if x.shape == shape {
         return Ok(x.clone());
     }
-    let idx = broadcast_index(shape, &broadcast_strides(&x.shape, shape));
-    Ok(Tensor::new(shape.to_vec(), movement::take(&x.data, &idx)?))
+    let st = broadcast_strides(&x.shape, shape);
+    let offs: Vec<Vec<Option<usize>>> = shape
+        .iter()
+        .zip(&st)
+        .map(|(&d, &s)| (0..d).map(|c| Some(c * s)).collect())
+        .collect();
+    Ok(Tensor::new(shape.to_vec(), movement::take_tables(&x.data, &offs, None)?))
 }
 
 fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {

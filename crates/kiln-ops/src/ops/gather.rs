@@ -60,17 +60,16 @@ pub fn gather(data: &Tensor, indices: &Tensor, axis: usize) -> Result<Tensor> {
     let mut shape = data.shape[..axis].to_vec();
     shape.extend_from_slice(&indices.shape);
     shape.extend_from_slice(&data.shape[axis + 1..]);
-    let total = movement::numel(&shape)?;
+    movement::numel(&shape)?;
     let outer: usize = data.shape[..axis].iter().product();
     let inner: usize = data.shape[axis + 1..].iter().product();
-    let mut idx = Vec::with_capacity(total);
-    for o in 0..outer {
-        for &j in &ix {
-            let base = (o * n + j) * inner;
-            idx.extend(base..base + inner);
-        }
-    }
-    Ok(Tensor::new(shape, movement::take(&data.data, &idx)?))
+    // Data seen as [outer, n, inner], the output as [outer, indices, inner].
+    let offs = vec![
+        (0..outer).map(|o| Some(o * n * inner)).collect(),
+        ix.iter().map(|&j| Some(j * inner)).collect(),
+        (0..inner).map(Some).collect(),
+    ];
+    Ok(Tensor::new(shape, movement::take_tables(&data.data, &offs, None)?))
 }
 
 fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {

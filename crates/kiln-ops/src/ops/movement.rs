@@ -179,6 +179,144 @@ pub fn take(data: &Data, idx: &[usize]) -> Result<Data> {
     })
 }
 
+/// Elements read through per-dim offset tables: the output has dims `offs[d].len()`, and
+/// the element at coordinates `c` is `data[sum(offs[d][c_d])]`, or `fill` where any offset is
+/// `None`. Offsets must be in range (callers build them from validated shapes). Runs of
+/// consecutive offsets along the last dim are copied as slices.
+pub fn take_tables(data: &Data, offs: &[Vec<Option<usize>>], fill: Option<&Data>) -> Result<Data> {
+    let needs_fill = offs.iter().any(|t| t.iter().any(|o| o.is_none()));
+    let fill = match fill {
+        Some(f) if f.dtype() != data.dtype() => {
+            return Err(format!(
+                "fill value has type {} but data has {}",
+                f.dtype(),
+                data.dtype()
+            ))
+        }
+        Some(f) => Some(f),
+        None if needs_fill => return Err("padding needs a fill value".into()),
+        None => None,
+    };
+    let total = numel(&offs.iter().map(|t| t.len()).collect::<Vec<_>>())?;
+    fn go<T: Clone>(
+        v: &[T],
+        offs: &[Vec<Option<usize>>],
+        fill: Option<&T>,
+        total: usize,
+    ) -> Vec<T> {
+        let mut out: Vec<T> = Vec::with_capacity(total);
+        if total == 0 {
+            return out;
+        }
+        let Some((last, outer)) = offs.split_last() else {
+            out.push(v[0].clone());
+            return out;
+        };
+        // Segments of the last dim: (first offset, length), consecutive offsets merged.
+        let mut segs: Vec<(Option<usize>, usize)> = Vec::new();
+        for &o in last {
+            match (segs.last_mut(), o) {
+                (Some((Some(s), n)), Some(o)) if *s + *n == o => *n += 1,
+                (Some((None, n)), None) => *n += 1,
+                _ => segs.push((o, 1)),
+            }
+        }
+        let mut counter = vec![0usize; outer.len()];
+        loop {
+            let base = counter
+                .iter()
+                .zip(outer)
+                .try_fold(0usize, |acc, (&c, t)| t[c].map(|o| acc + o));
+            match base {
+                Some(b) => {
+                    for &(s, n) in &segs {
+                        match (s, fill) {
+                            (Some(s), _) => out.extend_from_slice(&v[b + s..b + s + n]),
+                            (None, Some(f)) => out.extend(std::iter::repeat_n(f.clone(), n)),
+                            (None, None) => {}
+                        }
+                    }
+                }
+                None => {
+                    if let Some(f) = fill {
+                        out.extend(std::iter::repeat_n(f.clone(), last.len()));
+                    }
+                }
+            }
+            let mut d = outer.len();
+            loop {
+                if d == 0 {
+                    return out;
+                }
+                d -= 1;
+                counter[d] += 1;
+                if counter[d] < outer[d].len() {
+                    break;
+                }
+                counter[d] = 0;
+            }
+        }
+    }
+    per_item!(data, T => {
+        let v = T::slice(data).unwrap_or(&[]);
+        let f = fill.and_then(|f| T::slice(f)).and_then(|f| f.first());
+        Ok(T::wrap(go::<T>(v, offs, f, total)))
+    }, packed => {
+        let Data::Packed { dtype, raw } = data else { unreachable!() };
+        let v = unpack(*dtype, raw)?;
+        let f = match fill {
+            Some(Data::Packed { raw, .. }) => unpack(*dtype, raw)?.first().copied(),
+            _ => None,
+        };
+        let out = go::<u128>(&v, offs, f.as_ref(), total);
+        Ok(Data::Packed { dtype: *dtype, raw: pack(*dtype, &out)? })
+    })
+}
+
+/// Offset tables reading every element of `shape` in place (to be edited along some dims).
+pub fn identity_tables(shape: &[usize]) -> Vec<Vec<Option<usize>>> {
+    let st = crate::kernel::strides(shape);
+    shape
+        .iter()
+        .zip(&st)
+        .map(|(&d, &s)| (0..d).map(|c| Some(c * s)).collect())
+        .collect()
+}
+
+/// Runs `(source, start, len)` of elements copied in order into one new storage (Concat).
+pub fn copy_runs(srcs: &[&Data], runs: &[(usize, usize, usize)]) -> Result<Data> {
+    let Some(first) = srcs.first() else {
+        return Err("no inputs to copy elements from".into());
+    };
+    let dtype = first.dtype();
+    if let Some(d) = srcs.iter().find(|d| d.dtype() != dtype) {
+        return Err(format!(
+            "inputs must have one element type, got {dtype} and {}",
+            d.dtype()
+        ));
+    }
+    fn go<T: Clone>(s: &[&[T]], runs: &[(usize, usize, usize)]) -> Vec<T> {
+        let mut out = Vec::with_capacity(runs.iter().map(|r| r.2).sum());
+        for &(k, start, n) in runs {
+            out.extend_from_slice(&s[k][start..start + n]);
+        }
+        out
+    }
+    per_item!(*first, T => {
+        let s: Vec<&[T]> = srcs.iter().map(|d| T::slice(d).unwrap_or(&[])).collect();
+        Ok(T::wrap(go::<T>(&s, runs)))
+    }, packed => {
+        let mut u = Vec::with_capacity(srcs.len());
+        for d in srcs {
+            if let Data::Packed { raw, .. } = d {
+                u.push(unpack(dtype, raw)?);
+            }
+        }
+        let s: Vec<&[u128]> = u.iter().map(|v| v.as_slice()).collect();
+        Ok(Data::Packed { dtype, raw: pack(dtype, &go::<u128>(&s, runs))? })
+    })
+}
+
 /// Elements picked from several sources of one type: `(source, index)` per output element.
 pub fn take_from(srcs: &[&Data], idx: &[(usize, usize)]) -> Result<Data> {
     let Some(first) = srcs.first() else {
@@ -312,40 +450,6 @@ pub fn strided(out: &[usize], base: usize, st: &[isize]) -> Vec<usize> {
         }
     }
     idx
-}
-
-/// For every element of the output (row-major, dim `d` of size `tables[d].len()`), the flat
-/// input index whose coordinate along dim `d` is `tables[d][c_d]` (input strides `st`), or
-/// `None` where any coordinate is `None` (padding).
-pub fn table_index(tables: &[Vec<Option<usize>>], st: &[usize]) -> Vec<Option<usize>> {
-    let mut idx: Vec<Option<usize>> = vec![Some(0)];
-    for (t, &s) in tables.iter().zip(st) {
-        let mut next = Vec::with_capacity(idx.len() * t.len());
-        for &p in &idx {
-            next.extend(t.iter().map(|c| match (p, c) {
-                (Some(p), Some(c)) => Some(p + c * s),
-                _ => None,
-            }));
-        }
-        idx = next;
-    }
-    idx
-}
-
-/// Elements of `data` at `idx`, with `fill` (one element of the same type) where `None`.
-pub fn take_or_fill(data: &Data, idx: &[Option<usize>], fill: &Data) -> Result<Data> {
-    if idx.iter().all(|i| i.is_some()) {
-        let flat: Vec<usize> = idx.iter().map(|i| i.unwrap_or(0)).collect();
-        return take(data, &flat);
-    }
-    let pairs: Vec<(usize, usize)> = idx
-        .iter()
-        .map(|i| match i {
-            Some(i) => (0, *i),
-            None => (1, 0),
-        })
-        .collect();
-    take_from(&[data, fill], &pairs)
 }
 
 /// A tensor with the same elements and a new shape.

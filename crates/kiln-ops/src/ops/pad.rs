@@ -128,8 +128,11 @@ pub fn pad(x: &Tensor, pads: &[i64], axes: &[usize], mode: PadMode, fill: &Data)
     }
     let shape: Vec<usize> = tables.iter().map(|t| t.len()).collect();
     movement::numel(&shape)?;
-    let idx = movement::table_index(&tables, &strides(&x.shape));
-    Ok(Tensor::new(shape, movement::take_or_fill(&x.data, &idx, fill)?))
+    let st = strides(&x.shape);
+    for (t, &s) in tables.iter_mut().zip(&st) {
+        t.iter_mut().for_each(|o| *o = o.map(|c| c * s));
+    }
+    Ok(Tensor::new(shape, movement::take_tables(&x.data, &tables, Some(fill))?))
 }
 
 /// One zero element of `dtype` (all-zero bits for packed types).

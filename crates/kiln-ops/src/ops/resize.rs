@@ -563,11 +563,13 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
     }
     if p.mode == Mode::Nearest {
         // Nearest picks elements: exact for every type.
+        let st = strides(&x.shape);
         let tables: Vec<Vec<Option<usize>>> = specs
             .iter()
-            .map(|s| {
+            .zip(&st)
+            .map(|(s, &stride)| {
                 if s.is_identity() {
-                    return (0..s.in_len).map(Some).collect();
+                    return (0..s.in_len).map(|c| Some(c * stride)).collect();
                 }
                 axis_plan(&p, s)
                     .into_iter()
@@ -579,19 +581,19 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
                                 Some((_, bw)) if bw >= w => b,
                                 _ => Some((i, w)),
                             });
-                        best.map(|(i, _)| i)
+                        best.map(|(i, _)| i * stride)
                     })
                     .collect()
             })
             .collect();
-        let idx = movement::table_index(&tables, &strides(&x.shape));
-        let fill = if idx.iter().any(|i| i.is_none()) {
+        let fill = if tables.iter().any(|t| t.contains(&None)) {
             let e = Tensor::new(vec![1], Data::F64(vec![extrapolation]));
-            cast::cast(&e, x.dtype(), Default::default())?.data
+            Some(cast::cast(&e, x.dtype(), Default::default())?.data)
         } else {
-            x.data.clone()
+            None
         };
-        return one(Tensor::new(out_shape, movement::take_or_fill(&x.data, &idx, &fill)?));
+        let out = movement::take_tables(&x.data, &tables, fill.as_ref())?;
+        return one(Tensor::new(out_shape, out));
     }
     if matches!(x.data, Data::Str(_) | Data::Bool(_)) {
         return Err(format!("{:?} resizing is not defined for {}", p.mode, x.dtype()));

@@ -221,21 +221,17 @@ pub fn slice(
 ) -> Result<Tensor> {
     movement::check_len(x, "input")?;
     let st = strides(&x.shape);
-    let mut shape = x.shape.clone();
-    let mut sst: Vec<isize> = st.iter().map(|&s| s as isize).collect();
-    let mut base = 0usize;
+    let mut offs = movement::identity_tables(&x.shape);
     for (k, &a) in axes.iter().enumerate() {
         let (first, len) = slice_range(x.shape[a], starts[k], ends[k], steps[k]);
-        shape[a] = len;
-        base += first * st[a];
-        sst[a] = st[a] as isize * steps[k] as isize;
+        // Every visited index lies in [0, dim): slice_range clamps.
+        let step = steps[k] as i128;
+        offs[a] = (0..len)
+            .map(|j| Some((first as i128 + j as i128 * step) as usize * st[a]))
+            .collect();
     }
-    let idx = if shape.contains(&0) {
-        Vec::new()
-    } else {
-        movement::strided(&shape, base, &sst)
-    };
-    Ok(Tensor::new(shape, movement::take(&x.data, &idx)?))
+    let shape: Vec<usize> = offs.iter().map(|t| t.len()).collect();
+    Ok(Tensor::new(shape, movement::take_tables(&x.data, &offs, None)?))
 }
 
 fn ints_input(ctx: &KernelCtx, i: usize, what: &str) -> Result<Option<Vec<i64>>> {

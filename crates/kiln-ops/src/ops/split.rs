@@ -87,14 +87,15 @@ pub fn split_parts(x: &Tensor, axis: usize, sizes: &[usize]) -> Result<Vec<Tenso
             x.shape[axis]
         ));
     }
-    let st: Vec<isize> = strides(&x.shape).iter().map(|&s| s as isize).collect();
+    let st = strides(&x.shape);
+    let mut offs = movement::identity_tables(&x.shape);
     let mut out = Vec::with_capacity(sizes.len());
     let mut pos = 0;
     for &s in sizes {
         let mut shape = x.shape.clone();
         shape[axis] = s;
-        let idx = movement::strided(&shape, pos * st[axis] as usize, &st);
-        out.push(Tensor::new(shape, movement::take(&x.data, &idx)?));
+        offs[axis] = (pos..pos + s).map(|c| Some(c * st[axis])).collect();
+        out.push(Tensor::new(shape, movement::take_tables(&x.data, &offs, None)?));
         pos += s;
     }
     Ok(out)
@@ -107,6 +108,8 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
     }
     let axis = ctx.axis(ctx.int_attr("axis", 0), x.rank())?;
     let given: Option<Vec<i64>> = match ctx.opt_tensor(1)? {
+        // Some exporters pass an empty tensor for "no split".
+        Some(t) if movement::numel(&t.shape)? == 0 => None,
         Some(t) => Some(t.to_i64s()?),
         None => ctx.ints_attr("split").map(|s| s.to_vec()),
     };

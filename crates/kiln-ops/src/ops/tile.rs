@@ -66,17 +66,15 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
         .map(|(&d, &k)| d.checked_mul(k).ok_or_else(|| "output is too large".to_string()))
         .collect::<Result<_>>()?;
     movement::numel(&shape)?;
-    let tables: Vec<Vec<Option<usize>>> = x
+    let st = strides(&x.shape);
+    let offs: Vec<Vec<Option<usize>>> = x
         .shape
         .iter()
         .zip(&shape)
-        .map(|(&d, &o)| (0..o).map(|c| Some(c % d)).collect())
+        .zip(&st)
+        .map(|((&d, &o), &s)| (0..o).map(|c| Some(c % d * s)).collect())
         .collect();
-    let idx: Vec<usize> = movement::table_index(&tables, &strides(&x.shape))
-        .into_iter()
-        .flatten()
-        .collect();
-    one(Tensor::new(shape, movement::take(&x.data, &idx)?))
+    one(Tensor::new(shape, movement::take_tables(&x.data, &offs, None)?))
 }
 
 #[cfg(test)]

@@ -44,12 +44,14 @@ pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     movement::check_len(x, "input")?;
     let st = strides(&x.shape);
     let shape: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
-    let pst: Vec<isize> = perm.iter().map(|&p| st[p] as isize).collect();
     if perm.iter().enumerate().all(|(i, &p)| i == p) {
         return Ok(x.clone());
     }
-    let idx = movement::strided(&shape, 0, &pst);
-    Ok(Tensor::new(shape, movement::take(&x.data, &idx)?))
+    let offs: Vec<Vec<Option<usize>>> = perm
+        .iter()
+        .map(|&p| (0..x.shape[p]).map(|c| Some(c * st[p])).collect())
+        .collect();
+    Ok(Tensor::new(shape, movement::take_tables(&x.data, &offs, None)?))
 }
 
 fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
