@@ -51,11 +51,3 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Conformance(a) => conformance::run(a),
     }
 }
-
-fn not_yet(what: &str, target: &Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    let target = target
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| default_model::NAME.to_string());
-    anyhow::bail!("{target}: `kiln {what}` is not implemented yet (kiln can inspect models and round-trip them with `kiln optimize --level disabled`)")
-}

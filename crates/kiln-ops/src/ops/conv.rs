@@ -4,7 +4,7 @@ use kiln_ir::Dim;
 
 use rayon::prelude::*;
 
-use super::linalg::{float_dispatch, gemm, same_dtype, Act, Mat, Real, Scalar};
+use super::linalg::{filled, float_dispatch, gemm, product, same_dtype, Act, Mat, Real, Scalar};
 use crate::ctx::{small, InferCtx, Inferred, Result, MAX_ATTR};
 use crate::kernel::{one, strides, KernelCtx};
 use crate::value::{Data, Tensor, Value};
@@ -702,7 +702,7 @@ fn conv_core<T: Scalar>(g: &ConvGeom, x: &[T], w: &[T], zero: T) -> Result<Vec<T
     if x.len() != g.n * g.c * in_sp || w.len() != g.m * kdim {
         return Err("X or W holds fewer elements than its shape".into());
     }
-    let mut y = vec![zero; g.n * g.m * out_sp];
+    let mut y = filled(product(&[g.n, g.m, out_sp])?, zero)?;
     if y.is_empty() {
         return Ok(y);
     }
@@ -721,7 +721,7 @@ fn conv_core<T: Scalar>(g: &ConvGeom, x: &[T], w: &[T], zero: T) -> Result<Vec<T
         if pointwise {
             return gemm(mg, out_sp, cg, T::ONE, wg, Mat::rows(xg, in_sp), T::ZERO, yg, out_sp);
         }
-        let mut col = vec![zero; kdim * rows_per * inner];
+        let mut col = filled(product(&[kdim, rows_per, inner])?, zero)?;
         let mut r0 = 0;
         while r0 < rows0 {
             let r1 = (r0 + rows_per).min(rows0);
@@ -949,7 +949,7 @@ fn conv_transpose_float<T: Real>(
     if xv.len() != g.n * g.c * in_sp || wv.len() != g.c * rows {
         return Err("X or W holds fewer elements than its shape".into());
     }
-    let mut y = vec![T::zero(); g.n * g.m * out_sp];
+    let mut y = filled(product(&[g.n, g.m, out_sp])?, T::zero())?;
     let chunk = mg * out_sp;
     if y.is_empty() || chunk == 0 {
         return Ok(T::store(y, x.dtype()));
@@ -961,7 +961,7 @@ fn conv_transpose_float<T: Real>(
         let xg = Mat::rows(&xv[xs..xs + cg * in_sp], in_sp);
         // W_g is [cg, mg * ksz]; col = W_g^T * X_g is [mg * ksz, in_sp].
         let wg = Mat::rows(&wv[gi * cg * rows..(gi + 1) * cg * rows], rows).t();
-        let mut col = vec![T::zero(); rows * in_sp];
+        let mut col = filled(product(&[rows, in_sp])?, T::zero())?;
         gemm(rows, in_sp, cg, T::ONE, wg, xg, T::ZERO, &mut col, in_sp)?;
         // col2im: scatter-add every tap into the output.
         let mut k = vec![0usize; nd];
@@ -1234,6 +1234,15 @@ mod kernel_tests {
         .unwrap();
         assert_eq!(y.shape, vec![1, 2, 3]);
         assert_eq!(vals(&y), vec![1., 3., 2., 3., 1., -4.]);
+        // Absurd sizes fail cleanly.
+        let x = t(&[1, 1, 2, 2], vec![1.; 4]);
+        let w = t(&[1, 1, 2, 2], vec![1.; 4]);
+        let huge = [Attribute::ints("output_shape", &[1 << 40, 1 << 40])];
+        assert!(call("ConvTranspose", "", &[x.clone(), w.clone()], &huge).is_err());
+        let huge = [Attribute::ints("strides", &[1 << 40, 1 << 40])];
+        assert!(call("ConvTranspose", "", &[x.clone(), w.clone()], &huge).is_err());
+        let huge = [Attribute::ints("pads", &[1 << 40, 1 << 40, 1 << 40, 1 << 40])];
+        assert!(call("Conv", "", &[x, w], &huge).is_err());
     }
 
     #[test]

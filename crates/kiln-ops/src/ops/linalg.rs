@@ -612,6 +612,27 @@ pub(crate) fn load_any<T: Real>(t: &Tensor) -> Result<Vec<T>> {
     }
 }
 
+/// Largest buffer a kernel allocates, in elements; beyond it the node fails instead of the
+/// process running out of memory.
+const MAX_ELEMS: usize = 1 << 34;
+
+/// `n` copies of `v`, or an error when `n` is absurd or the memory cannot be had.
+pub(crate) fn filled<T: Clone>(n: usize, v: T) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    if n > MAX_ELEMS || out.try_reserve_exact(n).is_err() {
+        return Err(format!("cannot allocate a buffer of {n} elements"));
+    }
+    out.resize(n, v);
+    Ok(out)
+}
+
+/// The product of sizes, or an error when it overflows.
+pub(crate) fn product(dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .ok_or_else(|| format!("sizes {dims:?} are too large"))
+}
+
 /// Stores f64 results as the float type `dtype`.
 pub(crate) fn store_f64(v: Vec<f64>, dtype: DataType) -> Result<Data> {
     Ok(match dtype {

@@ -2,7 +2,7 @@
 //! broadcast), also used for com.microsoft FusedMatMul without transposes.
 use kiln_ir::AttrList;
 
-use super::linalg::{float_dispatch, gemm, same_dtype, Mat, Real, Scalar};
+use super::linalg::{filled, float_dispatch, gemm, product, same_dtype, Mat, Real, Scalar};
 use crate::ctx::{broadcast, InferCtx, Inferred, Result};
 use crate::kernel::{broadcast_index, broadcast_shape, broadcast_strides, one, KernelCtx};
 use crate::value::{Data, Tensor, Value};
@@ -113,10 +113,16 @@ fn plan(ash: &[usize], bsh: &[usize], ta: bool, tb: bool) -> Result<Plan> {
     }
     let (ba, bb) = (&a2[..ra - 2], &b2[..rb - 2]);
     let batch = broadcast_shape(&[ba, bb])?;
-    let count: usize = batch.iter().product();
-    let ia = broadcast_index(&batch, &broadcast_strides(ba, &batch));
-    let ib = broadcast_index(&batch, &broadcast_strides(bb, &batch));
-    let pairs: Vec<(usize, usize)> = ia.into_iter().zip(ib).collect();
+    let count = product(&batch)?;
+    product(&[count, m, n])?;
+    // No pairs when the output is empty (its batch may still be huge).
+    let pairs: Vec<(usize, usize)> = if count * m * n == 0 {
+        Vec::new()
+    } else {
+        let ia = broadcast_index(&batch, &broadcast_strides(ba, &batch));
+        let ib = broadcast_index(&batch, &broadcast_strides(bb, &batch));
+        ia.into_iter().zip(ib).collect()
+    };
     let mut out_shape = batch;
     if ash.len() > 1 {
         out_shape.push(m);
@@ -125,7 +131,7 @@ fn plan(ash: &[usize], bsh: &[usize], ta: bool, tb: bool) -> Result<Plan> {
         out_shape.push(n);
     }
     let b_count: usize = bb.iter().product();
-    let fold = !ta && b_count == 1 && count > 1 && pairs.iter().enumerate().all(|(i, p)| p.0 == i);
+    let fold = !ta && b_count == 1 && pairs.len() > 1 && pairs.iter().enumerate().all(|(i, p)| p.0 == i);
     Ok(Plan {
         m,
         n,
@@ -142,11 +148,8 @@ fn plan(ash: &[usize], bsh: &[usize], ta: bool, tb: bool) -> Result<Plan> {
 fn batched<T: Scalar>(p: &Plan, a: &[T], b: &[T], alpha: T) -> Result<Vec<T>> {
     let (m, n, k) = (p.m, p.n, p.k);
     let count = p.pairs.len();
-    let total = count
-        .checked_mul(m)
-        .and_then(|x| x.checked_mul(n))
-        .ok_or("output too large")?;
-    let mut y = vec![T::ZERO; total];
+    // The plan checked that this product fits.
+    let mut y = filled(count * m * n, T::ZERO)?;
     let bview = |bi: usize| -> Result<Mat<T>> {
         let bs = b.get(bi * k * n..(bi + 1) * k * n).ok_or("B is shorter than its shape")?;
         Ok(if p.tb { Mat::rows(bs, k).t() } else { Mat::rows(bs, n) })

@@ -3,7 +3,7 @@ use half::{bf16, f16};
 use kiln_ir::{DataType, Dim};
 use rayon::prelude::*;
 
-use super::linalg::{float_dispatch, Real};
+use super::linalg::{filled, float_dispatch, product, Real};
 use crate::ctx::{InferCtx, Inferred, Result, MAX_ATTR};
 use crate::kernel::{one, strides, KernelCtx};
 use crate::ops::conv::{window, window_output, Window};
@@ -70,24 +70,52 @@ pub fn kernel(domain: &str, op_type: &str) -> Option<crate::kernel::KernelFn> {
     Some(f)
 }
 
-/// Every output position's window, resolved once for all (batch, channel) planes: the
-/// row-major spatial offsets of its taps inside the input, and how many of its taps lie inside
-/// the padded input (the divisor of AveragePool with `count_include_pad`).
+/// A pooling node's windows: per spatial dim and output index, the input coordinates of the
+/// taps inside the input, and how many taps lie inside the padded input (the divisor of
+/// AveragePool with `count_include_pad`).
 struct Taps {
     win: Window,
-    /// Taps of output position `o` are `offs[starts[o]..starts[o + 1]]`.
-    starts: Vec<usize>,
-    offs: Vec<usize>,
-    incl: Vec<usize>,
+    coords: Vec<Vec<Vec<usize>>>,
+    incl: Vec<Vec<usize>>,
+    in_strides: Vec<usize>,
 }
 
 impl Taps {
-    fn of(&self, o: usize) -> &[usize] {
-        &self.offs[self.starts[o]..self.starts[o + 1]]
+    /// Calls `f(output index, taps' offsets in the plane, taps inside the padded input)` for
+    /// every output position, in row-major order.
+    fn each(&self, mut f: impl FnMut(usize, &[usize], usize)) {
+        let nd = self.win.output.len();
+        if self.win.output.contains(&0) {
+            return;
+        }
+        let mut idx = vec![0usize; nd];
+        let mut offs: Vec<usize> = Vec::new();
+        let mut next: Vec<usize> = Vec::new();
+        let mut o = 0;
+        loop {
+            offs.clear();
+            offs.push(0);
+            let mut incl = 1;
+            for d in 0..nd {
+                next.clear();
+                for &a in &offs {
+                    for &c in &self.coords[d][idx[d]] {
+                        next.push(a + c * self.in_strides[d]);
+                    }
+                }
+                std::mem::swap(&mut offs, &mut next);
+                incl *= self.incl[d][idx[d]];
+            }
+            f(o, &offs, incl);
+            o += 1;
+            if !next_index(&mut idx, &self.win.output) {
+                break;
+            }
+        }
     }
 }
 
-/// Resolves the window of a pooling node over X.
+/// Resolves the windows of a pooling node over X.
 fn taps(ctx: &KernelCtx, x: &Tensor) -> Result<Taps> {
     if x.rank() < 3 {
         return Err(format!("input X must have rank >= 3, got shape {:?}", x.shape));
@@ -104,14 +132,15 @@ fn taps(ctx: &KernelCtx, x: &Tensor) -> Result<Taps> {
     let kernel: Vec<usize> = kernel.iter().map(|&k| k as usize).collect();
     let ceil = ctx.int_attr("ceil_mode", 0) != 0;
     let win = window(ctx, &x.shape[2..], &kernel, ceil)?;
-    let out_sp = win
-        .output
-        .iter()
-        .try_fold(1usize, |a, &b| a.checked_mul(b))
-        .ok_or("output too large")?;
-    // Per dim and output index: the valid input coordinates, and the taps inside the padding.
-    let mut lists: Vec<Vec<Vec<usize>>> = Vec::with_capacity(nd);
-    let mut incl_d: Vec<Vec<usize>> = Vec::with_capacity(nd);
+    // The per-dim tables hold out * kernel entries per dim.
+    let table: Option<usize> = (0..nd)
+        .map(|d| win.output[d].checked_mul(kernel[d]))
+        .try_fold(0usize, |a, b| b.and_then(|b| a.checked_add(b)));
+    if !table.is_some_and(|t| t <= 1 << 28) {
+        return Err("the pooling windows are too large".into());
+    }
+    let mut coords = Vec::with_capacity(nd);
+    let mut incl = Vec::with_capacity(nd);
     for d in 0..nd {
         let (inp, pb, pe) = (win.input[d] as i128, win.pads[d] as i128, win.pads_end[d] as i128);
         let (s, dil) = (win.strides[d] as i128, win.dilations[d] as i128);
@@ -133,46 +162,15 @@ fn taps(ctx: &KernelCtx, x: &Tensor) -> Result<Taps> {
             l.push(valid);
             inc.push(count);
         }
-        lists.push(l);
-        incl_d.push(inc);
+        coords.push(l);
+        incl.push(inc);
     }
-    let total: usize = (0..nd)
-        .map(|d| lists[d].iter().map(|v| v.len()).max().unwrap_or(0))
-        .try_fold(out_sp, |a, b| a.checked_mul(b.max(1)))
-        .filter(|&t| t <= 1 << 28)
-        .ok_or("pooling window table too large")?;
     let in_strides = strides(&win.input);
-    let mut starts = Vec::with_capacity(out_sp + 1);
-    let mut offs = Vec::with_capacity(total);
-    let mut incl = Vec::with_capacity(out_sp);
-    starts.push(0);
-    if out_sp > 0 {
-        let mut idx = vec![0usize; nd];
-        loop {
-            // Cartesian product of the per-dim coordinate lists.
-            let mut acc = vec![0usize];
-            for d in 0..nd {
-                let mut next = Vec::with_capacity(acc.len() * lists[d][idx[d]].len());
-                for &a in &acc {
-                    for &c in &lists[d][idx[d]] {
-                        next.push(a + c * in_strides[d]);
-                    }
-                }
-                acc = next;
-            }
-            offs.extend(acc);
-            starts.push(offs.len());
-            incl.push((0..nd).map(|d| incl_d[d][idx[d]]).product());
-            if !next_index(&mut idx, &win.output) {
-                break;
-            }
-        }
-    }
     Ok(Taps {
         win,
-        starts,
-        offs,
+        coords,
         incl,
+        in_strides,
     })
 }
 
@@ -211,12 +209,12 @@ fn run_max_pool(ctx: &KernelCtx) -> Result<Vec<Value>> {
         return Err(format!("storage_order must be 0 or 1, got {order}"));
     }
     let (y, idx) = match &x.data {
-        Data::F32(v) => max_pool(v, x, &t, order == 1),
-        Data::F64(v) => max_pool(v, x, &t, order == 1),
-        Data::F16(v) => max_pool(v, x, &t, order == 1),
-        Data::BF16(v) => max_pool(v, x, &t, order == 1),
-        Data::I8(v) => max_pool(v, x, &t, order == 1),
-        Data::U8(v) => max_pool(v, x, &t, order == 1),
+        Data::F32(v) => max_pool(v, x, &t, order == 1)?,
+        Data::F64(v) => max_pool(v, x, &t, order == 1)?,
+        Data::F16(v) => max_pool(v, x, &t, order == 1)?,
+        Data::BF16(v) => max_pool(v, x, &t, order == 1)?,
+        Data::I8(v) => max_pool(v, x, &t, order == 1)?,
+        Data::U8(v) => max_pool(v, x, &t, order == 1)?,
         other => return Err(format!("MaxPool of {} tensors is not supported", other.dtype())),
     };
     let shape = out_shape(x, &t.win.output);
@@ -229,26 +227,26 @@ fn run_max_pool(ctx: &KernelCtx) -> Result<Vec<Value>> {
 
 /// Max over each window, and the flat index of the maximum in X (row-major, or with the
 /// spatial dims column-major for `storage_order = 1`); the first maximum wins.
-fn max_pool<T: MaxElem>(xv: &[T], x: &Tensor, t: &Taps, col_major: bool) -> (Data, Vec<i64>) {
+fn max_pool<T: MaxElem>(xv: &[T], x: &Tensor, t: &Taps, col_major: bool) -> Result<(Data, Vec<i64>)> {
     let in_sp: usize = t.win.input.iter().product();
-    let out_sp: usize = t.win.output.iter().product();
+    let out_sp = product(&t.win.output)?;
     let planes = x.shape[0] * x.shape[1];
-    let mut y = vec![T::LOWEST; planes * out_sp];
-    let mut ix = vec![-1i64; planes * out_sp];
+    let mut y = filled(product(&[planes, out_sp])?, T::LOWEST)?;
+    let mut ix = filled(product(&[planes, out_sp])?, -1i64)?;
     if out_sp == 0 || in_sp == 0 {
-        return (T::wrap(y), ix);
+        return Ok((T::wrap(y), ix));
     }
     // Row-major spatial offset -> column-major one.
     let to_col = |off: usize| -> usize {
-        let mut rest = off;
-        let mut col = 0;
-        let mut mult = 1;
         let nd = t.win.input.len();
+        let mut rest = off;
         let mut coords = vec![0; nd];
         for d in (0..nd).rev() {
             coords[d] = rest % t.win.input[d];
             rest /= t.win.input[d];
         }
+        let mut col = 0;
+        let mut mult = 1;
         for d in 0..nd {
             col += coords[d] * mult;
             mult *= t.win.input[d];
@@ -260,10 +258,10 @@ fn max_pool<T: MaxElem>(xv: &[T], x: &Tensor, t: &Taps, col_major: bool) -> (Dat
         .enumerate()
         .for_each(|(p, (yp, ip))| {
             let xp = &xv[p * in_sp..(p + 1) * in_sp];
-            for o in 0..out_sp {
+            t.each(|o, offs, _| {
                 let mut best = T::LOWEST;
                 let mut at = None;
-                for &off in t.of(o) {
+                for &off in offs {
                     let v = xp[off];
                     // As ONNX Runtime: NaN never wins; the first maximum does.
                     if v > best || (at.is_none() && v == best) {
@@ -279,9 +277,9 @@ fn max_pool<T: MaxElem>(xv: &[T], x: &Tensor, t: &Taps, col_major: bool) -> (Dat
                     }
                     None => -1,
                 };
-            }
+            });
         });
-    (T::wrap(y), ix)
+    Ok((T::wrap(y), ix))
 }
 
 fn run_average_pool(ctx: &KernelCtx) -> Result<Vec<Value>> {
@@ -296,16 +294,16 @@ fn run_average_pool(ctx: &KernelCtx) -> Result<Vec<Value>> {
 fn pool_with<T: Real>(x: &Tensor, t: &Taps, f: impl Fn(&mut dyn Iterator<Item = T>, usize) -> T + Sync) -> Result<Data> {
     let xv = T::load(x)?;
     let in_sp: usize = t.win.input.iter().product();
-    let out_sp: usize = t.win.output.iter().product();
+    let out_sp = product(&t.win.output)?;
     let planes = x.shape[0] * x.shape[1];
-    let mut y = vec![T::zero(); planes * out_sp];
+    let mut y = filled(product(&[planes, out_sp])?, T::zero())?;
     if out_sp > 0 && in_sp > 0 {
         y.par_chunks_mut(out_sp).enumerate().for_each(|(p, yp)| {
             let xp = &xv[p * in_sp..(p + 1) * in_sp];
-            for (o, out) in yp.iter_mut().enumerate() {
-                let mut it = t.of(o).iter().map(|&off| xp[off]);
-                *out = f(&mut it, t.incl[o]);
-            }
+            t.each(|o, offs, incl| {
+                let mut it = offs.iter().map(|&off| xp[off]);
+                yp[o] = f(&mut it, incl);
+            });
         });
     }
     Ok(T::store(y, x.dtype()))
@@ -499,5 +497,13 @@ mod kernel_tests {
         assert_eq!(out[0].as_slice::<f64>().unwrap(), &[3.0]);
         assert!(call("MaxPool", x44(), &[], 1).is_err());
         assert!(call("AveragePool", x44(), &[Attribute::ints("kernel_shape", &[5, 5])], 1).is_err());
+        // Absurd windows fail cleanly.
+        let huge = [
+            Attribute::ints("kernel_shape", &[2, 2]),
+            Attribute::ints("pads", &[1 << 39, 1 << 39, 1 << 39, 1 << 39]),
+        ];
+        assert!(call("MaxPool", x44(), &huge, 1).is_err());
+        let neg = [Attribute::ints("kernel_shape", &[2, 2]), Attribute::ints("strides", &[0, 1])];
+        assert!(call("AveragePool", x44(), &neg, 1).is_err());
     }
 }

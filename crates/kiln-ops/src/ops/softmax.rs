@@ -1,6 +1,7 @@
 //! Softmax, LogSoftmax and Hardmax along an axis. Before opset 13 the input is seen as a 2-D
 //! matrix split at `axis` (default 1) and each row is normalized; from 13 on, each lane along
-//! `axis` (default -1) is. Computed in f64 and rounded to the element type.
+//! `axis` (default -1) is. Computed in f64 and rounded to the element type (half types round
+//! their intermediates as ONNX's reference does).
 use crate::kernel::{one, KernelCtx, KernelFn, Result};
 use crate::ops::num::Num;
 use crate::value::{Data, Elem, Tensor, Value};
@@ -39,7 +40,34 @@ fn lanes(ctx: &KernelCtx, shape: &[usize]) -> Result<(usize, usize, usize)> {
     ))
 }
 
-fn normalize(op: &str, lane: &mut [f64]) {
+/// How intermediate results are rounded. Half types follow ONNX's reference, which computes
+/// `x - max`, `exp`, the sum and the quotient each in the element type (float16 sums
+/// accumulate in float32, bfloat16 sums in bfloat16); wider types compute in f64 throughout.
+#[derive(Clone, Copy, PartialEq)]
+enum Prec {
+    Wide,
+    F16,
+    BF16,
+}
+
+impl Prec {
+    fn round(self, v: f64) -> f64 {
+        match self {
+            Prec::Wide => v,
+            Prec::F16 => half::f16::from_f64(v).to_f64(),
+            Prec::BF16 => half::bf16::from_f64(v).to_f64(),
+        }
+    }
+
+    fn sum(self, v: &[f64]) -> f64 {
+        match self {
+            Prec::BF16 => v.iter().fold(0.0, |a, &x| self.round(a + x)),
+            _ => self.round(v.iter().sum()),
+        }
+    }
+}
+
+fn normalize(op: &str, lane: &mut [f64], p: Prec) {
     let m = lane.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     match op {
         "Hardmax" => {
@@ -48,26 +76,33 @@ fn normalize(op: &str, lane: &mut [f64]) {
                 *x = if Some(i) == first { 1.0 } else { 0.0 };
             }
         }
-        "LogSoftmax" => {
+        "LogSoftmax" if p == Prec::Wide => {
             let s = lane.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
             for x in lane.iter_mut() {
                 *x = *x - m - s;
             }
         }
         _ => {
-            let mut s = 0.0;
             for x in lane.iter_mut() {
-                *x = (*x - m).exp();
-                s += *x;
+                *x = p.round(p.round(*x - m).exp());
             }
+            let s = p.sum(lane);
             for x in lane.iter_mut() {
-                *x /= s;
+                *x = p.round(*x / s);
+                if op == "LogSoftmax" {
+                    *x = x.ln();
+                }
             }
         }
     }
 }
 
 fn run_typed<T: Num>(op: &str, v: &[T], (outer, len, inner): (usize, usize, usize)) -> Vec<T> {
+    let p = match T::DTYPE {
+        kiln_ir::DataType::F16 => Prec::F16,
+        kiln_ir::DataType::BF16 => Prec::BF16,
+        _ => Prec::Wide,
+    };
     let mut out = vec![T::zero(); v.len()];
     let mut lane = vec![0.0f64; len];
     for o in 0..outer {
@@ -76,7 +111,7 @@ fn run_typed<T: Num>(op: &str, v: &[T], (outer, len, inner): (usize, usize, usiz
             for (k, x) in lane.iter_mut().enumerate() {
                 *x = v[base + k * inner].to_f64();
             }
-            normalize(op, &mut lane);
+            normalize(op, &mut lane, p);
             for (k, x) in lane.iter().enumerate() {
                 out[base + k * inner] = T::from_f64(*x);
             }
