@@ -17,6 +17,10 @@ pub fn kernel(op_type: &str) -> Option<KernelFn> {
     })
 }
 
+fn is_nan<T: Num>(x: T) -> bool {
+    x.partial_cmp(&x).is_none()
+}
+
 fn apply<T: Num>(op: &str, fmod: bool, a: &[T], ash: &[usize], b: &[T], bsh: &[usize]) -> Result<(Vec<usize>, Vec<T>)> {
     let (shape, v): (Vec<usize>, Vec<Result<T>>) = match op {
         "Add" => zip_broadcast(a, ash, b, bsh, |x, y| Ok(x.add(y)))?,
@@ -25,8 +29,9 @@ fn apply<T: Num>(op: &str, fmod: bool, a: &[T], ash: &[usize], b: &[T], bsh: &[u
         "Div" => zip_broadcast(a, ash, b, bsh, |x: T, y: T| x.div(y))?,
         "Mod" => zip_broadcast(a, ash, b, bsh, |x: T, y: T| x.rem(y, fmod))?,
         "PRelu" => zip_broadcast(a, ash, b, bsh, |x: T, s: T| Ok(if x < T::zero() { x.mul(s) } else { x }))?,
-        "Max" => zip_broadcast(a, ash, b, bsh, |x: T, y: T| Ok(if y > x || y != y { y } else { x }))?,
-        "Min" => zip_broadcast(a, ash, b, bsh, |x: T, y: T| Ok(if y < x || y != y { y } else { x }))?,
+        // A NaN (the only value not comparable with itself) wins, as in ONNX Runtime.
+        "Max" => zip_broadcast(a, ash, b, bsh, |x: T, y: T| Ok(if y > x || is_nan(y) { y } else { x }))?,
+        "Min" => zip_broadcast(a, ash, b, bsh, |x: T, y: T| Ok(if y < x || is_nan(y) { y } else { x }))?,
         other => return Err(format!("{other} is not an arithmetic op")),
     };
     Ok((shape, v.into_iter().collect::<Result<Vec<T>>>()?))
