@@ -25,7 +25,11 @@ pub fn stats(times: &[f64]) -> Stats {
     let n = t.len().max(1) as f64;
     let mean = t.iter().sum::<f64>() / n;
     let var = t.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
-    let q = |p: f64| t.get(((p * (t.len() as f64 - 1.0)).round()) as usize).copied().unwrap_or(0.0);
+    let q = |p: f64| {
+        t.get(((p * (t.len() as f64 - 1.0)).round()) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
     Stats {
         mean,
         std: var.sqrt(),
@@ -42,8 +46,16 @@ fn level_name(l: Level) -> &'static str {
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let (model, name) = report::load(a.model.as_deref())?;
-    let levels = if a.level.is_empty() { vec![Level::All] } else { a.level.clone() };
-    let eps = if a.ep.is_empty() { vec!["cpu".to_string()] } else { a.ep.clone() };
+    let levels = if a.level.is_empty() {
+        vec![Level::All]
+    } else {
+        a.level.clone()
+    };
+    let eps = if a.ep.is_empty() {
+        vec!["cpu".to_string()]
+    } else {
+        a.ep.clone()
+    };
     let mut variants = Vec::new();
     for l in &levels {
         for ep in &eps {
@@ -65,7 +77,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             variants.push((*l, ep.clone(), session));
         }
     }
-    let feeds = crate::run::inputs(&variants[0].2, &a.input, &a.shape).with_context(|| name.clone())?;
+    let feeds =
+        crate::run::inputs(&variants[0].2, &a.input, &a.shape).with_context(|| name.clone())?;
     let total = (a.warmup + a.iters * a.rounds) * variants.len();
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
@@ -93,7 +106,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         }
     }
     bar.finish_and_clear();
-    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let threads = a.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     let rows: Vec<Json> = variants
         .iter()
         .zip(&times)
@@ -107,11 +124,19 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         })
         .collect();
     if a.json {
-        let out = if rows.len() == 1 { rows[0].clone() } else { json!({"variants": rows}) };
+        let out = if rows.len() == 1 {
+            rows[0].clone()
+        } else {
+            json!({"variants": rows})
+        };
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("{name}: {threads} threads, {} runs per variant after {} warm-up", a.iters * a.rounds, a.warmup);
+    println!(
+        "{name}: {threads} threads, {} runs per variant after {} warm-up",
+        a.iters * a.rounds,
+        a.warmup
+    );
     println!(
         "{:<10} {:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "level", "ep", "mean", "stddev", "min", "p50", "p99", "max"

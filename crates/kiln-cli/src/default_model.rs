@@ -220,3 +220,59 @@ mod tests {
         back.graph.check_consistency().unwrap();
     }
 }
+
+#[cfg(test)]
+mod session_tests {
+    use std::sync::Arc;
+
+    use kiln_ops::{Tensor, Value};
+    use kiln_runtime::{Level, Session, SessionOptions};
+
+    /// One session of the conv model (optimized, two kernel threads) run from 8 threads x 50
+    /// times: every output bit-identical to the first run.
+    #[test]
+    fn one_session_eight_threads_fifty_runs_bit_identical() {
+        let opts = SessionOptions {
+            threads: Some(2),
+            level: Level::All,
+            providers: vec![],
+        };
+        let s = Arc::new(Session::from_model(super::build(), opts).unwrap());
+        let input = || {
+            let v: Vec<f32> = (0..3 * 64 * 48)
+                .map(|i| ((i * 31) % 97) as f32 / 97.0)
+                .collect();
+            vec![(
+                "images".to_string(),
+                Value::Tensor(Tensor::from_vec(vec![1, 3, 64, 48], v)),
+            )]
+        };
+        let bits = |out: Vec<(String, Value)>| -> Vec<u32> {
+            out[0]
+                .1
+                .tensor()
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect()
+        };
+        let reference = bits(s.run(input()).unwrap());
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    (0..50)
+                        .map(|_| bits(s.run(input()).unwrap()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            for out in h.join().unwrap() {
+                assert_eq!(out, reference);
+            }
+        }
+    }
+}

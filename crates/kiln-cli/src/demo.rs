@@ -13,9 +13,14 @@ use crate::{default_model, report};
 fn max_diff(a: &[(String, Value)], b: &[(String, Value)]) -> anyhow::Result<f64> {
     let mut worst = 0f64;
     for ((name, x), (_, y)) in a.iter().zip(b) {
-        let (Some(x), Some(y)) = (x.tensor(), y.tensor()) else { continue };
+        let (Some(x), Some(y)) = (x.tensor(), y.tensor()) else {
+            continue;
+        };
         anyhow::ensure!(x.shape == y.shape, "output '{name}' changed shape");
-        let (p, q) = (x.to_f64s().map_err(anyhow::Error::msg)?, y.to_f64s().map_err(anyhow::Error::msg)?);
+        let (p, q) = (
+            x.to_f64s().map_err(anyhow::Error::msg)?,
+            y.to_f64s().map_err(anyhow::Error::msg)?,
+        );
         for (u, v) in p.iter().zip(&q) {
             worst = worst.max((u - v).abs());
         }
@@ -43,7 +48,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         iters: None,
         rounds: None,
     };
-    let plain = report::session(model.clone(), &args(Level::Disabled)).with_context(|| name.clone())?;
+    let plain =
+        report::session(model.clone(), &args(Level::Disabled)).with_context(|| name.clone())?;
     let fused = report::session(model.clone(), &args(Level::All)).with_context(|| name.clone())?;
     println!("{name}: {} nodes", model.graph.node_count());
     if a.model.is_none() {
@@ -82,7 +88,10 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     let feeds = crate::run::inputs(&plain, &[], &shapes).with_context(|| name.clone())?;
     let want = plain.run(feeds.clone()).with_context(|| name.clone())?;
     let got = fused.run(feeds.clone()).with_context(|| name.clone())?;
-    println!("\nfused vs unfused outputs: max |difference| {:.3e}", max_diff(&want, &got)?);
+    println!(
+        "\nfused vs unfused outputs: max |difference| {:.3e}",
+        max_diff(&want, &got)?
+    );
     let mut times = [Vec::new(), Vec::new()];
     for _ in 0..a.iters.max(1) {
         for (i, s) in [&plain, &fused].iter().enumerate() {
@@ -103,5 +112,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
 fn fmt_counts(c: &std::collections::BTreeMap<String, usize>) -> String {
     let mut v: Vec<_> = c.iter().collect();
     v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    v.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
