@@ -157,52 +157,63 @@ fn plan(eq: &str, shapes: &[&[usize]]) -> Result<Plan> {
     })
 }
 
-/// Offsets into each input for every combination of `dims` (row-major).
-fn offsets(dims: &[usize], st: &[Vec<usize>]) -> Vec<Vec<usize>> {
-    let n: usize = dims.iter().product();
-    let mut out = Vec::with_capacity(n);
+/// Walks every combination of `dims` (row-major), keeping each input's offset along
+/// (`st[input][dim]`), and calls `f` with the offsets.
+fn walk(dims: &[usize], st: &[Vec<usize>], mut f: impl FnMut(&[usize])) {
+    if dims.contains(&0) {
+        return;
+    }
     let mut c = vec![0usize; dims.len()];
-    for _ in 0..n {
-        out.push(st.iter().map(|s| c.iter().zip(s).map(|(a, b)| a * b).sum()).collect());
-        for d in (0..dims.len()).rev() {
+    let mut off = vec![0usize; st.len()];
+    loop {
+        f(&off);
+        let mut d = dims.len();
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
             c[d] += 1;
+            for (o, s) in off.iter_mut().zip(st) {
+                *o += s[d];
+            }
             if c[d] < dims[d] {
                 break;
+            }
+            for (o, s) in off.iter_mut().zip(st) {
+                *o -= s[d] * dims[d];
             }
             c[d] = 0;
         }
     }
-    out
 }
 
 fn run_typed<T: Num>(inputs: &[&[T]], p: &Plan) -> Vec<T> {
-    let outs = offsets(&p.out, &p.out_st);
-    let sums = offsets(&p.sum, &p.sum_st);
-    outs.iter()
-        .map(|o| {
-            if T::IS_FLOAT {
-                let mut acc = 0.0f64;
-                for s in &sums {
-                    let mut prod = 1.0f64;
-                    for (k, v) in inputs.iter().enumerate() {
-                        prod *= v[o[k] + s[k]].to_f64();
-                    }
-                    acc += prod;
+    let mut out = Vec::with_capacity(p.out.iter().product());
+    walk(&p.out, &p.out_st, |o| {
+        if T::IS_FLOAT {
+            let mut acc = 0.0f64;
+            walk(&p.sum, &p.sum_st, |s| {
+                let mut prod = 1.0f64;
+                for (k, v) in inputs.iter().enumerate() {
+                    prod *= v[o[k] + s[k]].to_f64();
                 }
-                T::from_f64(acc)
-            } else {
-                let mut acc = T::zero();
-                for s in &sums {
-                    let mut prod = T::one();
-                    for (k, v) in inputs.iter().enumerate() {
-                        prod = prod.mul(v[o[k] + s[k]]);
-                    }
-                    acc = acc.add(prod);
+                acc += prod;
+            });
+            out.push(T::from_f64(acc));
+        } else {
+            let mut acc = T::zero();
+            walk(&p.sum, &p.sum_st, |s| {
+                let mut prod = T::one();
+                for (k, v) in inputs.iter().enumerate() {
+                    prod = prod.mul(v[o[k] + s[k]]);
                 }
-                acc
-            }
-        })
-        .collect()
+                acc = acc.add(prod);
+            });
+            out.push(acc);
+        }
+    });
+    out
 }
 
 macro_rules! einsum_types {

@@ -194,7 +194,7 @@ fn grid_sample(ctx: &KernelCtx) -> Result<Vec<Value>> {
                     for k in (0..r).rev() {
                         let t = rest % taps;
                         rest /= taps;
-                        idx[k] = base[k] + first + t as i64;
+                        idx[k] = base[k].saturating_add(first + t as i64);
                         wt *= w[k][t];
                     }
                     taps_of.push((pixel(&dims, &idx, pad), wt));
@@ -247,6 +247,7 @@ fn roi_align(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let (x, rois, bi) = (ctx.tensor(0)?, ctx.tensor(1)?, ctx.tensor(2)?);
     check_len(x, "X")?;
     check_len(rois, "rois")?;
+    check_len(bi, "batch_indices")?;
     if x.rank() != 4 || rois.rank() != 2 || rois.shape[1] != 4 || bi.shape != [rois.shape[0]] {
         return Err(format!("RoiAlign takes X [N, C, H, W], rois [R, 4], batch_indices [R]; got {:?}, {:?}, {:?}", x.shape, rois.shape, bi.shape));
     }
