@@ -7,7 +7,7 @@
 mod ctx;
 pub mod infer;
 pub mod kernel;
-mod ops;
+pub(crate) mod ops;
 pub mod value;
 
 pub use ctx::{InferCtx, Inferred, SymValue};
@@ -15,3 +15,9 @@ pub use infer::{infer_shapes, InferError, InferReport};
 pub use kernel::{KernelCtx, KernelFn, SubgraphRunner};
 pub use ops::{infer_fn, kernel_fn, op_def, CheckFn, InferFn, OpDef};
 pub use value::{Data, Elem, Tensor, Value};
+
+/// Operator domains kiln itself defines.
+pub mod ops_domain {
+    /// kiln-only fused ops; they never leave a kiln session.
+    pub const KILN: &str = crate::ops::kiln_fused::DOMAIN;
+}

@@ -72,16 +72,34 @@ pub fn prepare(
     let mut assignment = assign(&model, providers)?;
     if level >= Level::Extended {
         let names: Vec<String> = providers.iter().map(|p| p.name().to_string()).collect();
-        let before = assignment.clone();
-        let provider_of = |n: kiln_ir::NodeId| before.ep(n).map(|i| names[i].clone());
-        report.merge(opt.run_phase(
-            &mut model,
-            Level::Extended,
-            &provider_of,
-            portable,
-            in_session,
-        )?);
-        assignment = assign(&model, providers)?;
+        // Nodes an extended pass creates are assigned on the next partitioning; a few rounds
+        // let later passes build on them (QuickGelu, then Conv+QuickGelu).
+        let mut phase = kiln_opt::OptimizeReport::default();
+        for _ in 0..4 {
+            let before = assignment.clone();
+            let provider_of = |n: kiln_ir::NodeId| before.ep(n).map(|i| names[i].clone());
+            let mut r = opt.run_phase(
+                &mut model,
+                Level::Extended,
+                &provider_of,
+                portable,
+                in_session,
+            )?;
+            let applied: usize = r.passes.iter().map(|p| p.applied).sum();
+            // Counts add up over the rounds; the declines that stand are the last round's.
+            for p in &mut r.passes {
+                if let Some(prev) = phase.passes.iter().find(|x| x.name == p.name) {
+                    p.applied += prev.applied;
+                }
+            }
+            r.iterations += phase.iterations;
+            phase = r;
+            assignment = assign(&model, providers)?;
+            if applied == 0 {
+                break;
+            }
+        }
+        report.merge(phase);
     }
     Ok((model, assignment, report))
 }

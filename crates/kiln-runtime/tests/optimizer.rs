@@ -610,3 +610,32 @@ fn basic_cleanups() {
     // Identity gone, Shape/ConstantOfShape folded, the two Relus merged.
     assert_eq!(ops(&sess), vec!["Relu", "Add", "Add"]);
 }
+
+#[test]
+fn conv_silu_fuses_in_sessions_only() {
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[1, 3, 6, 6]);
+    let c = b.conv(x, 3, 4);
+    let s = b.node("Sigmoid", &[Some(c)], vec![]);
+    let y = b.node("Mul", &[Some(c), Some(s)], vec![]);
+    let m = b.finish(&[y]);
+    let sess = equivalent(&m, Level::Extended);
+    assert_eq!(ops(&sess), vec!["ai.kiln:FusedConv"]);
+    // For a model that will be saved: ORT's QuickGelu, and kiln's own op declined.
+    let providers: Vec<Arc<dyn ExecutionProvider>> = vec![Arc::new(CpuProvider)];
+    let (saved, _, report) =
+        kiln_runtime::prepare(m, &providers, Level::All, false, false).unwrap();
+    let kinds: Vec<String> = saved.graph.nodes().map(|(_, n)| n.op_key()).collect();
+    assert_eq!(kinds, vec!["Conv", "com.microsoft:QuickGelu"]);
+    let d: Vec<_> = report
+        .passes
+        .iter()
+        .filter(|p| p.name == "conv_silu_fusion")
+        .flat_map(|p| p.declined.clone())
+        .collect();
+    assert!(
+        d.iter()
+            .any(|(_, r)| r.contains("never written to a saved model")),
+        "{d:?}"
+    );
+}

@@ -16,8 +16,9 @@ mod elementwise;
 mod expand;
 mod gather;
 mod gemm;
-mod linalg;
 mod index_ops;
+pub mod kiln_fused;
+mod linalg;
 mod loss;
 mod matmul;
 mod misc;
@@ -33,6 +34,7 @@ mod range;
 mod reduce;
 mod reshape;
 mod resize;
+mod rules;
 mod sample;
 mod scatter;
 mod sequence;
@@ -102,6 +104,7 @@ fn check(domain: &str, op_type: &str) -> Option<CheckFn> {
         ("com.microsoft", "FusedConv") => conv::check_fused,
         ("com.microsoft", "FusedGemm") => gemm::check_fused,
         ("com.microsoft", "FusedMatMul") => matmul::check_fused,
+        (kiln_fused::DOMAIN, "FusedConv") => kiln_fused::check,
         _ => return None,
     };
     Some(f)
@@ -109,7 +112,7 @@ fn check(domain: &str, op_type: &str) -> Option<CheckFn> {
 
 /// The CPU kernel table: each module answers for the ops it implements.
 fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
-    let kernel_of: [fn(&str, &str) -> Option<KernelFn>; 41] = [
+    let kernel_of: [fn(&str, &str) -> Option<KernelFn>; 42] = [
         text::kernel,
         spatial::kernel,
         spectral::kernel,
@@ -151,6 +154,7 @@ fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         where_op::kernel,
         ms_activations::kernel,
         index_ops::kernel,
+        kiln_fused::kernel,
     ];
     let domain = if domain == "ai.onnx" { "" } else { domain };
     kernel_of.iter().find_map(|f| f(domain, op_type))
@@ -257,9 +261,10 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
             "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1"
             | "ReduceL2" | "ReduceLogSum" | "ReduceLogSumExp" | "ReduceSumSquare" => reduce::infer,
             "ArgMax" | "ArgMin" => reduce::infer_arg,
-            _ => return None,
+            _ => return rules::infer_rule(op),
         },
         ("com.microsoft", "FusedConv") => conv::infer,
+        (kiln_fused::DOMAIN, "FusedConv") => conv::infer,
         ("com.microsoft", "FusedGemm") => gemm::infer,
         ("com.microsoft", "FusedMatMul") => matmul::infer,
         ("com.microsoft", "QuickGelu" | "Gelu" | "BiasGelu" | "FastGelu") => ew::unary,

@@ -5,6 +5,7 @@ mod bn_fold;
 pub(crate) mod const_fold;
 mod conv_add;
 mod conv_scale_bias;
+mod conv_silu;
 mod cse;
 mod eliminate;
 mod fused_conv;
@@ -29,5 +30,6 @@ pub fn all() -> Vec<Box<dyn Pass>> {
         Box::new(fused_conv::ConvActivation),
         Box::new(fused_gemm::GemmActivation),
         Box::new(quick_gelu::QuickGelu),
+        Box::new(conv_silu::ConvSilu),
     ]
 }
