@@ -197,7 +197,10 @@ mod tests {
 
     #[test]
     fn broadcasting() {
-        assert_eq!(broadcast_shape(&[&[2, 1, 3], &[4, 1]]).unwrap(), vec![2, 4, 3]);
+        assert_eq!(
+            broadcast_shape(&[&[2, 1, 3], &[4, 1]]).unwrap(),
+            vec![2, 4, 3]
+        );
         assert!(broadcast_shape(&[&[2, 3], &[4]]).is_err());
         let (s, v) = zip_broadcast(&[1, 2, 3], &[3, 1], &[10, 20], &[2], |a, b| a + b).unwrap();
         assert_eq!(s, vec![3, 2]);

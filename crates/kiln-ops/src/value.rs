@@ -260,13 +260,18 @@ impl Tensor {
         let shape = t.dims.clone();
         let raw = match &t.data {
             TensorData::Strings(s) => {
-                let v = s.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
+                let v = s
+                    .iter()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .collect();
                 return Tensor::new(shape, Data::Str(v));
             }
             TensorData::Raw(b) => b.as_ref(),
         };
         fn le<T, const N: usize>(raw: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
-            raw.chunks_exact(N).map(|c| f(c.try_into().expect("chunk of N"))).collect()
+            raw.chunks_exact(N)
+                .map(|c| f(c.try_into().expect("chunk of N")))
+                .collect()
         }
         let data = match t.dtype {
             DataType::F32 => Data::F32(le(raw, f32::from_le_bytes)),
@@ -363,7 +368,11 @@ mod tests {
             let n = 6;
             let bytes = dt.storage_bytes(n).unwrap();
             let raw: Vec<u8> = (0..bytes).map(|i| (i * 37 % 251) as u8).collect();
-            let raw = if dt == DataType::Bool { raw.iter().map(|b| b & 1).collect() } else { raw };
+            let raw = if dt == DataType::Bool {
+                raw.iter().map(|b| b & 1).collect()
+            } else {
+                raw
+            };
             let t = kiln_ir::Tensor::from_raw(dt, vec![2, 3], raw.into()).unwrap();
             let v = Tensor::from_ir(&t);
             assert_eq!(v.dtype(), dt);

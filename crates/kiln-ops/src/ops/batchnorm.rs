@@ -106,7 +106,12 @@ type Stats = Option<(Vec<f64>, Vec<f64>)>;
 
 /// Y per channel; in training mode with the batch's mean and (population) variance, which are
 /// returned too.
-fn normalize<T: Real>(x: &Tensor, p: &[Vec<f64>], eps: f64, training: bool) -> Result<(Data, Stats)> {
+fn normalize<T: Real>(
+    x: &Tensor,
+    p: &[Vec<f64>],
+    eps: f64,
+    training: bool,
+) -> Result<(Data, Stats)> {
     let xv = T::load(x)?;
     let (n, c) = (x.shape[0], x.shape[1]);
     let inner: usize = x.shape[2..].iter().product();
@@ -130,7 +135,9 @@ fn normalize<T: Real>(x: &Tensor, p: &[Vec<f64>], eps: f64, training: bool) -> R
     } else {
         (p[2].clone(), p[3].clone(), None)
     };
-    let a: Vec<T> = (0..c).map(|i| T::of(scale[i] / (var[i] + eps).sqrt())).collect();
+    let a: Vec<T> = (0..c)
+        .map(|i| T::of(scale[i] / (var[i] + eps).sqrt()))
+        .collect();
     let b: Vec<T> = (0..c)
         .map(|i| T::of(bias[i] - mean[i] * scale[i] / (var[i] + eps).sqrt()))
         .collect();
@@ -160,7 +167,10 @@ mod kernel_tests {
             num_outputs: outs,
             subgraphs: None,
         };
-        Ok(run(&ctx)?.into_iter().map(|v| v.into_tensor().unwrap()).collect())
+        Ok(run(&ctx)?
+            .into_iter()
+            .map(|v| v.into_tensor().unwrap())
+            .collect())
     }
 
     fn v(x: &[f32]) -> Tensor {
@@ -170,7 +180,13 @@ mod kernel_tests {
     #[test]
     fn inference_mode() {
         let x = Tensor::from_vec(vec![1, 2, 2], vec![1.0f32, 3.0, 10.0, 20.0]);
-        let ins = [x, v(&[2.0, 1.0]), v(&[0.5, -1.0]), v(&[2.0, 15.0]), v(&[4.0, 25.0])];
+        let ins = [
+            x,
+            v(&[2.0, 1.0]),
+            v(&[0.5, -1.0]),
+            v(&[2.0, 15.0]),
+            v(&[4.0, 25.0]),
+        ];
         let y = call(&ins, &[Attribute::float("epsilon", 0.0)], 15, 1).unwrap();
         assert_eq!(y[0].as_slice::<f32>().unwrap(), &[-0.5, 1.5, -2.0, 0.0]);
         let y = call(&ins, &[], 15, 1).unwrap();
@@ -195,7 +211,13 @@ mod kernel_tests {
         assert_eq!(out[2].as_slice::<f32>().unwrap(), &[2.25]);
         assert!(call(&ins[..4], &attrs, 15, 3).is_err());
         assert!(check(&[Attribute::int("spatial", 0)], 7).is_err());
-        let bad = [ins[0].clone(), v(&[1.0, 2.0]), v(&[0.0]), v(&[0.0]), v(&[1.0])];
+        let bad = [
+            ins[0].clone(),
+            v(&[1.0, 2.0]),
+            v(&[0.0]),
+            v(&[0.0]),
+            v(&[1.0]),
+        ];
         assert!(call(&bad, &[], 15, 1).is_err());
     }
 }

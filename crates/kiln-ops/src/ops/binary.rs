@@ -21,17 +21,30 @@ fn is_nan<T: Num>(x: T) -> bool {
     x.partial_cmp(&x).is_none()
 }
 
-fn apply<T: Num>(op: &str, fmod: bool, a: &[T], ash: &[usize], b: &[T], bsh: &[usize]) -> Result<(Vec<usize>, Vec<T>)> {
+fn apply<T: Num>(
+    op: &str,
+    fmod: bool,
+    a: &[T],
+    ash: &[usize],
+    b: &[T],
+    bsh: &[usize],
+) -> Result<(Vec<usize>, Vec<T>)> {
     let (shape, v): (Vec<usize>, Vec<Result<T>>) = match op {
         "Add" => zip_broadcast(a, ash, b, bsh, |x, y| Ok(x.add(y)))?,
         "Sub" => zip_broadcast(a, ash, b, bsh, |x, y| Ok(x.sub(y)))?,
         "Mul" => zip_broadcast(a, ash, b, bsh, |x, y| Ok(x.mul(y)))?,
         "Div" => zip_broadcast(a, ash, b, bsh, |x: T, y: T| x.div(y))?,
         "Mod" => zip_broadcast(a, ash, b, bsh, |x: T, y: T| x.rem(y, fmod))?,
-        "PRelu" => zip_broadcast(a, ash, b, bsh, |x: T, s: T| Ok(if x < T::zero() { x.mul(s) } else { x }))?,
+        "PRelu" => zip_broadcast(a, ash, b, bsh, |x: T, s: T| {
+            Ok(if x < T::zero() { x.mul(s) } else { x })
+        })?,
         // A NaN (the only value not comparable with itself) wins, as in ONNX Runtime.
-        "Max" => zip_broadcast(a, ash, b, bsh, |x: T, y: T| Ok(if y > x || is_nan(y) { y } else { x }))?,
-        "Min" => zip_broadcast(a, ash, b, bsh, |x: T, y: T| Ok(if y < x || is_nan(y) { y } else { x }))?,
+        "Max" => zip_broadcast(a, ash, b, bsh, |x: T, y: T| {
+            Ok(if y > x || is_nan(y) { y } else { x })
+        })?,
+        "Min" => zip_broadcast(a, ash, b, bsh, |x: T, y: T| {
+            Ok(if y < x || is_nan(y) { y } else { x })
+        })?,
         other => return Err(format!("{other} is not an arithmetic op")),
     };
     Ok((shape, v.into_iter().collect::<Result<Vec<T>>>()?))
@@ -46,7 +59,12 @@ fn binary_data(op: &str, fmod: bool, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 fn arith(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let fmod = ctx.int_attr("fmod", 0) != 0;
-    one(binary_data(ctx.op_type, fmod, ctx.tensor(0)?, ctx.tensor(1)?)?)
+    one(binary_data(
+        ctx.op_type,
+        fmod,
+        ctx.tensor(0)?,
+        ctx.tensor(1)?,
+    )?)
 }
 
 fn variadic(ctx: &KernelCtx) -> Result<Vec<Value>> {
@@ -73,7 +91,12 @@ fn scale<T: Num>(v: &[T], k: f64) -> Vec<T> {
     v.iter().map(|&x| T::from_f64(x.to_f64() * k)).collect()
 }
 
-fn pow_map<B: Num>(a: &[B], ash: &[usize], e: &[f64], esh: &[usize]) -> Result<(Vec<usize>, Vec<B>)> {
+fn pow_map<B: Num>(
+    a: &[B],
+    ash: &[usize],
+    e: &[f64],
+    esh: &[usize],
+) -> Result<(Vec<usize>, Vec<B>)> {
     zip_broadcast(a, ash, e, esh, |x: B, y: f64| {
         if B::IS_FLOAT {
             B::from_f64(x.to_f64().powf(y))
@@ -103,7 +126,13 @@ fn pow(ctx: &KernelCtx) -> Result<Vec<Value>> {
     one(Tensor::new(shape, data))
 }
 
-fn cmp_map<T: Num>(op: &str, a: &[T], ash: &[usize], b: &[T], bsh: &[usize]) -> Result<(Vec<usize>, Vec<bool>)> {
+fn cmp_map<T: Num>(
+    op: &str,
+    a: &[T],
+    ash: &[usize],
+    b: &[T],
+    bsh: &[usize],
+) -> Result<(Vec<usize>, Vec<bool>)> {
     match op {
         "Equal" => zip_broadcast(a, ash, b, bsh, |x, y| x == y),
         "Less" => zip_broadcast(a, ash, b, bsh, |x, y| x < y),
@@ -121,7 +150,8 @@ fn compare(ctx: &KernelCtx) -> Result<Vec<Value>> {
             zip_broadcast(x, &a.shape, y, &b.shape, |p, q| p == q)?
         }
         (Data::Str(x), Data::Str(y)) if op == "Equal" => {
-            let (xs, ys): (Vec<usize>, Vec<usize>) = ((0..x.len()).collect(), (0..y.len()).collect());
+            let (xs, ys): (Vec<usize>, Vec<usize>) =
+                ((0..x.len()).collect(), (0..y.len()).collect());
             zip_broadcast(&xs, &a.shape, &ys, &b.shape, |p, q| x[p] == y[q])?
         }
         _ => with_numeric_pair!(&a.data, &b.data, (x, y) => cmp_map(op, x, &a.shape, y, &b.shape)?,
@@ -213,8 +243,16 @@ mod tests {
         let b = Tensor::from_vec(vec![3], vec![10.0f32, 20.0, 30.0]);
         let r = run("Add", a, b).unwrap();
         assert_eq!(r.shape, vec![2, 3]);
-        assert_eq!(r.as_slice::<f32>().unwrap(), &[11.0, 21.0, 31.0, 12.0, 22.0, 32.0]);
-        let r = run("Div", Tensor::from_vec(vec![2], vec![7i32, -7]), Tensor::scalar(2i32)).unwrap();
+        assert_eq!(
+            r.as_slice::<f32>().unwrap(),
+            &[11.0, 21.0, 31.0, 12.0, 22.0, 32.0]
+        );
+        let r = run(
+            "Div",
+            Tensor::from_vec(vec![2], vec![7i32, -7]),
+            Tensor::scalar(2i32),
+        )
+        .unwrap();
         assert_eq!(r.as_slice::<i32>().unwrap(), &[3, -3]);
         assert!(run("Div", Tensor::scalar(1i32), Tensor::scalar(0i32)).is_err());
         assert!(run("Add", Tensor::scalar(1i32), Tensor::scalar(1.0f32)).is_err());
@@ -222,7 +260,12 @@ mod tests {
 
     #[test]
     fn comparisons() {
-        let r = run("Less", Tensor::from_vec(vec![3], vec![1i64, 5, 3]), Tensor::scalar(3i64)).unwrap();
+        let r = run(
+            "Less",
+            Tensor::from_vec(vec![3], vec![1i64, 5, 3]),
+            Tensor::scalar(3i64),
+        )
+        .unwrap();
         assert_eq!(r.as_slice::<bool>().unwrap(), &[true, false, false]);
     }
 }

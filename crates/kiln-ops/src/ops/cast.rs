@@ -2,10 +2,10 @@
 use kiln_ir::DataType;
 
 use crate::ctx::{InferCtx, Inferred, Result, SymValue};
-use half::{bf16, f16};
 use crate::kernel::{one, KernelCtx};
 use crate::ops::movement;
 use crate::value::{Data, Tensor, Value};
+use half::{bf16, f16};
 
 pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     let dtype = target_type(ctx.str_attr("to"), ctx.int_attr("to", 0))?;
@@ -406,10 +406,13 @@ fn encode(d: Decoded, to: DataType, src: DataType, opts: CastOpts) -> Result<Dat
         DataType::F32 => Data::F32(from!(|&x| x as f32, |&x| x as f32)),
         DataType::F64 => Data::F64(from!(|&x| x as f64, |&x| x)),
         DataType::F16 => Data::F16(from!(|&x| f16::from_f64(x as f64), |&x| f16::from_f64(x))),
-        DataType::BF16 => Data::BF16(from!(
-            |&x| bf16::from_f32(x as f32),
-            |&x| if src == DataType::F64 { bf16::from_f64(x) } else { bf16::from_f32(x as f32) }
-        )),
+        DataType::BF16 => Data::BF16(from!(|&x| bf16::from_f32(x as f32), |&x| if src
+            == DataType::F64
+        {
+            bf16::from_f64(x)
+        } else {
+            bf16::from_f32(x as f32)
+        })),
         DataType::I8 => Data::I8(from!(|&x| x as i8, |x| fi(x) as i8)),
         DataType::I16 => Data::I16(from!(|&x| x as i16, |x| fi(x) as i16)),
         DataType::I32 => Data::I32(from!(|&x| x as i32, |x| fi(x) as i32)),
@@ -438,10 +441,8 @@ fn encode(d: Decoded, to: DataType, src: DataType, opts: CastOpts) -> Result<Dat
             let codes: Vec<u128> = if let Some(f) = MiniFloat::of(dtype) {
                 // Saturation only applies to float8 types; float4 always saturates.
                 let sat = opts.saturate;
-                from!(
-                    |&x| f.encode(x as f64, sat) as u128,
-                    |&x| f.encode(x, sat) as u128
-                )
+                from!(|&x| f.encode(x as f64, sat) as u128, |&x| f.encode(x, sat)
+                    as u128)
             } else if dtype == DataType::F8E8M0 {
                 from!(
                     |&x| e8m0_encode(x as f32, opts) as u128,
@@ -467,7 +468,10 @@ pub fn cast(t: &Tensor, to: DataType, opts: CastOpts) -> Result<Tensor> {
         return Ok(t.clone());
     }
     let d = decode(t)?;
-    Ok(Tensor::new(t.shape.clone(), encode(d, to, t.dtype(), opts)?))
+    Ok(Tensor::new(
+        t.shape.clone(),
+        encode(d, to, t.dtype(), opts)?,
+    ))
 }
 
 /// Floats (computed by a kernel in f64) stored as `to`; integer types round to nearest even
@@ -576,7 +580,10 @@ mod kernel_tests {
         let y = run("Cast", &to(DataType::U8), &[x.clone()]).unwrap();
         assert_eq!(y.as_slice::<u8>().unwrap(), &[1, 255, 44, 0, 0]);
         let y = run("Cast", &to(DataType::Bool), &[x.clone()]).unwrap();
-        assert_eq!(y.as_slice::<bool>().unwrap(), &[true, true, true, true, false]);
+        assert_eq!(
+            y.as_slice::<bool>().unwrap(),
+            &[true, true, true, true, false]
+        );
         let y = run("Cast", &to(DataType::F16), &[x.clone()]).unwrap();
         assert_eq!(y.as_slice::<f16>().unwrap()[2], f16::from_f32(300.5));
         let big = i64s(&[2], &[i64::MAX, -3]);
@@ -588,7 +595,9 @@ mod kernel_tests {
         assert_eq!(y.dtype(), DataType::I64);
         // Cast-1 names the type.
         let a = [Attribute::string("to", "INT32")];
-        let y = run_opset("Cast", 1, &a, &[Some(x.clone())], 1).unwrap().remove(0);
+        let y = run_opset("Cast", 1, &a, &[Some(x.clone())], 1)
+            .unwrap()
+            .remove(0);
         assert_eq!(y.dtype(), DataType::I32);
         assert!(run("Cast", &[Attribute::int("to", 1 << 32 | 1)], &[x]).is_err());
     }
@@ -600,7 +609,10 @@ mod kernel_tests {
         let Data::Str(s) = &y.data else { panic!() };
         assert_eq!(s, &["1.0", "0.1", "1e-07", "inf"]);
         let back = run("Cast", &to(DataType::F32), &[y.clone()]).unwrap();
-        assert_eq!(back.as_slice::<f32>().unwrap(), &[1.0, 0.1, 1e-7, f32::INFINITY]);
+        assert_eq!(
+            back.as_slice::<f32>().unwrap(),
+            &[1.0, 0.1, 1e-7, f32::INFINITY]
+        );
         let t = Tensor::new(vec![2], Data::Str(vec!["-7".into(), "NaN".into()]));
         let y = run("Cast", &to(DataType::F64), &[t.clone()]).unwrap();
         assert!(y.as_slice::<f64>().unwrap()[1].is_nan());
@@ -656,7 +668,13 @@ mod kernel_tests {
     fn sub_byte_ints() {
         let x = f32s(&[3], &[-9.0, 7.0, 2.5]);
         let y = run("Cast", &to(DataType::I4), &[x]).unwrap();
-        assert_eq!(y.data, Data::Packed { dtype: DataType::I4, raw: vec![0x77, 0x02] });
+        assert_eq!(
+            y.data,
+            Data::Packed {
+                dtype: DataType::I4,
+                raw: vec![0x77, 0x02]
+            }
+        );
         let back = run("Cast", &to(DataType::I8), &[y]).unwrap();
         assert_eq!(back.as_slice::<i8>().unwrap(), &[7, 7, 2]);
     }

@@ -78,8 +78,7 @@ pub fn concat(ts: &[&Tensor], axis: i64) -> Result<Tensor> {
     shape[axis] = 0;
     for (k, t) in ts.iter().enumerate() {
         movement::check_len(t, "input")?;
-        let same = t.rank() == rank
-            && (0..rank).all(|d| d == axis || t.shape[d] == first.shape[d]);
+        let same = t.rank() == rank && (0..rank).all(|d| d == axis || t.shape[d] == first.shape[d]);
         if !same {
             return Err(format!(
                 "input {k} has shape {:?}, which does not match {:?} outside axis {axis}",
@@ -127,10 +126,20 @@ mod kernel_tests {
     fn concat_kernel() {
         let a = iota(&[2, 2]);
         let b = f32s(&[2, 1], &[10., 11.]);
-        let y = run("Concat", &[Attribute::int("axis", -1)], &[a.clone(), b.clone()]).unwrap();
+        let y = run(
+            "Concat",
+            &[Attribute::int("axis", -1)],
+            &[a.clone(), b.clone()],
+        )
+        .unwrap();
         assert_eq!(y.shape, vec![2, 3]);
         assert_eq!(vals(&y), vec![0., 1., 10., 2., 3., 11.]);
-        let y = run("Concat", &[Attribute::int("axis", 0)], &[a.clone(), a.clone()]).unwrap();
+        let y = run(
+            "Concat",
+            &[Attribute::int("axis", 0)],
+            &[a.clone(), a.clone()],
+        )
+        .unwrap();
         assert_eq!(y.shape, vec![4, 2]);
         assert!(run("Concat", &[Attribute::int("axis", 0)], &[a.clone(), b]).is_err());
         let e = f32s(&[2, 0], &[]);
@@ -139,6 +148,11 @@ mod kernel_tests {
         let s = Tensor::new(vec![1], Data::Str(vec!["x".into()]));
         let y = run("Concat", &[Attribute::int("axis", 0)], &[s.clone(), s]).unwrap();
         assert_eq!(y.data, Data::Str(vec!["x".into(), "x".into()]));
-        assert!(run("Concat", &[Attribute::int("axis", 0)], &[a, i64s(&[2, 2], &[0; 4])]).is_err());
+        assert!(run(
+            "Concat",
+            &[Attribute::int("axis", 0)],
+            &[a, i64s(&[2, 2], &[0; 4])]
+        )
+        .is_err());
     }
 }

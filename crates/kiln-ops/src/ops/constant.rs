@@ -112,9 +112,7 @@ fn densify(s: &kiln_onnx::proto::SparseTensorProto) -> Result<Tensor> {
     let indices = match &s.indices {
         Some(i) => {
             let t = kiln_ir::Tensor::from_proto(i).map_err(|e| format!("sparse indices: {e}"))?;
-            let v = t
-                .to_i64_vec()
-                .ok_or("sparse indices must be integers")?;
+            let v = t.to_i64_vec().ok_or("sparse indices must be integers")?;
             (t.dims, v)
         }
         None => (vec![0], Vec::new()),
@@ -202,9 +200,7 @@ fn run_of_shape(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let shape = movement::dims_of(&s.to_i64s()?, "shape")?;
     let n = movement::numel(&shape)?;
     let value = match ctx.attr("value") {
-        Some(kiln_ir::AttrValue::Tensor(t)) => {
-            movement::scalar_data(&Tensor::from_ir(t), "value")?
-        }
+        Some(kiln_ir::AttrValue::Tensor(t)) => movement::scalar_data(&Tensor::from_ir(t), "value")?,
         Some(_) => return Err("value must be a tensor".into()),
         None => Data::F32(vec![0.0]),
     };
@@ -226,7 +222,12 @@ mod kernel_tests {
         let y = run("Constant", &[Attribute::string("value_string", "hi")], &[]).unwrap();
         assert_eq!(y.data, Data::Str(vec!["hi".into()]));
         let t = kiln_ir::Tensor::from_f32(vec![2], &[3.0, 4.0]);
-        let y = run("Constant", &[Attribute::new("value", AttrValue::Tensor(t))], &[]).unwrap();
+        let y = run(
+            "Constant",
+            &[Attribute::new("value", AttrValue::Tensor(t))],
+            &[],
+        )
+        .unwrap();
         assert_eq!(vals(&y), vec![3.0, 4.0]);
         assert!(run("Constant", &[], &[]).is_err());
         // Sparse, linear indices.

@@ -21,7 +21,10 @@ pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
 fn body<'a>(ctx: &KernelCtx<'a>, name: &str) -> Result<&'a Graph> {
     match ctx.attr(name) {
         Some(AttrValue::Graph(g)) => Ok(g),
-        _ => Err(format!("{} needs the graph attribute '{name}'", ctx.op_type)),
+        _ => Err(format!(
+            "{} needs the graph attribute '{name}'",
+            ctx.op_type
+        )),
     }
 }
 
@@ -37,9 +40,14 @@ fn run_body(ctx: &KernelCtx, g: &Graph, inputs: Vec<Value>) -> Result<Vec<Value>
 }
 
 fn scalar_bool(v: &Value, what: &str) -> Result<bool> {
-    let t = v.tensor().ok_or_else(|| format!("{what} must be a tensor"))?;
+    let t = v
+        .tensor()
+        .ok_or_else(|| format!("{what} must be a tensor"))?;
     if t.len() != 1 {
-        return Err(format!("{what} must hold one element, got shape {:?}", t.shape));
+        return Err(format!(
+            "{what} must hold one element, got shape {:?}",
+            t.shape
+        ));
     }
     Ok(t.to_i64s()?[0] != 0)
 }
@@ -104,7 +112,9 @@ fn loop_op(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let n = carried.len();
     let body_outputs = g.outputs().len();
     if body_outputs < 1 + n {
-        return Err(format!("Loop body gives {body_outputs} outputs for {n} carried values"));
+        return Err(format!(
+            "Loop body gives {body_outputs} outputs for {n} carried values"
+        ));
     }
     let mut scans: Vec<Vec<Tensor>> = vec![Vec::new(); body_outputs - 1 - n];
     let mut i: i64 = 0;
@@ -118,9 +128,7 @@ fn loop_op(ctx: &KernelCtx) -> Result<Vec<Value>> {
         cond = scalar_bool(&outs.next().expect("checked count"), "the body's condition")?;
         carried = outs.by_ref().take(n).collect();
         for (k, v) in outs.enumerate() {
-            let t = v
-                .into_tensor()
-                .ok_or("Loop scan outputs must be tensors")?;
+            let t = v.into_tensor().ok_or("Loop scan outputs must be tensors")?;
             scans[k].push(t);
         }
         i += 1;
@@ -138,7 +146,10 @@ fn loop_op(ctx: &KernelCtx) -> Result<Vec<Value>> {
                 .as_ref()
                 .and_then(|t| t.dtype())
                 .unwrap_or(kiln_ir::DataType::F32);
-            out.push(Value::Tensor(Tensor::new(vec![0], crate::Data::zeros(dt, 0)?)));
+            out.push(Value::Tensor(Tensor::new(
+                vec![0],
+                crate::Data::zeros(dt, 0)?,
+            )));
         } else {
             out.push(Value::Tensor(stack(&s, 0)?));
         }
@@ -161,19 +172,30 @@ fn scan(ctx: &KernelCtx) -> Result<Vec<Value>> {
         return Err(format!("Scan has {total} inputs for {m} scan inputs"));
     }
     let n = total - m;
-    let states: Vec<Value> = (0..n).map(|i| ctx.value(i).cloned()).collect::<Result<_>>()?;
+    let states: Vec<Value> = (0..n)
+        .map(|i| ctx.value(i).cloned())
+        .collect::<Result<_>>()?;
     let scan_in: Vec<&Tensor> = (n..total).map(|i| ctx.tensor(i)).collect::<Result<_>>()?;
     let outs = scan_loop(ctx, g, states, &scan_in)?;
     Ok(outs)
 }
 
 /// The shared iteration of Scan: states carried, scan inputs sliced, scan outputs stacked.
-fn scan_loop(ctx: &KernelCtx, g: &Graph, mut states: Vec<Value>, scan_in: &[&Tensor]) -> Result<Vec<Value>> {
+fn scan_loop(
+    ctx: &KernelCtx,
+    g: &Graph,
+    mut states: Vec<Value>,
+    scan_in: &[&Tensor],
+) -> Result<Vec<Value>> {
     let m = scan_in.len();
     let n = states.len();
     let in_axes = ctx.ints_or("scan_input_axes", 0, m);
     let in_dirs = ctx.ints_or("scan_input_directions", 0, m);
-    let k = g.outputs().len().checked_sub(n).ok_or("Scan body has too few outputs")?;
+    let k = g
+        .outputs()
+        .len()
+        .checked_sub(n)
+        .ok_or("Scan body has too few outputs")?;
     let out_axes = ctx.ints_or("scan_output_axes", 0, k);
     let out_dirs = ctx.ints_or("scan_output_directions", 0, k);
     if in_axes.len() != m || in_dirs.len() != m || out_axes.len() != k || out_dirs.len() != k {
@@ -195,7 +217,11 @@ fn scan_loop(ctx: &KernelCtx, g: &Graph, mut states: Vec<Value>, scan_in: &[&Ten
     for step in 0..len {
         let mut ins = states.clone();
         for (j, t) in scan_in.iter().enumerate() {
-            let at = if in_dirs[j] != 0 { len - 1 - step } else { step };
+            let at = if in_dirs[j] != 0 {
+                len - 1 - step
+            } else {
+                step
+            };
             ins.push(Value::Tensor(select(t, axes[j], at)?));
         }
         let mut outs = run_body(ctx, g, ins)?.into_iter();
@@ -226,12 +252,20 @@ fn scan8(ctx: &KernelCtx, g: &Graph, m: usize) -> Result<Vec<Value>> {
     let total = ctx.inputs.len();
     let n = total - 1 - m;
     let states: Vec<&Tensor> = (1..1 + n).map(|i| ctx.tensor(i)).collect::<Result<_>>()?;
-    let scan_in: Vec<&Tensor> = (1 + n..total).map(|i| ctx.tensor(i)).collect::<Result<_>>()?;
+    let scan_in: Vec<&Tensor> = (1 + n..total)
+        .map(|i| ctx.tensor(i))
+        .collect::<Result<_>>()?;
     let batch = scan_in.first().map(|t| t.shape[0]).unwrap_or(0);
     let mut per_out: Vec<Vec<Tensor>> = Vec::new();
     for b in 0..batch {
-        let st: Vec<Value> = states.iter().map(|t| select(t, 0, b).map(Value::Tensor)).collect::<Result<_>>()?;
-        let sc: Vec<Tensor> = scan_in.iter().map(|t| select(t, 0, b)).collect::<Result<_>>()?;
+        let st: Vec<Value> = states
+            .iter()
+            .map(|t| select(t, 0, b).map(Value::Tensor))
+            .collect::<Result<_>>()?;
+        let sc: Vec<Tensor> = scan_in
+            .iter()
+            .map(|t| select(t, 0, b))
+            .collect::<Result<_>>()?;
         let sc_refs: Vec<&Tensor> = sc.iter().collect();
         let outs = scan_loop(ctx, g, st, &sc_refs)?;
         if per_out.is_empty() {

@@ -310,7 +310,11 @@ fn window_attrs(ctx: &KernelCtx, n: usize) -> Result<(Vec<i64>, Vec<i64>, Vec<i6
             "strides, dilations or pads do not match the {n} spatial dims"
         ));
     }
-    if strides.iter().chain(&dilations).any(|&v| v < 1 || v > MAX_ATTR) {
+    if strides
+        .iter()
+        .chain(&dilations)
+        .any(|&v| v < 1 || v > MAX_ATTR)
+    {
         return Err("strides and dilations must be positive and reasonable".into());
     }
     if pads.iter().any(|&v| !(0..=MAX_ATTR).contains(&v)) {
@@ -349,7 +353,12 @@ pub(crate) fn window(
         output: vec![0; n],
     };
     for i in 0..n {
-        let (inp, k, s, d) = (input[i] as i128, kernel[i] as i128, strides[i] as i128, dilations[i] as i128);
+        let (inp, k, s, d) = (
+            input[i] as i128,
+            kernel[i] as i128,
+            strides[i] as i128,
+            dilations[i] as i128,
+        );
         if k < 1 || k > MAX_ATTR as i128 {
             return Err(format!("kernel size {k} is out of range"));
         }
@@ -368,7 +377,9 @@ pub(crate) fn window(
             "VALID" => {
                 let padded = inp - span;
                 if padded < 0 {
-                    return Err(format!("the window (span {span}) does not fit in spatial dim {i} of size {inp}"));
+                    return Err(format!(
+                        "the window (span {span}) does not fit in spatial dim {i} of size {inp}"
+                    ));
                 }
                 (padded / s + 1, 0, 0)
             }
@@ -378,7 +389,11 @@ pub(crate) fn window(
                 if padded < 0 {
                     return Err(format!("the window (span {span}) does not fit in spatial dim {i} of size {inp} with pads {pb}+{pe}"));
                 }
-                let mut out = if ceil_mode { (padded + s - 1) / s + 1 } else { padded / s + 1 };
+                let mut out = if ceil_mode {
+                    (padded + s - 1) / s + 1
+                } else {
+                    padded / s + 1
+                };
                 // With ceil_mode the last window must start inside the input or its left padding.
                 if ceil_mode && (out - 1) * s >= inp + pb {
                     out -= 1;
@@ -402,7 +417,8 @@ fn tap_coords(w: &Window, k: &[usize], ranges: &[std::ops::Range<usize>]) -> Vec
             ranges[d]
                 .clone()
                 .map(|o| {
-                    let c = (o * w.strides[d] + k[d] * w.dilations[d]) as isize - w.pads[d] as isize;
+                    let c =
+                        (o * w.strides[d] + k[d] * w.dilations[d]) as isize - w.pads[d] as isize;
                     if c >= 0 && (c as usize) < w.input[d] {
                         c
                     } else {
@@ -416,7 +432,11 @@ fn tap_coords(w: &Window, k: &[usize], ranges: &[std::ops::Range<usize>]) -> Vec
 
 /// Visits the points of a grid in row-major order (`coords[d]` along dim `d`), with the flat
 /// target offset (strides `tstrides`) when every coordinate is valid (not -1).
-fn for_each_point(coords: &[Vec<isize>], tstrides: &[usize], mut f: impl FnMut(usize, Option<usize>)) {
+fn for_each_point(
+    coords: &[Vec<isize>],
+    tstrides: &[usize],
+    mut f: impl FnMut(usize, Option<usize>),
+) {
     let nd = coords.len();
     if nd == 0 || coords.iter().any(|c| c.is_empty()) {
         return;
@@ -507,11 +527,19 @@ fn im2col<T: Copy + Send + Sync>(
         // Outputs o with 0 <= o * s - t < inl, t = pad - k * dilation.
         let t = w.pads[last] as isize - (k[last] * w.dilations[last]) as isize;
         let lo_abs = if t <= 0 { 0 } else { (t + s - 1) / s };
-        let hi_abs = if inl + t <= 0 { 0 } else { (inl + t + s - 1) / s };
+        let hi_abs = if inl + t <= 0 {
+            0
+        } else {
+            (inl + t + s - 1) / s
+        };
         let clamp = |v: isize| (v.max(r0 as isize).min(r1 as isize) as usize) - r0;
         let lo = clamp(lo_abs);
         let hi = clamp(hi_abs).max(lo);
-        let first = if hi > lo { ((r0 + lo) as isize * s - t) as usize } else { 0 };
+        let first = if hi > lo {
+            ((r0 + lo) as isize * s - t) as usize
+        } else {
+            0
+        };
         offsets.push(KernelOffset {
             lead: coords,
             lo,
@@ -560,9 +588,15 @@ fn im2col<T: Copy + Send + Sync>(
     };
     let per = ksz * cols;
     if col.len() >= 1 << 16 && channels > 1 {
-        col.par_chunks_mut(per).take(channels).enumerate().for_each(fill);
+        col.par_chunks_mut(per)
+            .take(channels)
+            .enumerate()
+            .for_each(fill);
     } else {
-        col.chunks_mut(per).take(channels).enumerate().for_each(fill);
+        col.chunks_mut(per)
+            .take(channels)
+            .enumerate()
+            .for_each(fill);
     }
 }
 
@@ -596,7 +630,9 @@ impl ConvGeom {
             ));
         }
         if m % group != 0 {
-            return Err(format!("{m} output channels do not split into {group} groups"));
+            return Err(format!(
+                "{m} output channels do not split into {group} groups"
+            ));
         }
         if let Some(ks) = ctx.ints_attr("kernel_shape") {
             if ks.len() != w.len() - 2 || ks.iter().zip(&w[2..]).any(|(&a, &b)| a != b as i64) {
@@ -604,7 +640,13 @@ impl ConvGeom {
             }
         }
         let win = window(ctx, &x[2..], &w[2..], false)?;
-        let g = ConvGeom { n, c, m, group, win };
+        let g = ConvGeom {
+            n,
+            c,
+            m,
+            group,
+            win,
+        };
         // Every buffer size must be representable.
         g.out_shape()
             .iter()
@@ -645,7 +687,10 @@ fn conv_common(ctx: &KernelCtx, act: Act, z: Option<&Tensor>) -> Result<Vec<Valu
     let mut ts = vec![("X", x), ("W", w)];
     if let Some(b) = b {
         if b.shape != [g.m] {
-            return Err(format!("bias B has shape {:?}, expected [{}]", b.shape, g.m));
+            return Err(format!(
+                "bias B has shape {:?}, expected [{}]",
+                b.shape, g.m
+            ));
         }
         ts.push(("B", b));
     }
@@ -719,7 +764,17 @@ fn conv_core<T: Scalar>(g: &ConvGeom, x: &[T], w: &[T], zero: T) -> Result<Vec<T
         let xg = &x[xs..xs + cg * in_sp];
         let wg = Mat::rows(&w[gi * mg * kdim..(gi + 1) * mg * kdim], kdim);
         if pointwise {
-            return gemm(mg, out_sp, cg, T::ONE, wg, Mat::rows(xg, in_sp), T::ZERO, yg, out_sp);
+            return gemm(
+                mg,
+                out_sp,
+                cg,
+                T::ONE,
+                wg,
+                Mat::rows(xg, in_sp),
+                T::ZERO,
+                yg,
+                out_sp,
+            );
         }
         let mut col = filled(product(&[kdim, rows_per, inner])?, zero)?;
         let mut r0 = 0;
@@ -764,7 +819,10 @@ fn run_conv_integer(ctx: &KernelCtx) -> Result<Vec<Value>> {
         match &t.data {
             Data::U8(v) => Ok(v.iter().map(|&x| x as i32).collect()),
             Data::I8(v) => Ok(v.iter().map(|&x| x as i32).collect()),
-            other => Err(format!("{what} must be uint8 or int8, got {}", other.dtype())),
+            other => Err(format!(
+                "{what} must be uint8 or int8, got {}",
+                other.dtype()
+            )),
         }
     };
     let mut xv = widen(x, "X")?;
@@ -815,7 +873,9 @@ struct TransGeom {
 impl TransGeom {
     fn new(ctx: &KernelCtx, x: &[usize], w: &[usize]) -> Result<TransGeom> {
         if x.len() < 3 || w.len() != x.len() {
-            return Err(format!("X {x:?} and W {w:?} do not fit (rank >= 3, equal ranks)"));
+            return Err(format!(
+                "X {x:?} and W {w:?} do not fit (rank >= 3, equal ranks)"
+            ));
         }
         let nd = x.len() - 2;
         let group = ctx.int_attr("group", 1);
@@ -848,7 +908,11 @@ impl TransGeom {
                 }
                 Some(os.to_vec())
             }
-            Some(os) => return Err(format!("output_shape {os:?} does not match {nd} spatial dims")),
+            Some(os) => {
+                return Err(format!(
+                    "output_shape {os:?} does not match {nd} spatial dims"
+                ))
+            }
             None => None,
         };
         let mut g = TransGeom {
@@ -877,7 +941,11 @@ impl TransGeom {
                 Some(out) => {
                     let total = natural - out;
                     let half = total.div_euclid(2);
-                    let pb = if auto_pad == "SAME_UPPER" { half } else { total - half };
+                    let pb = if auto_pad == "SAME_UPPER" {
+                        half
+                    } else {
+                        total - half
+                    };
                     (out, pb)
                 }
                 None => {
@@ -923,7 +991,10 @@ fn run_conv_transpose(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let mut ts = vec![("X", x), ("W", w)];
     if let Some(b) = b {
         if b.shape != [g.m] {
-            return Err(format!("bias B has shape {:?}, expected [{}]", b.shape, g.m));
+            return Err(format!(
+                "bias B has shape {:?}, expected [{}]",
+                b.shape, g.m
+            ));
         }
         ts.push(("B", b));
     }
@@ -1074,7 +1145,8 @@ mod kernel_tests {
                                     if ih < 0 || iw < 0 || ih >= h as isize || iw >= wd as isize {
                                         continue;
                                     }
-                                    let xi = ((b * c + gi * cg + ci) * h + ih as usize) * wd + iw as usize;
+                                    let xi = ((b * c + gi * cg + ci) * h + ih as usize) * wd
+                                        + iw as usize;
                                     s += x[xi] * w[((oc * cg + ci) * kh + a) * kw + bb];
                                 }
                             }
@@ -1126,24 +1198,53 @@ mod kernel_tests {
         let y = call(
             "Conv",
             "",
-            &[t(&[1, 1, 3, 3], x.clone()), t(&[1, 1, 2, 2], vec![1.0; 4]), t(&[1], vec![0.5])],
+            &[
+                t(&[1, 1, 3, 3], x.clone()),
+                t(&[1, 1, 2, 2], vec![1.0; 4]),
+                t(&[1], vec![0.5]),
+            ],
             &attrs,
         )
         .unwrap();
         assert_eq!(y.shape, vec![1, 1, 3, 3]);
-        assert_eq!(vals(&y), vec![12.5, 16.5, 9.5, 24.5, 28.5, 15.5, 15.5, 17.5, 9.5]);
+        assert_eq!(
+            vals(&y),
+            vec![12.5, 16.5, 9.5, 24.5, 28.5, 15.5, 15.5, 17.5, 9.5]
+        );
         // 1-D and 3-D.
-        let y = call("Conv", "", &[t(&[1, 1, 4], vec![1., 2., 3., 4.]), t(&[1, 1, 2], vec![1., -1.])], &[]).unwrap();
+        let y = call(
+            "Conv",
+            "",
+            &[
+                t(&[1, 1, 4], vec![1., 2., 3., 4.]),
+                t(&[1, 1, 2], vec![1., -1.]),
+            ],
+            &[],
+        )
+        .unwrap();
         assert_eq!(vals(&y), vec![-1.0, -1.0, -1.0]);
-        let y = call("Conv", "", &[t(&[1, 1, 2, 2, 2], (0..8).map(|v| v as f32).collect()), t(&[1, 1, 2, 2, 2], vec![1.0; 8])], &[]).unwrap();
+        let y = call(
+            "Conv",
+            "",
+            &[
+                t(&[1, 1, 2, 2, 2], (0..8).map(|v| v as f32).collect()),
+                t(&[1, 1, 2, 2, 2], vec![1.0; 8]),
+            ],
+            &[],
+        )
+        .unwrap();
         assert_eq!(y.shape, vec![1, 1, 1, 1, 1]);
         assert_eq!(vals(&y), vec![28.0]);
     }
 
     #[test]
     fn fused_conv_is_conv_then_activation() {
-        let x: Vec<f32> = (0..2 * 5 * 5).map(|v| ((v * 7 % 11) as f32 - 5.0) / 3.0).collect();
-        let w: Vec<f32> = (0..3 * 2 * 3 * 3).map(|v| ((v * 5 % 7) as f32 - 3.0) / 4.0).collect();
+        let x: Vec<f32> = (0..2 * 5 * 5)
+            .map(|v| ((v * 7 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        let w: Vec<f32> = (0..3 * 2 * 3 * 3)
+            .map(|v| ((v * 5 % 7) as f32 - 3.0) / 4.0)
+            .collect();
         let b = vec![0.1, -0.2, 0.3];
         let z: Vec<f32> = (0..3 * 3 * 3).map(|v| (v as f32 - 13.0) / 10.0).collect();
         let ins = [t(&[1, 2, 5, 5], x), t(&[3, 2, 3, 3], w), t(&[3], b)];
@@ -1151,10 +1252,26 @@ mod kernel_tests {
         let cases: Vec<(&str, Vec<f32>, Box<dyn Fn(f32) -> f32>)> = vec![
             ("Relu", vec![], Box::new(|v: f32| v.max(0.0))),
             ("Tanh", vec![], Box::new(|v: f32| v.tanh())),
-            ("Sigmoid", vec![], Box::new(|v: f32| 1.0 / (1.0 + (-v).exp()))),
-            ("LeakyRelu", vec![0.2], Box::new(|v: f32| if v < 0.0 { 0.2 * v } else { v })),
-            ("Clip", vec![-1.0, 1.5], Box::new(|v: f32| v.clamp(-1.0, 1.5))),
-            ("HardSigmoid", vec![0.3, 0.4], Box::new(|v: f32| (0.3 * v + 0.4).clamp(0.0, 1.0))),
+            (
+                "Sigmoid",
+                vec![],
+                Box::new(|v: f32| 1.0 / (1.0 + (-v).exp())),
+            ),
+            (
+                "LeakyRelu",
+                vec![0.2],
+                Box::new(|v: f32| if v < 0.0 { 0.2 * v } else { v }),
+            ),
+            (
+                "Clip",
+                vec![-1.0, 1.5],
+                Box::new(|v: f32| v.clamp(-1.0, 1.5)),
+            ),
+            (
+                "HardSigmoid",
+                vec![0.3, 0.4],
+                Box::new(|v: f32| (0.3 * v + 0.4).clamp(0.0, 1.0)),
+            ),
         ];
         for (name, params, f) in cases {
             let mut attrs = vec![Attribute::string("activation", name)];
@@ -1183,12 +1300,36 @@ mod kernel_tests {
     #[test]
     fn conv_refusals() {
         let x = t(&[1, 3, 4, 4], vec![0.0; 48]);
-        assert!(call("Conv", "", &[x.clone(), t(&[2, 2, 3, 3], vec![0.0; 36])], &[]).is_err());
-        assert!(call("Conv", "", &[x.clone(), t(&[2, 3, 5, 5], vec![0.0; 150])], &[]).is_err());
+        assert!(call(
+            "Conv",
+            "",
+            &[x.clone(), t(&[2, 2, 3, 3], vec![0.0; 36])],
+            &[]
+        )
+        .is_err());
+        assert!(call(
+            "Conv",
+            "",
+            &[x.clone(), t(&[2, 3, 5, 5], vec![0.0; 150])],
+            &[]
+        )
+        .is_err());
         let neg = [Attribute::ints("pads", &[-1, 0, 0, 0])];
-        assert!(call("Conv", "", &[x.clone(), t(&[2, 3, 3, 3], vec![0.0; 54])], &neg).is_err());
+        assert!(call(
+            "Conv",
+            "",
+            &[x.clone(), t(&[2, 3, 3, 3], vec![0.0; 54])],
+            &neg
+        )
+        .is_err());
         let bad_b = t(&[3], vec![0.0; 3]);
-        assert!(call("Conv", "", &[x.clone(), t(&[2, 3, 3, 3], vec![0.0; 54]), bad_b], &[]).is_err());
+        assert!(call(
+            "Conv",
+            "",
+            &[x.clone(), t(&[2, 3, 3, 3], vec![0.0; 54]), bad_b],
+            &[]
+        )
+        .is_err());
         let x64 = Some(Tensor::from_vec(vec![1, 3, 4, 4], vec![0.0f64; 48]));
         assert!(call("Conv", "", &[x64, t(&[2, 3, 3, 3], vec![0.0; 54])], &[]).is_err());
     }
@@ -1228,8 +1369,14 @@ mod kernel_tests {
         let y = call(
             "ConvTranspose",
             "",
-            &[t(&[1, 2, 2], vec![1., 2., 3., 4.]), t(&[2, 1, 2], vec![1., 1., 1., -1.])],
-            &[Attribute::int("group", 2), Attribute::ints("output_shape", &[3])],
+            &[
+                t(&[1, 2, 2], vec![1., 2., 3., 4.]),
+                t(&[2, 1, 2], vec![1., 1., 1., -1.]),
+            ],
+            &[
+                Attribute::int("group", 2),
+                Attribute::ints("output_shape", &[3]),
+            ],
         )
         .unwrap();
         assert_eq!(y.shape, vec![1, 2, 3]);
@@ -1241,7 +1388,10 @@ mod kernel_tests {
         assert!(call("ConvTranspose", "", &[x.clone(), w.clone()], &huge).is_err());
         let huge = [Attribute::ints("strides", &[1 << 40, 1 << 40])];
         assert!(call("ConvTranspose", "", &[x.clone(), w.clone()], &huge).is_err());
-        let huge = [Attribute::ints("pads", &[1 << 40, 1 << 40, 1 << 40, 1 << 40])];
+        let huge = [Attribute::ints(
+            "pads",
+            &[1 << 40, 1 << 40, 1 << 40, 1 << 40],
+        )];
         assert!(call("Conv", "", &[x, w], &huge).is_err());
     }
 
@@ -1252,7 +1402,12 @@ mod kernel_tests {
         let y = call(
             "ConvInteger",
             "",
-            &[Some(x), Some(w), Some(Tensor::scalar(1u8)), Some(Tensor::scalar(1u8))],
+            &[
+                Some(x),
+                Some(w),
+                Some(Tensor::scalar(1u8)),
+                Some(Tensor::scalar(1u8)),
+            ],
             &[Attribute::ints("pads", &[1, 0, 0, 0])],
         )
         .unwrap();

@@ -47,7 +47,10 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
             Some(t) => {
                 let v = t.to_i64s()?;
                 if v.len() != 1 {
-                    return Err(format!("training_mode must be a scalar, got shape {:?}", t.shape));
+                    return Err(format!(
+                        "training_mode must be a scalar, got shape {:?}",
+                        t.shape
+                    ));
                 }
                 v[0] != 0
             }
@@ -90,7 +93,12 @@ mod kernel_tests {
     use super::*;
     use kiln_ir::Attribute;
 
-    fn call(ins: &[Option<Tensor>], attrs: &[Attribute], opset: i64, outs: usize) -> Result<Vec<Value>> {
+    fn call(
+        ins: &[Option<Tensor>],
+        attrs: &[Attribute],
+        opset: i64,
+        outs: usize,
+    ) -> Result<Vec<Value>> {
         let vals: Vec<Option<Value>> = ins.iter().map(|t| t.clone().map(Value::Tensor)).collect();
         let ctx = KernelCtx {
             op_type: "Dropout",
@@ -109,7 +117,10 @@ mod kernel_tests {
         let x = Tensor::from_vec(vec![2], vec![1.0f32, -2.0]);
         let out = call(&[Some(x.clone())], &[], 13, 2).unwrap();
         assert_eq!(out[0], Value::Tensor(x.clone()));
-        assert_eq!(out[1], Value::Tensor(Tensor::from_vec(vec![2], vec![true, true])));
+        assert_eq!(
+            out[1],
+            Value::Tensor(Tensor::from_vec(vec![2], vec![true, true]))
+        );
         // Training with ratio 0 is the identity too.
         let r = Some(Tensor::scalar(0.0f32));
         let t = Some(Tensor::scalar(true));
@@ -120,7 +131,13 @@ mod kernel_tests {
         assert!(call(&[Some(x.clone()), r, t], &[], 13, 1).is_err());
         // Old opsets: ratio attribute, mask of the input's type.
         let out = call(&[Some(x.clone())], &[Attribute::float("ratio", 0.2)], 7, 2).unwrap();
-        assert_eq!(out[1], Value::Tensor(Tensor::from_vec(vec![2], vec![1.0f32, 1.0])));
-        assert_eq!(call(&[Some(x.clone())], &[], 6, 1).unwrap()[0], Value::Tensor(x));
+        assert_eq!(
+            out[1],
+            Value::Tensor(Tensor::from_vec(vec![2], vec![1.0f32, 1.0]))
+        );
+        assert_eq!(
+            call(&[Some(x.clone())], &[], 6, 1).unwrap()[0],
+            Value::Tensor(x)
+        );
     }
 }

@@ -79,7 +79,11 @@ fn plan(eq: &str, shapes: &[&[usize]]) -> Result<Plan> {
     };
     let terms: Vec<Term> = lhs.split(',').map(parse_term).collect::<Result<_>>()?;
     if terms.len() != shapes.len() {
-        return Err(format!("equation '{eq}' has {} terms for {} inputs", terms.len(), shapes.len()));
+        return Err(format!(
+            "equation '{eq}' has {} terms for {} inputs",
+            terms.len(),
+            shapes.len()
+        ));
     }
     // Ellipsis dims of each input, and how many the equation has in all.
     let mut nes = Vec::with_capacity(terms.len());
@@ -87,7 +91,13 @@ fn plan(eq: &str, shapes: &[&[usize]]) -> Result<Plan> {
         let ne = match t.ellipsis {
             Some(_) if s.len() >= t.labels.len() => s.len() - t.labels.len(),
             None if s.len() == t.labels.len() => 0,
-            _ => return Err(format!("term '{}' does not fit an input of rank {}", t.labels.iter().collect::<String>(), s.len())),
+            _ => {
+                return Err(format!(
+                    "term '{}' does not fit an input of rank {}",
+                    t.labels.iter().collect::<String>(),
+                    s.len()
+                ))
+            }
         };
         nes.push(ne);
     }
@@ -95,7 +105,11 @@ fn plan(eq: &str, shapes: &[&[usize]]) -> Result<Plan> {
     // Sizes per label id (ellipsis dims broadcast; a size 1 stretches).
     let mut size: std::collections::BTreeMap<usize, usize> = Default::default();
     let mut count: std::collections::BTreeMap<usize, usize> = Default::default();
-    let ids: Vec<Vec<usize>> = terms.iter().zip(&nes).map(|(t, &ne)| term_ids(t, ne, total)).collect();
+    let ids: Vec<Vec<usize>> = terms
+        .iter()
+        .zip(&nes)
+        .map(|(t, &ne)| term_ids(t, ne, total))
+        .collect();
     for (term, s) in ids.iter().zip(shapes) {
         for (&id, &d) in term.iter().zip(s.iter()) {
             *count.entry(id).or_default() += 1;
@@ -120,18 +134,30 @@ fn plan(eq: &str, shapes: &[&[usize]]) -> Result<Plan> {
                     return Err(format!("output '{r}' repeats a label"));
                 }
                 if !size.contains_key(id) {
-                    return Err(format!("output label '{}' is not in any input", (*id as u8) as char));
+                    return Err(format!(
+                        "output label '{}' is not in any input",
+                        (*id as u8) as char
+                    ));
                 }
             }
             o
         }
         None => {
             let mut o: Vec<usize> = (0..total).map(|k| ELLIPSIS + k).collect();
-            o.extend(count.iter().filter(|(&id, &c)| id < ELLIPSIS && c == 1).map(|(&id, _)| id));
+            o.extend(
+                count
+                    .iter()
+                    .filter(|(&id, &c)| id < ELLIPSIS && c == 1)
+                    .map(|(&id, _)| id),
+            );
             o
         }
     };
-    let sum_ids: Vec<usize> = size.keys().copied().filter(|id| !out_ids.contains(id)).collect();
+    let sum_ids: Vec<usize> = size
+        .keys()
+        .copied()
+        .filter(|id| !out_ids.contains(id))
+        .collect();
     let per_input = |want: &[usize]| -> Vec<Vec<usize>> {
         ids.iter()
             .zip(shapes)
@@ -236,7 +262,9 @@ macro_rules! einsum_types {
 
 fn einsum(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let eq = ctx.str_attr("equation").ok_or("Einsum needs an equation")?;
-    let ts: Vec<&Tensor> = (0..ctx.inputs.len()).map(|i| ctx.tensor(i)).collect::<Result<_>>()?;
+    let ts: Vec<&Tensor> = (0..ctx.inputs.len())
+        .map(|i| ctx.tensor(i))
+        .collect::<Result<_>>()?;
     if ts.is_empty() {
         return Err("Einsum needs at least one input".into());
     }
@@ -248,7 +276,9 @@ fn einsum(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let n_out = numel(&p.out)?;
     let steps = p.sum.iter().try_fold(n_out, |a, &d| a.checked_mul(d));
     if steps.is_none_or(|s| s > MAX_STEPS) {
-        return Err(format!("Einsum '{eq}' is too large for the reference kernel"));
+        return Err(format!(
+            "Einsum '{eq}' is too large for the reference kernel"
+        ));
     }
     let data = einsum_types!(ts, &p, F32, F64, F16, BF16, I8, I16, I32, I64, U8, U16, U32, U64);
     one(Tensor::new(p.out.clone(), data))
@@ -268,7 +298,10 @@ mod tests {
         let a = iota(&[2, 3]);
         let b = iota(&[3, 2]);
         let r = run("Einsum", &eq("ij,jk->ik"), &[a.clone(), b]).unwrap();
-        assert_eq!((r.shape.clone(), vals(&r)), (vec![2, 2], vec![10.0, 13.0, 28.0, 40.0]));
+        assert_eq!(
+            (r.shape.clone(), vals(&r)),
+            (vec![2, 2], vec![10.0, 13.0, 28.0, 40.0])
+        );
         let r = run("Einsum", &eq("ij -> ji"), &[a.clone()]).unwrap();
         assert_eq!(vals(&r), vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
         let r = run("Einsum", &eq("ii"), &[iota(&[3, 3])]).unwrap();
@@ -278,7 +311,12 @@ mod tests {
         // Implicit output: labels used once, alphabetically.
         let r = run("Einsum", &eq("ba"), &[a.clone()]).unwrap();
         assert_eq!(r.shape, vec![3, 2]);
-        let r = run("Einsum", &eq("i,i"), &[f32s(&[2], &[1.0, 2.0]), f32s(&[2], &[3.0, 4.0])]).unwrap();
+        let r = run(
+            "Einsum",
+            &eq("i,i"),
+            &[f32s(&[2], &[1.0, 2.0]), f32s(&[2], &[3.0, 4.0])],
+        )
+        .unwrap();
         assert_eq!(vals(&r), vec![11.0]);
         assert!(run("Einsum", &eq("ij,jk->ik"), &[a.clone(), a]).is_err());
     }

@@ -42,7 +42,10 @@ pub fn broadcast_to(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
         .zip(&st)
         .map(|(&d, &s)| (0..d).map(|c| Some(c * s)).collect())
         .collect();
-    Ok(Tensor::new(shape.to_vec(), movement::take_tables(&x.data, &offs, None)?))
+    Ok(Tensor::new(
+        shape.to_vec(),
+        movement::take_tables(&x.data, &offs, None)?,
+    ))
 }
 
 fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
@@ -66,7 +69,10 @@ mod kernel_tests {
         let x = f32s(&[3, 1], &[1., 2., 3.]);
         let y = run("Expand", &[], &[x.clone(), i64s(&[3], &[2, 1, 2])]).unwrap();
         assert_eq!(y.shape, vec![2, 3, 2]);
-        assert_eq!(vals(&y), vec![1., 1., 2., 2., 3., 3., 1., 1., 2., 2., 3., 3.]);
+        assert_eq!(
+            vals(&y),
+            vec![1., 1., 2., 2., 3., 3., 1., 1., 2., 2., 3., 3.]
+        );
         // A 1 in the target keeps the input's dim.
         let y = run("Expand", &[], &[x.clone(), i64s(&[1], &[1])]).unwrap();
         assert_eq!(y.shape, vec![3, 1]);

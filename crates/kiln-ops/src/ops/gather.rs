@@ -69,7 +69,10 @@ pub fn gather(data: &Tensor, indices: &Tensor, axis: usize) -> Result<Tensor> {
         ix.iter().map(|&j| Some(j * inner)).collect(),
         (0..inner).map(Some).collect(),
     ];
-    Ok(Tensor::new(shape, movement::take_tables(&data.data, &offs, None)?))
+    Ok(Tensor::new(
+        shape,
+        movement::take_tables(&data.data, &offs, None)?,
+    ))
 }
 
 fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
@@ -94,11 +97,19 @@ mod kernel_tests {
         let y = run("Gather", &[], &[x.clone(), i64s(&[2, 2], &[0, 2, -1, 1])]).unwrap();
         assert_eq!(y.shape, vec![2, 2, 2]);
         assert_eq!(vals(&y), vec![0., 1., 4., 5., 4., 5., 2., 3.]);
-        let y = run("Gather", &[Attribute::int("axis", 1)], &[x.clone(), i64s(&[], &[1])]).unwrap();
+        let y = run(
+            "Gather",
+            &[Attribute::int("axis", 1)],
+            &[x.clone(), i64s(&[], &[1])],
+        )
+        .unwrap();
         assert_eq!(y.shape, vec![3]);
         assert_eq!(vals(&y), vec![1., 3., 5.]);
         let i32s = Tensor::from_vec(vec![1], vec![1i32]);
-        assert_eq!(run("Gather", &[], &[x.clone(), i32s]).unwrap().shape, vec![1, 2]);
+        assert_eq!(
+            run("Gather", &[], &[x.clone(), i32s]).unwrap().shape,
+            vec![1, 2]
+        );
         let e = run("Gather", &[], &[x, i64s(&[1], &[3])]).unwrap_err();
         assert!(e.contains("index 3"), "{e}");
     }

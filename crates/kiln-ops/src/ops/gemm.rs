@@ -75,8 +75,16 @@ fn run(ctx: &KernelCtx, act: Act) -> Result<Vec<Value>> {
     }
     let ta = ctx.int_attr("transA", 0) != 0;
     let tb = ctx.int_attr("transB", 0) != 0;
-    let (m, ka) = if ta { (a.shape[1], a.shape[0]) } else { (a.shape[0], a.shape[1]) };
-    let (kb, n) = if tb { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
+    let (m, ka) = if ta {
+        (a.shape[1], a.shape[0])
+    } else {
+        (a.shape[0], a.shape[1])
+    };
+    let (kb, n) = if tb {
+        (b.shape[1], b.shape[0])
+    } else {
+        (b.shape[0], b.shape[1])
+    };
     if ka != kb {
         return Err(format!(
             "inner dimensions differ: A {:?} (transA {ta}) and B {:?} (transB {tb})",
@@ -87,7 +95,11 @@ fn run(ctx: &KernelCtx, act: Act) -> Result<Vec<Value>> {
     if let Some(c) = c {
         tensors.push(("C", c));
         let ok = c.rank() <= 2
-            && c.shape.iter().rev().zip([n, m]).all(|(&d, t)| d == t || d == 1);
+            && c.shape
+                .iter()
+                .rev()
+                .zip([n, m])
+                .all(|(&d, t)| d == t || d == 1);
         if !ok {
             return Err(format!(
                 "C of shape {:?} does not broadcast to [{m}, {n}]",
@@ -96,7 +108,13 @@ fn run(ctx: &KernelCtx, act: Act) -> Result<Vec<Value>> {
         }
     }
     same_dtype(&tensors)?;
-    let d = Dims { m, n, k: ka, ta, tb };
+    let d = Dims {
+        m,
+        n,
+        k: ka,
+        ta,
+        tb,
+    };
     let alpha = ctx.float_attr("alpha", 1.0);
     let beta = ctx.float_attr("beta", 1.0);
     let data = match a.dtype() {
@@ -128,8 +146,16 @@ fn broadcast_c<T: Copy>(c: &[T], shape: &[usize], m: usize, n: usize) -> Vec<T> 
 }
 
 fn views<'a, T: Copy>(d: &Dims, a: &'a [T], b: &'a [T]) -> (Mat<'a, T>, Mat<'a, T>) {
-    let av = if d.ta { Mat::rows(a, d.m).t() } else { Mat::rows(a, d.k) };
-    let bv = if d.tb { Mat::rows(b, d.k).t() } else { Mat::rows(b, d.n) };
+    let av = if d.ta {
+        Mat::rows(a, d.m).t()
+    } else {
+        Mat::rows(a, d.k)
+    };
+    let bv = if d.tb {
+        Mat::rows(b, d.k).t()
+    } else {
+        Mat::rows(b, d.n)
+    };
     (av, bv)
 }
 
@@ -183,12 +209,15 @@ fn int_gemm<T: Scalar + Elem>(
         if v.fract() == 0.0 && v.abs() < 2f32.powi(62) {
             Ok(from(v as i64))
         } else {
-            Err(format!("{name} {v} is not a whole number, as integer Gemm needs"))
+            Err(format!(
+                "{name} {v} is not a whole number, as integer Gemm needs"
+            ))
         }
     };
     let (alpha, beta) = (whole(alpha, "alpha")?, whole(beta, "beta")?);
     fn get<T: Elem>(t: &Tensor) -> Result<&[T]> {
-        t.as_slice::<T>().ok_or_else(|| "tensor type mismatch".to_string())
+        t.as_slice::<T>()
+            .ok_or_else(|| "tensor type mismatch".to_string())
     }
     let (av, bv) = (get::<T>(a)?, get::<T>(b)?);
     let (mut y, beta) = match c {
@@ -245,7 +274,11 @@ mod kernel_tests {
         let b = Tensor::from_vec(vec![2, 1], vec![3i64, 4]);
         let y = call("Gemm", "", &[a.clone(), b.clone()], &[]).unwrap();
         assert_eq!(y.as_slice::<i64>().unwrap(), &[11]);
-        let h = |v: &[f32]| v.iter().map(|&x| half::f16::from_f32(x)).collect::<Vec<_>>();
+        let h = |v: &[f32]| {
+            v.iter()
+                .map(|&x| half::f16::from_f32(x))
+                .collect::<Vec<_>>()
+        };
         let a16 = Tensor::from_vec(vec![1, 2], h(&[1.0, 2.0]));
         let b16 = Tensor::from_vec(vec![2, 1], h(&[3.0, 4.0]));
         let y = call("Gemm", "", &[a16, b16], &[]).unwrap();
@@ -267,10 +300,22 @@ mod kernel_tests {
             Attribute::string("activation", "LeakyRelu"),
             Attribute::float("activation_alpha", 0.5),
         ];
-        let y = call("FusedGemm", "com.microsoft", &[a.clone(), b.clone()], &attrs).unwrap();
+        let y = call(
+            "FusedGemm",
+            "com.microsoft",
+            &[a.clone(), b.clone()],
+            &attrs,
+        )
+        .unwrap();
         assert_eq!(y.as_slice::<f32>().unwrap(), &[1.0, -1.0]);
         let attrs = [Attribute::string("activation", "Relu")];
-        let y = call("FusedGemm", "com.microsoft", &[a.clone(), b.clone()], &attrs).unwrap();
+        let y = call(
+            "FusedGemm",
+            "com.microsoft",
+            &[a.clone(), b.clone()],
+            &attrs,
+        )
+        .unwrap();
         assert_eq!(y.as_slice::<f32>().unwrap(), &[1.0, 0.0]);
         let attrs = [
             Attribute::string("activation", "HardSigmoid"),

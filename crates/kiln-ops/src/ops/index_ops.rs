@@ -88,7 +88,11 @@ fn run_gather_elements(ctx: &KernelCtx) -> Result<Vec<Value>> {
 
 /// The flat data offset of every index tuple of GatherND / ScatterND, and the size of the
 /// slice each one selects. `indices` has shape `batch + tuples + [k]`.
-pub fn nd_offsets(data: &[usize], indices: &Tensor, batch_dims: usize) -> Result<(Vec<usize>, usize)> {
+pub fn nd_offsets(
+    data: &[usize],
+    indices: &Tensor,
+    batch_dims: usize,
+) -> Result<(Vec<usize>, usize)> {
     let q = indices.rank();
     if q == 0 || data.is_empty() {
         return Err("data and indices must have rank >= 1".into());
@@ -149,10 +153,20 @@ mod tests {
     fn gather_elements() {
         let x = iota(&[3, 3]);
         let a = [Attribute::int("axis", 1)];
-        let y = run("GatherElements", &a, &[x.clone(), i64s(&[2, 2], &[0, 0, 1, -1])]).unwrap();
+        let y = run(
+            "GatherElements",
+            &a,
+            &[x.clone(), i64s(&[2, 2], &[0, 0, 1, -1])],
+        )
+        .unwrap();
         assert_eq!(y.shape, vec![2, 2]);
         assert_eq!(vals(&y), vec![0., 0., 4., 5.]);
-        let y = run("GatherElements", &[], &[x.clone(), i64s(&[1, 3], &[2, 0, 1])]).unwrap();
+        let y = run(
+            "GatherElements",
+            &[],
+            &[x.clone(), i64s(&[1, 3], &[2, 0, 1])],
+        )
+        .unwrap();
         assert_eq!(vals(&y), vec![6., 1., 5.]);
         let e = run("GatherElements", &[], &[x, i64s(&[1, 1], &[3])]).unwrap_err();
         assert!(e.contains("index 3"), "{e}");

@@ -33,10 +33,21 @@ fn loss(ctx: &KernelCtx) -> Result<Vec<Value>> {
     check_len(x, "input")?;
     check_len(target, "target")?;
     if !x.dtype().is_float() {
-        return Err(format!("{} takes float scores, got {}", ctx.op_type, x.dtype()));
+        return Err(format!(
+            "{} takes float scores, got {}",
+            ctx.op_type,
+            x.dtype()
+        ));
     }
-    if x.rank() < 2 || target.rank() + 1 != x.rank() || target.shape[0] != x.shape[0] || target.shape[1..] != x.shape[2..] {
-        return Err(format!("scores {:?} and targets {:?} do not match as [N, C, d...] and [N, d...]", x.shape, target.shape));
+    if x.rank() < 2
+        || target.rank() + 1 != x.rank()
+        || target.shape[0] != x.shape[0]
+        || target.shape[1..] != x.shape[2..]
+    {
+        return Err(format!(
+            "scores {:?} and targets {:?} do not match as [N, C, d...] and [N, d...]",
+            x.shape, target.shape
+        ));
     }
     let (n, c) = (x.shape[0], x.shape[1]);
     let d: usize = x.shape[2..].iter().product();
@@ -51,7 +62,9 @@ fn loss(ctx: &KernelCtx) -> Result<Vec<Value>> {
         Some(w) => return Err(format!("weights must have shape [{c}], got {:?}", w.shape)),
         None => None,
     };
-    let ignore = ctx.attr("ignore_index").map(|_| ctx.int_attr("ignore_index", 0));
+    let ignore = ctx
+        .attr("ignore_index")
+        .map(|_| ctx.int_attr("ignore_index", 0));
     let mut losses = Vec::with_capacity(n * d);
     let mut wsum = 0.0;
     for i in 0..n {
@@ -75,9 +88,15 @@ fn loss(ctx: &KernelCtx) -> Result<Vec<Value>> {
         "mean" => (vec![], vec![losses.iter().sum::<f64>() / wsum]),
         r => return Err(format!("unknown reduction '{r}'")),
     };
-    let mut outs = vec![Value::Tensor(Tensor::new(shape, data_from_f64(x.dtype(), &out)?))];
+    let mut outs = vec![Value::Tensor(Tensor::new(
+        shape,
+        data_from_f64(x.dtype(), &out)?,
+    ))];
     if sce && ctx.num_outputs > 1 {
-        outs.push(Value::Tensor(Tensor::new(x.shape.clone(), data_from_f64(x.dtype(), &v)?)));
+        outs.push(Value::Tensor(Tensor::new(
+            x.shape.clone(),
+            data_from_f64(x.dtype(), &v)?,
+        )));
     }
     Ok(outs)
 }
@@ -96,7 +115,10 @@ mod tests {
         let w = f32s(&[3], &[1.0, 0.0, 3.0]);
         let r = run("NegativeLogLikelihoodLoss", &[], &[x.clone(), t.clone(), w]).unwrap();
         assert_eq!(vals(&r), vec![(9.0 + 4.0) / 4.0]);
-        let ign = [Attribute::int("ignore_index", 0), Attribute::string("reduction", "none")];
+        let ign = [
+            Attribute::int("ignore_index", 0),
+            Attribute::string("reduction", "none"),
+        ];
         let r = run("NegativeLogLikelihoodLoss", &ign, &[x.clone(), t]).unwrap();
         assert_eq!(vals(&r), vec![3.0, 0.0]);
         assert!(run("NegativeLogLikelihoodLoss", &[], &[x, i64s(&[2], &[3, 0])]).is_err());
@@ -105,7 +127,14 @@ mod tests {
     #[test]
     fn sce_log_prob() {
         let x = f32s(&[1, 2], &[0.0, 0.0]);
-        let r = run_opset("SoftmaxCrossEntropyLoss", 13, &[], &[Some(x), Some(i64s(&[1], &[1]))], 2).unwrap();
+        let r = run_opset(
+            "SoftmaxCrossEntropyLoss",
+            13,
+            &[],
+            &[Some(x), Some(i64s(&[1], &[1]))],
+            2,
+        )
+        .unwrap();
         let l = 2f32.ln();
         assert!((vals(&r[0])[0] - l).abs() < 1e-6);
         assert!(vals(&r[1]).iter().all(|v| (v + l).abs() < 1e-6));

@@ -104,8 +104,16 @@ fn plan(ash: &[usize], bsh: &[usize], ta: bool, tb: bool) -> Result<Plan> {
         b2.push(1);
     }
     let (ra, rb) = (a2.len(), b2.len());
-    let (m, ka) = if ta { (a2[ra - 1], a2[ra - 2]) } else { (a2[ra - 2], a2[ra - 1]) };
-    let (kb, n) = if tb { (b2[rb - 1], b2[rb - 2]) } else { (b2[rb - 2], b2[rb - 1]) };
+    let (m, ka) = if ta {
+        (a2[ra - 1], a2[ra - 2])
+    } else {
+        (a2[ra - 2], a2[ra - 1])
+    };
+    let (kb, n) = if tb {
+        (b2[rb - 1], b2[rb - 2])
+    } else {
+        (b2[rb - 2], b2[rb - 1])
+    };
     if ka != kb {
         return Err(format!(
             "inner dimensions differ: shapes {ash:?} and {bsh:?} give {ka} and {kb}"
@@ -131,7 +139,8 @@ fn plan(ash: &[usize], bsh: &[usize], ta: bool, tb: bool) -> Result<Plan> {
         out_shape.push(n);
     }
     let b_count: usize = bb.iter().product();
-    let fold = !ta && b_count == 1 && pairs.len() > 1 && pairs.iter().enumerate().all(|(i, p)| p.0 == i);
+    let fold =
+        !ta && b_count == 1 && pairs.len() > 1 && pairs.iter().enumerate().all(|(i, p)| p.0 == i);
     Ok(Plan {
         m,
         n,
@@ -151,8 +160,14 @@ fn batched<T: Scalar>(p: &Plan, a: &[T], b: &[T], alpha: T) -> Result<Vec<T>> {
     // The plan checked that this product fits.
     let mut y = filled(count * m * n, T::ZERO)?;
     let bview = |bi: usize| -> Result<Mat<T>> {
-        let bs = b.get(bi * k * n..(bi + 1) * k * n).ok_or("B is shorter than its shape")?;
-        Ok(if p.tb { Mat::rows(bs, k).t() } else { Mat::rows(bs, n) })
+        let bs = b
+            .get(bi * k * n..(bi + 1) * k * n)
+            .ok_or("B is shorter than its shape")?;
+        Ok(if p.tb {
+            Mat::rows(bs, k).t()
+        } else {
+            Mat::rows(bs, n)
+        })
     };
     if p.fold {
         let av = Mat::rows(a, k);
@@ -163,8 +178,14 @@ fn batched<T: Scalar>(p: &Plan, a: &[T], b: &[T], alpha: T) -> Result<Vec<T>> {
         return Ok(y);
     }
     for (out, &(ai, bi)) in y.chunks_mut(m * n).zip(&p.pairs) {
-        let as_ = a.get(ai * m * k..(ai + 1) * m * k).ok_or("A is shorter than its shape")?;
-        let av = if p.ta { Mat::rows(as_, m).t() } else { Mat::rows(as_, k) };
+        let as_ = a
+            .get(ai * m * k..(ai + 1) * m * k)
+            .ok_or("A is shorter than its shape")?;
+        let av = if p.ta {
+            Mat::rows(as_, m).t()
+        } else {
+            Mat::rows(as_, k)
+        };
         gemm(m, n, k, alpha, av, bview(bi)?, T::ZERO, out, n)?;
     }
     Ok(y)
@@ -180,7 +201,11 @@ fn run_matmul(ctx: &KernelCtx) -> Result<Vec<Value>> {
     }
     let ta = fused && ctx.int_attr("transA", 0) != 0;
     let tb = fused && ctx.int_attr("transB", 0) != 0;
-    let alpha = if fused { ctx.float_attr("alpha", 1.0) } else { 1.0 };
+    let alpha = if fused {
+        ctx.float_attr("alpha", 1.0)
+    } else {
+        1.0
+    };
     let p = plan(&a.shape, &b.shape, ta, tb)?;
     let data = match (&a.data, &b.data) {
         (Data::I32(x), Data::I32(y)) => Data::I32(batched(&p, x, y, int_alpha(alpha)? as i32)?),
@@ -210,7 +235,10 @@ fn widen(t: &Tensor, what: &str) -> Result<Vec<i32>> {
     match &t.data {
         Data::U8(v) => Ok(v.iter().map(|&x| x as i32).collect()),
         Data::I8(v) => Ok(v.iter().map(|&x| x as i32).collect()),
-        other => Err(format!("{what} must be uint8 or int8, got {}", other.dtype())),
+        other => Err(format!(
+            "{what} must be uint8 or int8, got {}",
+            other.dtype()
+        )),
     }
 }
 
@@ -237,7 +265,11 @@ fn run_matmul_integer(ctx: &KernelCtx) -> Result<Vec<Value>> {
                     row.iter_mut().for_each(|x| *x -= zp);
                 }
             }
-            l => return Err(format!("a_zero_point has {l} elements; expected 1 or one per row")),
+            l => {
+                return Err(format!(
+                    "a_zero_point has {l} elements; expected 1 or one per row"
+                ))
+            }
         }
     }
     if let Some(z) = ctx.opt_tensor(3)? {
@@ -297,7 +329,13 @@ mod kernel_tests {
         // [2,1,2,2] x [3,2,1] -> [2,3,2,1]
         let a: Vec<f32> = (0..8).map(|x| x as f32).collect();
         let b: Vec<f32> = (0..6).map(|x| x as f32).collect();
-        let y = call("MatMul", "", &[f(&[2, 1, 2, 2], &a), f(&[3, 2, 1], &b)], &[]).unwrap();
+        let y = call(
+            "MatMul",
+            "",
+            &[f(&[2, 1, 2, 2], &a), f(&[3, 2, 1], &b)],
+            &[],
+        )
+        .unwrap();
         assert_eq!(y.shape, vec![2, 3, 2, 1]);
         let mut want = Vec::new();
         for i in 0..2 {
@@ -310,18 +348,48 @@ mod kernel_tests {
         }
         assert_eq!(y.as_slice::<f32>().unwrap(), &want[..]);
         // 1-D x 1-D is a scalar; 1-D x 3-D drops the row dim.
-        let y = call("MatMul", "", &[f(&[3], &[1., 2., 3.]), f(&[3], &[4., 5., 6.])], &[]).unwrap();
+        let y = call(
+            "MatMul",
+            "",
+            &[f(&[3], &[1., 2., 3.]), f(&[3], &[4., 5., 6.])],
+            &[],
+        )
+        .unwrap();
         assert_eq!(y.shape, Vec::<usize>::new());
         assert_eq!(y.as_slice::<f32>().unwrap(), &[32.0]);
-        let y = call("MatMul", "", &[f(&[2], &[1., 2.]), f(&[2, 2, 1], &[1., 1., 2., 3.])], &[]).unwrap();
+        let y = call(
+            "MatMul",
+            "",
+            &[f(&[2], &[1., 2.]), f(&[2, 2, 1], &[1., 1., 2., 3.])],
+            &[],
+        )
+        .unwrap();
         assert_eq!(y.shape, vec![2, 1]);
         assert_eq!(y.as_slice::<f32>().unwrap(), &[3.0, 8.0]);
         // Folded batch against one matrix.
-        let y = call("MatMul", "", &[f(&[2, 1, 2], &[1., 2., 3., 4.]), f(&[2, 1], &[1., 10.])], &[]).unwrap();
+        let y = call(
+            "MatMul",
+            "",
+            &[f(&[2, 1, 2], &[1., 2., 3., 4.]), f(&[2, 1], &[1., 10.])],
+            &[],
+        )
+        .unwrap();
         assert_eq!(y.shape, vec![2, 1, 1]);
         assert_eq!(y.as_slice::<f32>().unwrap(), &[21.0, 43.0]);
-        assert!(call("MatMul", "", &[f(&[2, 3], &[0.; 6]), f(&[2, 3], &[0.; 6])], &[]).is_err());
-        assert!(call("MatMul", "", &[f(&[2, 2, 2], &[0.; 8]), f(&[3, 2, 2], &[0.; 12])], &[]).is_err());
+        assert!(call(
+            "MatMul",
+            "",
+            &[f(&[2, 3], &[0.; 6]), f(&[2, 3], &[0.; 6])],
+            &[]
+        )
+        .is_err());
+        assert!(call(
+            "MatMul",
+            "",
+            &[f(&[2, 2, 2], &[0.; 8]), f(&[3, 2, 2], &[0.; 12])],
+            &[]
+        )
+        .is_err());
     }
 
     #[test]
@@ -350,7 +418,13 @@ mod kernel_tests {
         let b = Tensor::from_vec(vec![2, 2], vec![1i8, 2, 3, 4]);
         let az = Tensor::scalar(10u8);
         let bz = Tensor::from_vec(vec![2], vec![1i8, 2]);
-        let y = call("MatMulInteger", "", &[Some(a), Some(b), Some(az), Some(bz)], &[]).unwrap();
+        let y = call(
+            "MatMulInteger",
+            "",
+            &[Some(a), Some(b), Some(az), Some(bz)],
+            &[],
+        )
+        .unwrap();
         // A - 10 = [[0,1],[2,3]], B - [1,2] = [[0,0],[2,2]]
         assert_eq!(y.as_slice::<i32>().unwrap(), &[2, 2, 6, 6]);
         let y = call(
@@ -363,6 +437,9 @@ mod kernel_tests {
             &[],
         )
         .unwrap();
-        assert_eq!(y.as_slice::<i32>().unwrap(), &[i32::MAX.wrapping_mul(2).wrapping_add(2)]);
+        assert_eq!(
+            y.as_slice::<i32>().unwrap(),
+            &[i32::MAX.wrapping_mul(2).wrapping_add(2)]
+        );
     }
 }

@@ -57,7 +57,10 @@ fn scalar_int(t: &Tensor, what: &str) -> Result<i64> {
     let v = t.to_i64s()?;
     match v.as_slice() {
         [x] => Ok(*x),
-        _ => Err(format!("{what} must have one element, got shape {:?}", t.shape)),
+        _ => Err(format!(
+            "{what} must have one element, got shape {:?}",
+            t.shape
+        )),
     }
 }
 
@@ -72,7 +75,9 @@ pub(crate) fn data_from_f64(dtype: DataType, v: &[f64]) -> Result<Data> {
     match &mut d {
         Data::Bool(b) => b.iter_mut().zip(v).for_each(|(o, &x)| *o = x != 0.0),
         Data::Str(_) => return Err("cannot compute with string tensors".into()),
-        d => with_numeric!(d, o => fill(o, v), _ => return Err(format!("cannot compute with {dtype} tensors"))),
+        d => {
+            with_numeric!(d, o => fill(o, v), _ => return Err(format!("cannot compute with {dtype} tensors")))
+        }
     }
     Ok(d)
 }
@@ -155,7 +160,13 @@ fn nonzero(ctx: &KernelCtx) -> Result<Vec<Value>> {
     }
     let st = strides(&x.shape);
     let mut out = vec![0i64; rank * n];
-    for (c, flat) in nz.iter().enumerate().filter(|(_, &b)| b).map(|(i, _)| i).enumerate() {
+    for (c, flat) in nz
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b)
+        .map(|(i, _)| i)
+        .enumerate()
+    {
         for d in 0..rank {
             out[d * n + c] = ((flat / st[d]) % x.shape[d]) as i64;
         }
@@ -254,7 +265,11 @@ fn unique(ctx: &KernelCtx) -> Result<Vec<Value>> {
         Tensor::from_vec(vec![nslices], inverse),
         Tensor::from_vec(vec![u], counts),
     ];
-    Ok(outs.into_iter().take(ctx.num_outputs).map(Value::Tensor).collect())
+    Ok(outs
+        .into_iter()
+        .take(ctx.num_outputs)
+        .map(Value::Tensor)
+        .collect())
 }
 
 // ----- OneHot ---------------------------------------------------------------------------------
@@ -264,19 +279,33 @@ fn onehot(ctx: &KernelCtx) -> Result<Vec<Value>> {
     check_len(ind, "indices")?;
     let depth = match depth.to_f64s()?.as_slice() {
         [d] if *d >= 0.0 && d.is_finite() => *d as usize,
-        _ => return Err(format!("depth must be one non-negative number, got shape {:?}", depth.shape)),
+        _ => {
+            return Err(format!(
+                "depth must be one non-negative number, got shape {:?}",
+                depth.shape
+            ))
+        }
     };
     if check_len(values, "values")? != 2 {
-        return Err(format!("values must hold [off, on], got shape {:?}", values.shape));
+        return Err(format!(
+            "values must hold [off, on], got shape {:?}",
+            values.shape
+        ));
     }
     let r = ind.rank() as i64;
     let a = ctx.int_attr("axis", -1);
     if a < -r - 1 || a > r {
-        return Err(format!("axis {a} is out of range for output rank {}", r + 1));
+        return Err(format!(
+            "axis {a} is out of range for output rank {}",
+            r + 1
+        ));
     }
     let axis = if a < 0 { a + r + 1 } else { a } as usize;
     let iv = ind.to_f64s()?;
-    let (outer, inner): (usize, usize) = (ind.shape[..axis].iter().product(), ind.shape[axis..].iter().product());
+    let (outer, inner): (usize, usize) = (
+        ind.shape[..axis].iter().product(),
+        ind.shape[axis..].iter().product(),
+    );
     let mut shape = ind.shape.clone();
     shape.insert(axis, depth);
     let total_n = numel(&shape)?;
@@ -301,7 +330,10 @@ fn trilu(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let x = ctx.tensor(0)?;
     let n = check_len(x, "input")?;
     if x.rank() < 2 {
-        return Err(format!("Trilu needs rank 2 or more, got shape {:?}", x.shape));
+        return Err(format!(
+            "Trilu needs rank 2 or more, got shape {:?}",
+            x.shape
+        ));
     }
     let k = match ctx.opt_tensor(1)? {
         Some(t) => scalar_int(t, "k")?,
@@ -321,17 +353,30 @@ fn trilu(ctx: &KernelCtx) -> Result<Vec<Value>> {
             }
         })
         .collect();
-    one(Tensor::new(x.shape.clone(), take_from(&[&x.data, &zero], &idx)?))
+    one(Tensor::new(
+        x.shape.clone(),
+        take_from(&[&x.data, &zero], &idx)?,
+    ))
 }
 
 // ----- CumSum / CumProd -----------------------------------------------------------------------
 
-fn cumulate<T: Num>(v: &[T], (outer, len, inner): (usize, usize, usize), prod: bool, exclusive: bool, reverse: bool) -> Vec<T> {
+fn cumulate<T: Num>(
+    v: &[T],
+    (outer, len, inner): (usize, usize, usize),
+    prod: bool,
+    exclusive: bool,
+    reverse: bool,
+) -> Vec<T> {
     let mut out = vec![T::zero(); v.len()];
     for o in 0..outer {
         for i in 0..inner {
             let at = |j: usize| o * len * inner + j * inner + i;
-            let (mut accf, mut acct) = if prod { (1.0f64, T::one()) } else { (0.0f64, T::zero()) };
+            let (mut accf, mut acct) = if prod {
+                (1.0f64, T::one())
+            } else {
+                (0.0f64, T::zero())
+            };
             for s in 0..len {
                 let j = if reverse { len - 1 - s } else { s };
                 let x = v[at(j)];
@@ -360,7 +405,10 @@ fn cumulative(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let axis = ctx.axis(scalar_int(ctx.tensor(1)?, "axis")?, x.rank())?;
     let l = around(&x.shape, axis);
     let prod = ctx.op_type == "CumProd";
-    let (ex, rev) = (ctx.int_attr("exclusive", 0) != 0, ctx.int_attr("reverse", 0) != 0);
+    let (ex, rev) = (
+        ctx.int_attr("exclusive", 0) != 0,
+        ctx.int_attr("reverse", 0) != 0,
+    );
     let data = with_numeric!(&x.data, v => Elem::wrap(cumulate(v, l, prod, ex, rev)),
         _ => return Err(format!("{} does not take {} tensors", ctx.op_type, x.dtype())));
     one(Tensor::new(x.shape.clone(), data))
@@ -382,7 +430,13 @@ fn eyelike(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let k = ctx.int_attr("k", 0);
     let n = numel(&x.shape)?;
     let v: Vec<f64> = (0..n)
-        .map(|f| if (f % c) as i64 - (f / c) as i64 == k { 1.0 } else { 0.0 })
+        .map(|f| {
+            if (f % c) as i64 - (f / c) as i64 == k {
+                1.0
+            } else {
+                0.0
+            }
+        })
         .collect();
     let _ = r;
     one(Tensor::new(x.shape.clone(), data_from_f64(dtype, &v)?))
@@ -395,7 +449,13 @@ fn compress(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let n = check_len(x, "input")?;
     let cond = match &cond.data {
         Data::Bool(v) if cond.rank() == 1 => v,
-        _ => return Err(format!("condition must be a 1-D bool tensor, got {} {:?}", cond.dtype(), cond.shape)),
+        _ => {
+            return Err(format!(
+                "condition must be a 1-D bool tensor, got {} {:?}",
+                cond.dtype(),
+                cond.shape
+            ))
+        }
     };
     let (shape, (outer, len, inner)) = match ctx.attr("axis") {
         None => (vec![n], (1, n, 1)),
@@ -404,10 +464,17 @@ fn compress(ctx: &KernelCtx) -> Result<Vec<Value>> {
             (x.shape.clone(), around(&x.shape, a))
         }
     };
-    let picked: Vec<usize> = cond.iter().enumerate().filter(|(_, &b)| b).map(|(i, _)| i).collect();
+    let picked: Vec<usize> = cond
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b)
+        .map(|(i, _)| i)
+        .collect();
     if let Some(&p) = picked.last() {
         if p >= len {
-            return Err(format!("condition selects index {p} of an axis of size {len}"));
+            return Err(format!(
+                "condition selects index {p} of an axis of size {len}"
+            ));
         }
     }
     let mut idx = Vec::with_capacity(outer * picked.len() * inner);
@@ -437,7 +504,11 @@ fn reverse_sequence(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let (ta, ba) = (ta as usize, ba as usize);
     let lens = lens.to_i64s()?;
     if lens.len() != x.shape[ba] {
-        return Err(format!("sequence_lens has {} entries for a batch of {}", lens.len(), x.shape[ba]));
+        return Err(format!(
+            "sequence_lens has {} entries for a batch of {}",
+            lens.len(),
+            x.shape[ba]
+        ));
     }
     let st = strides(&x.shape);
     let mut idx = Vec::with_capacity(n);
@@ -446,10 +517,17 @@ fn reverse_sequence(ctx: &KernelCtx) -> Result<Vec<Value>> {
         let b = (f / st[ba]) % x.shape[ba];
         let l = lens[b];
         if l < 0 || l as usize > x.shape[ta] {
-            return Err(format!("sequence length {l} is out of range for a time axis of {}", x.shape[ta]));
+            return Err(format!(
+                "sequence length {l} is out of range for a time axis of {}",
+                x.shape[ta]
+            ));
         }
         let l = l as usize;
-        idx.push(if t < l { f - t * st[ta] + (l - 1 - t) * st[ta] } else { f });
+        idx.push(if t < l {
+            f - t * st[ta] + (l - 1 - t) * st[ta]
+        } else {
+            f
+        });
     }
     one(Tensor::new(x.shape.clone(), take(&x.data, &idx)?))
 }
@@ -501,9 +579,14 @@ fn det(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let out: Vec<f64> = if m == 0 {
         vec![1.0; x.shape[..r - 2].iter().product()]
     } else {
-        v.chunks(m * m).map(|c| det_of(&mut c.to_vec(), m)).collect()
+        v.chunks(m * m)
+            .map(|c| det_of(&mut c.to_vec(), m))
+            .collect()
     };
-    one(Tensor::new(x.shape[..r - 2].to_vec(), data_from_f64(x.dtype(), &out)?))
+    one(Tensor::new(
+        x.shape[..r - 2].to_vec(),
+        data_from_f64(x.dtype(), &out)?,
+    ))
 }
 
 #[cfg(test)]
@@ -515,7 +598,14 @@ mod tests {
     #[test]
     fn topk_ties_and_order() {
         let x = f32s(&[2, 4], &[1.0, 3.0, 3.0, 2.0, 0.0, -1.0, 5.0, 0.0]);
-        let r = run_opset("TopK", 11, &[], &[Some(x.clone()), Some(i64s(&[1], &[2]))], 2).unwrap();
+        let r = run_opset(
+            "TopK",
+            11,
+            &[],
+            &[Some(x.clone()), Some(i64s(&[1], &[2]))],
+            2,
+        )
+        .unwrap();
         assert_eq!(vals(&r[0]), vec![3.0, 3.0, 5.0, 0.0]);
         assert_eq!(r[1].to_i64s().unwrap(), vec![1, 2, 2, 0]);
         let small = [Attribute::int("largest", 0), Attribute::int("axis", 0)];
@@ -527,7 +617,14 @@ mod tests {
     #[test]
     fn unique_sorted_and_not() {
         let x = f32s(&[6], &[2.0, 1.0, 1.0, 3.0, 4.0, 3.0]);
-        let r = run_opset("Unique", 11, &[Attribute::int("sorted", 0)], &[Some(x.clone())], 4).unwrap();
+        let r = run_opset(
+            "Unique",
+            11,
+            &[Attribute::int("sorted", 0)],
+            &[Some(x.clone())],
+            4,
+        )
+        .unwrap();
         assert_eq!(vals(&r[0]), vec![2.0, 1.0, 3.0, 4.0]);
         assert_eq!(r[1].to_i64s().unwrap(), vec![0, 1, 3, 4]);
         assert_eq!(r[2].to_i64s().unwrap(), vec![0, 1, 1, 2, 3, 2]);
@@ -537,15 +634,26 @@ mod tests {
         assert_eq!(r[1].to_i64s().unwrap(), vec![1, 0, 3, 4]);
         let m = f32s(&[3, 2], &[1.0, 0.0, 0.0, 1.0, 1.0, 0.0]);
         let r = run_opset("Unique", 11, &[Attribute::int("axis", 0)], &[Some(m)], 1).unwrap();
-        assert_eq!((r[0].shape.clone(), vals(&r[0])), (vec![2, 2], vec![0.0, 1.0, 1.0, 0.0]));
+        assert_eq!(
+            (r[0].shape.clone(), vals(&r[0])),
+            (vec![2, 2], vec![0.0, 1.0, 1.0, 0.0])
+        );
     }
 
     #[test]
     fn small_ops() {
         let r = run("NonZero", &[], &[f32s(&[2, 2], &[1.0, 0.0, 0.0, 2.0])]).unwrap();
-        assert_eq!((r.shape.clone(), r.to_i64s().unwrap()), (vec![2, 2], vec![0, 1, 0, 1]));
+        assert_eq!(
+            (r.shape.clone(), r.to_i64s().unwrap()),
+            (vec![2, 2], vec![0, 1, 0, 1])
+        );
         let vals3 = f32s(&[2], &[0.0, 5.0]);
-        let r = run("OneHot", &[], &[i64s(&[2], &[1, -1]), i64s(&[], &[3]), vals3]).unwrap();
+        let r = run(
+            "OneHot",
+            &[],
+            &[i64s(&[2], &[1, -1]), i64s(&[], &[3]), vals3],
+        )
+        .unwrap();
         assert_eq!(vals(&r), vec![0.0, 5.0, 0.0, 0.0, 0.0, 5.0]);
         let x = f32s(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let r = run("Trilu", &[Attribute::int("upper", 0)], &[x.clone()]).unwrap();
@@ -553,14 +661,30 @@ mod tests {
         let ex = [Attribute::int("exclusive", 1), Attribute::int("reverse", 1)];
         let r = run("CumSum", &ex, &[x.clone(), i64s(&[], &[1])]).unwrap();
         assert_eq!(vals(&r), vec![5.0, 3.0, 0.0, 11.0, 6.0, 0.0]);
-        let r = run("Compress", &[Attribute::int("axis", 1)], &[x.clone(), Tensor::from_vec(vec![2], vec![false, true])]).unwrap();
+        let r = run(
+            "Compress",
+            &[Attribute::int("axis", 1)],
+            &[x.clone(), Tensor::from_vec(vec![2], vec![false, true])],
+        )
+        .unwrap();
         assert_eq!((r.shape.clone(), vals(&r)), (vec![2, 1], vec![2.0, 5.0]));
         let r = run("EyeLike", &[Attribute::int("k", 1)], &[x]).unwrap();
         assert_eq!(vals(&r), vec![0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
         let r = run("Det", &[], &[f32s(&[2, 2], &[1.0, 2.0, 3.0, 4.0])]).unwrap();
         assert!((vals(&r)[0] + 2.0).abs() < 1e-6);
-        let rs = [Attribute::int("time_axis", 1), Attribute::int("batch_axis", 0)];
-        let r = run("ReverseSequence", &rs, &[f32s(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), i64s(&[2], &[2, 3])]).unwrap();
+        let rs = [
+            Attribute::int("time_axis", 1),
+            Attribute::int("batch_axis", 0),
+        ];
+        let r = run(
+            "ReverseSequence",
+            &rs,
+            &[
+                f32s(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+                i64s(&[2], &[2, 3]),
+            ],
+        )
+        .unwrap();
         assert_eq!(vals(&r), vec![2.0, 1.0, 3.0, 6.0, 5.0, 4.0]);
     }
 }

@@ -126,11 +126,7 @@ pub fn unpack(dtype: DataType, raw: &[u8]) -> Result<Vec<u128>> {
         let bytes = bits / 8;
         return Ok(raw
             .chunks_exact(bytes)
-            .map(|c| {
-                c.iter()
-                    .rev()
-                    .fold(0u128, |acc, &b| (acc << 8) | b as u128)
-            })
+            .map(|c| c.iter().rev().fold(0u128, |acc, &b| (acc << 8) | b as u128))
             .collect());
     }
     let per = 8 / bits;
@@ -393,9 +389,7 @@ pub fn numel(shape: &[usize]) -> Result<usize> {
 /// Dims given as i64 (a shape input or attribute), refusing negative ones.
 pub fn dims_of(v: &[i64], what: &str) -> Result<Vec<usize>> {
     v.iter()
-        .map(|&d| {
-            usize::try_from(d).map_err(|_| format!("{what} has a negative dimension ({d})"))
-        })
+        .map(|&d| usize::try_from(d).map_err(|_| format!("{what} has a negative dimension ({d})")))
         .collect()
 }
 
@@ -472,7 +466,11 @@ pub fn norm_axes(axes: &[i64], rank: usize) -> Result<Vec<usize>> {
 
 /// A possibly negative index into a dim of size `n`, refusing (and naming) one out of range.
 pub fn norm_index(i: i64, n: usize, what: &str) -> Result<usize> {
-    let j = if i < 0 { i as i128 + n as i128 } else { i as i128 };
+    let j = if i < 0 {
+        i as i128 + n as i128
+    } else {
+        i as i128
+    };
     if j < 0 || j >= n as i128 {
         return Err(format!(
             "{what} {i} is out of range for a dimension of size {n}"
@@ -508,8 +506,10 @@ pub mod testing {
         inputs: &[Option<Tensor>],
         num_outputs: usize,
     ) -> Result<Vec<Tensor>> {
-        let values: Vec<Option<Value>> =
-            inputs.iter().map(|t| t.clone().map(Value::Tensor)).collect();
+        let values: Vec<Option<Value>> = inputs
+            .iter()
+            .map(|t| t.clone().map(Value::Tensor))
+            .collect();
         let ctx = KernelCtx {
             op_type: op,
             domain: "",
@@ -554,7 +554,12 @@ mod tests {
 
     #[test]
     fn packed_round_trip_and_take() {
-        for dt in [DataType::I4, DataType::U2, DataType::F8E4M3FN, DataType::Complex64] {
+        for dt in [
+            DataType::I4,
+            DataType::U2,
+            DataType::F8E4M3FN,
+            DataType::Complex64,
+        ] {
             let bits = dt.bits().unwrap();
             let n = 7;
             let raw: Vec<u8> = (0..dt.storage_bytes(n).unwrap())
@@ -569,9 +574,14 @@ mod tests {
             let mut v = unpack(dt, &raw).unwrap();
             v.truncate(n);
             assert_eq!(pack(dt, &v).unwrap(), raw, "{dt}");
-            let d = Data::Packed { dtype: dt, raw: raw.clone() };
+            let d = Data::Packed {
+                dtype: dt,
+                raw: raw.clone(),
+            };
             let rev: Vec<usize> = (0..n).rev().collect();
-            let Data::Packed { raw: r2, .. } = take(&d, &rev).unwrap() else { panic!() };
+            let Data::Packed { raw: r2, .. } = take(&d, &rev).unwrap() else {
+                panic!()
+            };
             let mut w = unpack(dt, &r2).unwrap();
             w.truncate(n);
             v.reverse();

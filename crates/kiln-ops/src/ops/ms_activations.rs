@@ -82,17 +82,33 @@ fn fast_gelu(x: f64) -> f64 {
 
 fn unary<T: Real>(x: &Tensor, f: &dyn Fn(f64) -> f64) -> Result<Data, String> {
     let v = T::load(x)?;
-    Ok(T::store(v.iter().map(|a| T::of(f(a.f64()))).collect(), x.dtype()))
+    Ok(T::store(
+        v.iter().map(|a| T::of(f(a.f64()))).collect(),
+        x.dtype(),
+    ))
 }
 
-fn binary<T: Real>(x: &Tensor, b: &Tensor, f: &dyn Fn(f64) -> f64) -> Result<(Vec<usize>, Data), String> {
+fn binary<T: Real>(
+    x: &Tensor,
+    b: &Tensor,
+    f: &dyn Fn(f64) -> f64,
+) -> Result<(Vec<usize>, Data), String> {
     if b.dtype() != x.dtype() {
-        return Err(format!("bias has type {}, expected {}", b.dtype(), x.dtype()));
+        return Err(format!(
+            "bias has type {}, expected {}",
+            b.dtype(),
+            x.dtype()
+        ));
     }
     let (xv, bv) = (T::load(x)?, T::load(b)?);
-    let (shape, y) = zip_broadcast(&xv, &x.shape, &bv, &b.shape, |a, c| T::of(f(a.f64() + c.f64())))?;
+    let (shape, y) = zip_broadcast(&xv, &x.shape, &bv, &b.shape, |a, c| {
+        T::of(f(a.f64() + c.f64()))
+    })?;
     if shape != x.shape {
-        return Err(format!("bias of shape {:?} does not broadcast to X {:?}", b.shape, x.shape));
+        return Err(format!(
+            "bias of shape {:?} does not broadcast to X {:?}",
+            b.shape, x.shape
+        ));
     }
     Ok((shape, T::store(y, x.dtype())))
 }
@@ -148,7 +164,10 @@ mod tests {
             num_outputs: 1,
             subgraphs: None,
         };
-        Ok(kernel("com.microsoft", op).unwrap()(&ctx)?.remove(0).into_tensor().unwrap())
+        Ok(kernel("com.microsoft", op).unwrap()(&ctx)?
+            .remove(0)
+            .into_tensor()
+            .unwrap())
     }
 
     #[test]
@@ -176,7 +195,12 @@ mod tests {
         let x = Tensor::from_vec(vec![2, 2], vec![-1.0f32, 0.0, 1.0, 2.0]);
         let b = Tensor::from_vec(vec![2], vec![1.0f32, 0.0]);
         let y = call("Gelu", &[x.clone()], &[]).unwrap();
-        let want = [-0.15865525393145707, 0.0, 0.8413447460685429, 1.9544997361036416];
+        let want = [
+            -0.15865525393145707,
+            0.0,
+            0.8413447460685429,
+            1.9544997361036416,
+        ];
         for (a, w) in y.as_slice::<f32>().unwrap().iter().zip(want) {
             assert!((*a as f64 - w).abs() < 1e-6);
         }

@@ -5,7 +5,9 @@ use kiln_ir::{DataType, Dim};
 
 use super::linalg::{float_dispatch, load_any, store_f64, Real};
 use crate::ctx::{InferCtx, Inferred, Result};
-use crate::kernel::{broadcast_index, broadcast_shape, broadcast_strides, one, KernelCtx, KernelFn};
+use crate::kernel::{
+    broadcast_index, broadcast_shape, broadcast_strides, one, KernelCtx, KernelFn,
+};
 use crate::value::{Data, Tensor, Value};
 
 /// The kernels of this module's ops.
@@ -200,13 +202,20 @@ fn run_group_norm(ctx: &KernelCtx) -> Result<Vec<Value>> {
         return Err(format!(
             "scale has {} elements; expected {c} (per channel){}",
             scale.len(),
-            if ctx.opset < 21 { format!(" or {groups} (per group)") } else { String::new() }
+            if ctx.opset < 21 {
+                format!(" or {groups} (per group)")
+            } else {
+                String::new()
+            }
         ));
     };
     let eps = ctx.float_attr("epsilon", 1e-5) as f64;
     let cg = c / groups;
     let inner: usize = x.shape[2..].iter().product();
-    let data = float_dispatch!(x.dtype(), group_norm(x, groups, cg, inner, eps, &scale, &bias, per_channel))?;
+    let data = float_dispatch!(
+        x.dtype(),
+        group_norm(x, groups, cg, inner, eps, &scale, &bias, per_channel)
+    )?;
     one(Tensor::new(x.shape.clone(), data))
 }
 
@@ -246,7 +255,9 @@ fn group_norm<T: Real>(
 fn param_index(pshape: &[usize], shape: &[usize], what: &str) -> Result<Vec<usize>> {
     match broadcast_shape(&[shape, pshape]) {
         Ok(s) if s == shape => Ok(broadcast_index(shape, &broadcast_strides(pshape, shape))),
-        _ => Err(format!("{what} of shape {pshape:?} does not broadcast to {shape:?}")),
+        _ => Err(format!(
+            "{what} of shape {pshape:?} does not broadcast to {shape:?}"
+        )),
     }
 }
 
@@ -272,8 +283,14 @@ fn run_layer_norm(ctx: &KernelCtx) -> Result<Vec<Value>> {
         .map(|(i, &d)| if i < axis { d } else { 1 })
         .collect();
     let dt = stat_dtype(x.dtype());
-    for v in [mean, inv].into_iter().take(ctx.num_outputs.saturating_sub(1)) {
-        out.push(Value::Tensor(Tensor::new(stat_shape.clone(), store_f64(v, dt)?)));
+    for v in [mean, inv]
+        .into_iter()
+        .take(ctx.num_outputs.saturating_sub(1))
+    {
+        out.push(Value::Tensor(Tensor::new(
+            stat_shape.clone(),
+            store_f64(v, dt)?,
+        )));
     }
     Ok(out)
 }
@@ -294,7 +311,11 @@ fn layer_norm<T: Real>(
     let params = |t: &Tensor, what: &str| -> Result<(Vec<f64>, Option<Vec<usize>>)> {
         let v = load_any::<f64>(t)?;
         let trimmed: Vec<usize> = {
-            let first = t.shape.iter().position(|&d| d != 1).unwrap_or(t.shape.len());
+            let first = t
+                .shape
+                .iter()
+                .position(|&d| d != 1)
+                .unwrap_or(t.shape.len());
             t.shape[first..].to_vec()
         };
         if trimmed.len() <= norm_shape.len() && norm_shape.ends_with(&trimmed) && v.len() == len {
@@ -341,7 +362,11 @@ fn run_mvn(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let x = float_input(ctx, 0)?;
     let rank = x.rank();
     let axes = ctx.ints_or("axes", 0, 0);
-    let axes: Vec<i64> = if ctx.ints_attr("axes").is_none() { vec![0, 2, 3] } else { axes };
+    let axes: Vec<i64> = if ctx.ints_attr("axes").is_none() {
+        vec![0, 2, 3]
+    } else {
+        axes
+    };
     let mut reduce = vec![false; rank];
     for &a in &axes {
         reduce[ctx.axis(a, rank)?] = true;
@@ -367,7 +392,11 @@ fn mvn<T: Real>(x: &Tensor, keys: &[usize], groups: usize) -> Result<Data> {
         sum[k] += v.f64();
         cnt[k] += 1;
     }
-    let mean: Vec<f64> = sum.iter().zip(&cnt).map(|(&s, &c)| s / c.max(1) as f64).collect();
+    let mean: Vec<f64> = sum
+        .iter()
+        .zip(&cnt)
+        .map(|(&s, &c)| s / c.max(1) as f64)
+        .collect();
     let mut var = vec![0.0f64; groups];
     for (&k, v) in keys.iter().zip(xv.iter()) {
         var[k] += (v.f64() - mean[k]).powi(2);
@@ -416,7 +445,11 @@ fn lp_norm<T: Real>(x: &Tensor, axis: usize, p: i64) -> Result<Data> {
                 (0..d).map(|k| xv[at(k)].f64().powi(2)).sum::<f64>().sqrt()
             };
             for k in 0..d {
-                y[at(k)] = if norm == 0.0 { T::zero() } else { T::of(xv[at(k)].f64() / norm) };
+                y[at(k)] = if norm == 0.0 {
+                    T::zero()
+                } else {
+                    T::of(xv[at(k)].f64() / norm)
+                };
             }
         }
     }
@@ -428,7 +461,13 @@ mod tests {
     use super::*;
     use kiln_ir::Attribute;
 
-    fn call(op: &str, ins: &[Tensor], attrs: &[Attribute], outs: usize, opset: i64) -> Result<Vec<Tensor>> {
+    fn call(
+        op: &str,
+        ins: &[Tensor],
+        attrs: &[Attribute],
+        outs: usize,
+        opset: i64,
+    ) -> Result<Vec<Tensor>> {
         let vals: Vec<Value> = ins.iter().cloned().map(Value::Tensor).collect();
         let ctx = KernelCtx {
             op_type: op,
@@ -440,7 +479,10 @@ mod tests {
             subgraphs: None,
         };
         let f = kernel("", op).unwrap();
-        Ok(f(&ctx)?.into_iter().map(|v| v.into_tensor().unwrap()).collect())
+        Ok(f(&ctx)?
+            .into_iter()
+            .map(|v| v.into_tensor().unwrap())
+            .collect())
     }
 
     fn f(shape: &[usize], v: &[f32]) -> Tensor {
@@ -475,35 +517,85 @@ mod tests {
     fn instance_and_group_norm() {
         let x = f(&[1, 2, 2], &[1.0, 3.0, 10.0, 20.0]);
         let attrs = [Attribute::float("epsilon", 0.0)];
-        let y = call("InstanceNormalization", &[x.clone(), f(&[2], &[1.0, 2.0]), f(&[2], &[0.0, 1.0])], &attrs, 1, 6)
-            .unwrap();
+        let y = call(
+            "InstanceNormalization",
+            &[x.clone(), f(&[2], &[1.0, 2.0]), f(&[2], &[0.0, 1.0])],
+            &attrs,
+            1,
+            6,
+        )
+        .unwrap();
         close(y[0].as_slice().unwrap(), &[-1.0, 1.0, -1.0, 3.0]);
         // Groups of one channel are instance norm; one group spans both channels.
-        let attrs = [Attribute::float("epsilon", 0.0), Attribute::int("num_groups", 1)];
-        let y = call("GroupNormalization", &[x.clone(), f(&[2], &[1.0, 1.0]), f(&[2], &[0.0, 0.0])], &attrs, 1, 21)
-            .unwrap();
+        let attrs = [
+            Attribute::float("epsilon", 0.0),
+            Attribute::int("num_groups", 1),
+        ];
+        let y = call(
+            "GroupNormalization",
+            &[x.clone(), f(&[2], &[1.0, 1.0]), f(&[2], &[0.0, 0.0])],
+            &attrs,
+            1,
+            21,
+        )
+        .unwrap();
         let m = 8.5f64;
-        let sd = ((7.5f64.powi(2) + 5.5f64.powi(2) + 1.5f64.powi(2) + 11.5f64.powi(2)) / 4.0).sqrt();
+        let sd =
+            ((7.5f64.powi(2) + 5.5f64.powi(2) + 1.5f64.powi(2) + 11.5f64.powi(2)) / 4.0).sqrt();
         close(
             y[0].as_slice().unwrap(),
-            &[(1.0 - m) / sd, (3.0 - m) / sd, (10.0 - m) / sd, (20.0 - m) / sd],
+            &[
+                (1.0 - m) / sd,
+                (3.0 - m) / sd,
+                (10.0 - m) / sd,
+                (20.0 - m) / sd,
+            ],
         );
         // Opset 18: one scale per group.
-        let attrs = [Attribute::float("epsilon", 0.0), Attribute::int("num_groups", 2)];
-        let y = call("GroupNormalization", &[x.clone(), f(&[2], &[1.0, 2.0]), f(&[2], &[0.0, 1.0])], &attrs, 1, 18)
-            .unwrap();
+        let attrs = [
+            Attribute::float("epsilon", 0.0),
+            Attribute::int("num_groups", 2),
+        ];
+        let y = call(
+            "GroupNormalization",
+            &[x.clone(), f(&[2], &[1.0, 2.0]), f(&[2], &[0.0, 1.0])],
+            &attrs,
+            1,
+            18,
+        )
+        .unwrap();
         close(y[0].as_slice().unwrap(), &[-1.0, 1.0, -1.0, 3.0]);
-        assert!(call("GroupNormalization", &[x.clone(), f(&[3], &[1.0; 3]), f(&[3], &[0.0; 3])], &attrs, 1, 21).is_err());
+        assert!(call(
+            "GroupNormalization",
+            &[x.clone(), f(&[3], &[1.0; 3]), f(&[3], &[0.0; 3])],
+            &attrs,
+            1,
+            21
+        )
+        .is_err());
         let bad = [Attribute::int("num_groups", 3)];
-        assert!(call("GroupNormalization", &[x, f(&[2], &[1.0; 2]), f(&[2], &[0.0; 2])], &bad, 1, 21).is_err());
+        assert!(call(
+            "GroupNormalization",
+            &[x, f(&[2], &[1.0; 2]), f(&[2], &[0.0; 2])],
+            &bad,
+            1,
+            21
+        )
+        .is_err());
     }
 
     #[test]
     fn layer_norm_outputs() {
         let x = f(&[2, 2], &[1.0, 3.0, 2.0, 2.0]);
         let attrs = [Attribute::float("epsilon", 0.0)];
-        let out = call("LayerNormalization", &[x.clone(), f(&[2], &[1.0, 2.0]), f(&[2], &[0.5, 0.0])], &attrs, 3, 17)
-            .unwrap();
+        let out = call(
+            "LayerNormalization",
+            &[x.clone(), f(&[2], &[1.0, 2.0]), f(&[2], &[0.5, 0.0])],
+            &attrs,
+            3,
+            17,
+        )
+        .unwrap();
         let y = out[0].as_slice::<f32>().unwrap();
         close(&y[..2], &[-0.5, 2.0]);
         assert!(y[2].is_nan()); // zero variance with epsilon 0
@@ -531,8 +623,14 @@ mod tests {
         let x = f(&[2, 2], &[3.0, 4.0, 0.0, 0.0]);
         let y = call("LpNormalization", &[x.clone()], &[], 1, 1).unwrap();
         close(y[0].as_slice().unwrap(), &[0.6, 0.8, 0.0, 0.0]);
-        let y = call("LpNormalization", &[x.clone()], &[Attribute::int("axis", 0), Attribute::int("p", 1)], 1, 1)
-            .unwrap();
+        let y = call(
+            "LpNormalization",
+            &[x.clone()],
+            &[Attribute::int("axis", 0), Attribute::int("p", 1)],
+            1,
+            1,
+        )
+        .unwrap();
         close(y[0].as_slice().unwrap(), &[1.0, 1.0, 0.0, 0.0]);
         assert!(call("LpNormalization", &[x], &[Attribute::int("p", 3)], 1, 1).is_err());
     }

@@ -115,7 +115,11 @@ pub fn pad(x: &Tensor, pads: &[i64], axes: &[usize], mode: PadMode, fill: &Data)
     movement::check_len(x, "data")?;
     let k = axes.len();
     if pads.len() != 2 * k {
-        return Err(format!("pads has {} entries, expected {}", pads.len(), 2 * k));
+        return Err(format!(
+            "pads has {} entries, expected {}",
+            pads.len(),
+            2 * k
+        ));
     }
     crate::ctx::small("pads", pads)?;
     let mut tables: Vec<Vec<Option<usize>>> = x
@@ -132,7 +136,10 @@ pub fn pad(x: &Tensor, pads: &[i64], axes: &[usize], mode: PadMode, fill: &Data)
     for (t, &s) in tables.iter_mut().zip(&st) {
         t.iter_mut().for_each(|o| *o = o.map(|c| c * s));
     }
-    Ok(Tensor::new(shape, movement::take_tables(&x.data, &tables, Some(fill))?))
+    Ok(Tensor::new(
+        shape,
+        movement::take_tables(&x.data, &tables, Some(fill))?,
+    ))
 }
 
 /// One zero element of `dtype` (all-zero bits for packed types).
@@ -235,7 +242,10 @@ mod kernel_tests {
         let y = run_opset("Pad", 18, &[Attribute::string("mode", "edge")], &ins, 1).unwrap();
         assert_eq!(vals(&y[0]), vec![1., 1., 2., 2., 3., 3., 4., 4.]);
         // Opset 2: attributes.
-        let a = [Attribute::ints("pads", &[0, 1, 0, 0]), Attribute::float("value", 5.0)];
+        let a = [
+            Attribute::ints("pads", &[0, 1, 0, 0]),
+            Attribute::float("value", 5.0),
+        ];
         let y = run_opset("Pad", 2, &a, &[Some(x.clone())], 1).unwrap();
         assert_eq!(vals(&y[0]), vec![5., 1., 2., 5., 3., 4.]);
         assert!(run("Pad", &[], &[x, i64s(&[2], &[1, 1])]).is_err());

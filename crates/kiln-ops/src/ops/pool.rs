@@ -70,46 +70,27 @@ pub fn kernel(domain: &str, op_type: &str) -> Option<crate::kernel::KernelFn> {
     Some(f)
 }
 
-/// A pooling node's windows: per spatial dim and output index, the input coordinates of the
-/// taps inside the input, and how many taps lie inside the padded input (the divisor of
-/// AveragePool with `count_include_pad`).
+/// A pooling node's windows. The spatial dims split into the leading ones and the last: for
+/// each leading output index, the offsets (in the plane) of the rows its taps read; for each
+/// last-dim output index, the coordinates its taps read along the row. With how many taps lie
+/// inside the padded input (AveragePool's divisor with `count_include_pad`).
 struct Taps {
     win: Window,
-    coords: Vec<Vec<Vec<usize>>>,
-    incl: Vec<Vec<usize>>,
-    in_strides: Vec<usize>,
+    lead: Vec<Vec<usize>>,
+    lead_incl: Vec<usize>,
+    last: Vec<Vec<usize>>,
+    last_incl: Vec<usize>,
 }
 
 impl Taps {
-    /// Calls `f(output index, taps' offsets in the plane, taps inside the padded input)` for
-    /// every output position, in row-major order.
-    fn each(&self, mut f: impl FnMut(usize, &[usize], usize)) {
-        let nd = self.win.output.len();
-        if self.win.output.contains(&0) {
-            return;
-        }
-        let mut idx = vec![0usize; nd];
-        let mut offs: Vec<usize> = Vec::new();
-        let mut next: Vec<usize> = Vec::new();
-        let mut o = 0;
-        loop {
-            offs.clear();
-            offs.push(0);
-            let mut incl = 1;
-            for d in 0..nd {
-                next.clear();
-                for &a in &offs {
-                    for &c in &self.coords[d][idx[d]] {
-                        next.push(a + c * self.in_strides[d]);
-                    }
-                }
-                std::mem::swap(&mut offs, &mut next);
-                incl *= self.incl[d][idx[d]];
-            }
-            f(o, &offs, incl);
-            o += 1;
-            if !next_index(&mut idx, &self.win.output) {
-                break;
+    /// Calls `f(output index, row offsets, coordinates along the row, taps inside the padded
+    /// input)` for every output position, in row-major order.
+    #[inline]
+    fn each(&self, mut f: impl FnMut(usize, &[usize], &[usize], usize)) {
+        let w = self.last.len();
+        for (li, (rows, ri)) in self.lead.iter().zip(&self.lead_incl).enumerate() {
+            for (ol, (cols, ci)) in self.last.iter().zip(&self.last_incl).enumerate() {
+                f(li * w + ol, rows, cols, ri * ci);
             }
         }
     }
@@ -118,7 +99,10 @@ impl Taps {
 /// Resolves the windows of a pooling node over X.
 fn taps(ctx: &KernelCtx, x: &Tensor) -> Result<Taps> {
     if x.rank() < 3 {
-        return Err(format!("input X must have rank >= 3, got shape {:?}", x.shape));
+        return Err(format!(
+            "input X must have rank >= 3, got shape {:?}",
+            x.shape
+        ));
     }
     let nd = x.rank() - 2;
     let kernel = ctx
@@ -142,7 +126,11 @@ fn taps(ctx: &KernelCtx, x: &Tensor) -> Result<Taps> {
     let mut coords = Vec::with_capacity(nd);
     let mut incl = Vec::with_capacity(nd);
     for d in 0..nd {
-        let (inp, pb, pe) = (win.input[d] as i128, win.pads[d] as i128, win.pads_end[d] as i128);
+        let (inp, pb, pe) = (
+            win.input[d] as i128,
+            win.pads[d] as i128,
+            win.pads_end[d] as i128,
+        );
         let (s, dil) = (win.strides[d] as i128, win.dilations[d] as i128);
         let mut l = Vec::with_capacity(win.output[d]);
         let mut inc = Vec::with_capacity(win.output[d]);
@@ -165,12 +153,47 @@ fn taps(ctx: &KernelCtx, x: &Tensor) -> Result<Taps> {
         coords.push(l);
         incl.push(inc);
     }
+    let last = nd - 1;
+    let lead_dims = &win.output[..last];
+    let lead_taps = product(&kernel[..last])?;
+    if !product(lead_dims)
+        .ok()
+        .and_then(|n| n.checked_mul(lead_taps))
+        .is_some_and(|t| t <= 1 << 28)
+    {
+        return Err("the pooling windows are too large".into());
+    }
     let in_strides = strides(&win.input);
+    let mut lead = Vec::new();
+    let mut lead_incl = Vec::new();
+    if !win.output.contains(&0) {
+        let mut idx = vec![0usize; last];
+        loop {
+            let mut offs = vec![0usize];
+            let mut inc = 1;
+            for d in 0..last {
+                let mut next = Vec::with_capacity(offs.len() * coords[d][idx[d]].len());
+                for &a in &offs {
+                    for &c in &coords[d][idx[d]] {
+                        next.push(a + c * in_strides[d]);
+                    }
+                }
+                offs = next;
+                inc *= incl[d][idx[d]];
+            }
+            lead.push(offs);
+            lead_incl.push(inc);
+            if !next_index(&mut idx, lead_dims) {
+                break;
+            }
+        }
+    }
     Ok(Taps {
         win,
-        coords,
-        incl,
-        in_strides,
+        lead,
+        lead_incl,
+        last: coords.pop().unwrap_or_default(),
+        last_incl: incl.pop().unwrap_or_default(),
     })
 }
 
@@ -209,13 +232,18 @@ fn run_max_pool(ctx: &KernelCtx) -> Result<Vec<Value>> {
         return Err(format!("storage_order must be 0 or 1, got {order}"));
     }
     let (y, idx) = match &x.data {
-        Data::F32(v) => max_pool(v, x, &t, order == 1)?,
-        Data::F64(v) => max_pool(v, x, &t, order == 1)?,
-        Data::F16(v) => max_pool(v, x, &t, order == 1)?,
-        Data::BF16(v) => max_pool(v, x, &t, order == 1)?,
-        Data::I8(v) => max_pool(v, x, &t, order == 1)?,
-        Data::U8(v) => max_pool(v, x, &t, order == 1)?,
-        other => return Err(format!("MaxPool of {} tensors is not supported", other.dtype())),
+        Data::F32(v) => max_pool(v, x, &t, order == 1, ctx.num_outputs > 1)?,
+        Data::F64(v) => max_pool(v, x, &t, order == 1, ctx.num_outputs > 1)?,
+        Data::F16(v) => max_pool(v, x, &t, order == 1, ctx.num_outputs > 1)?,
+        Data::BF16(v) => max_pool(v, x, &t, order == 1, ctx.num_outputs > 1)?,
+        Data::I8(v) => max_pool(v, x, &t, order == 1, ctx.num_outputs > 1)?,
+        Data::U8(v) => max_pool(v, x, &t, order == 1, ctx.num_outputs > 1)?,
+        other => {
+            return Err(format!(
+                "MaxPool of {} tensors is not supported",
+                other.dtype()
+            ))
+        }
     };
     let shape = out_shape(x, &t.win.output);
     let mut out = vec![Value::Tensor(Tensor::new(shape.clone(), y))];
@@ -227,12 +255,20 @@ fn run_max_pool(ctx: &KernelCtx) -> Result<Vec<Value>> {
 
 /// Max over each window, and the flat index of the maximum in X (row-major, or with the
 /// spatial dims column-major for `storage_order = 1`); the first maximum wins.
-fn max_pool<T: MaxElem>(xv: &[T], x: &Tensor, t: &Taps, col_major: bool) -> Result<(Data, Vec<i64>)> {
+fn max_pool<T: MaxElem>(
+    xv: &[T],
+    x: &Tensor,
+    t: &Taps,
+    col_major: bool,
+    with_index: bool,
+) -> Result<(Data, Vec<i64>)> {
     let in_sp: usize = t.win.input.iter().product();
     let out_sp = product(&t.win.output)?;
     let planes = x.shape[0] * x.shape[1];
     let mut y = filled(product(&[planes, out_sp])?, T::LOWEST)?;
-    let mut ix = filled(product(&[planes, out_sp])?, -1i64)?;
+    // Without the Indices output, one unused slot per plane.
+    let ix_chunk = if with_index { out_sp } else { 1 };
+    let mut ix = filled(product(&[planes, ix_chunk])?, -1i64)?;
     if out_sp == 0 || in_sp == 0 {
         return Ok((T::wrap(y), ix));
     }
@@ -254,25 +290,30 @@ fn max_pool<T: MaxElem>(xv: &[T], x: &Tensor, t: &Taps, col_major: bool) -> Resu
         col
     };
     y.par_chunks_mut(out_sp)
-        .zip(ix.par_chunks_mut(out_sp))
+        .zip(ix.par_chunks_mut(ix_chunk))
         .enumerate()
         .for_each(|(p, (yp, ip))| {
             let xp = &xv[p * in_sp..(p + 1) * in_sp];
-            t.each(|o, offs, _| {
+            t.each(|o, rows, cols, _| {
+                // As ONNX Runtime: NaN never wins; the first maximum does.
                 let mut best = T::LOWEST;
-                let mut at = None;
-                for &off in offs {
-                    let v = xp[off];
-                    // As ONNX Runtime: NaN never wins; the first maximum does.
-                    if v > best || (at.is_none() && v == best) {
-                        best = v;
-                        at = Some(off);
+                for &r in rows {
+                    for &c in cols {
+                        let v = xp[r + c];
+                        best = if v > best { v } else { best };
                     }
                 }
                 yp[o] = best;
+                if !with_index {
+                    return;
+                }
+                let at = rows
+                    .iter()
+                    .flat_map(|&r| cols.iter().map(move |&c| r + c))
+                    .find(|&off| xp[off] == best);
                 ip[o] = match at {
-                    Some(off) => {
-                        let s = if col_major { to_col(off) } else { off };
+                    Some(at) => {
+                        let s = if col_major { to_col(at) } else { at };
                         (p * in_sp + s) as i64
                     }
                     None => -1,
@@ -291,7 +332,13 @@ fn run_average_pool(ctx: &KernelCtx) -> Result<Vec<Value>> {
 }
 
 /// Applies `f(window values, taps inside the padded input)` to every window.
-fn pool_with<T: Real>(x: &Tensor, t: &Taps, f: impl Fn(&mut dyn Iterator<Item = T>, usize) -> T + Sync) -> Result<Data> {
+/// Computes every window with `f(plane, row offsets, coordinates along the row, taps inside
+/// the padded input)`.
+fn pool_with<T: Real>(
+    x: &Tensor,
+    t: &Taps,
+    f: impl Fn(&[T], &[usize], &[usize], usize) -> T + Sync,
+) -> Result<Data> {
     let xv = T::load(x)?;
     let in_sp: usize = t.win.input.iter().product();
     let out_sp = product(&t.win.output)?;
@@ -300,24 +347,25 @@ fn pool_with<T: Real>(x: &Tensor, t: &Taps, f: impl Fn(&mut dyn Iterator<Item = 
     if out_sp > 0 && in_sp > 0 {
         y.par_chunks_mut(out_sp).enumerate().for_each(|(p, yp)| {
             let xp = &xv[p * in_sp..(p + 1) * in_sp];
-            t.each(|o, offs, incl| {
-                let mut it = offs.iter().map(|&off| xp[off]);
-                yp[o] = f(&mut it, incl);
-            });
+            t.each(|o, rows, cols, incl| yp[o] = f(xp, rows, cols, incl));
         });
     }
     Ok(T::store(y, x.dtype()))
 }
 
 fn average_pool<T: Real>(x: &Tensor, t: &Taps, include_pad: bool) -> Result<Data> {
-    pool_with::<T>(x, t, |it, incl| {
+    pool_with::<T>(x, t, |xp, rows, cols, incl| {
         let mut sum = T::zero();
-        let mut n = 0usize;
-        for v in it {
-            sum = sum + v;
-            n += 1;
+        for &r in rows {
+            for &c in cols {
+                sum = sum + xp[r + c];
+            }
         }
-        let d = if include_pad { incl } else { n };
+        let d = if include_pad {
+            incl
+        } else {
+            rows.len() * cols.len()
+        };
         if d == 0 {
             T::zero()
         } else {
@@ -359,7 +407,14 @@ fn run_lp_pool(ctx: &KernelCtx) -> Result<Vec<Value>> {
 }
 
 fn lp_pool<T: Real>(x: &Tensor, t: &Taps, p: f64) -> Result<Data> {
-    pool_with::<T>(x, t, |it, _| lp(it, p))
+    pool_with::<T>(x, t, |xp, rows, cols, _| {
+        lp(
+            &mut rows
+                .iter()
+                .flat_map(|&r| cols.iter().map(move |&c| xp[r + c])),
+            p,
+        )
+    })
 }
 
 /// Global pools: one value per (batch, channel) plane.
@@ -378,15 +433,27 @@ fn global<T: Real>(x: &Tensor, f: &(dyn Fn(&[T]) -> T + Sync)) -> Result<Data> {
 fn global_shape<'a>(ctx: &KernelCtx<'a>) -> Result<(&'a Tensor, Vec<usize>)> {
     let x = ctx.tensor(0)?;
     if x.rank() < 2 {
-        return Err(format!("input X must have rank >= 2, got shape {:?}", x.shape));
+        return Err(format!(
+            "input X must have rank >= 2, got shape {:?}",
+            x.shape
+        ));
     }
-    let shape = x.shape.iter().enumerate().map(|(i, &d)| if i < 2 { d } else { 1 }).collect();
+    let shape = x
+        .shape
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if i < 2 { d } else { 1 })
+        .collect();
     Ok((x, shape))
 }
 
 fn mean<T: Real>(v: &[T]) -> T {
     let s: f64 = v.iter().map(|x| x.f64()).sum();
-    T::of(if v.is_empty() { f64::NAN } else { s / v.len() as f64 })
+    T::of(if v.is_empty() {
+        f64::NAN
+    } else {
+        s / v.len() as f64
+    })
 }
 
 fn run_global_average(ctx: &KernelCtx) -> Result<Vec<Value>> {
@@ -398,7 +465,8 @@ fn run_global_average(ctx: &KernelCtx) -> Result<Vec<Value>> {
 fn run_global_max(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let (x, shape) = global_shape(ctx)?;
     fn max<T: Real>(v: &[T]) -> T {
-        v.iter().fold(T::min_value(), |a, &b| if b > a { b } else { a })
+        v.iter()
+            .fold(T::min_value(), |a, &b| if b > a { b } else { a })
     }
     let data = float_dispatch!(x.dtype(), global(x, &max))?;
     one(Tensor::new(shape, data))
@@ -431,7 +499,10 @@ mod kernel_tests {
             subgraphs: None,
         };
         let f = kernel("", op).unwrap();
-        Ok(f(&ctx)?.into_iter().map(|v| v.into_tensor().unwrap()).collect())
+        Ok(f(&ctx)?
+            .into_iter()
+            .map(|v| v.into_tensor().unwrap())
+            .collect())
     }
 
     fn x44() -> Tensor {
@@ -440,7 +511,10 @@ mod kernel_tests {
 
     #[test]
     fn max_pool_with_indices_and_storage_order() {
-        let attrs = [Attribute::ints("kernel_shape", &[2, 2]), Attribute::ints("strides", &[2, 2])];
+        let attrs = [
+            Attribute::ints("kernel_shape", &[2, 2]),
+            Attribute::ints("strides", &[2, 2]),
+        ];
         let out = call("MaxPool", x44(), &attrs, 2).unwrap();
         assert_eq!(out[0].shape, vec![1, 1, 2, 2]);
         assert_eq!(out[0].as_slice::<f32>().unwrap(), &[6., 8., 14., 16.]);
@@ -484,7 +558,10 @@ mod kernel_tests {
         with_pad.push(Attribute::int("count_include_pad", 1));
         let out = call("AveragePool", x44(), &with_pad, 1).unwrap();
         assert!((out[0].as_slice::<f32>().unwrap()[0] - 14.0 / 9.0).abs() < 1e-6);
-        let attrs = [Attribute::ints("kernel_shape", &[1, 2]), Attribute::int("p", 2)];
+        let attrs = [
+            Attribute::ints("kernel_shape", &[1, 2]),
+            Attribute::int("p", 2),
+        ];
         let x = Tensor::from_vec(vec![1, 1, 1, 2], vec![3.0f64, -4.0]);
         let out = call("LpPool", x.clone(), &attrs, 1).unwrap();
         assert_eq!(out[0].as_slice::<f64>().unwrap(), &[5.0]);
@@ -496,14 +573,23 @@ mod kernel_tests {
         let out = call("GlobalMaxPool", x, &[], 1).unwrap();
         assert_eq!(out[0].as_slice::<f64>().unwrap(), &[3.0]);
         assert!(call("MaxPool", x44(), &[], 1).is_err());
-        assert!(call("AveragePool", x44(), &[Attribute::ints("kernel_shape", &[5, 5])], 1).is_err());
+        assert!(call(
+            "AveragePool",
+            x44(),
+            &[Attribute::ints("kernel_shape", &[5, 5])],
+            1
+        )
+        .is_err());
         // Absurd windows fail cleanly.
         let huge = [
             Attribute::ints("kernel_shape", &[2, 2]),
             Attribute::ints("pads", &[1 << 39, 1 << 39, 1 << 39, 1 << 39]),
         ];
         assert!(call("MaxPool", x44(), &huge, 1).is_err());
-        let neg = [Attribute::ints("kernel_shape", &[2, 2]), Attribute::ints("strides", &[0, 1])];
+        let neg = [
+            Attribute::ints("kernel_shape", &[2, 2]),
+            Attribute::ints("strides", &[0, 1]),
+        ];
         assert!(call("AveragePool", x44(), &neg, 1).is_err());
     }
 }

@@ -3,7 +3,7 @@
 //! DynamicQuantizeLinear (uint8), QLinearMatMul and QLinearConv (int8/uint8, on top of the
 //! MatMulInteger and ConvInteger kernels).
 use half::{bf16, f16};
-use kiln_ir::{DataType, Attribute};
+use kiln_ir::{Attribute, DataType};
 
 use crate::kernel::{one, strides, zip_broadcast, KernelCtx, KernelFn, Result};
 use crate::ops::cast::{self, CastOpts};
@@ -62,15 +62,26 @@ fn param_index(x: &[usize], p: &[usize], axis: i64, block: i64, what: &str) -> R
     let st = strides(x);
     if block <= 0 {
         if p != [x[a]] {
-            return Err(format!("{what} has shape {p:?}; expected one element or [{}]", x[a]));
+            return Err(format!(
+                "{what} has shape {p:?}; expected one element or [{}]",
+                x[a]
+            ));
         }
         return Ok((0..n).map(|f| (f / st[a]) % x[a]).collect());
     }
     let b = block as usize;
     let ok = p.len() == x.len()
-        && (0..x.len()).all(|i| if i == a { p[i] == x[a].div_ceil(b) } else { p[i] == x[i] });
+        && (0..x.len()).all(|i| {
+            if i == a {
+                p[i] == x[a].div_ceil(b)
+            } else {
+                p[i] == x[i]
+            }
+        });
     if !ok {
-        return Err(format!("{what} has shape {p:?}, which does not block {x:?} by {b} along axis {a}"));
+        return Err(format!(
+            "{what} has shape {p:?}, which does not block {x:?} by {b} along axis {a}"
+        ));
     }
     let pst = strides(p);
     Ok((0..n)
@@ -93,9 +104,16 @@ fn quantize(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let to = match (zp, out_attr) {
         (Some(z), 0) => z.dtype(),
         (Some(z), o) if DataType::from_onnx(o as i32) == Some(z.dtype()) => z.dtype(),
-        (Some(z), o) => return Err(format!("output_dtype {o} does not match the zero point's type {}", z.dtype())),
+        (Some(z), o) => {
+            return Err(format!(
+                "output_dtype {o} does not match the zero point's type {}",
+                z.dtype()
+            ))
+        }
         (None, 0) => DataType::U8,
-        (None, o) => DataType::from_onnx(o as i32).ok_or_else(|| format!("unknown output_dtype {o}"))?,
+        (None, o) => {
+            DataType::from_onnx(o as i32).ok_or_else(|| format!("unknown output_dtype {o}"))?
+        }
     };
     let (axis, block) = (ctx.int_attr("axis", 1), ctx.int_attr("block_size", 0));
     let si = param_index(&x.shape, &scale.shape, axis, block, "y_scale")?;
@@ -109,21 +127,44 @@ fn quantize(ctx: &KernelCtx) -> Result<Vec<Value>> {
         None => vec![0.0; si.len()],
     };
     let xv = x.to_f64s()?;
-    // Division in x's own type, as numpy does it.
-    let prec = x.dtype();
-    let q: Vec<f64> = xv.iter().zip(&si).map(|(&v, &i)| round_to(prec, v / sv[i])).collect();
+    // Division in the `precision` type when given (opset 23), else in x's own type, as
+    // numpy does it.
+    let prec = match ctx.int_attr("precision", 0) {
+        0 => x.dtype(),
+        p => DataType::from_onnx(p as i32)
+            .filter(|d| d.is_float())
+            .ok_or_else(|| format!("precision {p} is not a float type"))?,
+    };
+    let q: Vec<f64> = xv
+        .iter()
+        .zip(&si)
+        .map(|(&v, &i)| round_to(prec, v / sv[i]))
+        .collect();
     let saturate = ctx.int_attr("saturate", 1) != 0;
     let vals: Vec<f64> = if let Some((lo, hi)) = int_range(to) {
-        q.iter().zip(&zv).map(|(&v, &z)| (v.round_ties_even() + z).clamp(lo, hi)).collect()
+        q.iter()
+            .zip(&zv)
+            .map(|(&v, &z)| (v.round_ties_even() + z).clamp(lo, hi))
+            .collect()
     } else if to == DataType::F4E2M1 {
         q.iter().zip(&zv).map(|(&v, &z)| v + z).collect()
-    } else if matches!(to, DataType::F8E4M3FN | DataType::F8E4M3FNUZ | DataType::F8E5M2 | DataType::F8E5M2FNUZ) {
+    } else if matches!(
+        to,
+        DataType::F8E4M3FN | DataType::F8E4M3FNUZ | DataType::F8E5M2 | DataType::F8E5M2FNUZ
+    ) {
         q
     } else {
         return Err(format!("QuantizeLinear cannot produce {to}"));
     };
-    let opts = CastOpts { saturate, ..CastOpts::default() };
-    one(cast::cast(&Tensor::new(x.shape.clone(), Data::F64(vals)), to, opts)?)
+    let opts = CastOpts {
+        saturate,
+        ..CastOpts::default()
+    };
+    one(cast::cast(
+        &Tensor::new(x.shape.clone(), Data::F64(vals)),
+        to,
+        opts,
+    )?)
 }
 
 fn dequantize(ctx: &KernelCtx) -> Result<Vec<Value>> {
@@ -136,7 +177,11 @@ fn dequantize(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let zv: Vec<f64> = match ctx.opt_tensor(2)? {
         Some(z) => {
             if z.dtype() != x.dtype() {
-                return Err(format!("zero point has type {}, x has {}", z.dtype(), x.dtype()));
+                return Err(format!(
+                    "zero point has type {}, x has {}",
+                    z.dtype(),
+                    x.dtype()
+                ));
             }
             let zi = param_index(&x.shape, &z.shape, axis, block, "x_zero_point")?;
             let zv = cast::to_f64s(z)?;
@@ -151,8 +196,14 @@ fn dequantize(ctx: &KernelCtx) -> Result<Vec<Value>> {
     if !out.is_float() {
         return Err(format!("DequantizeLinear produces floats, not {out}"));
     }
-    let y: Vec<f64> = (0..xv.len()).map(|i| round_to(DataType::F32, xv[i] - zv[i]) * sv[si[i]]).collect();
-    one(cast::cast(&Tensor::new(x.shape.clone(), Data::F64(y)), out, CastOpts::default())?)
+    let y: Vec<f64> = (0..xv.len())
+        .map(|i| round_to(DataType::F32, xv[i] - zv[i]) * sv[si[i]])
+        .collect();
+    one(cast::cast(
+        &Tensor::new(x.shape.clone(), Data::F64(y)),
+        out,
+        CastOpts::default(),
+    )?)
 }
 
 /// uint8 quantization with a scale and zero point that cover [min(x, 0), max(x, 0)], in f32
@@ -161,13 +212,19 @@ fn dynamic_quantize(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let x = ctx.tensor(0)?;
     check_len(x, "x")?;
     let Data::F32(v) = &x.data else {
-        return Err(format!("DynamicQuantizeLinear takes float32, got {}", x.dtype()));
+        return Err(format!(
+            "DynamicQuantizeLinear takes float32, got {}",
+            x.dtype()
+        ));
     };
     let maxx = v.iter().copied().fold(0.0f32, f32::max);
     let minx = v.iter().copied().fold(0.0f32, f32::min);
     let scale = if maxx == minx { 1.0f32 } else { maxx - minx } / 255.0f32;
     let zp = (0.0f32 - minx / scale).clamp(0.0, 255.0).round_ties_even();
-    let y: Vec<u8> = v.iter().map(|&e| ((e / scale).round_ties_even() + zp).clamp(0.0, 255.0) as u8).collect();
+    let y: Vec<u8> = v
+        .iter()
+        .map(|&e| ((e / scale).round_ties_even() + zp).clamp(0.0, 255.0) as u8)
+        .collect();
     Ok(vec![
         Value::Tensor(Tensor::from_vec(x.shape.clone(), y)),
         Value::Tensor(Tensor::scalar(scale)),
@@ -176,8 +233,16 @@ fn dynamic_quantize(ctx: &KernelCtx) -> Result<Vec<Value>> {
 }
 
 /// Runs another op's kernel on the given inputs (same attributes).
-fn call(ctx: &KernelCtx, op: &str, attrs: &[Attribute], inputs: &[Option<&Tensor>]) -> Result<Tensor> {
-    let vals: Vec<Option<Value>> = inputs.iter().map(|t| t.map(|t| Value::Tensor(t.clone()))).collect();
+fn call(
+    ctx: &KernelCtx,
+    op: &str,
+    attrs: &[Attribute],
+    inputs: &[Option<&Tensor>],
+) -> Result<Tensor> {
+    let vals: Vec<Option<Value>> = inputs
+        .iter()
+        .map(|t| t.map(|t| Value::Tensor(t.clone())))
+        .collect();
     let sub = KernelCtx {
         op_type: op,
         domain: "",
@@ -197,17 +262,30 @@ fn call(ctx: &KernelCtx, op: &str, attrs: &[Attribute], inputs: &[Option<&Tensor
 
 /// `round(acc * (a_scale * b_scale / y_scale)) + y_zero_point`, saturated to the output type
 /// (`y_zero_point`'s, else `fallback`). The scale factor is computed in the scales' type.
-fn requantize(acc: &Tensor, sa: &Tensor, sb: &Tensor, sy: &Tensor, yz: Option<&Tensor>, fallback: DataType, per_channel_b: bool) -> Result<Tensor> {
+fn requantize(
+    acc: &Tensor,
+    sa: &Tensor,
+    sb: &Tensor,
+    sy: &Tensor,
+    yz: Option<&Tensor>,
+    fallback: DataType,
+    per_channel_b: bool,
+) -> Result<Tensor> {
     let dt = sa.dtype();
     let (a, b, y) = (sa.to_f64s()?, sb.to_f64s()?, sy.to_f64s()?);
     let (&a0, &y0) = match (a.as_slice(), y.as_slice()) {
         ([a0], [y0]) => (a0, y0),
         _ => return Err("a/x scale and y_scale must be scalars".into()),
     };
-    let factors: Vec<f64> = b.iter().map(|&bv| round_to(dt, round_to(dt, a0 * bv) / y0)).collect();
+    let factors: Vec<f64> = b
+        .iter()
+        .map(|&bv| round_to(dt, round_to(dt, a0 * bv) / y0))
+        .collect();
     let c = acc.to_f64s()?;
     let to = yz.map_or(fallback, |z| z.dtype());
-    let (lo, hi) = int_range(to).filter(|_| matches!(to, DataType::U8 | DataType::I8)).ok_or_else(|| format!("cannot requantize to {to}"))?;
+    let (lo, hi) = int_range(to)
+        .filter(|_| matches!(to, DataType::U8 | DataType::I8))
+        .ok_or_else(|| format!("cannot requantize to {to}"))?;
     let z = match yz {
         Some(z) => match z.to_f64s()?.as_slice() {
             [z] => *z,
@@ -216,16 +294,25 @@ fn requantize(acc: &Tensor, sa: &Tensor, sb: &Tensor, sy: &Tensor, yz: Option<&T
         None => 0.0,
     };
     let out: Vec<f64> = if factors.len() == 1 {
-        c.iter().map(|&v| ((v * factors[0]).round_ties_even() + z).clamp(lo, hi)).collect()
+        c.iter()
+            .map(|&v| ((v * factors[0]).round_ties_even() + z).clamp(lo, hi))
+            .collect()
     } else if per_channel_b {
         // Per output channel (axis 1 of [N, M, ...]).
         let m = factors.len();
         let n = acc.shape[0].max(1);
         let plane = c.len() / (n * m).max(1);
-        c.iter().enumerate().map(|(i, &v)| ((v * factors[(i / plane.max(1)) % m]).round_ties_even() + z).clamp(lo, hi)).collect()
+        c.iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                ((v * factors[(i / plane.max(1)) % m]).round_ties_even() + z).clamp(lo, hi)
+            })
+            .collect()
     } else {
         let fshape = [factors.len()];
-        let (_, r) = zip_broadcast(&c, &acc.shape, &factors, &fshape, |v, f| ((v * f).round_ties_even() + z).clamp(lo, hi))?;
+        let (_, r) = zip_broadcast(&c, &acc.shape, &factors, &fshape, |v, f| {
+            ((v * f).round_ties_even() + z).clamp(lo, hi)
+        })?;
         r
     };
     Ok(Tensor::new(acc.shape.clone(), data_from_f64(to, &out)?))
@@ -248,7 +335,10 @@ fn qlinear_conv(ctx: &KernelCtx) -> Result<Vec<Value>> {
         let bv = bias.to_i64s()?;
         let m = acc.shape.get(1).copied().unwrap_or(0);
         if bv.len() != m {
-            return Err(format!("bias has {} elements for {m} output channels", bv.len()));
+            return Err(format!(
+                "bias has {} elements for {m} output channels",
+                bv.len()
+            ));
         }
         let plane: usize = acc.shape[2..].iter().product();
         if let Data::I32(v) = &mut acc.data {
@@ -283,21 +373,49 @@ mod tests {
         let q = run("QuantizeLinear", &attrs, &[x, s, z]).unwrap();
         assert_eq!(q.as_slice::<i8>().unwrap(), &[1, 2, 2, 2]);
         let x = f32s(&[2], &[-20.0, 5.0]);
-        let z = Tensor::new(vec![], Data::Packed { dtype: DataType::I4, raw: vec![0] });
+        let z = Tensor::new(
+            vec![],
+            Data::Packed {
+                dtype: DataType::I4,
+                raw: vec![0],
+            },
+        );
         let q = run("QuantizeLinear", &[], &[x, f32s(&[], &[1.0]), z]).unwrap();
-        assert_eq!(q.data, Data::Packed { dtype: DataType::I4, raw: vec![0x58] });
+        assert_eq!(
+            q.data,
+            Data::Packed {
+                dtype: DataType::I4,
+                raw: vec![0x58]
+            }
+        );
     }
 
     #[test]
     fn dynamic_and_qlinear_matmul() {
-        let r = run_opset("DynamicQuantizeLinear", 11, &[], &[Some(f32s(&[3], &[0.0, 2.0, -1.0]))], 3).unwrap();
+        let r = run_opset(
+            "DynamicQuantizeLinear",
+            11,
+            &[],
+            &[Some(f32s(&[3], &[0.0, 2.0, -1.0]))],
+            3,
+        )
+        .unwrap();
         assert_eq!(r[0].as_slice::<u8>().unwrap(), &[85, 255, 0]);
         assert_eq!(r[2].as_slice::<u8>().unwrap(), &[85]);
         let a = Tensor::from_vec(vec![1, 2], vec![2u8, 4]);
         let b = Tensor::from_vec(vec![2, 1], vec![3u8, 1]);
         let one = f32s(&[], &[1.0]);
         let zero = Tensor::scalar(0u8);
-        let ins = [a, one.clone(), zero.clone(), b, f32s(&[], &[0.5]), zero.clone(), one, zero];
+        let ins = [
+            a,
+            one.clone(),
+            zero.clone(),
+            b,
+            f32s(&[], &[0.5]),
+            zero.clone(),
+            one,
+            zero,
+        ];
         let y = run("QLinearMatMul", &[], &ins).unwrap();
         assert_eq!(y.as_slice::<u8>().unwrap(), &[5]);
     }

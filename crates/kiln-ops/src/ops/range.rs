@@ -49,7 +49,10 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let dtype = t[0].dtype();
     for (i, x) in t.iter().enumerate() {
         if movement::numel(&x.shape)? != 1 {
-            return Err(format!("input {i} must be a scalar, got shape {:?}", x.shape));
+            return Err(format!(
+                "input {i} must be a scalar, got shape {:?}",
+                x.shape
+            ));
         }
         if x.dtype() != dtype {
             return Err(format!("inputs have types {dtype} and {}", x.dtype()));
@@ -85,7 +88,9 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
         .collect::<Result<_>>()?;
     let (start, limit, delta) = (v[0], v[1], v[2]);
     if delta == 0.0 || !delta.is_finite() || !start.is_finite() || limit.is_nan() {
-        return Err(format!("cannot make a range from {start} to {limit} by {delta}"));
+        return Err(format!(
+            "cannot make a range from {start} to {limit} by {delta}"
+        ));
     }
     let n = ((limit - start) / delta).ceil().max(0.0);
     if n > movement::MAX_OUTPUT_ELEMENTS as f64 {

@@ -171,7 +171,10 @@ fn reduce_exact<T: Num>(op: &str, it: impl Iterator<Item = T>, n: usize) -> T {
             s.div(T::from_f64(n as f64)).unwrap_or(z)
         }
         "ReduceProd" => it.fold(T::one(), |a, x| a.mul(x)),
-        "ReduceMax" => it.fold(T::from_f64(f64::NEG_INFINITY), |m, x| if x > m { x } else { m }),
+        "ReduceMax" => it.fold(
+            T::from_f64(f64::NEG_INFINITY),
+            |m, x| if x > m { x } else { m },
+        ),
         "ReduceMin" => it.fold(T::from_f64(f64::INFINITY), |m, x| if x < m { x } else { m }),
         "ReduceL1" => it.fold(z, |a, x| a.add(if x < z { z.sub(x) } else { x })),
         _ => it.fold(z, |a, x| a.add(x.mul(x))), // ReduceSumSquare
@@ -180,8 +183,7 @@ fn reduce_exact<T: Num>(op: &str, it: impl Iterator<Item = T>, n: usize) -> T {
 
 fn reduce_typed<T: Num>(op: &str, v: &[T], p: &Plan) -> Vec<T> {
     let n = p.red.len();
-    let via_f64 =
-        T::IS_FLOAT || matches!(op, "ReduceL2" | "ReduceLogSum" | "ReduceLogSumExp");
+    let via_f64 = T::IS_FLOAT || matches!(op, "ReduceL2" | "ReduceLogSum" | "ReduceLogSumExp");
     p.base
         .iter()
         .map(|&b| {
@@ -200,7 +202,10 @@ fn reduce_typed<T: Num>(op: &str, v: &[T], p: &Plan) -> Vec<T> {
 fn reduce_axes(ctx: &KernelCtx, rank: usize) -> Result<Option<Vec<usize>>> {
     let axes = match ctx.opt_tensor(1)? {
         Some(t) => t.to_i64s()?,
-        None => ctx.ints_attr("axes").map(|a| a.to_vec()).unwrap_or_default(),
+        None => ctx
+            .ints_attr("axes")
+            .map(|a| a.to_vec())
+            .unwrap_or_default(),
     };
     if axes.is_empty() {
         if ctx.int_attr("noop_with_empty_axes", 0) != 0 {
@@ -224,12 +229,18 @@ fn reduce(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let p = plan(&x.shape, &axes);
     let shape = out_shape(&x.shape, &axes, keep);
     let data = match &x.data {
-        Data::Bool(v) if op == "ReduceMax" => {
-            Data::Bool(p.base.iter().map(|&b| p.red.iter().any(|&r| v[b + r])).collect())
-        }
-        Data::Bool(v) if op == "ReduceMin" => {
-            Data::Bool(p.base.iter().map(|&b| p.red.iter().all(|&r| v[b + r])).collect())
-        }
+        Data::Bool(v) if op == "ReduceMax" => Data::Bool(
+            p.base
+                .iter()
+                .map(|&b| p.red.iter().any(|&r| v[b + r]))
+                .collect(),
+        ),
+        Data::Bool(v) if op == "ReduceMin" => Data::Bool(
+            p.base
+                .iter()
+                .map(|&b| p.red.iter().all(|&r| v[b + r]))
+                .collect(),
+        ),
         d => with_numeric!(d, v => Elem::wrap(reduce_typed(op, v, &p)),
             _ => return Err(format!("{op} does not take {} tensors", x.dtype()))),
     };
@@ -303,14 +314,25 @@ mod tests {
         let r = run("ReduceMean", &[Attribute::int("keepdims", 0)], &[x.clone()]).unwrap();
         assert_eq!(r.shape, Vec::<usize>::new());
         assert_eq!(vals(&r), vec![3.5]);
-        let r = run_opset("ReduceMax", 13, &[Attribute::ints("axes", &[-2])], &[Some(x.clone())], 1)
-            .unwrap()
-            .remove(0);
+        let r = run_opset(
+            "ReduceMax",
+            13,
+            &[Attribute::ints("axes", &[-2])],
+            &[Some(x.clone())],
+            1,
+        )
+        .unwrap()
+        .remove(0);
         assert_eq!(vals(&r), vec![4.0, 5.0, 6.0]);
         let noop = [Attribute::int("noop_with_empty_axes", 1)];
         let r = run("ReduceSum", &noop, &[x.clone(), i64s(&[0], &[])]).unwrap();
         assert_eq!(r, x);
-        let r = run("ReduceLogSumExp", &[], &[f32s(&[2], &[1000.0, 1000.0]), i64s(&[1], &[0])]).unwrap();
+        let r = run(
+            "ReduceLogSumExp",
+            &[],
+            &[f32s(&[2], &[1000.0, 1000.0]), i64s(&[1], &[0])],
+        )
+        .unwrap();
         assert!((vals(&r)[0] - (1000.0 + 2f32.ln())).abs() < 1e-3);
         assert!(run("ReduceSum", &[], &[x, i64s(&[2], &[0, 0])]).is_err());
     }
@@ -333,10 +355,20 @@ mod tests {
     fn argmax_ties() {
         let x = f32s(&[2, 3], &[1.0, 3.0, 3.0, 5.0, 0.0, 5.0]);
         let r = run("ArgMax", &[Attribute::int("axis", 1)], &[x.clone()]).unwrap();
-        assert_eq!((r.shape.clone(), r.to_i64s().unwrap()), (vec![2, 1], vec![1, 0]));
-        let attrs = [Attribute::int("axis", -1), Attribute::int("keepdims", 0), Attribute::int("select_last_index", 1)];
+        assert_eq!(
+            (r.shape.clone(), r.to_i64s().unwrap()),
+            (vec![2, 1], vec![1, 0])
+        );
+        let attrs = [
+            Attribute::int("axis", -1),
+            Attribute::int("keepdims", 0),
+            Attribute::int("select_last_index", 1),
+        ];
         let r = run("ArgMax", &attrs, &[x.clone()]).unwrap();
-        assert_eq!((r.shape.clone(), r.to_i64s().unwrap()), (vec![2], vec![2, 2]));
+        assert_eq!(
+            (r.shape.clone(), r.to_i64s().unwrap()),
+            (vec![2], vec![2, 2])
+        );
         let r = run("ArgMin", &[], &[x]).unwrap();
         assert_eq!(r.to_i64s().unwrap(), vec![0, 1, 0]);
     }

@@ -176,9 +176,7 @@ pub fn reshape_target(input: &[usize], target: &[i64], allow_zero: bool) -> Resu
                 }
             },
             d if d < 0 => return Err(format!("invalid dimension {d} in shape")),
-            d => out.push(
-                usize::try_from(d).map_err(|_| format!("dimension {d} is too large"))?,
-            ),
+            d => out.push(usize::try_from(d).map_err(|_| format!("dimension {d} is too large"))?),
         }
     }
     let n = movement::numel(input)?;

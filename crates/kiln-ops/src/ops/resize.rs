@@ -509,7 +509,10 @@ fn axis_specs(ctx: &KernelCtx, x: &Tensor, p: &Params, legacy: bool) -> Result<V
                 }
                 Ok(s as f64 / x.shape[a] as f64)
             };
-            match ctx.str_attr("keep_aspect_ratio_policy").unwrap_or("stretch") {
+            match ctx
+                .str_attr("keep_aspect_ratio_policy")
+                .unwrap_or("stretch")
+            {
                 "stretch" => {
                     for (&a, &s) in axes.iter().zip(&sz) {
                         specs[a].scale = ratio(a, s)?;
@@ -522,7 +525,11 @@ fn axis_specs(ctx: &KernelCtx, x: &Tensor, p: &Params, legacy: bool) -> Result<V
                         .zip(&sz)
                         .map(|(&a, &s)| ratio(a, s))
                         .collect::<Result<Vec<f64>>>()?;
-                    let pick = if policy == "not_larger" { f64::min } else { f64::max };
+                    let pick = if policy == "not_larger" {
+                        f64::min
+                    } else {
+                        f64::max
+                    };
                     let Some(scale) = rs.into_iter().reduce(pick) else {
                         return Ok(specs);
                     };
@@ -596,7 +603,11 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
         return one(Tensor::new(out_shape, out));
     }
     if matches!(x.data, Data::Str(_) | Data::Bool(_)) {
-        return Err(format!("{:?} resizing is not defined for {}", p.mode, x.dtype()));
+        return Err(format!(
+            "{:?} resizing is not defined for {}",
+            p.mode,
+            x.dtype()
+        ));
     }
     let mut data = cast::to_f64s(x)?;
     let mut shape = x.shape.clone();
@@ -644,7 +655,9 @@ mod kernel_tests {
         let y3 = run_opset("Upsample", 9, &[], &ins, 1).unwrap().remove(0);
         assert_eq!(vals(&y3), vals(&y));
         let a = [Attribute::floats("scales", &[1., 1., 2., 2.])];
-        let y4 = run_opset("Upsample", 7, &a, &[Some(x)], 1).unwrap().remove(0);
+        let y4 = run_opset("Upsample", 7, &a, &[Some(x)], 1)
+            .unwrap()
+            .remove(0);
         assert_eq!(vals(&y4), vals(&y));
     }
 
@@ -664,7 +677,12 @@ mod kernel_tests {
         let y = run_opset("Resize", 19, &a, &ins, 1).unwrap().remove(0);
         assert_eq!(vals(&y), vec![1., 2., 3.]);
         // Both scales and sizes, or neither, is an error.
-        let ins = [Some(x.clone()), None, Some(scales(&[1., 2.])), Some(i64s(&[2], &[1, 4]))];
+        let ins = [
+            Some(x.clone()),
+            None,
+            Some(scales(&[1., 2.])),
+            Some(i64s(&[2], &[1, 4])),
+        ];
         assert!(run_opset("Resize", 19, &a, &ins, 1).is_err());
         assert!(run_opset("Resize", 19, &a, &[Some(x)], 1).is_err());
     }

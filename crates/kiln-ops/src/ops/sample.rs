@@ -102,18 +102,29 @@ fn grid_sample(ctx: &KernelCtx) -> Result<Vec<Value>> {
     check_len(x, "X")?;
     check_len(grid, "grid")?;
     let r = x.rank().saturating_sub(2);
-    if x.rank() < 3 || grid.rank() != x.rank() || grid.shape[0] != x.shape[0] || grid.shape[grid.rank() - 1] != r {
-        return Err(format!("X {:?} and grid {:?} do not match as [N, C, D...] and [N, O..., {r}]", x.shape, grid.shape));
+    if x.rank() < 3
+        || grid.rank() != x.rank()
+        || grid.shape[0] != x.shape[0]
+        || grid.shape[grid.rank() - 1] != r
+    {
+        return Err(format!(
+            "X {:?} and grid {:?} do not match as [N, C, D...] and [N, O..., {r}]",
+            x.shape, grid.shape
+        ));
     }
     if !x.dtype().is_float() {
         return Err(format!("GridSample takes floats, got {}", x.dtype()));
     }
-    let mode = match ctx.str_attr("mode").unwrap_or(if ctx.opset < 20 { "bilinear" } else { "linear" }) {
-        "nearest" => Mode::Nearest,
-        "bilinear" | "linear" => Mode::Linear,
-        "bicubic" | "cubic" => Mode::Cubic,
-        m => return Err(format!("unknown GridSample mode '{m}'")),
-    };
+    let mode =
+        match ctx
+            .str_attr("mode")
+            .unwrap_or(if ctx.opset < 20 { "bilinear" } else { "linear" })
+        {
+            "nearest" => Mode::Nearest,
+            "bilinear" | "linear" => Mode::Linear,
+            "bicubic" | "cubic" => Mode::Cubic,
+            m => return Err(format!("unknown GridSample mode '{m}'")),
+        };
     let pad = match ctx.str_attr("padding_mode").unwrap_or("zeros") {
         "zeros" => Pad::Zeros,
         "border" => Pad::Border,
@@ -124,8 +135,20 @@ fn grid_sample(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let (n, c) = (x.shape[0], x.shape[1]);
     let size = x.shape[2..].to_vec();
     let dims = Dims {
-        lo: size.iter().map(|_| if align { 0.0 } else { -0.5 }).collect(),
-        hi: size.iter().map(|&s| if align { s as f64 - 1.0 } else { s as f64 - 0.5 }).collect(),
+        lo: size
+            .iter()
+            .map(|_| if align { 0.0 } else { -0.5 })
+            .collect(),
+        hi: size
+            .iter()
+            .map(|&s| {
+                if align {
+                    s as f64 - 1.0
+                } else {
+                    s as f64 - 0.5
+                }
+            })
+            .collect(),
         st: strides(&size),
         size,
     };
@@ -154,7 +177,11 @@ fn grid_sample(ctx: &KernelCtx) -> Result<Vec<Value>> {
                 // The grid lists x (the last dim) first.
                 let v = g[r - 1 - k];
                 let len = dims.size[k] as f64;
-                let mut p = if align { (v + 1.0) / 2.0 * (len - 1.0) } else { ((v + 1.0) * len - 1.0) / 2.0 };
+                let mut p = if align {
+                    (v + 1.0) / 2.0 * (len - 1.0)
+                } else {
+                    ((v + 1.0) * len - 1.0) / 2.0
+                };
                 if mode == Mode::Nearest {
                     p = p.round_ties_even();
                 }
@@ -202,7 +229,10 @@ fn grid_sample(ctx: &KernelCtx) -> Result<Vec<Value>> {
             }
             for ch in 0..c {
                 let src = &xv[(b * c + ch) * plane..(b * c + ch + 1) * plane];
-                let v: f64 = taps_of.iter().map(|&(p, w)| p.map_or(0.0, |p| w * src[p])).sum();
+                let v: f64 = taps_of
+                    .iter()
+                    .map(|&(p, w)| p.map_or(0.0, |p| w * src[p]))
+                    .sum();
                 out[(b * c + ch) * outs + o] = v;
             }
         }
@@ -249,13 +279,19 @@ fn roi_align(ctx: &KernelCtx) -> Result<Vec<Value>> {
     check_len(rois, "rois")?;
     check_len(bi, "batch_indices")?;
     if x.rank() != 4 || rois.rank() != 2 || rois.shape[1] != 4 || bi.shape != [rois.shape[0]] {
-        return Err(format!("RoiAlign takes X [N, C, H, W], rois [R, 4], batch_indices [R]; got {:?}, {:?}, {:?}", x.shape, rois.shape, bi.shape));
+        return Err(format!(
+            "RoiAlign takes X [N, C, H, W], rois [R, 4], batch_indices [R]; got {:?}, {:?}, {:?}",
+            x.shape, rois.shape, bi.shape
+        ));
     }
     if !x.dtype().is_float() {
         return Err(format!("RoiAlign takes floats, got {}", x.dtype()));
     }
     let (c, h, w) = (x.shape[1], x.shape[2], x.shape[3]);
-    let (ph, pw) = (ctx.int_attr("output_height", 1), ctx.int_attr("output_width", 1));
+    let (ph, pw) = (
+        ctx.int_attr("output_height", 1),
+        ctx.int_attr("output_width", 1),
+    );
     if ph < 1 || pw < 1 {
         return Err(format!("output size {ph}x{pw} must be positive"));
     }
@@ -267,8 +303,15 @@ fn roi_align(ctx: &KernelCtx) -> Result<Vec<Value>> {
         "max" => true,
         m => return Err(format!("unknown RoiAlign mode '{m}'")),
     };
-    let default_ctm = if ctx.opset < 16 { "output_half_pixel" } else { "half_pixel" };
-    let half = match ctx.str_attr("coordinate_transformation_mode").unwrap_or(default_ctm) {
+    let default_ctm = if ctx.opset < 16 {
+        "output_half_pixel"
+    } else {
+        "half_pixel"
+    };
+    let half = match ctx
+        .str_attr("coordinate_transformation_mode")
+        .unwrap_or(default_ctm)
+    {
         "half_pixel" => true,
         "output_half_pixel" => false,
         m => return Err(format!("unknown coordinate_transformation_mode '{m}'")),
@@ -297,8 +340,16 @@ fn roi_align(ctx: &KernelCtx) -> Result<Vec<Value>> {
             rh = rh.max(1.0);
         }
         let (bh, bw) = (rh / ph as f64, rw / pw as f64);
-        let gh = if ratio > 0 { ratio as usize } else { (rh / ph as f64).ceil().max(0.0) as usize };
-        let gw = if ratio > 0 { ratio as usize } else { (rw / pw as f64).ceil().max(0.0) as usize };
+        let gh = if ratio > 0 {
+            ratio as usize
+        } else {
+            (rh / ph as f64).ceil().max(0.0) as usize
+        };
+        let gw = if ratio > 0 {
+            ratio as usize
+        } else {
+            (rw / pw as f64).ceil().max(0.0) as usize
+        };
         let count = (gh * gw).max(1) as f64;
         for ch in 0..c {
             let plane = &xv[(b as usize * c + ch) * h * w..(b as usize * c + ch + 1) * h * w];
@@ -312,14 +363,18 @@ fn roi_align(ctx: &KernelCtx) -> Result<Vec<Value>> {
                             let xx = sw + px as f64 * bw + (ix as f64 + 0.5) * bw / gw as f64;
                             let s = roi_sample(h, w, y, xx);
                             if max {
-                                let v = s.iter().map(|&(p, wt)| wt * plane[p]).fold(f64::NEG_INFINITY, f64::max);
+                                let v = s
+                                    .iter()
+                                    .map(|&(p, wt)| wt * plane[p])
+                                    .fold(f64::NEG_INFINITY, f64::max);
                                 acc = Some(acc.map_or(v, |a| a.max(v)));
                             } else {
                                 sum += s.iter().map(|&(p, wt)| wt * plane[p]).sum::<f64>();
                             }
                         }
                     }
-                    out[((r * c + ch) * ph + py) * pw + px] = if max { acc.unwrap_or(0.0) } else { sum / count };
+                    out[((r * c + ch) * ph + py) * pw + px] =
+                        if max { acc.unwrap_or(0.0) } else { sum / count };
                 }
             }
         }
@@ -344,12 +399,25 @@ mod tests {
         // Without align_corners the corners lie half a pixel outside: zeros padding keeps a quarter.
         let r = run("GridSample", &[], &[x.clone(), g.clone()]).unwrap();
         assert_eq!(vals(&r), vec![0.0, 0.75, 1.5]);
-        let r = run("GridSample", &[Attribute::string("padding_mode", "border")], &[x.clone(), g.clone()]).unwrap();
+        let r = run(
+            "GridSample",
+            &[Attribute::string("padding_mode", "border")],
+            &[x.clone(), g.clone()],
+        )
+        .unwrap();
         assert_eq!(vals(&r), vec![0.0, 3.0, 1.5]);
         // Nearest rounds half to even: 1.5 -> 2 (outside: zero, or the border pixel).
-        let r = run("GridSample", &[Attribute::string("mode", "nearest")], &[x.clone(), g.clone()]).unwrap();
+        let r = run(
+            "GridSample",
+            &[Attribute::string("mode", "nearest")],
+            &[x.clone(), g.clone()],
+        )
+        .unwrap();
         assert_eq!(vals(&r), vec![0.0, 0.0, 0.0]);
-        let nb = [Attribute::string("mode", "nearest"), Attribute::string("padding_mode", "border")];
+        let nb = [
+            Attribute::string("mode", "nearest"),
+            Attribute::string("padding_mode", "border"),
+        ];
         let r = run("GridSample", &nb, &[x, g]).unwrap();
         assert_eq!(vals(&r), vec![0.0, 3.0, 0.0]);
     }
@@ -358,7 +426,12 @@ mod tests {
     fn roi_align_avg() {
         let x = iota(&[1, 1, 4, 4]);
         let rois = f32s(&[1, 4], &[0.0, 0.0, 3.0, 3.0]);
-        let attrs = [Attribute::int("output_height", 1), Attribute::int("output_width", 1), Attribute::int("sampling_ratio", 1), Attribute::string("coordinate_transformation_mode", "output_half_pixel")];
+        let attrs = [
+            Attribute::int("output_height", 1),
+            Attribute::int("output_width", 1),
+            Attribute::int("sampling_ratio", 1),
+            Attribute::string("coordinate_transformation_mode", "output_half_pixel"),
+        ];
         let r = run("RoiAlign", &attrs, &[x, rois, i64s(&[1], &[0])]).unwrap();
         // One sample at (1.5, 1.5): the mean of 5, 6, 9, 10.
         assert_eq!(vals(&r), vec![7.5]);

@@ -213,15 +213,26 @@ mod tests {
         let y = run(
             "ScatterElements",
             &a,
-            &[x.clone(), i64s(&[1, 2], &[1, -2]), f32s(&[1, 2], &[10., 20.])],
+            &[
+                x.clone(),
+                i64s(&[1, 2], &[1, -2]),
+                f32s(&[1, 2], &[10., 20.]),
+            ],
         )
         .unwrap();
         assert_eq!(vals(&y), vec![1., 10., 3., 20., 5.]);
-        let a = [Attribute::int("axis", 1), Attribute::string("reduction", "add")];
+        let a = [
+            Attribute::int("axis", 1),
+            Attribute::string("reduction", "add"),
+        ];
         let y = run(
             "ScatterElements",
             &a,
-            &[x.clone(), i64s(&[1, 2], &[1, 1]), f32s(&[1, 2], &[10., 20.])],
+            &[
+                x.clone(),
+                i64s(&[1, 2], &[1, 1]),
+                f32s(&[1, 2], &[10., 20.]),
+            ],
         )
         .unwrap();
         assert_eq!(vals(&y), vec![1., 32., 3., 4., 5.]);
@@ -253,6 +264,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(vals(&y), vec![0., 1., 4., 9.]);
-        assert!(run("ScatterND", &[], &[x2, i64s(&[1, 1], &[1]), f32s(&[2], &[2., 3.])]).is_err());
+        assert!(run(
+            "ScatterND",
+            &[],
+            &[x2, i64s(&[1, 1], &[1]), f32s(&[2], &[2., 3.])]
+        )
+        .is_err());
     }
 }

@@ -36,11 +36,16 @@ fn position(ctx: &KernelCtx, i: usize, len: usize, inclusive_end: bool) -> Resul
     let Some(t) = ctx.opt_tensor(i)? else {
         return Ok(None);
     };
-    let p = *t.to_i64s()?.first().ok_or("position must hold one element")?;
+    let p = *t
+        .to_i64s()?
+        .first()
+        .ok_or("position must hold one element")?;
     let n = len as i64;
     let hi = if inclusive_end { n } else { n - 1 };
     if p < -n || p > hi {
-        return Err(format!("position {p} is out of range for a sequence of {len}"));
+        return Err(format!(
+            "position {p} is out of range for a sequence of {len}"
+        ));
     }
     Ok(Some(if p < 0 { p + n } else { p } as usize))
 }
@@ -71,7 +76,11 @@ fn insert(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let (dt, ts) = seq(ctx, 0)?;
     let t = ctx.tensor(1)?.clone();
     if dt.is_some_and(|d| d != t.dtype()) {
-        return Err(format!("cannot insert {} into a sequence of {}", t.dtype(), dt.unwrap()));
+        return Err(format!(
+            "cannot insert {} into a sequence of {}",
+            t.dtype(),
+            dt.unwrap()
+        ));
     }
     let mut v = ts.to_vec();
     let p = position(ctx, 2, v.len(), true)?.unwrap_or(v.len());
@@ -175,9 +184,15 @@ fn concat_from_sequence(ctx: &KernelCtx) -> Result<Vec<Value>> {
     }
     for t in ts {
         if t.rank() != first.rank()
-            || t.shape.iter().enumerate().any(|(i, &d)| i != axis && d != first.shape[i])
+            || t.shape
+                .iter()
+                .enumerate()
+                .any(|(i, &d)| i != axis && d != first.shape[i])
         {
-            return Err(format!("cannot concatenate {:?} and {:?}", first.shape, t.shape));
+            return Err(format!(
+                "cannot concatenate {:?} and {:?}",
+                first.shape, t.shape
+            ));
         }
     }
     let outer: usize = first.shape[..axis].iter().product();
@@ -191,7 +206,10 @@ fn concat_from_sequence(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let srcs: Vec<_> = ts.iter().map(|t| &t.data).collect();
     let mut shape = first.shape.clone();
     shape[axis] = ts.iter().map(|t| t.shape[axis]).sum();
-    Ok(vec![Value::Tensor(Tensor::new(shape, take_from(&srcs, &idx)?))])
+    Ok(vec![Value::Tensor(Tensor::new(
+        shape,
+        take_from(&srcs, &idx)?,
+    ))])
 }
 
 /// SequenceMap: the body runs once per element of the first input; sequence inputs give their
@@ -200,7 +218,9 @@ fn map(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let Some(kiln_ir::AttrValue::Graph(g)) = ctx.attr("body") else {
         return Err("SequenceMap needs a body".into());
     };
-    let runner = ctx.subgraphs.ok_or("this runtime cannot run subgraphs here")?;
+    let runner = ctx
+        .subgraphs
+        .ok_or("this runtime cannot run subgraphs here")?;
     let (_, first) = seq(ctx, 0)?;
     let n = first.len();
     let mut outs: Vec<Vec<Tensor>> = vec![Vec::new(); g.outputs().len()];
@@ -216,8 +236,12 @@ fn map(ctx: &KernelCtx) -> Result<Vec<Value>> {
             }
         }
         for (k, v) in runner.run(g, ins)?.into_iter().enumerate() {
-            let t = v.into_tensor().ok_or("SequenceMap body outputs must be tensors")?;
-            outs.get_mut(k).ok_or("SequenceMap body gave too many outputs")?.push(t);
+            let t = v
+                .into_tensor()
+                .ok_or("SequenceMap body outputs must be tensors")?;
+            outs.get_mut(k)
+                .ok_or("SequenceMap body gave too many outputs")?
+                .push(t);
         }
     }
     Ok(outs

@@ -231,7 +231,10 @@ pub fn slice(
             .collect();
     }
     let shape: Vec<usize> = offs.iter().map(|t| t.len()).collect();
-    Ok(Tensor::new(shape, movement::take_tables(&x.data, &offs, None)?))
+    Ok(Tensor::new(
+        shape,
+        movement::take_tables(&x.data, &offs, None)?,
+    ))
 }
 
 fn ints_input(ctx: &KernelCtx, i: usize, what: &str) -> Result<Option<Vec<i64>>> {
@@ -304,7 +307,13 @@ mod kernel_tests {
         let y = run(
             "Slice",
             &[],
-            &[x.clone(), i64s(&[2], &[1, -1]), i64s(&[2], &[3, i64::MIN]), i64s(&[2], &[0, 1]), i64s(&[2], &[1, -2])],
+            &[
+                x.clone(),
+                i64s(&[2], &[1, -1]),
+                i64s(&[2], &[3, i64::MIN]),
+                i64s(&[2], &[0, 1]),
+                i64s(&[2], &[1, -2]),
+            ],
         )
         .unwrap();
         assert_eq!(y.shape, vec![2, 2]);
@@ -317,7 +326,18 @@ mod kernel_tests {
         ];
         let y = run_opset("Slice", 1, &a, &[Some(x.clone())], 1).unwrap();
         assert_eq!(y[0].shape, vec![3, 3]);
-        assert!(run("Slice", &[], &[x.clone(), i64s(&[1], &[0]), i64s(&[1], &[1]), i64s(&[1], &[0]), i64s(&[1], &[0])]).is_err());
+        assert!(run(
+            "Slice",
+            &[],
+            &[
+                x.clone(),
+                i64s(&[1], &[0]),
+                i64s(&[1], &[1]),
+                i64s(&[1], &[0]),
+                i64s(&[1], &[0])
+            ]
+        )
+        .is_err());
         assert!(run("Slice", &[], &[x, i64s(&[1], &[0]), i64s(&[2], &[1, 1])]).is_err());
     }
 }

@@ -147,10 +147,24 @@ mod tests {
     #[test]
     fn softmax_by_opset() {
         let x = f32s(&[2, 2], &[0.0, 0.0, 1000.0, 1000.0]);
-        let r = run_opset("Softmax", 13, &[Attribute::int("axis", 0)], &[Some(x.clone())], 1).unwrap();
+        let r = run_opset(
+            "Softmax",
+            13,
+            &[Attribute::int("axis", 0)],
+            &[Some(x.clone())],
+            1,
+        )
+        .unwrap();
         assert!(close(&vals(&r[0]), &[0.0, 0.0, 1.0, 1.0]));
         // Opset 11, axis 0: one row of all four elements.
-        let r = run_opset("Softmax", 11, &[Attribute::int("axis", 0)], &[Some(x.clone())], 1).unwrap();
+        let r = run_opset(
+            "Softmax",
+            11,
+            &[Attribute::int("axis", 0)],
+            &[Some(x.clone())],
+            1,
+        )
+        .unwrap();
         assert!(close(&vals(&r[0]), &[0.0, 0.0, 0.5, 0.5]));
         let r = run_opset("LogSoftmax", 13, &[], &[Some(x)], 1).unwrap();
         let l = -(2f32.ln());

@@ -88,7 +88,9 @@ fn run_depth_to_space(ctx: &KernelCtx) -> Result<Vec<Value>> {
 fn run_space_to_depth(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let (x, [n, c, h, w], b, crd) = dims(ctx)?;
     if h % b != 0 || w % b != 0 {
-        return Err(format!("spatial dims {h}x{w} are not divisible by blocksize {b}"));
+        return Err(format!(
+            "spatial dims {h}x{w} are not divisible by blocksize {b}"
+        ));
     }
     let c_out = b
         .checked_mul(b)
@@ -113,7 +115,10 @@ mod tests {
     fn round_trips() {
         let x = iota(&[1, 8, 2, 3]);
         for mode in ["DCR", "CRD"] {
-            let a = [Attribute::int("blocksize", 2), Attribute::string("mode", mode)];
+            let a = [
+                Attribute::int("blocksize", 2),
+                Attribute::string("mode", mode),
+            ];
             let y = run("DepthToSpace", &a, &[x.clone()]).unwrap();
             assert_eq!(y.shape, vec![1, 2, 4, 6]);
             let z = run("SpaceToDepth", &a, &[y]).unwrap();

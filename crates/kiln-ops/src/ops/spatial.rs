@@ -36,7 +36,11 @@ fn center_crop_pad(ctx: &KernelCtx) -> Result<Vec<Value>> {
     };
     let want = dims_of(&shape_t.to_i64s()?, "shape")?;
     if want.len() != axes.len() {
-        return Err(format!("shape has {} entries for {} axes", want.len(), axes.len()));
+        return Err(format!(
+            "shape has {} entries for {} axes",
+            want.len(),
+            axes.len()
+        ));
     }
     let mut out_shape = x.shape.clone();
     // Per dim: the signed offset from output to input coordinates.
@@ -44,7 +48,11 @@ fn center_crop_pad(ctx: &KernelCtx) -> Result<Vec<Value>> {
     for (&a, &s) in axes.iter().zip(&want) {
         let d = x.shape[a];
         out_shape[a] = s;
-        shift[a] = if s <= d { ((d - s) / 2) as i64 } else { -(((s - d) / 2) as i64) };
+        shift[a] = if s <= d {
+            ((d - s) / 2) as i64
+        } else {
+            -(((s - d) / 2) as i64)
+        };
     }
     let n = numel(&out_shape)?;
     let (ost, ist) = (strides(&out_shape), strides(&x.shape));
@@ -79,12 +87,23 @@ fn col2im(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let dil = ctx.ints_or("dilations", 1, nd);
     let pads = ctx.ints_or("pads", 0, 2 * nd);
     let st = ctx.ints_or("strides", 1, nd);
-    if dil.len() != nd || st.len() != nd || pads.len() != 2 * nd || dil.iter().chain(&st).any(|&v| v < 1) || pads.iter().any(|&p| p < 0) {
-        return Err("dilations, strides and pads must match the image rank (positive; pads non-negative)".into());
+    if dil.len() != nd
+        || st.len() != nd
+        || pads.len() != 2 * nd
+        || dil.iter().chain(&st).any(|&v| v < 1)
+        || pads.iter().any(|&p| p < 0)
+    {
+        return Err(
+            "dilations, strides and pads must match the image rank (positive; pads non-negative)"
+                .into(),
+        );
     }
     let k: usize = block.iter().product();
     if k == 0 || x.shape[1] % k != 0 {
-        return Err(format!("input dim 1 ({}) is not a multiple of the block size {k}", x.shape[1]));
+        return Err(format!(
+            "input dim 1 ({}) is not a multiple of the block size {k}",
+            x.shape[1]
+        ));
     }
     let (n, c, l) = (x.shape[0], x.shape[1] / k, x.shape[2]);
     let mut nb = Vec::with_capacity(nd);
@@ -132,10 +151,15 @@ fn max_unpool(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let (x, ind) = (ctx.tensor(0)?, ctx.tensor(1)?);
     let total = check_len(x, "X")?;
     if ind.shape != x.shape || x.rank() < 3 {
-        return Err(format!("X {:?} and I {:?} must have one shape of rank >= 3", x.shape, ind.shape));
+        return Err(format!(
+            "X {:?} and I {:?} must have one shape of rank >= 3",
+            x.shape, ind.shape
+        ));
     }
     let nd = x.rank() - 2;
-    let ks = ctx.ints_attr("kernel_shape").ok_or("MaxUnpool needs kernel_shape")?;
+    let ks = ctx
+        .ints_attr("kernel_shape")
+        .ok_or("MaxUnpool needs kernel_shape")?;
     let st = ctx.ints_or("strides", 1, nd);
     let pads = ctx.ints_or("pads", 0, 2 * nd);
     if ks.len() != nd || st.len() != nd || pads.len() != 2 * nd {
@@ -154,14 +178,18 @@ fn max_unpool(ctx: &KernelCtx) -> Result<Vec<Value>> {
         None => inferred.clone(),
     };
     if shape.len() != inferred.len() || shape.iter().zip(&inferred).any(|(a, b)| a < b) {
-        return Err(format!("output_shape {shape:?} is smaller than the unpooled shape {inferred:?}"));
+        return Err(format!(
+            "output_shape {shape:?} is smaller than the unpooled shape {inferred:?}"
+        ));
     }
     // Indices address the unpooled (inferred) tensor, which then sits at the origin of the output.
     let ni = numel(&inferred)?;
     let mut src = vec![None; ni];
     for (e, &i) in ind.to_i64s()?.iter().enumerate().take(total) {
         if i < 0 || i as usize >= ni {
-            return Err(format!("index {i} is out of range for {ni} output elements"));
+            return Err(format!(
+                "index {i} is out of range for {ni} output elements"
+            ));
         }
         src[i as usize] = Some(e);
     }
@@ -186,9 +214,19 @@ fn max_unpool(ctx: &KernelCtx) -> Result<Vec<Value>> {
 fn suppress(a: &[f64], b: &[f64], center: bool, thr: f64) -> bool {
     let corners = |v: &[f64]| -> (f64, f64, f64, f64) {
         if center {
-            (v[0] - v[2] / 2.0, v[0] + v[2] / 2.0, v[1] - v[3] / 2.0, v[1] + v[3] / 2.0)
+            (
+                v[0] - v[2] / 2.0,
+                v[0] + v[2] / 2.0,
+                v[1] - v[3] / 2.0,
+                v[1] + v[3] / 2.0,
+            )
         } else {
-            (v[1].min(v[3]), v[1].max(v[3]), v[0].min(v[2]), v[0].max(v[2]))
+            (
+                v[1].min(v[3]),
+                v[1].max(v[3]),
+                v[0].min(v[2]),
+                v[0].max(v[2]),
+            )
         }
     };
     let (ax0, ax1, ay0, ay1) = corners(a);
@@ -212,8 +250,16 @@ fn nms(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let (boxes, scores) = (ctx.tensor(0)?, ctx.tensor(1)?);
     check_len(boxes, "boxes")?;
     check_len(scores, "scores")?;
-    if boxes.rank() != 3 || boxes.shape[2] != 4 || scores.rank() != 3 || scores.shape[0] != boxes.shape[0] || scores.shape[2] != boxes.shape[1] {
-        return Err(format!("boxes {:?} and scores {:?} must be [B, N, 4] and [B, C, N]", boxes.shape, scores.shape));
+    if boxes.rank() != 3
+        || boxes.shape[2] != 4
+        || scores.rank() != 3
+        || scores.shape[0] != boxes.shape[0]
+        || scores.shape[2] != boxes.shape[1]
+    {
+        return Err(format!(
+            "boxes {:?} and scores {:?} must be [B, N, 4] and [B, C, N]",
+            boxes.shape, scores.shape
+        ));
     }
     let first = |i: usize| -> Result<Option<f64>> {
         Ok(match ctx.opt_tensor(i)? {
@@ -233,9 +279,15 @@ fn nms(ctx: &KernelCtx) -> Result<Vec<Value>> {
         let bx = |i: usize| &bv[(b * n + i) * 4..(b * n + i) * 4 + 4];
         for c in 0..nc {
             let s = &sv[(b * nc + c) * n..(b * nc + c + 1) * n];
-            let mut cand: Vec<usize> = (0..n).filter(|&i| score_thr.is_none_or(|t| s[i] > t)).collect();
+            let mut cand: Vec<usize> = (0..n)
+                .filter(|&i| score_thr.is_none_or(|t| s[i] > t))
+                .collect();
             // Highest score first; equal scores by lower box index.
-            cand.sort_by(|&i, &j| s[j].partial_cmp(&s[i]).unwrap_or(std::cmp::Ordering::Equal).then(i.cmp(&j)));
+            cand.sort_by(|&i, &j| {
+                s[j].partial_cmp(&s[i])
+                    .unwrap_or(std::cmp::Ordering::Equal)
+                    .then(i.cmp(&j))
+            });
             let mut kept: Vec<usize> = Vec::new();
             for i in cand {
                 if kept.len() >= max_out {
@@ -262,26 +314,54 @@ mod tests {
         let x = iota(&[3, 4]);
         // Rows cropped 3 -> 1 (the middle), columns padded 4 -> 6 (one zero each side).
         let r = run("CenterCropPad", &[], &[x, i64s(&[2], &[1, 6])]).unwrap();
-        assert_eq!((r.shape.clone(), vals(&r)), (vec![1, 6], vec![0.0, 4.0, 5.0, 6.0, 7.0, 0.0]));
+        assert_eq!(
+            (r.shape.clone(), vals(&r)),
+            (vec![1, 6], vec![0.0, 4.0, 5.0, 6.0, 7.0, 0.0])
+        );
     }
 
     #[test]
     fn col2im_sums_overlaps() {
         // One channel, 1x3 image, 1x2 blocks: two blocks overlap in the middle pixel.
         let x = f32s(&[1, 2, 2], &[1.0, 2.0, 10.0, 20.0]);
-        let r = run("Col2Im", &[], &[x, i64s(&[2], &[1, 3]), i64s(&[2], &[1, 2])]).unwrap();
-        assert_eq!((r.shape.clone(), vals(&r)), (vec![1, 1, 1, 3], vec![1.0, 12.0, 20.0]));
+        let r = run(
+            "Col2Im",
+            &[],
+            &[x, i64s(&[2], &[1, 3]), i64s(&[2], &[1, 2])],
+        )
+        .unwrap();
+        assert_eq!(
+            (r.shape.clone(), vals(&r)),
+            (vec![1, 1, 1, 3], vec![1.0, 12.0, 20.0])
+        );
     }
 
     #[test]
     fn unpool_and_nms() {
         let x = f32s(&[1, 1, 1, 2], &[5.0, 6.0]);
-        let ks = [Attribute::ints("kernel_shape", &[2, 2]), Attribute::ints("strides", &[2, 2])];
+        let ks = [
+            Attribute::ints("kernel_shape", &[2, 2]),
+            Attribute::ints("strides", &[2, 2]),
+        ];
         let r = run("MaxUnpool", &ks, &[x, i64s(&[1, 1, 1, 2], &[1, 6])]).unwrap();
-        assert_eq!((r.shape.clone(), vals(&r)), (vec![1, 1, 2, 4], vec![0.0, 5.0, 0.0, 0.0, 0.0, 0.0, 6.0, 0.0]));
-        let boxes = f32s(&[1, 3, 4], &[0.0, 0.0, 1.0, 1.0, 0.0, 0.1, 1.0, 1.1, 0.0, 2.0, 1.0, 3.0]);
+        assert_eq!(
+            (r.shape.clone(), vals(&r)),
+            (
+                vec![1, 1, 2, 4],
+                vec![0.0, 5.0, 0.0, 0.0, 0.0, 0.0, 6.0, 0.0]
+            )
+        );
+        let boxes = f32s(
+            &[1, 3, 4],
+            &[0.0, 0.0, 1.0, 1.0, 0.0, 0.1, 1.0, 1.1, 0.0, 2.0, 1.0, 3.0],
+        );
         let scores = f32s(&[1, 1, 3], &[0.9, 0.95, 0.5]);
-        let r = run("NonMaxSuppression", &[], &[boxes, scores, i64s(&[1], &[3]), f32s(&[1], &[0.5])]).unwrap();
+        let r = run(
+            "NonMaxSuppression",
+            &[],
+            &[boxes, scores, i64s(&[1], &[3]), f32s(&[1], &[0.5])],
+        )
+        .unwrap();
         assert_eq!(r.to_i64s().unwrap(), vec![0, 0, 1, 0, 0, 2]);
     }
 }

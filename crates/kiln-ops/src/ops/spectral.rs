@@ -63,7 +63,10 @@ impl Twiddles {
 fn scalar_i64(t: &Tensor, what: &str) -> Result<i64> {
     match t.to_i64s()?.as_slice() {
         [v] => Ok(*v),
-        _ => Err(format!("{what} must have one element, got shape {:?}", t.shape)),
+        _ => Err(format!(
+            "{what} must have one element, got shape {:?}",
+            t.shape
+        )),
     }
 }
 
@@ -72,7 +75,11 @@ fn dft(ctx: &KernelCtx) -> Result<Vec<Value>> {
     check_len(x, "input")?;
     let r = x.rank();
     if r < 2 || !matches!(x.shape[r - 1], 1 | 2) || !x.dtype().is_float() {
-        return Err(format!("DFT takes floats shaped [..., 1 or 2], got {} {:?}", x.dtype(), x.shape));
+        return Err(format!(
+            "DFT takes floats shaped [..., 1 or 2], got {} {:?}",
+            x.dtype(),
+            x.shape
+        ));
     }
     let axis = if ctx.opset < 20 {
         ctx.int_attr("axis", 1)
@@ -135,9 +142,18 @@ fn dft(ctx: &KernelCtx) -> Result<Vec<Value>> {
                     }
                 };
                 for k in 0..n {
-                    let (re, im) = if k < half { bin(k) } else { let (a, b) = bin(n - k); (a, -b) };
+                    let (re, im) = if k < half {
+                        bin(k)
+                    } else {
+                        let (a, b) = bin(n - k);
+                        (a, -b)
+                    };
                     // The imaginary parts of the DC and Nyquist bins do not count.
-                    let im = if k == 0 || (n % 2 == 0 && k == n / 2) { 0.0 } else { im };
+                    let im = if k == 0 || (n % 2 == 0 && k == n / 2) {
+                        0.0
+                    } else {
+                        im
+                    };
                     lane.push((re, im));
                 }
             } else {
@@ -159,12 +175,15 @@ fn dft(ctx: &KernelCtx) -> Result<Vec<Value>> {
     one(Tensor::new(shape, data_from_f64(x.dtype(), &out)?))
 }
 
-
 fn stft(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let x = ctx.tensor(0)?;
     check_len(x, "signal")?;
     if x.rank() != 3 || !matches!(x.shape[2], 1 | 2) || !x.dtype().is_float() {
-        return Err(format!("STFT takes a float signal [batch, length, 1 or 2], got {} {:?}", x.dtype(), x.shape));
+        return Err(format!(
+            "STFT takes a float signal [batch, length, 1 or 2], got {} {:?}",
+            x.dtype(),
+            x.shape
+        ));
     }
     let step = scalar_i64(ctx.tensor(1)?, "frame_step")?;
     if step < 1 {
@@ -181,7 +200,10 @@ fn stft(ctx: &KernelCtx) -> Result<Vec<Value>> {
         (None, None) => x.shape[1] as i64,
     };
     if flen < 1 || flen as usize > x.shape[1] {
-        return Err(format!("frame_length {flen} does not fit a signal of {}", x.shape[1]));
+        return Err(format!(
+            "frame_length {flen} does not fit a signal of {}",
+            x.shape[1]
+        ));
     }
     let flen = flen as usize;
     if window.as_ref().is_some_and(|w| w.len() != flen) {
@@ -229,7 +251,11 @@ fn window(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let size = size as usize;
     numel(&[size])?;
     let periodic = ctx.int_attr("periodic", 1) != 0;
-    let n1 = if periodic { size as f64 } else { size as f64 - 1.0 };
+    let n1 = if periodic {
+        size as f64
+    } else {
+        size as f64 - 1.0
+    };
     let v: Vec<f64> = (0..size)
         .map(|i| {
             let x = i as f64;
@@ -243,7 +269,10 @@ fn window(ctx: &KernelCtx) -> Result<Vec<Value>> {
             }
         })
         .collect();
-    one(Tensor::new(vec![size], data_from_f64(output_type(ctx)?, &v)?))
+    one(Tensor::new(
+        vec![size],
+        data_from_f64(output_type(ctx)?, &v)?,
+    ))
 }
 
 /// numpy's floor division of floats.
@@ -271,7 +300,10 @@ fn mel(ctx: &KernelCtx) -> Result<Vec<Value>> {
             _ => Err(format!("{what} must have one element")),
         }
     };
-    let (lo, hi) = (one_of(3, "lower_edge_hertz")?, one_of(4, "upper_edge_hertz")?);
+    let (lo, hi) = (
+        one_of(3, "lower_edge_hertz")?,
+        one_of(4, "upper_edge_hertz")?,
+    );
     if bins < 1 || dft_len < 1 || rate < 1 {
         return Err("num_mel_bins, dft_length and sample_rate must be positive".into());
     }
@@ -291,7 +323,9 @@ fn mel(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let mut out = vec![0.0f64; spec * bins];
     let mut set = |j: i64, i: usize, v: f64| -> Result<()> {
         if j < 0 || j as usize >= spec {
-            return Err(format!("mel bin edge {j} is outside the {spec} spectrogram bins"));
+            return Err(format!(
+                "mel bin edge {j} is outside the {spec} spectrogram bins"
+            ));
         }
         out[j as usize * bins + i] = v;
         Ok(())
@@ -311,7 +345,10 @@ fn mel(ctx: &KernelCtx) -> Result<Vec<Value>> {
             }
         }
     }
-    one(Tensor::new(vec![spec, bins], data_from_f64(output_type(ctx)?, &out)?))
+    one(Tensor::new(
+        vec![spec, bins],
+        data_from_f64(output_type(ctx)?, &out)?,
+    ))
 }
 
 #[cfg(test)]
@@ -327,8 +364,13 @@ mod tests {
     fn dft_round_trip() {
         // [1, 4, 1]: a real signal along axis 1.
         let x = f32s(&[1, 4, 1], &[1.0, 2.0, 3.0, 4.0]);
-        let f = run_opset("DFT", 17, &[], &[Some(x.clone())], 1).unwrap().remove(0);
-        assert!(close(&vals(&f), &[10.0, 0.0, -2.0, 2.0, -2.0, 0.0, -2.0, -2.0]));
+        let f = run_opset("DFT", 17, &[], &[Some(x.clone())], 1)
+            .unwrap()
+            .remove(0);
+        assert!(close(
+            &vals(&f),
+            &[10.0, 0.0, -2.0, 2.0, -2.0, 0.0, -2.0, -2.0]
+        ));
         let inv = [Attribute::int("inverse", 1)];
         let b = run_opset("DFT", 17, &inv, &[Some(f)], 1).unwrap().remove(0);
         assert!(close(&vals(&b), &[1.0, 0.0, 2.0, 0.0, 3.0, 0.0, 4.0, 0.0]));
@@ -336,14 +378,21 @@ mod tests {
         let h = run_opset("DFT", 17, &one, &[Some(x)], 1).unwrap().remove(0);
         assert_eq!(h.shape, vec![1, 3, 2]);
         let both = [Attribute::int("onesided", 1), Attribute::int("inverse", 1)];
-        let back = run_opset("DFT", 17, &both, &[Some(h)], 1).unwrap().remove(0);
+        let back = run_opset("DFT", 17, &both, &[Some(h)], 1)
+            .unwrap()
+            .remove(0);
         assert_eq!(back.shape, vec![1, 4, 1]);
         assert!(close(&vals(&back), &[1.0, 2.0, 3.0, 4.0]));
     }
 
     #[test]
     fn windows_and_stft() {
-        let w = run("HannWindow", &[Attribute::int("periodic", 0)], &[i64s(&[], &[3])]).unwrap();
+        let w = run(
+            "HannWindow",
+            &[Attribute::int("periodic", 0)],
+            &[i64s(&[], &[3])],
+        )
+        .unwrap();
         assert!(close(&vals(&w), &[0.0, 1.0, 0.0]));
         let w = run("BlackmanWindow", &[], &[i64s(&[], &[2])]).unwrap();
         assert!(close(&vals(&w), &[0.0, 1.0]));

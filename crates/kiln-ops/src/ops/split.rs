@@ -95,7 +95,10 @@ pub fn split_parts(x: &Tensor, axis: usize, sizes: &[usize]) -> Result<Vec<Tenso
         let mut shape = x.shape.clone();
         shape[axis] = s;
         offs[axis] = (pos..pos + s).map(|c| Some(c * st[axis])).collect();
-        out.push(Tensor::new(shape, movement::take_tables(&x.data, &offs, None)?));
+        out.push(Tensor::new(
+            shape,
+            movement::take_tables(&x.data, &offs, None)?,
+        ));
         pos += s;
     }
     Ok(out)
@@ -150,8 +153,14 @@ mod kernel_tests {
     fn split_kernel() {
         let x = iota(&[2, 5]);
         let a = [Attribute::int("axis", 1)];
-        let y = run_opset("Split", 18, &a, &[Some(x.clone()), Some(i64s(&[2], &[2, 3]))], 2)
-            .unwrap();
+        let y = run_opset(
+            "Split",
+            18,
+            &a,
+            &[Some(x.clone()), Some(i64s(&[2], &[2, 3]))],
+            2,
+        )
+        .unwrap();
         assert_eq!(y[0].shape, vec![2, 2]);
         assert_eq!(vals(&y[0]), vec![0., 1., 5., 6.]);
         assert_eq!(vals(&y[1]), vec![2., 3., 4., 7., 8., 9.]);

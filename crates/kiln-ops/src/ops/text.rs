@@ -29,11 +29,20 @@ fn string_normalizer(ctx: &KernelCtx) -> Result<Vec<Value>> {
     }
     let sensitive = ctx.int_attr("is_case_sensitive", 0) != 0;
     let stops: Vec<String> = match ctx.attr("stopwords") {
-        Some(AttrValue::Strings(s)) => s.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect(),
+        Some(AttrValue::Strings(s)) => s
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect(),
         Some(_) => return Err("stopwords must be a list of strings".into()),
         None => Vec::new(),
     };
-    let fold = |s: &str| if sensitive { s.to_string() } else { s.to_lowercase() };
+    let fold = |s: &str| {
+        if sensitive {
+            s.to_string()
+        } else {
+            s.to_lowercase()
+        }
+    };
     let stops: Vec<String> = stops.iter().map(|s| fold(s)).collect();
     let mut out: Vec<String> = v
         .iter()
@@ -47,7 +56,11 @@ fn string_normalizer(ctx: &KernelCtx) -> Result<Vec<Value>> {
     if out.is_empty() {
         out.push(String::new());
     }
-    let shape = if two_d { vec![1, out.len()] } else { vec![out.len()] };
+    let shape = if two_d {
+        vec![1, out.len()]
+    } else {
+        vec![out.len()]
+    };
     one(Tensor::new(shape, Data::Str(out)))
 }
 
@@ -58,14 +71,26 @@ mod tests {
     use kiln_ir::{AttrValue, Attribute};
 
     fn strs(shape: &[usize], v: &[&str]) -> Tensor {
-        Tensor::new(shape.to_vec(), Data::Str(v.iter().map(|s| s.to_string()).collect()))
+        Tensor::new(
+            shape.to_vec(),
+            Data::Str(v.iter().map(|s| s.to_string()).collect()),
+        )
     }
 
     #[test]
     fn stopwords_and_case() {
-        let stops = Attribute { name: "stopwords".into(), value: AttrValue::Strings(vec!["Monday".as_bytes().to_vec().into()]), doc_string: None };
+        let stops = Attribute {
+            name: "stopwords".into(),
+            value: AttrValue::Strings(vec!["Monday".as_bytes().to_vec().into()]),
+            doc_string: None,
+        };
         let attrs = [stops, Attribute::string("case_change_action", "UPPER")];
-        let r = run("StringNormalizer", &attrs, &[strs(&[1, 3], &["monday", "tuesday", "x"])]).unwrap();
+        let r = run(
+            "StringNormalizer",
+            &attrs,
+            &[strs(&[1, 3], &["monday", "tuesday", "x"])],
+        )
+        .unwrap();
         assert_eq!(r, strs(&[1, 2], &["TUESDAY", "X"]));
         let r = run("StringNormalizer", &attrs, &[strs(&[1], &["MONDAY"])]).unwrap();
         assert_eq!(r, strs(&[1], &[""]));

@@ -56,14 +56,20 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
         t.to_i64s()?
     };
     if repeats.len() != r {
-        return Err(format!("repeats has {} entries for rank {r}", repeats.len()));
+        return Err(format!(
+            "repeats has {} entries for rank {r}",
+            repeats.len()
+        ));
     }
     let reps = movement::dims_of(&repeats, "repeats")?;
     let shape: Vec<usize> = x
         .shape
         .iter()
         .zip(&reps)
-        .map(|(&d, &k)| d.checked_mul(k).ok_or_else(|| "output is too large".to_string()))
+        .map(|(&d, &k)| {
+            d.checked_mul(k)
+                .ok_or_else(|| "output is too large".to_string())
+        })
         .collect::<Result<_>>()?;
     movement::numel(&shape)?;
     let st = strides(&x.shape);
@@ -74,7 +80,10 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
         .zip(&st)
         .map(|((&d, &o), &s)| (0..o).map(|c| Some(c % d * s)).collect())
         .collect();
-    one(Tensor::new(shape, movement::take_tables(&x.data, &offs, None)?))
+    one(Tensor::new(
+        shape,
+        movement::take_tables(&x.data, &offs, None)?,
+    ))
 }
 
 #[cfg(test)]

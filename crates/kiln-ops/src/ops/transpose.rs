@@ -51,7 +51,10 @@ pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
         .iter()
         .map(|&p| (0..x.shape[p]).map(|c| Some(c * st[p])).collect())
         .collect();
-    Ok(Tensor::new(shape, movement::take_tables(&x.data, &offs, None)?))
+    Ok(Tensor::new(
+        shape,
+        movement::take_tables(&x.data, &offs, None)?,
+    ))
 }
 
 fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
@@ -62,7 +65,8 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
             if p.len() != r {
                 return Err(format!("perm has {} entries for rank {r}", p.len()));
             }
-            movement::norm_axes(p, r).map_err(|e| format!("perm {p:?} is not a permutation: {e}"))?
+            movement::norm_axes(p, r)
+                .map_err(|e| format!("perm {p:?} is not a permutation: {e}"))?
         }
         None => (0..r).rev().collect(),
     };
@@ -85,7 +89,17 @@ mod kernel_tests {
         assert_eq!(y.shape, vec![3, 4, 2]);
         // y[i][j][k] = x[k][i][j] = 12k + 4i + j
         assert_eq!(&vals(&y)[..4], &[0., 12., 1., 13.]);
-        assert!(run("Transpose", &[Attribute::ints("perm", &[0, 0])], &[iota(&[2, 2])]).is_err());
-        assert!(run("Transpose", &[Attribute::ints("perm", &[0])], &[iota(&[2, 2])]).is_err());
+        assert!(run(
+            "Transpose",
+            &[Attribute::ints("perm", &[0, 0])],
+            &[iota(&[2, 2])]
+        )
+        .is_err());
+        assert!(run(
+            "Transpose",
+            &[Attribute::ints("perm", &[0])],
+            &[iota(&[2, 2])]
+        )
+        .is_err());
     }
 }

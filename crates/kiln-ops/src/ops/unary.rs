@@ -30,7 +30,10 @@ fn identity(ctx: &KernelCtx) -> Result<Vec<Value>> {
 fn not(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let t = ctx.tensor(0)?;
     match &t.data {
-        Data::Bool(v) => one(Tensor::from_vec(t.shape.clone(), v.iter().map(|x| !x).collect())),
+        Data::Bool(v) => one(Tensor::from_vec(
+            t.shape.clone(),
+            v.iter().map(|x| !x).collect(),
+        )),
         d => Err(format!("Not takes bool, got {}", d.dtype())),
     }
 }
@@ -57,7 +60,10 @@ fn nan_inf(ctx: &KernelCtx) -> Result<Vec<Value>> {
         return Err(format!("{} takes floats, got {}", ctx.op_type, t.dtype()));
     }
     let v = t.to_f64s()?;
-    let (neg, pos) = (ctx.int_attr("detect_negative", 1) != 0, ctx.int_attr("detect_positive", 1) != 0);
+    let (neg, pos) = (
+        ctx.int_attr("detect_negative", 1) != 0,
+        ctx.int_attr("detect_positive", 1) != 0,
+    );
     let out: Vec<bool> = if ctx.op_type == "IsNaN" {
         v.iter().map(|x| x.is_nan()).collect()
     } else {
@@ -71,7 +77,10 @@ fn nan_inf(ctx: &KernelCtx) -> Result<Vec<Value>> {
 fn exact_map<T: Num>(op: &str, v: &[T]) -> Vec<T> {
     let z = T::zero();
     match op {
-        "Abs" => v.iter().map(|&x| if x < z { z.sub(x) } else { x }).collect(),
+        "Abs" => v
+            .iter()
+            .map(|&x| if x < z { z.sub(x) } else { x })
+            .collect(),
         "Neg" => v.iter().map(|&x| z.sub(x)).collect(),
         "Relu" => v.iter().map(|&x| if x < z { z } else { x }).collect(),
         _ => v
@@ -125,7 +134,10 @@ fn clip(ctx: &KernelCtx) -> Result<Vec<Value>> {
         match ctx.opt_tensor(i)? {
             None => Ok(None),
             Some(b) if b.len() == 1 => Ok(Some(b.to_f64s()?[0])),
-            Some(b) => Err(format!("Clip {attr} must be a scalar, got shape {:?}", b.shape)),
+            Some(b) => Err(format!(
+                "Clip {attr} must be a scalar, got shape {:?}",
+                b.shape
+            )),
         }
     };
     let lo = bound(1, "min", f32::MIN)?;
@@ -141,7 +153,9 @@ fn clip(ctx: &KernelCtx) -> Result<Vec<Value>> {
             };
             Data::I64(clip_map(v, int(1)?, int(2)?))
         }
-        d => with_numeric!(d, v => crate::Elem::wrap(clip_map(v, lo.map(Num::from_f64), hi.map(Num::from_f64))), _ => return Err(format!("Clip does not take {}", t.dtype()))),
+        d => {
+            with_numeric!(d, v => crate::Elem::wrap(clip_map(v, lo.map(Num::from_f64), hi.map(Num::from_f64))), _ => return Err(format!("Clip does not take {}", t.dtype())))
+        }
     };
     one(Tensor::new(t.shape.clone(), data))
 }
@@ -190,7 +204,13 @@ fn math_fn(ctx: &KernelCtx) -> Result<Box<dyn Fn(f64) -> f64>> {
         }
         "Selu" => {
             let (al, g) = (a("alpha", 1.673_263_2), a("gamma", 1.050_701));
-            Box::new(move |x: f64| if x <= 0.0 { g * (al * x.exp() - al) } else { g * x })
+            Box::new(move |x: f64| {
+                if x <= 0.0 {
+                    g * (al * x.exp() - al)
+                } else {
+                    g * x
+                }
+            })
         }
         "Celu" => {
             let al = a("alpha", 1.0);
@@ -252,7 +272,9 @@ fn math(ctx: &KernelCtx) -> Result<Vec<Value>> {
     // f32 is the hot type: compute in f32 where f32 holds the result just as well.
     let data = match &t.data {
         Data::F32(v) if ctx.op_type == "Relu" => Data::F32(v.iter().map(|x| x.max(0.0)).collect()),
-        d => with_numeric!(d, v => crate::Elem::wrap(map_via_f64(v, &*f)), _ => return Err(format!("{} does not take {}", ctx.op_type, t.dtype()))),
+        d => {
+            with_numeric!(d, v => crate::Elem::wrap(map_via_f64(v, &*f)), _ => return Err(format!("{} does not take {}", ctx.op_type, t.dtype())))
+        }
     };
     one(Tensor::new(t.shape.clone(), data))
 }
@@ -273,7 +295,11 @@ mod tests {
             num_outputs: 1,
             subgraphs: None,
         };
-        kernel(op).unwrap()(&ctx).unwrap().remove(0).into_tensor().unwrap()
+        kernel(op).unwrap()(&ctx)
+            .unwrap()
+            .remove(0)
+            .into_tensor()
+            .unwrap()
     }
 
     #[test]
@@ -288,7 +314,11 @@ mod tests {
         for (g, w) in r.as_slice::<f32>().unwrap().iter().zip(want) {
             assert!((g - w).abs() < 1e-6, "{g} vs {w}");
         }
-        let r = run("Round", &[], Tensor::from_vec(vec![3], vec![0.5f32, 1.5, -2.5]));
+        let r = run(
+            "Round",
+            &[],
+            Tensor::from_vec(vec![3], vec![0.5f32, 1.5, -2.5]),
+        );
         assert_eq!(r.as_slice::<f32>().unwrap(), &[0.0, 2.0, -2.0]);
     }
 

@@ -39,7 +39,10 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let pairs: Vec<(usize, usize)> = (0..ic.len())
         .map(|i| if cond[ic[i]] { (0, ix[i]) } else { (1, iy[i]) })
         .collect();
-    one(Tensor::new(shape, movement::take_from(&[&x.data, &y.data], &pairs)?))
+    one(Tensor::new(
+        shape,
+        movement::take_from(&[&x.data, &y.data], &pairs)?,
+    ))
 }
 
 #[cfg(test)]
