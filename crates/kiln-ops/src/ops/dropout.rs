@@ -27,9 +27,9 @@ pub fn kernel(domain: &str, op_type: &str) -> Option<crate::kernel::KernelFn> {
     }
 }
 
-/// Dropout outside training is the identity with an all-true mask. Random dropping (training
-/// mode with a ratio above 0) is refused: its output depends on a random generator kiln does
-/// not reproduce.
+/// Dropout outside training is the identity with an all-true mask. In training mode elements
+/// are dropped where a uniform draw falls below the ratio, the rest scaled by 1 / (1 - ratio);
+/// with a `seed` the draws are NumPy's `RandomState(seed)` stream, as in ONNX's reference.
 fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let x = ctx.tensor(0)?;
     let (ratio, training) = if ctx.opset >= 12 {
@@ -66,7 +66,7 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
         return Err(format!("ratio must be in [0, 1), got {ratio}"));
     }
     if training && ratio > 0.0 {
-        return Err("random dropout (training mode with ratio > 0) is not supported".into());
+        return train(ctx, x, ratio);
     }
     let mut out = vec![Value::Tensor(x.clone())];
     if ctx.num_outputs > 1 {
@@ -84,6 +84,35 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
             Data::Bool(vec![true; n])
         };
         out.push(Value::Tensor(Tensor::new(x.shape.clone(), mask)));
+    }
+    Ok(out)
+}
+
+fn train(ctx: &KernelCtx, x: &Tensor, ratio: f64) -> Result<Vec<Value>> {
+    let seed = match ctx.attrs.iter().find(|a| a.name == "seed") {
+        Some(_) => ctx.int_attr("seed", 0) as u32,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0),
+    };
+    let mut rng = super::np_random::RandomState::new(seed);
+    let keep: Vec<bool> = (0..x.len()).map(|_| rng.next_f64() >= ratio).collect();
+    // The reference scales in the input's precision: 1 / (1 - ratio) as float32 for float32.
+    let data = match &x.data {
+        Data::F32(v) => {
+            let scale = 1.0f32 / (1.0f32 - ratio as f32);
+            Data::F32(v.iter().zip(&keep).map(|(&e, &k)| if k { e * scale } else { 0.0 }).collect())
+        }
+        Data::F64(v) => {
+            let scale = 1.0 / (1.0 - ratio);
+            Data::F64(v.iter().zip(&keep).map(|(&e, &k)| if k { e * scale } else { 0.0 }).collect())
+        }
+        other => return Err(format!("training-mode Dropout of {} tensors is not supported", other.dtype())),
+    };
+    let mut out = vec![Value::Tensor(Tensor::new(x.shape.clone(), data))];
+    if ctx.num_outputs > 1 {
+        out.push(Value::Tensor(Tensor::new(x.shape.clone(), Data::Bool(keep))));
     }
     Ok(out)
 }
@@ -126,9 +155,14 @@ mod kernel_tests {
         let t = Some(Tensor::scalar(true));
         let out = call(&[Some(x.clone()), r, t.clone()], &[], 13, 1).unwrap();
         assert_eq!(out[0], Value::Tensor(x.clone()));
-        // Random dropping is refused.
-        let r = Some(Tensor::scalar(0.5f32));
-        assert!(call(&[Some(x.clone()), r, t], &[], 13, 1).is_err());
+        // Training with a seed: NumPy's stream (RandomState(0) draws 0.549, 0.715 first), so
+        // with ratio 0.6 the first element is dropped and the second kept, scaled by 2.5.
+        let r = Some(Tensor::scalar(0.6f32));
+        let out = call(&[Some(x.clone()), r, t], &[Attribute::int("seed", 0)], 13, 2).unwrap();
+        let y = out[0].tensor().unwrap().as_slice::<f32>().unwrap().to_vec();
+        let xv = x.as_slice::<f32>().unwrap();
+        assert_eq!(y, vec![0.0, xv[1] * (1.0 / (1.0f32 - 0.6))]);
+        assert_eq!(out[1], Value::Tensor(Tensor::from_vec(vec![2], vec![false, true])));
         // Old opsets: ratio attribute, mask of the input's type.
         let out = call(&[Some(x.clone())], &[Attribute::float("ratio", 0.2)], 7, 2).unwrap();
         assert_eq!(

@@ -25,6 +25,7 @@ mod misc;
 mod movement;
 mod ms_activations;
 mod norm;
+pub(crate) mod np_random;
 mod num;
 mod optional;
 mod pad;
