@@ -301,7 +301,10 @@ pub(crate) struct Window {
 }
 
 /// Reads `strides`, `dilations`, `pads` and `auto_pad` for `n` spatial dims, validated.
-fn window_attrs(ctx: &KernelCtx, n: usize) -> Result<(Vec<i64>, Vec<i64>, Vec<i64>, String)> {
+/// `strides`, `dilations`, `pads` and `auto_pad`.
+type WindowAttrs = (Vec<i64>, Vec<i64>, Vec<i64>, String);
+
+fn window_attrs(ctx: &KernelCtx, n: usize) -> Result<WindowAttrs> {
     let strides = ctx.ints_or("strides", 1, n);
     let dilations = ctx.ints_or("dilations", 1, n);
     let pads = ctx.ints_or("pads", 0, 2 * n);
@@ -313,7 +316,7 @@ fn window_attrs(ctx: &KernelCtx, n: usize) -> Result<(Vec<i64>, Vec<i64>, Vec<i6
     if strides
         .iter()
         .chain(&dilations)
-        .any(|&v| v < 1 || v > MAX_ATTR)
+        .any(|&v| !(1..=MAX_ATTR).contains(&v))
     {
         return Err("strides and dilations must be positive and reasonable".into());
     }
@@ -618,7 +621,7 @@ impl ConvGeom {
             return Err(format!("weights W {w:?} do not match the rank of X {x:?}"));
         }
         let group = ctx.int_attr("group", 1);
-        if group < 1 || group > MAX_ATTR {
+        if !(1..=MAX_ATTR).contains(&group) {
             return Err(format!("group must be positive, got {group}"));
         }
         let group = group as usize;
@@ -879,12 +882,12 @@ impl TransGeom {
         }
         let nd = x.len() - 2;
         let group = ctx.int_attr("group", 1);
-        if group < 1 || group > MAX_ATTR {
+        if !(1..=MAX_ATTR).contains(&group) {
             return Err(format!("group must be positive, got {group}"));
         }
         let group = group as usize;
         let c = x[1];
-        if w[0] != c || c % group != 0 {
+        if w[0] != c || !c.is_multiple_of(group) {
             return Err(format!(
                 "W {w:?} must have X's {c} channels first, in {group} groups"
             ));

@@ -844,9 +844,8 @@ impl Act {
         match self {
             Act::Identity => x,
             Act::Relu => {
-                if x > z {
-                    x
-                } else if x.is_nan() {
+                // NaN passes through.
+                if x > z || x.is_nan() {
                     x
                 } else {
                     z

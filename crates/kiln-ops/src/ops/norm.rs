@@ -330,7 +330,7 @@ fn layer_norm<T: Real>(
     let (sv, sidx) = params(scale, "Scale")?;
     let bp = bias.map(|b| params(b, "B")).transpose()?;
     let mut y = vec![T::zero(); xv.len()];
-    let rows = if len == 0 { 0 } else { xv.len() / len };
+    let rows = xv.len().checked_div(len).unwrap_or(0);
     let mut means = Vec::with_capacity(rows);
     let mut invs = Vec::with_capacity(rows);
     if len > 0 {

@@ -97,6 +97,7 @@ impl Taps {
 }
 
 /// Resolves the windows of a pooling node over X.
+#[allow(clippy::needless_range_loop)]
 fn taps(ctx: &KernelCtx, x: &Tensor) -> Result<Taps> {
     if x.rank() < 3 {
         return Err(format!(
@@ -108,7 +109,7 @@ fn taps(ctx: &KernelCtx, x: &Tensor) -> Result<Taps> {
     let kernel = ctx
         .ints_attr("kernel_shape")
         .ok_or("kernel_shape attribute is required")?;
-    if kernel.len() != nd || kernel.iter().any(|&k| k < 1 || k > MAX_ATTR) {
+    if kernel.len() != nd || kernel.iter().any(|&k| !(1..=MAX_ATTR).contains(&k)) {
         return Err(format!(
             "kernel_shape {kernel:?} must have {nd} positive sizes"
         ));
@@ -120,7 +121,7 @@ fn taps(ctx: &KernelCtx, x: &Tensor) -> Result<Taps> {
     let table: Option<usize> = (0..nd)
         .map(|d| win.output[d].checked_mul(kernel[d]))
         .try_fold(0usize, |a, b| b.and_then(|b| a.checked_add(b)));
-    if !table.is_some_and(|t| t <= 1 << 28) {
+    if table.is_none_or(|t| t > 1 << 28) {
         return Err("the pooling windows are too large".into());
     }
     let mut coords = Vec::with_capacity(nd);
@@ -156,10 +157,10 @@ fn taps(ctx: &KernelCtx, x: &Tensor) -> Result<Taps> {
     let last = nd - 1;
     let lead_dims = &win.output[..last];
     let lead_taps = product(&kernel[..last])?;
-    if !product(lead_dims)
+    if product(lead_dims)
         .ok()
         .and_then(|n| n.checked_mul(lead_taps))
-        .is_some_and(|t| t <= 1 << 28)
+        .is_none_or(|t| t > 1 << 28)
     {
         return Err("the pooling windows are too large".into());
     }
@@ -255,6 +256,7 @@ fn run_max_pool(ctx: &KernelCtx) -> Result<Vec<Value>> {
 
 /// Max over each window, and the flat index of the maximum in X (row-major, or with the
 /// spatial dims column-major for `storage_order = 1`); the first maximum wins.
+#[allow(clippy::needless_range_loop)]
 fn max_pool<T: MaxElem>(
     xv: &[T],
     x: &Tensor,
