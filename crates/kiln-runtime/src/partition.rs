@@ -44,9 +44,24 @@ impl Assignment {
     }
 }
 
+/// Assigns every node, or fails naming the first node no provider claims.
 pub fn assign(
     model: &Model,
     providers: &[Arc<dyn ExecutionProvider>],
+) -> Result<Assignment, RuntimeError> {
+    assign_with(model, providers, true)
+}
+
+/// Assigns what providers claim and leaves the rest unassigned (for saving an optimized model
+/// that kiln itself could not run).
+pub fn assign_lenient(model: &Model, providers: &[Arc<dyn ExecutionProvider>]) -> Assignment {
+    assign_with(model, providers, false).expect("lenient assignment does not fail")
+}
+
+fn assign_with(
+    model: &Model,
+    providers: &[Arc<dyn ExecutionProvider>],
+    strict: bool,
 ) -> Result<Assignment, RuntimeError> {
     let g = &model.graph;
     let slots = g
@@ -82,7 +97,11 @@ pub fn assign(
             });
         }
     }
-    if let Some(&n) = g.order().iter().find(|n| ep_of[n.0 as usize].is_none()) {
+    if let Some(&n) = g
+        .order()
+        .iter()
+        .find(|n| strict && ep_of[n.0 as usize].is_none())
+    {
         let reasons: Vec<String> = rejected
             .iter()
             .filter(|r| r.node == n)
@@ -99,7 +118,9 @@ pub fn assign(
     }
     let mut partitions: Vec<Partition> = Vec::new();
     for &n in g.order() {
-        let ep = ep_of[n.0 as usize].expect("all assigned");
+        let Some(ep) = ep_of[n.0 as usize] else {
+            continue;
+        };
         match partitions.last_mut() {
             Some(p) if p.ep == ep => p.nodes.push(n),
             _ => partitions.push(Partition { ep, nodes: vec![n] }),

@@ -8,7 +8,7 @@ use kiln_ir::{DataType, Dim, Model, ValueId};
 use kiln_ops::Value;
 
 use crate::executor::Plan;
-use crate::partition::{assign, Assignment};
+use crate::partition::{assign, assign_lenient, Assignment};
 use crate::{CpuProvider, ExecutionProvider, RunStats, RuntimeError};
 
 pub use kiln_opt::Level;
@@ -55,7 +55,8 @@ pub struct Session {
 /// Optimizes and partitions a model for `providers`: the basic passes, then partitioning, then
 /// the extended passes on the nodes of the providers they are valid for, then partitioning
 /// again (fused nodes go to the provider whose nodes they replaced). `in_session` allows
-/// kiln-only fusions (never for a model that will be saved).
+/// kiln-only fusions (never for a model that will be saved) and requires every node to find a
+/// provider; a model only being saved may keep nodes kiln cannot run.
 pub fn prepare(
     mut model: Model,
     providers: &[Arc<dyn ExecutionProvider>],
@@ -69,7 +70,14 @@ pub fn prepare(
     if level >= Level::Basic {
         report.merge(opt.run_phase(&mut model, Level::Basic, &nobody, portable, in_session)?);
     }
-    let mut assignment = assign(&model, providers)?;
+    let partition = |m: &Model| -> Result<Assignment, RuntimeError> {
+        if in_session {
+            assign(m, providers)
+        } else {
+            Ok(assign_lenient(m, providers))
+        }
+    };
+    let mut assignment = partition(&model)?;
     if level >= Level::Extended {
         let names: Vec<String> = providers.iter().map(|p| p.name().to_string()).collect();
         // Nodes an extended pass creates are assigned on the next partitioning; a few rounds
@@ -94,7 +102,7 @@ pub fn prepare(
             }
             r.iterations += phase.iterations;
             phase = r;
-            assignment = assign(&model, providers)?;
+            assignment = partition(&model)?;
             if applied == 0 {
                 break;
             }

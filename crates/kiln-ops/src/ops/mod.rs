@@ -113,7 +113,7 @@ fn check(domain: &str, op_type: &str) -> Option<CheckFn> {
 
 /// The CPU kernel table: each module answers for the ops it implements.
 fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
-    let kernel_of: [fn(&str, &str) -> Option<KernelFn>; 42] = [
+    let kernel_of: &[fn(&str, &str) -> Option<KernelFn>] = &[
         text::kernel,
         spatial::kernel,
         spectral::kernel,
@@ -198,6 +198,7 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
             | "ThresholdedRelu"
             | "HardSigmoid"
             | "HardSwish"
+            | "Swish"
             | "Mish"
             | "Gelu"
             | "Sign"

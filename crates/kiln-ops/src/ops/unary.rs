@@ -18,7 +18,7 @@ pub fn kernel(op_type: &str) -> Option<KernelFn> {
         | "Cos" | "Tan" | "Asin" | "Acos" | "Atan" | "Sinh" | "Cosh" | "Asinh" | "Acosh"
         | "Atanh" | "Sigmoid" | "Tanh" | "Softplus" | "Softsign" | "Elu" | "Selu" | "Celu"
         | "LeakyRelu" | "ThresholdedRelu" | "HardSigmoid" | "HardSwish" | "Mish" | "Gelu"
-        | "Shrink" => math,
+        | "Shrink" | "Swish" => math,
         _ => return None,
     })
 }
@@ -229,6 +229,10 @@ fn math_fn(ctx: &KernelCtx) -> Result<Box<dyn Fn(f64) -> f64>> {
             Box::new(move |x: f64| (al * x + b).clamp(0.0, 1.0))
         }
         "HardSwish" => Box::new(|x: f64| x * (x / 6.0 + 0.5).clamp(0.0, 1.0)),
+        "Swish" => {
+            let al = a("alpha", 1.0);
+            Box::new(move |x: f64| x / (1.0 + (-al * x).exp()))
+        }
         "Mish" => Box::new(|x: f64| x * softplus(x).tanh()),
         "Gelu" => match ctx.str_attr("approximate").unwrap_or("none") {
             "none" => Box::new(|x: f64| 0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))),
