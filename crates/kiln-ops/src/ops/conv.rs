@@ -893,6 +893,9 @@ impl TransGeom {
             ));
         }
         let m = w[1].checked_mul(group).ok_or("too many output channels")?;
+        if w[2..].contains(&0) {
+            return Err(format!("W {w:?} has an empty kernel"));
+        }
         if let Some(ks) = ctx.ints_attr("kernel_shape") {
             if ks.len() != nd || ks.iter().zip(&w[2..]).any(|(&a, &b)| a != b as i64) {
                 return Err(format!("kernel_shape {ks:?} does not match W {w:?}"));
@@ -1336,6 +1339,95 @@ mod kernel_tests {
         let x64 = Some(Tensor::from_vec(vec![1, 3, 4, 4], vec![0.0f64; 48]));
         assert!(call("Conv", "", &[x64, t(&[2, 3, 3, 3], vec![0.0; 54])], &[]).is_err());
     }
+
+    /// Random shapes and attribute values (many invalid): every call returns, none panics.
+    #[test]
+    fn random_attributes_never_panic() {
+        let mut g = Lcg(5);
+        let mut ok = 0;
+        for _ in 0..20000 {
+            let op = ["Conv", "ConvTranspose"][g.r(2) as usize];
+            let nd = 1 + g.r(2) as usize;
+            let group = 1 + g.r(2) as usize;
+            let c = group * (1 + g.r(2) as usize);
+            let mut xs = vec![1 + g.r(2) as usize, c];
+            xs.extend((0..nd).map(|_| g.r(6) as usize));
+            let mut ws = if op == "Conv" {
+                vec![group * (1 + g.r(2) as usize), c / group]
+            } else {
+                vec![c, 1 + g.r(2) as usize]
+            };
+            ws.extend((0..nd).map(|_| 1 + g.r(3) as usize));
+            // Some invalid shapes.
+            if g.r(5) == 0 {
+                let d = g.r(ws.len() as i64) as usize;
+                ws[d] = g.r(4) as usize;
+            }
+            if g.r(8) == 0 {
+                ws.pop();
+            }
+            let attrs_group = if group > 1 || g.r(4) == 0 {
+                let off = g.r(2) - (g.r(4) == 0) as i64;
+                Some(group as i64 + off)
+            } else {
+                None
+            };
+            let n: usize = xs.iter().product();
+            let m: usize = ws.iter().product();
+            let x = t(&xs, (0..n).map(|v| v as f32).collect());
+            let w = t(&ws, (0..m).map(|v| v as f32 - 3.0).collect());
+            let mut attrs = vec![];
+            if g.r(2) == 0 {
+                let lo = -((g.r(9) == 0) as i64);
+                attrs.push(Attribute::ints("strides", &g.pick(nd, lo, 3)));
+            }
+            if g.r(2) == 0 {
+                let lo = -((g.r(9) == 0) as i64);
+                attrs.push(Attribute::ints("pads", &g.pick(2 * nd, lo, 3)));
+            }
+            if g.r(2) == 0 {
+                let lo = (g.r(9) != 0) as i64;
+                attrs.push(Attribute::ints("dilations", &g.pick(nd, lo, 3)));
+            }
+            if let Some(gr) = attrs_group {
+                attrs.push(Attribute::int("group", gr));
+            }
+            if g.r(4) == 0 {
+                attrs.push(Attribute::ints("output_padding", &g.pick(nd, -1, 2)));
+            }
+            if g.r(4) == 0 {
+                attrs.push(Attribute::ints("output_shape", &g.pick(nd, -1, 9)));
+            }
+            if g.r(4) == 0 {
+                attrs.push(Attribute::ints("kernel_shape", &g.pick(nd, 0, 3)));
+            }
+            if g.r(4) == 0 {
+                let pad = ["SAME_UPPER", "SAME_LOWER", "VALID", "BOGUS"][g.r(4) as usize];
+                attrs.push(Attribute::string("auto_pad", pad));
+            }
+            let mut ins = vec![x, w];
+            if g.r(2) == 0 {
+                let b = g.r(4) as usize;
+                ins.push(t(&[b], vec![1.0; b]));
+            }
+            ok += call(op, "", &ins, &attrs).is_ok() as usize;
+        }
+        // Enough valid cases to run the kernels, not only the checks.
+        assert!(ok > 500, "only {ok} valid cases");
+    }
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn r(&mut self, n: i64) -> i64 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((self.0 >> 33) as i64).rem_euclid(n)
+        }
+
+        fn pick(&mut self, len: usize, lo: i64, hi: i64) -> Vec<i64> {
+            (0..len).map(|_| lo + self.r(hi - lo + 1)).collect()
+        }
+    }
+
 
     #[test]
     fn conv_transpose_hand_computed() {

@@ -496,6 +496,51 @@ mod tests {
         }
     }
 
+    /// Random shapes and attributes (many invalid): every call returns, none panics.
+    #[test]
+    fn random_inputs_never_panic() {
+        let mut seed = 3u64;
+        let mut r = move |n: i64| -> i64 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 33) as i64).rem_euclid(n)
+        };
+        let ops = [
+            "LRN",
+            "InstanceNormalization",
+            "LayerNormalization",
+            "GroupNormalization",
+            "MeanVarianceNormalization",
+            "LpNormalization",
+        ];
+        let mut ok = 0;
+        for _ in 0..5000 {
+            let rank = r(5) as usize;
+            let xs: Vec<usize> = (0..rank).map(|_| r(4) as usize).collect();
+            let n: usize = xs.iter().product();
+            let mut ins = vec![f(&xs, &(0..n).map(|v| v as f32).collect::<Vec<_>>())];
+            for _ in 0..r(3) {
+                let ps: Vec<usize> = if r(2) == 0 && rank > 1 {
+                    vec![xs[1]]
+                } else {
+                    (0..r(3) as usize).map(|_| r(4) as usize).collect()
+                };
+                let pn: usize = ps.iter().product();
+                ins.push(f(&ps, &vec![1.0; pn]));
+            }
+            let attrs = [
+                Attribute::int("axis", r(7) - 3),
+                Attribute::int("size", r(4) - 1),
+                Attribute::int("p", r(4)),
+                Attribute::int("num_groups", r(4) - 1),
+                Attribute::ints("axes", &[r(6) - 3, r(6) - 3]),
+            ];
+            let op = ops[r(ops.len() as i64) as usize];
+            ok += call(op, &ins, &attrs[..r(6) as usize], 1 + r(3) as usize, 18 + r(4))
+                .is_ok() as usize;
+        }
+        assert!(ok > 300, "only {ok} valid cases");
+    }
+
     #[test]
     fn lrn_hand_computed() {
         // Channels 1, 2, 3 at one pixel, size 2: window [c - 0, c + 1].

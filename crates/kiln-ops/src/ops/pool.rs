@@ -507,6 +507,62 @@ mod kernel_tests {
             .collect())
     }
 
+    /// Random shapes and attribute values (many invalid): every call returns, none panics.
+    #[test]
+    fn random_attributes_never_panic() {
+        let mut g = Lcg(11);
+        let ops = ["MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"];
+        let mut ok = 0;
+        for _ in 0..20000 {
+            let rank = g.r(4) as usize + 1;
+            let shape: Vec<usize> = (0..rank).map(|_| g.r(5) as usize).collect();
+            let n: usize = shape.iter().product();
+            let x = Tensor::from_vec(shape, (0..n).map(|v| v as f32).collect());
+            let nd = g.r(4) as usize;
+            let mut attrs = vec![Attribute::ints("kernel_shape", &g.pick(nd, -1, 4))];
+            if g.r(2) == 0 {
+                attrs.push(Attribute::ints("strides", &g.pick(nd, -1, 3)));
+            }
+            if g.r(2) == 0 {
+                let len = 2 * nd + g.r(2) as usize;
+                attrs.push(Attribute::ints("pads", &g.pick(len, -1, 4)));
+            }
+            if g.r(2) == 0 {
+                attrs.push(Attribute::ints("dilations", &g.pick(nd, 0, 3)));
+            }
+            if g.r(3) == 0 {
+                attrs.push(Attribute::int("ceil_mode", 1));
+            }
+            if g.r(3) == 0 {
+                attrs.push(Attribute::int("count_include_pad", 1));
+            }
+            if g.r(4) == 0 {
+                let pad = ["SAME_UPPER", "SAME_LOWER", "VALID", "BOGUS"][g.r(4) as usize];
+                attrs.push(Attribute::string("auto_pad", pad));
+            }
+            if g.r(4) == 0 {
+                attrs.push(Attribute::int("storage_order", g.r(3) - 1));
+            }
+            let op = ops[g.r(ops.len() as i64) as usize];
+            ok += call(op, x, &attrs, 1 + g.r(2) as usize).is_ok() as usize;
+        }
+        // Enough valid cases to run the kernels, not only the checks.
+        assert!(ok > 500, "only {ok} valid cases");
+    }
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn r(&mut self, n: i64) -> i64 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((self.0 >> 33) as i64).rem_euclid(n)
+        }
+
+        fn pick(&mut self, len: usize, lo: i64, hi: i64) -> Vec<i64> {
+            (0..len).map(|_| lo + self.r(hi - lo + 1)).collect()
+        }
+    }
+
+
     fn x44() -> Tensor {
         Tensor::from_vec(vec![1, 1, 4, 4], (1..=16).map(|v| v as f32).collect())
     }
