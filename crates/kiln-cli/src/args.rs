@@ -90,12 +90,6 @@ pub struct RunArgs {
     pub shape: Vec<String>,
     #[arg(long)]
     pub out: Option<PathBuf>,
-    #[arg(long)]
-    pub warmup: Option<usize>,
-    #[arg(long)]
-    pub iters: Option<usize>,
-    #[arg(long)]
-    pub rounds: Option<usize>,
 }
 
 #[derive(Args)]

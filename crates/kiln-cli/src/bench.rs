@@ -68,9 +68,6 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
                 input: a.input.clone(),
                 shape: a.shape.clone(),
                 out: None,
-                warmup: None,
-                iters: None,
-                rounds: None,
             };
             let session = report::session(model.clone(), &args)
                 .with_context(|| format!("{name} (level {}, ep {ep})", level_name(*l)))?;

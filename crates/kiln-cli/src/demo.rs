@@ -44,9 +44,6 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         input: vec![],
         shape: shapes.clone(),
         out: None,
-        warmup: None,
-        iters: None,
-        rounds: None,
     };
     let plain =
         report::session(model.clone(), &args(Level::Disabled)).with_context(|| name.clone())?;
