@@ -1419,7 +1419,10 @@ mod kernel_tests {
 
     impl Lcg {
         fn r(&mut self, n: i64) -> i64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((self.0 >> 33) as i64).rem_euclid(n)
         }
 
@@ -1427,7 +1430,6 @@ mod kernel_tests {
             (0..len).map(|_| lo + self.r(hi - lo + 1)).collect()
         }
     }
-
 
     #[test]
     fn conv_transpose_hand_computed() {

@@ -102,17 +102,35 @@ fn train(ctx: &KernelCtx, x: &Tensor, ratio: f64) -> Result<Vec<Value>> {
     let data = match &x.data {
         Data::F32(v) => {
             let scale = 1.0f32 / (1.0f32 - ratio as f32);
-            Data::F32(v.iter().zip(&keep).map(|(&e, &k)| if k { e * scale } else { 0.0 }).collect())
+            Data::F32(
+                v.iter()
+                    .zip(&keep)
+                    .map(|(&e, &k)| if k { e * scale } else { 0.0 })
+                    .collect(),
+            )
         }
         Data::F64(v) => {
             let scale = 1.0 / (1.0 - ratio);
-            Data::F64(v.iter().zip(&keep).map(|(&e, &k)| if k { e * scale } else { 0.0 }).collect())
+            Data::F64(
+                v.iter()
+                    .zip(&keep)
+                    .map(|(&e, &k)| if k { e * scale } else { 0.0 })
+                    .collect(),
+            )
         }
-        other => return Err(format!("training-mode Dropout of {} tensors is not supported", other.dtype())),
+        other => {
+            return Err(format!(
+                "training-mode Dropout of {} tensors is not supported",
+                other.dtype()
+            ))
+        }
     };
     let mut out = vec![Value::Tensor(Tensor::new(x.shape.clone(), data))];
     if ctx.num_outputs > 1 {
-        out.push(Value::Tensor(Tensor::new(x.shape.clone(), Data::Bool(keep))));
+        out.push(Value::Tensor(Tensor::new(
+            x.shape.clone(),
+            Data::Bool(keep),
+        )));
     }
     Ok(out)
 }
@@ -158,11 +176,20 @@ mod kernel_tests {
         // Training with a seed: NumPy's stream (RandomState(0) draws 0.549, 0.715 first), so
         // with ratio 0.6 the first element is dropped and the second kept, scaled by 2.5.
         let r = Some(Tensor::scalar(0.6f32));
-        let out = call(&[Some(x.clone()), r, t], &[Attribute::int("seed", 0)], 13, 2).unwrap();
+        let out = call(
+            &[Some(x.clone()), r, t],
+            &[Attribute::int("seed", 0)],
+            13,
+            2,
+        )
+        .unwrap();
         let y = out[0].tensor().unwrap().as_slice::<f32>().unwrap().to_vec();
         let xv = x.as_slice::<f32>().unwrap();
         assert_eq!(y, vec![0.0, xv[1] * (1.0 / (1.0f32 - 0.6))]);
-        assert_eq!(out[1], Value::Tensor(Tensor::from_vec(vec![2], vec![false, true])));
+        assert_eq!(
+            out[1],
+            Value::Tensor(Tensor::from_vec(vec![2], vec![false, true]))
+        );
         // Old opsets: ratio attribute, mask of the input's type.
         let out = call(&[Some(x.clone())], &[Attribute::float("ratio", 0.2)], 7, 2).unwrap();
         assert_eq!(

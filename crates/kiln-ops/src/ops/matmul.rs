@@ -329,17 +329,30 @@ mod kernel_tests {
     fn random_shapes_never_panic() {
         let mut seed = 9u64;
         let mut r = move |n: i64| -> i64 {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((seed >> 33) as i64).rem_euclid(n)
         };
         let mut ok = 0;
         for _ in 0..5000 {
             let mut shape = || -> Vec<usize> { (0..1 + r(4)).map(|_| r(4) as usize).collect() };
             let (sa, sb) = (shape(), shape());
-            let a: Vec<f32> = (0..sa.iter().product::<usize>()).map(|v| v as f32).collect();
-            let b: Vec<f32> = (0..sb.iter().product::<usize>()).map(|v| v as f32).collect();
-            let attrs = [Attribute::int("transA", r(2)), Attribute::int("transB", r(2))];
-            let (op, dom) = if r(2) == 0 { ("MatMul", "") } else { ("FusedMatMul", "com.microsoft") };
+            let a: Vec<f32> = (0..sa.iter().product::<usize>())
+                .map(|v| v as f32)
+                .collect();
+            let b: Vec<f32> = (0..sb.iter().product::<usize>())
+                .map(|v| v as f32)
+                .collect();
+            let attrs = [
+                Attribute::int("transA", r(2)),
+                Attribute::int("transB", r(2)),
+            ];
+            let (op, dom) = if r(2) == 0 {
+                ("MatMul", "")
+            } else {
+                ("FusedMatMul", "com.microsoft")
+            };
             ok += call(op, dom, &[f(&sa, &a), f(&sb, &b)], &attrs).is_ok() as usize;
         }
         assert!(ok > 300, "only {ok} valid cases");

@@ -501,7 +501,9 @@ mod tests {
     fn random_inputs_never_panic() {
         let mut seed = 3u64;
         let mut r = move |n: i64| -> i64 {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((seed >> 33) as i64).rem_euclid(n)
         };
         let ops = [
@@ -535,8 +537,14 @@ mod tests {
                 Attribute::ints("axes", &[r(6) - 3, r(6) - 3]),
             ];
             let op = ops[r(ops.len() as i64) as usize];
-            ok += call(op, &ins, &attrs[..r(6) as usize], 1 + r(3) as usize, 18 + r(4))
-                .is_ok() as usize;
+            ok += call(
+                op,
+                &ins,
+                &attrs[..r(6) as usize],
+                1 + r(3) as usize,
+                18 + r(4),
+            )
+            .is_ok() as usize;
         }
         assert!(ok > 300, "only {ok} valid cases");
     }

@@ -511,7 +511,14 @@ mod kernel_tests {
     #[test]
     fn random_attributes_never_panic() {
         let mut g = Lcg(11);
-        let ops = ["MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"];
+        let ops = [
+            "MaxPool",
+            "AveragePool",
+            "LpPool",
+            "GlobalAveragePool",
+            "GlobalMaxPool",
+            "GlobalLpPool",
+        ];
         let mut ok = 0;
         for _ in 0..20000 {
             let rank = g.r(4) as usize + 1;
@@ -553,7 +560,10 @@ mod kernel_tests {
 
     impl Lcg {
         fn r(&mut self, n: i64) -> i64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((self.0 >> 33) as i64).rem_euclid(n)
         }
 
@@ -561,7 +571,6 @@ mod kernel_tests {
             (0..len).map(|_| lo + self.r(hi - lo + 1)).collect()
         }
     }
-
 
     fn x44() -> Tensor {
         Tensor::from_vec(vec![1, 1, 4, 4], (1..=16).map(|v| v as f32).collect())

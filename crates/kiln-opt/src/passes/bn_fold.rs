@@ -4,7 +4,7 @@
 use kiln_ir::{AttrList, DataType, IrError, Node, NodeId, Tensor, ValueId};
 
 use super::const_fold::is_constant;
-use super::util::{is_onnx, replace};
+use super::util::{floats, is_onnx, replace, tensor_like};
 use crate::fusion::{lone_consumer, run_fusion, Decline, Fusion};
 use crate::{Level, Pass, PassCtx, PassReport};
 
@@ -15,21 +15,6 @@ pub struct Found {
     bn: NodeId,
     weights: Tensor,
     bias: Tensor,
-}
-
-fn floats(t: &Tensor) -> Option<Vec<f64>> {
-    match t.dtype {
-        DataType::F32 | DataType::F64 => t.to_f64_vec(),
-        _ => None,
-    }
-}
-
-fn tensor_like(dtype: DataType, dims: Vec<usize>, v: &[f64]) -> Tensor {
-    let raw: Vec<u8> = match dtype {
-        DataType::F64 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        _ => v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect(),
-    };
-    Tensor::from_raw(dtype, dims, raw.into()).expect("length matches")
 }
 
 impl Fusion for BatchNormIntoConv {

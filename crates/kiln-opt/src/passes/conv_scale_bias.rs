@@ -3,7 +3,7 @@
 use kiln_ir::{DataType, IrError, Node, NodeId, Tensor, ValueId};
 
 use super::const_fold::is_constant;
-use super::util::{is_onnx, replace};
+use super::util::{floats, is_onnx, replace, tensor_like};
 use crate::fusion::{lone_consumer, run_fusion, Decline, Fusion};
 use crate::{Level, Pass, PassCtx, PassReport};
 
@@ -45,20 +45,6 @@ fn per_channel(t: &Tensor, m: usize, out_rank: usize) -> Option<Vec<f64>> {
         .enumerate()
         .all(|(i, &d)| if i == pos { d == m } else { d == 1 });
     only_channel.then_some(v)
-}
-
-fn floats(t: &Tensor) -> Option<Vec<f64>> {
-    matches!(t.dtype, DataType::F32 | DataType::F64)
-        .then(|| t.to_f64_vec())
-        .flatten()
-}
-
-fn tensor_like(dtype: DataType, dims: Vec<usize>, v: &[f64]) -> Tensor {
-    let raw: Vec<u8> = match dtype {
-        DataType::F64 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        _ => v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect(),
-    };
-    Tensor::from_raw(dtype, dims, raw.into()).expect("length matches")
 }
 
 impl Fusion for ConvConstant {

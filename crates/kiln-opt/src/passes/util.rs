@@ -1,6 +1,6 @@
 //! Small pieces the fusion passes share: provider checks, constant lookups, activation
 //! descriptions as ONNX Runtime writes them, and replacing a chain of nodes by one.
-use kiln_ir::{AttrList, DataType, Graph, IrError, Model, Node, NodeId, ValueId};
+use kiln_ir::{AttrList, DataType, Graph, IrError, Model, Node, NodeId, Tensor, ValueId};
 
 use crate::fusion::Decline;
 use crate::passes::const_fold::is_constant;
@@ -112,4 +112,22 @@ pub fn replace(g: &mut Graph, old: &[NodeId], new: Node) -> Result<NodeId, IrErr
             Err(e)
         }
     }
+}
+
+/// The elements of a float32/float64 constant as f64 (other types: `None`), for folding
+/// arithmetic into weights.
+pub fn floats(t: &Tensor) -> Option<Vec<f64>> {
+    match t.dtype {
+        DataType::F32 | DataType::F64 => t.to_f64_vec(),
+        _ => None,
+    }
+}
+
+/// A float32 or float64 tensor (as `dtype`) from f64 values.
+pub fn tensor_like(dtype: DataType, dims: Vec<usize>, v: &[f64]) -> Tensor {
+    let raw: Vec<u8> = match dtype {
+        DataType::F64 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        _ => v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect(),
+    };
+    Tensor::from_raw(dtype, dims, raw.into()).expect("length matches")
 }
