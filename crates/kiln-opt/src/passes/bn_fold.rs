@@ -1,7 +1,7 @@
 //! BatchNormalization (inference) folded into the Conv before it: the Conv's weights are scaled
 //! per output channel and its bias shifted, so the BatchNormalization disappears. Standard ONNX
 //! ops only, valid for every provider.
-use kiln_ir::{AttrList, DataType, IrError, Node, NodeId, Tensor, ValueId};
+use kiln_ir::{AttrList, IrError, Node, NodeId, Tensor, ValueId};
 
 use super::const_fold::is_constant;
 use super::util::{floats, is_onnx, replace, tensor_like};
