@@ -125,6 +125,10 @@ pub struct BenchArgs {
     /// Rounds; each round runs every variant in turn (A B A B ...).
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
+    /// Afterwards, time each node over N more runs of the first variant and print where the
+    /// time goes, by op type and by node (on stderr; the JSON on stdout is unchanged).
+    #[arg(long, value_name = "N")]
+    pub profile: Option<usize>,
     #[arg(long)]
     pub json: bool,
 }

@@ -103,6 +103,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         }
     }
     bar.finish_and_clear();
+    if let Some(n) = a.profile {
+        profile(&variants[0].2, &feeds, n.max(1)).with_context(|| name.clone())?;
+    }
     let threads = a.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -161,6 +164,65 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
                 r["p50_ms"].as_f64().unwrap_or(0.0) / base
             );
         }
+    }
+    Ok(())
+}
+
+/// Per-node kernel times over `runs` runs, summed by op type and listed for the slowest nodes.
+fn profile(
+    s: &kiln_runtime::Session,
+    feeds: &[(String, kiln_ops::Value)],
+    runs: usize,
+) -> anyhow::Result<()> {
+    let g = &s.model().graph;
+    let mut per_node: std::collections::HashMap<kiln_ir::NodeId, f64> = Default::default();
+    let mut wall = 0.0;
+    for _ in 0..runs {
+        let start = Instant::now();
+        let (_, prof) = s.run_profiled(feeds.to_vec())?;
+        wall += start.elapsed().as_secs_f64();
+        for (id, t) in prof {
+            *per_node.entry(id).or_default() += t;
+        }
+    }
+    let ms = |t: f64| t * 1e3 / runs as f64;
+    let mut by_op: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+    for (id, t) in &per_node {
+        let e = by_op.entry(g.node(*id).op_key()).or_default();
+        e.0 += 1;
+        e.1 += t;
+    }
+    let kernels: f64 = per_node.values().sum();
+    eprintln!(
+        "profile over {runs} runs: {:.3} ms per run, {:.3} ms in kernels",
+        ms(wall),
+        ms(kernels)
+    );
+    let mut ops: Vec<_> = by_op.into_iter().collect();
+    ops.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    eprintln!("{:<28} {:>6} {:>10} {:>6}", "op", "nodes", "ms/run", "%");
+    for (op, (n, t)) in &ops {
+        eprintln!(
+            "{op:<28} {n:>6} {:>10.3} {:>6.1}",
+            ms(*t),
+            100.0 * t / kernels.max(1e-12)
+        );
+    }
+    let mut nodes: Vec<_> = per_node.into_iter().collect();
+    nodes.sort_by(|a, b| b.1.total_cmp(&a.1));
+    eprintln!("slowest nodes:");
+    for (id, t) in nodes.iter().take(15) {
+        let n = g.node(*id);
+        let shapes: Vec<String> = n
+            .inputs()
+            .iter()
+            .flatten()
+            .map(|v| match g.value(*v).ty.as_ref().and_then(|t| t.shape()) {
+                Some(s) => s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"),
+                None => "?".into(),
+            })
+            .collect();
+        eprintln!("{:>9.3} ms  {} [{}]", ms(*t), g.describe(*id), shapes.join(", "));
     }
     Ok(())
 }

@@ -162,6 +162,10 @@ pub fn broadcast_index(out: &[usize], st: &[usize]) -> Vec<usize> {
 }
 
 /// Applies `f` element-wise to two broadcast inputs.
+///
+/// Dims along which both inputs advance alike are merged first, so the inner loop runs over
+/// the longest stretch where each input is either contiguous or a repeated scalar (a
+/// per-channel operand over NCHW is a scalar per plane); those loops vectorize.
 pub fn zip_broadcast<A: Copy, B: Copy, R>(
     a: &[A],
     ash: &[usize],
@@ -170,19 +174,60 @@ pub fn zip_broadcast<A: Copy, B: Copy, R>(
     f: impl Fn(A, B) -> R,
 ) -> Result<(Vec<usize>, Vec<R>)> {
     let out = broadcast_shape(&[ash, bsh])?;
-    let v = if ash == bsh {
-        a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
-    } else if b.len() == 1 && out.as_slice() == ash {
-        let y = b[0];
-        a.iter().map(|&x| f(x, y)).collect()
-    } else if a.len() == 1 && out.as_slice() == bsh {
-        let x = a[0];
-        b.iter().map(|&y| f(x, y)).collect()
-    } else {
-        let ia = broadcast_index(&out, &broadcast_strides(ash, &out));
-        let ib = broadcast_index(&out, &broadcast_strides(bsh, &out));
-        ia.iter().zip(&ib).map(|(&i, &j)| f(a[i], b[j])).collect()
-    };
+    let n: usize = out.iter().product();
+    let mut v = Vec::with_capacity(n);
+    if n == 0 {
+        return Ok((out, v));
+    }
+    let (sa, sb) = (broadcast_strides(ash, &out), broadcast_strides(bsh, &out));
+    // (size, stride in a, stride in b), outermost first, size-1 dims dropped.
+    let mut dims: Vec<(usize, usize, usize)> = Vec::with_capacity(out.len());
+    for i in 0..out.len() {
+        if out[i] == 1 {
+            continue;
+        }
+        if let Some(last) = dims.last_mut() {
+            if last.1 == sa[i] * out[i] && last.2 == sb[i] * out[i] {
+                *last = (last.0 * out[i], sa[i], sb[i]);
+                continue;
+            }
+        }
+        dims.push((out[i], sa[i], sb[i]));
+    }
+    let (m, ia, ib) = dims.pop().unwrap_or((1, 0, 0));
+    let outer: usize = dims.iter().map(|d| d.0).product();
+    let mut counter = vec![0usize; dims.len()];
+    let (mut pa, mut pb) = (0usize, 0usize);
+    for _ in 0..outer {
+        match (ia, ib) {
+            (1, 1) => v.extend(
+                a[pa..pa + m]
+                    .iter()
+                    .zip(&b[pb..pb + m])
+                    .map(|(&x, &y)| f(x, y)),
+            ),
+            (1, 0) => {
+                let y = b[pb];
+                v.extend(a[pa..pa + m].iter().map(|&x| f(x, y)));
+            }
+            (0, 1) => {
+                let x = a[pa];
+                v.extend(b[pb..pb + m].iter().map(|&y| f(x, y)));
+            }
+            _ => v.extend((0..m).map(|i| f(a[pa + i * ia], b[pb + i * ib]))),
+        }
+        for d in (0..dims.len()).rev() {
+            counter[d] += 1;
+            pa += dims[d].1;
+            pb += dims[d].2;
+            if counter[d] < dims[d].0 {
+                break;
+            }
+            pa -= dims[d].1 * dims[d].0;
+            pb -= dims[d].2 * dims[d].0;
+            counter[d] = 0;
+        }
+    }
     Ok((out, v))
 }
 
@@ -205,6 +250,17 @@ mod tests {
         let (s, v) = zip_broadcast(&[1, 2, 3], &[3, 1], &[10, 20], &[2], |a, b| a + b).unwrap();
         assert_eq!(s, vec![3, 2]);
         assert_eq!(v, vec![11, 21, 12, 22, 13, 23]);
+        // Per-channel operand over NCHW, and a middle broadcast dim.
+        let x: Vec<i32> = (0..24).collect();
+        let (s, v) = zip_broadcast(&x, &[1, 2, 3, 4], &[100, 200], &[2, 1, 1], |a, b| a + b).unwrap();
+        assert_eq!(s, vec![1, 2, 3, 4]);
+        let want: Vec<i32> = (0..24).map(|i| i + if i < 12 { 100 } else { 200 }).collect();
+        assert_eq!(v, want);
+        let (s, v) = zip_broadcast(&[1, 2], &[2, 1, 1], &[10, 20, 30], &[1, 3, 1], |a, b| a * b).unwrap();
+        assert_eq!(s, vec![2, 3, 1]);
+        assert_eq!(v, vec![10, 20, 30, 20, 40, 60]);
+        let (_, v) = zip_broadcast(&[1, 2, 3], &[3, 1], &[1, 2], &[1, 2], |a, b| a * 10 + b).unwrap();
+        assert_eq!(v, vec![11, 12, 21, 22, 31, 32]);
         assert_eq!(strides(&[2, 3, 4]), vec![12, 4, 1]);
     }
 }

@@ -110,6 +110,7 @@ impl Plan {
         opsets: &Opsets,
         inputs: Vec<(ValueId, Arc<Value>)>,
         outer: Option<&dyn Fn(&str) -> Option<Arc<Value>>>,
+        mut profile: Option<&mut Vec<(NodeId, f64)>>,
     ) -> Result<(Vec<Arc<Value>>, RunStats), RuntimeError> {
         let mut env: Vec<Option<Arc<Value>>> = vec![None; self.slots];
         for (id, v) in &self.constants {
@@ -159,10 +160,14 @@ impl Plan {
                 num_outputs: node.outputs().len(),
                 subgraphs: Some(&frame),
             };
+            let start = profile.as_ref().map(|_| std::time::Instant::now());
             let outs = (step.kernel)(&ctx).map_err(|reason| RuntimeError::Node {
                 node: g.describe(step.node),
                 reason,
             })?;
+            if let (Some(p), Some(t)) = (profile.as_deref_mut(), start) {
+                p.push((step.node, t.elapsed().as_secs_f64()));
+            }
             let mut outs = outs.into_iter();
             for (i, slot) in node.outputs().iter().enumerate() {
                 let value = outs.next();
@@ -241,7 +246,7 @@ impl SubgraphRunner for Frame<'_> {
             .zip(inputs.into_iter().map(Arc::new))
             .collect();
         let (outs, _) = plan
-            .run(body, self.opsets, ins, Some(&lookup))
+            .run(body, self.opsets, ins, Some(&lookup), None)
             .map_err(|e| format!("in subgraph '{}': {e}", body.name))?;
         Ok(outs
             .into_iter()

@@ -215,6 +215,24 @@ impl Session {
         &self,
         inputs: Vec<(String, Value)>,
     ) -> Result<(Vec<(String, Value)>, RunStats), RuntimeError> {
+        self.run_inner(inputs, None)
+    }
+
+    /// Runs the model once and also returns the seconds each node's kernel took, in run order.
+    pub fn run_profiled(
+        &self,
+        inputs: Vec<(String, Value)>,
+    ) -> Result<(Vec<(String, Value)>, Vec<(kiln_ir::NodeId, f64)>), RuntimeError> {
+        let mut prof = Vec::new();
+        let (outs, _) = self.run_inner(inputs, Some(&mut prof))?;
+        Ok((outs, prof))
+    }
+
+    fn run_inner(
+        &self,
+        inputs: Vec<(String, Value)>,
+        profile: Option<&mut Vec<(kiln_ir::NodeId, f64)>>,
+    ) -> Result<(Vec<(String, Value)>, RunStats), RuntimeError> {
         let mut given: HashMap<String, Value> = HashMap::new();
         for (name, v) in inputs {
             if !self.inputs.iter().any(|s| s.name == name) {
@@ -248,7 +266,7 @@ impl Session {
         let g = &self.model.graph;
         let (outs, stats) = self
             .pool
-            .install(|| self.plan.run(g, &self.opsets, feeds, None))?;
+            .install(|| self.plan.run(g, &self.opsets, feeds, None, profile))?;
         let names = self.output_names();
         Ok((
             names

@@ -29,25 +29,46 @@ fn apply<T: Num>(
     b: &[T],
     bsh: &[usize],
 ) -> Result<(Vec<usize>, Vec<T>)> {
-    let (shape, v): (Vec<usize>, Vec<Result<T>>) = match op {
-        "Add" => zip_broadcast(a, ash, b, bsh, |x, y| Ok(x.add(y)))?,
-        "Sub" => zip_broadcast(a, ash, b, bsh, |x, y| Ok(x.sub(y)))?,
-        "Mul" => zip_broadcast(a, ash, b, bsh, |x, y| Ok(x.mul(y)))?,
-        "Div" => zip_broadcast(a, ash, b, bsh, |x: T, y: T| x.div(y))?,
-        "Mod" => zip_broadcast(a, ash, b, bsh, |x: T, y: T| x.rem(y, fmod))?,
+    // The infallible ops map straight to values; only Div and Mod can fail (integer division
+    // by zero) and go through a Result per element.
+    let fallible = |g: fn(T, T) -> Result<T>| -> Result<(Vec<usize>, Vec<T>)> {
+        let (shape, v) = zip_broadcast(a, ash, b, bsh, g)?;
+        Ok((shape, v.into_iter().collect::<Result<Vec<T>>>()?))
+    };
+    match op {
+        "Add" => zip_broadcast(a, ash, b, bsh, |x: T, y: T| x.add(y)),
+        "Sub" => zip_broadcast(a, ash, b, bsh, |x: T, y: T| x.sub(y)),
+        "Mul" => zip_broadcast(a, ash, b, bsh, |x: T, y: T| x.mul(y)),
+        "Div" if T::IS_FLOAT => zip_broadcast(a, ash, b, bsh, |x: T, y: T| {
+            x.div(y).unwrap_or_else(|_| T::zero())
+        }),
+        "Div" => fallible(|x, y| x.div(y)),
+        "Mod" if fmod => fallible(|x, y| x.rem(y, true)),
+        "Mod" => fallible(|x, y| x.rem(y, false)),
         "PRelu" => zip_broadcast(a, ash, b, bsh, |x: T, s: T| {
-            Ok(if x < T::zero() { x.mul(s) } else { x })
-        })?,
+            if x < T::zero() {
+                x.mul(s)
+            } else {
+                x
+            }
+        }),
         // A NaN (the only value not comparable with itself) wins, as in ONNX Runtime.
         "Max" => zip_broadcast(a, ash, b, bsh, |x: T, y: T| {
-            Ok(if y > x || is_nan(y) { y } else { x })
-        })?,
+            if y > x || is_nan(y) {
+                y
+            } else {
+                x
+            }
+        }),
         "Min" => zip_broadcast(a, ash, b, bsh, |x: T, y: T| {
-            Ok(if y < x || is_nan(y) { y } else { x })
-        })?,
-        other => return Err(format!("{other} is not an arithmetic op")),
-    };
-    Ok((shape, v.into_iter().collect::<Result<Vec<T>>>()?))
+            if y < x || is_nan(y) {
+                y
+            } else {
+                x
+            }
+        }),
+        other => Err(format!("{other} is not an arithmetic op")),
+    }
 }
 
 fn binary_data(op: &str, fmod: bool, a: &Tensor, b: &Tensor) -> Result<Tensor> {
