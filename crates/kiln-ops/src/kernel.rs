@@ -9,6 +9,31 @@ pub type Result<T> = std::result::Result<T, String>;
 /// A kernel: computes a node's outputs from its inputs.
 pub type KernelFn = fn(&KernelCtx) -> Result<Vec<Value>>;
 
+/// A kernel made for one node when a session is created, holding what it derived from the
+/// node's constant inputs (pre-packed weights), so that work happens once per session instead
+/// of once per run. It gets the same context a plain kernel does.
+pub trait PreparedKernel: Send + Sync {
+    fn run(&self, ctx: &KernelCtx) -> Result<Vec<Value>>;
+}
+
+/// What preparing a node sees: its attributes and which inputs are constants (initializers).
+pub struct PrepareCtx<'a> {
+    pub op_type: &'a str,
+    pub domain: &'a str,
+    pub opset: i64,
+    pub attrs: &'a [Attribute],
+    pub constants: Vec<Option<&'a Tensor>>,
+}
+
+impl PrepareCtx<'_> {
+    pub fn constant(&self, i: usize) -> Option<&Tensor> {
+        self.constants.get(i).copied().flatten()
+    }
+}
+
+/// Prepares a node, or says (with `None`) that the plain kernel should run it.
+pub type PrepareFn = fn(&PrepareCtx) -> Option<Box<dyn PreparedKernel>>;
+
 /// Runs a subgraph (If/Loop/Scan bodies) with the given explicit inputs; values the body reads
 /// from enclosing graphs are resolved by the runner.
 pub trait SubgraphRunner {

@@ -12,8 +12,8 @@ pub mod value;
 
 pub use ctx::{InferCtx, Inferred, SymValue};
 pub use infer::{infer_shapes, InferError, InferReport};
-pub use kernel::{KernelCtx, KernelFn, SubgraphRunner};
-pub use ops::{infer_fn, kernel_fn, op_def, CheckFn, InferFn, OpDef};
+pub use kernel::{KernelCtx, KernelFn, PrepareCtx, PrepareFn, PreparedKernel, SubgraphRunner};
+pub use ops::{infer_fn, kernel_fn, op_def, prepare_fn, CheckFn, InferFn, OpDef};
 pub use value::{Data, Elem, Tensor, Value};
 
 /// Operator domains kiln itself defines.

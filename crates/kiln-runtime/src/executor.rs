@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use kiln_ir::{Graph, NodeId, ValueId};
-use kiln_ops::{KernelCtx, KernelFn, SubgraphRunner, Tensor, Value};
+use kiln_ops::{KernelCtx, KernelFn, PreparedKernel, SubgraphRunner, Tensor, Value};
 
 use crate::RuntimeError;
 
@@ -20,12 +20,15 @@ pub struct RunStats {
 struct Step {
     node: NodeId,
     kernel: KernelFn,
+    /// Set when the provider prepared the node at plan time; runs instead of `kernel`.
+    prepared: Option<Box<dyn PreparedKernel>>,
     opset: i64,
     /// Values whose last reader is this step.
     free_after: Vec<ValueId>,
 }
 
-/// A graph made ready to run: kernels chosen, constants converted, lifetimes computed.
+/// A graph made ready to run: kernels chosen (and prepared where the provider can, e.g. with
+/// pre-packed weights), constants converted, lifetimes computed.
 pub struct Plan {
     steps: Vec<Step>,
     constants: Vec<(ValueId, Arc<Value>)>,
@@ -45,11 +48,13 @@ fn opset_of(opsets: &Opsets, domain: &str) -> i64 {
 }
 
 impl Plan {
-    /// Builds a plan; `kernel` gives the kernel of each node (from its provider).
+    /// Builds a plan; `kernel` gives the kernel of each node (from its provider), `prepare`
+    /// a prepared kernel for the node given its opset and which inputs are constants.
     pub fn new(
         g: &Graph,
         opsets: &Opsets,
         kernel: &dyn Fn(NodeId) -> Result<KernelFn, RuntimeError>,
+        prepare: &dyn Fn(NodeId, i64, &[Option<&Tensor>]) -> Option<Box<dyn PreparedKernel>>,
     ) -> Result<Plan, RuntimeError> {
         let slots = g
             .values()
@@ -60,6 +65,20 @@ impl Plan {
         for (i, (_, n)) in g.nodes().enumerate() {
             for v in n.inputs().iter().flatten().chain(n.implicit_inputs()) {
                 last_use[v.0 as usize] = Some(i);
+            }
+        }
+        let constants = g
+            .values()
+            .filter_map(|(id, v)| {
+                v.initializer
+                    .as_ref()
+                    .map(|t| (id, Arc::new(Value::Tensor(Tensor::from_ir(t)))))
+            })
+            .collect::<Vec<_>>();
+        let mut constant_of: Vec<Option<&Tensor>> = vec![None; slots];
+        for (id, v) in &constants {
+            if let Value::Tensor(t) = v.as_ref() {
+                constant_of[id.0 as usize] = Some(t);
             }
         }
         let mut steps = Vec::with_capacity(g.node_count());
@@ -80,21 +99,21 @@ impl Plan {
                     free_after.push(*v);
                 }
             }
+            let opset = opset_of(opsets, &n.domain);
+            let kernel = kernel(id)?;
+            let consts: Vec<Option<&Tensor>> = n
+                .inputs()
+                .iter()
+                .map(|v| v.and_then(|v| constant_of[v.0 as usize]))
+                .collect();
             steps.push(Step {
                 node: id,
-                kernel: kernel(id)?,
-                opset: opset_of(opsets, &n.domain),
+                kernel,
+                prepared: prepare(id, opset, &consts),
+                opset,
                 free_after,
             });
         }
-        let constants = g
-            .values()
-            .filter_map(|(id, v)| {
-                v.initializer
-                    .as_ref()
-                    .map(|t| (id, Arc::new(Value::Tensor(Tensor::from_ir(t)))))
-            })
-            .collect();
         Ok(Plan {
             steps,
             constants,
@@ -161,7 +180,11 @@ impl Plan {
                 subgraphs: Some(&frame),
             };
             let start = profile.as_ref().map(|_| std::time::Instant::now());
-            let outs = (step.kernel)(&ctx).map_err(|reason| RuntimeError::Node {
+            let outs = match &step.prepared {
+                Some(p) => p.run(&ctx),
+                None => (step.kernel)(&ctx),
+            }
+            .map_err(|reason| RuntimeError::Node {
                 node: g.describe(step.node),
                 reason,
             })?;
@@ -223,14 +246,20 @@ impl SubgraphRunner for Frame<'_> {
                 None => self.outer.and_then(|f| f(name)),
             }
         };
-        let plan = Plan::new(body, self.opsets, &|id| {
-            let n = body.node(id);
-            let domain = if n.domain == "ai.onnx" { "" } else { &n.domain };
-            kiln_ops::kernel_fn(domain, &n.op_type).ok_or_else(|| RuntimeError::Node {
-                node: body.describe(id),
-                reason: format!("no CPU kernel for {}", n.op_key()),
-            })
-        })
+        let plan = Plan::new(
+            body,
+            self.opsets,
+            &|id| {
+                let n = body.node(id);
+                let domain = if n.domain == "ai.onnx" { "" } else { &n.domain };
+                kiln_ops::kernel_fn(domain, &n.op_type).ok_or_else(|| RuntimeError::Node {
+                    node: body.describe(id),
+                    reason: format!("no CPU kernel for {}", n.op_key()),
+                })
+            },
+            // Bodies are planned on every run; packing their weights would not pay.
+            &|_, _, _| None,
+        )
         .map_err(|e| e.to_string())?;
         let real: Vec<ValueId> = body.real_inputs().collect();
         if real.len() != inputs.len() {

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use kiln_ir::{Model, Node, NodeId};
-use kiln_ops::KernelFn;
+use kiln_ops::{KernelFn, PreparedKernel, Tensor};
 
 /// Which of the offered nodes a provider takes.
 #[derive(Debug, Default, Clone)]
@@ -23,6 +23,38 @@ pub trait ExecutionProvider: Send + Sync {
 
     /// The kernel for a node this provider claimed.
     fn kernel(&self, node: &Node) -> Option<KernelFn>;
+
+    /// A kernel prepared once for a node it claimed (say, with pre-packed constant weights),
+    /// given the node's opset and its inputs that are constants; `None` runs `kernel`.
+    fn prepare(
+        &self,
+        _node: &Node,
+        _opset: i64,
+        _constants: &[Option<&Tensor>],
+    ) -> Option<Box<dyn PreparedKernel>> {
+        None
+    }
+}
+
+/// Prepares a node with the CPU kernels' preparation, when its op has one.
+pub fn cpu_prepare(
+    node: &Node,
+    opset: i64,
+    constants: &[Option<&Tensor>],
+) -> Option<Box<dyn PreparedKernel>> {
+    let domain = if node.domain == "ai.onnx" {
+        ""
+    } else {
+        &node.domain
+    };
+    let prepare = kiln_ops::prepare_fn(domain, &node.op_type)?;
+    prepare(&kiln_ops::PrepareCtx {
+        op_type: &node.op_type,
+        domain,
+        opset,
+        attrs: &node.attrs,
+        constants: constants.to_vec(),
+    })
 }
 
 /// Why the CPU kernels cannot run `node`, if they cannot.
@@ -79,6 +111,15 @@ impl ExecutionProvider for CpuProvider {
         };
         kiln_ops::kernel_fn(domain, &node.op_type)
     }
+
+    fn prepare(
+        &self,
+        node: &Node,
+        opset: i64,
+        constants: &[Option<&Tensor>],
+    ) -> Option<Box<dyn PreparedKernel>> {
+        cpu_prepare(node, opset, constants)
+    }
 }
 
 /// A provider that claims only the listed op types (keys as `kiln inspect` prints them), and
@@ -122,5 +163,14 @@ impl ExecutionProvider for OpTypeProvider {
 
     fn kernel(&self, node: &Node) -> Option<KernelFn> {
         CpuProvider.kernel(node)
+    }
+
+    fn prepare(
+        &self,
+        node: &Node,
+        opset: i64,
+        constants: &[Option<&Tensor>],
+    ) -> Option<Box<dyn PreparedKernel>> {
+        cpu_prepare(node, opset, constants)
     }
 }

@@ -133,15 +133,21 @@ impl Session {
             .map(|o| (o.domain.clone(), o.version))
             .collect();
         let g = &model.graph;
-        let plan = Plan::new(g, &opsets, &|id| {
-            let ep = assignment.ep(id).expect("every node is assigned");
-            providers[ep]
-                .kernel(g.node(id))
-                .ok_or_else(|| RuntimeError::Node {
-                    node: g.describe(id),
-                    reason: format!("provider {} has no kernel for it", providers[ep].name()),
-                })
-        })?;
+        let ep_of = |id| assignment.ep(id).expect("every node is assigned");
+        let plan = Plan::new(
+            g,
+            &opsets,
+            &|id| {
+                let ep = ep_of(id);
+                providers[ep]
+                    .kernel(g.node(id))
+                    .ok_or_else(|| RuntimeError::Node {
+                        node: g.describe(id),
+                        reason: format!("provider {} has no kernel for it", providers[ep].name()),
+                    })
+            },
+            &|id, opset, consts| providers[ep_of(id)].prepare(g.node(id), opset, consts),
+        )?;
         let inputs = g
             .real_inputs()
             .map(|id| {

@@ -604,16 +604,16 @@ fn im2col<T: Copy + Send + Sync>(
 }
 
 /// The shapes of a Conv node, checked.
-struct ConvGeom {
-    n: usize,
-    c: usize,
-    m: usize,
-    group: usize,
-    win: Window,
+pub(crate) struct ConvGeom {
+    pub n: usize,
+    pub c: usize,
+    pub m: usize,
+    pub group: usize,
+    pub win: Window,
 }
 
 impl ConvGeom {
-    fn new(ctx: &KernelCtx, x: &[usize], w: &[usize]) -> Result<ConvGeom> {
+    pub fn new(ctx: &KernelCtx, x: &[usize], w: &[usize]) -> Result<ConvGeom> {
         if x.len() < 3 {
             return Err(format!("input X must have rank >= 3, got shape {x:?}"));
         }
@@ -667,7 +667,7 @@ impl ConvGeom {
         self.c / self.group * self.ksz()
     }
 
-    fn out_shape(&self) -> Vec<usize> {
+    pub fn out_shape(&self) -> Vec<usize> {
         let mut s = vec![self.n, self.m];
         s.extend(&self.win.output);
         s
@@ -682,7 +682,7 @@ fn run_fused_conv(ctx: &KernelCtx) -> Result<Vec<Value>> {
     conv_common(ctx, Act::fused_conv(ctx.attrs)?, ctx.opt_tensor(3)?)
 }
 
-fn conv_common(ctx: &KernelCtx, act: Act, z: Option<&Tensor>) -> Result<Vec<Value>> {
+pub(crate) fn conv_common(ctx: &KernelCtx, act: Act, z: Option<&Tensor>) -> Result<Vec<Value>> {
     let x = ctx.tensor(0)?;
     let w = ctx.tensor(1)?;
     let b = ctx.opt_tensor(2)?;
@@ -708,6 +708,9 @@ fn conv_common(ctx: &KernelCtx, act: Act, z: Option<&Tensor>) -> Result<Vec<Valu
         ts.push(("Z", z));
     }
     same_dtype(&ts)?;
+    if let Some(out) = super::conv_fast::run_unprepared(&g, x, w, b, z, act) {
+        return one(out?);
+    }
     let data = float_dispatch!(x.dtype(), conv_float(&g, x, w, b, z, act))?;
     one(Tensor::new(g.out_shape(), data))
 }
@@ -982,7 +985,7 @@ impl TransGeom {
         Ok(g)
     }
 
-    fn out_shape(&self) -> Vec<usize> {
+    pub fn out_shape(&self) -> Vec<usize> {
         let mut s = vec![self.n, self.m];
         s.extend(&self.output);
         s

@@ -772,6 +772,8 @@ pub(crate) enum Act {
     ThresholdedRelu(f32),
     Softplus,
     Softsign,
+    /// `x · sigmoid(alpha·x)`: kiln's own fused SiLU (`ai.kiln:FusedConv`).
+    Silu(f32),
 }
 
 impl Act {
@@ -905,7 +907,24 @@ impl Act {
                 }
             }
             Act::Softsign => x / (one + x.abs()),
+            Act::Silu(a) => x * sigmoid(T::of(a as f64) * x),
         }
+    }
+
+    /// The same activation for kiln's fast f32 kernels, where they have it.
+    pub fn fast(self) -> Option<kiln_kernels::Activation> {
+        use kiln_kernels::Activation as A;
+        Some(match self {
+            Act::Identity => A::Identity,
+            Act::Relu => A::Relu,
+            Act::Sigmoid => A::Sigmoid,
+            Act::Tanh => A::Tanh,
+            Act::LeakyRelu(a) => A::LeakyRelu(a),
+            Act::Clip(lo, hi) => A::Clip(lo, hi),
+            Act::HardSigmoid(a, b) => A::HardSigmoid(a, b),
+            Act::Silu(a) => A::Silu(a),
+            _ => return None,
+        })
     }
 
     pub fn apply_all<T: Real>(self, v: &mut [T]) {

@@ -10,6 +10,7 @@ mod concat;
 mod constant;
 mod control_flow;
 mod conv;
+mod conv_fast;
 mod dropout;
 mod einsum;
 mod elementwise;
@@ -77,6 +78,16 @@ pub fn infer_fn(domain: &str, op_type: &str) -> Option<InferFn> {
 /// The CPU kernel of an op, if kiln has one.
 pub fn kernel_fn(domain: &str, op_type: &str) -> Option<KernelFn> {
     op_def(domain, op_type).and_then(|d| d.run)
+}
+
+/// How to prepare a node of an op once per session (pre-packed weights), if the op has that.
+pub fn prepare_fn(domain: &str, op_type: &str) -> Option<crate::kernel::PrepareFn> {
+    match (domain, op_type) {
+        ("" | "ai.onnx", "Conv") | ("com.microsoft" | kiln_fused::DOMAIN, "FusedConv") => {
+            Some(conv_fast::prepare)
+        }
+        _ => None,
+    }
 }
 
 /// Inference rule and kernel of an op.

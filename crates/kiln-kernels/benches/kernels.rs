@@ -1,0 +1,143 @@
+//! Micro-benchmarks of the convolution and GEMM shapes of ResNet50 (224×224) and YOLOv8n
+//! (320×320), in GFLOP/s, so kernel work can be judged without whole models.
+//!
+//! `cargo bench -p kiln-kernels -- [--threads N] [--ms MS] [FILTER]`: each case runs for about
+//! MS milliseconds (default 300) after a warm-up; the median run time gives the rate.
+use std::time::Instant;
+
+use kiln_kernels::{gemm, Activation, Conv2d, Isa, PackedConv};
+
+struct Case {
+    name: &'static str,
+    /// n, c_in, h, w
+    input: [usize; 4],
+    conv: Conv2d,
+}
+
+fn conv(c_in: usize, c_out: usize, groups: usize, k: usize, s: usize, p: usize) -> Conv2d {
+    Conv2d {
+        c_in,
+        c_out,
+        groups,
+        kernel: [k, k],
+        strides: [s, s],
+        dilations: [1, 1],
+        pads: [p; 4],
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let c = |name, c_in, hw: usize, c_out, k, s, p| Case {
+        name,
+        input: [1, c_in, hw, hw],
+        conv: conv(c_in, c_out, 1, k, s, p),
+    };
+    vec![
+        c("resnet50 conv1 7x7/2 3->64 @224", 3, 224, 64, 7, 2, 3),
+        c("resnet50 1x1 64->64 @56", 64, 56, 64, 1, 1, 0),
+        c("resnet50 3x3 64->64 @56", 64, 56, 64, 3, 1, 1),
+        c("resnet50 1x1 64->256 @56", 64, 56, 256, 1, 1, 0),
+        c("resnet50 1x1 256->64 @56", 256, 56, 64, 1, 1, 0),
+        c("resnet50 3x3/2 128->128 @56", 128, 56, 128, 3, 2, 1),
+        c("resnet50 1x1 512->128 @28", 512, 28, 128, 1, 1, 0),
+        c("resnet50 3x3 256->256 @14", 256, 14, 256, 3, 1, 1),
+        c("resnet50 1x1 1024->256 @14", 1024, 14, 256, 1, 1, 0),
+        c("resnet50 3x3 512->512 @7", 512, 7, 512, 3, 1, 1),
+        c("resnet50 1x1 512->2048 @7", 512, 7, 2048, 1, 1, 0),
+        c("yolov8n 3x3/2 3->16 @320", 3, 320, 16, 3, 2, 1),
+        c("yolov8n 3x3/2 16->32 @160", 16, 160, 32, 3, 2, 1),
+        c("yolov8n 1x1 32->32 @80", 32, 80, 32, 1, 1, 0),
+        c("yolov8n 3x3 16->16 @80", 16, 80, 16, 3, 1, 1),
+        c("yolov8n 3x3 32->32 @40", 32, 40, 32, 3, 1, 1),
+        c("yolov8n 3x3 64->64 @20", 64, 20, 64, 3, 1, 1),
+        c("yolov8n 1x1 256->128 @10", 256, 10, 128, 1, 1, 0),
+        Case {
+            name: "depthwise 3x3 96 @56",
+            input: [1, 96, 56, 56],
+            conv: conv(96, 96, 96, 3, 1, 1),
+        },
+    ]
+}
+
+fn time(ms: f64, mut f: impl FnMut()) -> f64 {
+    f();
+    let start = Instant::now();
+    let mut times = Vec::new();
+    while start.elapsed().as_secs_f64() * 1e3 < ms || times.len() < 5 {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    times[times.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let mut threads = 1;
+    let mut ms = 300.0;
+    let mut filter = String::new();
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--threads" => {
+                i += 1;
+                threads = args[i].parse().expect("--threads N");
+            }
+            "--ms" => {
+                i += 1;
+                ms = args[i].parse().expect("--ms MS");
+            }
+            other => filter = other.to_string(),
+        }
+        i += 1;
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool");
+    println!("isa {}, {threads} thread(s)", Isa::detect().name());
+    println!("{:<36} {:>10} {:>10}", "case", "ms", "GFLOP/s");
+    let val = |len: usize| (0..len).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect::<Vec<_>>();
+    for case in cases() {
+        if !case.name.contains(&filter) {
+            continue;
+        }
+        let [n, c, h, w] = case.input;
+        let g = case.conv;
+        let (oh, ow) = g.output_hw(h, w).expect("shape");
+        let k = c / g.groups * g.kernel[0] * g.kernel[1];
+        let x = val(n * c * h * w);
+        let wt = val(g.c_out * k);
+        let bias = val(g.c_out);
+        let pc = PackedConv::new(g, &wt, Some(&bias)).expect("pack");
+        let mut out = vec![0f32; n * g.c_out * oh * ow];
+        let t = pool.install(|| {
+            time(ms, || {
+                pc.run(&x, [n, h, w], None, Activation::Relu, &mut out)
+                    .expect("run")
+            })
+        });
+        let flops = 2.0 * (n * g.c_out * oh * ow * k) as f64;
+        println!("{:<36} {:>10.4} {:>10.1}", case.name, t * 1e3, flops / t / 1e9);
+    }
+    for &(name, m, nn, k) in &[
+        ("gemm resnet50 fc 1x2048 -> 1000", 1000usize, 1usize, 2048usize),
+        ("gemm 256x3136x576", 256, 3136, 576),
+        ("gemm 512x512x512", 512, 512, 512),
+    ] {
+        if !name.contains(&filter) {
+            continue;
+        }
+        let a = val(m * k);
+        let b = val(k * nn);
+        let mut cc = vec![0f32; m * nn];
+        let t = pool.install(|| {
+            time(ms, || {
+                gemm::sgemm(m, nn, k, &a, k, &b, nn, &mut cc, nn, &gemm::Epilogue::NONE)
+            })
+        });
+        let flops = 2.0 * (m * nn * k) as f64;
+        println!("{:<36} {:>10.4} {:>10.1}", name, t * 1e3, flops / t / 1e9);
+    }
+}

@@ -1,0 +1,546 @@
+//! 2-D convolution of NCHW f32 tensors with weights prepared once ([`PackedConv::new`]) and
+//! a fused epilogue (bias, residual `Z`, activation).
+//!
+//! Paths, chosen when the weights are packed:
+//! - GEMM, per group: weights (`M_g × C_g·KH·KW`) pre-packed as [`PackedA`]. A 1×1, stride-1,
+//!   unpadded convolution packs its input planes directly as B; any other gathers the patches
+//!   straight into packed B panels (im2col fused with packing, no intermediate matrix).
+//! - Direct, for groups so narrow that a GEMM would be all overhead (depthwise): each output
+//!   plane accumulates shifted rows of a zero-padded input plane, contiguous when the stride
+//!   is 1.
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use crate::act::Activation;
+use crate::gemm::{gemm_packed, pack_b_into, packed_b_len, Epilogue, PackedA};
+use crate::Isa;
+
+/// Shape and attributes of a 2-D convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    pub c_in: usize,
+    pub c_out: usize,
+    pub groups: usize,
+    pub kernel: [usize; 2],
+    pub strides: [usize; 2],
+    pub dilations: [usize; 2],
+    /// Top, left, bottom, right.
+    pub pads: [usize; 4],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvError(pub String);
+
+impl std::fmt::Display for ConvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConvError {}
+
+fn err<T>(msg: String) -> Result<T, ConvError> {
+    Err(ConvError(msg))
+}
+
+impl Conv2d {
+    /// Output height and width for an input of `h × w`, or an error when the window does not
+    /// fit.
+    pub fn output_hw(&self, h: usize, w: usize) -> Result<(usize, usize), ConvError> {
+        let out = |size: usize, pad0: usize, pad1: usize, k: usize, s: usize, d: usize| {
+            let span = (k - 1) * d + 1;
+            let padded = size + pad0 + pad1;
+            if padded < span {
+                return None;
+            }
+            Some((padded - span) / s + 1)
+        };
+        let [kh, kw] = self.kernel;
+        let oh = out(h, self.pads[0], self.pads[2], kh, self.strides[0], self.dilations[0]);
+        let ow = out(w, self.pads[1], self.pads[3], kw, self.strides[1], self.dilations[1]);
+        match (oh, ow) {
+            (Some(oh), Some(ow)) => Ok((oh, ow)),
+            _ => err(format!("a {kh}x{kw} window does not fit a padded {h}x{w} input")),
+        }
+    }
+
+    fn c_in_g(&self) -> usize {
+        self.c_in / self.groups
+    }
+
+    fn m_g(&self) -> usize {
+        self.c_out / self.groups
+    }
+
+    /// GEMM depth: input channels per group × kernel taps.
+    fn k(&self) -> usize {
+        self.c_in_g() * self.kernel[0] * self.kernel[1]
+    }
+
+    fn pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.strides == [1, 1] && self.pads == [0; 4]
+    }
+
+    fn validate(&self) -> Result<(), ConvError> {
+        let ok = self.groups > 0
+            && self.c_in % self.groups == 0
+            && self.c_out % self.groups == 0
+            && self.kernel.iter().all(|&k| k > 0)
+            && self.strides.iter().all(|&s| s > 0)
+            && self.dilations.iter().all(|&d| d > 0);
+        if ok {
+            Ok(())
+        } else {
+            err(format!("invalid convolution {self:?}"))
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Weights {
+    /// Per group.
+    Gemm(Vec<PackedA>),
+    /// `[c_out][c_in_g][kh][kw]` as given.
+    Direct(Vec<f32>),
+}
+
+/// A convolution with its weights prepared for the current CPU.
+#[derive(Debug)]
+pub struct PackedConv {
+    geom: Conv2d,
+    weights: Weights,
+    bias: Option<Vec<f32>>,
+}
+
+impl PackedConv {
+    /// Prepares `weights` (`[c_out][c_in/groups][kh][kw]`) and the optional bias.
+    pub fn new(geom: Conv2d, weights: &[f32], bias: Option<&[f32]>) -> Result<Self, ConvError> {
+        geom.validate()?;
+        let k = geom.k();
+        if weights.len() != geom.c_out * k {
+            return err(format!(
+                "weights hold {} values, expected {} for {geom:?}",
+                weights.len(),
+                geom.c_out * k
+            ));
+        }
+        if let Some(b) = bias {
+            if b.len() != geom.c_out {
+                return err(format!("bias has {} values, expected {}", b.len(), geom.c_out));
+            }
+        }
+        // Direct when a group's GEMM would be a handful of rows or a tiny depth.
+        let direct = geom.groups > 1 && (geom.c_in_g() <= 2 || geom.m_g() < 4);
+        let weights = if direct {
+            Weights::Direct(weights.to_vec())
+        } else {
+            let mg = geom.m_g();
+            Weights::Gemm(
+                (0..geom.groups)
+                    .map(|g| PackedA::new(&weights[g * mg * k..(g + 1) * mg * k], mg, k, k))
+                    .collect(),
+            )
+        };
+        Ok(PackedConv {
+            geom,
+            weights,
+            bias: bias.map(|b| b.to_vec()),
+        })
+    }
+
+    pub fn geometry(&self) -> &Conv2d {
+        &self.geom
+    }
+
+    /// Bytes of prepared weights.
+    pub fn bytes(&self) -> usize {
+        match &self.weights {
+            Weights::Gemm(p) => p.iter().map(|p| p.bytes()).sum(),
+            Weights::Direct(w) => w.len() * 4,
+        }
+    }
+
+    /// Convolves `x` (`[n][c_in][h][w]`) into `out` (`[n][c_out][oh][ow]`), computing
+    /// `act(conv + bias + residual)`.
+    pub fn run(
+        &self,
+        x: &[f32],
+        nhw: [usize; 3],
+        residual: Option<&[f32]>,
+        act: Activation,
+        out: &mut [f32],
+    ) -> Result<(), ConvError> {
+        self.run_as(&self.geom, x, nhw, residual, act, out)
+    }
+
+    /// As [`run`](Self::run) with other strides, dilations or pads than those packed with
+    /// (they do not shape the packed weights; `auto_pad` resolves them per input size).
+    pub fn run_as(
+        &self,
+        g: &Conv2d,
+        x: &[f32],
+        [n, h, w]: [usize; 3],
+        residual: Option<&[f32]>,
+        act: Activation,
+        out: &mut [f32],
+    ) -> Result<(), ConvError> {
+        let p = &self.geom;
+        if (g.c_in, g.c_out, g.groups, g.kernel) != (p.c_in, p.c_out, p.groups, p.kernel) {
+            return err(format!("{g:?} does not match the packed weights of {p:?}"));
+        }
+        g.validate()?;
+        let (oh, ow) = g.output_hw(h, w)?;
+        let (in_len, out_len) = (n * g.c_in * h * w, n * g.c_out * oh * ow);
+        if x.len() != in_len || out.len() != out_len {
+            return err(format!(
+                "buffers hold {} and {} values, expected {in_len} and {out_len}",
+                x.len(),
+                out.len()
+            ));
+        }
+        if residual.is_some_and(|z| z.len() != out_len) {
+            return err(format!("the residual must hold {out_len} values"));
+        }
+        match &self.weights {
+            Weights::Gemm(packed) => {
+                self.run_gemm(g, packed, x, [n, h, w], [oh, ow], residual, act, out)
+            }
+            Weights::Direct(wt) => self.run_direct(g, wt, x, [n, h, w], [oh, ow], residual, act, out),
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_gemm(
+        &self,
+        g: &Conv2d,
+        packed: &[PackedA],
+        x: &[f32],
+        [n, h, w]: [usize; 3],
+        [oh, ow]: [usize; 2],
+        residual: Option<&[f32]>,
+        act: Activation,
+        out: &mut [f32],
+    ) {
+        let (cg, mg, k) = (g.c_in_g(), g.m_g(), g.k());
+        let (in_sp, out_sp) = (h * w, oh * ow);
+        let isa = packed[0].isa();
+        with_scratch(packed_b_len(isa, k, out_sp), |bp| {
+            for img in 0..n {
+                for (gi, pa) in packed.iter().enumerate() {
+                    let xg = &x[(img * g.c_in + gi * cg) * in_sp..][..cg * in_sp];
+                    if g.pointwise() {
+                        pack_b_into(isa, xg, k, out_sp, in_sp, bp);
+                    } else {
+                        pack_patches(isa, xg, g, [h, w], [oh, ow], bp);
+                    }
+                    let o = (img * g.c_out + gi * mg) * out_sp;
+                    let epi = Epilogue {
+                        bias: self.bias.as_ref().map(|b| &b[gi * mg..]),
+                        residual: residual.map(|z| &z[o..o + mg * out_sp]),
+                        act,
+                    };
+                    gemm_packed(pa, bp, out_sp, &mut out[o..o + mg * out_sp], out_sp, &epi);
+                }
+            }
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_direct(
+        &self,
+        g: &Conv2d,
+        wt: &[f32],
+        x: &[f32],
+        [_, h, w]: [usize; 3],
+        [oh, ow]: [usize; 2],
+        residual: Option<&[f32]>,
+        act: Activation,
+        out: &mut [f32],
+    ) {
+        let (cg, mg) = (g.c_in_g(), g.m_g());
+        let [kh, kw] = g.kernel;
+        let [sh, sw] = g.strides;
+        let [dh, dw] = g.dilations;
+        let (in_sp, out_sp) = (h * w, oh * ow);
+        // The padded plane covers exactly the rows and columns the windows read.
+        let (hp, wp) = ((oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1);
+        let task = |(plane, y): (usize, &mut [f32])| {
+            let (img, m) = (plane / g.c_out, plane % g.c_out);
+            let gi = m / mg;
+            y.fill(0.0);
+            let mut padded = vec![0f32; hp * wp];
+            for c in 0..cg {
+                let xc = &x[(img * g.c_in + gi * cg + c) * in_sp..][..in_sp];
+                pad_plane(xc, [h, w], [g.pads[0], g.pads[1]], [hp, wp], &mut padded);
+                let taps = &wt[(m * cg + c) * kh * kw..][..kh * kw];
+                for (t, &wv) in taps.iter().enumerate() {
+                    let (i, j) = (t / kw, t % kw);
+                    for (oy, yrow) in y.chunks_exact_mut(ow).enumerate() {
+                        let src = &padded[(oy * sh + i * dh) * wp + j * dw..];
+                        axpy_strided(yrow, src, sw, wv);
+                    }
+                }
+            }
+            let bias = self.bias.as_ref().map_or(0.0, |b| b[m]);
+            let z = residual.map(|z| &z[plane * out_sp..][..out_sp]);
+            act.bias_residual_slice(y, bias, z);
+        };
+        if out_sp == 0 {
+            return;
+        }
+        out.par_chunks_mut(out_sp).enumerate().for_each(task);
+    }
+}
+
+/// `y[i] += a · x[i·stride]`.
+fn axpy_strided(y: &mut [f32], x: &[f32], stride: usize, a: f32) {
+    #[inline(always)]
+    fn body(y: &mut [f32], x: &[f32], stride: usize, a: f32) {
+        if stride == 1 {
+            let n = y.len();
+            for (o, &v) in y.iter_mut().zip(&x[..n]) {
+                *o += a * v;
+            }
+        } else {
+            for (i, o) in y.iter_mut().enumerate() {
+                *o += a * x[i * stride];
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn body_avx2(y: &mut [f32], x: &[f32], stride: usize, a: f32) {
+        body(y, x, stride, a)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if Isa::detect() >= Isa::Avx2 {
+        // SAFETY: detect() only reports what the CPU has.
+        return unsafe { body_avx2(y, x, stride, a) };
+    }
+    body(y, x, stride, a)
+}
+
+/// Copies an `h × w` plane into a zeroed `hp × wp` one at offset (top, left), cropping what
+/// falls outside.
+fn pad_plane(x: &[f32], [h, w]: [usize; 2], [top, left]: [usize; 2], [hp, wp]: [usize; 2], out: &mut [f32]) {
+    out.fill(0.0);
+    for r in 0..h {
+        let pr = r + top;
+        if pr >= hp {
+            break;
+        }
+        if left >= wp {
+            break;
+        }
+        let len = w.min(wp - left);
+        out[pr * wp + left..][..len].copy_from_slice(&x[r * w..][..len]);
+    }
+}
+
+/// Gathers the convolution patches of one group's input (`c_g × h × w`) straight into packed
+/// B panels: row `(c, i, j)` of B holds, for every output position, the input under tap (i, j)
+/// of channel c, or 0 in the padding.
+fn pack_patches(isa: Isa, x: &[f32], g: &Conv2d, [h, w]: [usize; 2], [oh, ow]: [usize; 2], out: &mut [f32]) {
+    let (_, nr) = isa.tile();
+    let n = oh * ow;
+    let k = g.k();
+    let [kh, kw] = g.kernel;
+    let [sh, sw] = g.strides;
+    let [dh, dw] = g.dilations;
+    let (pt, pl) = (g.pads[0] as isize, g.pads[1] as isize);
+    let fill = |(p, panel): (usize, &mut [f32])| {
+        let c0 = p * nr;
+        let cols = nr.min(n - c0);
+        // Runs of the panel's columns that stay on one output row: (oy, ox0, len, offset).
+        let mut runs = Vec::with_capacity(4);
+        let mut col = c0;
+        while col < c0 + cols {
+            let (oy, ox) = (col / ow, col % ow);
+            let len = (ow - ox).min(c0 + cols - col);
+            runs.push((oy, ox, len, col - c0));
+            col += len;
+        }
+        for (kk, dst) in panel.chunks_exact_mut(nr).enumerate() {
+            let (c, t) = (kk / (kh * kw), kk % (kh * kw));
+            let (i, j) = (t / kw, t % kw);
+            let xc = &x[c * h * w..][..h * w];
+            dst[cols..].fill(0.0);
+            for &(oy, ox0, len, off) in &runs {
+                let d = &mut dst[off..off + len];
+                let iy = (oy * sh + i * dh) as isize - pt;
+                if iy < 0 || iy >= h as isize {
+                    d.fill(0.0);
+                    continue;
+                }
+                let row = &xc[iy as usize * w..][..w];
+                // Input column of output column ox0 + t is base + t·sw.
+                let base = (ox0 * sw + j * dw) as isize - pl;
+                // Valid t: 0 <= base + t·sw < w.
+                let lo = if base >= 0 { 0 } else { ((-base) as usize).div_ceil(sw) }.min(len);
+                let hi = if base >= w as isize {
+                    0
+                } else {
+                    ((w as isize - base) as usize).div_ceil(sw)
+                }
+                .clamp(lo, len);
+                d[..lo].fill(0.0);
+                d[hi..].fill(0.0);
+                if hi > lo {
+                    let start = (base + (lo * sw) as isize) as usize;
+                    if sw == 1 {
+                        d[lo..hi].copy_from_slice(&row[start..start + hi - lo]);
+                    } else {
+                        for (q, v) in d[lo..hi].iter_mut().enumerate() {
+                            *v = row[start + q * sw];
+                        }
+                    }
+                }
+            }
+        }
+        debug_assert_eq!(panel.len(), nr * k);
+    };
+    let out = &mut out[..packed_b_len(isa, k, n)];
+    if k * n >= 1 << 14 {
+        out.par_chunks_mut((nr * k).max(1)).enumerate().for_each(fill);
+    } else {
+        out.chunks_mut((nr * k).max(1)).enumerate().for_each(fill);
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with a buffer of at least `len` floats, reusing the calling thread's scratch so
+/// that every convolution does not fault in fresh pages.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
+        }
+        Err(_) => f(&mut vec![0f32; len]),
+    })
+}
+
+/// Reference convolution in f64 for tests.
+#[doc(hidden)]
+pub fn reference(g: &Conv2d, x: &[f32], [n, h, w]: [usize; 3], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let (oh, ow) = g.output_hw(h, w).expect("valid geometry");
+    let (cg, mg) = (g.c_in_g(), g.m_g());
+    let [kh, kw] = g.kernel;
+    let mut out = vec![0f32; n * g.c_out * oh * ow];
+    for img in 0..n {
+        for m in 0..g.c_out {
+            let gi = m / mg;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = bias.map_or(0.0, |b| b[m] as f64);
+                    for c in 0..cg {
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let iy = (oy * g.strides[0] + i * g.dilations[0]) as isize - g.pads[0] as isize;
+                                let ix = (ox * g.strides[1] + j * g.dilations[1]) as isize - g.pads[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                let xv = x[((img * g.c_in + gi * cg + c) * h + iy as usize) * w + ix as usize];
+                                let wv = wt[((m * cg + c) * kh + i) * kw + j];
+                                s += xv as f64 * wv as f64;
+                            }
+                        }
+                    }
+                    out[((img * g.c_out + m) * oh + oy) * ow + ox] = s as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(7);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn check(g: Conv2d, [n, h, w]: [usize; 3], act: Activation, with_z: bool) {
+        let (oh, ow) = g.output_hw(h, w).unwrap();
+        let x = data(n * g.c_in * h * w, 1);
+        let wt = data(g.c_out * g.k(), 2);
+        let bias = data(g.c_out, 3);
+        let z = data(n * g.c_out * oh * ow, 4);
+        let pc = PackedConv::new(g, &wt, Some(&bias)).unwrap();
+        let mut out = vec![f32::NAN; n * g.c_out * oh * ow];
+        pc.run(&x, [n, h, w], with_z.then_some(&z[..]), act, &mut out).unwrap();
+        let mut want = reference(&g, &x, [n, h, w], &wt, Some(&bias));
+        if with_z {
+            want.iter_mut().zip(&z).for_each(|(a, b)| *a += b);
+        }
+        for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+            let b = act.apply(*b);
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{g:?} [{i}]: {a} vs {b}");
+        }
+    }
+
+    fn conv(c_in: usize, c_out: usize, groups: usize, k: usize, s: usize, p: usize) -> Conv2d {
+        Conv2d {
+            c_in,
+            c_out,
+            groups,
+            kernel: [k, k],
+            strides: [s, s],
+            dilations: [1, 1],
+            pads: [p; 4],
+        }
+    }
+
+    #[test]
+    fn gemm_paths_match_the_reference() {
+        check(conv(16, 24, 1, 1, 1, 0), [1, 9, 11], Activation::Identity, false);
+        check(conv(16, 24, 1, 1, 2, 0), [2, 9, 11], Activation::Relu, true);
+        check(conv(5, 13, 1, 3, 1, 1), [1, 17, 10], Activation::Relu, true);
+        check(conv(8, 16, 1, 3, 2, 1), [1, 20, 21], Activation::Silu(1.0), false);
+        check(conv(3, 8, 1, 7, 2, 3), [1, 30, 30], Activation::Clip(0.0, 6.0), false);
+        check(conv(16, 32, 4, 3, 1, 1), [1, 8, 8], Activation::LeakyRelu(0.1), true);
+        let mut g = conv(4, 6, 1, 3, 1, 0);
+        g.dilations = [2, 3];
+        g.pads = [1, 0, 2, 4];
+        check(g, [1, 12, 13], Activation::Sigmoid, false);
+    }
+
+    #[test]
+    fn direct_paths_match_the_reference() {
+        check(conv(16, 16, 16, 3, 1, 1), [1, 14, 15], Activation::Relu, true);
+        check(conv(16, 16, 16, 3, 2, 1), [2, 15, 14], Activation::Identity, false);
+        check(conv(8, 16, 8, 5, 1, 2), [1, 9, 9], Activation::HardSigmoid(0.2, 0.5), false);
+        let mut g = conv(6, 6, 6, 3, 1, 0);
+        g.dilations = [2, 2];
+        g.pads = [0, 2, 1, 0];
+        check(g, [1, 11, 12], Activation::Identity, true);
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let g = conv(4, 4, 1, 3, 1, 0);
+        assert!(PackedConv::new(g, &[0.0; 10], None).is_err());
+        let pc = PackedConv::new(g, &vec![0.0; 4 * 36], None).unwrap();
+        let mut out = vec![0.0; 4];
+        assert!(pc.run(&[0.0; 16], [1, 2, 2], None, Activation::Identity, &mut out).is_err());
+        assert!(conv(3, 4, 2, 1, 1, 0).validate().is_err());
+    }
+}

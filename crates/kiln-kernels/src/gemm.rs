@@ -1,0 +1,371 @@
+//! Packed single-precision GEMM, `C = act(A·B + bias + residual)`.
+//!
+//! A (M×K, the weights in a convolution) is packed once into panels of MR rows, K-major inside
+//! a panel; B (K×N) is packed per call into panels of NR columns. Work is split into tiles of
+//! up to [`MC`] rows × a run of column panels, spread over rayon's threads; inside a tile the
+//! K dimension is walked in blocks of about [`KC`] so that one B panel block stays in L1 while
+//! the A panels stream from L2. The epilogue runs on each MR×NR tile right after its last K
+//! block, while the tile is still in cache.
+use rayon::prelude::*;
+
+use crate::act::Activation;
+use crate::ukernel::{self, Ukernel};
+use crate::Isa;
+
+/// Rows of A per tile (a multiple of every MR).
+const MC: usize = 192;
+/// Target depth of one K block.
+const KC: usize = 256;
+
+/// A packed for the micro-kernel of one [`Isa`].
+#[derive(Clone, Debug)]
+pub struct PackedA {
+    isa: Isa,
+    m: usize,
+    k: usize,
+    data: Vec<f32>,
+}
+
+impl PackedA {
+    /// Packs row-major `a` (M×K, row stride `lda`) for the current CPU.
+    pub fn new(a: &[f32], m: usize, k: usize, lda: usize) -> PackedA {
+        PackedA::with_isa(Isa::detect(), a, m, k, lda)
+    }
+
+    pub fn with_isa(isa: Isa, a: &[f32], m: usize, k: usize, lda: usize) -> PackedA {
+        let (mr, _) = isa.tile();
+        let panels = m.div_ceil(mr);
+        let mut data = vec![0f32; panels * mr * k];
+        for (p, panel) in data.chunks_exact_mut((mr * k).max(1)).enumerate().take(panels) {
+            for r in 0..mr.min(m - p * mr) {
+                let row = &a[(p * mr + r) * lda..][..k];
+                for (kk, &v) in row.iter().enumerate() {
+                    panel[kk * mr + r] = v;
+                }
+            }
+        }
+        PackedA { isa, m, k, data }
+    }
+
+    pub fn m(&self) -> usize {
+        self.m
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 4
+    }
+}
+
+/// What is applied to C after the product: `act(A·B + bias[row] + residual)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    /// One value per row of C.
+    pub bias: Option<&'a [f32]>,
+    /// Laid out like C (same row stride).
+    pub residual: Option<&'a [f32]>,
+    pub act: Activation,
+}
+
+impl Epilogue<'_> {
+    pub const NONE: Epilogue<'static> = Epilogue {
+        bias: None,
+        residual: None,
+        act: Activation::Identity,
+    };
+
+    fn is_none(&self) -> bool {
+        self.bias.is_none() && self.residual.is_none() && self.act == Activation::Identity
+    }
+}
+
+/// Length of the buffer [`pack_b_into`] fills for K×N.
+pub fn packed_b_len(isa: Isa, k: usize, n: usize) -> usize {
+    let (_, nr) = isa.tile();
+    n.div_ceil(nr) * nr * k
+}
+
+/// Packs row-major B (K×N, row stride `ldb`) into NR-column panels, zero-padded on the right.
+pub fn pack_b_into(isa: Isa, b: &[f32], k: usize, n: usize, ldb: usize, out: &mut [f32]) {
+    let (_, nr) = isa.tile();
+    let fill = |(p, panel): (usize, &mut [f32])| {
+        let c0 = p * nr;
+        let w = nr.min(n - c0);
+        for (kk, dst) in panel.chunks_exact_mut(nr).enumerate() {
+            let src = &b[kk * ldb + c0..][..w];
+            dst[..w].copy_from_slice(src);
+            dst[w..].fill(0.0);
+        }
+    };
+    let out = &mut out[..packed_b_len(isa, k, n)];
+    if k * n >= 1 << 15 {
+        out.par_chunks_mut((nr * k).max(1)).enumerate().for_each(fill);
+    } else {
+        out.chunks_mut((nr * k).max(1)).enumerate().for_each(fill);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: tasks write disjoint tiles of C through it.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// `C = epilogue(A·B)` with A packed by [`PackedA`] and B packed by [`pack_b_into`] (both for
+/// `a.isa()`); C is row-major M×N with row stride `ldc`.
+pub fn gemm_packed(a: &PackedA, bp: &[f32], n: usize, c: &mut [f32], ldc: usize, epi: &Epilogue) {
+    let (m, k, isa) = (a.m, a.k, a.isa);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "C is too small");
+    assert!(bp.len() >= packed_b_len(isa, k, n), "packed B is too small");
+    if let Some(b) = epi.bias {
+        assert!(b.len() >= m, "bias is too short");
+    }
+    if let Some(z) = epi.residual {
+        assert!(z.len() >= (m - 1) * ldc + n, "residual is too short");
+    }
+    let (mr, nr) = isa.tile();
+    if k == 0 {
+        for r in 0..m {
+            let row = &mut c[r * ldc..r * ldc + n];
+            row.fill(0.0);
+            finish_row(epi, row, r, r * ldc);
+        }
+        return;
+    }
+    let kern = ukernel::for_isa(isa);
+    let (m_panels, n_panels) = (m.div_ceil(mr), n.div_ceil(nr));
+    let mc_panels = (MC / mr).max(1);
+    let m_blocks = m_panels.div_ceil(mc_panels);
+    let threads = rayon::current_num_threads();
+    let flops = 2 * m * n * k;
+    let target = if flops < 1 << 18 { 1 } else { 4 * threads };
+    let n_blocks = target.div_ceil(m_blocks).clamp(1, n_panels);
+    let np_per = n_panels.div_ceil(n_blocks);
+    let n_blocks = n_panels.div_ceil(np_per);
+    let k_blocks = k.div_ceil(KC);
+    let kc_len = k.div_ceil(k_blocks);
+    let cp = SendPtr(c.as_mut_ptr());
+    let task = |t: usize| {
+        let (mb, nb) = (t / n_blocks, t % n_blocks);
+        let mps = mb * mc_panels..((mb + 1) * mc_panels).min(m_panels);
+        let nps = nb * np_per..((nb + 1) * np_per).min(n_panels);
+        let mut scratch = [0f32; 8 * 32];
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = kc_len.min(k - k0);
+            let last = k0 + kc == k;
+            for np in nps.clone() {
+                let bptr = bp[np * nr * k + k0 * nr..].as_ptr();
+                for mp in mps.clone() {
+                    let aptr = a.data[mp * mr * k + k0 * mr..].as_ptr();
+                    // SAFETY: the tile lies inside C (checked above) and no other task
+                    // touches it; the panels hold kc steps from their offsets.
+                    unsafe {
+                        tile(
+                            kern,
+                            kc,
+                            aptr,
+                            bptr,
+                            cp,
+                            ldc,
+                            (mp * mr, np * nr),
+                            (mr.min(m - mp * mr), nr.min(n - np * nr)),
+                            (mr, nr),
+                            k0 > 0,
+                            &mut scratch,
+                        );
+                    }
+                    if last && !epi.is_none() {
+                        for r in mp * mr..(mp * mr + mr).min(m) {
+                            let off = r * ldc + np * nr;
+                            let w = nr.min(n - np * nr);
+                            // SAFETY: as above; this row segment belongs to the tile.
+                            let row = unsafe { std::slice::from_raw_parts_mut(cp.0.add(off), w) };
+                            finish_row(epi, row, r, off);
+                        }
+                    }
+                }
+            }
+            k0 += kc;
+        }
+    };
+    let tasks = m_blocks * n_blocks;
+    if tasks == 1 {
+        task(0);
+    } else {
+        (0..tasks).into_par_iter().for_each(task);
+    }
+}
+
+fn finish_row(epi: &Epilogue, row: &mut [f32], r: usize, off: usize) {
+    let bias = epi.bias.map_or(0.0, |b| b[r]);
+    let z = epi.residual.map(|z| &z[off..off + row.len()]);
+    epi.act.bias_residual_slice(row, bias, z);
+}
+
+/// One MR×NR tile (or a ragged part of one through `scratch`).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn tile(
+    kern: Ukernel,
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: SendPtr,
+    ldc: usize,
+    (r0, c0): (usize, usize),
+    (rows, cols): (usize, usize),
+    (mr, nr): (usize, usize),
+    acc: bool,
+    scratch: &mut [f32; 8 * 32],
+) {
+    let dst = c.0.add(r0 * ldc + c0);
+    if rows == mr && cols == nr {
+        kern(kc, a, b, dst, ldc, acc);
+        return;
+    }
+    if acc {
+        for r in 0..rows {
+            std::ptr::copy_nonoverlapping(dst.add(r * ldc), scratch.as_mut_ptr().add(r * nr), cols);
+        }
+    }
+    kern(kc, a, b, scratch.as_mut_ptr(), nr, acc);
+    for r in 0..rows {
+        std::ptr::copy_nonoverlapping(scratch.as_ptr().add(r * nr), dst.add(r * ldc), cols);
+    }
+}
+
+/// `C = epilogue(A·B)` for plain row-major A (M×K, stride `lda`) and B (K×N, stride `ldb`),
+/// packing both.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    epi: &Epilogue,
+) {
+    let pa = PackedA::new(a, m, k, lda);
+    let mut bp = vec![0f32; packed_b_len(pa.isa, k, n)];
+    pack_b_into(pa.isa, b, k, n, ldb, &mut bp);
+    gemm_packed(&pa, &bp, n, c, ldc, epi);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0f64;
+                for p in 0..k {
+                    s += a[i * k + p] as f64 * b[p * n + j] as f64;
+                }
+                c[i * n + j] = s as f32;
+            }
+        }
+        c
+    }
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn isas() -> Vec<Isa> {
+        [Isa::Portable, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|&i| i <= Isa::hardware())
+            .collect()
+    }
+
+    #[test]
+    fn matches_naive_on_ragged_shapes_for_every_isa() {
+        for isa in isas() {
+            for &(m, n, k) in &[
+                (1, 1, 1),
+                (7, 33, 5),
+                (8, 32, 256),
+                (13, 70, 300),
+                (64, 49, 576),
+                (200, 5, 1),
+                (3, 100, 0),
+            ] {
+                let (a, b) = (data(m * k, 1), data(k * n, 2));
+                let pa = PackedA::with_isa(isa, &a, m, k, k);
+                let mut bp = vec![0f32; packed_b_len(isa, k, n)];
+                pack_b_into(isa, &b, k, n, n, &mut bp);
+                let mut c = vec![f32::NAN; m * n];
+                gemm_packed(&pa, &bp, n, &mut c, n, &Epilogue::NONE);
+                let want = naive(m, n, k, &a, &b);
+                for (i, (x, y)) in c.iter().zip(&want).enumerate() {
+                    assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{isa:?} {m}x{n}x{k} [{i}]: {x} vs {y}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn epilogue_with_bias_residual_and_strided_c() {
+        let (m, n, k, ldc) = (10, 40, 17, 45);
+        let (a, b) = (data(m * k, 3), data(k * n, 4));
+        let bias = data(m, 5);
+        let z = data(m * ldc, 6);
+        let mut c = vec![7.0f32; m * ldc];
+        sgemm(m, n, k, &a, k, &b, n, &mut c, ldc, &Epilogue {
+            bias: Some(&bias),
+            residual: Some(&z),
+            act: Activation::Relu,
+        });
+        let p = naive(m, n, k, &a, &b);
+        for i in 0..m {
+            for j in 0..ldc {
+                let got = c[i * ldc + j];
+                if j >= n {
+                    assert_eq!(got, 7.0, "padding column touched");
+                    continue;
+                }
+                let want = (p[i * n + j] + bias[i] + z[i * ldc + j]).max(0.0);
+                assert!((got - want).abs() < 1e-4, "[{i},{j}] {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn threads_give_identical_results() {
+        let (m, n, k) = (96, 300, 700);
+        let (a, b) = (data(m * k, 7), data(k * n, 8));
+        let run = |t: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+            let mut c = vec![0f32; m * n];
+            pool.install(|| sgemm(m, n, k, &a, k, &b, n, &mut c, n, &Epilogue::NONE));
+            c
+        };
+        assert_eq!(run(1), run(3));
+    }
+}

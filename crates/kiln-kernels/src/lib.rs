@@ -1,0 +1,77 @@
+//! kiln's fast CPU kernels for f32, free of graph and tensor types so that they can be tested
+//! and benchmarked on bare slices:
+//! - [`gemm`]: a packed GEMM (BLIS-style: weights packed once into row panels, the other
+//!   operand packed per call into column panels, a register-blocked micro-kernel) with a fused
+//!   epilogue (bias per row, residual, activation), threaded with rayon;
+//! - [`conv`]: 2-D convolution on NCHW built on it: weights pre-packed per session, 1×1
+//!   convolutions read the input directly, others gather patches straight into packed panels,
+//!   and depthwise / narrow grouped convolutions use a direct kernel;
+//! - [`act`]: the activations the epilogue applies, with a vectorizable `exp`.
+//!
+//! The micro-kernel is picked at run time from the CPU's features ([`Isa`]); `KILN_ISA`
+//! (`avx512`, `avx2` or `portable`) caps the choice, which is how tests cover every path on one
+//! machine.
+pub mod act;
+pub mod conv;
+pub mod gemm;
+mod ukernel;
+
+pub use act::Activation;
+pub use conv::{Conv2d, ConvError, PackedConv};
+pub use gemm::sgemm;
+pub use gemm::{Epilogue, PackedA};
+
+use std::sync::OnceLock;
+
+/// The instruction sets the micro-kernels are written for, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+impl Isa {
+    /// The best the CPU supports, capped by `KILN_ISA` when set.
+    pub fn detect() -> Isa {
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            let best = Isa::hardware();
+            match std::env::var("KILN_ISA").as_deref() {
+                Ok("portable") => Isa::Portable,
+                Ok("avx2") => best.min(Isa::Avx2),
+                _ => best,
+            }
+        })
+    }
+
+    fn hardware() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+
+    /// Micro-kernel tile: rows of the packed (weight) operand × columns of the other.
+    pub fn tile(self) -> (usize, usize) {
+        match self {
+            Isa::Avx512 => (8, 32),
+            Isa::Avx2 => (6, 16),
+            Isa::Portable => (4, 8),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2+fma",
+            Isa::Portable => "portable",
+        }
+    }
+}

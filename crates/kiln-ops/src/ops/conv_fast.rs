@@ -1,0 +1,158 @@
+//! Conv, `com.microsoft:FusedConv` and `ai.kiln:FusedConv` on f32 NCHW through kiln-kernels'
+//! packed convolution: weights are packed once per session when they are constants
+//! ([`prepare`]), or per call otherwise. Other element types, ranks and activations stay on the
+//! reference kernel in `conv.rs`.
+use kiln_ir::AttrList;
+use kiln_kernels::{Activation, Conv2d, PackedConv};
+
+use super::conv::{conv_common, ConvGeom};
+use super::linalg::Act;
+use crate::kernel::{KernelCtx, PrepareCtx, PreparedKernel, Result};
+use crate::value::{Data, Tensor, Value};
+
+/// The 2-D geometry of a checked Conv, when it has two spatial dims.
+fn conv2d_of(g: &ConvGeom) -> Option<Conv2d> {
+    let w = &g.win;
+    if w.kernel.len() != 2 {
+        return None;
+    }
+    Some(Conv2d {
+        c_in: g.c,
+        c_out: g.m,
+        groups: g.group,
+        kernel: [w.kernel[0], w.kernel[1]],
+        strides: [w.strides[0], w.strides[1]],
+        dilations: [w.dilations[0], w.dilations[1]],
+        pads: [w.pads[0], w.pads[1], w.pads_end[0], w.pads_end[1]],
+    })
+}
+
+fn f32s(t: &Tensor) -> Option<&[f32]> {
+    match &t.data {
+        Data::F32(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// Runs a checked convolution on the fast path, or returns `None` when it does not apply
+/// (not f32, not 2-D, an activation the fast kernels lack).
+pub(crate) fn run_unprepared(
+    g: &ConvGeom,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    z: Option<&Tensor>,
+    act: Act,
+) -> Option<Result<Tensor>> {
+    let geom = conv2d_of(g)?;
+    let act = act.fast()?;
+    let (xv, wv) = (f32s(x)?, f32s(w)?);
+    let bv = match b {
+        Some(b) => Some(f32s(b)?),
+        None => None,
+    };
+    let zv = match z {
+        Some(z) => Some(f32s(z)?),
+        None => None,
+    };
+    let packed = match PackedConv::new(geom, wv, bv) {
+        Ok(p) => p,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    Some(execute(&packed, &geom, g, xv, zv, act))
+}
+
+fn execute(
+    packed: &PackedConv,
+    geom: &Conv2d,
+    g: &ConvGeom,
+    x: &[f32],
+    z: Option<&[f32]>,
+    act: Activation,
+) -> Result<Tensor> {
+    let shape = g.out_shape();
+    let mut out = vec![0f32; shape.iter().product()];
+    packed
+        .run_as(
+            geom,
+            x,
+            [g.n, g.win.input[0], g.win.input[1]],
+            z,
+            act,
+            &mut out,
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(Tensor::new(shape, Data::F32(out)))
+}
+
+/// The activation of a Conv-family node.
+fn node_act(domain: &str, attrs: &[kiln_ir::Attribute]) -> Result<Act> {
+    match domain {
+        "com.microsoft" => Act::fused_conv(attrs),
+        super::kiln_fused::DOMAIN => Ok(Act::Silu(attrs.get_float("alpha").unwrap_or(1.0))),
+        _ => Ok(Act::Identity),
+    }
+}
+
+/// A Conv whose weights (and bias) are constants, packed at session creation.
+struct PreparedConv {
+    packed: PackedConv,
+    act: Act,
+    fast: Activation,
+}
+
+/// Packs a Conv-family node's constant f32 4-D weights; `None` leaves the node to the plain
+/// kernel (which also reports any error in the node).
+pub fn prepare(ctx: &PrepareCtx) -> Option<Box<dyn PreparedKernel>> {
+    let act = node_act(ctx.domain, ctx.attrs).ok()?;
+    let fast = act.fast()?;
+    let w = ctx.constant(1)?;
+    let wv = f32s(w)?;
+    if w.shape.len() != 4 {
+        return None;
+    }
+    let bias = match ctx.constants.get(2) {
+        None => None,
+        Some(None) => return None,
+        Some(Some(b)) => Some(f32s(b)?),
+    };
+    let groups = usize::try_from(ctx.attrs.get_int("group").unwrap_or(1)).ok()?;
+    let geom = Conv2d {
+        c_in: w.shape[1].checked_mul(groups)?,
+        c_out: w.shape[0],
+        groups,
+        kernel: [w.shape[2], w.shape[3]],
+        strides: [1, 1],
+        dilations: [1, 1],
+        pads: [0; 4],
+    };
+    let packed = PackedConv::new(geom, wv, bias).ok()?;
+    Some(Box::new(PreparedConv { packed, act, fast }))
+}
+
+impl PreparedKernel for PreparedConv {
+    fn run(&self, ctx: &KernelCtx) -> Result<Vec<Value>> {
+        let x = ctx.tensor(0)?;
+        let w = ctx.tensor(1)?;
+        let g = ConvGeom::new(ctx, &x.shape, &w.shape)?;
+        let z = if ctx.domain == "com.microsoft" {
+            ctx.opt_tensor(3)?
+        } else {
+            None
+        };
+        let geom = conv2d_of(&g);
+        let xv = f32s(x);
+        let zv = z.map(f32s);
+        match (geom, xv, zv) {
+            (Some(geom), Some(xv), None | Some(Some(_)))
+                if z.is_none_or(|z| z.shape == g.out_shape()) =>
+            {
+                let out = execute(&self.packed, &geom, &g, xv, zv.flatten(), self.fast)?;
+                Ok(vec![Value::Tensor(out)])
+            }
+            // Anything unusual (wrong types or shapes) goes to the plain kernel, which checks
+            // it and says what is wrong.
+            _ => conv_common(ctx, self.act, z),
+        }
+    }
+}
