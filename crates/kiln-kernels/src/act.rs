@@ -113,6 +113,56 @@ impl Activation {
     }
 }
 
+/// A tile of C: `rows` rows of `cols` values, `ld` apart, starting at row `r0` of C.
+pub(crate) struct Tile<'a> {
+    pub c: &'a mut [f32],
+    pub ld: usize,
+    pub rows: usize,
+    pub cols: usize,
+    /// Bias of each row of C (indexed from row 0 of C).
+    pub bias: Option<&'a [f32]>,
+    pub r0: usize,
+    /// Laid out like `c`.
+    pub residual: Option<&'a [f32]>,
+}
+
+impl Activation {
+    /// `act(c + bias + residual)` over a tile, in one dispatch.
+    pub(crate) fn tile(self, t: Tile) {
+        match Isa::detect() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: detect() only reports what the CPU has.
+            Isa::Avx512 => unsafe { tile_avx512(self, t) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Isa::Avx2 => unsafe { tile_avx2(self, t) },
+            _ => tile_generic(self, t),
+        }
+    }
+}
+
+#[inline(always)]
+fn tile_generic(act: Activation, t: Tile) {
+    for r in 0..t.rows {
+        let row = &mut t.c[r * t.ld..r * t.ld + t.cols];
+        let bias = t.bias.map_or(0.0, |b| b[t.r0 + r]);
+        let z = t.residual.map(|z| &z[r * t.ld..r * t.ld + t.cols]);
+        epilogue_generic(act, row, bias, z);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_avx512(act: Activation, t: Tile) {
+    tile_generic(act, t)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2(act: Activation, t: Tile) {
+    tile_generic(act, t)
+}
+
 #[inline(always)]
 fn apply_generic(act: Activation, xs: &mut [f32]) {
     // One loop per variant so each is a tight, vectorizable loop.

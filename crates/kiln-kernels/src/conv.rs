@@ -4,16 +4,15 @@
 //! Paths, chosen when the weights are packed:
 //! - GEMM, per group: weights (`M_g × C_g·KH·KW`) pre-packed as [`PackedA`]. A 1×1, stride-1,
 //!   unpadded convolution packs its input planes directly as B; any other gathers the patches
-//!   straight into packed B panels (im2col fused with packing, no intermediate matrix).
+//!   straight into the B panel blocks the GEMM asks for (im2col fused with packing, no
+//!   intermediate matrix).
 //! - Direct, for groups so narrow that a GEMM would be all overhead (depthwise): each output
 //!   plane accumulates shifted rows of a zero-padded input plane, contiguous when the stride
 //!   is 1.
-use std::cell::RefCell;
-
 use rayon::prelude::*;
 
 use crate::act::Activation;
-use crate::gemm::{gemm_packed, pack_b_into, packed_b_len, Epilogue, PackedA};
+use crate::gemm::{gemm_packed, BSource, Epilogue, PackedA, RowMajor};
 use crate::Isa;
 
 /// Shape and attributes of a 2-D convolution.
@@ -223,28 +222,27 @@ impl PackedConv {
         act: Activation,
         out: &mut [f32],
     ) {
-        let (cg, mg, k) = (g.c_in_g(), g.m_g(), g.k());
+        let (cg, mg) = (g.c_in_g(), g.m_g());
         let (in_sp, out_sp) = (h * w, oh * ow);
-        let isa = packed[0].isa();
-        with_scratch(packed_b_len(isa, k, out_sp), |bp| {
-            for img in 0..n {
-                for (gi, pa) in packed.iter().enumerate() {
-                    let xg = &x[(img * g.c_in + gi * cg) * in_sp..][..cg * in_sp];
-                    if g.pointwise() {
-                        pack_b_into(isa, xg, k, out_sp, in_sp, bp);
-                    } else {
-                        pack_patches(isa, xg, g, [h, w], [oh, ow], bp);
-                    }
-                    let o = (img * g.c_out + gi * mg) * out_sp;
-                    let epi = Epilogue {
-                        bias: self.bias.as_ref().map(|b| &b[gi * mg..]),
-                        residual: residual.map(|z| &z[o..o + mg * out_sp]),
-                        act,
-                    };
-                    gemm_packed(pa, bp, out_sp, &mut out[o..o + mg * out_sp], out_sp, &epi);
+        for img in 0..n {
+            for (gi, pa) in packed.iter().enumerate() {
+                let xg = &x[(img * g.c_in + gi * cg) * in_sp..][..cg * in_sp];
+                let o = (img * g.c_out + gi * mg) * out_sp;
+                let epi = Epilogue {
+                    bias: self.bias.as_ref().map(|b| &b[gi * mg..]),
+                    residual: residual.map(|z| &z[o..o + mg * out_sp]),
+                    act,
+                };
+                let y = &mut out[o..o + mg * out_sp];
+                if g.pointwise() {
+                    let b = RowMajor { b: xg, n: out_sp, ld: in_sp };
+                    gemm_packed(pa, &b, y, out_sp, &epi);
+                } else {
+                    let b = Patches { x: xg, g, hw: [h, w], ohw: [oh, ow] };
+                    gemm_packed(pa, &b, y, out_sp, &epi);
                 }
             }
-        });
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -339,35 +337,48 @@ fn pad_plane(x: &[f32], [h, w]: [usize; 2], [top, left]: [usize; 2], [hp, wp]: [
     }
 }
 
-/// Gathers the convolution patches of one group's input (`c_g × h × w`) straight into packed
-/// B panels: row `(c, i, j)` of B holds, for every output position, the input under tap (i, j)
-/// of channel c, or 0 in the padding.
-fn pack_patches(isa: Isa, x: &[f32], g: &Conv2d, [h, w]: [usize; 2], [oh, ow]: [usize; 2], out: &mut [f32]) {
-    let (_, nr) = isa.tile();
-    let n = oh * ow;
-    let k = g.k();
-    let [kh, kw] = g.kernel;
-    let [sh, sw] = g.strides;
-    let [dh, dw] = g.dilations;
-    let (pt, pl) = (g.pads[0] as isize, g.pads[1] as isize);
-    let fill = |(p, panel): (usize, &mut [f32])| {
-        let c0 = p * nr;
-        let cols = nr.min(n - c0);
+/// One group's input (`c_g × h × w`) seen as the im2col matrix: row `(c, i, j)` holds, for
+/// every output position, the input under tap (i, j) of channel c, or 0 in the padding. It is
+/// never built; blocks are gathered straight into packed panels.
+struct Patches<'a> {
+    x: &'a [f32],
+    g: &'a Conv2d,
+    hw: [usize; 2],
+    ohw: [usize; 2],
+}
+
+impl BSource for Patches<'_> {
+    fn cols(&self) -> usize {
+        self.ohw[0] * self.ohw[1]
+    }
+
+    fn pack(&self, k0: usize, kc: usize, panel: usize, nr: usize, out: &mut [f32]) {
+        let g = self.g;
+        let ([h, w], [_, ow]) = (self.hw, self.ohw);
+        let [kh, kw] = g.kernel;
+        let [sh, sw] = g.strides;
+        let [dh, dw] = g.dilations;
+        let (pt, pl) = (g.pads[0] as isize, g.pads[1] as isize);
+        let c0 = panel * nr;
+        let cols = nr.min(self.cols() - c0);
         // Runs of the panel's columns that stay on one output row: (oy, ox0, len, offset).
-        let mut runs = Vec::with_capacity(4);
+        let mut runs = [(0usize, 0usize, 0usize, 0usize); 64];
+        let mut nruns = 0;
         let mut col = c0;
         while col < c0 + cols {
             let (oy, ox) = (col / ow, col % ow);
             let len = (ow - ox).min(c0 + cols - col);
-            runs.push((oy, ox, len, col - c0));
+            runs[nruns] = (oy, ox, len, col - c0);
+            nruns += 1;
             col += len;
         }
-        for (kk, dst) in panel.chunks_exact_mut(nr).enumerate() {
+        for (kk, dst) in out[..kc * nr].chunks_exact_mut(nr).enumerate() {
+            let kk = k0 + kk;
             let (c, t) = (kk / (kh * kw), kk % (kh * kw));
             let (i, j) = (t / kw, t % kw);
-            let xc = &x[c * h * w..][..h * w];
+            let xc = &self.x[c * h * w..][..h * w];
             dst[cols..].fill(0.0);
-            for &(oy, ox0, len, off) in &runs {
+            for &(oy, ox0, len, off) in &runs[..nruns] {
                 let d = &mut dst[off..off + len];
                 let iy = (oy * sh + i * dh) as isize - pt;
                 if iy < 0 || iy >= h as isize {
@@ -399,32 +410,7 @@ fn pack_patches(isa: Isa, x: &[f32], g: &Conv2d, [h, w]: [usize; 2], [oh, ow]: [
                 }
             }
         }
-        debug_assert_eq!(panel.len(), nr * k);
-    };
-    let out = &mut out[..packed_b_len(isa, k, n)];
-    if k * n >= 1 << 14 {
-        out.par_chunks_mut((nr * k).max(1)).enumerate().for_each(fill);
-    } else {
-        out.chunks_mut((nr * k).max(1)).enumerate().for_each(fill);
     }
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with a buffer of at least `len` floats, reusing the calling thread's scratch so
-/// that every convolution does not fault in fresh pages.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|s| match s.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
-            }
-            f(&mut buf[..len])
-        }
-        Err(_) => f(&mut vec![0f32; len]),
-    })
 }
 
 /// Reference convolution in f64 for tests.

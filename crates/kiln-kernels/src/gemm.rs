@@ -8,7 +8,7 @@
 //! block, while the tile is still in cache.
 use rayon::prelude::*;
 
-use crate::act::Activation;
+use crate::act::{Activation, Tile};
 use crate::ukernel::{self, Ukernel};
 use crate::Isa;
 
@@ -87,29 +87,36 @@ impl Epilogue<'_> {
     }
 }
 
-/// Length of the buffer [`pack_b_into`] fills for K×N.
-pub fn packed_b_len(isa: Isa, k: usize, n: usize) -> usize {
-    let (_, nr) = isa.tile();
-    n.div_ceil(nr) * nr * k
+/// The B operand, packed block by block as the GEMM reaches it: each task packs the K-block
+/// of a column panel into a small buffer right before the micro-kernel reads it from L1, so B
+/// is never materialized as a whole (for a convolution, im2col happens inside the packing).
+pub trait BSource: Sync {
+    /// Columns of B.
+    fn cols(&self) -> usize;
+    /// Fills `out` (`kc` rows × `nr`) with rows `k0..k0 + kc` of columns
+    /// `panel·nr .. panel·nr + nr`, zero past the last column.
+    fn pack(&self, k0: usize, kc: usize, panel: usize, nr: usize, out: &mut [f32]);
 }
 
-/// Packs row-major B (K×N, row stride `ldb`) into NR-column panels, zero-padded on the right.
-pub fn pack_b_into(isa: Isa, b: &[f32], k: usize, n: usize, ldb: usize, out: &mut [f32]) {
-    let (_, nr) = isa.tile();
-    let fill = |(p, panel): (usize, &mut [f32])| {
-        let c0 = p * nr;
-        let w = nr.min(n - c0);
-        for (kk, dst) in panel.chunks_exact_mut(nr).enumerate() {
-            let src = &b[kk * ldb + c0..][..w];
-            dst[..w].copy_from_slice(src);
+/// A row-major K×N matrix with row stride `ld`.
+pub struct RowMajor<'a> {
+    pub b: &'a [f32],
+    pub n: usize,
+    pub ld: usize,
+}
+
+impl BSource for RowMajor<'_> {
+    fn cols(&self) -> usize {
+        self.n
+    }
+
+    fn pack(&self, k0: usize, kc: usize, panel: usize, nr: usize, out: &mut [f32]) {
+        let c0 = panel * nr;
+        let w = nr.min(self.n - c0);
+        for (kk, dst) in out[..kc * nr].chunks_exact_mut(nr).enumerate() {
+            dst[..w].copy_from_slice(&self.b[(k0 + kk) * self.ld + c0..][..w]);
             dst[w..].fill(0.0);
         }
-    };
-    let out = &mut out[..packed_b_len(isa, k, n)];
-    if k * n >= 1 << 15 {
-        out.par_chunks_mut((nr * k).max(1)).enumerate().for_each(fill);
-    } else {
-        out.chunks_mut((nr * k).max(1)).enumerate().for_each(fill);
     }
 }
 
@@ -119,15 +126,21 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
-/// `C = epilogue(A·B)` with A packed by [`PackedA`] and B packed by [`pack_b_into`] (both for
-/// `a.isa()`); C is row-major M×N with row stride `ldc`.
-pub fn gemm_packed(a: &PackedA, bp: &[f32], n: usize, c: &mut [f32], ldc: usize, epi: &Epilogue) {
-    let (m, k, isa) = (a.m, a.k, a.isa);
+impl SendPtr {
+    // A method, so closures capture the whole (Sync) wrapper rather than its raw field.
+    fn at(self, off: usize) -> *mut f32 {
+        self.0.wrapping_add(off)
+    }
+}
+
+/// `C = epilogue(A·B)` with A packed by [`PackedA`]; C is row-major M×N (N = `b.cols()`)
+/// with row stride `ldc`.
+pub fn gemm_packed(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue) {
+    let (m, k, isa, n) = (a.m, a.k, a.isa, b.cols());
     if m == 0 || n == 0 {
         return;
     }
     assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "C is too small");
-    assert!(bp.len() >= packed_b_len(isa, k, n), "packed B is too small");
     if let Some(b) = epi.bias {
         assert!(b.len() >= m, "bias is too short");
     }
@@ -145,12 +158,21 @@ pub fn gemm_packed(a: &PackedA, bp: &[f32], n: usize, c: &mut [f32], ldc: usize,
     }
     let kern = ukernel::for_isa(isa);
     let (m_panels, n_panels) = (m.div_ceil(mr), n.div_ceil(nr));
-    let mc_panels = (MC / mr).max(1);
-    let m_blocks = m_panels.div_ceil(mc_panels);
+    if n * 4 <= nr {
+        return gemv(a, b, c, ldc, epi);
+    }
     let threads = rayon::current_num_threads();
     let flops = 2 * m * n * k;
-    let target = if flops < 1 << 18 { 1 } else { 4 * threads };
-    let n_blocks = target.div_ceil(m_blocks).clamp(1, n_panels);
+    let want = if flops < 1 << 19 { 1 } else { 4 * threads };
+    // Rows split into blocks of at most MC (A block in L2), columns into enough blocks for
+    // every thread to get several tasks of about equal size; rows again when columns are few.
+    let mut m_blocks = m_panels.div_ceil((MC / mr).max(1));
+    let n_blocks = want.div_ceil(m_blocks).clamp(1, n_panels);
+    if m_blocks * n_blocks < want {
+        m_blocks = want.div_ceil(n_blocks).min(m_panels);
+    }
+    let mc_panels = m_panels.div_ceil(m_blocks);
+    let m_blocks = m_panels.div_ceil(mc_panels);
     let np_per = n_panels.div_ceil(n_blocks);
     let n_blocks = n_panels.div_ceil(np_per);
     let k_blocks = k.div_ceil(KC);
@@ -161,12 +183,14 @@ pub fn gemm_packed(a: &PackedA, bp: &[f32], n: usize, c: &mut [f32], ldc: usize,
         let mps = mb * mc_panels..((mb + 1) * mc_panels).min(m_panels);
         let nps = nb * np_per..((nb + 1) * np_per).min(n_panels);
         let mut scratch = [0f32; 8 * 32];
+        let mut bbuf = vec![0f32; kc_len * nr];
         let mut k0 = 0;
         while k0 < k {
             let kc = kc_len.min(k - k0);
             let last = k0 + kc == k;
             for np in nps.clone() {
-                let bptr = bp[np * nr * k + k0 * nr..].as_ptr();
+                b.pack(k0, kc, np, nr, &mut bbuf);
+                let bptr = bbuf.as_ptr();
                 for mp in mps.clone() {
                     let aptr = a.data[mp * mr * k + k0 * mr..].as_ptr();
                     // SAFETY: the tile lies inside C (checked above) and no other task
@@ -187,13 +211,21 @@ pub fn gemm_packed(a: &PackedA, bp: &[f32], n: usize, c: &mut [f32], ldc: usize,
                         );
                     }
                     if last && !epi.is_none() {
-                        for r in mp * mr..(mp * mr + mr).min(m) {
-                            let off = r * ldc + np * nr;
-                            let w = nr.min(n - np * nr);
-                            // SAFETY: as above; this row segment belongs to the tile.
-                            let row = unsafe { std::slice::from_raw_parts_mut(cp.0.add(off), w) };
-                            finish_row(epi, row, r, off);
-                        }
+                        let (r0, rows) = (mp * mr, mr.min(m - mp * mr));
+                        let (off, cols) = (r0 * ldc + np * nr, nr.min(n - np * nr));
+                        let span = (rows - 1) * ldc + cols;
+                        // SAFETY: as above; the span covers this tile's rows (and the gaps
+                        // between them, which this task does not write meanwhile).
+                        let c = unsafe { std::slice::from_raw_parts_mut(cp.at(off), span) };
+                        epi.act.tile(Tile {
+                            c,
+                            ld: ldc,
+                            rows,
+                            cols,
+                            bias: epi.bias,
+                            r0,
+                            residual: epi.residual.map(|z| &z[off..off + span]),
+                        });
                     }
                 }
             }
@@ -205,6 +237,87 @@ pub fn gemm_packed(a: &PackedA, bp: &[f32], n: usize, c: &mut [f32], ldc: usize,
         task(0);
     } else {
         (0..tasks).into_par_iter().for_each(task);
+    }
+}
+
+/// Few columns (a fully connected layer on one sample): the micro-kernel would waste most of
+/// its lanes, so each row panel of A is streamed once against the packed columns instead,
+/// vectorized across the MR rows of the panel.
+fn gemv(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue) {
+    let (m, k, n) = (a.m, a.k, b.cols());
+    let (mr, nr) = a.isa.tile();
+    let mut bp = vec![0f32; k * nr];
+    b.pack(0, k, 0, nr, &mut bp);
+    let m_panels = m.div_ceil(mr);
+    let cp = SendPtr(c.as_mut_ptr());
+    let panel = |p: usize| {
+        let ap = &a.data[p * mr * k..(p + 1) * mr * k];
+        let rows = mr.min(m - p * mr);
+        for j in 0..n {
+            let acc = dot_panel(a.isa, ap, &bp, j, nr, mr);
+            for (r, &v) in acc.iter().enumerate().take(rows) {
+                // SAFETY: row p·mr + r < m, column j < n; panels write disjoint rows.
+                unsafe { *cp.at((p * mr + r) * ldc + j) = v };
+            }
+        }
+        if !epi.is_none() {
+            let off = p * mr * ldc;
+            let span = (rows - 1) * ldc + n;
+            // SAFETY: this panel's rows, written only by this task.
+            let c = unsafe { std::slice::from_raw_parts_mut(cp.at(off), span) };
+            epi.act.tile(Tile {
+                c,
+                ld: ldc,
+                rows,
+                cols: n,
+                bias: epi.bias,
+                r0: p * mr,
+                residual: epi.residual.map(|z| &z[off..off + span]),
+            });
+        }
+    };
+    if m * k >= 1 << 16 {
+        (0..m_panels).into_par_iter().for_each(panel);
+    } else {
+        (0..m_panels).for_each(panel);
+    }
+}
+
+/// The MR dot products of a packed A panel with column `j` of a packed B panel.
+fn dot_panel(isa: Isa, ap: &[f32], bp: &[f32], j: usize, nr: usize, mr: usize) -> [f32; 8] {
+    #[inline(always)]
+    fn body<const MR: usize>(ap: &[f32], bp: &[f32], j: usize, nr: usize) -> [f32; 8] {
+        let mut acc = [0f32; MR];
+        for (arow, brow) in ap.chunks_exact(MR).zip(bp.chunks_exact(nr)) {
+            let x = brow[j];
+            for (o, &w) in acc.iter_mut().zip(arow) {
+                *o += w * x;
+            }
+        }
+        let mut out = [0f32; 8];
+        out[..MR].copy_from_slice(&acc);
+        out
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn body8_avx512(ap: &[f32], bp: &[f32], j: usize, nr: usize) -> [f32; 8] {
+        body::<8>(ap, bp, j, nr)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn body6_avx2(ap: &[f32], bp: &[f32], j: usize, nr: usize) -> [f32; 8] {
+        body::<6>(ap, bp, j, nr)
+    }
+    match (isa, mr) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: packed for this ISA, which detect() found on the CPU.
+        (Isa::Avx512, 8) => unsafe { body8_avx512(ap, bp, j, nr) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        (Isa::Avx2, 6) => unsafe { body6_avx2(ap, bp, j, nr) },
+        (_, 4) => body::<4>(ap, bp, j, nr),
+        (_, 6) => body::<6>(ap, bp, j, nr),
+        _ => body::<8>(ap, bp, j, nr),
     }
 }
 
@@ -262,9 +375,7 @@ pub fn sgemm(
     epi: &Epilogue,
 ) {
     let pa = PackedA::new(a, m, k, lda);
-    let mut bp = vec![0f32; packed_b_len(pa.isa, k, n)];
-    pack_b_into(pa.isa, b, k, n, ldb, &mut bp);
-    gemm_packed(&pa, &bp, n, c, ldc, epi);
+    gemm_packed(&pa, &RowMajor { b, n, ld: ldb }, c, ldc, epi);
 }
 
 #[cfg(test)]
@@ -315,13 +426,13 @@ mod tests {
                 (64, 49, 576),
                 (200, 5, 1),
                 (3, 100, 0),
+                (1000, 1, 300),
+                (37, 3, 70),
             ] {
                 let (a, b) = (data(m * k, 1), data(k * n, 2));
                 let pa = PackedA::with_isa(isa, &a, m, k, k);
-                let mut bp = vec![0f32; packed_b_len(isa, k, n)];
-                pack_b_into(isa, &b, k, n, n, &mut bp);
                 let mut c = vec![f32::NAN; m * n];
-                gemm_packed(&pa, &bp, n, &mut c, n, &Epilogue::NONE);
+                gemm_packed(&pa, &RowMajor { b: &b, n, ld: n }, &mut c, n, &Epilogue::NONE);
                 let want = naive(m, n, k, &a, &b);
                 for (i, (x, y)) in c.iter().zip(&want).enumerate() {
                     assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{isa:?} {m}x{n}x{k} [{i}]: {x} vs {y}");
