@@ -31,6 +31,7 @@ mod num;
 mod optional;
 mod pad;
 mod pool;
+mod pool2d;
 mod quant;
 mod range;
 mod reduce;

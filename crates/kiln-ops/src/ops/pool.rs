@@ -74,12 +74,12 @@ pub fn kernel(domain: &str, op_type: &str) -> Option<crate::kernel::KernelFn> {
 /// each leading output index, the offsets (in the plane) of the rows its taps read; for each
 /// last-dim output index, the coordinates its taps read along the row. With how many taps lie
 /// inside the padded input (AveragePool's divisor with `count_include_pad`).
-struct Taps {
-    win: Window,
-    lead: Vec<Vec<usize>>,
-    lead_incl: Vec<usize>,
-    last: Vec<Vec<usize>>,
-    last_incl: Vec<usize>,
+pub(crate) struct Taps {
+    pub win: Window,
+    pub lead: Vec<Vec<usize>>,
+    pub lead_incl: Vec<usize>,
+    pub last: Vec<Vec<usize>>,
+    pub last_incl: Vec<usize>,
 }
 
 impl Taps {
@@ -232,6 +232,11 @@ fn run_max_pool(ctx: &KernelCtx) -> Result<Vec<Value>> {
     if order != 0 && order != 1 {
         return Err(format!("storage_order must be 0 or 1, got {order}"));
     }
+    if ctx.num_outputs == 1 {
+        if let Some(y) = super::pool2d::max(x, &t) {
+            return one(Tensor::new(out_shape(x, &t.win.output), Data::F32(y)));
+        }
+    }
     let (y, idx) = match &x.data {
         Data::F32(v) => max_pool(v, x, &t, order == 1, ctx.num_outputs > 1)?,
         Data::F64(v) => max_pool(v, x, &t, order == 1, ctx.num_outputs > 1)?,
@@ -329,6 +334,9 @@ fn run_average_pool(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let x = ctx.tensor(0)?;
     let t = taps(ctx, x)?;
     let include_pad = ctx.int_attr("count_include_pad", 0) != 0;
+    if let Some(y) = super::pool2d::average(x, &t, include_pad) {
+        return one(Tensor::new(out_shape(x, &t.win.output), Data::F32(y)));
+    }
     let data = float_dispatch!(x.dtype(), average_pool(x, &t, include_pad))?;
     one(Tensor::new(out_shape(x, &t.win.output), data))
 }
