@@ -372,12 +372,15 @@ impl BSource for Patches<'_> {
             nruns += 1;
             col += len;
         }
-        for (kk, dst) in out[..kc * nr].chunks_exact_mut(nr).enumerate() {
-            let kk = k0 + kk;
-            let (c, t) = (kk / (kh * kw), kk % (kh * kw));
-            let (i, j) = (t / kw, t % kw);
+        // (channel, tap row, tap column) of row k0, advanced row by row (no divisions).
+        let (mut c, t) = (k0 / (kh * kw), k0 % (kh * kw));
+        let (mut i, mut j) = (t / kw, t % kw);
+        let full = nruns == 1 && cols == nr;
+        for dst in out[..kc * nr].chunks_exact_mut(nr) {
             let xc = &self.x[c * h * w..][..h * w];
-            dst[cols..].fill(0.0);
+            if !full {
+                dst[cols..].fill(0.0);
+            }
             for &(oy, ox0, len, off) in &runs[..nruns] {
                 let d = &mut dst[off..off + len];
                 let iy = (oy * sh + i * dh) as isize - pt;
@@ -388,6 +391,11 @@ impl BSource for Patches<'_> {
                 let row = &xc[iy as usize * w..][..w];
                 // Input column of output column ox0 + t is base + t·sw.
                 let base = (ox0 * sw + j * dw) as isize - pl;
+                if sw == 1 && base >= 0 && base as usize + len <= w {
+                    // The common case: the whole run lies inside the row.
+                    d.copy_from_slice(&row[base as usize..base as usize + len]);
+                    continue;
+                }
                 // Valid t: 0 <= base + t·sw < w.
                 let lo = if base >= 0 { 0 } else { ((-base) as usize).div_ceil(sw) }.min(len);
                 let hi = if base >= w as isize {
@@ -400,13 +408,24 @@ impl BSource for Patches<'_> {
                 d[hi..].fill(0.0);
                 if hi > lo {
                     let start = (base + (lo * sw) as isize) as usize;
+                    let src = &row[start..];
                     if sw == 1 {
-                        d[lo..hi].copy_from_slice(&row[start..start + hi - lo]);
+                        d[lo..hi].copy_from_slice(&src[..hi - lo]);
                     } else {
-                        for (q, v) in d[lo..hi].iter_mut().enumerate() {
-                            *v = row[start + q * sw];
-                        }
+                        d[lo..hi]
+                            .iter_mut()
+                            .zip(src.chunks(sw))
+                            .for_each(|(v, s)| *v = s[0]);
                     }
+                }
+            }
+            j += 1;
+            if j == kw {
+                j = 0;
+                i += 1;
+                if i == kh {
+                    i = 0;
+                    c += 1;
                 }
             }
         }

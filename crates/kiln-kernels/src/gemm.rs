@@ -12,8 +12,9 @@ use crate::act::{Activation, Tile};
 use crate::ukernel::{self, Ukernel};
 use crate::Isa;
 
-/// Rows of A per tile (a multiple of every MR).
-const MC: usize = 192;
+/// Rows of A per tile: an A block of MC × KC floats (512 KiB) stays in L2, and a larger MC
+/// means fewer tasks that pack the same B block again.
+const MC: usize = 512;
 /// Target depth of one K block.
 const KC: usize = 256;
 
@@ -96,6 +97,12 @@ pub trait BSource: Sync {
     /// Fills `out` (`kc` rows × `nr`) with rows `k0..k0 + kc` of columns
     /// `panel·nr .. panel·nr + nr`, zero past the last column.
     fn pack(&self, k0: usize, kc: usize, panel: usize, nr: usize, out: &mut [f32]);
+
+    /// Where the block can be read in place instead: a pointer to row `k0`, column
+    /// `panel·nr`, and the row stride. Only for full panels.
+    fn in_place(&self, _k0: usize, _panel: usize, _nr: usize) -> Option<(*const f32, usize)> {
+        None
+    }
 }
 
 /// A row-major K×N matrix with row stride `ld`.
@@ -117,6 +124,12 @@ impl BSource for RowMajor<'_> {
             dst[..w].copy_from_slice(&self.b[(k0 + kk) * self.ld + c0..][..w]);
             dst[w..].fill(0.0);
         }
+    }
+
+    fn in_place(&self, k0: usize, panel: usize, nr: usize) -> Option<(*const f32, usize)> {
+        // Full panels are read where they lie, `ld` apart: the copy would cost as much as
+        // the micro-kernel saves by reading contiguous panels.
+        (panel * nr + nr <= self.n).then(|| (self.b[k0 * self.ld + panel * nr..].as_ptr(), self.ld))
     }
 }
 
@@ -189,8 +202,13 @@ pub fn gemm_packed(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi
             let kc = kc_len.min(k - k0);
             let last = k0 + kc == k;
             for np in nps.clone() {
-                b.pack(k0, kc, np, nr, &mut bbuf);
-                let bptr = bbuf.as_ptr();
+                let (bptr, ldb) = match b.in_place(k0, np, nr) {
+                    Some(p) => p,
+                    None => {
+                        b.pack(k0, kc, np, nr, &mut bbuf);
+                        (bbuf.as_ptr(), nr)
+                    }
+                };
                 for mp in mps.clone() {
                     let aptr = a.data[mp * mr * k + k0 * mr..].as_ptr();
                     // SAFETY: the tile lies inside C (checked above) and no other task
@@ -200,7 +218,7 @@ pub fn gemm_packed(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi
                             kern,
                             kc,
                             aptr,
-                            bptr,
+                            (bptr, ldb),
                             cp,
                             ldc,
                             (mp * mr, np * nr),
@@ -334,7 +352,7 @@ unsafe fn tile(
     kern: Ukernel,
     kc: usize,
     a: *const f32,
-    b: *const f32,
+    (b, ldb): (*const f32, usize),
     c: SendPtr,
     ldc: usize,
     (r0, c0): (usize, usize),
@@ -345,7 +363,7 @@ unsafe fn tile(
 ) {
     let dst = c.0.add(r0 * ldc + c0);
     if rows == mr && cols == nr {
-        kern(kc, a, b, dst, ldc, acc);
+        kern(kc, a, b, ldb, dst, ldc, acc);
         return;
     }
     if acc {
@@ -353,7 +371,7 @@ unsafe fn tile(
             std::ptr::copy_nonoverlapping(dst.add(r * ldc), scratch.as_mut_ptr().add(r * nr), cols);
         }
     }
-    kern(kc, a, b, scratch.as_mut_ptr(), nr, acc);
+    kern(kc, a, b, ldb, scratch.as_mut_ptr(), nr, acc);
     for r in 0..rows {
         std::ptr::copy_nonoverlapping(scratch.as_ptr().add(r * nr), dst.add(r * ldc), cols);
     }

@@ -1,11 +1,18 @@
 //! Register-blocked micro-kernels: `C[MR×NR] (+)= A·B` over `k` steps, where `a` holds `k`
 //! groups of MR row values (a packed weight panel) and `b` holds `k` groups of NR column values
-//! (a packed input panel). C is row-major with row stride `ldc` and always a full tile; the
+//! (a packed input panel, or rows of B read in place: `ldb` apart). C is row-major with row stride `ldc` and always a full tile; the
 //! driver handles ragged edges through a scratch tile.
 
 /// The signature every micro-kernel shares.
-pub(crate) type Ukernel =
-    unsafe fn(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool);
+pub(crate) type Ukernel = unsafe fn(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+);
 
 pub(crate) fn for_isa(isa: crate::Isa) -> Ukernel {
     match isa {
@@ -18,10 +25,19 @@ pub(crate) fn for_isa(isa: crate::Isa) -> Ukernel {
 }
 
 /// # Safety
-/// The CPU must have AVX-512F; `a` must hold `8k`, `b` `32k` floats and `c` an 8×32 tile.
+/// The CPU must have AVX-512F; `a` must hold `8k` floats, `b` `k` rows of 32 (`ldb` apart)
+/// and `c` an 8×32 tile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn avx512_8x32(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+unsafe fn avx512_8x32(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    acc: bool,
+) {
     use std::arch::x86_64::*;
     let mut r: [[__m512; 2]; 8] = [[_mm512_setzero_ps(); 2]; 8];
     let (mut a, mut b) = (a, b);
@@ -34,7 +50,7 @@ unsafe fn avx512_8x32(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: 
             row[1] = _mm512_fmadd_ps(av, b1, row[1]);
         }
         a = a.add(8);
-        b = b.add(32);
+        b = b.add(ldb);
     }
     for (i, row) in r.iter().enumerate() {
         let p = c.add(i * ldc);
@@ -49,10 +65,19 @@ unsafe fn avx512_8x32(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: 
 }
 
 /// # Safety
-/// The CPU must have AVX2 and FMA; `a` must hold `6k`, `b` `16k` floats and `c` a 6×16 tile.
+/// The CPU must have AVX2 and FMA; `a` must hold `6k` floats, `b` `k` rows of 16 (`ldb`
+/// apart) and `c` a 6×16 tile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_6x16(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+unsafe fn avx2_6x16(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    acc: bool,
+) {
     use std::arch::x86_64::*;
     let mut r: [[__m256; 2]; 6] = [[_mm256_setzero_ps(); 2]; 6];
     let (mut a, mut b) = (a, b);
@@ -65,7 +90,7 @@ unsafe fn avx2_6x16(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: us
             row[1] = _mm256_fmadd_ps(av, b1, row[1]);
         }
         a = a.add(6);
-        b = b.add(16);
+        b = b.add(ldb);
     }
     for (i, row) in r.iter().enumerate() {
         let p = c.add(i * ldc);
@@ -82,12 +107,20 @@ unsafe fn avx2_6x16(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: us
 /// Plain Rust for any CPU; the compiler vectorizes the column loop with what the target has.
 ///
 /// # Safety
-/// `a` must hold `4k`, `b` `8k` floats and `c` a 4×8 tile.
-unsafe fn portable_4x8(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+/// `a` must hold `4k` floats, `b` `k` rows of 8 (`ldb` apart) and `c` a 4×8 tile.
+unsafe fn portable_4x8(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    acc: bool,
+) {
     let a = std::slice::from_raw_parts(a, 4 * k);
-    let b = std::slice::from_raw_parts(b, 8 * k);
     let mut r = [[0f32; 8]; 4];
-    for (av, bv) in a.chunks_exact(4).zip(b.chunks_exact(8)) {
+    for (p, av) in a.chunks_exact(4).enumerate() {
+        let bv = std::slice::from_raw_parts(b.add(p * ldb), 8);
         for (row, &x) in r.iter_mut().zip(av) {
             for (o, &y) in row.iter_mut().zip(bv) {
                 *o += x * y;
