@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs all of kiln's tests on a fresh machine: fetches the test data and the Python oracle
-# (scripts/fetch-data.sh), runs the Rust tests, the ONNX Runtime / onnx oracle tests over the real
-# models and the node conformance suite, and a short fuzzing run. Ends with one summary line
+# (scripts/fetch-data.sh), runs the Rust tests (the kernels also with their AVX2 and portable
+# micro-kernels), a smoke run of the kernel micro-benchmarks, the ONNX Runtime / onnx oracle
+# tests over the real models and the node conformance suite, and a short fuzzing run. Ends with one summary line
 # `tests: N passed, M failed`; exits non-zero if anything failed.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -24,11 +25,17 @@ step() {
 step "fetch data" scripts/fetch-data.sh
 step "build kiln" cargo build --release --locked --bin kiln
 step "cargo test" cargo test --workspace --locked
+# The fast kernels pick a micro-kernel from the CPU; cap the choice to cover the other paths.
+for isa in avx2 portable; do
+  step "cargo test kernels (KILN_ISA=$isa)" env KILN_ISA=$isa cargo test --locked -p kiln-kernels -p kiln-ops
+done
+step "micro-benchmarks (smoke)" cargo bench --locked -p kiln-kernels --bench kernels -- --ms 5
 py="${KILN_CACHE:-$root/.cache}/venv/bin/python"
 for t in inspect roundtrip roundtrip_conformance shapes shapes_conformance models conformance optimize; do
   step "python $t" "$py" "tests/python/test_$t.py"
 done
 step "python models --level all" "$py" tests/python/test_models.py --level all
+step "python models (KILN_ISA=avx2)" env KILN_ISA=avx2 "$py" tests/python/test_models.py --level all
 step "fuzz" scripts/fuzz.sh "$fuzz_seconds"
 
 passed=$(grep -oE '([0-9]+) passed' "$log" | awk '{s+=$1} END {print s+0}')

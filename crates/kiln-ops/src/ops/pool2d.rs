@@ -119,7 +119,7 @@ pub(crate) fn max(x: &Tensor, t: &Taps) -> Option<Vec<f32>> {
 
 /// AveragePool's values, or `None` when the fast path does not apply.
 pub(crate) fn average(x: &Tensor, t: &Taps, include_pad: bool) -> Option<Vec<f32>> {
-    if t.lead.len() != t.win.output[0] || t.last.len() != t.win.output[1] {
+    if x.rank() != 4 || t.lead.len() != t.win.output[0] || t.last.len() != t.win.output[1] {
         return None;
     }
     let mut y = pool(x, t, Kind::Sum)?;
