@@ -218,11 +218,20 @@ fn profile(
             .iter()
             .flatten()
             .map(|v| match g.value(*v).ty.as_ref().and_then(|t| t.shape()) {
-                Some(s) => s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"),
+                Some(s) => s
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("x"),
                 None => "?".into(),
             })
             .collect();
-        eprintln!("{:>9.3} ms  {} [{}]", ms(*t), g.describe(*id), shapes.join(", "));
+        eprintln!(
+            "{:>9.3} ms  {} [{}]",
+            ms(*t),
+            g.describe(*id),
+            shapes.join(", ")
+        );
     }
     Ok(())
 }

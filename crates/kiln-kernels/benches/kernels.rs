@@ -73,7 +73,10 @@ fn time(ms: f64, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let mut threads = 1;
     let mut ms = 300.0;
     let mut filter = String::new();
@@ -98,7 +101,11 @@ fn main() {
         .expect("thread pool");
     println!("isa {}, {threads} thread(s)", Isa::detect().name());
     println!("{:<36} {:>10} {:>10}", "case", "ms", "GFLOP/s");
-    let val = |len: usize| (0..len).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect::<Vec<_>>();
+    let val = |len: usize| {
+        (0..len)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect::<Vec<_>>()
+    };
     for case in cases() {
         if !case.name.contains(&filter) {
             continue;
@@ -119,10 +126,20 @@ fn main() {
             })
         });
         let flops = 2.0 * (n * g.c_out * oh * ow * k) as f64;
-        println!("{:<36} {:>10.4} {:>10.1}", case.name, t * 1e3, flops / t / 1e9);
+        println!(
+            "{:<36} {:>10.4} {:>10.1}",
+            case.name,
+            t * 1e3,
+            flops / t / 1e9
+        );
     }
     for &(name, m, nn, k) in &[
-        ("gemm resnet50 fc 1x2048 -> 1000", 1000usize, 1usize, 2048usize),
+        (
+            "gemm resnet50 fc 1x2048 -> 1000",
+            1000usize,
+            1usize,
+            2048usize,
+        ),
         ("gemm 256x3136x576", 256, 3136, 576),
         ("gemm 512x512x512", 512, 512, 512),
     ] {

@@ -250,7 +250,13 @@ mod tests {
                 let sig = |t: f64| 1.0 / (1.0 + (-t).exp());
                 let want = match act {
                     Activation::Relu => x64.max(0.0),
-                    Activation::LeakyRelu(a) => if x64 < 0.0 { x64 * a as f64 } else { x64 },
+                    Activation::LeakyRelu(a) => {
+                        if x64 < 0.0 {
+                            x64 * a as f64
+                        } else {
+                            x64
+                        }
+                    }
                     Activation::Clip(lo, hi) => x64.clamp(lo as f64, hi as f64),
                     Activation::HardSigmoid(a, b) => (a as f64 * x64 + b as f64).clamp(0.0, 1.0),
                     Activation::Sigmoid => sig(x64),

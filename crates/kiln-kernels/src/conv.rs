@@ -56,11 +56,27 @@ impl Conv2d {
             Some((padded - span) / s + 1)
         };
         let [kh, kw] = self.kernel;
-        let oh = out(h, self.pads[0], self.pads[2], kh, self.strides[0], self.dilations[0]);
-        let ow = out(w, self.pads[1], self.pads[3], kw, self.strides[1], self.dilations[1]);
+        let oh = out(
+            h,
+            self.pads[0],
+            self.pads[2],
+            kh,
+            self.strides[0],
+            self.dilations[0],
+        );
+        let ow = out(
+            w,
+            self.pads[1],
+            self.pads[3],
+            kw,
+            self.strides[1],
+            self.dilations[1],
+        );
         match (oh, ow) {
             (Some(oh), Some(ow)) => Ok((oh, ow)),
-            _ => err(format!("a {kh}x{kw} window does not fit a padded {h}x{w} input")),
+            _ => err(format!(
+                "a {kh}x{kw} window does not fit a padded {h}x{w} input"
+            )),
         }
     }
 
@@ -83,8 +99,8 @@ impl Conv2d {
 
     fn validate(&self) -> Result<(), ConvError> {
         let ok = self.groups > 0
-            && self.c_in % self.groups == 0
-            && self.c_out % self.groups == 0
+            && self.c_in.is_multiple_of(self.groups)
+            && self.c_out.is_multiple_of(self.groups)
             && self.kernel.iter().all(|&k| k > 0)
             && self.strides.iter().all(|&s| s > 0)
             && self.dilations.iter().all(|&d| d > 0);
@@ -126,7 +142,11 @@ impl PackedConv {
         }
         if let Some(b) = bias {
             if b.len() != geom.c_out {
-                return err(format!("bias has {} values, expected {}", b.len(), geom.c_out));
+                return err(format!(
+                    "bias has {} values, expected {}",
+                    b.len(),
+                    geom.c_out
+                ));
             }
         }
         // Direct when a group's GEMM would be a handful of rows or a tiny depth.
@@ -205,7 +225,9 @@ impl PackedConv {
             Weights::Gemm(packed) => {
                 self.run_gemm(g, packed, x, [n, h, w], [oh, ow], residual, act, out)
             }
-            Weights::Direct(wt) => self.run_direct(g, wt, x, [n, h, w], [oh, ow], residual, act, out),
+            Weights::Direct(wt) => {
+                self.run_direct(g, wt, x, [n, h, w], [oh, ow], residual, act, out)
+            }
         }
         Ok(())
     }
@@ -235,10 +257,19 @@ impl PackedConv {
                 };
                 let y = &mut out[o..o + mg * out_sp];
                 if g.pointwise() {
-                    let b = RowMajor { b: xg, n: out_sp, ld: in_sp };
+                    let b = RowMajor {
+                        b: xg,
+                        n: out_sp,
+                        ld: in_sp,
+                    };
                     gemm_packed(pa, &b, y, out_sp, &epi);
                 } else {
-                    let b = Patches { x: xg, g, hw: [h, w], ohw: [oh, ow] };
+                    let b = Patches {
+                        x: xg,
+                        g,
+                        hw: [h, w],
+                        ohw: [oh, ow],
+                    };
                     gemm_packed(pa, &b, y, out_sp, &epi);
                 }
             }
@@ -263,7 +294,10 @@ impl PackedConv {
         let [dh, dw] = g.dilations;
         let (in_sp, out_sp) = (h * w, oh * ow);
         // The padded plane covers exactly the rows and columns the windows read.
-        let (hp, wp) = ((oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1);
+        let (hp, wp) = (
+            (oh - 1) * sh + (kh - 1) * dh + 1,
+            (ow - 1) * sw + (kw - 1) * dw + 1,
+        );
         let task = |(plane, y): (usize, &mut [f32])| {
             let (img, m) = (plane / g.c_out, plane % g.c_out);
             let gi = m / mg;
@@ -322,7 +356,13 @@ fn axpy_strided(y: &mut [f32], x: &[f32], stride: usize, a: f32) {
 
 /// Copies an `h × w` plane into a zeroed `hp × wp` one at offset (top, left), cropping what
 /// falls outside.
-fn pad_plane(x: &[f32], [h, w]: [usize; 2], [top, left]: [usize; 2], [hp, wp]: [usize; 2], out: &mut [f32]) {
+fn pad_plane(
+    x: &[f32],
+    [h, w]: [usize; 2],
+    [top, left]: [usize; 2],
+    [hp, wp]: [usize; 2],
+    out: &mut [f32],
+) {
     out.fill(0.0);
     for r in 0..h {
         let pr = r + top;
@@ -397,7 +437,12 @@ impl BSource for Patches<'_> {
                     continue;
                 }
                 // Valid t: 0 <= base + t·sw < w.
-                let lo = if base >= 0 { 0 } else { ((-base) as usize).div_ceil(sw) }.min(len);
+                let lo = if base >= 0 {
+                    0
+                } else {
+                    ((-base) as usize).div_ceil(sw)
+                }
+                .min(len);
                 let hi = if base >= w as isize {
                     0
                 } else {
@@ -434,7 +479,13 @@ impl BSource for Patches<'_> {
 
 /// Reference convolution in f64 for tests.
 #[doc(hidden)]
-pub fn reference(g: &Conv2d, x: &[f32], [n, h, w]: [usize; 3], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+pub fn reference(
+    g: &Conv2d,
+    x: &[f32],
+    [n, h, w]: [usize; 3],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     let (oh, ow) = g.output_hw(h, w).expect("valid geometry");
     let (cg, mg) = (g.c_in_g(), g.m_g());
     let [kh, kw] = g.kernel;
@@ -448,12 +499,15 @@ pub fn reference(g: &Conv2d, x: &[f32], [n, h, w]: [usize; 3], wt: &[f32], bias:
                     for c in 0..cg {
                         for i in 0..kh {
                             for j in 0..kw {
-                                let iy = (oy * g.strides[0] + i * g.dilations[0]) as isize - g.pads[0] as isize;
-                                let ix = (ox * g.strides[1] + j * g.dilations[1]) as isize - g.pads[1] as isize;
+                                let iy = (oy * g.strides[0] + i * g.dilations[0]) as isize
+                                    - g.pads[0] as isize;
+                                let ix = (ox * g.strides[1] + j * g.dilations[1]) as isize
+                                    - g.pads[1] as isize;
                                 if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
                                     continue;
                                 }
-                                let xv = x[((img * g.c_in + gi * cg + c) * h + iy as usize) * w + ix as usize];
+                                let xv = x[((img * g.c_in + gi * cg + c) * h + iy as usize) * w
+                                    + ix as usize];
                                 let wv = wt[((m * cg + c) * kh + i) * kw + j];
                                 s += xv as f64 * wv as f64;
                             }
@@ -470,18 +524,7 @@ pub fn reference(g: &Conv2d, x: &[f32], [n, h, w]: [usize; 3], wt: &[f32], bias:
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(7);
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::gemm::tests::data;
 
     fn check(g: Conv2d, [n, h, w]: [usize; 3], act: Activation, with_z: bool) {
         let (oh, ow) = g.output_hw(h, w).unwrap();
@@ -491,14 +534,18 @@ mod tests {
         let z = data(n * g.c_out * oh * ow, 4);
         let pc = PackedConv::new(g, &wt, Some(&bias)).unwrap();
         let mut out = vec![f32::NAN; n * g.c_out * oh * ow];
-        pc.run(&x, [n, h, w], with_z.then_some(&z[..]), act, &mut out).unwrap();
+        pc.run(&x, [n, h, w], with_z.then_some(&z[..]), act, &mut out)
+            .unwrap();
         let mut want = reference(&g, &x, [n, h, w], &wt, Some(&bias));
         if with_z {
             want.iter_mut().zip(&z).for_each(|(a, b)| *a += b);
         }
         for (i, (a, b)) in out.iter().zip(&want).enumerate() {
             let b = act.apply(*b);
-            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{g:?} [{i}]: {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "{g:?} [{i}]: {a} vs {b}"
+            );
         }
     }
 
@@ -516,12 +563,32 @@ mod tests {
 
     #[test]
     fn gemm_paths_match_the_reference() {
-        check(conv(16, 24, 1, 1, 1, 0), [1, 9, 11], Activation::Identity, false);
+        check(
+            conv(16, 24, 1, 1, 1, 0),
+            [1, 9, 11],
+            Activation::Identity,
+            false,
+        );
         check(conv(16, 24, 1, 1, 2, 0), [2, 9, 11], Activation::Relu, true);
         check(conv(5, 13, 1, 3, 1, 1), [1, 17, 10], Activation::Relu, true);
-        check(conv(8, 16, 1, 3, 2, 1), [1, 20, 21], Activation::Silu(1.0), false);
-        check(conv(3, 8, 1, 7, 2, 3), [1, 30, 30], Activation::Clip(0.0, 6.0), false);
-        check(conv(16, 32, 4, 3, 1, 1), [1, 8, 8], Activation::LeakyRelu(0.1), true);
+        check(
+            conv(8, 16, 1, 3, 2, 1),
+            [1, 20, 21],
+            Activation::Silu(1.0),
+            false,
+        );
+        check(
+            conv(3, 8, 1, 7, 2, 3),
+            [1, 30, 30],
+            Activation::Clip(0.0, 6.0),
+            false,
+        );
+        check(
+            conv(16, 32, 4, 3, 1, 1),
+            [1, 8, 8],
+            Activation::LeakyRelu(0.1),
+            true,
+        );
         let mut g = conv(4, 6, 1, 3, 1, 0);
         g.dilations = [2, 3];
         g.pads = [1, 0, 2, 4];
@@ -530,9 +597,24 @@ mod tests {
 
     #[test]
     fn direct_paths_match_the_reference() {
-        check(conv(16, 16, 16, 3, 1, 1), [1, 14, 15], Activation::Relu, true);
-        check(conv(16, 16, 16, 3, 2, 1), [2, 15, 14], Activation::Identity, false);
-        check(conv(8, 16, 8, 5, 1, 2), [1, 9, 9], Activation::HardSigmoid(0.2, 0.5), false);
+        check(
+            conv(16, 16, 16, 3, 1, 1),
+            [1, 14, 15],
+            Activation::Relu,
+            true,
+        );
+        check(
+            conv(16, 16, 16, 3, 2, 1),
+            [2, 15, 14],
+            Activation::Identity,
+            false,
+        );
+        check(
+            conv(8, 16, 8, 5, 1, 2),
+            [1, 9, 9],
+            Activation::HardSigmoid(0.2, 0.5),
+            false,
+        );
         let mut g = conv(6, 6, 6, 3, 1, 0);
         g.dilations = [2, 2];
         g.pads = [0, 2, 1, 0];
@@ -545,7 +627,9 @@ mod tests {
         assert!(PackedConv::new(g, &[0.0; 10], None).is_err());
         let pc = PackedConv::new(g, &vec![0.0; 4 * 36], None).unwrap();
         let mut out = vec![0.0; 4];
-        assert!(pc.run(&[0.0; 16], [1, 2, 2], None, Activation::Identity, &mut out).is_err());
+        assert!(pc
+            .run(&[0.0; 16], [1, 2, 2], None, Activation::Identity, &mut out)
+            .is_err());
         assert!(conv(3, 4, 2, 1, 1, 0).validate().is_err());
     }
 }

@@ -37,7 +37,11 @@ impl PackedA {
         let (mr, _) = isa.tile();
         let panels = m.div_ceil(mr);
         let mut data = vec![0f32; panels * mr * k];
-        for (p, panel) in data.chunks_exact_mut((mr * k).max(1)).enumerate().take(panels) {
+        for (p, panel) in data
+            .chunks_exact_mut((mr * k).max(1))
+            .enumerate()
+            .take(panels)
+        {
             for r in 0..mr.min(m - p * mr) {
                 let row = &a[(p * mr + r) * lda..][..k];
                 for (kk, &v) in row.iter().enumerate() {
@@ -397,7 +401,7 @@ pub fn sgemm(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
@@ -414,7 +418,8 @@ mod tests {
         c
     }
 
-    fn data(len: usize, seed: u32) -> Vec<f32> {
+    /// Deterministic values in [-1, 1] for tests.
+    pub(crate) fn data(len: usize, seed: u32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
         (0..len)
             .map(|_| {
@@ -450,10 +455,19 @@ mod tests {
                 let (a, b) = (data(m * k, 1), data(k * n, 2));
                 let pa = PackedA::with_isa(isa, &a, m, k, k);
                 let mut c = vec![f32::NAN; m * n];
-                gemm_packed(&pa, &RowMajor { b: &b, n, ld: n }, &mut c, n, &Epilogue::NONE);
+                gemm_packed(
+                    &pa,
+                    &RowMajor { b: &b, n, ld: n },
+                    &mut c,
+                    n,
+                    &Epilogue::NONE,
+                );
                 let want = naive(m, n, k, &a, &b);
                 for (i, (x, y)) in c.iter().zip(&want).enumerate() {
-                    assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{isa:?} {m}x{n}x{k} [{i}]: {x} vs {y}");
+                    assert!(
+                        (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                        "{isa:?} {m}x{n}x{k} [{i}]: {x} vs {y}"
+                    );
                 }
             }
         }
@@ -466,11 +480,22 @@ mod tests {
         let bias = data(m, 5);
         let z = data(m * ldc, 6);
         let mut c = vec![7.0f32; m * ldc];
-        sgemm(m, n, k, &a, k, &b, n, &mut c, ldc, &Epilogue {
-            bias: Some(&bias),
-            residual: Some(&z),
-            act: Activation::Relu,
-        });
+        sgemm(
+            m,
+            n,
+            k,
+            &a,
+            k,
+            &b,
+            n,
+            &mut c,
+            ldc,
+            &Epilogue {
+                bias: Some(&bias),
+                residual: Some(&z),
+                act: Activation::Relu,
+            },
+        );
         let p = naive(m, n, k, &a, &b);
         for i in 0..m {
             for j in 0..ldc {
@@ -490,7 +515,10 @@ mod tests {
         let (m, n, k) = (96, 300, 700);
         let (a, b) = (data(m * k, 7), data(k * n, 8));
         let run = |t: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap();
             let mut c = vec![0f32; m * n];
             pool.install(|| sgemm(m, n, k, &a, k, &b, n, &mut c, n, &Epilogue::NONE));
             c

@@ -277,14 +277,19 @@ mod tests {
         assert_eq!(v, vec![11, 21, 12, 22, 13, 23]);
         // Per-channel operand over NCHW, and a middle broadcast dim.
         let x: Vec<i32> = (0..24).collect();
-        let (s, v) = zip_broadcast(&x, &[1, 2, 3, 4], &[100, 200], &[2, 1, 1], |a, b| a + b).unwrap();
+        let (s, v) =
+            zip_broadcast(&x, &[1, 2, 3, 4], &[100, 200], &[2, 1, 1], |a, b| a + b).unwrap();
         assert_eq!(s, vec![1, 2, 3, 4]);
-        let want: Vec<i32> = (0..24).map(|i| i + if i < 12 { 100 } else { 200 }).collect();
+        let want: Vec<i32> = (0..24)
+            .map(|i| i + if i < 12 { 100 } else { 200 })
+            .collect();
         assert_eq!(v, want);
-        let (s, v) = zip_broadcast(&[1, 2], &[2, 1, 1], &[10, 20, 30], &[1, 3, 1], |a, b| a * b).unwrap();
+        let (s, v) =
+            zip_broadcast(&[1, 2], &[2, 1, 1], &[10, 20, 30], &[1, 3, 1], |a, b| a * b).unwrap();
         assert_eq!(s, vec![2, 3, 1]);
         assert_eq!(v, vec![10, 20, 30, 20, 40, 60]);
-        let (_, v) = zip_broadcast(&[1, 2, 3], &[3, 1], &[1, 2], &[1, 2], |a, b| a * 10 + b).unwrap();
+        let (_, v) =
+            zip_broadcast(&[1, 2, 3], &[3, 1], &[1, 2], &[1, 2], |a, b| a * 10 + b).unwrap();
         assert_eq!(v, vec![11, 12, 21, 22, 31, 32]);
         assert_eq!(strides(&[2, 3, 4]), vec![12, 4, 1]);
     }

@@ -45,28 +45,46 @@ fn apply<T: Num>(
         "Div" => fallible(|x, y| x.div(y)),
         "Mod" if fmod => fallible(|x, y| x.rem(y, true)),
         "Mod" => fallible(|x, y| x.rem(y, false)),
-        "PRelu" => zip_broadcast(a, ash, b, bsh, |x: T, s: T| {
-            if x < T::zero() {
-                x.mul(s)
-            } else {
-                x
-            }
-        }),
+        "PRelu" => zip_broadcast(
+            a,
+            ash,
+            b,
+            bsh,
+            |x: T, s: T| {
+                if x < T::zero() {
+                    x.mul(s)
+                } else {
+                    x
+                }
+            },
+        ),
         // A NaN (the only value not comparable with itself) wins, as in ONNX Runtime.
-        "Max" => zip_broadcast(a, ash, b, bsh, |x: T, y: T| {
-            if y > x || is_nan(y) {
-                y
-            } else {
-                x
-            }
-        }),
-        "Min" => zip_broadcast(a, ash, b, bsh, |x: T, y: T| {
-            if y < x || is_nan(y) {
-                y
-            } else {
-                x
-            }
-        }),
+        "Max" => zip_broadcast(
+            a,
+            ash,
+            b,
+            bsh,
+            |x: T, y: T| {
+                if y > x || is_nan(y) {
+                    y
+                } else {
+                    x
+                }
+            },
+        ),
+        "Min" => zip_broadcast(
+            a,
+            ash,
+            b,
+            bsh,
+            |x: T, y: T| {
+                if y < x || is_nan(y) {
+                    y
+                } else {
+                    x
+                }
+            },
+        ),
         other => Err(format!("{other} is not an arithmetic op")),
     }
 }

@@ -169,7 +169,9 @@ mod tests {
         let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
         let v: Vec<f32> = (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
             })
             .collect();
@@ -177,13 +179,22 @@ mod tests {
     }
 
     fn to_f64(t: &Tensor) -> Tensor {
-        let v: Vec<f64> = t.as_slice::<f32>().unwrap().iter().map(|&x| x as f64).collect();
+        let v: Vec<f64> = t
+            .as_slice::<f32>()
+            .unwrap()
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
         Tensor::from_vec(t.shape.clone(), v)
     }
 
     fn run(domain: &str, attrs: &[Attribute], ins: &[Option<Tensor>], prepared: bool) -> Tensor {
         let values: Vec<Option<Value>> = ins.iter().map(|t| t.clone().map(Value::Tensor)).collect();
-        let op = if domain.is_empty() { "Conv" } else { "FusedConv" };
+        let op = if domain.is_empty() {
+            "Conv"
+        } else {
+            "FusedConv"
+        };
         let ctx = KernelCtx {
             op_type: op,
             domain,
@@ -200,8 +211,14 @@ mod tests {
                 .enumerate()
                 .map(|(i, t)| if i == 1 || i == 2 { t.as_ref() } else { None })
                 .collect();
-            let p = prepare(&PrepareCtx { op_type: op, domain, opset: 21, attrs, constants: consts })
-                .expect("prepared");
+            let p = prepare(&PrepareCtx {
+                op_type: op,
+                domain,
+                opset: 21,
+                attrs,
+                constants: consts,
+            })
+            .expect("prepared");
             p.run(&ctx)
         } else {
             crate::ops::kernel_fn(domain, op).unwrap()(&ctx)
@@ -213,7 +230,14 @@ mod tests {
     fn check(domain: &str, attrs: Vec<Attribute>, x: &[usize], w: &[usize], with_z: bool) {
         let (xt, wt, bt) = (tensor(x, 1), tensor(w, 2), tensor(&w[..1], 3));
         let mut ins = vec![Some(xt), Some(wt), Some(bt)];
-        let want64 = run(domain, &attrs, &ins.iter().map(|t| t.as_ref().map(to_f64)).collect::<Vec<_>>(), false);
+        let want64 = run(
+            domain,
+            &attrs,
+            &ins.iter()
+                .map(|t| t.as_ref().map(to_f64))
+                .collect::<Vec<_>>(),
+            false,
+        );
         if with_z {
             let z = tensor(&want64.shape, 4);
             ins.push(Some(z));
@@ -237,32 +261,83 @@ mod tests {
     fn fast_paths_match_the_reference() {
         let ints = |n: &str, v: &[i64]| Attribute::ints(n, v);
         check("", vec![], &[1, 8, 9, 9], &[16, 8, 1, 1], false);
-        check("", vec![ints("pads", &[1, 1, 1, 1])], &[2, 5, 10, 7], &[12, 5, 3, 3], false);
-        check("", vec![ints("strides", &[2, 2]), Attribute::string("auto_pad", "SAME_UPPER")], &[1, 4, 11, 12], &[8, 4, 3, 3], false);
-        check("", vec![Attribute::int("group", 8), ints("pads", &[1, 1, 1, 1])], &[1, 8, 12, 12], &[8, 1, 3, 3], false);
-        check("", vec![Attribute::int("group", 2), ints("dilations", &[2, 1])], &[1, 8, 12, 12], &[6, 4, 3, 3], false);
+        check(
+            "",
+            vec![ints("pads", &[1, 1, 1, 1])],
+            &[2, 5, 10, 7],
+            &[12, 5, 3, 3],
+            false,
+        );
+        check(
+            "",
+            vec![
+                ints("strides", &[2, 2]),
+                Attribute::string("auto_pad", "SAME_UPPER"),
+            ],
+            &[1, 4, 11, 12],
+            &[8, 4, 3, 3],
+            false,
+        );
+        check(
+            "",
+            vec![Attribute::int("group", 8), ints("pads", &[1, 1, 1, 1])],
+            &[1, 8, 12, 12],
+            &[8, 1, 3, 3],
+            false,
+        );
+        check(
+            "",
+            vec![Attribute::int("group", 2), ints("dilations", &[2, 1])],
+            &[1, 8, 12, 12],
+            &[6, 4, 3, 3],
+            false,
+        );
         let relu = Attribute::string("activation", "Relu");
-        check("com.microsoft", vec![relu.clone()], &[1, 16, 7, 7], &[40, 16, 1, 1], true);
+        check(
+            "com.microsoft",
+            vec![relu.clone()],
+            &[1, 16, 7, 7],
+            &[40, 16, 1, 1],
+            true,
+        );
         let clip = vec![
             Attribute::string("activation", "Clip"),
             Attribute::floats("activation_params", &[-0.1, 0.2]),
             ints("pads", &[1, 1, 1, 1]),
         ];
         check("com.microsoft", clip, &[1, 6, 9, 9], &[10, 6, 3, 3], true);
-        check(super::super::kiln_fused::DOMAIN, vec![Attribute::string("activation", "SiLU")], &[1, 6, 9, 9], &[10, 6, 3, 3], false);
+        check(
+            super::super::kiln_fused::DOMAIN,
+            vec![Attribute::string("activation", "SiLU")],
+            &[1, 6, 9, 9],
+            &[10, 6, 3, 3],
+            false,
+        );
     }
 
     #[test]
     fn not_prepared_when_weights_vary_or_the_activation_is_unknown() {
         let w = tensor(&[4, 2, 3, 3], 1);
         let ctx = |consts: Vec<Option<&Tensor>>, attrs: &[Attribute]| {
-            let c = PrepareCtx { op_type: "FusedConv", domain: "com.microsoft", opset: 21, attrs, constants: consts };
+            let c = PrepareCtx {
+                op_type: "FusedConv",
+                domain: "com.microsoft",
+                opset: 21,
+                attrs,
+                constants: consts,
+            };
             prepare(&c).is_some()
         };
         let relu = [Attribute::string("activation", "Relu")];
         assert!(ctx(vec![None, Some(&w)], &relu));
         assert!(!ctx(vec![None, None], &relu));
-        assert!(!ctx(vec![None, Some(&w), None], &relu), "a bias computed at run time");
-        assert!(!ctx(vec![None, Some(&w)], &[Attribute::string("activation", "Gelu")]));
+        assert!(
+            !ctx(vec![None, Some(&w), None], &relu),
+            "a bias computed at run time"
+        );
+        assert!(!ctx(
+            vec![None, Some(&w)],
+            &[Attribute::string("activation", "Gelu")]
+        ));
     }
 }

@@ -26,7 +26,10 @@ fn pool(x: &Tensor, t: &Taps, kind: Kind) -> Option<Vec<f32>> {
         [w.strides[0], w.strides[1]],
         [w.dilations[0], w.dilations[1]],
     );
-    let (hp, wp) = ((oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1);
+    let (hp, wp) = (
+        (oh - 1) * sh + (kh - 1) * dh + 1,
+        (ow - 1) * sw + (kw - 1) * dw + 1,
+    );
     if hp.checked_mul(wp)? > 1 << 28 {
         return None;
     }
@@ -34,7 +37,17 @@ fn pool(x: &Tensor, t: &Taps, kind: Kind) -> Option<Vec<f32>> {
     let (in_sp, out_sp) = (h * wi, oh * ow);
     let planes = x.shape[0] * x.shape[1];
     let mut y = vec![fill; planes * out_sp];
-    let geo = Geo { h, wi, hp, wp, ow, pads: [w.pads[0], w.pads[1]], k: [kh, kw], s: [sh, sw], d: [dh, dw] };
+    let geo = Geo {
+        h,
+        wi,
+        hp,
+        wp,
+        ow,
+        pads: [w.pads[0], w.pads[1]],
+        k: [kh, kw],
+        s: [sh, sw],
+        d: [dh, dw],
+    };
     y.par_chunks_mut(out_sp).enumerate().for_each(|(p, yp)| {
         let xp = &xv[p * in_sp..(p + 1) * in_sp];
         #[cfg(target_arch = "x86_64")]

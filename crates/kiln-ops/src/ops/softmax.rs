@@ -142,7 +142,9 @@ fn softmax_f32(v: &[f32], (outer, len, inner): (usize, usize, usize)) -> Vec<f32
     };
     if v.len() >= 1 << 15 {
         use rayon::prelude::*;
-        v.par_chunks(block).zip(out.par_chunks_mut(block)).for_each(run);
+        v.par_chunks(block)
+            .zip(out.par_chunks_mut(block))
+            .for_each(run);
     } else {
         v.chunks(block).zip(out.chunks_mut(block)).for_each(run);
     }
