@@ -129,6 +129,9 @@ pub struct BenchArgs {
     /// time goes, by op type and by node (on stderr; the JSON on stdout is unchanged).
     #[arg(long, value_name = "N")]
     pub profile: Option<usize>,
+    /// How many of the slowest nodes `--profile` lists.
+    #[arg(long, value_name = "N", default_value_t = 15)]
+    pub profile_top: usize,
     #[arg(long)]
     pub json: bool,
 }

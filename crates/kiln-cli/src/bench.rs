@@ -104,7 +104,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     if let Some(n) = a.profile {
-        profile(&variants[0].2, &feeds, n.max(1)).with_context(|| name.clone())?;
+        profile(&variants[0].2, &feeds, n.max(1), a.profile_top).with_context(|| name.clone())?;
     }
     let threads = a.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -173,6 +173,7 @@ fn profile(
     s: &kiln_runtime::Session,
     feeds: &[(String, kiln_ops::Value)],
     runs: usize,
+    top: usize,
 ) -> anyhow::Result<()> {
     let g = &s.model().graph;
     let mut per_node: std::collections::HashMap<kiln_ir::NodeId, f64> = Default::default();
@@ -211,26 +212,24 @@ fn profile(
     let mut nodes: Vec<_> = per_node.into_iter().collect();
     nodes.sort_by(|a, b| b.1.total_cmp(&a.1));
     eprintln!("slowest nodes:");
-    for (id, t) in nodes.iter().take(15) {
+    for (id, t) in nodes.iter().take(top) {
         let n = g.node(*id);
-        let shapes: Vec<String> = n
-            .inputs()
-            .iter()
-            .flatten()
-            .map(|v| match g.value(*v).ty.as_ref().and_then(|t| t.shape()) {
-                Some(s) => s
-                    .iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join("x"),
-                None => "?".into(),
-            })
-            .collect();
+        let shape = |v: &kiln_ir::ValueId| match g.value(*v).ty.as_ref().and_then(|t| t.shape()) {
+            Some(s) => s
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("x"),
+            None => "?".into(),
+        };
+        let ins: Vec<String> = n.inputs().iter().flatten().map(shape).collect();
+        let outs: Vec<String> = n.outputs().iter().flatten().map(shape).collect();
         eprintln!(
-            "{:>9.3} ms  {} [{}]",
+            "{:>9.3} ms  {} [{}] -> [{}]",
             ms(*t),
             g.describe(*id),
-            shapes.join(", ")
+            ins.join(", "),
+            outs.join(", ")
         );
     }
     Ok(())
