@@ -3,16 +3,17 @@
 //!
 //! Paths, chosen when the weights are packed:
 //! - GEMM, per group: weights (`M_g × C_g·KH·KW`) pre-packed as [`PackedA`]. A 1×1, stride-1,
-//!   unpadded convolution packs its input planes directly as B; any other gathers the patches
-//!   straight into the B panel blocks the GEMM asks for (im2col fused with packing, no
-//!   intermediate matrix).
+//!   unpadded convolution reads its input planes directly as B; any other reads the rows of
+//!   its im2col matrix in place from a padded, stride-phase-split copy of the input
+//!   ([`crate::shifted`]) and copies the valid columns out through the epilogue.
 //! - Direct, for groups so narrow that a GEMM would be all overhead (depthwise): each output
 //!   plane accumulates shifted rows of a zero-padded input plane, contiguous when the stride
 //!   is 1.
 use rayon::prelude::*;
 
 use crate::act::Activation;
-use crate::gemm::{gemm_packed, BSource, Epilogue, PackedA, RowMajor};
+use crate::gemm::{gemm_packed, Epilogue, PackedA, RowMajor};
+use crate::shifted::{with_scratch, Layout, Shifted};
 use crate::Isa;
 
 /// Shape and attributes of a 2-D convolution.
@@ -244,6 +245,9 @@ impl PackedConv {
         act: Activation,
         out: &mut [f32],
     ) {
+        if !g.pointwise() {
+            return self.run_shifted(g, packed, x, [n, h, w], [oh, ow], residual, act, out);
+        }
         let (cg, mg) = (g.c_in_g(), g.m_g());
         let (in_sp, out_sp) = (h * w, oh * ow);
         for img in 0..n {
@@ -255,25 +259,64 @@ impl PackedConv {
                     residual: residual.map(|z| &z[o..o + mg * out_sp]),
                     act,
                 };
-                let y = &mut out[o..o + mg * out_sp];
-                if g.pointwise() {
-                    let b = RowMajor {
-                        b: xg,
-                        n: out_sp,
-                        ld: in_sp,
-                    };
-                    gemm_packed(pa, &b, y, out_sp, &epi);
-                } else {
-                    let b = Patches {
-                        x: xg,
-                        g,
-                        hw: [h, w],
-                        ohw: [oh, ow],
-                    };
-                    gemm_packed(pa, &b, y, out_sp, &epi);
-                }
+                let b = RowMajor {
+                    b: xg,
+                    n: out_sp,
+                    ld: in_sp,
+                };
+                gemm_packed(pa, &b, &mut out[o..o + mg * out_sp], out_sp, &epi);
             }
         }
+    }
+
+    /// The GEMM reading the input windows in place from a phase-split copy (see
+    /// [`crate::shifted`]), then the valid columns copied out through the epilogue.
+    #[allow(clippy::too_many_arguments)]
+    fn run_shifted(
+        &self,
+        g: &Conv2d,
+        packed: &[PackedA],
+        x: &[f32],
+        [n, h, w]: [usize; 3],
+        [oh, ow]: [usize; 2],
+        residual: Option<&[f32]>,
+        act: Activation,
+        out: &mut [f32],
+    ) {
+        let lay = Layout::new(g, [oh, ow]);
+        let (mg, cols, wq) = (g.m_g(), lay.cols, lay.wq);
+        let out_sp = oh * ow;
+        let offsets: Vec<Vec<isize>> = (0..g.groups).map(|gi| lay.offsets(g, gi)).collect();
+        with_scratch(lay.len, g.c_out * cols, |buf, cbuf| {
+            for img in 0..n {
+                lay.fill(g, &x[img * g.c_in * h * w..][..g.c_in * h * w], [h, w], buf);
+                for (gi, pa) in packed.iter().enumerate() {
+                    let b = Shifted {
+                        buf,
+                        offsets: &offsets[gi],
+                        cols,
+                    };
+                    let c = &mut cbuf[gi * mg * cols..][..mg * cols];
+                    gemm_packed(pa, &b, c, cols, &Epilogue::NONE);
+                }
+                let o = img * g.c_out * out_sp;
+                let cbuf = &*cbuf;
+                let copy_out = |(m, y): (usize, &mut [f32])| {
+                    let bias = self.bias.as_ref().map_or(0.0, |b| b[m]);
+                    for (oy, row) in y.chunks_exact_mut(ow).enumerate() {
+                        row.copy_from_slice(&cbuf[m * cols + oy * wq..][..ow]);
+                        let z = residual.map(|z| &z[o + m * out_sp + oy * ow..][..ow]);
+                        act.bias_residual_slice(row, bias, z);
+                    }
+                };
+                let y = &mut out[o..o + g.c_out * out_sp];
+                if g.c_out * out_sp >= 1 << 14 {
+                    y.par_chunks_mut(out_sp).enumerate().for_each(copy_out);
+                } else {
+                    y.chunks_mut(out_sp).enumerate().for_each(copy_out);
+                }
+            }
+        });
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -374,106 +417,6 @@ fn pad_plane(
         }
         let len = w.min(wp - left);
         out[pr * wp + left..][..len].copy_from_slice(&x[r * w..][..len]);
-    }
-}
-
-/// One group's input (`c_g × h × w`) seen as the im2col matrix: row `(c, i, j)` holds, for
-/// every output position, the input under tap (i, j) of channel c, or 0 in the padding. It is
-/// never built; blocks are gathered straight into packed panels.
-struct Patches<'a> {
-    x: &'a [f32],
-    g: &'a Conv2d,
-    hw: [usize; 2],
-    ohw: [usize; 2],
-}
-
-impl BSource for Patches<'_> {
-    fn cols(&self) -> usize {
-        self.ohw[0] * self.ohw[1]
-    }
-
-    fn pack(&self, k0: usize, kc: usize, panel: usize, nr: usize, out: &mut [f32]) {
-        let g = self.g;
-        let ([h, w], [_, ow]) = (self.hw, self.ohw);
-        let [kh, kw] = g.kernel;
-        let [sh, sw] = g.strides;
-        let [dh, dw] = g.dilations;
-        let (pt, pl) = (g.pads[0] as isize, g.pads[1] as isize);
-        let c0 = panel * nr;
-        let cols = nr.min(self.cols() - c0);
-        // Runs of the panel's columns that stay on one output row: (oy, ox0, len, offset).
-        let mut runs = [(0usize, 0usize, 0usize, 0usize); 64];
-        let mut nruns = 0;
-        let mut col = c0;
-        while col < c0 + cols {
-            let (oy, ox) = (col / ow, col % ow);
-            let len = (ow - ox).min(c0 + cols - col);
-            runs[nruns] = (oy, ox, len, col - c0);
-            nruns += 1;
-            col += len;
-        }
-        // (channel, tap row, tap column) of row k0, advanced row by row (no divisions).
-        let (mut c, t) = (k0 / (kh * kw), k0 % (kh * kw));
-        let (mut i, mut j) = (t / kw, t % kw);
-        let full = nruns == 1 && cols == nr;
-        for dst in out[..kc * nr].chunks_exact_mut(nr) {
-            let xc = &self.x[c * h * w..][..h * w];
-            if !full {
-                dst[cols..].fill(0.0);
-            }
-            for &(oy, ox0, len, off) in &runs[..nruns] {
-                let d = &mut dst[off..off + len];
-                let iy = (oy * sh + i * dh) as isize - pt;
-                if iy < 0 || iy >= h as isize {
-                    d.fill(0.0);
-                    continue;
-                }
-                let row = &xc[iy as usize * w..][..w];
-                // Input column of output column ox0 + t is base + t·sw.
-                let base = (ox0 * sw + j * dw) as isize - pl;
-                if sw == 1 && base >= 0 && base as usize + len <= w {
-                    // The common case: the whole run lies inside the row.
-                    d.copy_from_slice(&row[base as usize..base as usize + len]);
-                    continue;
-                }
-                // Valid t: 0 <= base + t·sw < w.
-                let lo = if base >= 0 {
-                    0
-                } else {
-                    ((-base) as usize).div_ceil(sw)
-                }
-                .min(len);
-                let hi = if base >= w as isize {
-                    0
-                } else {
-                    ((w as isize - base) as usize).div_ceil(sw)
-                }
-                .clamp(lo, len);
-                d[..lo].fill(0.0);
-                d[hi..].fill(0.0);
-                if hi > lo {
-                    let start = (base + (lo * sw) as isize) as usize;
-                    let src = &row[start..];
-                    if sw == 1 {
-                        d[lo..hi].copy_from_slice(&src[..hi - lo]);
-                    } else {
-                        d[lo..hi]
-                            .iter_mut()
-                            .zip(src.chunks(sw))
-                            .for_each(|(v, s)| *v = s[0]);
-                    }
-                }
-            }
-            j += 1;
-            if j == kw {
-                j = 0;
-                i += 1;
-                if i == kh {
-                    i = 0;
-                    c += 1;
-                }
-            }
-        }
     }
 }
 
@@ -593,6 +536,29 @@ mod tests {
         g.dilations = [2, 3];
         g.pads = [1, 0, 2, 4];
         check(g, [1, 12, 13], Activation::Sigmoid, false);
+        // Stride phases: dilation a multiple of the stride (one phase), mixed strides, a
+        // stride larger than the kernel, batches, and maps narrower than a column panel.
+        let mut g = conv(6, 10, 1, 3, 2, 2);
+        g.dilations = [2, 2];
+        check(g, [2, 11, 9], Activation::Relu, true);
+        let mut g = conv(5, 9, 1, 3, 1, 1);
+        g.kernel = [5, 3];
+        g.strides = [2, 1];
+        g.pads = [2, 1, 1, 0];
+        check(g, [3, 13, 6], Activation::Identity, true);
+        check(conv(4, 8, 1, 2, 3, 0), [1, 17, 16], Activation::Relu, false);
+        check(
+            conv(7, 16, 1, 3, 1, 1),
+            [2, 3, 2],
+            Activation::Identity,
+            true,
+        );
+        check(
+            conv(32, 40, 2, 3, 2, 1),
+            [1, 7, 7],
+            Activation::Clip(-0.5, 0.5),
+            true,
+        );
     }
 
     #[test]

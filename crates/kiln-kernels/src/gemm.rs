@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use crate::act::{Activation, Tile};
-use crate::ukernel::{self, Ukernel};
+use crate::ukernel::{self, Rows, Strided, Table, Ukernel};
 use crate::Isa;
 
 /// Rows of A per tile: an A block of MC × KC floats (512 KiB) stays in L2, and a larger MC
@@ -107,6 +107,14 @@ pub trait BSource: Sync {
     fn in_place(&self, _k0: usize, _panel: usize, _nr: usize) -> Option<(*const f32, usize)> {
         None
     }
+
+    /// Where every row is read in place instead, through a table: row `k` of column panel
+    /// `p` starts at `base + offsets[k] + p·nr`. A source that gives one promises that `nr`
+    /// floats can be read there for every row and panel, the last panel included (its
+    /// buffer has the slack); columns past `cols()` are read but their results discarded.
+    fn table(&self) -> Option<(*const f32, &[isize])> {
+        None
+    }
 }
 
 /// A row-major K×N matrix with row stride `ld`.
@@ -173,7 +181,11 @@ pub fn gemm_packed(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi
         }
         return;
     }
-    let kern = ukernel::for_isa(isa);
+    let kern = ukernel::for_isa::<Strided>(isa);
+    let kern_table = ukernel::for_isa::<Table>(isa);
+    if let Some((_, offsets)) = b.table() {
+        assert!(offsets.len() >= k, "the row table is too short");
+    }
     let (m_panels, n_panels) = (m.div_ceil(mr), n.div_ceil(nr));
     if n * 4 <= nr {
         return gemv(a, b, c, ldc, epi);
@@ -201,36 +213,61 @@ pub fn gemm_packed(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi
         let nps = nb * np_per..((nb + 1) * np_per).min(n_panels);
         let mut scratch = [0f32; 8 * 32];
         let mut bbuf = vec![0f32; kc_len * nr];
+        // Asked per task: the raw pointer inside is not shared between threads.
+        let table = b.table();
         let mut k0 = 0;
         while k0 < k {
             let kc = kc_len.min(k - k0);
             let last = k0 + kc == k;
             for np in nps.clone() {
-                let (bptr, ldb) = match b.in_place(k0, np, nr) {
-                    Some(p) => p,
-                    None => {
-                        b.pack(k0, kc, np, nr, &mut bbuf);
-                        (bbuf.as_ptr(), nr)
+                let rows = match table {
+                    // SAFETY: the source vouches for reads at these offsets (see `table`).
+                    Some((base, offsets)) => {
+                        Err(Table(unsafe { base.add(np * nr) }, offsets[k0..].as_ptr()))
                     }
+                    None => Ok(match b.in_place(k0, np, nr) {
+                        Some((p, ld)) => Strided(p, ld),
+                        None => {
+                            b.pack(k0, kc, np, nr, &mut bbuf);
+                            Strided(bbuf.as_ptr(), nr)
+                        }
+                    }),
                 };
                 for mp in mps.clone() {
                     let aptr = a.data[mp * mr * k + k0 * mr..].as_ptr();
+                    let at = (mp * mr, np * nr);
+                    let size = (mr.min(m - mp * mr), nr.min(n - np * nr));
                     // SAFETY: the tile lies inside C (checked above) and no other task
                     // touches it; the panels hold kc steps from their offsets.
                     unsafe {
-                        tile(
-                            kern,
-                            kc,
-                            aptr,
-                            (bptr, ldb),
-                            cp,
-                            ldc,
-                            (mp * mr, np * nr),
-                            (mr.min(m - mp * mr), nr.min(n - np * nr)),
-                            (mr, nr),
-                            k0 > 0,
-                            &mut scratch,
-                        );
+                        match rows {
+                            Ok(b) => tile(
+                                kern,
+                                kc,
+                                aptr,
+                                b,
+                                cp,
+                                ldc,
+                                at,
+                                size,
+                                (mr, nr),
+                                k0 > 0,
+                                &mut scratch,
+                            ),
+                            Err(b) => tile(
+                                kern_table,
+                                kc,
+                                aptr,
+                                b,
+                                cp,
+                                ldc,
+                                at,
+                                size,
+                                (mr, nr),
+                                k0 > 0,
+                                &mut scratch,
+                            ),
+                        }
                     }
                     if last && !epi.is_none() {
                         let (r0, rows) = (mp * mr, mr.min(m - mp * mr));
@@ -352,11 +389,11 @@ fn finish_row(epi: &Epilogue, row: &mut [f32], r: usize, off: usize) {
 /// One MR×NR tile (or a ragged part of one through `scratch`).
 #[allow(clippy::too_many_arguments)]
 #[inline]
-unsafe fn tile(
-    kern: Ukernel,
+unsafe fn tile<R: Rows>(
+    kern: Ukernel<R>,
     kc: usize,
     a: *const f32,
-    (b, ldb): (*const f32, usize),
+    b: R,
     c: SendPtr,
     ldc: usize,
     (r0, c0): (usize, usize),
@@ -367,7 +404,7 @@ unsafe fn tile(
 ) {
     let dst = c.0.add(r0 * ldc + c0);
     if rows == mr && cols == nr {
-        kern(kc, a, b, ldb, dst, ldc, acc);
+        kern(kc, a, b, dst, ldc, acc);
         return;
     }
     if acc {
@@ -375,7 +412,7 @@ unsafe fn tile(
             std::ptr::copy_nonoverlapping(dst.add(r * ldc), scratch.as_mut_ptr().add(r * nr), cols);
         }
     }
-    kern(kc, a, b, ldb, scratch.as_mut_ptr(), nr, acc);
+    kern(kc, a, b, scratch.as_mut_ptr(), nr, acc);
     for r in 0..rows {
         std::ptr::copy_nonoverlapping(scratch.as_ptr().add(r * nr), dst.add(r * ldc), cols);
     }

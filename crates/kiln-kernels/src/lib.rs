@@ -4,8 +4,9 @@
 //!   operand packed per call into column panels, a register-blocked micro-kernel) with a fused
 //!   epilogue (bias per row, residual, activation), threaded with rayon;
 //! - [`conv`]: 2-D convolution on NCHW built on it: weights pre-packed per session, 1×1
-//!   convolutions read the input directly, others gather patches straight into packed panels,
-//!   and depthwise / narrow grouped convolutions use a direct kernel;
+//!   convolutions read the input directly, others read their windows in place from a
+//!   zero-padded, stride-phase-split copy of the input (`shifted`), and depthwise / narrow
+//!   grouped convolutions use a direct kernel;
 //! - [`act`]: the activations the epilogue applies, with a vectorizable `exp`.
 //!
 //! The micro-kernel is picked at run time from the CPU's features ([`Isa`]); `KILN_ISA`
@@ -14,6 +15,7 @@
 pub mod act;
 pub mod conv;
 pub mod gemm;
+mod shifted;
 mod ukernel;
 
 pub use act::Activation;

@@ -1,56 +1,72 @@
 //! Register-blocked micro-kernels: `C[MR×NR] (+)= A·B` over `k` steps, where `a` holds `k`
-//! groups of MR row values (a packed weight panel) and `b` holds `k` groups of NR column values
-//! (a packed input panel, or rows of B read in place: `ldb` apart). C is row-major with row stride `ldc` and always a full tile; the
-//! driver handles ragged edges through a scratch tile.
+//! groups of MR row values (a packed weight panel) and the `k` rows of NR column values of B
+//! come from a [`Rows`]: a packed panel or rows read in place a fixed stride apart
+//! ([`Strided`]), or rows found through a table of offsets ([`Table`], a convolution reading
+//! its shifted input windows in place). C is row-major with row stride `ldc` and always a full
+//! tile; the driver handles ragged edges through a scratch tile.
+
+/// Where row `kk` of the B block starts.
+pub(crate) trait Rows: Copy {
+    /// # Safety
+    /// `kk` must be below the `k` the block was made for.
+    unsafe fn row(self, kk: usize) -> *const f32;
+}
+
+/// Rows `ld` floats apart.
+#[derive(Clone, Copy)]
+pub(crate) struct Strided(pub *const f32, pub usize);
+
+impl Rows for Strided {
+    #[inline(always)]
+    unsafe fn row(self, kk: usize) -> *const f32 {
+        self.0.add(kk * self.1)
+    }
+}
+
+/// Row `kk` at `base + offsets[kk]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Table(pub *const f32, pub *const isize);
+
+impl Rows for Table {
+    #[inline(always)]
+    unsafe fn row(self, kk: usize) -> *const f32 {
+        self.0.offset(*self.1.add(kk))
+    }
+}
 
 /// The signature every micro-kernel shares.
-pub(crate) type Ukernel = unsafe fn(
-    k: usize,
-    a: *const f32,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-);
+pub(crate) type Ukernel<R> =
+    unsafe fn(k: usize, a: *const f32, b: R, c: *mut f32, ldc: usize, accumulate: bool);
 
-pub(crate) fn for_isa(isa: crate::Isa) -> Ukernel {
+pub(crate) fn for_isa<R: Rows>(isa: crate::Isa) -> Ukernel<R> {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        crate::Isa::Avx512 => avx512_8x32,
+        crate::Isa::Avx512 => avx512_8x32::<R>,
         #[cfg(target_arch = "x86_64")]
-        crate::Isa::Avx2 => avx2_6x16,
-        _ => portable_4x8,
+        crate::Isa::Avx2 => avx2_6x16::<R>,
+        _ => portable_4x8::<R>,
     }
 }
 
 /// # Safety
-/// The CPU must have AVX-512F; `a` must hold `8k` floats, `b` `k` rows of 32 (`ldb` apart)
-/// and `c` an 8×32 tile.
+/// The CPU must have AVX-512F; `a` must hold `8k` floats, `b` `k` rows of 32 and `c` an
+/// 8×32 tile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn avx512_8x32(
-    k: usize,
-    a: *const f32,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-    acc: bool,
-) {
+unsafe fn avx512_8x32<R: Rows>(k: usize, a: *const f32, b: R, c: *mut f32, ldc: usize, acc: bool) {
     use std::arch::x86_64::*;
     let mut r: [[__m512; 2]; 8] = [[_mm512_setzero_ps(); 2]; 8];
-    let (mut a, mut b) = (a, b);
-    for _ in 0..k {
-        let b0 = _mm512_loadu_ps(b);
-        let b1 = _mm512_loadu_ps(b.add(16));
+    let mut a = a;
+    for kk in 0..k {
+        let bp = b.row(kk);
+        let b0 = _mm512_loadu_ps(bp);
+        let b1 = _mm512_loadu_ps(bp.add(16));
         for (i, row) in r.iter_mut().enumerate() {
             let av = _mm512_set1_ps(*a.add(i));
             row[0] = _mm512_fmadd_ps(av, b0, row[0]);
             row[1] = _mm512_fmadd_ps(av, b1, row[1]);
         }
         a = a.add(8);
-        b = b.add(ldb);
     }
     for (i, row) in r.iter().enumerate() {
         let p = c.add(i * ldc);
@@ -65,32 +81,24 @@ unsafe fn avx512_8x32(
 }
 
 /// # Safety
-/// The CPU must have AVX2 and FMA; `a` must hold `6k` floats, `b` `k` rows of 16 (`ldb`
-/// apart) and `c` a 6×16 tile.
+/// The CPU must have AVX2 and FMA; `a` must hold `6k` floats, `b` `k` rows of 16 and `c` a
+/// 6×16 tile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_6x16(
-    k: usize,
-    a: *const f32,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-    acc: bool,
-) {
+unsafe fn avx2_6x16<R: Rows>(k: usize, a: *const f32, b: R, c: *mut f32, ldc: usize, acc: bool) {
     use std::arch::x86_64::*;
     let mut r: [[__m256; 2]; 6] = [[_mm256_setzero_ps(); 2]; 6];
-    let (mut a, mut b) = (a, b);
-    for _ in 0..k {
-        let b0 = _mm256_loadu_ps(b);
-        let b1 = _mm256_loadu_ps(b.add(8));
+    let mut a = a;
+    for kk in 0..k {
+        let bp = b.row(kk);
+        let b0 = _mm256_loadu_ps(bp);
+        let b1 = _mm256_loadu_ps(bp.add(8));
         for (i, row) in r.iter_mut().enumerate() {
             let av = _mm256_broadcast_ss(&*a.add(i));
             row[0] = _mm256_fmadd_ps(av, b0, row[0]);
             row[1] = _mm256_fmadd_ps(av, b1, row[1]);
         }
         a = a.add(6);
-        b = b.add(ldb);
     }
     for (i, row) in r.iter().enumerate() {
         let p = c.add(i * ldc);
@@ -107,20 +115,12 @@ unsafe fn avx2_6x16(
 /// Plain Rust for any CPU; the compiler vectorizes the column loop with what the target has.
 ///
 /// # Safety
-/// `a` must hold `4k` floats, `b` `k` rows of 8 (`ldb` apart) and `c` a 4×8 tile.
-unsafe fn portable_4x8(
-    k: usize,
-    a: *const f32,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-    acc: bool,
-) {
+/// `a` must hold `4k` floats, `b` `k` rows of 8 and `c` a 4×8 tile.
+unsafe fn portable_4x8<R: Rows>(k: usize, a: *const f32, b: R, c: *mut f32, ldc: usize, acc: bool) {
     let a = std::slice::from_raw_parts(a, 4 * k);
     let mut r = [[0f32; 8]; 4];
     for (p, av) in a.chunks_exact(4).enumerate() {
-        let bv = std::slice::from_raw_parts(b.add(p * ldb), 8);
+        let bv = std::slice::from_raw_parts(b.row(p), 8);
         for (row, &x) in r.iter_mut().zip(av) {
             for (o, &y) in row.iter_mut().zip(bv) {
                 *o += x * y;
