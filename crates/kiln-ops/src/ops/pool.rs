@@ -580,6 +580,60 @@ mod kernel_tests {
         }
     }
 
+    /// The vectorized f32 path (`pool2d`) against the reference kernel, run on the same
+    /// values in f64: odd and even widths, strides 1–3, dilations, pads, ceil_mode.
+    #[test]
+    fn fast_f32_pools_match_the_reference() {
+        let mut g = Lcg(5);
+        for case in 0..300 {
+            let (h, w) = (1 + g.r(13) as usize, 1 + g.r(17) as usize);
+            let k = [1 + g.r(4), 1 + g.r(4)];
+            let s = [1 + g.r(3), 1 + g.r(3)];
+            let d = [1 + g.r(2), 1 + g.r(2)];
+            let p = [g.r(k[0]), g.r(k[1]), g.r(k[0]), g.r(k[1])];
+            let vals: Vec<f32> = (0..2 * 3 * h * w)
+                .map(|_| g.r(2001) as f32 / 100.0 - 10.0)
+                .collect();
+            let x32 = Tensor::from_vec(vec![2, 3, h, w], vals.clone());
+            let x64 = Tensor::from_vec(
+                vec![2, 3, h, w],
+                vals.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            );
+            let mut attrs = vec![
+                Attribute::ints("kernel_shape", &k),
+                Attribute::ints("strides", &s),
+                Attribute::ints("dilations", &d),
+                Attribute::ints("pads", &p),
+                Attribute::int("ceil_mode", g.r(2)),
+            ];
+            for op in ["MaxPool", "AveragePool"] {
+                if op == "AveragePool" {
+                    attrs.retain(|a| a.name != "dilations");
+                    attrs.push(Attribute::int("count_include_pad", g.r(2)));
+                }
+                let (Ok(a), Ok(b)) = (
+                    call(op, x32.clone(), &attrs, 1),
+                    call(op, x64.clone(), &attrs, 1),
+                ) else {
+                    continue;
+                };
+                assert_eq!(a[0].shape, b[0].shape, "case {case} {op}");
+                let (a, b) = (
+                    a[0].as_slice::<f32>().unwrap(),
+                    b[0].as_slice::<f64>().unwrap(),
+                );
+                for (i, (&u, &v)) in a.iter().zip(b).enumerate() {
+                    // A window of padding alone is the type's lowest value in both.
+                    let lowest = u == f32::MIN && v == f64::MIN;
+                    assert!(
+                        lowest || (u as f64 - v).abs() <= 1e-5 * (1.0 + v.abs()),
+                        "case {case} {op} {attrs:?} [{i}]: {u} vs {v}"
+                    );
+                }
+            }
+        }
+    }
+
     fn x44() -> Tensor {
         Tensor::from_vec(vec![1, 1, 4, 4], (1..=16).map(|v| v as f32).collect())
     }

@@ -79,10 +79,27 @@ unsafe fn plane_avx2(xp: &[f32], yp: &mut [f32], g: &Geo, kind: Kind, fill: f32)
 }
 
 /// One plane, separably: each padded row reduced along the width into `ow` columns, then
-/// those rows reduced along the height.
+/// those rows reduced along the height. A stride-2 row is split into its even and odd
+/// columns first, so that every tap reads contiguously.
 #[inline(always)]
 fn plane(xp: &[f32], yp: &mut [f32], g: &Geo, kind: Kind, fill: f32) {
-    let mut padded = vec![fill; g.hp * g.wp];
+    match kind {
+        Kind::Max => plane_with(xp, yp, g, fill, |a, v| if v > a { v } else { a }),
+        Kind::Sum => plane_with(xp, yp, g, fill, |a, v| a + v),
+    }
+}
+
+/// Lanes `reduce` works on at once.
+const LANES: usize = 16;
+
+/// Most taps a window may have along one axis for the tap-array path.
+const MAX_TAPS: usize = 16;
+
+#[inline(always)]
+fn plane_with(xp: &[f32], yp: &mut [f32], g: &Geo, fill: f32, f: impl Fn(f32, f32) -> f32 + Copy) {
+    // Every buffer has LANES floats of slack, so that `reduce` can finish a row with a
+    // whole block (the lanes past the row are computed and dropped).
+    let mut padded = vec![fill; g.hp * g.wp + LANES];
     for r in 0..g.h {
         let pr = r + g.pads[0];
         if pr >= g.hp || g.pads[1] >= g.wp {
@@ -91,37 +108,87 @@ fn plane(xp: &[f32], yp: &mut [f32], g: &Geo, kind: Kind, fill: f32) {
         let len = g.wi.min(g.wp - g.pads[1]);
         padded[pr * g.wp + g.pads[1]..][..len].copy_from_slice(&xp[r * g.wi..][..len]);
     }
-    let mut across = vec![fill; g.hp * g.ow];
-    for (r, row) in across.chunks_exact_mut(g.ow).enumerate() {
-        for j in 0..g.k[1] {
-            tap(row, &padded[r * g.wp + j * g.d[1]..], g.s[1], kind);
+    let mut across = vec![fill; g.hp * g.ow + LANES];
+    let half = g.wp.div_ceil(2) + LANES;
+    let mut split = vec![fill; 2 * half];
+    let few = g.k[0] <= MAX_TAPS && g.k[1] <= MAX_TAPS;
+    for (r, row) in across.chunks_exact_mut(g.ow).take(g.hp).enumerate() {
+        let src = &padded[r * g.wp..];
+        let mut taps: [&[f32]; MAX_TAPS] = [&[]; MAX_TAPS];
+        if few && g.s[1] == 2 {
+            let (even, odd) = split.split_at_mut(half);
+            for ((e, o), pair) in even
+                .iter_mut()
+                .zip(odd.iter_mut())
+                .zip(src[..g.wp].chunks_exact(2))
+            {
+                *e = pair[0];
+                *o = pair[1];
+            }
+            if g.wp % 2 == 1 {
+                even[g.wp / 2] = src[g.wp - 1];
+            }
+            for (j, t) in taps.iter_mut().enumerate().take(g.k[1]) {
+                let c = j * g.d[1];
+                *t = if c % 2 == 0 {
+                    &even[c / 2..]
+                } else {
+                    &odd[c / 2..]
+                };
+            }
+            reduce(row, &taps[..g.k[1]], fill, f);
+        } else if few && g.s[1] == 1 {
+            for (j, t) in taps.iter_mut().enumerate().take(g.k[1]) {
+                *t = &src[j * g.d[1]..];
+            }
+            reduce(row, &taps[..g.k[1]], fill, f);
+        } else {
+            for (x, o) in row.iter_mut().enumerate() {
+                *o = (0..g.k[1]).fold(fill, |a, j| f(a, src[x * g.s[1] + j * g.d[1]]));
+            }
         }
     }
     for (oy, row) in yp.chunks_exact_mut(g.ow).enumerate() {
-        for i in 0..g.k[0] {
-            tap(row, &across[(oy * g.s[0] + i * g.d[0]) * g.ow..], 1, kind);
+        let tap = |i: usize| &across[(oy * g.s[0] + i * g.d[0]) * g.ow..];
+        if few {
+            let mut taps: [&[f32]; MAX_TAPS] = [&[]; MAX_TAPS];
+            for (i, t) in taps.iter_mut().enumerate().take(g.k[0]) {
+                *t = tap(i);
+            }
+            reduce(row, &taps[..g.k[0]], fill, f);
+        } else {
+            row.fill(fill);
+            for i in 0..g.k[0] {
+                row.iter_mut().zip(tap(i)).for_each(|(o, &v)| *o = f(*o, v));
+            }
         }
     }
 }
 
-/// `row[x] = max(row[x], src[x·stride])` or `+=`.
+/// `out[x] = f(…f(f(init, taps[0][x]), taps[1][x])…)`, a block of lanes at a time held
+/// in registers: each output is written once (rewriting a row once per tap made the compiler
+/// emit masked stores whose re-reads stall on store forwarding).
 #[inline(always)]
-fn tap(row: &mut [f32], src: &[f32], stride: usize, kind: Kind) {
-    let n = row.len();
-    match (kind, stride) {
-        (Kind::Max, 1) => row
-            .iter_mut()
-            .zip(&src[..n])
-            .for_each(|(o, &v)| *o = if v > *o { v } else { *o }),
-        (Kind::Sum, 1) => row.iter_mut().zip(&src[..n]).for_each(|(o, &v)| *o += v),
-        (Kind::Max, s) => row.iter_mut().enumerate().for_each(|(i, o)| {
-            let v = src[i * s];
-            *o = if v > *o { v } else { *o }
-        }),
-        (Kind::Sum, s) => row
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, o)| *o += src[i * s]),
+fn reduce(out: &mut [f32], taps: &[&[f32]], init: f32, f: impl Fn(f32, f32) -> f32) {
+    const L: usize = LANES;
+    let n = out.len();
+    let mut c = 0;
+    while c < n {
+        if taps.iter().any(|t| t.len() < c + L) {
+            break;
+        }
+        let mut acc = [init; L];
+        for t in taps {
+            for (a, &v) in acc.iter_mut().zip(&t[c..c + L]) {
+                *a = f(*a, v);
+            }
+        }
+        let w = L.min(n - c);
+        out[c..c + w].copy_from_slice(&acc[..w]);
+        c += L;
+    }
+    for (i, o) in out.iter_mut().enumerate().skip(c) {
+        *o = taps.iter().fold(init, |a, t| f(a, t[i]));
     }
 }
 
