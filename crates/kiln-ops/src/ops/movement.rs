@@ -217,6 +217,13 @@ pub fn take_tables(data: &Data, offs: &[Vec<Option<usize>>], fill: Option<&Data>
                 _ => segs.push((o, 1)),
             }
         }
+        // Short runs (a nearest upsample repeats each element): gather element by element
+        // rather than copying runs of one.
+        let gather: Option<Vec<usize>> = if segs.len() * 2 > last.len() {
+            last.iter().copied().collect()
+        } else {
+            None
+        };
         let mut counter = vec![0usize; outer.len()];
         loop {
             let base = counter
@@ -224,6 +231,10 @@ pub fn take_tables(data: &Data, offs: &[Vec<Option<usize>>], fill: Option<&Data>
                 .zip(outer)
                 .try_fold(0usize, |acc, (&c, t)| t[c].map(|o| acc + o));
             match base {
+                Some(b) if gather.is_some() => {
+                    let row = &v[b..];
+                    out.extend(gather.iter().flatten().map(|&o| row[o].clone()));
+                }
                 Some(b) => {
                     for &(s, n) in &segs {
                         match (s, fill) {

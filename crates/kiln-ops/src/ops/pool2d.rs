@@ -48,15 +48,33 @@ fn pool(x: &Tensor, t: &Taps, kind: Kind) -> Option<Vec<f32>> {
         s: [sh, sw],
         d: [dh, dw],
     };
-    y.par_chunks_mut(out_sp).enumerate().for_each(|(p, yp)| {
-        let xp = &xv[p * in_sp..(p + 1) * in_sp];
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2.
-            return unsafe { plane_avx2(xp, yp, &geo, kind, fill) };
-        }
-        plane(xp, yp, &geo, kind, fill)
-    });
+    // Several planes per task, sharing one set of buffers: small planes (7×7, 14×14) would
+    // otherwise spend more time allocating than pooling.
+    let per = planes.div_ceil(4 * rayon::current_num_threads()).max(1);
+    let direct = kiln_kernels::Isa::detect() == kiln_kernels::Isa::Avx512 && sw <= 2;
+    let cols = if direct { col_table(&geo) } else { Vec::new() };
+    y.par_chunks_mut(out_sp * per)
+        .enumerate()
+        .for_each(|(task, ys)| {
+            let mut bufs = Bufs::new(&geo, fill);
+            for (i, yp) in ys.chunks_exact_mut(out_sp).enumerate() {
+                let p = task * per + i;
+                let xp = &xv[p * in_sp..(p + 1) * in_sp];
+                #[cfg(target_arch = "x86_64")]
+                if direct {
+                    // SAFETY: Isa::detect() found AVX-512F on the CPU.
+                    unsafe { plane_avx512(xp, yp, &geo, kind, fill, &cols) };
+                    continue;
+                }
+                #[cfg(target_arch = "x86_64")]
+                if is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2.
+                    unsafe { plane_avx2(xp, yp, &geo, kind, fill, &mut bufs) };
+                    continue;
+                }
+                plane(xp, yp, &geo, kind, fill, &mut bufs)
+            }
+        });
     Some(y)
 }
 
@@ -74,18 +92,144 @@ struct Geo {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn plane_avx2(xp: &[f32], yp: &mut [f32], g: &Geo, kind: Kind, fill: f32) {
-    plane(xp, yp, g, kind, fill)
+unsafe fn plane_avx2(xp: &[f32], yp: &mut [f32], g: &Geo, kind: Kind, fill: f32, b: &mut Bufs) {
+    plane(xp, yp, g, kind, fill, b)
+}
+
+/// One plane without intermediate buffers: each block of 16 outputs of a row loads its taps
+/// straight from the input rows, masked where a tap falls in the padding (the masked lanes
+/// read `fill`), and a stride-2 tap loads 32 columns and keeps the even ones. Nothing is
+/// stored and read back, so no load waits on a store it only partly overlaps.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn plane_avx512(xp: &[f32], yp: &mut [f32], g: &Geo, kind: Kind, fill: f32, cols: &[Col]) {
+    use std::arch::x86_64::*;
+    let ow = g.ow;
+    let kw = g.k[1];
+    let fv = _mm512_set1_ps(fill);
+    let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    for (oy, yrow) in yp.chunks_exact_mut(ow).enumerate() {
+        for (b, taps) in cols.chunks_exact(kw).enumerate() {
+            let x0 = b * 16;
+            let mut acc = fv;
+            for i in 0..g.k[0] {
+                let iy = (oy * g.s[0] + i * g.d[0]) as isize - g.pads[0] as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                let row = xp.as_ptr().add(iy as usize * g.wi);
+                for c in taps {
+                    // Masked-off lanes are not read, so the address may lie outside the row.
+                    let p = row.wrapping_offset(c.start);
+                    let v = if g.s[1] == 1 {
+                        _mm512_mask_loadu_ps(fv, c.masks[0], p)
+                    } else {
+                        let a = _mm512_mask_loadu_ps(fv, c.masks[0], p);
+                        let b = _mm512_mask_loadu_ps(fv, c.masks[1], p.wrapping_add(16));
+                        _mm512_permutex2var_ps(a, even, b)
+                    };
+                    acc = match kind {
+                        // vmaxps keeps its second operand when either is NaN: `v > acc ? v : acc`.
+                        Kind::Max => _mm512_max_ps(v, acc),
+                        Kind::Sum => _mm512_add_ps(acc, v),
+                    };
+                }
+            }
+            let lanes = 16.min(ow - x0);
+            let out = yrow.as_mut_ptr().add(x0);
+            if lanes == 16 {
+                _mm512_storeu_ps(out, acc);
+            } else {
+                _mm512_mask_storeu_ps(out, ((1u32 << lanes) - 1) as __mmask16, acc);
+            }
+        }
+    }
+}
+
+/// Where one tap of a block of 16 outputs reads in an input row: the first column and the
+/// lanes inside the row, for the 16 columns from there and (stride 2) the 16 after.
+#[derive(Clone, Copy)]
+struct Col {
+    start: isize,
+    masks: [u16; 2],
+}
+
+/// The taps of every block of 16 outputs along a row, the same for every row and plane.
+fn col_table(g: &Geo) -> Vec<Col> {
+    let w = g.wi as isize;
+    let inside = |start: isize| -> u16 {
+        let lo = (-start).clamp(0, 16);
+        let hi = (w - start).clamp(0, 16);
+        if hi <= lo {
+            0
+        } else {
+            (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16
+        }
+    };
+    let mut out = Vec::new();
+    for x0 in (0..g.ow).step_by(16) {
+        for j in 0..g.k[1] {
+            let start = (x0 * g.s[1] + j * g.d[1]) as isize - g.pads[1] as isize;
+            out.push(Col {
+                start,
+                masks: [inside(start), inside(start + 16)],
+            });
+        }
+    }
+    out
+}
+
+/// Working rows of one task, each with LANES floats of slack so that `reduce` can finish a
+/// row with a whole block (the lanes past the row are computed and dropped).
+struct Bufs {
+    padded: Vec<f32>,
+    across: Vec<f32>,
+    split: Vec<f32>,
+}
+
+impl Bufs {
+    fn new(g: &Geo, fill: f32) -> Bufs {
+        Bufs {
+            padded: vec![fill; g.hp * g.wp + LANES],
+            across: vec![fill; g.hp * g.ow + LANES],
+            split: vec![fill; 2 * (g.wp.div_ceil(2) + LANES)],
+        }
+    }
 }
 
 /// One plane, separably: each padded row reduced along the width into `ow` columns, then
 /// those rows reduced along the height. A stride-2 row is split into its even and odd
 /// columns first, so that every tap reads contiguously.
 #[inline(always)]
-fn plane(xp: &[f32], yp: &mut [f32], g: &Geo, kind: Kind, fill: f32) {
+fn plane(xp: &[f32], yp: &mut [f32], g: &Geo, kind: Kind, fill: f32, b: &mut Bufs) {
     match kind {
-        Kind::Max => plane_with(xp, yp, g, fill, |a, v| if v > a { v } else { a }),
-        Kind::Sum => plane_with(xp, yp, g, fill, |a, v| a + v),
+        Kind::Max => plane_with(xp, yp, g, fill, b, |a, v| if v > a { v } else { a }),
+        Kind::Sum => plane_with(xp, yp, g, fill, b, |a, v| a + v),
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short rows of small maps: fixed-size blocks, the last
+/// one overlapping the one before, instead of a `memmove` call per row (which cost a third
+/// of a 14×14 pool).
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    #[inline(always)]
+    fn blocks<const B: usize>(dst: &mut [f32], src: &[f32]) {
+        let n = dst.len();
+        let mut i = 0;
+        while i + B <= n {
+            dst[i..i + B].copy_from_slice(&src[i..i + B]);
+            i += B;
+        }
+        if i < n {
+            dst[n - B..].copy_from_slice(&src[n - B..n]);
+        }
+    }
+    match dst.len() {
+        n if n >= 16 => blocks::<16>(dst, src),
+        n if n >= 8 => blocks::<8>(dst, src),
+        n if n >= 4 => blocks::<4>(dst, src),
+        _ => dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s),
     }
 }
 
@@ -96,21 +240,34 @@ const LANES: usize = 16;
 const MAX_TAPS: usize = 16;
 
 #[inline(always)]
-fn plane_with(xp: &[f32], yp: &mut [f32], g: &Geo, fill: f32, f: impl Fn(f32, f32) -> f32 + Copy) {
-    // Every buffer has LANES floats of slack, so that `reduce` can finish a row with a
-    // whole block (the lanes past the row are computed and dropped).
-    let mut padded = vec![fill; g.hp * g.wp + LANES];
+fn plane_with(
+    xp: &[f32],
+    yp: &mut [f32],
+    g: &Geo,
+    fill: f32,
+    b: &mut Bufs,
+    f: impl Fn(f32, f32) -> f32 + Copy,
+) {
+    let Bufs {
+        padded,
+        across,
+        split,
+    } = b;
+    if g.pads != [0, 0] || g.hp > g.h || g.wp > g.wi {
+        padded.fill(fill);
+    }
     for r in 0..g.h {
         let pr = r + g.pads[0];
         if pr >= g.hp || g.pads[1] >= g.wp {
             break;
         }
         let len = g.wi.min(g.wp - g.pads[1]);
-        padded[pr * g.wp + g.pads[1]..][..len].copy_from_slice(&xp[r * g.wi..][..len]);
+        copy_short(
+            &mut padded[pr * g.wp + g.pads[1]..][..len],
+            &xp[r * g.wi..][..len],
+        );
     }
-    let mut across = vec![fill; g.hp * g.ow + LANES];
     let half = g.wp.div_ceil(2) + LANES;
-    let mut split = vec![fill; 2 * half];
     let few = g.k[0] <= MAX_TAPS && g.k[1] <= MAX_TAPS;
     for (r, row) in across.chunks_exact_mut(g.ow).take(g.hp).enumerate() {
         let src = &padded[r * g.wp..];
@@ -184,7 +341,7 @@ fn reduce(out: &mut [f32], taps: &[&[f32]], init: f32, f: impl Fn(f32, f32) -> f
             }
         }
         let w = L.min(n - c);
-        out[c..c + w].copy_from_slice(&acc[..w]);
+        copy_short(&mut out[c..c + w], &acc[..w]);
         c += L;
     }
     for (i, o) in out.iter_mut().enumerate().skip(c) {
