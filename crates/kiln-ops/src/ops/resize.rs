@@ -557,6 +557,38 @@ fn axis_specs(ctx: &KernelCtx, x: &Tensor, p: &Params, legacy: bool) -> Result<V
     Ok(specs)
 }
 
+/// Nearest resizing of f32 NCHW planes (the upsampling in detection necks), plane by plane
+/// in parallel; `None` when another axis than H and W moves or a table has extrapolated
+/// entries.
+fn nearest_planes_f32(x: &Tensor, tables: &[Vec<Option<usize>>]) -> Option<Vec<f32>> {
+    use rayon::prelude::*;
+    let Data::F32(v) = &x.data else { return None };
+    let [n, c, h, w] = x.shape[..] else { return None };
+    let ident = |t: &Vec<Option<usize>>, len: usize, stride: usize| {
+        t.len() == len && t.iter().enumerate().all(|(i, &o)| o == Some(i * stride))
+    };
+    if !ident(&tables[0], n, c * h * w) || !ident(&tables[1], c, h * w) {
+        return None;
+    }
+    let rows: Vec<usize> = tables[2].iter().copied().collect::<Option<_>>()?;
+    let cols: Vec<usize> = tables[3].iter().copied().collect::<Option<_>>()?;
+    let (oh, ow) = (rows.len(), cols.len());
+    if oh * ow == 0 {
+        return Some(Vec::new());
+    }
+    let mut out = vec![0f32; n * c * oh * ow];
+    out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, y)| {
+        let plane = &v[p * h * w..][..h * w];
+        for (yrow, &r) in y.chunks_exact_mut(ow).zip(&rows) {
+            let src = &plane[r..];
+            for (o, &col) in yrow.iter_mut().zip(&cols) {
+                *o = src[col];
+            }
+        }
+    });
+    Some(out)
+}
+
 fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let x = ctx.tensor(0)?;
     movement::check_len(x, "X")?;
@@ -593,6 +625,9 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
                     .collect()
             })
             .collect();
+        if let Some(out) = nearest_planes_f32(x, &tables) {
+            return one(Tensor::new(out_shape, Data::F32(out)));
+        }
         let fill = if tables.iter().any(|t| t.contains(&None)) {
             let e = Tensor::new(vec![1], Data::F64(vec![extrapolation]));
             Some(cast::cast(&e, x.dtype(), Default::default())?.data)
