@@ -287,9 +287,30 @@ impl PackedConv {
         let (mg, cols, wq) = (g.m_g(), lay.cols, lay.wq);
         let out_sp = oh * ow;
         let offsets: Vec<Vec<isize>> = (0..g.groups).map(|gi| lay.offsets(g, gi)).collect();
-        with_scratch(lay.len, g.c_out * cols, |buf, cbuf| {
+        // With one kernel column the GEMM's columns are the output's (wq = ow): it writes
+        // the output directly, epilogue fused, with nothing to copy out.
+        let direct = wq == ow;
+        let c_len = if direct { 0 } else { g.c_out * cols };
+        with_scratch(lay.len, c_len, |buf, cbuf| {
             for img in 0..n {
                 lay.fill(g, &x[img * g.c_in * h * w..][..g.c_in * h * w], [h, w], buf);
+                if direct {
+                    for (gi, pa) in packed.iter().enumerate() {
+                        let b = Shifted {
+                            buf,
+                            offsets: &offsets[gi],
+                            cols,
+                        };
+                        let o = (img * g.c_out + gi * mg) * out_sp;
+                        let epi = Epilogue {
+                            bias: self.bias.as_ref().map(|b| &b[gi * mg..]),
+                            residual: residual.map(|z| &z[o..o + mg * out_sp]),
+                            act,
+                        };
+                        gemm_packed(pa, &b, &mut out[o..o + mg * out_sp], out_sp, &epi);
+                    }
+                    continue;
+                }
                 for (gi, pa) in packed.iter().enumerate() {
                     let b = Shifted {
                         buf,
@@ -559,6 +580,13 @@ mod tests {
             Activation::Clip(-0.5, 0.5),
             true,
         );
+        // One kernel column: the GEMM writes the output directly (inception's 7×1).
+        let mut g = conv(12, 20, 1, 1, 1, 0);
+        g.kernel = [7, 1];
+        g.pads = [3, 0, 3, 0];
+        check(g, [2, 9, 10], Activation::Relu, true);
+        g.strides = [2, 2];
+        check(g, [1, 11, 9], Activation::Identity, false);
     }
 
     #[test]

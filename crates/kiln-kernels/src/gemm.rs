@@ -212,7 +212,8 @@ pub fn gemm_packed(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi
         let mps = mb * mc_panels..((mb + 1) * mc_panels).min(m_panels);
         let nps = nb * np_per..((nb + 1) * np_per).min(n_panels);
         let mut scratch = [0f32; 8 * 32];
-        let mut bbuf = vec![0f32; kc_len * nr];
+        // Only sources that pack need it (zeroing it per task showed in profiles).
+        let mut bbuf = Vec::new();
         // Asked per task: the raw pointer inside is not shared between threads.
         let table = b.table();
         let mut k0 = 0;
@@ -228,6 +229,9 @@ pub fn gemm_packed(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi
                     None => Ok(match b.in_place(k0, np, nr) {
                         Some((p, ld)) => Strided(p, ld),
                         None => {
+                            if bbuf.is_empty() {
+                                bbuf = vec![0f32; kc_len * nr];
+                            }
                             b.pack(k0, kc, np, nr, &mut bbuf);
                             Strided(bbuf.as_ptr(), nr)
                         }

@@ -563,7 +563,9 @@ fn axis_specs(ctx: &KernelCtx, x: &Tensor, p: &Params, legacy: bool) -> Result<V
 fn nearest_planes_f32(x: &Tensor, tables: &[Vec<Option<usize>>]) -> Option<Vec<f32>> {
     use rayon::prelude::*;
     let Data::F32(v) = &x.data else { return None };
-    let [n, c, h, w] = x.shape[..] else { return None };
+    let [n, c, h, w] = x.shape[..] else {
+        return None;
+    };
     let ident = |t: &Vec<Option<usize>>, len: usize, stride: usize| {
         t.len() == len && t.iter().enumerate().all(|(i, &o)| o == Some(i * stride))
     };
