@@ -1,8 +1,10 @@
-//! MaxPool (without indices) and AveragePool over f32 NCHW with two spatial dims, vectorized
-//! and separable: each plane is copied once into a padded plane (padding that never wins a max
-//! and adds nothing to a sum), reduced along the width, then along the height; every kernel
-//! tap updates a whole row at once, contiguous when the stride is 1. Divisors come from the reference kernel's window tables, so results
-//! match it; other cases run the reference kernel in `pool.rs`.
+//! MaxPool (without indices) and AveragePool over f32 NCHW with two spatial dims, vectorized.
+//! With AVX-512 and a column stride of 1 or 2, each block of 16 outputs loads its taps
+//! straight from the input rows, masked at the borders (`plane_avx512`). Otherwise the pool
+//! is separable: each plane is copied once into a padded plane (padding that never wins a max
+//! and adds nothing to a sum), reduced along the width, then along the height, all taps of a
+//! block of lanes at a time. Divisors come from the reference kernel's window tables, so
+//! results match it; other cases run the reference kernel in `pool.rs`.
 use rayon::prelude::*;
 
 use super::pool::Taps;
@@ -287,7 +289,7 @@ fn plane_with(
             }
             for (j, t) in taps.iter_mut().enumerate().take(g.k[1]) {
                 let c = j * g.d[1];
-                *t = if c % 2 == 0 {
+                *t = if c.is_multiple_of(2) {
                     &even[c / 2..]
                 } else {
                     &odd[c / 2..]
