@@ -136,44 +136,27 @@ impl Activation {
         match Isa::detect() {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: detect() only reports what the CPU has.
-            Isa::Avx512 => unsafe { tile_avx512(self, t) },
+            Isa::Avx512 => tile_rows(self, t, |a, x, b, z| unsafe { epilogue_avx512(a, x, b, z) }),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
-            Isa::Avx2 => unsafe { tile_avx2(self, t) },
-            _ => tile_generic(self, t),
+            Isa::Avx2 => tile_rows(self, t, |a, x, b, z| unsafe { epilogue_avx2(a, x, b, z) }),
+            _ => tile_rows(self, t, epilogue_generic),
         }
     }
 }
 
+/// Runs `row_fn` (one ISA's row epilogue) over each row of the tile.
 #[inline(always)]
-fn tile_generic(act: Activation, t: Tile) {
+fn tile_rows(
+    act: Activation,
+    t: Tile,
+    row_fn: impl Fn(Activation, &mut [f32], f32, Option<&[f32]>),
+) {
     for r in 0..t.rows {
         let row = &mut t.c[r * t.ld..r * t.ld + t.cols];
         let bias = t.bias.map_or(0.0, |b| b[t.r0 + r]);
         let z = t.residual.map(|z| &z[r * t.ld..r * t.ld + t.cols]);
-        epilogue_generic(act, row, bias, z);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn tile_avx512(act: Activation, t: Tile) {
-    for r in 0..t.rows {
-        let row = &mut t.c[r * t.ld..r * t.ld + t.cols];
-        let bias = t.bias.map_or(0.0, |b| b[t.r0 + r]);
-        let z = t.residual.map(|z| &z[r * t.ld..r * t.ld + t.cols]);
-        epilogue_avx512(act, row, bias, z);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2(act: Activation, t: Tile) {
-    for r in 0..t.rows {
-        let row = &mut t.c[r * t.ld..r * t.ld + t.cols];
-        let bias = t.bias.map_or(0.0, |b| b[t.r0 + r]);
-        let z = t.residual.map(|z| &z[r * t.ld..r * t.ld + t.cols]);
-        epilogue_avx2(act, row, bias, z);
+        row_fn(act, row, bias, z);
     }
 }
 

@@ -12,7 +12,7 @@
 use rayon::prelude::*;
 
 use crate::act::Activation;
-use crate::gemm::{gemm_packed, Epilogue, PackedA, RowMajor};
+use crate::gemm::{gemm_packed, BSource, Epilogue, PackedA, RowMajor};
 use crate::shifted::{with_scratch, Layout, Shifted};
 use crate::Isa;
 
@@ -248,25 +248,42 @@ impl PackedConv {
         if !g.pointwise() {
             return self.run_shifted(g, packed, x, [n, h, w], [oh, ow], residual, act, out);
         }
-        let (cg, mg) = (g.c_in_g(), g.m_g());
+        let cg = g.c_in_g();
         let (in_sp, out_sp) = (h * w, oh * ow);
         for img in 0..n {
             for (gi, pa) in packed.iter().enumerate() {
-                let xg = &x[(img * g.c_in + gi * cg) * in_sp..][..cg * in_sp];
-                let o = (img * g.c_out + gi * mg) * out_sp;
-                let epi = Epilogue {
-                    bias: self.bias.as_ref().map(|b| &b[gi * mg..]),
-                    residual: residual.map(|z| &z[o..o + mg * out_sp]),
-                    act,
-                };
                 let b = RowMajor {
-                    b: xg,
+                    b: &x[(img * g.c_in + gi * cg) * in_sp..][..cg * in_sp],
                     n: out_sp,
                     ld: in_sp,
                 };
-                gemm_packed(pa, &b, &mut out[o..o + mg * out_sp], out_sp, &epi);
+                self.gemm_into(g, pa, &b, [img, gi], out_sp, residual, act, out);
             }
         }
+    }
+
+    /// Group `gi`'s GEMM for image `img`, written straight into `out` (`out_sp` columns per
+    /// output channel) with the epilogue fused.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_into(
+        &self,
+        g: &Conv2d,
+        pa: &PackedA,
+        b: &impl BSource,
+        [img, gi]: [usize; 2],
+        out_sp: usize,
+        residual: Option<&[f32]>,
+        act: Activation,
+        out: &mut [f32],
+    ) {
+        let mg = g.m_g();
+        let o = (img * g.c_out + gi * mg) * out_sp;
+        let epi = Epilogue {
+            bias: self.bias.as_ref().map(|b| &b[gi * mg..]),
+            residual: residual.map(|z| &z[o..o + mg * out_sp]),
+            act,
+        };
+        gemm_packed(pa, b, &mut out[o..o + mg * out_sp], out_sp, &epi);
     }
 
     /// The GEMM reading the input windows in place from a phase-split copy (see
@@ -294,31 +311,21 @@ impl PackedConv {
         with_scratch(lay.len, c_len, |buf, cbuf| {
             for img in 0..n {
                 lay.fill(g, &x[img * g.c_in * h * w..][..g.c_in * h * w], [h, w], buf);
-                if direct {
-                    for (gi, pa) in packed.iter().enumerate() {
-                        let b = Shifted {
-                            buf,
-                            offsets: &offsets[gi],
-                            cols,
-                        };
-                        let o = (img * g.c_out + gi * mg) * out_sp;
-                        let epi = Epilogue {
-                            bias: self.bias.as_ref().map(|b| &b[gi * mg..]),
-                            residual: residual.map(|z| &z[o..o + mg * out_sp]),
-                            act,
-                        };
-                        gemm_packed(pa, &b, &mut out[o..o + mg * out_sp], out_sp, &epi);
-                    }
-                    continue;
-                }
                 for (gi, pa) in packed.iter().enumerate() {
                     let b = Shifted {
                         buf,
                         offsets: &offsets[gi],
                         cols,
                     };
-                    let c = &mut cbuf[gi * mg * cols..][..mg * cols];
-                    gemm_packed(pa, &b, c, cols, &Epilogue::NONE);
+                    if direct {
+                        self.gemm_into(g, pa, &b, [img, gi], out_sp, residual, act, out);
+                    } else {
+                        let c = &mut cbuf[gi * mg * cols..][..mg * cols];
+                        gemm_packed(pa, &b, c, cols, &Epilogue::NONE);
+                    }
+                }
+                if direct {
+                    continue;
                 }
                 let o = img * g.c_out * out_sp;
                 let cbuf = &*cbuf;
