@@ -1,12 +1,12 @@
-//! The executor: runs a graph's nodes in topological order with their kernels, keeping each
-//! intermediate value only until its last consumer has run, and runs subgraphs (If/Loop/Scan
-//! bodies) on request of their kernels.
+//! The executor: runs a graph's nodes in topological order with their kernels, or whole
+//! compiled partitions in one step, keeping each intermediate value only until its last consumer
+//! has run, and runs subgraphs (If/Loop/Scan bodies) on request of their kernels.
 use std::sync::Arc;
 
 use kiln_ir::{Graph, NodeId, ValueId};
 use kiln_ops::{KernelCtx, KernelFn, PreparedKernel, SubgraphRunner, Tensor, Value};
 
-use crate::RuntimeError;
+use crate::{CompiledPartition, PartitionSpec, RuntimeError};
 
 /// Memory use of one run, counting intermediate values (not inputs or initializers).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -17,14 +17,56 @@ pub struct RunStats {
     pub total_bytes: usize,
 }
 
+/// What the plan runs, in order: single nodes, or partitions a provider compiled.
+pub enum Unit {
+    Node(NodeId),
+    Compiled(PartitionSpec, Box<dyn CompiledPartition>),
+}
+
+enum Work {
+    Node {
+        node: NodeId,
+        kernel: KernelFn,
+        /// Set when the provider prepared the node at plan time; runs instead of `kernel`.
+        prepared: Option<Box<dyn PreparedKernel>>,
+        opset: i64,
+    },
+    Compiled(PartitionSpec, Box<dyn CompiledPartition>),
+}
+
 struct Step {
-    node: NodeId,
-    kernel: KernelFn,
-    /// Set when the provider prepared the node at plan time; runs instead of `kernel`.
-    prepared: Option<Box<dyn PreparedKernel>>,
-    opset: i64,
+    work: Work,
     /// Values whose last reader is this step.
     free_after: Vec<ValueId>,
+}
+
+/// The values a group of nodes reads from outside it (not initializers) and those it must
+/// hand out (read by a node outside it, or graph outputs), each once, in first-use order.
+pub fn partition_spec(g: &Graph, nodes: &[NodeId]) -> PartitionSpec {
+    let inside = |n: NodeId| nodes.contains(&n);
+    let mut inputs = Vec::new();
+    let mut outputs = Vec::new();
+    for &n in nodes {
+        let node = g.node(n);
+        for v in node.inputs().iter().flatten().chain(node.implicit_inputs()) {
+            let val = g.value(*v);
+            let produced_inside = val.producer().is_some_and(|(p, _)| inside(p));
+            if !produced_inside && val.initializer.is_none() && !inputs.contains(v) {
+                inputs.push(*v);
+            }
+        }
+        for v in node.outputs().iter().flatten() {
+            let read_outside = g.value(*v).consumers().iter().any(|u| !inside(u.node));
+            if (read_outside || g.is_graph_output(*v)) && !outputs.contains(v) {
+                outputs.push(*v);
+            }
+        }
+    }
+    PartitionSpec {
+        nodes: nodes.to_vec(),
+        inputs,
+        outputs,
+    }
 }
 
 /// A graph made ready to run: kernels chosen (and prepared where the provider can, e.g. with
@@ -48,11 +90,13 @@ fn opset_of(opsets: &Opsets, domain: &str) -> i64 {
 }
 
 impl Plan {
-    /// Builds a plan; `kernel` gives the kernel of each node (from its provider), `prepare`
-    /// a prepared kernel for the node given its opset and which inputs are constants.
+    /// Builds a plan running `units` in order; `kernel` gives the kernel of each single node
+    /// (from its provider), `prepare` a prepared kernel for the node given its opset and which
+    /// inputs are constants.
     pub fn new(
         g: &Graph,
         opsets: &Opsets,
+        units: Vec<Unit>,
         kernel: &dyn Fn(NodeId) -> Result<KernelFn, RuntimeError>,
         prepare: &dyn Fn(NodeId, i64, &[Option<&Tensor>]) -> Option<Box<dyn PreparedKernel>>,
     ) -> Result<Plan, RuntimeError> {
@@ -61,9 +105,29 @@ impl Plan {
             .map(|(id, _)| id.0 as usize + 1)
             .max()
             .unwrap_or(0);
+        let reads = |u: &Unit| -> Vec<ValueId> {
+            match u {
+                Unit::Node(id) => {
+                    let n = g.node(*id);
+                    n.inputs()
+                        .iter()
+                        .flatten()
+                        .chain(n.implicit_inputs())
+                        .copied()
+                        .collect()
+                }
+                Unit::Compiled(spec, _) => spec.inputs.clone(),
+            }
+        };
+        let writes = |u: &Unit| -> Vec<ValueId> {
+            match u {
+                Unit::Node(id) => g.node(*id).outputs().iter().flatten().copied().collect(),
+                Unit::Compiled(spec, _) => spec.outputs.clone(),
+            }
+        };
         let mut last_use: Vec<Option<usize>> = vec![None; slots];
-        for (i, (_, n)) in g.nodes().enumerate() {
-            for v in n.inputs().iter().flatten().chain(n.implicit_inputs()) {
+        for (i, u) in units.iter().enumerate() {
+            for v in reads(u) {
                 last_use[v.0 as usize] = Some(i);
             }
         }
@@ -81,38 +145,44 @@ impl Plan {
                 constant_of[id.0 as usize] = Some(t);
             }
         }
-        let mut steps = Vec::with_capacity(g.node_count());
-        for (i, (id, n)) in g.nodes().enumerate() {
+        let mut steps = Vec::with_capacity(units.len());
+        for (i, u) in units.into_iter().enumerate() {
             let mut free_after = Vec::new();
-            for v in n.inputs().iter().flatten().chain(n.implicit_inputs()) {
-                let keep = g.is_graph_output(*v)
-                    || g.value(*v).initializer.is_some()
-                    || g.value(*v).outer
-                    || g.inputs().contains(v);
-                if last_use[v.0 as usize] == Some(i) && !keep && !free_after.contains(v) {
-                    free_after.push(*v);
+            for v in reads(&u) {
+                let keep = g.is_graph_output(v)
+                    || g.value(v).initializer.is_some()
+                    || g.value(v).outer
+                    || g.inputs().contains(&v);
+                if last_use[v.0 as usize] == Some(i) && !keep && !free_after.contains(&v) {
+                    free_after.push(v);
                 }
             }
             // Outputs nobody reads can go at once.
-            for v in n.outputs().iter().flatten() {
-                if last_use[v.0 as usize].is_none() && !g.is_graph_output(*v) {
-                    free_after.push(*v);
+            for v in writes(&u) {
+                if last_use[v.0 as usize].is_none() && !g.is_graph_output(v) {
+                    free_after.push(v);
                 }
             }
-            let opset = opset_of(opsets, &n.domain);
-            let kernel = kernel(id)?;
-            let consts: Vec<Option<&Tensor>> = n
-                .inputs()
-                .iter()
-                .map(|v| v.and_then(|v| constant_of[v.0 as usize]))
-                .collect();
-            steps.push(Step {
-                node: id,
-                kernel,
-                prepared: prepare(id, opset, &consts),
-                opset,
-                free_after,
-            });
+            let work = match u {
+                Unit::Compiled(spec, unit) => Work::Compiled(spec, unit),
+                Unit::Node(id) => {
+                    let n = g.node(id);
+                    let opset = opset_of(opsets, &n.domain);
+                    let kernel = kernel(id)?;
+                    let consts: Vec<Option<&Tensor>> = n
+                        .inputs()
+                        .iter()
+                        .map(|v| v.and_then(|v| constant_of[v.0 as usize]))
+                        .collect();
+                    Work::Node {
+                        node: id,
+                        kernel,
+                        prepared: prepare(id, opset, &consts),
+                        opset,
+                    }
+                }
+            };
+            steps.push(Step { work, free_after });
         }
         Ok(Plan {
             steps,
@@ -148,59 +218,61 @@ impl Plan {
         let mut stats = RunStats::default();
         let mut live = 0usize;
         for step in &self.steps {
-            let node = g.node(step.node);
-            let mut ins = Vec::with_capacity(node.inputs().len());
-            for (i, v) in node.inputs().iter().enumerate() {
-                match v {
-                    None => ins.push(None),
-                    Some(v) => match &env[v.0 as usize] {
-                        Some(x) => ins.push(Some(x.as_ref())),
-                        None => {
-                            return Err(RuntimeError::Node {
-                                node: g.describe(step.node),
-                                reason: format!("input {i} ('{}') has no value", g.value(*v).name),
-                            })
-                        }
-                    },
-                }
-            }
-            let frame = Frame {
-                graph: g,
-                env: &env,
-                outer,
-                opsets,
-            };
-            let ctx = KernelCtx {
-                op_type: &node.op_type,
-                domain: &node.domain,
-                opset: step.opset,
-                attrs: &node.attrs,
-                inputs: ins,
-                num_outputs: node.outputs().len(),
-                subgraphs: Some(&frame),
-            };
             let start = profile.as_ref().map(|_| std::time::Instant::now());
-            let outs = match &step.prepared {
-                Some(p) => p.run(&ctx),
-                None => (step.kernel)(&ctx),
-            }
-            .map_err(|reason| RuntimeError::Node {
-                node: g.describe(step.node),
-                reason,
-            })?;
+            let (first, produced) = match &step.work {
+                Work::Node {
+                    node: id,
+                    kernel,
+                    prepared,
+                    opset,
+                } => {
+                    let outs = run_node(g, &env, outer, opsets, *id, kernel, prepared, *opset)?;
+                    (*id, outs)
+                }
+                Work::Compiled(spec, unit) => {
+                    let first = spec.nodes[0];
+                    let mut ins = Vec::with_capacity(spec.inputs.len());
+                    for v in &spec.inputs {
+                        match &env[v.0 as usize] {
+                            Some(x) => ins.push(x.as_ref()),
+                            None => {
+                                return Err(RuntimeError::Node {
+                                    node: g.describe(first),
+                                    reason: format!(
+                                        "partition input '{}' has no value",
+                                        g.value(*v).name
+                                    ),
+                                })
+                            }
+                        }
+                    }
+                    let outs = unit.run(&ins).map_err(|reason| RuntimeError::Node {
+                        node: format!(
+                            "partition of {} nodes from {}",
+                            spec.nodes.len(),
+                            g.describe(first)
+                        ),
+                        reason,
+                    })?;
+                    if outs.len() != spec.outputs.len() {
+                        return Err(RuntimeError::Node {
+                            node: g.describe(first),
+                            reason: format!(
+                                "the compiled partition returned {} outputs, not {}",
+                                outs.len(),
+                                spec.outputs.len()
+                            ),
+                        });
+                    }
+                    let produced = spec.outputs.iter().map(|v| Some(*v)).zip(outs).collect();
+                    (first, produced)
+                }
+            };
             if let (Some(p), Some(t)) = (profile.as_deref_mut(), start) {
-                p.push((step.node, t.elapsed().as_secs_f64()));
+                p.push((first, t.elapsed().as_secs_f64()));
             }
-            let mut outs = outs.into_iter();
-            for (i, slot) in node.outputs().iter().enumerate() {
-                let value = outs.next();
+            for (slot, value) in produced {
                 let Some(v) = slot else { continue };
-                let Some(value) = value else {
-                    return Err(RuntimeError::Node {
-                        node: g.describe(step.node),
-                        reason: format!("the kernel produced no output {i}"),
-                    });
-                };
                 let b = value.bytes();
                 live += b;
                 stats.total_bytes += b;
@@ -227,6 +299,75 @@ impl Plan {
     }
 }
 
+/// Runs one node's kernel; returns its output slots paired with the values produced.
+#[allow(clippy::too_many_arguments)]
+fn run_node(
+    g: &Graph,
+    env: &[Option<Arc<Value>>],
+    outer: Option<&dyn Fn(&str) -> Option<Arc<Value>>>,
+    opsets: &Opsets,
+    id: NodeId,
+    kernel: &KernelFn,
+    prepared: &Option<Box<dyn PreparedKernel>>,
+    opset: i64,
+) -> Result<Vec<(Option<ValueId>, Value)>, RuntimeError> {
+    let node = g.node(id);
+    let mut ins = Vec::with_capacity(node.inputs().len());
+    for (i, v) in node.inputs().iter().enumerate() {
+        match v {
+            None => ins.push(None),
+            Some(v) => match &env[v.0 as usize] {
+                Some(x) => ins.push(Some(x.as_ref())),
+                None => {
+                    return Err(RuntimeError::Node {
+                        node: g.describe(id),
+                        reason: format!("input {i} ('{}') has no value", g.value(*v).name),
+                    })
+                }
+            },
+        }
+    }
+    let frame = Frame {
+        graph: g,
+        env,
+        outer,
+        opsets,
+    };
+    let ctx = KernelCtx {
+        op_type: &node.op_type,
+        domain: &node.domain,
+        opset,
+        attrs: &node.attrs,
+        inputs: ins,
+        num_outputs: node.outputs().len(),
+        subgraphs: Some(&frame),
+    };
+    let outs = match prepared {
+        Some(p) => p.run(&ctx),
+        None => kernel(&ctx),
+    }
+    .map_err(|reason| RuntimeError::Node {
+        node: g.describe(id),
+        reason,
+    })?;
+    let mut outs = outs.into_iter();
+    let mut produced = Vec::with_capacity(node.outputs().len());
+    for (i, slot) in node.outputs().iter().enumerate() {
+        let value = outs.next();
+        if slot.is_none() {
+            continue;
+        }
+        let Some(value) = value else {
+            return Err(RuntimeError::Node {
+                node: g.describe(id),
+                reason: format!("the kernel produced no output {i}"),
+            });
+        };
+        produced.push((*slot, value));
+    }
+    Ok(produced)
+}
+
 /// What a subgraph sees of the graph that runs it: the current values, and beyond them the
 /// enclosing graphs'.
 struct Frame<'a> {
@@ -249,6 +390,7 @@ impl SubgraphRunner for Frame<'_> {
         let plan = Plan::new(
             body,
             self.opsets,
+            body.order().iter().map(|&n| Unit::Node(n)).collect(),
             &|id| {
                 let n = body.node(id);
                 let domain = if n.domain == "ai.onnx" { "" } else { &n.domain };

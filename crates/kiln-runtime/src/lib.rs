@@ -14,7 +14,10 @@ pub use error::RuntimeError;
 pub use executor::RunStats;
 pub use kiln_opt::{OptimizeReport, PassReport};
 pub use partition::{Assignment, Partition, Rejection};
-pub use provider::{Capability, CpuProvider, ExecutionProvider, OpTypeProvider};
+pub use provider::{
+    cpu_support, Capability, CompiledPartition, CpuProvider, ExecutionProvider, OpTypeProvider,
+    PartitionSpec,
+};
 pub use session::{prepare, Level, Session, SessionOptions};
 
 pub use kiln_ops::{Data, Tensor, Value};

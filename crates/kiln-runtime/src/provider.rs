@@ -4,8 +4,8 @@
 //! the same kernels), to prove the partitioner.
 use std::collections::BTreeSet;
 
-use kiln_ir::{Model, Node, NodeId};
-use kiln_ops::{KernelFn, PreparedKernel, Tensor};
+use kiln_ir::{Model, Node, NodeId, ValueId};
+use kiln_ops::{KernelFn, PreparedKernel, Tensor, Value};
 
 /// Which of the offered nodes a provider takes.
 #[derive(Debug, Default, Clone)]
@@ -15,8 +15,50 @@ pub struct Capability {
     pub declined: Vec<(NodeId, String)>,
 }
 
+/// A group of nodes a provider compiled into one unit (ORT's `Compile`): it runs them all,
+/// keeping the intermediates to itself; only the group's inputs and outputs cross over.
+pub trait CompiledPartition: Send + Sync {
+    /// Runs the group on its inputs (in the order of [`PartitionSpec::inputs`]) and returns its
+    /// outputs (in the order of [`PartitionSpec::outputs`]).
+    fn run(&self, inputs: &[&Value]) -> Result<Vec<Value>, String>;
+}
+
+/// What the runtime hands a compiling provider: the nodes (in run order), the values they read
+/// that come from outside the group (graph inputs or other providers' outputs; initializers are
+/// left out, the provider reads them from the model), and the values the group must hand back.
+#[derive(Debug, Clone)]
+pub struct PartitionSpec {
+    pub nodes: Vec<NodeId>,
+    pub inputs: Vec<ValueId>,
+    pub outputs: Vec<ValueId>,
+}
+
 pub trait ExecutionProvider: Send + Sync {
     fn name(&self) -> &str;
+
+    /// One line on where it runs (an adapter, a device), for reports.
+    fn device(&self) -> Option<String> {
+        None
+    }
+
+    /// Whether this provider compiles its partitions ([`Self::compile`]) instead of handing
+    /// out a kernel per node.
+    fn compiles(&self) -> bool {
+        false
+    }
+
+    /// Compiles one partition of nodes it claimed (only called when `compiles`).
+    fn compile(
+        &self,
+        _model: &Model,
+        spec: &PartitionSpec,
+    ) -> Result<Box<dyn CompiledPartition>, String> {
+        Err(format!(
+            "{} does not compile partitions ({} nodes)",
+            self.name(),
+            spec.nodes.len()
+        ))
+    }
 
     /// Claims nodes among `offered` (not yet assigned to a provider of higher priority).
     fn get_capability(&self, model: &Model, offered: &[NodeId]) -> Capability;

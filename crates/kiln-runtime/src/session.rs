@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kiln_ir::{DataType, Dim, Model, ValueId};
 use kiln_ops::Value;
 
-use crate::executor::Plan;
+use crate::executor::{partition_spec, Plan, Unit};
 use crate::partition::{assign, assign_lenient, Assignment};
 use crate::{CpuProvider, ExecutionProvider, RunStats, RuntimeError};
 
@@ -134,9 +134,29 @@ impl Session {
             .collect();
         let g = &model.graph;
         let ep_of = |id| assignment.ep(id).expect("every node is assigned");
+        let mut units = Vec::with_capacity(assignment.order.len());
+        for part in &assignment.partitions {
+            let p = &providers[part.ep];
+            if p.compiles() {
+                let spec = partition_spec(g, &part.nodes);
+                let unit = p.compile(&model, &spec).map_err(|reason| RuntimeError::Node {
+                    node: format!(
+                        "{} partition of {} nodes from {}",
+                        p.name(),
+                        part.nodes.len(),
+                        g.describe(part.nodes[0])
+                    ),
+                    reason,
+                })?;
+                units.push(Unit::Compiled(spec, unit));
+            } else {
+                units.extend(part.nodes.iter().map(|&n| Unit::Node(n)));
+            }
+        }
         let plan = Plan::new(
             g,
             &opsets,
+            units,
             &|id| {
                 let ep = ep_of(id);
                 providers[ep]
