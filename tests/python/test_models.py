@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
 LEVEL = sys.argv[sys.argv.index("--level") + 1] if "--level" in sys.argv else "disabled"
+EP = sys.argv[sys.argv.index("--ep") + 1] if "--ep" in sys.argv else "cpu"
 
 
 def ort_extended(path):
@@ -47,7 +48,8 @@ def check(item):
     ms_ops = sorted({f"{n.domain}:{n.op_type}" for n in onnx.load(run_path).graph.node
                      if n.domain == "com.microsoft"})
     with tempfile.TemporaryDirectory(prefix="kiln-models-") as tmp:
-        args = ["run", run_path, "--level", LEVEL, "--out", os.path.join(tmp, "out"), "--json"]
+        args = ["run", run_path, "--level", LEVEL, "--ep", EP, "--out", os.path.join(tmp, "out"),
+                "--json"]
         for i, (name, arr) in enumerate(feeds.items()):
             f = os.path.join(tmp, f"in{i}.npy")
             np.save(f, arr)
@@ -67,7 +69,9 @@ def check(item):
             worst = max(worst, float((diff / tol).max()) if diff.size else 0.0)
     extra = f"; runs {', '.join(ms_ops)}" if ms_ops else ""
     peak, total = report["peak_intermediate_bytes"], report["total_intermediate_bytes"]
-    assert peak < total, f"peak memory {peak} is not below the sum of intermediates {total}"
+    if EP == "cpu":
+        # On a GPU the host holds only partition outputs, so the bound is for the CPU alone.
+        assert peak < total, f"peak memory {peak} is not below the sum of intermediates {total}"
     return (f"{len(report['outputs'])} outputs match ORT (worst diff {worst:.3f} of tolerance), "
             f"{report['elapsed_ms']:.1f} ms, intermediates peak {peak / 2**20:.1f} of "
             f"{total / 2**20:.1f} MiB{extra}")
@@ -77,6 +81,6 @@ if __name__ == "__main__":
     common.kiln_bin()
     common.ensure_data()
     items = [(p, v) for p in common.real_models() for v in ("original", "ort-extended")]
-    common.run_tests(f"models-{LEVEL}", items, check,
+    common.run_tests(f"models-{LEVEL}" + ("" if EP == "cpu" else f"-{EP}"), items, check,
                      name=lambda it: f"{os.path.basename(it[0])} ({it[1]})",
                      desc=lambda it: f"{it[0]} ({it[1]})")

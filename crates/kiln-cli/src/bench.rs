@@ -83,10 +83,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message(format!("bench {name}"));
+    // The first run of each variant is timed on its own: it includes one-time work such as
+    // GPU pipeline compilation and buffer planning.
+    let mut first_ms = Vec::with_capacity(variants.len());
     for (l, ep, s) in &variants {
-        for _ in 0..a.warmup {
+        for w in 0..a.warmup.max(1) {
+            let start = Instant::now();
             s.run(feeds.clone())
                 .with_context(|| format!("{name} (level {}, ep {ep})", level_name(*l)))?;
+            if w == 0 {
+                first_ms.push(start.elapsed().as_secs_f64() * 1e3);
+            }
             bar.inc(1);
         }
     }
@@ -114,12 +121,22 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let rows: Vec<Json> = variants
         .iter()
         .zip(&times)
-        .map(|((l, ep, _), t)| {
+        .zip(&first_ms)
+        .map(|(((l, ep, sess), t), first)| {
             let s = stats(t);
+            let asg = sess.assignment();
+            let per_ep: serde_json::Map<String, Json> = sess
+                .providers()
+                .iter()
+                .zip(asg.nodes_per_ep(sess.providers().len()))
+                .map(|(p, n)| (p.name().to_string(), json!(n)))
+                .collect();
+            let devices: Vec<String> = sess.providers().iter().filter_map(|p| p.device()).collect();
             json!({
                 "model": name, "level": level_name(*l), "ep": ep, "threads": threads,
-                "iters": t.len(), "mean_ms": s.mean, "std_ms": s.std, "min_ms": s.min,
-                "p50_ms": s.p50, "p99_ms": s.p99, "max_ms": s.max,
+                "iters": t.len(), "first_ms": first, "mean_ms": s.mean, "std_ms": s.std,
+                "min_ms": s.min, "p50_ms": s.p50, "p99_ms": s.p99, "max_ms": s.max,
+                "partitions": asg.partitions.len(), "nodes_per_ep": per_ep, "devices": devices,
             })
         })
         .collect();
@@ -137,15 +154,26 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         a.iters * a.rounds,
         a.warmup
     );
+    let mut seen = Vec::new();
+    for r in &rows {
+        for d in r["devices"].as_array().into_iter().flatten() {
+            if !seen.contains(d) {
+                println!("device: {}", d.as_str().unwrap_or(""));
+                seen.push(d.clone());
+            }
+        }
+    }
     println!(
-        "{:<10} {:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "level", "ep", "mean", "stddev", "min", "p50", "p99", "max"
+        "{:<10} {:<10} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "level", "ep", "parts", "first", "mean", "stddev", "min", "p50", "p99", "max"
     );
     for r in &rows {
         println!(
-            "{:<10} {:<8} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+            "{:<10} {:<10} {:>5} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
             r["level"].as_str().unwrap_or(""),
             r["ep"].as_str().unwrap_or(""),
+            r["partitions"].as_u64().unwrap_or(0),
+            r["first_ms"].as_f64().unwrap_or(0.0),
             r["mean_ms"].as_f64().unwrap_or(0.0),
             r["std_ms"].as_f64().unwrap_or(0.0),
             r["min_ms"].as_f64().unwrap_or(0.0),
@@ -158,9 +186,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         let base = rows[0]["p50_ms"].as_f64().unwrap_or(1.0);
         for r in &rows[1..] {
             println!(
-                "p50 ratio {} / {}: {:.3}",
+                "p50 ratio {} {} / {} {}: {:.3}",
                 r["level"].as_str().unwrap_or(""),
+                r["ep"].as_str().unwrap_or(""),
                 rows[0]["level"].as_str().unwrap_or(""),
+                rows[0]["ep"].as_str().unwrap_or(""),
                 r["p50_ms"].as_f64().unwrap_or(0.0) / base
             );
         }

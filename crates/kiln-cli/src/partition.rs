@@ -34,8 +34,13 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         .iter()
         .map(|r| json!({"node": label(r.node), "op": g.node(r.node).op_key(), "ep": providers[r.ep].name(), "reason": r.reason}))
         .collect();
+    let devices: Map<_, _> = providers
+        .iter()
+        .filter_map(|p| p.device().map(|d| (p.name().to_string(), json!(d))))
+        .collect();
     if a.json {
         let out = json!({
+            "devices": devices,
             "num_partitions": asg.partitions.len(),
             "nodes_per_ep": per_ep,
             "partitions": partitions,
@@ -43,6 +48,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
+    }
+    for (ep, d) in &devices {
+        println!("{ep} device: {}", d.as_str().unwrap_or(""));
     }
     println!("{name}: {} partitions", asg.partitions.len());
     for (ep, n) in &per_ep {

@@ -26,9 +26,18 @@ pub fn providers(
 ) -> anyhow::Result<Vec<std::sync::Arc<dyn kiln_runtime::ExecutionProvider>>> {
     let mut providers: Vec<std::sync::Arc<dyn kiln_runtime::ExecutionProvider>> = Vec::new();
     for ep in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        match ep {
-            "cpu" => providers.push(std::sync::Arc::new(kiln_runtime::CpuProvider)),
-            other => anyhow::bail!("unknown execution provider '{other}' (kiln has: cpu)"),
+        // A provider's options follow its name: `wgpu:fused_conv=off`.
+        let (name, opts) = ep.split_once(':').unwrap_or((ep, ""));
+        match name {
+            "cpu" if opts.is_empty() => {
+                providers.push(std::sync::Arc::new(kiln_runtime::CpuProvider))
+            }
+            "cpu" => anyhow::bail!("the cpu provider takes no options (got '{opts}')"),
+            "wgpu" => {
+                let o = kiln_wgpu::WgpuOptions::parse(opts)?;
+                providers.push(std::sync::Arc::new(kiln_wgpu::WgpuProvider::new(o)?))
+            }
+            other => anyhow::bail!("unknown execution provider '{other}' (kiln has: cpu, wgpu)"),
         }
     }
     if !providers.iter().any(|p| p.name() == "cpu") {

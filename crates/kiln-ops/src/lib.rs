@@ -10,9 +10,12 @@ pub mod kernel;
 pub(crate) mod ops;
 pub mod value;
 
-pub use ctx::{InferCtx, Inferred, SymValue};
+pub use ctx::{InferCtx, Inferred, InputInfo, SymValue};
 pub use infer::{infer_shapes, InferError, InferReport};
 pub use kernel::{KernelCtx, KernelFn, PrepareCtx, PrepareFn, PreparedKernel, SubgraphRunner};
+/// A fused activation as kiln parses FusedConv / FusedGemm attributes (for other providers).
+pub use ops::linalg::Act;
+pub use ops::resize::resize_taps;
 pub use ops::{infer_fn, kernel_fn, op_def, prepare_fn, CheckFn, InferFn, OpDef};
 pub use value::{Data, Elem, Tensor, Value};
 

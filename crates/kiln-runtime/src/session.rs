@@ -139,15 +139,17 @@ impl Session {
             let p = &providers[part.ep];
             if p.compiles() {
                 let spec = partition_spec(g, &part.nodes);
-                let unit = p.compile(&model, &spec).map_err(|reason| RuntimeError::Node {
-                    node: format!(
-                        "{} partition of {} nodes from {}",
-                        p.name(),
-                        part.nodes.len(),
-                        g.describe(part.nodes[0])
-                    ),
-                    reason,
-                })?;
+                let unit = p
+                    .compile(&model, &spec)
+                    .map_err(|reason| RuntimeError::Node {
+                        node: format!(
+                            "{} partition of {} nodes from {}",
+                            p.name(),
+                            part.nodes.len(),
+                            g.describe(part.nodes[0])
+                        ),
+                        reason,
+                    })?;
                 units.push(Unit::Compiled(spec, unit));
             } else {
                 units.extend(part.nodes.iter().map(|&n| Unit::Node(n)));

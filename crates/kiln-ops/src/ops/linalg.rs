@@ -759,7 +759,7 @@ pub(crate) use float_dispatch;
 
 /// An activation fused into a producer (com.microsoft FusedConv / FusedGemm).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum Act {
+pub enum Act {
     Identity,
     Relu,
     Sigmoid,
@@ -840,7 +840,7 @@ impl Act {
     }
 
     #[inline]
-    pub fn apply<T: Real>(self, x: T) -> T {
+    pub(crate) fn apply<T: Real>(self, x: T) -> T {
         let z = T::zero();
         let one = T::one();
         match self {
@@ -927,7 +927,7 @@ impl Act {
         })
     }
 
-    pub fn apply_all<T: Real>(self, v: &mut [T]) {
+    pub(crate) fn apply_all<T: Real>(self, v: &mut [T]) {
         if self != Act::Identity {
             for x in v {
                 *x = self.apply(*x);

@@ -446,8 +446,8 @@ fn params(ctx: &KernelCtx, legacy: bool) -> Result<Params> {
 }
 
 /// Sizes, scales and crop of every axis.
-fn axis_specs(ctx: &KernelCtx, x: &Tensor, p: &Params, legacy: bool) -> Result<Vec<AxisSpec>> {
-    let r = x.rank();
+fn axis_specs(ctx: &KernelCtx, shape: &[usize], p: &Params, legacy: bool) -> Result<Vec<AxisSpec>> {
+    let r = shape.len();
     let (scales, sizes, roi) = if ctx.op_type == "Upsample" && ctx.opset < 9 {
         let s = ctx.attrs.iter().find_map(|a| match &a.value {
             kiln_ir::AttrValue::Floats(f) if a.name == "scales" => {
@@ -470,8 +470,7 @@ fn axis_specs(ctx: &KernelCtx, x: &Tensor, p: &Params, legacy: bool) -> Result<V
         _ => (0..r).collect(),
     };
     let k = axes.len();
-    let mut specs: Vec<AxisSpec> = x
-        .shape
+    let mut specs: Vec<AxisSpec> = shape
         .iter()
         .map(|&d| AxisSpec {
             in_len: d,
@@ -490,7 +489,7 @@ fn axis_specs(ctx: &KernelCtx, x: &Tensor, p: &Params, legacy: bool) -> Result<V
                 if !(s > 0.0 && s.is_finite()) {
                     return Err(format!("scale {s} is not a positive number"));
                 }
-                let out = (s * x.shape[a] as f64).floor();
+                let out = (s * shape[a] as f64).floor();
                 if out > movement::MAX_OUTPUT_ELEMENTS as f64 {
                     return Err(format!("scale {s} makes the output too large"));
                 }
@@ -504,10 +503,10 @@ fn axis_specs(ctx: &KernelCtx, x: &Tensor, p: &Params, legacy: bool) -> Result<V
             }
             let sz = movement::dims_of(&sz, "sizes")?;
             let ratio = |a: usize, s: usize| -> Result<f64> {
-                if x.shape[a] == 0 {
+                if shape[a] == 0 {
                     return Err(format!("cannot resize the empty axis {a} to {s}"));
                 }
-                Ok(s as f64 / x.shape[a] as f64)
+                Ok(s as f64 / shape[a] as f64)
             };
             match ctx
                 .str_attr("keep_aspect_ratio_policy")
@@ -535,7 +534,7 @@ fn axis_specs(ctx: &KernelCtx, x: &Tensor, p: &Params, legacy: bool) -> Result<V
                     };
                     for &a in &axes {
                         specs[a].scale = scale;
-                        specs[a].out_len = (scale * x.shape[a] as f64 + 0.5) as usize;
+                        specs[a].out_len = (scale * shape[a] as f64 + 0.5) as usize;
                     }
                 }
                 other => return Err(format!("unknown keep_aspect_ratio_policy '{other}'")),
@@ -591,12 +590,55 @@ fn nearest_planes_f32(x: &Tensor, tables: &[Vec<Option<usize>>]) -> Option<Vec<f
     Some(out)
 }
 
+/// The taps of every resized axis of an input of `shape`, for providers that interpolate
+/// themselves with exactly the CPU kernel's coordinate rules: per axis `None` when the axis
+/// keeps its size, else per output index its (input index, weight) pairs (nearest: one pair
+/// of weight 1). Fails where outputs would take the extrapolation value.
+#[allow(clippy::type_complexity)]
+pub fn resize_taps(
+    ctx: &KernelCtx,
+    shape: &[usize],
+) -> Result<Vec<Option<Vec<Vec<(usize, f64)>>>>> {
+    let legacy = ctx.op_type == "Upsample" || ctx.opset < 11;
+    let p = params(ctx, legacy)?;
+    if p.antialias || p.mode == Mode::Cubic {
+        return Err("only nearest and linear resizing without antialias".into());
+    }
+    let specs = axis_specs(ctx, shape, &p, legacy)?;
+    specs
+        .iter()
+        .map(|s| {
+            if s.is_identity() {
+                return Ok(None);
+            }
+            axis_plan(&p, s)
+                .into_iter()
+                .map(|taps| {
+                    let taps = taps.ok_or("resizing that extrapolates (tf_crop_and_resize)")?;
+                    if p.mode == Mode::Nearest {
+                        let best = taps
+                            .iter()
+                            .fold(None::<(usize, f64)>, |b, &(i, w)| match b {
+                                Some((_, bw)) if bw >= w => b,
+                                _ => Some((i, w)),
+                            });
+                        Ok(best.map(|(i, _)| vec![(i, 1.0)]).unwrap_or_default())
+                    } else {
+                        Ok(taps)
+                    }
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Some)
+        })
+        .collect()
+}
+
 fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let x = ctx.tensor(0)?;
     movement::check_len(x, "X")?;
     let legacy = ctx.op_type == "Upsample" || ctx.opset < 11;
     let p = params(ctx, legacy)?;
-    let specs = axis_specs(ctx, x, &p, legacy)?;
+    let specs = axis_specs(ctx, &x.shape, &p, legacy)?;
     let extrapolation = ctx.float_attr("extrapolation_value", 0.0) as f64;
     let out_shape: Vec<usize> = specs.iter().map(|s| s.out_len).collect();
     if let Some(a) = specs.iter().position(|s| s.in_len == 0 && s.out_len > 0) {

@@ -1,0 +1,17 @@
+// Per-channel y = x * scale[c] + shift[c] (BatchNormalization in inference):
+// P = [n, channels, inner].
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read> S: array<f32>;
+@group(0) @binding(3) var<storage, read> T: array<f32>;
+@group(0) @binding(4) var<storage, read_write> Y: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let i = flat_index(wg, nwg, li);
+    if (i >= P[0]) {
+        return;
+    }
+    let c = (i / P[2]) % P[1];
+    Y[i] = fma(X[i], S[c], T[c]);
+}

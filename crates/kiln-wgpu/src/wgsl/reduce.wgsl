@@ -1,0 +1,53 @@
+// Reductions, one output per thread: P = [n, op (0 sum, 1 mean, 2 max, 3 min, 4 sum of
+// squares), out_rank, red_rank, count, out_dims[6], out_strides[6], red_dims[6], red_strides[6]].
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let idx = flat_index(wg, nwg, li);
+    if (idx >= P[0]) {
+        return;
+    }
+    var rem = idx;
+    var base = 0u;
+    for (var d = P[2]; d > 0u; d = d - 1u) {
+        let n = P[4u + d];
+        base = base + (rem % n) * P[10u + d];
+        rem = rem / n;
+    }
+    let op = P[1];
+    let count = P[4];
+    var acc = 0.0;
+    if (op == 2u) {
+        acc = -3.402823e38;
+    } else if (op == 3u) {
+        acc = 3.402823e38;
+    }
+    var nan = false;
+    for (var r = 0u; r < count; r = r + 1u) {
+        var rr = r;
+        var off = base;
+        for (var d = P[3]; d > 0u; d = d - 1u) {
+            let n = P[16u + d];
+            off = off + (rr % n) * P[22u + d];
+            rr = rr / n;
+        }
+        let v = X[off];
+        nan = nan || (v != v);
+        switch op {
+            case 2u: { acc = max(acc, v); }
+            case 3u: { acc = min(acc, v); }
+            case 4u: { acc = acc + v * v; }
+            default: { acc = acc + v; }
+        }
+    }
+    if (op == 1u) {
+        acc = acc / f32(max(count, 1u));
+    }
+    if (nan && (op == 2u || op == 3u)) {
+        acc = bitcast<f32>(0x7fc00000u);
+    }
+    Y[idx] = acc;
+}

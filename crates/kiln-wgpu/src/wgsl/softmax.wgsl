@@ -1,0 +1,32 @@
+// Softmax / LogSoftmax along one axis, one row per thread: P = [rows, len, inner, log].
+// Row r reads len elements `inner` apart starting at (r / inner) * len * inner + r % inner.
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let r = flat_index(wg, nwg, li);
+    if (r >= P[0]) {
+        return;
+    }
+    let len = P[1];
+    let inner = P[2];
+    let base = (r / inner) * len * inner + r % inner;
+    var m = -3.402823e38;
+    for (var i = 0u; i < len; i = i + 1u) {
+        m = max(m, X[base + i * inner]);
+    }
+    var s = 0.0;
+    for (var i = 0u; i < len; i = i + 1u) {
+        s = s + exp(X[base + i * inner] - m);
+    }
+    for (var i = 0u; i < len; i = i + 1u) {
+        let v = X[base + i * inner] - m;
+        if (P[3] != 0u) {
+            Y[base + i * inner] = v - log(s);
+        } else {
+            Y[base + i * inner] = exp(v) / s;
+        }
+    }
+}
