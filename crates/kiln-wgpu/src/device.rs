@@ -74,6 +74,9 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pipelines: Mutex<HashMap<Kernel, Arc<Pipeline>>>,
+    /// wgpu keeps one stack of error scopes per device: regions that push scopes must not
+    /// interleave across threads, so they hold this lock (and never nest).
+    scopes: Mutex<()>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -188,6 +191,7 @@ impl Gpu {
             info,
             limits,
             pipelines: Mutex::new(HashMap::new()),
+            scopes: Mutex::new(()),
         })
     }
 
@@ -214,6 +218,7 @@ impl Gpu {
         if let Some(p) = self.pipelines.lock().expect("pipelines").get(&k) {
             return Ok(p.clone());
         }
+        let _one = self.scopes.lock().expect("error scopes");
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self
             .device
@@ -244,7 +249,9 @@ impl Gpu {
     }
 
     /// Runs `f` and returns the first validation or out-of-memory error wgpu raised in it.
+    /// `f` must not call `checked` or `pipeline` itself.
     pub fn checked<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T, WgpuError> {
+        let _one = self.scopes.lock().expect("error scopes");
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let out = f();

@@ -287,6 +287,15 @@ impl Program {
         }
         let gpu = &self.gpu;
         let dev = &gpu.device;
+        // Pipelines first: compiling one opens an error scope of its own.
+        let mut pipes = Vec::new();
+        for l in &lowered {
+            if let Lowered::Run(ds) = l {
+                for d in ds {
+                    pipes.push(gpu.pipeline(d.kernel).map_err(|e| e.to_string())?);
+                }
+            }
+        }
         let usage = wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_DST
             | wgpu::BufferUsages::COPY_SRC;
@@ -356,7 +365,7 @@ impl Program {
             for (n, l) in self.nodes.iter().zip(&lowered) {
                 let Lowered::Run(ds) = l else { continue };
                 for d in ds {
-                    let pipe = gpu.pipeline(d.kernel).map_err(|e| e.to_string())?;
+                    let pipe = pipes[k].clone();
                     let size = (d.params.len().max(1) * 4) as u64;
                     let mut entries = vec![wgpu::BindGroupEntry {
                         binding: 0,

@@ -113,7 +113,7 @@ impl Pass for ConvAdd {
     }
 
     fn providers(&self) -> &'static [&'static str] {
-        &["cpu"]
+        super::util::CONV_FUSION_PROVIDERS
     }
 
     fn run(&self, ctx: &mut PassCtx, report: &mut PassReport) {

@@ -2,7 +2,7 @@
 //! exactly as ONNX Runtime writes them (CPU provider, float32).
 use kiln_ir::{AttrValue, Attribute, DataType, IrError, Node, NodeId};
 
-use super::util::{activation, assigned_to, dtype, is_onnx, replace};
+use super::util::{activation, assigned_to, dtype, is_onnx, replace, CONV_FUSION_PROVIDERS};
 use crate::fusion::{lone_consumer, run_fusion, Decline, Fusion};
 use crate::{Level, Pass, PassCtx, PassReport};
 
@@ -49,7 +49,7 @@ pub fn conv_preconditions(ctx: &PassCtx, conv: NodeId, others: &[NodeId]) -> Res
     }
     let mut nodes = vec![conv];
     nodes.extend_from_slice(others);
-    assigned_to(ctx, &nodes, &["cpu"])
+    assigned_to(ctx, &nodes, CONV_FUSION_PROVIDERS)
 }
 
 impl Fusion for ConvActivation {
@@ -139,7 +139,7 @@ impl Pass for ConvActivation {
     }
 
     fn providers(&self) -> &'static [&'static str] {
-        &["cpu"]
+        super::util::CONV_FUSION_PROVIDERS
     }
 
     fn run(&self, ctx: &mut PassCtx, report: &mut PassReport) {

@@ -7,9 +7,27 @@ use crate::passes::const_fold::is_constant;
 use crate::PassCtx;
 
 /// Every node must be assigned to one of `allowed` (the pass's providers).
+/// The providers whose kernels run what the Conv fusions write (FusedConv with and without
+/// `Z`, kiln's SiLU FusedConv).
+pub const CONV_FUSION_PROVIDERS: &[&str] = &["cpu", "wgpu"];
+
+/// All of `nodes` run on one provider, and it is one of `allowed`.
 pub fn assigned_to(ctx: &PassCtx, nodes: &[NodeId], allowed: &[&str]) -> Result<(), Decline> {
+    let mut first: Option<String> = None;
     for &n in nodes {
-        match (ctx.provider_of)(n) {
+        let p = (ctx.provider_of)(n);
+        if let (Some(f), Some(p)) = (&first, &p) {
+            if f != p {
+                return Err(Decline::because(format!(
+                    "{} runs on provider {p}, the rest of the pattern on {f}",
+                    ctx.model.graph.describe(n)
+                )));
+            }
+        }
+        if first.is_none() {
+            first = p.clone();
+        }
+        match p {
             Some(p) if allowed.contains(&p.as_str()) => {}
             Some(p) => {
                 return Err(Decline::because(format!(

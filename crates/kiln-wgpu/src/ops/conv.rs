@@ -53,6 +53,17 @@ fn check_fused(c: &CheckCtx) -> Result<(), String> {
         return Err("FusedConv claiming is off (fused_conv=off)".into());
     }
     kiln_ops::Act::fused_conv(c.attrs)?;
+    // ORT's activations without parameters take none; more would be a malformed node.
+    let name = c.attrs.get_str("activation").unwrap_or("Identity");
+    let n = c
+        .attrs
+        .get_floats("activation_params")
+        .map_or(0, |p| p.len());
+    if matches!(name, "Identity" | "Relu" | "Sigmoid" | "Tanh") && n != 0 {
+        return Err(format!(
+            "activation {name} needs 0 activation_params, got {n}"
+        ));
+    }
     check_conv(c)
 }
 
