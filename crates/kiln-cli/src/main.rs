@@ -23,6 +23,12 @@ use args::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Headless: with no session directory, some Vulkan drivers' window-system code prints
+    // "error: XDG_RUNTIME_DIR is invalid" when the wgpu provider opens them. Set while the
+    // process is still single-threaded, and only when the environment leaves it unset.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
     // A bug must still end as an `error:` line, not a backtrace in the middle of JSON output.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("error: internal error (a bug in kiln): {info}");

@@ -1,13 +1,15 @@
 // The tiled GEMM every matrix kernel shares: a 16x16 workgroup computes a 64x64 tile of
-// C[M x N] = A[M x K] * B[K x N], 4x4 outputs per thread, K in steps of 16 through workgroup
-// memory. The including kernel defines `setup(z)` (M, N, K of launch layer z; it may keep
-// per-layer offsets in private variables), `load_a(m, k)`, `load_b(k, n)` (called only inside
-// the matrix) and `store(m, n, v)`.
+// C[M x N] = A[M x K] * B[K x N], a 4x4 block per thread held in four vec4 accumulators
+// (registers, not an indexed array), K in steps of 32 through workgroup memory read as vec4.
+// The including kernel defines `setup(z)` (M, N, K of launch layer z; it may keep per-layer
+// offsets in private variables), `load_a(m, k)`, `load_b(k, n)` (called only inside the
+// matrix) and `store(m, n, v)`.
 const BM: u32 = 64u;
 const BN: u32 = 64u;
-const BK: u32 = 16u;
-var<workgroup> As: array<f32, 1024>;
-var<workgroup> Bs: array<f32, 1024>;
+const BK: u32 = 32u;
+// [BK][BM] and [BK][BN], four floats per element.
+var<workgroup> As: array<vec4<f32>, 512>;
+var<workgroup> Bs: array<vec4<f32>, 512>;
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -18,53 +20,55 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let m0 = wg.y * BM;
     let n0 = wg.x * BN;
     let tid = lid.y * 16u + lid.x;
-    var acc: array<array<f32, 4>, 4>;
-    for (var i = 0u; i < 4u; i = i + 1u) {
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            acc[i][j] = 0.0;
-        }
-    }
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < K; k0 = k0 + BK) {
-        for (var r = 0u; r < 4u; r = r + 1u) {
+        for (var r = 0u; r < 8u; r = r + 1u) {
             let e = tid + r * 256u;
+            // A is read along k (contiguous for row-major weights), B along n.
             let ka = e % BK;
             let ma = e / BK;
             var a = 0.0;
             if (m0 + ma < M && k0 + ka < K) {
                 a = load_a(m0 + ma, k0 + ka);
             }
-            As[ka * BM + ma] = a;
+            As[(ka * BM + ma) / 4u][ma % 4u] = a;
             let nb = e % BN;
             let kb = e / BN;
             var b = 0.0;
             if (n0 + nb < N && k0 + kb < K) {
                 b = load_b(k0 + kb, n0 + nb);
             }
-            Bs[kb * BN + nb] = b;
+            Bs[(kb * BN + nb) / 4u][nb % 4u] = b;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var i = 0u; i < 4u; i = i + 1u) {
-                av[i] = As[kk * BM + lid.y + 16u * i];
-                bv[i] = Bs[kk * BN + lid.x + 16u * i];
-            }
-            for (var i = 0u; i < 4u; i = i + 1u) {
-                for (var j = 0u; j < 4u; j = j + 1u) {
-                    acc[i][j] = fma(av[i], bv[j], acc[i][j]);
-                }
-            }
+            let a = As[kk * 16u + lid.y];
+            let b = Bs[kk * 16u + lid.x];
+            acc0 = fma(vec4<f32>(a.x), b, acc0);
+            acc1 = fma(vec4<f32>(a.y), b, acc1);
+            acc2 = fma(vec4<f32>(a.z), b, acc2);
+            acc3 = fma(vec4<f32>(a.w), b, acc3);
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i = i + 1u) {
-        let m = m0 + lid.y + 16u * i;
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            let n = n0 + lid.x + 16u * j;
-            if (m < M && n < N) {
-                store(m, n, acc[i][j]);
-            }
+    let m = m0 + lid.y * 4u;
+    let n = n0 + lid.x * 4u;
+    store_row(m, n, M, N, acc0);
+    store_row(m + 1u, n, M, N, acc1);
+    store_row(m + 2u, n, M, N, acc2);
+    store_row(m + 3u, n, M, N, acc3);
+}
+
+fn store_row(m: u32, n: u32, M: u32, N: u32, v: vec4<f32>) {
+    if (m >= M) {
+        return;
+    }
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        if (n + j < N) {
+            store(m, n + j, v[j]);
         }
     }
 }
