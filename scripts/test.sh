@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs all of kiln's tests on a fresh machine: fetches the test data and the Python oracle
-# (scripts/fetch-data.sh), runs the Rust tests (the kernels also with their AVX2 and portable
+# (scripts/fetch-data.sh) and lavapipe for the GPU provider (scripts/gpu-env.sh), runs the Rust tests (the kernels also with their AVX2 and portable
 # micro-kernels), a smoke run of the kernel micro-benchmarks, the ONNX Runtime / onnx oracle
 # tests over the real models and the node conformance suite, and a short fuzzing run. Ends with one summary line
 # `tests: N passed, M failed`; exits non-zero if anything failed.
@@ -22,7 +22,10 @@ step() {
   fi
 }
 
+# Headless Vulkan drivers want a session directory; the wgpu provider's tests run on lavapipe.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 step "fetch data" scripts/fetch-data.sh
+step "gpu env (lavapipe)" scripts/gpu-env.sh
 step "build kiln" cargo build --release --locked --bin kiln
 step "cargo test" cargo test --workspace --locked
 # The fast kernels pick a micro-kernel from the CPU; cap the choice to cover the other paths.
@@ -36,6 +39,7 @@ for t in inspect roundtrip roundtrip_conformance shapes shapes_conformance model
 done
 step "python models --level all" "$py" tests/python/test_models.py --level all
 step "python models (KILN_ISA=avx2)" env KILN_ISA=avx2 "$py" tests/python/test_models.py --level all
+step "python models --ep wgpu,cpu (lavapipe)" "$py" tests/python/test_models.py --level all --ep wgpu,cpu
 step "fuzz" scripts/fuzz.sh "$fuzz_seconds"
 
 passed=$(grep -oE '([0-9]+) passed' "$log" | awk '{s+=$1} END {print s+0}')
