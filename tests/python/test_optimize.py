@@ -5,7 +5,8 @@ ONNX Runtime must load it and give the original model's outputs (|d| <= 1e-4 + 1
 graph optimizations off so ORT computes exactly what kiln wrote); at extended and above kiln must
 write at least as many com.microsoft:FusedConv as ORT writes at ENABLE_EXTENDED. The ddddocr
 detector's Focus block must become one SpaceToDepth with no Slice and no Gather left.
-`--portable` output must hold standard ONNX ops only. Prints `optimize: N passed, M failed`.
+`--portable` output must hold standard ONNX ops only. Models optimized for `--ep wgpu,cpu`
+(fusions valid for the GPU too) must load in ORT the same way. Prints `optimize: N passed, M failed`.
 """
 
 import collections
@@ -35,12 +36,12 @@ def run(path, feeds):
 
 
 def check(item):
-    path, level, portable = item
+    path, level, portable, ep = item
     feeds = common.make_inputs(path)
     want = run(path, feeds)
     with tempfile.TemporaryDirectory(prefix="kiln-opt-") as tmp:
         out = os.path.join(tmp, "opt.onnx")
-        args = ["optimize", path, "-o", out, "--level", level, "--json"]
+        args = ["optimize", path, "-o", out, "--level", level, "--ep", ep, "--json"]
         if portable:
             args.append("--portable")
         report = common.kiln_json(*args)
@@ -73,8 +74,13 @@ def check(item):
 if __name__ == "__main__":
     common.kiln_bin()
     common.ensure_data()
-    items = [(p, lvl, False) for p in common.real_models() for lvl in LEVELS]
-    items += [(p, "all", True) for p in common.real_models()]
+    items = [(p, lvl, False, "cpu") for p in common.real_models() for lvl in LEVELS]
+    items += [(p, "all", True, "cpu") for p in common.real_models()]
+    items += [(p, "all", False, "wgpu,cpu") for p in common.real_models()]
+
+    def label(it):
+        return (f"--level {it[1]}{' --portable' if it[2] else ''}"
+                f"{'' if it[3] == 'cpu' else ' --ep ' + it[3]}")
     common.run_tests("optimize", items, check,
-                     name=lambda it: f"{os.path.basename(it[0])} --level {it[1]}{' --portable' if it[2] else ''}",
-                     desc=lambda it: f"{it[0]} --level {it[1]}{' --portable' if it[2] else ''}")
+                     name=lambda it: f"{os.path.basename(it[0])} {label(it)}",
+                     desc=lambda it: f"{it[0]} {label(it)}")
