@@ -22,14 +22,23 @@ fn partition_names_the_adapter_and_claims_the_convolutions() {
     let (code, out, err) = kiln(&["partition", "--ep", "wgpu,cpu", "--json"], &[]);
     assert_eq!(code, 0, "{err}");
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(j["devices"]["wgpu"].as_str().is_some_and(|d| !d.is_empty()), "{out}");
+    assert!(
+        j["devices"]["wgpu"].as_str().is_some_and(|d| !d.is_empty()),
+        "{out}"
+    );
     assert!(j["nodes_per_ep"]["wgpu"].as_u64().unwrap() > 10, "{out}");
     let on_gpu: Vec<&str> = j["partitions"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|p| p["ep"] == "wgpu")
-        .flat_map(|p| p["nodes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()))
+        .flat_map(|p| {
+            p["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap())
+        })
         .collect();
     assert!(!on_gpu.is_empty());
     // Shape arithmetic stays on the CPU, with its reason.
@@ -46,16 +55,30 @@ fn run_matches_the_cpu() {
     for ep in ["wgpu,cpu", "cpu"] {
         let d = dir.path().join(ep.replace(',', "_"));
         let (code, _, err) = kiln(
-            &["run", "--ep", ep, "--shape", "images=1,3,64,64", "--out", d.to_str().unwrap()],
+            &[
+                "run",
+                "--ep",
+                ep,
+                "--shape",
+                "images=1,3,64,64",
+                "--out",
+                d.to_str().unwrap(),
+            ],
             &[],
         );
         assert_eq!(code, 0, "{err}");
         outs.push(d);
     }
     let read = |d: &std::path::Path| {
-        let mut files: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         files.sort();
-        files.iter().map(|f| std::fs::read(f).unwrap()).collect::<Vec<_>>()
+        files
+            .iter()
+            .map(|f| std::fs::read(f).unwrap())
+            .collect::<Vec<_>>()
     };
     let (a, b) = (read(&outs[0]), read(&outs[1]));
     assert_eq!(a.len(), b.len());
@@ -80,7 +103,10 @@ fn missing_adapter_and_bad_options_are_errors() {
         &[("KILN_WGPU_ADAPTER", "no-such-gpu-anywhere")],
     );
     assert_eq!(code, 1, "{err}");
-    assert!(err.starts_with("error:") && err.contains("no-such-gpu-anywhere"), "{err}");
+    assert!(
+        err.starts_with("error:") && err.contains("no-such-gpu-anywhere"),
+        "{err}"
+    );
     let (code, _, err) = kiln(&["partition", "--ep", "wgpu:fused_conv=maybe,cpu"], &[]);
     assert_eq!(code, 1);
     assert!(err.contains("fused_conv=maybe"), "{err}");

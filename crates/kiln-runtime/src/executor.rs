@@ -299,12 +299,15 @@ impl Plan {
     }
 }
 
+/// Resolves names a subgraph reads from the graphs around it.
+type Outer<'a> = Option<&'a dyn Fn(&str) -> Option<Arc<Value>>>;
+
 /// Runs one node's kernel; returns its output slots paired with the values produced.
 #[allow(clippy::too_many_arguments)]
 fn run_node(
     g: &Graph,
     env: &[Option<Arc<Value>>],
-    outer: Option<&dyn Fn(&str) -> Option<Arc<Value>>>,
+    outer: Outer,
     opsets: &Opsets,
     id: NodeId,
     kernel: &KernelFn,

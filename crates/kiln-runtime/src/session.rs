@@ -77,6 +77,10 @@ pub fn prepare(
             Ok(assign_lenient(m, providers))
         }
     };
+    // Providers judge nodes by their types and shapes, which a model may not state (and no
+    // pass has inferred at --level disabled). Inference only fills in what is unknown, and a
+    // graph it cannot fully type is still partitioned on what it does know.
+    let _ = kiln_ops::infer_shapes(&mut model);
     let mut assignment = partition(&model)?;
     if level >= Level::Extended {
         let names: Vec<String> = providers.iter().map(|p| p.name().to_string()).collect();

@@ -7,10 +7,30 @@
 @group(0) @binding(4) var<storage, read> Z: array<f32>;
 @group(0) @binding(5) var<storage, read_write> Y: array<f32>;
 
+// Parameters copied into private variables once per workgroup: the loaders run for every
+// element of every tile, and a storage read per parameter there costs more than the FMAs.
 var<private> x_base: u32;
 var<private> w_base: u32;
 var<private> y_base: u32;
 var<private> co_base: u32;
+var<private> kdim: u32;
+var<private> H: u32;
+var<private> W: u32;
+var<private> OW: u32;
+var<private> OHW: u32;
+var<private> KW: u32;
+var<private> TAPS: u32;
+var<private> SH: u32;
+var<private> SW: u32;
+var<private> PH: i32;
+var<private> PW: i32;
+var<private> DH: u32;
+var<private> DW: u32;
+var<private> HAS_BIAS: bool;
+var<private> HAS_Z: bool;
+var<private> ACT: u32;
+var<private> ACT_A: f32;
+var<private> ACT_B: f32;
 
 fn setup(z: u32) -> vec3<u32> {
     let groups = P[15];
@@ -18,43 +38,59 @@ fn setup(z: u32) -> vec3<u32> {
     let mg = P[4] / groups;
     let img = z / groups;
     let g = z % groups;
-    let k = cg * P[7] * P[8];
-    x_base = (img * P[1] + g * cg) * P[2] * P[3];
-    w_base = g * mg * k;
+    H = P[2];
+    W = P[3];
+    OW = P[6];
+    OHW = P[5] * P[6];
+    KW = P[8];
+    TAPS = P[7] * P[8];
+    SH = P[9];
+    SW = P[10];
+    PH = i32(P[11]);
+    PW = i32(P[12]);
+    DH = P[13];
+    DW = P[14];
+    HAS_BIAS = P[16] != 0u;
+    HAS_Z = P[17] != 0u;
+    ACT = P[18];
+    ACT_A = pf(19u);
+    ACT_B = pf(20u);
+    kdim = cg * TAPS;
+    x_base = (img * P[1] + g * cg) * H * W;
+    w_base = g * mg * kdim;
     co_base = g * mg;
-    y_base = (img * P[4] + g * mg) * P[5] * P[6];
-    return vec3<u32>(mg, P[5] * P[6], k);
+    y_base = (img * P[4] + g * mg) * OHW;
+    return vec3<u32>(mg, OHW, kdim);
 }
 
 fn load_a(m: u32, k: u32) -> f32 {
-    return Wt[w_base + m * ((P[1] / P[15]) * P[7] * P[8]) + k];
+    return Wt[w_base + m * kdim + k];
 }
 
 fn load_b(k: u32, n: u32) -> f32 {
-    let taps = P[7] * P[8];
-    let ci = k / taps;
-    let t = k % taps;
-    let kh = t / P[8];
-    let kw = t % P[8];
-    let oh = n / P[6];
-    let ow = n % P[6];
-    let ih = i32(oh * P[9] + kh * P[13]) - i32(P[11]);
-    let iw = i32(ow * P[10] + kw * P[14]) - i32(P[12]);
-    if (ih < 0 || iw < 0 || ih >= i32(P[2]) || iw >= i32(P[3])) {
+    let ci = k / TAPS;
+    let t = k % TAPS;
+    let kh = t / KW;
+    let kw = t % KW;
+    let oh = n / OW;
+    let ow = n % OW;
+    let ih = i32(oh * SH + kh * DH) - PH;
+    let iw = i32(ow * SW + kw * DW) - PW;
+    if (ih < 0 || iw < 0 || ih >= i32(H) || iw >= i32(W)) {
         return 0.0;
     }
-    return X[x_base + (ci * P[2] + u32(ih)) * P[3] + u32(iw)];
+    return X[x_base + (ci * H + u32(ih)) * W + u32(iw)];
 }
 
 fn store(m: u32, n: u32, v: f32) {
     let co = co_base + m;
-    let idx = y_base + m * (P[5] * P[6]) + n;
+    let idx = y_base + m * OHW + n;
     var y = v;
-    if (P[16] != 0u) {
+    if (HAS_BIAS) {
         y = y + Bias[co];
     }
-    if (P[17] != 0u) {
+    if (HAS_Z) {
         y = y + Z[idx];
     }
-    Y[idx] = act(y, P[18], pf(19u), pf(20u));
+    Y[idx] = act(y, ACT, ACT_A, ACT_B);
 }

@@ -6,9 +6,23 @@
 @group(0) @binding(3) var<storage, read> C: array<f32>;
 @group(0) @binding(4) var<storage, read_write> Y: array<f32>;
 
+// Parameters copied into private variables once (see conv.wgsl).
 var<private> a_base: u32;
 var<private> b_base: u32;
 var<private> y_base: u32;
+var<private> A_SM: u32;
+var<private> A_SK: u32;
+var<private> B_SK: u32;
+var<private> B_SN: u32;
+var<private> NN: u32;
+var<private> ALPHA: f32;
+var<private> BETA: f32;
+var<private> HAS_C: bool;
+var<private> C_SM: u32;
+var<private> C_SN: u32;
+var<private> ACT: u32;
+var<private> ACT_A: f32;
+var<private> ACT_B: f32;
 
 fn setup(z: u32) -> vec3<u32> {
     var rem = z;
@@ -24,21 +38,34 @@ fn setup(z: u32) -> vec3<u32> {
     a_base = oa;
     b_base = ob;
     y_base = z * P[0] * P[1];
+    A_SM = P[3];
+    A_SK = P[4];
+    B_SK = P[5];
+    B_SN = P[6];
+    NN = P[1];
+    ALPHA = pf(20u);
+    BETA = pf(21u);
+    HAS_C = P[22] != 0u;
+    C_SM = P[23];
+    C_SN = P[24];
+    ACT = P[25];
+    ACT_A = pf(26u);
+    ACT_B = pf(27u);
     return vec3<u32>(P[0], P[1], P[2]);
 }
 
 fn load_a(m: u32, k: u32) -> f32 {
-    return A[a_base + m * P[3] + k * P[4]];
+    return A[a_base + m * A_SM + k * A_SK];
 }
 
 fn load_b(k: u32, n: u32) -> f32 {
-    return B[b_base + k * P[5] + n * P[6]];
+    return B[b_base + k * B_SK + n * B_SN];
 }
 
 fn store(m: u32, n: u32, v: f32) {
-    var y = pf(20u) * v;
-    if (P[22] != 0u) {
-        y = y + pf(21u) * C[m * P[23] + n * P[24]];
+    var y = ALPHA * v;
+    if (HAS_C) {
+        y = y + BETA * C[m * C_SM + n * C_SN];
     }
-    Y[y_base + m * P[1] + n] = act(y, P[25], pf(26u), pf(27u));
+    Y[y_base + m * NN + n] = act(y, ACT, ACT_A, ACT_B);
 }
