@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::WgpuError;
 
-/// The WGSL kernels; each is `common.wgsl` followed by its own source (the matrix kernels
-/// also by `tile.wgsl`).
+/// The WGSL kernels; each is `common.wgsl`, its own source, and the entry point it shares:
+/// `tile.wgsl` for the matrix kernels, `flat.wgsl` for one thread per item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     Unary,
@@ -42,8 +42,11 @@ impl Kernel {
             Kernel::Resize => include_str!("wgsl/resize.wgsl"),
             Kernel::Affine => include_str!("wgsl/affine.wgsl"),
         };
-        let tiled = matches!(self, Kernel::Conv | Kernel::Gemm);
-        format!("{common}\n{own}\n{}", if tiled { tile } else { "" })
+        let entry = match self {
+            Kernel::Conv | Kernel::Gemm => tile,
+            _ => include_str!("wgsl/flat.wgsl"),
+        };
+        format!("{common}\n{own}\n{entry}")
     }
 
     pub const ALL: [Kernel; 12] = [

@@ -19,6 +19,10 @@ use crate::support::domain_of;
 /// Dispatches per command buffer submitted.
 const BATCH: usize = 32;
 
+/// Input shapes kept planned at once; a model fed ever new shapes drops old plans (and their
+/// buffers) instead of growing without bound.
+const PLANS: usize = 8;
+
 struct PNode {
     label: String,
     op: String,
@@ -537,7 +541,14 @@ impl Program {
             return Ok(p.clone());
         }
         let p = Arc::new(Mutex::new(self.prepare(inputs)?));
-        self.cache.lock().expect("cache").insert(key, p.clone());
+        let mut cache = self.cache.lock().expect("cache");
+        while cache.len() >= PLANS {
+            let Some(old) = cache.keys().next().cloned() else {
+                break;
+            };
+            cache.remove(&old);
+        }
+        cache.insert(key, p.clone());
         Ok(p)
     }
 }

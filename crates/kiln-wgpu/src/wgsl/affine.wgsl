@@ -5,13 +5,11 @@
 @group(0) @binding(3) var<storage, read> T: array<f32>;
 @group(0) @binding(4) var<storage, read_write> Y: array<f32>;
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
-    let i = flat_index(wg, nwg, li);
-    if (i >= P[0]) {
-        return;
-    }
+fn count() -> u32 {
+    return P[0];
+}
+
+fn body(i: u32) {
     let c = (i / P[2]) % P[1];
     Y[i] = fma(X[i], S[c], T[c]);
 }

@@ -29,13 +29,11 @@ fn apply(a: f32, b: f32, op: u32) -> f32 {
     return y;
 }
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
-    let i = flat_index(wg, nwg, li);
-    if (i >= P[0]) {
-        return;
-    }
+fn count() -> u32 {
+    return P[0];
+}
+
+fn body(i: u32) {
     let rank = P[2];
     var rem = i;
     var ia = 0u;

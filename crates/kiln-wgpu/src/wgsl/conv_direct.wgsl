@@ -6,13 +6,11 @@
 @group(0) @binding(4) var<storage, read> Z: array<f32>;
 @group(0) @binding(5) var<storage, read_write> Y: array<f32>;
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
-    let idx = flat_index(wg, nwg, li);
-    if (idx >= P[21]) {
-        return;
-    }
+fn count() -> u32 {
+    return P[21];
+}
+
+fn body(idx: u32) {
     let H = P[2];
     let W = P[3];
     let OH = P[5];

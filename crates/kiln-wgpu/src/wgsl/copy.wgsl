@@ -4,13 +4,11 @@
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
-    let i = flat_index(wg, nwg, li);
-    if (i >= P[0]) {
-        return;
-    }
+fn count() -> u32 {
+    return P[0];
+}
+
+fn body(i: u32) {
     let rank = P[1];
     var rem = i;
     var src = P[2];

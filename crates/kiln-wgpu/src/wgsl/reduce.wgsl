@@ -3,13 +3,11 @@
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
-    let idx = flat_index(wg, nwg, li);
-    if (idx >= P[0]) {
-        return;
-    }
+fn count() -> u32 {
+    return P[0];
+}
+
+fn body(idx: u32) {
     var rem = idx;
     var base = 0u;
     for (var d = P[2]; d > 0u; d = d - 1u) {
