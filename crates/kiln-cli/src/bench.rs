@@ -217,9 +217,26 @@ fn profile(
         }
     }
     let ms = |t: f64| t * 1e3 / runs as f64;
+    // A compiled partition is timed as one step, reported under its first node.
+    let compiled: std::collections::HashMap<kiln_ir::NodeId, String> = s
+        .assignment()
+        .partitions
+        .iter()
+        .filter(|p| s.providers()[p.ep].compiles())
+        .map(|p| {
+            let name = s.providers()[p.ep].name();
+            (p.nodes[0], format!("{name} partition of {} nodes", p.nodes.len()))
+        })
+        .collect();
+    let key = |id: &kiln_ir::NodeId| {
+        compiled
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| g.node(*id).op_key())
+    };
     let mut by_op: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
     for (id, t) in &per_node {
-        let e = by_op.entry(g.node(*id).op_key()).or_default();
+        let e = by_op.entry(key(id)).or_default();
         e.0 += 1;
         e.1 += t;
     }
@@ -254,13 +271,16 @@ fn profile(
         };
         let ins: Vec<String> = n.inputs().iter().flatten().map(shape).collect();
         let outs: Vec<String> = n.outputs().iter().flatten().map(shape).collect();
-        eprintln!(
-            "{:>9.3} ms  {} [{}] -> [{}]",
-            ms(*t),
-            g.describe(*id),
-            ins.join(", "),
-            outs.join(", ")
-        );
+        match compiled.get(id) {
+            Some(label) => eprintln!("{:>9.3} ms  {label} from {}", ms(*t), g.describe(*id)),
+            None => eprintln!(
+                "{:>9.3} ms  {} [{}] -> [{}]",
+                ms(*t),
+                g.describe(*id),
+                ins.join(", "),
+                outs.join(", ")
+            ),
+        }
     }
     Ok(())
 }
