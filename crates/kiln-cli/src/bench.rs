@@ -225,7 +225,10 @@ fn profile(
         .filter(|p| s.providers()[p.ep].compiles())
         .map(|p| {
             let name = s.providers()[p.ep].name();
-            (p.nodes[0], format!("{name} partition of {} nodes", p.nodes.len()))
+            (
+                p.nodes[0],
+                format!("{name} partition of {} nodes", p.nodes.len()),
+            )
         })
         .collect();
     let key = |id: &kiln_ir::NodeId| {

@@ -11,7 +11,7 @@ mod provider;
 mod session;
 
 pub use error::RuntimeError;
-pub use executor::RunStats;
+pub use executor::{partition_spec, RunStats};
 pub use kiln_opt::{OptimizeReport, PassReport};
 pub use partition::{Assignment, Partition, Rejection};
 pub use provider::{

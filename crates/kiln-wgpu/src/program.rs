@@ -65,10 +65,12 @@ struct Prepared {
     buffers: Vec<wgpu::Buffer>,
     /// Per partition input: the buffer it is written to (None when read on the host only).
     input_buffer: Vec<Option<usize>>,
-    /// Per partition output: where it is (`Storage` holds a buffer index here), its shape,
-    /// its staging buffer and byte count.
-    outputs: Vec<(Res, Vec<usize>, Option<wgpu::Buffer>, u64)>,
+    /// Per partition output: where it is (`Storage` holds a buffer index here) and at which
+    /// byte offset, its shape, its staging buffer and byte count.
+    outputs: Vec<(Res, u64, Vec<usize>, Option<wgpu::Buffer>, u64)>,
     steps: Vec<(Arc<Pipeline>, wgpu::BindGroup, [u32; 3])>,
+    /// Concat inputs written in place (no copy).
+    in_place: usize,
 }
 
 fn as_bytes(v: &[f32]) -> &[u8] {
@@ -183,9 +185,7 @@ impl Program {
         }
         // Lower every node.
         let mut lowered = Vec::with_capacity(self.nodes.len());
-        let mut last_use: HashMap<usize, usize> = HashMap::new();
-        let mut first_def: HashMap<usize, usize> = HashMap::new();
-        for (i, n) in self.nodes.iter().enumerate() {
+        for n in &self.nodes {
             let err = |e: String| format!("{}: {e}", n.label);
             let out_shapes = self.infer(n, &shapes, &host).map_err(err)?;
             let io = NodeIo {
@@ -204,13 +204,24 @@ impl Program {
                     .collect(),
                 outs: out_shapes.clone(),
             };
-            let l = (n.lower)(&io).map_err(err)?;
+            lowered.push((n.lower)(&io).map_err(err)?);
             for (slot, s) in n.outputs.iter().zip(&out_shapes) {
                 if let Some(v) = slot {
                     shapes.insert(*v, s.clone());
                 }
             }
-            match &l {
+        }
+        let bytes_of = |v: &ValueId| shapes[v].iter().product::<usize>() as u64 * 4;
+        let into = self.concat_in_place(&lowered, &shapes);
+        let in_place = into.len();
+        // Storages: every output of a dispatching node gets one, except values computed in
+        // place inside a Concat's output, which are views of that output's storage.
+        let mut view: HashMap<ValueId, u64> = HashMap::new();
+        let mut last_use: HashMap<usize, usize> = HashMap::new();
+        let mut first_def: HashMap<usize, usize> = HashMap::new();
+        for (i, (n, l)) in self.nodes.iter().zip(&lowered).enumerate() {
+            let err = |e: String| format!("{}: {e}", n.label);
+            match l {
                 Lowered::Alias => {
                     let (Some(Some(src)), Some(Some(dst))) = (n.inputs.first(), n.outputs.first())
                     else {
@@ -220,22 +231,31 @@ impl Program {
                         err(format!("input '{}' is not on the GPU", self.name(*src)))
                     })?;
                     res.insert(*dst, r);
+                    if let Some(&off) = view.get(src) {
+                        view.insert(*dst, off);
+                    }
                 }
                 Lowered::Run(_) => {
-                    for (v, s) in n.outputs.iter().zip(&out_shapes) {
-                        let Some(v) = v else { continue };
-                        let bytes = s.iter().product::<usize>() as u64 * 4;
-                        if bytes > self.gpu.max_binding() {
-                            return Err(err(format!(
-                                "output '{}' ({bytes} bytes) is over the storage binding limit of {}",
-                                self.name(*v),
-                                self.gpu.max_binding()
-                            )));
+                    for v in n.outputs.iter().flatten() {
+                        let (target, off) = into.get(v).copied().unwrap_or((*v, 0));
+                        if !res.contains_key(&target) {
+                            let bytes = bytes_of(&target);
+                            if bytes > self.gpu.max_binding() {
+                                return Err(err(format!(
+                                    "output '{}' ({bytes} bytes) is over the storage binding limit of {}",
+                                    self.name(target),
+                                    self.gpu.max_binding()
+                                )));
+                            }
+                            res.insert(target, Res::Storage(sizes.len()));
+                            first_def.insert(sizes.len(), i);
+                            sizes.push(bytes);
+                            protected.push(false);
                         }
-                        res.insert(*v, Res::Storage(sizes.len()));
-                        first_def.insert(sizes.len(), i);
-                        sizes.push(bytes);
-                        protected.push(false);
+                        if target != *v {
+                            res.insert(*v, res[&target]);
+                            view.insert(*v, off);
+                        }
                     }
                 }
             }
@@ -244,7 +264,17 @@ impl Program {
                     last_use.insert(*s, i);
                 }
             }
-            lowered.push(l);
+        }
+        // The copies of in-place inputs are not needed.
+        for (n, l) in self.nodes.iter().zip(lowered.iter_mut()) {
+            if let Lowered::Run(ds) = l {
+                if n.op == "Concat" {
+                    ds.retain(|d| match d.binds.first() {
+                        Some(Bind::In(i)) => !n.inputs[*i].is_some_and(|v| into.contains_key(&v)),
+                        _ => true,
+                    });
+                }
+            }
         }
         for v in &self.outputs {
             if let Some(Res::Storage(s)) = res.get(v) {
@@ -381,7 +411,7 @@ impl Program {
                     }];
                     k += 1;
                     for (j, b) in d.binds.iter().enumerate() {
-                        let buffer = match b {
+                        let (buffer, viewed) = match b {
                             Bind::In(i) => {
                                 let v =
                                     n.inputs.get(*i).copied().flatten().ok_or_else(|| {
@@ -394,23 +424,33 @@ impl Program {
                                         self.name(v)
                                     )
                                 })?;
-                                buf_of(r)
+                                (buf_of(r), view.get(&v).map(|&o| (o, bytes_of(&v))))
                             }
                             Bind::Out(i) => {
                                 let v = n.outputs.get(*i).copied().flatten().ok_or_else(|| {
                                     format!("{}: output {i} is not used", n.label)
                                 })?;
-                                buf_of(res[&v])
+                                (buf_of(res[&v]), view.get(&v).map(|&o| (o, bytes_of(&v))))
                             }
                             Bind::Data(_) => {
                                 di += 1;
-                                &datas[di - 1]
+                                (&datas[di - 1], None)
                             }
-                            Bind::Dummy => &dummy,
+                            Bind::Dummy => (&dummy, None),
+                        };
+                        let resource = match viewed {
+                            Some((offset, size)) => {
+                                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                    buffer,
+                                    offset,
+                                    size: std::num::NonZeroU64::new(size),
+                                })
+                            }
+                            None => buffer.as_entire_binding(),
                         };
                         entries.push(wgpu::BindGroupEntry {
                             binding: j as u32 + 1,
-                            resource: buffer.as_entire_binding(),
+                            resource,
                         });
                     }
                     let bg = dev.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -442,9 +482,10 @@ impl Program {
                     Res::Storage(s) => Res::Storage(buffer_of[s]),
                     c => c,
                 };
-                outputs.push((r, shape, staging, bytes));
+                outputs.push((r, view.get(v).copied().unwrap_or(0), shape, staging, bytes));
             }
             Ok(Prepared {
+                in_place,
                 buffers,
                 input_buffer: input_buffer
                     .iter()
@@ -455,6 +496,82 @@ impl Program {
             })
         })
         .map_err(|e| e.to_string())?
+    }
+
+    /// Concat inputs their producers can write straight into the Concat's output: a value
+    /// maps to (the Concat's output, byte offset). Only where each input is one contiguous
+    /// run of the output (everything before the axis is 1), the offset meets the device's
+    /// binding alignment, the value is made by a dispatching node of this partition for this
+    /// Concat alone (never a partition output, never read twice by it), and its producer reads
+    /// no other in-place input of the same Concat (one dispatch cannot read and write one
+    /// buffer).
+    fn concat_in_place(
+        &self,
+        lowered: &[Lowered],
+        shapes: &HashMap<ValueId, Vec<usize>>,
+    ) -> HashMap<ValueId, (ValueId, u64)> {
+        let align = self.gpu.limits.min_storage_buffer_offset_alignment.max(4) as u64;
+        let mut made_by: HashMap<ValueId, usize> = HashMap::new();
+        for (i, (n, l)) in self.nodes.iter().zip(lowered).enumerate() {
+            if matches!(l, Lowered::Run(_)) && n.op != "Concat" {
+                for v in n.outputs.iter().flatten() {
+                    made_by.insert(*v, i);
+                }
+            }
+        }
+        let mut into = HashMap::new();
+        for n in self
+            .nodes
+            .iter()
+            .filter(|n| n.op == "Concat" && n.domain.is_empty())
+        {
+            let Some(Some(y)) = n.outputs.first() else {
+                continue;
+            };
+            let ys = &shapes[y];
+            let r = ys.len() as i64;
+            let axis = n
+                .attrs
+                .iter()
+                .find(|a| a.name == "axis")
+                .and_then(|a| match a.value {
+                    kiln_ir::AttrValue::Int(x) => Some(x),
+                    _ => None,
+                });
+            let Some(axis) = axis.map(|a| if a < 0 { a + r } else { a }) else {
+                continue;
+            };
+            if axis < 0 || axis >= r || ys[..axis as usize].iter().product::<usize>() != 1 {
+                continue;
+            }
+            let inner: usize = ys[axis as usize + 1..].iter().product();
+            let mut off = 0usize;
+            let mut chosen: Vec<(ValueId, u64)> = Vec::new();
+            for v in n.inputs.iter().flatten() {
+                let len = shapes[v][axis as usize] * inner;
+                let bytes = off as u64 * 4;
+                let once = n.inputs.iter().flatten().filter(|x| *x == v).count() == 1;
+                if made_by.contains_key(v)
+                    && !self.outputs.contains(v)
+                    && once
+                    && len > 0
+                    && bytes % align == 0
+                {
+                    chosen.push((*v, bytes));
+                }
+                off += len;
+            }
+            // A producer that reads a sibling would bind the buffer twice.
+            let picked: Vec<ValueId> = chosen.iter().map(|c| c.0).collect();
+            for (v, bytes) in chosen {
+                let p = &self.nodes[made_by[&v]];
+                if p.inputs.iter().flatten().any(|x| picked.contains(x)) {
+                    continue;
+                }
+                into.insert(v, (*y, bytes));
+            }
+        }
+        into
     }
 
     /// The concrete output shapes of a node, by kiln's inference rule.
@@ -529,6 +646,13 @@ impl Program {
             .collect()
     }
 
+    /// How many Concat inputs the plan for these inputs writes in place.
+    pub fn in_place_concat_inputs(&self, inputs: &[&Tensor]) -> Result<usize, String> {
+        let p = self.prepared(inputs)?;
+        let n = p.lock().expect("prepared run").in_place;
+        Ok(n)
+    }
+
     fn prepared(&self, inputs: &[&Tensor]) -> Result<Arc<Mutex<Prepared>>, String> {
         let key: Key = inputs
             .iter()
@@ -599,18 +723,18 @@ impl CompiledPartition for Program {
                 let mut enc = gpu
                     .device
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-                for (r, _, staging, bytes) in &p.outputs {
+                for (r, offset, _, staging, bytes) in &p.outputs {
                     if let Some(st) = staging {
                         let src = match r {
                             Res::Storage(b) => &p.buffers[*b],
                             Res::Const(v) => self.consts[v].gpu.as_ref().expect("uploaded"),
                         };
-                        enc.copy_buffer_to_buffer(src, 0, st, 0, *bytes);
+                        enc.copy_buffer_to_buffer(src, *offset, st, 0, *bytes);
                     }
                 }
                 gpu.queue.submit(Some(enc.finish()));
                 let (tx, rx) = std::sync::mpsc::channel();
-                for (k, (_, _, staging, _)) in p.outputs.iter().enumerate() {
+                for (k, (_, _, _, staging, _)) in p.outputs.iter().enumerate() {
                     if let Some(st) = staging {
                         let tx = tx.clone();
                         st.slice(..).map_async(wgpu::MapMode::Read, move |r| {
@@ -626,7 +750,7 @@ impl CompiledPartition for Program {
                     r.map_err(|e| format!("reading output {k} back: {e}"))?;
                 }
                 let mut outs = Vec::with_capacity(p.outputs.len());
-                for (_, shape, staging, _) in &p.outputs {
+                for (_, _, shape, staging, _) in &p.outputs {
                     let data = match staging {
                         Some(st) => {
                             let view = st

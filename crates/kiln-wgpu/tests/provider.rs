@@ -264,3 +264,85 @@ fn fusions_for_the_gpu_and_claiming_off() {
         &on.run(f).unwrap(),
     );
 }
+
+/// x -> Conv a; Relu(a) = b; x -> Conv c; y = Concat(a, b, c) on channels, also reshaped into a
+/// second output; a is read again after the Concat. a and c are written straight into y
+/// (b's producer reads a, its sibling, so b is copied); results match the CPU either way.
+#[test]
+fn concat_inputs_written_in_place() {
+    let mut g = Graph::new("cat");
+    let ty = ValueType::tensor(
+        DataType::F32,
+        vec![Dim::Known(1), Dim::Known(3), Dim::Known(4), Dim::Known(4)],
+    );
+    let x = g.add_value("x", Some(ty.clone())).unwrap();
+    g.value_mut(x).declared = Some(ty);
+    g.push_input(x);
+    let mut rng = Rng::new(11);
+    let w1 = g
+        .add_initializer(
+            "w1",
+            kiln_ir::Tensor::from_f32(vec![16, 3, 1, 1], &rng.vec(48)),
+        )
+        .unwrap();
+    let w2 = g
+        .add_initializer(
+            "w2",
+            kiln_ir::Tensor::from_f32(vec![16, 3, 3, 3], &rng.vec(432)),
+        )
+        .unwrap();
+    let shape = g
+        .add_initializer("shape", kiln_ir::Tensor::from_i64(vec![2], &[48, 16]))
+        .unwrap();
+    let v: Vec<_> = ["a", "b", "c", "y", "flat", "again"]
+        .iter()
+        .map(|n| g.add_value(n, None).unwrap())
+        .collect();
+    let nodes = [
+        Node::new("conv_a", "Conv", "")
+            .with_inputs(&[Some(x), Some(w1)])
+            .with_outputs(&[Some(v[0])]),
+        Node::new("relu_b", "Relu", "")
+            .with_inputs(&[Some(v[0])])
+            .with_outputs(&[Some(v[1])]),
+        Node::new("conv_c", "Conv", "")
+            .with_inputs(&[Some(x), Some(w2)])
+            .with_outputs(&[Some(v[2])])
+            .with_attrs(vec![Attribute::ints("pads", &[1, 1, 1, 1])]),
+        Node::new("cat", "Concat", "")
+            .with_inputs(&[Some(v[0]), Some(v[1]), Some(v[2])])
+            .with_outputs(&[Some(v[3])])
+            .with_attrs(vec![Attribute::int("axis", 1)]),
+        Node::new("flat", "Reshape", "")
+            .with_inputs(&[Some(v[3]), Some(shape)])
+            .with_outputs(&[Some(v[4])]),
+        Node::new("again", "Sigmoid", "")
+            .with_inputs(&[Some(v[0])])
+            .with_outputs(&[Some(v[5])]),
+    ];
+    for n in nodes {
+        g.add_node(n).unwrap();
+    }
+    g.set_outputs(vec![v[3], v[4], v[5]]);
+    let mut m = model_of(g, 17);
+    kiln_ops::infer_shapes(&mut m).unwrap();
+    let f = feed(vec![1, 3, 4, 4], 12);
+    let gpu = session(&m, vec![wgpu(WgpuOptions::default())], Level::Disabled);
+    assert_eq!(gpu.assignment().nodes_per_ep(2), vec![6, 0]);
+    let cpu = session(&m, vec![], Level::Disabled);
+    assert_close(
+        "in-place concat",
+        &gpu.run(f.clone()).unwrap(),
+        &cpu.run(f.clone()).unwrap(),
+    );
+    // The plan itself: the same partition compiled directly.
+    let order = &gpu.assignment().partitions[0].nodes;
+    let spec = kiln_runtime::partition_spec(&m.graph, order);
+    let provider = WgpuProvider::new(WgpuOptions::default()).unwrap();
+    let program = kiln_wgpu::program::Program::new(provider.gpu().clone(), &m, &spec).unwrap();
+    let x = f[0].1.tensor().unwrap();
+    let align = provider.gpu().limits.min_storage_buffer_offset_alignment as usize;
+    // a sits at offset 0; c at 32 planes of 16 floats = 2048 bytes, aligned on any device.
+    let expect = if 2048 % align == 0 { 2 } else { 1 };
+    assert_eq!(program.in_place_concat_inputs(&[x]).unwrap(), expect);
+}
