@@ -76,6 +76,21 @@ fn declines_with_reasons() {
     assert!(r.contains("no kernel for LRN"), "{r}");
 }
 
+/// A node the GPU declines but the CPU accepts (Relu given a parameter) runs on the CPU, and
+/// the results stay right.
+#[test]
+fn declined_fused_conv_runs_on_the_cpu() {
+    let (m, feeds) = build(&fused("Relu", &[0.1]), 17, DataType::F32, &mut Rng::new(5));
+    let s = session(&m, vec![wgpu(WgpuOptions::default())], Level::Disabled);
+    assert_eq!(s.assignment().nodes_per_ep(2), vec![0, 1]);
+    let cpu = session(&m, vec![], Level::Disabled);
+    assert_close(
+        "declined FusedConv",
+        &s.run(feeds.clone()).unwrap(),
+        &cpu.run(feeds).unwrap(),
+    );
+}
+
 /// A double Conv runs on the CPU (ORT's review of the CoreML work asked for exactly this).
 #[test]
 fn double_goes_to_the_cpu_and_stays_right() {
