@@ -198,7 +198,7 @@ impl Plan {
         g: &Graph,
         opsets: &Opsets,
         inputs: Vec<(ValueId, Arc<Value>)>,
-        outer: Option<&dyn Fn(&str) -> Option<Arc<Value>>>,
+        outer: Outer,
         mut profile: Option<&mut Vec<(NodeId, f64)>>,
     ) -> Result<(Vec<Arc<Value>>, RunStats), RuntimeError> {
         let mut env: Vec<Option<Arc<Value>>> = vec![None; self.slots];
@@ -376,7 +376,7 @@ fn run_node(
 struct Frame<'a> {
     graph: &'a Graph,
     env: &'a [Option<Arc<Value>>],
-    outer: Option<&'a dyn Fn(&str) -> Option<Arc<Value>>>,
+    outer: Outer<'a>,
     opsets: &'a Opsets,
 }
 

@@ -35,8 +35,11 @@ struct PNode {
     infer: kiln_ops::InferFn,
 }
 
+/// A constant a partition reads: on the device when some node reads it as data, on the host
+/// only when some node reads it as a parameter (weights are not kept twice in host memory).
 struct Const {
-    host: Tensor,
+    shape: Vec<usize>,
+    host: Option<Tensor>,
     ir: Arc<kiln_ir::Tensor>,
     gpu: Option<wgpu::Buffer>,
 }
@@ -96,13 +99,21 @@ impl Program {
                 names.insert(*v, g.value(*v).name.clone());
                 if let Some(t) = &g.value(*v).initializer {
                     let c = consts.entry(*v).or_insert_with(|| Const {
-                        host: Tensor::from_ir(t),
+                        shape: t.dims.clone(),
+                        host: None,
                         ir: t.clone(),
                         gpu: None,
                     });
-                    // Float data inputs go to the device once; parameters stay on the host.
-                    if c.gpu.is_none() && !info.params.contains(&i) {
-                        let data = c.host.as_slice::<f32>().ok_or_else(|| {
+                    if info.params.contains(&i) {
+                        if c.host.is_none() {
+                            c.host = Some(Tensor::from_ir(t));
+                        }
+                        continue;
+                    }
+                    // Float data inputs go to the device once.
+                    if c.gpu.is_none() {
+                        let host = Tensor::from_ir(t);
+                        let data = host.as_slice::<f32>().ok_or_else(|| {
                             format!("{}: constant input {i} is not float32", g.describe(id))
                         })?;
                         let buf = gpu
@@ -177,8 +188,10 @@ impl Program {
             }
         }
         for (v, c) in &self.consts {
-            shapes.insert(*v, c.host.shape.clone());
-            host.insert(*v, &c.host);
+            shapes.insert(*v, c.shape.clone());
+            if let Some(h) = &c.host {
+                host.insert(*v, h);
+            }
             if c.gpu.is_some() {
                 res.insert(*v, Res::Const(*v));
             }
@@ -746,8 +759,17 @@ impl CompiledPartition for Program {
                 gpu.device
                     .poll(wgpu::PollType::wait_indefinitely())
                     .map_err(|e| format!("waiting for the GPU: {e}"))?;
-                for (k, r) in rx.iter() {
+                // After a full wait every mapping has been answered; never block on one more.
+                let mut answered = 0;
+                for (k, r) in rx.try_iter() {
                     r.map_err(|e| format!("reading output {k} back: {e}"))?;
+                    answered += 1;
+                }
+                let wanted = p.outputs.iter().filter(|o| o.3.is_some()).count();
+                if answered != wanted {
+                    return Err(format!(
+                        "the GPU answered {answered} of {wanted} output readbacks"
+                    ));
                 }
                 let mut outs = Vec::with_capacity(p.outputs.len());
                 for (_, _, shape, staging, _) in &p.outputs {
