@@ -221,11 +221,18 @@ fn tensor_errors_name_the_tensor() {
         let p = write(dir.path(), &format!("{name}.onnx"), &m);
         assert_refused(&p, expect);
     }
-    // Negative dims in a declared type.
+    // A negative dim in a declared type means "unknown" (as in ONNX Runtime), not an error.
     let mut m = good_model();
     m.graph.as_mut().unwrap().input[0] = vi("x", &[-1, 3]);
     let p = write(dir.path(), "negtype.onnx", &m);
-    assert_refused(&p, &["value 'x'", "negative"]);
+    let (code, out, err) = kiln(&["inspect", p.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        j["inputs"][0]["shape"],
+        serde_json::json!([null, 3]),
+        "{out}"
+    );
 }
 
 #[test]
@@ -301,4 +308,28 @@ fn optimize_into_a_missing_folder_leaves_nothing() {
         "{err}"
     );
     assert!(!out.exists());
+}
+
+/// One domain imported twice at one version (skl2onnx does this; `""` and `ai.onnx` name the
+/// same domain) loads as one import; two different versions of one domain are refused.
+#[test]
+fn opset_imported_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = good_model();
+    m.opset_import.push(OperatorSetIdProto {
+        domain: Some("ai.onnx".into()),
+        version: Some(17),
+    });
+    let p = write(dir.path(), "twice.onnx", &m);
+    let (code, out, err) = kiln(&["inspect", p.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["opsets"], serde_json::json!({"": 17}), "{out}");
+    let mut m = good_model();
+    m.opset_import.push(OperatorSetIdProto {
+        domain: Some(String::new()),
+        version: Some(13),
+    });
+    let p = write(dir.path(), "conflict.onnx", &m);
+    assert_refused(&p, &["imported twice", "versions 17 and 13"]);
 }

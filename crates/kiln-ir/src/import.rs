@@ -352,9 +352,9 @@ fn import_shape(s: Option<&proto::TensorShapeProto>) -> Result<Option<Vec<Dim>>,
         .iter()
         .enumerate()
         .map(|(i, d)| match &d.value {
-            Some(dimension::Value::DimValue(v)) if *v < 0 => {
-                Err(format!("dimension {i} is negative ({v})"))
-            }
+            // Some exporters write -1 for "dynamic"; ONNX Runtime reads any negative value
+            // as an unknown dim, and so does kiln (tensor data dims stay strict).
+            Some(dimension::Value::DimValue(v)) if *v < 0 => Ok(Dim::Unknown),
             Some(dimension::Value::DimValue(v)) => Ok(Dim::Known(*v)),
             Some(dimension::Value::DimParam(p)) if !p.is_empty() => Ok(Dim::sym(p)),
             _ => Ok(Dim::Unknown),

@@ -57,10 +57,18 @@ impl Model {
         for o in &p.opset_import {
             let domain = normal_domain(o.domain.as_deref().unwrap_or("")).to_string();
             let version = o.version.unwrap_or(0);
-            if opsets.iter().any(|x| x.domain == domain) {
+            // The same import twice (skl2onnx writes that, and `""` and `ai.onnx` name one
+            // domain) is one import; two versions of one domain are a contradiction.
+            if let Some(x) = opsets.iter().find(|x| x.domain == domain) {
+                if x.version == version {
+                    continue;
+                }
                 return Err(IrError::BadProto {
                     owner: "model".into(),
-                    reason: format!("opset of domain '{domain}' is imported twice"),
+                    reason: format!(
+                        "opset of domain '{domain}' is imported twice, as versions {} and {version}",
+                        x.version
+                    ),
                 });
             }
             opsets.push(OpsetImport { domain, version });
