@@ -32,16 +32,7 @@ pub fn info_kiln() -> Option<OpInfo> {
 }
 
 fn check_conv(c: &CheckCtx) -> Result<(), String> {
-    match c.ranks.first().copied().flatten() {
-        Some(4) => {}
-        Some(r) => {
-            return Err(format!(
-                "{}-D convolution (the GPU kernel is 2-D)",
-                r.saturating_sub(2)
-            ))
-        }
-        None => return Err("input rank unknown".into()),
-    }
+    super::spatial_2d(c, "convolution")?;
     if c.ranks.get(1).copied().flatten() != Some(4) {
         return Err("weights of rank other than 4".into());
     }

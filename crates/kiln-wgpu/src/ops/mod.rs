@@ -123,6 +123,18 @@ pub fn no_check(_: &CheckCtx) -> Result<(), String> {
     Ok(())
 }
 
+/// Input 0 must be an NCHW tensor: the window kernels are 2-D.
+pub fn spatial_2d(c: &CheckCtx, what: &str) -> Result<(), String> {
+    match c.ranks.first().copied().flatten() {
+        Some(4) => Ok(()),
+        Some(r) => Err(format!(
+            "{}-D {what} (the GPU kernel is 2-D)",
+            r.saturating_sub(2)
+        )),
+        None => Err("input rank unknown".into()),
+    }
+}
+
 /// The op table: a plain function of (domain, op type).
 pub fn op_info(domain: &str, op: &str) -> Option<OpInfo> {
     match domain {

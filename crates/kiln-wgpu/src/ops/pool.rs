@@ -23,19 +23,8 @@ pub fn info(op: &str) -> Option<OpInfo> {
     })
 }
 
-fn rank4(c: &CheckCtx) -> Result<(), String> {
-    match c.ranks.first().copied().flatten() {
-        Some(4) => Ok(()),
-        Some(r) => Err(format!(
-            "{}-D pooling (the GPU kernel is 2-D)",
-            r.saturating_sub(2)
-        )),
-        None => Err("input rank unknown".into()),
-    }
-}
-
 fn check_pool(c: &CheckCtx) -> Result<(), String> {
-    rank4(c)
+    super::spatial_2d(c, "pooling")
 }
 
 fn check_global(c: &CheckCtx) -> Result<(), String> {
