@@ -68,12 +68,20 @@ struct Prepared {
     buffers: Vec<wgpu::Buffer>,
     /// Per partition input: the buffer it is written to (None when read on the host only).
     input_buffer: Vec<Option<usize>>,
-    /// Per partition output: where it is (`Storage` holds a buffer index here) and at which
-    /// byte offset, its shape, its staging buffer and byte count.
-    outputs: Vec<(Res, u64, Vec<usize>, Option<wgpu::Buffer>, u64)>,
+    outputs: Vec<Readback>,
     steps: Vec<(Arc<Pipeline>, wgpu::BindGroup, [u32; 3])>,
     /// Concat inputs written in place (no copy).
     in_place: usize,
+}
+
+/// A partition output: where it is (`Storage` holds a buffer index here) and at which byte
+/// offset, its shape, and the mappable buffer it is copied to (none when it is empty).
+struct Readback {
+    at: Res,
+    offset: u64,
+    shape: Vec<usize>,
+    staging: Option<wgpu::Buffer>,
+    bytes: u64,
 }
 
 fn as_bytes(v: &[f32]) -> &[u8] {
@@ -251,7 +259,7 @@ impl Program {
                 Lowered::Run(_) => {
                     for v in n.outputs.iter().flatten() {
                         let (target, off) = into.get(v).copied().unwrap_or((*v, 0));
-                        if !res.contains_key(&target) {
+                        if let std::collections::hash_map::Entry::Vacant(e) = res.entry(target) {
                             let bytes = bytes_of(&target);
                             if bytes > self.gpu.max_binding() {
                                 return Err(err(format!(
@@ -260,7 +268,7 @@ impl Program {
                                     self.gpu.max_binding()
                                 )));
                             }
-                            res.insert(target, Res::Storage(sizes.len()));
+                            e.insert(Res::Storage(sizes.len()));
                             first_def.insert(sizes.len(), i);
                             sizes.push(bytes);
                             protected.push(false);
@@ -495,7 +503,13 @@ impl Program {
                     Res::Storage(s) => Res::Storage(buffer_of[s]),
                     c => c,
                 };
-                outputs.push((r, view.get(v).copied().unwrap_or(0), shape, staging, bytes));
+                outputs.push(Readback {
+                    at: r,
+                    offset: view.get(v).copied().unwrap_or(0),
+                    shape,
+                    staging,
+                    bytes,
+                });
             }
             Ok(Prepared {
                 in_place,
@@ -568,7 +582,7 @@ impl Program {
                     && !self.outputs.contains(v)
                     && once
                     && len > 0
-                    && bytes % align == 0
+                    && bytes.is_multiple_of(align)
                 {
                     chosen.push((*v, bytes));
                 }
@@ -736,19 +750,19 @@ impl CompiledPartition for Program {
                 let mut enc = gpu
                     .device
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-                for (r, offset, _, staging, bytes) in &p.outputs {
-                    if let Some(st) = staging {
-                        let src = match r {
+                for o in &p.outputs {
+                    if let Some(st) = &o.staging {
+                        let src = match &o.at {
                             Res::Storage(b) => &p.buffers[*b],
                             Res::Const(v) => self.consts[v].gpu.as_ref().expect("uploaded"),
                         };
-                        enc.copy_buffer_to_buffer(src, *offset, st, 0, *bytes);
+                        enc.copy_buffer_to_buffer(src, o.offset, st, 0, o.bytes);
                     }
                 }
                 gpu.queue.submit(Some(enc.finish()));
                 let (tx, rx) = std::sync::mpsc::channel();
-                for (k, (_, _, _, staging, _)) in p.outputs.iter().enumerate() {
-                    if let Some(st) = staging {
+                for (k, o) in p.outputs.iter().enumerate() {
+                    if let Some(st) = &o.staging {
                         let tx = tx.clone();
                         st.slice(..).map_async(wgpu::MapMode::Read, move |r| {
                             let _ = tx.send((k, r));
@@ -765,15 +779,15 @@ impl CompiledPartition for Program {
                     r.map_err(|e| format!("reading output {k} back: {e}"))?;
                     answered += 1;
                 }
-                let wanted = p.outputs.iter().filter(|o| o.3.is_some()).count();
+                let wanted = p.outputs.iter().filter(|o| o.staging.is_some()).count();
                 if answered != wanted {
                     return Err(format!(
                         "the GPU answered {answered} of {wanted} output readbacks"
                     ));
                 }
                 let mut outs = Vec::with_capacity(p.outputs.len());
-                for (_, _, shape, staging, _) in &p.outputs {
-                    let data = match staging {
+                for o in &p.outputs {
+                    let data = match &o.staging {
                         Some(st) => {
                             let view = st
                                 .slice(..)
@@ -789,7 +803,7 @@ impl CompiledPartition for Program {
                         }
                         None => Vec::new(),
                     };
-                    outs.push(Value::Tensor(Tensor::from_vec(shape.clone(), data)));
+                    outs.push(Value::Tensor(Tensor::from_vec(o.shape.clone(), data)));
                 }
                 Ok(outs)
             })
