@@ -81,7 +81,8 @@ fi
 
 # ---- node conformance suite ----------------------------------------------------------------
 conf="$cache/conformance"
-conf_pins="$("$py" -c 'import onnx; print("onnx==" + onnx.__version__)') gen_conformance-v1"
+# ml_dtypes decides the expected outputs of the int2/int4 casts, so its version is a pin too.
+conf_pins="$("$py" -c 'import onnx, ml_dtypes; print(f"onnx=={onnx.__version__} ml_dtypes=={ml_dtypes.__version__}")') gen_conformance-v1"
 if [ ! -f "$conf/.complete" ] || [ "$(cat "$conf/.complete")" != "$conf_pins" ]; then
   start=$SECONDS
   mkdir -p "$conf"

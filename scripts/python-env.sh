@@ -8,7 +8,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${KILN_CACHE:-$root/.cache}"
 venv="$cache/venv"
 stamp="$venv/.kiln-pins"
-pins="onnx==1.23.2 onnxruntime==1.31.1 numpy==2.3.5 tract==0.23.9"
+pins="onnx==1.23.2 onnxruntime==1.31.1 numpy==2.3.5 ml_dtypes==0.6.0 tract==0.23.9"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$pins" ]; then
   exit 0
 fi
