@@ -12,13 +12,7 @@ pub fn info(op: &str) -> Option<OpInfo> {
         "FusedConv" => ((1, 1), check_fused),
         _ => return None,
     };
-    Some(OpInfo {
-        opsets,
-        params: &[],
-        constant_params: &[],
-        check,
-        lower,
-    })
+    Some(OpInfo::plain(opsets, check, lower))
 }
 
 pub fn info_kiln() -> Option<OpInfo> {

@@ -119,6 +119,19 @@ pub struct OpInfo {
     pub lower: LowerFn,
 }
 
+impl OpInfo {
+    /// An op whose inputs are all data (no host-side parameters).
+    pub fn plain(opsets: (i64, i64), check: CheckFn, lower: LowerFn) -> OpInfo {
+        OpInfo {
+            opsets,
+            params: &[],
+            constant_params: &[],
+            check,
+            lower,
+        }
+    }
+}
+
 pub fn no_check(_: &CheckCtx) -> Result<(), String> {
     Ok(())
 }

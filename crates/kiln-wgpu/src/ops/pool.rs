@@ -14,13 +14,7 @@ pub fn info(op: &str) -> Option<OpInfo> {
         "GlobalAveragePool" | "GlobalMaxPool" => ((1, 22), check_global, global),
         _ => return None,
     };
-    Some(OpInfo {
-        opsets,
-        params: &[],
-        constant_params: &[],
-        check,
-        lower,
-    })
+    Some(OpInfo::plain(opsets, check, lower))
 }
 
 fn check_pool(c: &CheckCtx) -> Result<(), String> {
