@@ -183,3 +183,55 @@ def run_tests(label, items, check, workers=1, name=os.path.basename, desc=str):
                 print(f"FAIL {desc(item)}: {err}")
     print(f"{label}: {passed} passed, {failed} failed")
     sys.exit(1 if failed or not passed else 0)
+
+
+def assert_close(name, got, ref, atol=1e-4, rtol=1e-3):
+    """Same dtype and shape, and |got - ref| <= atol + rtol*|ref| elementwise (NaN matches NaN;
+    exact equality for integer, bool and string outputs). Returns the worst diff/tolerance."""
+    assert got.dtype == ref.dtype, f"{name}: dtype {got.dtype} vs ORT {ref.dtype}"
+    assert got.shape == ref.shape, f"{name}: shape {got.shape} vs ORT {ref.shape}"
+    if not (np.issubdtype(ref.dtype, np.floating) or np.issubdtype(ref.dtype, np.complexfloating)):
+        bad = got != ref
+        assert not bad.any(), f"{name}: {int(bad.sum())} of {bad.size} elements differ"
+        return 0.0
+    g, r = got.astype(np.float64), ref.astype(np.float64)
+    both_nan = np.isnan(g) & np.isnan(r)
+    diff = np.where(both_nan, 0.0, np.abs(g - r))
+    same_inf = np.isinf(r) & (g == r)
+    diff = np.where(same_inf, 0.0, diff)
+    tol = atol + rtol * np.where(np.isinf(r), 0.0, np.abs(r))
+    bad = ~(diff <= tol)
+    assert not bad.any(), (f"{name}: {int(bad.sum())} of {bad.size} elements off, max diff "
+                           f"{np.nanmax(np.where(bad, diff, 0)):.3g}")
+    return float((diff / tol).max()) if diff.size else 0.0
+
+
+def kiln_run_model(model, feeds, level="disabled", ep="cpu", extra=()):
+    """Runs an in-memory model with `kiln run` on the given feeds; {output name: array}."""
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="kiln-case-") as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        onnx.save(model, path)
+        args = ["run", path, "--level", level, "--ep", ep, "--out", os.path.join(tmp, "out"),
+                "--json", *extra]
+        for i, (name, arr) in enumerate(feeds.items()):
+            f = os.path.join(tmp, f"in{i}.npy")
+            np.save(f, arr)
+            args += ["--input", f"{name}={f}"]
+        report = kiln_json(*args)
+        return {o["name"]: np.load(o["file"]) for o in report["outputs"]}
+
+
+def compare_with_ort(model, feeds, levels=("disabled", "all"), atol=1e-4, rtol=1e-3):
+    """kiln at each level against ONNX Runtime with its optimizer off; the worst ratio of
+    difference to tolerance."""
+    sess = ort_session(model)
+    names = [o.name for o in sess.get_outputs()]
+    want = dict(zip(names, sess.run(names, feeds)))
+    worst = 0.0
+    for level in levels:
+        got = kiln_run_model(model, feeds, level=level)
+        assert sorted(got) == sorted(want), f"outputs {sorted(got)} vs ORT {sorted(want)}"
+        for n in names:
+            worst = max(worst, assert_close(f"{n} (--level {level})", got[n], want[n], atol, rtol))
+    return worst

@@ -350,8 +350,7 @@ fn import_shape(s: Option<&proto::TensorShapeProto>) -> Result<Option<Vec<Dim>>,
     let Some(s) = s else { return Ok(None) };
     s.dim
         .iter()
-        .enumerate()
-        .map(|(i, d)| match &d.value {
+        .map(|d| match &d.value {
             // Some exporters write -1 for "dynamic"; ONNX Runtime reads any negative value
             // as an unknown dim, and so does kiln (tensor data dims stay strict).
             Some(dimension::Value::DimValue(v)) if *v < 0 => Ok(Dim::Unknown),

@@ -34,6 +34,7 @@ mod pool;
 mod pool2d;
 mod quant;
 mod range;
+mod recurrent;
 mod reduce;
 mod reshape;
 pub(crate) mod resize;
@@ -151,6 +152,7 @@ fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         pad::kernel,
         pool::kernel,
         range::kernel,
+        recurrent::kernel,
         reduce::kernel,
         reshape::kernel,
         resize::kernel,
@@ -275,6 +277,7 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
             "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1"
             | "ReduceL2" | "ReduceLogSum" | "ReduceLogSumExp" | "ReduceSumSquare" => reduce::infer,
             "ArgMax" | "ArgMin" => reduce::infer_arg,
+            "RNN" | "GRU" | "LSTM" => recurrent::infer,
             _ => return rules::infer_rule(op),
         },
         ("com.microsoft", "FusedConv") => conv::infer,
