@@ -3,6 +3,7 @@
 use crate::ctx::{InferCtx, Inferred, Result};
 use crate::kernel::KernelFn;
 
+mod attention;
 mod batchnorm;
 mod binary;
 mod cast;
@@ -134,6 +135,7 @@ fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         sample::kernel,
         loss::kernel,
         einsum::kernel,
+        attention::kernel,
         batchnorm::kernel,
         cast::kernel,
         concat::kernel,
@@ -278,6 +280,7 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
             | "ReduceL2" | "ReduceLogSum" | "ReduceLogSumExp" | "ReduceSumSquare" => reduce::infer,
             "ArgMax" | "ArgMin" => reduce::infer_arg,
             "RNN" | "GRU" | "LSTM" => recurrent::infer,
+            "Attention" => attention::infer,
             _ => return rules::infer_rule(op),
         },
         ("com.microsoft", "FusedConv") => conv::infer,
