@@ -5,6 +5,7 @@ use crate::kernel::KernelFn;
 
 mod attention;
 mod batchnorm;
+mod bitcast;
 mod binary;
 mod cast;
 mod concat;
@@ -39,6 +40,7 @@ mod recurrent;
 mod reduce;
 mod reshape;
 pub(crate) mod resize;
+mod rotary;
 mod rules;
 mod sample;
 mod scatter;
@@ -51,6 +53,8 @@ mod spatial;
 mod spectral;
 mod split;
 mod squeeze;
+mod swiglu;
+mod tensor_scatter;
 mod text;
 mod tile;
 mod transpose;
@@ -137,6 +141,10 @@ fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         einsum::kernel,
         attention::kernel,
         batchnorm::kernel,
+        bitcast::kernel,
+        rotary::kernel,
+        swiglu::kernel,
+        tensor_scatter::kernel,
         cast::kernel,
         concat::kernel,
         constant::kernel,
@@ -250,6 +258,7 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
             "MatMul" => matmul::infer,
             "GroupNormalization" => norm::infer_same,
             "LayerNormalization" => norm::infer_layer_norm,
+            "RMSNormalization" => norm::infer_same,
             "MatMulInteger" => matmul::infer_integer,
             "Reshape" => reshape::infer,
             "Flatten" => reshape::infer_flatten,
@@ -281,6 +290,10 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
             "ArgMax" | "ArgMin" => reduce::infer_arg,
             "RNN" | "GRU" | "LSTM" => recurrent::infer,
             "Attention" => attention::infer,
+            "RotaryEmbedding" => rotary::infer,
+            "BitCast" => bitcast::infer,
+            "SwiGLU" => swiglu::infer,
+            "TensorScatter" => tensor_scatter::infer,
             _ => return rules::infer_rule(op),
         },
         ("com.microsoft", "FusedConv") => conv::infer,

@@ -1,4 +1,4 @@
-//! Normalizations over axes: LRN, InstanceNormalization, LayerNormalization,
+//! Normalizations over axes: LRN, InstanceNormalization, LayerNormalization, RMSNormalization,
 //! GroupNormalization, MeanVarianceNormalization, LpNormalization. Statistics accumulate in f64;
 //! f16/bf16 tensors compute in f32.
 use kiln_ir::{DataType, Dim};
@@ -15,7 +15,7 @@ pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
     let f: KernelFn = match (domain, op_type) {
         ("", "LRN") => run_lrn,
         ("", "InstanceNormalization") => run_instance_norm,
-        ("", "LayerNormalization") => run_layer_norm,
+        ("", "LayerNormalization" | "RMSNormalization") => run_layer_norm,
         ("", "GroupNormalization") => run_group_norm,
         ("", "MeanVarianceNormalization") => run_mvn,
         ("", "LpNormalization") => run_lp_norm,
@@ -274,7 +274,8 @@ fn run_layer_norm(ctx: &KernelCtx) -> Result<Vec<Value>> {
         Some(_) => Some(float_input(ctx, 2)?),
         None => None,
     };
-    let (y, mean, inv) = float_dispatch!(x.dtype(), layer_norm(x, axis, eps, scale, bias))?;
+    let rms = ctx.op_type == "RMSNormalization";
+    let (y, mean, inv) = float_dispatch!(x.dtype(), layer_norm(x, axis, eps, scale, bias, rms))?;
     let mut out = vec![Value::Tensor(Tensor::new(x.shape.clone(), y))];
     let stat_shape: Vec<usize> = x
         .shape
@@ -295,14 +296,17 @@ fn run_layer_norm(ctx: &KernelCtx) -> Result<Vec<Value>> {
     Ok(out)
 }
 
-type LayerNormOut = (Data, Vec<f64>, Vec<f64>);
+pub(crate) type LayerNormOut = (Data, Vec<f64>, Vec<f64>);
 
-fn layer_norm<T: Real>(
+/// Layer normalization over `axis..`; `rms` skips centering (RMS normalization: the mean of
+/// squares stands for the variance).
+pub(crate) fn layer_norm<T: Real>(
     x: &Tensor,
     axis: usize,
     eps: f64,
     scale: &Tensor,
     bias: Option<&Tensor>,
+    rms: bool,
 ) -> Result<LayerNormOut> {
     let xv = T::load(x)?;
     let len: usize = x.shape[axis..].iter().product();
@@ -335,7 +339,12 @@ fn layer_norm<T: Real>(
     let mut invs = Vec::with_capacity(rows);
     if len > 0 {
         for (r, (src, dst)) in xv.chunks(len).zip(y.chunks_mut(len)).enumerate() {
-            let (mean, var) = moments(src);
+            let (mean, var) = if rms {
+                let n = src.len() as f64;
+                (0.0, src.iter().map(|v| v.f64() * v.f64()).sum::<f64>() / n)
+            } else {
+                moments(src)
+            };
             let inv = 1.0 / (var + eps).sqrt();
             means.push(mean);
             invs.push(inv);
