@@ -3,11 +3,12 @@
 use crate::ctx::{InferCtx, Inferred, Result};
 use crate::kernel::KernelFn;
 
-mod attention;
+pub(crate) mod attention;
 mod batchnorm;
 mod bitcast;
 mod binary;
 mod cast;
+mod causal_conv;
 mod concat;
 mod constant;
 mod control_flow;
@@ -22,6 +23,7 @@ mod gemm;
 mod index_ops;
 pub mod kiln_fused;
 pub(crate) mod linalg;
+mod linear_attention;
 mod loss;
 mod matmul;
 mod misc;
@@ -146,6 +148,8 @@ fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         swiglu::kernel,
         tensor_scatter::kernel,
         cast::kernel,
+        causal_conv::kernel,
+        linear_attention::kernel,
         concat::kernel,
         constant::kernel,
         control_flow::kernel,
@@ -293,6 +297,8 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
             "RotaryEmbedding" => rotary::infer,
             "BitCast" => bitcast::infer,
             "SwiGLU" => swiglu::infer,
+            "LinearAttention" => linear_attention::infer,
+            "CausalConvWithState" => causal_conv::infer,
             "TensorScatter" => tensor_scatter::infer,
             _ => return rules::infer_rule(op),
         },
