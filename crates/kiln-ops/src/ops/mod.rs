@@ -18,6 +18,7 @@ mod dropout;
 mod einsum;
 mod elementwise;
 mod expand;
+mod flex_attention;
 mod gather;
 mod gemm;
 mod index_ops;
@@ -157,6 +158,7 @@ fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         dropout::kernel,
         elementwise::kernel,
         expand::kernel,
+        flex_attention::kernel,
         gather::kernel,
         gemm::kernel,
         matmul::kernel,
@@ -302,6 +304,7 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
             "TensorScatter" => tensor_scatter::infer,
             _ => return rules::infer_rule(op),
         },
+        ("ai.onnx.preview", "FlexAttention") => flex_attention::infer,
         ("com.microsoft", "FusedConv") => conv::infer,
         (kiln_fused::DOMAIN, "FusedConv") => conv::infer,
         ("com.microsoft", "FusedGemm") => gemm::infer,
