@@ -38,6 +38,7 @@ mod pad;
 mod pool;
 mod pool2d;
 mod quant;
+mod random;
 mod range;
 mod recurrent;
 mod reduce;
@@ -167,6 +168,7 @@ fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         optional::kernel,
         pad::kernel,
         pool::kernel,
+        random::kernel,
         range::kernel,
         recurrent::kernel,
         reduce::kernel,
@@ -299,6 +301,8 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
             "RotaryEmbedding" => rotary::infer,
             "BitCast" => bitcast::infer,
             "SwiGLU" => swiglu::infer,
+            "RandomUniform" | "RandomUniformLike" | "RandomNormal" | "RandomNormalLike"
+            | "Bernoulli" => random::infer,
             "LinearAttention" => linear_attention::infer,
             "CausalConvWithState" => causal_conv::infer,
             "TensorScatter" => tensor_scatter::infer,
