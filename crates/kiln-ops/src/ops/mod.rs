@@ -60,6 +60,7 @@ mod squeeze;
 mod swiglu;
 mod tensor_scatter;
 mod text;
+mod tfidf;
 mod tile;
 mod transpose;
 mod unary;
@@ -137,6 +138,7 @@ fn check(domain: &str, op_type: &str) -> Option<CheckFn> {
 fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
     let kernel_of: &[fn(&str, &str) -> Option<KernelFn>] = &[
         text::kernel,
+        tfidf::kernel,
         spatial::kernel,
         spectral::kernel,
         quant::kernel,
@@ -301,6 +303,7 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
             "RotaryEmbedding" => rotary::infer,
             "BitCast" => bitcast::infer,
             "SwiGLU" => swiglu::infer,
+            "TfIdfVectorizer" => tfidf::infer,
             "RandomUniform" | "RandomUniformLike" | "RandomNormal" | "RandomNormalLike"
             | "Bernoulli" => random::infer,
             "LinearAttention" => linear_attention::infer,

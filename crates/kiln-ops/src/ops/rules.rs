@@ -30,6 +30,9 @@ pub fn infer_rule(op: &str) -> Option<InferFn> {
         "MaxUnpool" => max_unpool,
         "NonMaxSuppression" => nms,
         "StringNormalizer" => string_normalizer,
+        "StringConcat" => string_concat,
+        "StringSplit" => string_split,
+        "RegexFullMatch" => regex_full_match,
         _ => return None,
     })
 }
@@ -286,4 +289,31 @@ fn string_normalizer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
         s
     });
     Ok(vec![Inferred::tensor(Some(DataType::String), shape)])
+}
+
+fn string_concat(ctx: &InferCtx) -> Result<Vec<Inferred>> {
+    let shape = match (ctx.shape(0), ctx.shape(1)) {
+        (Some(a), Some(b)) => Some(crate::ctx::broadcast(&[a, b])?),
+        _ => None,
+    };
+    Ok(vec![Inferred::tensor(Some(DataType::String), shape)])
+}
+
+fn string_split(ctx: &InferCtx) -> Result<Vec<Inferred>> {
+    let shape = ctx.shape(0).map(|s| s.to_vec());
+    let parts = shape.clone().map(|mut s| {
+        s.push(Dim::Unknown);
+        s
+    });
+    Ok(vec![
+        Inferred::tensor(Some(DataType::String), parts),
+        Inferred::tensor(Some(DataType::I64), shape),
+    ])
+}
+
+fn regex_full_match(ctx: &InferCtx) -> Result<Vec<Inferred>> {
+    Ok(vec![Inferred::tensor(
+        Some(DataType::Bool),
+        ctx.shape(0).map(|s| s.to_vec()),
+    )])
 }
