@@ -3,6 +3,7 @@
 use crate::ctx::{InferCtx, Inferred, Result};
 use crate::kernel::KernelFn;
 
+mod affine_grid;
 pub(crate) mod attention;
 mod batchnorm;
 mod bitcast;
@@ -14,6 +15,7 @@ mod constant;
 mod control_flow;
 mod conv;
 mod conv_fast;
+mod deform_conv;
 mod dropout;
 mod einsum;
 mod elementwise;
@@ -152,6 +154,8 @@ fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         swiglu::kernel,
         tensor_scatter::kernel,
         cast::kernel,
+        affine_grid::kernel,
+        deform_conv::kernel,
         causal_conv::kernel,
         linear_attention::kernel,
         concat::kernel,
@@ -303,6 +307,8 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
             "RotaryEmbedding" => rotary::infer,
             "BitCast" => bitcast::infer,
             "SwiGLU" => swiglu::infer,
+            "AffineGrid" => affine_grid::infer,
+            "DeformConv" => deform_conv::infer,
             "TfIdfVectorizer" => tfidf::infer,
             "RandomUniform" | "RandomUniformLike" | "RandomNormal" | "RandomNormalLike"
             | "Bernoulli" => random::infer,
