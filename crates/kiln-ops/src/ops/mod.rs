@@ -64,6 +64,7 @@ mod tensor_scatter;
 mod text;
 mod tfidf;
 mod tile;
+mod training;
 mod transpose;
 mod unary;
 mod where_op;
@@ -190,6 +191,7 @@ fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         squeeze::kernel,
         tile::kernel,
         transpose::kernel,
+        training::kernel,
         where_op::kernel,
         ms_activations::kernel,
         index_ops::kernel,
@@ -318,6 +320,7 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
             _ => return rules::infer_rule(op),
         },
         ("ai.onnx.preview", "FlexAttention") => flex_attention::infer,
+        (training::DOMAIN, "Adagrad" | "Adam" | "Momentum") => training::infer,
         ("com.microsoft", "FusedConv") => conv::infer,
         (kiln_fused::DOMAIN, "FusedConv") => conv::infer,
         ("com.microsoft", "FusedGemm") => gemm::infer,
