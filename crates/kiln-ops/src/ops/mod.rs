@@ -30,6 +30,7 @@ mod linear_attention;
 mod loss;
 mod matmul;
 mod misc;
+mod ml;
 mod movement;
 mod ms_activations;
 mod norm;
@@ -171,6 +172,7 @@ fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         gemm::kernel,
         matmul::kernel,
         misc::kernel,
+        ml::kernel,
         norm::kernel,
         optional::kernel,
         pad::kernel,
@@ -321,6 +323,7 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
         },
         ("ai.onnx.preview", "FlexAttention") => flex_attention::infer,
         (training::DOMAIN, "Adagrad" | "Adam" | "Momentum") => training::infer,
+        (ml::DOMAIN, op) => return ml::infer_rule(op),
         ("com.microsoft", "FusedConv") => conv::infer,
         (kiln_fused::DOMAIN, "FusedConv") => conv::infer,
         ("com.microsoft", "FusedGemm") => gemm::infer,
