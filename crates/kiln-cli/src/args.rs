@@ -69,6 +69,9 @@ pub struct OptimizeArgs {
     /// Write only standard ONNX ops.
     #[arg(long)]
     pub portable: bool,
+    /// Keep ops of ONNX's domains that kiln does not know as they are (refused otherwise).
+    #[arg(long)]
+    pub allow_unknown_ops: bool,
     #[arg(long)]
     pub json: bool,
 }

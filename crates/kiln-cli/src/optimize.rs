@@ -13,7 +13,14 @@ pub fn run(a: OptimizeArgs) -> anyhow::Result<()> {
     let nodes_before = model.graph.node_count();
     let providers = report::providers(&a.ep)?;
     let (model, _, rep) =
-        kiln_runtime::prepare(model, &providers, report::level(a.level), a.portable, false)
+        kiln_runtime::prepare(
+            model,
+            &providers,
+            report::level(a.level),
+            a.portable,
+            false,
+            a.allow_unknown_ops,
+        )
             .with_context(|| name.clone())?;
     let after = op_counts(&model.graph);
     model

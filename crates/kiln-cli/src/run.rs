@@ -86,10 +86,19 @@ pub fn inputs(
     }
     for name in files.keys().chain(shapes.keys()) {
         if !session.inputs().iter().any(|i| &i.name == name) {
+            if session.overridable_inputs().any(|i| &i.name == name) && files.contains_key(name) {
+                continue;
+            }
             bail!("the model has no input named '{name}'");
         }
     }
     let mut out = Vec::new();
+    // Overridable initializers keep their values unless a file replaces them.
+    for spec in session.overridable_inputs() {
+        if let Some(f) = files.get(&spec.name) {
+            out.push((spec.name.clone(), Value::Tensor(npy::read(Path::new(f))?)));
+        }
+    }
     for (i, spec) in session.inputs().iter().enumerate() {
         if let Some(f) = files.get(&spec.name) {
             out.push((spec.name.clone(), Value::Tensor(npy::read(Path::new(f))?)));

@@ -11,8 +11,6 @@ pub enum IrError {
     DuplicateValue { name: String },
     #[error("value '{value}' has two producers: {node} writes it, but something else already defines it")]
     TwoProducers { value: String, node: String },
-    #[error("two nodes are named '{name}'")]
-    DuplicateNodeName { name: String },
     #[error("{node} reads '{input}', which no node, initializer or graph input defines")]
     DanglingInput { node: String, input: String },
     #[error("graph output '{name}' is not defined by any node, initializer or input")]

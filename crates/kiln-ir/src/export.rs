@@ -25,7 +25,7 @@ pub(crate) fn export_graph(g: &Graph) -> GraphProto {
         ..Default::default()
     };
     for (id, v) in g.values() {
-        if let Some(t) = &v.initializer {
+        if let Some(t) = v.initializer.as_ref().or(v.default.as_ref()) {
             let mut tp = t.to_proto(&v.name);
             tp.doc_string = v.doc_string.clone();
             gp.initializer.push(tp);

@@ -38,6 +38,10 @@ pub struct Value {
     pub declared: Option<ValueType>,
     pub doc_string: Option<String>,
     pub initializer: Option<Arc<Tensor>>,
+    /// The value of a graph input when the caller does not feed it: an initializer that the
+    /// model also lists as an input (IR version 4 and later), which a feed may override. It is
+    /// not a constant to the optimizer; saving writes it back as an initializer.
+    pub default: Option<Arc<Tensor>>,
     pub sparse_initializer: Option<Box<proto::SparseTensorProto>>,
     /// Defined in an enclosing graph (only in subgraphs).
     pub outer: bool,
@@ -53,6 +57,7 @@ impl Value {
             declared: None,
             doc_string: None,
             initializer: None,
+            default: None,
             sparse_initializer: None,
             outer: false,
             producer: None,
@@ -255,24 +260,53 @@ impl Graph {
         self.outputs.contains(&v)
     }
 
-    /// Inputs the caller must feed: graph inputs that are not initializers.
+    /// Inputs the caller must feed: graph inputs that are neither initializers nor have a
+    /// default.
     pub fn real_inputs(&self) -> impl Iterator<Item = ValueId> + '_ {
+        self.inputs.iter().copied().filter(move |&v| {
+            let val = self.value(v);
+            val.initializer.is_none() && val.default.is_none()
+        })
+    }
+
+    /// Inputs the caller may feed or leave to their default (overridable initializers).
+    pub fn overridable_inputs(&self) -> impl Iterator<Item = ValueId> + '_ {
         self.inputs
             .iter()
             .copied()
-            .filter(move |&v| self.value(v).initializer.is_none())
+            .filter(move |&v| self.value(v).default.is_some())
     }
 
-    /// `node 'name' (Op)`, or `node #i (Op)` for an unnamed node: how errors name nodes.
+    /// Turns initializers that are also graph inputs into inputs with a default, which feeds
+    /// may override (what IR version 4 and later mean by listing an initializer as an input).
+    pub fn make_inputs_overridable(&mut self) {
+        for v in self.inputs.clone() {
+            let val = self.value_mut(v);
+            if let Some(t) = val.initializer.take() {
+                val.default = Some(t);
+            }
+        }
+    }
+
+    /// `node 'name' (Op)`; `node #i (Op)` for an unnamed node, and `node 'name' #i (Op)` for a
+    /// name that several nodes share (ONNX only requires value names to be unique): how errors
+    /// name nodes.
     pub fn describe(&self, id: NodeId) -> String {
         let n = self.node(id);
-        if n.name.is_empty() {
-            let pos = self
-                .order
+        let pos = || {
+            self.order
                 .iter()
                 .position(|&x| x == id)
-                .unwrap_or(id.0 as usize);
-            format!("node #{pos} ({})", n.op_key())
+                .unwrap_or(id.0 as usize)
+        };
+        if n.name.is_empty() {
+            format!("node #{} ({})", pos(), n.op_key())
+        } else if self
+            .order
+            .iter()
+            .any(|&o| o != id && self.node(o).name == n.name)
+        {
+            format!("node '{}' #{} ({})", n.name, pos(), n.op_key())
         } else {
             format!("node '{}' ({})", n.name, n.op_key())
         }

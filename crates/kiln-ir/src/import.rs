@@ -1,7 +1,5 @@
 //! Building kiln graphs from ONNX protobuf messages, with every reference checked: duplicate
 //! definitions, dangling inputs, cycles and malformed tensors are errors naming the node.
-use std::collections::HashSet;
-
 use kiln_onnx::proto::{
     self, attribute_proto::AttributeType, tensor_shape_proto::dimension, type_proto,
     AttributeProto, GraphProto, NodeProto, TypeProto, ValueInfoProto,
@@ -84,14 +82,9 @@ pub(crate) fn import_graph(
     }
 
     // Pass 1: every node output becomes a value, so that inputs can refer to nodes listed later.
-    let mut node_names = HashSet::new();
     let mut outputs = Vec::with_capacity(gp.node.len());
     for (i, np) in gp.node.iter().enumerate() {
         let label = label(np, i);
-        let name = np.name.as_deref().unwrap_or("");
-        if !name.is_empty() && !node_names.insert(name) {
-            return Err(IrError::DuplicateNodeName { name: name.into() });
-        }
         if np.op_type.as_deref().unwrap_or("").is_empty() {
             return Err(IrError::BadProto {
                 owner: label,
@@ -355,7 +348,8 @@ fn import_shape(s: Option<&proto::TensorShapeProto>) -> Result<Option<Vec<Dim>>,
             // as an unknown dim, and so does kiln (tensor data dims stay strict).
             Some(dimension::Value::DimValue(v)) if *v < 0 => Ok(Dim::Unknown),
             Some(dimension::Value::DimValue(v)) => Ok(Dim::Known(*v)),
-            Some(dimension::Value::DimParam(p)) if !p.is_empty() => Ok(Dim::sym(p)),
+            // "?" is how several exporters spell "unknown": it names no shared size.
+            Some(dimension::Value::DimParam(p)) if !p.is_empty() && p != "?" => Ok(Dim::sym(p)),
             _ => Ok(Dim::Unknown),
         })
         .collect::<Result<Vec<_>, _>>()

@@ -73,6 +73,10 @@ impl Model {
             }
             opsets.push(OpsetImport { domain, version });
         }
+        let mut graph = import_graph(gp, None, 0)?;
+        if p.ir_version.unwrap_or(0) >= 4 {
+            graph.make_inputs_overridable();
+        }
         Ok(Model {
             ir_version: p.ir_version.unwrap_or(0),
             opsets,
@@ -82,7 +86,7 @@ impl Model {
             model_version: p.model_version,
             doc_string: p.doc_string.clone(),
             metadata_props: p.metadata_props.clone(),
-            graph: import_graph(gp, None, 0)?,
+            graph,
             functions: p.functions.clone(),
             training_info: p.training_info.clone(),
             configuration: p.configuration.clone(),

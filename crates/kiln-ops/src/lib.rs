@@ -24,3 +24,24 @@ pub mod ops_domain {
     /// kiln-only fused ops; they never leave a kiln session.
     pub const KILN: &str = crate::ops::kiln_fused::DOMAIN;
 }
+
+/// The newest opset kiln implements for a domain it knows (`None` for custom domains, whose
+/// versions kiln cannot judge).
+pub fn max_opset(domain: &str) -> Option<i64> {
+    match domain {
+        "" | "ai.onnx" => Some(28),
+        "ai.onnx.ml" => Some(5),
+        "ai.onnx.preview.training" | "ai.onnx.preview" | "com.microsoft" => Some(1),
+        d if d == ops_domain::KILN => Some(1),
+        _ => None,
+    }
+}
+
+/// The domains ONNX itself defines: an op kiln does not know there is not a custom op but an
+/// op kiln lacks (or a typo), and is refused.
+pub fn is_onnx_domain(domain: &str) -> bool {
+    matches!(
+        domain,
+        "" | "ai.onnx" | "ai.onnx.ml" | "ai.onnx.preview.training" | "ai.onnx.preview"
+    )
+}

@@ -9,6 +9,7 @@ mod executor;
 mod partition;
 mod provider;
 mod session;
+mod validate;
 
 pub use error::RuntimeError;
 pub use executor::{partition_spec, RunStats};
@@ -19,5 +20,6 @@ pub use provider::{
     PartitionSpec,
 };
 pub use session::{prepare, Level, Session, SessionOptions};
+pub use validate::validate;
 
 pub use kiln_ops::{Data, Tensor, Value};

@@ -49,6 +49,8 @@ pub struct Session {
     plan: Plan,
     pool: rayon::ThreadPool,
     inputs: Vec<InputSpec>,
+    /// Inputs with a default value (overridable initializers) and that value.
+    overridable: Vec<(InputSpec, Arc<Value>)>,
     report: kiln_opt::OptimizeReport,
 }
 
@@ -63,7 +65,14 @@ pub fn prepare(
     level: Level,
     portable: bool,
     in_session: bool,
+    allow_unknown_ops: bool,
 ) -> Result<(Model, Assignment, kiln_opt::OptimizeReport), RuntimeError> {
+    // A session refuses unknown ops when it partitions (no provider claims them, and that
+    // error says why); saving refuses them here unless asked to keep them.
+    crate::validate(&model, allow_unknown_ops || in_session)?;
+    // A node whose types contradict its op (a Conv weight of rank 2) is an error naming the
+    // node before anything is rewritten, as ONNX Runtime's load-time inference makes it.
+    kiln_ops::infer_shapes(&mut model)?;
     let opt = kiln_opt::Optimizer::default();
     let mut report = kiln_opt::OptimizeReport::default();
     let nobody = |_: kiln_ir::NodeId| None;
@@ -130,7 +139,7 @@ impl Session {
         if !providers.iter().any(|p| p.name() == "cpu") {
             providers.push(Arc::new(CpuProvider));
         }
-        let (model, assignment, report) = prepare(model, &providers, opts.level, false, true)?;
+        let (model, assignment, report) = prepare(model, &providers, opts.level, false, true, false)?;
         let opsets: Vec<(String, i64)> = model
             .opsets
             .iter()
@@ -174,17 +183,22 @@ impl Session {
             },
             &|id, opset, consts| providers[ep_of(id)].prepare(g.node(id), opset, consts),
         )?;
-        let inputs = g
-            .real_inputs()
-            .map(|id| {
-                let v = g.value(id);
-                let ty = v.declared.as_ref().or(v.ty.as_ref());
-                InputSpec {
-                    name: v.name.clone(),
-                    dtype: ty.and_then(|t| t.dtype()),
-                    shape: ty.and_then(|t| t.shape().map(|s| s.to_vec())),
-                    id,
-                }
+        let spec = |id: ValueId| {
+            let v = g.value(id);
+            let ty = v.declared.as_ref().or(v.ty.as_ref());
+            InputSpec {
+                name: v.name.clone(),
+                dtype: ty.and_then(|t| t.dtype()),
+                shape: ty.and_then(|t| t.shape().map(|s| s.to_vec())),
+                id,
+            }
+        };
+        let inputs = g.real_inputs().map(spec).collect();
+        let overridable = g
+            .overridable_inputs()
+            .filter_map(|id| {
+                let t = g.value(id).default.as_ref()?;
+                Some((spec(id), Arc::new(Value::Tensor(kiln_ops::Tensor::from_ir(t)))))
             })
             .collect();
         let mut pool = rayon::ThreadPoolBuilder::new();
@@ -205,6 +219,7 @@ impl Session {
             plan,
             pool,
             inputs,
+            overridable,
             report,
         })
     }
@@ -218,8 +233,15 @@ impl Session {
         &self.model
     }
 
+    /// The inputs a run must feed.
     pub fn inputs(&self) -> &[InputSpec] {
         &self.inputs
+    }
+
+    /// Inputs a run may feed to replace their default (initializers the model also lists as
+    /// inputs, as ONNX Runtime's overridable initializers).
+    pub fn overridable_inputs(&self) -> impl Iterator<Item = &InputSpec> {
+        self.overridable.iter().map(|(s, _)| s)
     }
 
     pub fn output_names(&self) -> Vec<String> {
@@ -267,7 +289,7 @@ impl Session {
     ) -> Result<(Vec<(String, Value)>, RunStats), RuntimeError> {
         let mut given: HashMap<String, Value> = HashMap::new();
         for (name, v) in inputs {
-            if !self.inputs.iter().any(|s| s.name == name) {
+            if !self.inputs.iter().chain(self.overridable_inputs()).any(|s| s.name == name) {
                 return Err(RuntimeError::Input {
                     name,
                     reason: "the model has no such input".into(),
@@ -294,6 +316,18 @@ impl Session {
                 reason,
             })?;
             feeds.push((spec.id, Arc::new(v)));
+        }
+        for (spec, default) in &self.overridable {
+            match given.remove(&spec.name) {
+                Some(v) => {
+                    check_input(spec, &v, &mut bound).map_err(|reason| RuntimeError::Input {
+                        name: spec.name.clone(),
+                        reason,
+                    })?;
+                    feeds.push((spec.id, Arc::new(v)));
+                }
+                None => feeds.push((spec.id, default.clone())),
+            }
         }
         let g = &self.model.graph;
         let (outs, stats) = self
