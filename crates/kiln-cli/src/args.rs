@@ -93,6 +93,10 @@ pub struct RunArgs {
     pub shape: Vec<String>,
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Most memory one run may use for inputs made here and intermediates (BYTES with K/M/G/T;
+    /// default: the memory the machine has available).
+    #[arg(long, value_name = "BYTES")]
+    pub memory_limit: Option<String>,
 }
 
 #[derive(Args)]
@@ -119,6 +123,9 @@ pub struct BenchArgs {
     pub input: Vec<String>,
     #[arg(long = "shape", value_name = "NAME=DIMS")]
     pub shape: Vec<String>,
+    /// Most memory one run may use (BYTES with K/M/G/T; default: the memory available).
+    #[arg(long, value_name = "BYTES")]
+    pub memory_limit: Option<String>,
     /// Untimed runs per variant first.
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,

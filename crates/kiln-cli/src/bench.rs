@@ -68,6 +68,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
                 input: a.input.clone(),
                 shape: a.shape.clone(),
                 out: None,
+                memory_limit: a.memory_limit.clone(),
             };
             let session = report::session(model.clone(), &args)
                 .with_context(|| format!("{name} (level {}, ep {ep})", level_name(*l)))?;

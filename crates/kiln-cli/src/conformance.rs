@@ -126,6 +126,7 @@ fn run_case(case: &Path) -> (Status, String) {
         threads: Some(1),
         level: Level::Disabled,
         providers: Vec::new(),
+        memory_limit: None,
     };
     let session = match Session::from_model(model, opts) {
         Ok(s) => s,

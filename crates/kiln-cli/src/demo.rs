@@ -44,6 +44,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         input: vec![],
         shape: shapes.clone(),
         out: None,
+        memory_limit: None,
     };
     let plain =
         report::session(model.clone(), &args(Level::Disabled)).with_context(|| name.clone())?;

@@ -128,6 +128,21 @@ pub fn inputs(
         let dtype = spec
             .dtype
             .with_context(|| format!("input '{}' has no declared element type", spec.name))?;
+        let bytes = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|n| dtype.storage_bytes(n));
+        if let Some(limit) = session.memory_limit() {
+            if bytes.is_none_or(|b| b as u64 > limit) {
+                bail!(
+                    "input '{}' of shape {:?} ({dtype}) needs {}, over the memory limit of {} (--memory-limit)",
+                    spec.name,
+                    shape,
+                    bytes.map_or("more than 2^64 bytes".into(), |b| kiln_runtime::memory::human(b as u64)),
+                    kiln_runtime::memory::human(limit)
+                );
+            }
+        }
         out.push((
             spec.name.clone(),
             Value::Tensor(random_tensor(dtype, shape, i as u64 + 1)?),

@@ -13,4 +13,7 @@ pub enum RuntimeError {
     Unassigned { node: String, reasons: String },
     #[error("{0}")]
     Options(String),
+    /// A run would exceed the memory limit (names the node and the sizes).
+    #[error("{0}")]
+    Memory(String),
 }

@@ -6,6 +6,7 @@
 
 mod error;
 mod executor;
+pub mod memory;
 mod partition;
 mod provider;
 mod session;

@@ -8,6 +8,7 @@ use kiln_ir::{DataType, Dim, Model, ValueId};
 use kiln_ops::Value;
 
 use crate::executor::{partition_spec, Plan, Unit};
+use crate::memory::{available_memory, Budget};
 use crate::partition::{assign, assign_lenient, Assignment};
 use crate::{CpuProvider, ExecutionProvider, RunStats, RuntimeError};
 
@@ -20,6 +21,10 @@ pub struct SessionOptions {
     pub level: Level,
     /// Providers in priority order. The CPU provider is appended as the fallback when absent.
     pub providers: Vec<Arc<dyn ExecutionProvider>>,
+    /// Most bytes of intermediates one run may hold at once; `None` is the memory the machine
+    /// has available when the session is made. A run that would exceed it is refused before it
+    /// allocates.
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for SessionOptions {
@@ -28,6 +33,7 @@ impl Default for SessionOptions {
             threads: None,
             level: Level::All,
             providers: Vec::new(),
+            memory_limit: None,
         }
     }
 }
@@ -51,6 +57,7 @@ pub struct Session {
     inputs: Vec<InputSpec>,
     /// Inputs with a default value (overridable initializers) and that value.
     overridable: Vec<(InputSpec, Arc<Value>)>,
+    budget: Option<Budget>,
     report: kiln_opt::OptimizeReport,
 }
 
@@ -135,7 +142,7 @@ impl Session {
     }
 
     pub fn from_model(model: Model, opts: SessionOptions) -> Result<Session, RuntimeError> {
-        let mut providers = opts.providers;
+        let mut providers = opts.providers.clone();
         if !providers.iter().any(|p| p.name() == "cpu") {
             providers.push(Arc::new(CpuProvider));
         }
@@ -220,6 +227,7 @@ impl Session {
             pool,
             inputs,
             overridable,
+            budget: opts.memory_limit.or_else(available_memory).map(Budget::new),
             report,
         })
     }
@@ -231,6 +239,11 @@ impl Session {
 
     pub fn model(&self) -> &Model {
         &self.model
+    }
+
+    /// The memory limit runs are checked against, if any.
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.budget.as_ref().map(|b| b.limit)
     }
 
     /// The inputs a run must feed.
@@ -328,6 +341,14 @@ impl Session {
                 }
                 None => feeds.push((spec.id, default.clone())),
             }
+        }
+        if let Some(b) = &self.budget {
+            let shapes: Vec<(ValueId, Vec<usize>)> = feeds
+                .iter()
+                .filter_map(|(id, v)| v.tensor().map(|t| (*id, t.shape.clone())))
+                .collect();
+            b.check(&self.model, &self.assignment.order, &shapes)
+                .map_err(RuntimeError::Memory)?;
         }
         let g = &self.model.graph;
         let (outs, stats) = self
