@@ -236,6 +236,7 @@ mod session_tests {
             threads: Some(2),
             level: Level::All,
             providers: vec![],
+            memory_limit: None,
         };
         let s = Arc::new(Session::from_model(super::build(), opts).unwrap());
         let input = || {

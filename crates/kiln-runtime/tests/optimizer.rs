@@ -123,6 +123,7 @@ fn session(m: &Model, level: Level, providers: Vec<Arc<dyn ExecutionProvider>>) 
         threads: Some(1),
         level,
         providers,
+        memory_limit: None,
     };
     Session::from_model(m.clone(), opts).unwrap()
 }
@@ -496,6 +497,7 @@ fn space_to_depth_declines_with_reasons() {
         threads: Some(1),
         level: Level::Basic,
         providers: vec![],
+        memory_limit: None,
     };
     let odd = Session::from_model(focus(CANONICAL, false, "Relu", 7, DataType::F32), opts);
     let e = odd.err().expect("an invalid model is refused").to_string();

@@ -76,6 +76,7 @@ fn session(providers: Vec<Arc<dyn ExecutionProvider>>) -> Session {
         threads: Some(1),
         level: Level::Disabled,
         providers,
+        memory_limit: None,
     };
     Session::from_model(chain_model(), opts).unwrap()
 }

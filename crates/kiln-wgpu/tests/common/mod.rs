@@ -197,6 +197,7 @@ pub fn session(m: &Model, providers: Vec<Arc<dyn ExecutionProvider>>, level: Lev
             threads: Some(2),
             level,
             providers,
+            memory_limit: None,
         },
     )
     .unwrap()
