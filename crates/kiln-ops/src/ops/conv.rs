@@ -389,14 +389,16 @@ pub(crate) fn window(
             "NOTSET" | "" => {
                 let (pb, pe) = (pads[i] as i128, pads[i + n] as i128);
                 let padded = inp + pb + pe - span;
-                if padded < 0 {
+                // With ceil_mode a window larger than the padded input still gives one
+                // (clipped) window when the stride reaches past it, as ONNX Runtime computes.
+                let mut out = if ceil_mode {
+                    -((-padded).div_euclid(s)) + 1
+                } else {
+                    padded.div_euclid(s) + 1
+                };
+                if padded < 0 && (!ceil_mode || out < 1) {
                     return Err(format!("the window (span {span}) does not fit in spatial dim {i} of size {inp} with pads {pb}+{pe}"));
                 }
-                let mut out = if ceil_mode {
-                    (padded + s - 1) / s + 1
-                } else {
-                    padded / s + 1
-                };
                 // With ceil_mode the last window must start inside the input or its left padding.
                 if ceil_mode && (out - 1) * s >= inp + pb {
                     out -= 1;

@@ -172,14 +172,18 @@ fn source_coord(p: &Params, s: &AxisSpec, y: usize) -> (f64, bool) {
     let y = y as f64;
     let scale = s.scale;
     let in_len = s.in_len as f64;
-    // ONNX's reference compares the scaled (real-valued) width with 1.
+    // align_corners and pytorch_half_pixel use the integer output length, as PyTorch and ONNX
+    // Runtime do (ONNX's reference uses the unrounded scale x length, which differs whenever
+    // the scale is fractional); models come from PyTorch and were validated on ORT.
+    let out_len = s.out_len as f64;
+    // The other modes keep the reference's real-valued output width.
     let out_w = scale * in_len;
     let x = match p.coord {
         Coord::AlignCorners => {
-            if out_w == 1.0 {
+            if out_len <= 1.0 {
                 0.0
             } else {
-                y * (in_len - 1.0) / (out_w - 1.0)
+                y * (in_len - 1.0) / (out_len - 1.0)
             }
         }
         Coord::Asymmetric => y / scale,
@@ -194,8 +198,8 @@ fn source_coord(p: &Params, s: &AxisSpec, y: usize) -> (f64, bool) {
             return (x, x < 0.0 || x > in_len - 1.0);
         }
         Coord::PytorchHalfPixel => {
-            if out_w == 1.0 {
-                -0.5
+            if out_len <= 1.0 {
+                0.0
             } else {
                 (y + 0.5) / scale - 0.5
             }
