@@ -37,6 +37,7 @@ py="${KILN_CACHE:-$root/.cache}/venv/bin/python"
 for t in inspect roundtrip roundtrip_conformance shapes shapes_conformance models conformance optimize recurrent ml_ops; do
   step "python $t" "$py" "tests/python/test_$t.py"
 done
+step "python differential (2000 random graphs)" "$py" tests/python/test_differential.py --seeds 0:2000
 step "python models --level all" "$py" tests/python/test_models.py --level all
 step "python models (KILN_ISA=avx2)" env KILN_ISA=avx2 "$py" tests/python/test_models.py --level all
 step "python models --ep wgpu,cpu (lavapipe)" "$py" tests/python/test_models.py --level all --ep wgpu,cpu

@@ -195,11 +195,16 @@ def assert_close(name, got, ref, atol=1e-4, rtol=1e-3):
         assert not bad.any(), f"{name}: {int(bad.sum())} of {bad.size} elements differ"
         return 0.0
     g, r = got.astype(np.float64), ref.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        return _close(name, g, r, atol, rtol)
+
+
+def _close(name, g, r, atol, rtol):
     both_nan = np.isnan(g) & np.isnan(r)
     diff = np.where(both_nan, 0.0, np.abs(g - r))
     same_inf = np.isinf(r) & (g == r)
     diff = np.where(same_inf, 0.0, diff)
-    tol = atol + rtol * np.where(np.isinf(r), 0.0, np.abs(r))
+    tol = atol + rtol * np.where(np.isinf(r) | np.isnan(r), 0.0, np.abs(r))
     bad = ~(diff <= tol)
     assert not bad.any(), (f"{name}: {int(bad.sum())} of {bad.size} elements off, max diff "
                            f"{np.nanmax(np.where(bad, diff, 0)):.3g}")
