@@ -34,7 +34,7 @@ for isa in avx2 portable; do
 done
 step "micro-benchmarks (smoke)" cargo bench --locked -p kiln-kernels --bench kernels -- --ms 5
 py="${KILN_CACHE:-$root/.cache}/venv/bin/python"
-for t in inspect roundtrip roundtrip_conformance shapes shapes_conformance models conformance optimize recurrent ml_ops attention_ops; do
+for t in inspect roundtrip roundtrip_conformance shapes shapes_conformance models conformance optimize recurrent ml_ops attention_ops contrib_ops; do
   step "python $t" "$py" "tests/python/test_$t.py"
 done
 step "python differential (2000 random graphs)" "$py" tests/python/test_differential.py --seeds 0:2000

@@ -33,6 +33,7 @@ mod misc;
 mod ml;
 mod movement;
 mod ms_activations;
+mod ms_norm;
 mod norm;
 pub(crate) mod np_random;
 mod num;
@@ -196,6 +197,7 @@ fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         training::kernel,
         where_op::kernel,
         ms_activations::kernel,
+        ms_norm::kernel,
         index_ops::kernel,
         kiln_fused::kernel,
     ];
@@ -277,6 +279,7 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
             "GroupNormalization" => norm::infer_same,
             "LayerNormalization" => norm::infer_layer_norm,
             "RMSNormalization" => norm::infer_same,
+            "SimplifiedLayerNormalization" => ms_norm::infer,
             "MatMulInteger" => matmul::infer_integer,
             "Reshape" => reshape::infer,
             "Flatten" => reshape::infer_flatten,
@@ -329,6 +332,11 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
         ("com.microsoft", "FusedGemm") => gemm::infer,
         ("com.microsoft", "FusedMatMul") => matmul::infer,
         ("com.microsoft", "QuickGelu" | "Gelu" | "BiasGelu" | "FastGelu") => ew::unary,
+        (
+            "com.microsoft",
+            "SkipLayerNormalization" | "SkipSimplifiedLayerNormalization" | "SimplifiedLayerNormalization",
+        ) => ms_norm::infer,
+        ("com.microsoft", "BiasAdd") => ew::unary,
         _ => return None,
     };
     Some(f)

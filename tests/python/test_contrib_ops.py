@@ -1,0 +1,67 @@
+"""The com.microsoft ops that ONNX Runtime's optimizers write, in kiln, against ONNX Runtime:
+SkipLayerNormalization (with and without beta and bias, all four outputs),
+SkipSimplifiedLayerNormalization, SimplifiedLayerNormalization, Gelu, FastGelu,
+BiasGelu, QuickGelu, RotaryEmbedding, at `--level disabled` and `all`. Prints
+`contrib-ops: N passed, M failed`. (BiasAdd has no CPU kernel in ORT; its unit test is in Rust.)
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+import numpy as np  # noqa: E402
+from onnx import TensorProto, helper  # noqa: E402
+
+MS = "com.microsoft"
+
+
+def model(node, feeds, n_out=None):
+    def elem(a):
+        return {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64}[a.dtype]
+    ins = [helper.make_tensor_value_info(n, elem(a), list(a.shape)) for n, a in feeds.items()]
+    outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in node.output if o]
+    g = helper.make_graph([node], "g", ins, outs)
+    return helper.make_model(g, ir_version=8, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
+
+
+def cases():
+    rng = np.random.default_rng(1)
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    out = []
+    h = 24
+    x, skip, gamma, beta, bias = f(2, 5, h), f(2, 5, h), f(h), f(h), f(h)
+    for name, ins, outs, attrs in [
+        ("plain", ["x", "skip", "gamma"], ["y"], {}),
+        ("beta+bias, 4 outputs", ["x", "skip", "gamma", "beta", "bias"], ["y", "mean", "inv", "sum"], {"epsilon": 1e-5}),
+        ("bias only, sum output", ["x", "skip", "gamma", "", "bias"], ["y", "", "", "sum"], {}),
+    ]:
+        feeds = {k: v for k, v in dict(x=x, skip=skip, gamma=gamma, beta=beta, bias=bias).items() if k in ins}
+        node = helper.make_node("SkipLayerNormalization", ins, outs, domain=MS, **attrs)
+        out.append((f"SkipLayerNormalization {name}", model(node, feeds), feeds))
+    for name, ins, outs in [("plain", ["x", "skip", "gamma"], ["y"]),
+                            ("bias, sum", ["x", "skip", "gamma", "bias"], ["y", "", "", "sum"])]:
+        feeds = {k: v for k, v in dict(x=x, skip=skip, gamma=gamma, bias=bias).items() if k in ins}
+        node = helper.make_node("SkipSimplifiedLayerNormalization", ins, outs, domain=MS, epsilon=1e-6)
+        out.append((f"SkipSimplifiedLayerNormalization {name}", model(node, feeds), feeds))
+    feeds = {"x": x, "gamma": gamma}
+    node = helper.make_node("SimplifiedLayerNormalization", ["x", "gamma"], ["y"], axis=-1, epsilon=1e-6)
+    out.append(("SimplifiedLayerNormalization", model(node, feeds), feeds))
+    xb = f(3, 16)
+    for op, ins in [("Gelu", ["x"]), ("FastGelu", ["x"]), ("FastGelu", ["x", "b"]), ("BiasGelu", ["x", "b"]),
+                    ("QuickGelu", ["x"])]:
+        feeds = {"x": xb, "b": f(16)} if "b" in ins else {"x": xb}
+        out.append((f"{op}({', '.join(ins)})", model(helper.make_node(op, ins, ["y"], domain=MS), feeds), feeds))
+    feeds = {"x": f(2, 3, 16), "pos": rng.integers(0, 8, (2, 3)).astype(np.int64), "cos": f(8, 2), "sin": f(8, 2)}
+    node = helper.make_node("RotaryEmbedding", ["x", "pos", "cos", "sin"], ["y"], domain=MS, num_heads=4)
+    out.append(("RotaryEmbedding (com.microsoft)", model(node, feeds), feeds))
+    return out
+
+
+def check(case):
+    _, m, feeds = case
+    return f"worst diff {common.compare_with_ort(m, feeds):.3f} of tolerance"
+
+
+if __name__ == "__main__":
+    common.run_tests("contrib-ops", cases(), check, workers=2, name=lambda c: c[0], desc=lambda c: c[0])
