@@ -1,7 +1,9 @@
 """The com.microsoft ops that ONNX Runtime's optimizers write, in kiln, against ONNX Runtime:
 SkipLayerNormalization (with and without beta and bias, all four outputs),
 SkipSimplifiedLayerNormalization, SimplifiedLayerNormalization, Gelu, FastGelu,
-BiasGelu, QuickGelu, RotaryEmbedding, at `--level disabled` and `all`. Prints
+BiasGelu, QuickGelu, RotaryEmbedding, Attention (masks in ORT's formats, unidirectional, past)
+and MultiHeadAttention (bias, key padding masks, attention bias, past key/value), at
+`--level disabled` and `all`. Prints
 `contrib-ops: N passed, M failed`. (BiasAdd has no CPU kernel in ORT; its unit test is in Rust.)
 """
 
@@ -18,7 +20,8 @@ MS = "com.microsoft"
 
 def model(node, feeds, n_out=None):
     def elem(a):
-        return {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64}[a.dtype]
+        return {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64,
+                np.dtype(np.int32): TensorProto.INT32}[a.dtype]
     ins = [helper.make_tensor_value_info(n, elem(a), list(a.shape)) for n, a in feeds.items()]
     outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in node.output if o]
     g = helper.make_graph([node], "g", ins, outs)
@@ -55,6 +58,48 @@ def cases():
     feeds = {"x": f(2, 3, 16), "pos": rng.integers(0, 8, (2, 3)).astype(np.int64), "cos": f(8, 2), "sin": f(8, 2)}
     node = helper.make_node("RotaryEmbedding", ["x", "pos", "cos", "sin"], ["y"], domain=MS, num_heads=4)
     out.append(("RotaryEmbedding (com.microsoft)", model(node, feeds), feeds))
+    # Attention (BERT style): projection inside, masks in ORT's formats, unidirectional, past.
+    b, sq, d, n = 2, 5, 16, 4
+    xa, wa, ba = f(b, sq, d), f(d, 3 * d) * 0.3, f(3 * d)
+    masks = {
+        "no mask": None,
+        "key lengths [B]": np.array([5, 3], np.int32),
+        "start/end [2B]": np.array([5, 4, 0, 1], np.int32),
+        "0/1 [B, T]": (rng.random((b, sq)) < 0.8).astype(np.int32),
+        "0/1 [B, S, T]": (rng.random((b, sq, sq)) < 0.8).astype(np.int32),
+    }
+    for mname, mask in masks.items():
+        # A start position past a query's causal keys leaves that row no key at all; ORT's
+        # output for such a row is not a defined value, so that pair is not compared.
+        for uni in (0,) if mname.startswith("start") else (0, 1):
+            feeds = {"x": xa, "w": wa, "bias": ba}
+            ins = ["x", "w", "bias"]
+            if mask is not None:
+                feeds["mask"] = mask
+                ins.append("mask")
+            node = helper.make_node("Attention", ins, ["y"], domain=MS, num_heads=n, unidirectional=uni)
+            out.append((f"Attention {mname} unidirectional={uni}", model(node, feeds), feeds))
+    feeds = {"x": xa, "w": wa, "bias": ba, "past": f(2, b, n, 3, d // n)}
+    node = helper.make_node("Attention", ["x", "w", "bias", "", "past"], ["y", "present"], domain=MS, num_heads=n,
+                            unidirectional=1)
+    out.append(("Attention with past, present", model(node, feeds), feeds))
+    # MultiHeadAttention: separate Q/K/V, bias, key padding mask, attention bias, past.
+    q, k, v = f(b, sq, d), f(b, 7, d), f(b, 7, d)
+    for mname, extra in [("plain", {}), ("bias", {"bias": f(3 * d)}),
+                         ("key padding [B]", {"kpm": np.array([7, 4], np.int32)}),
+                         ("key padding [B, L]", {"kpm": (rng.random((b, 7)) < 0.8).astype(np.int32)}),
+                         ("attention bias", {"ab": f(1, n, sq, 7)})]:
+        feeds = dict(q=q, k=k, v=v, **extra)
+        ins = ["q", "k", "v", "bias" if "bias" in extra else "", "kpm" if "kpm" in extra else "",
+               "ab" if "ab" in extra else ""]
+        while ins and ins[-1] == "":
+            ins.pop()
+        node = helper.make_node("MultiHeadAttention", ins, ["y"], domain=MS, num_heads=n)
+        out.append((f"MultiHeadAttention {mname}", model(node, feeds), feeds))
+    feeds = dict(q=q, k=f(b, sq, d), v=f(b, sq, d), pk=f(b, n, 3, d // n), pv=f(b, n, 3, d // n))
+    node = helper.make_node("MultiHeadAttention", ["q", "k", "v", "", "", "", "pk", "pv"], ["y", "present_k", "present_v"],
+                            domain=MS, num_heads=n)
+    out.append(("MultiHeadAttention past key/value", model(node, feeds), feeds))
     return out
 
 

@@ -33,6 +33,7 @@ mod misc;
 mod ml;
 mod movement;
 mod ms_activations;
+mod ms_attention;
 mod ms_norm;
 mod norm;
 pub(crate) mod np_random;
@@ -197,6 +198,7 @@ fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         training::kernel,
         where_op::kernel,
         ms_activations::kernel,
+        ms_attention::kernel,
         ms_norm::kernel,
         index_ops::kernel,
         kiln_fused::kernel,
@@ -337,6 +339,7 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
             "SkipLayerNormalization" | "SkipSimplifiedLayerNormalization" | "SimplifiedLayerNormalization",
         ) => ms_norm::infer,
         ("com.microsoft", "BiasAdd") => ew::unary,
+        ("com.microsoft", "Attention" | "MultiHeadAttention") => ms_attention::infer,
         _ => return None,
     };
     Some(f)

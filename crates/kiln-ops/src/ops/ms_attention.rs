@@ -1,0 +1,323 @@
+//! com.microsoft Attention (BERT-style, with the QKV projection inside) and MultiHeadAttention,
+//! on the shared scaled-dot-product core of `attention.rs`.
+//!
+//! As ONNX Runtime, masked positions get `mask_filter_value` (default -10000) added to their
+//! scores rather than being removed, so a fully masked row attends uniformly; `unidirectional`
+//! masks later keys the same way. Supported masks: key lengths `[B]`, start and end `[2B]`, 0/1
+//! `[B, T]` and `[B, S, T]`; `attention_bias` (`[B or 1, N, S, T]`) is added as well.
+use kiln_ir::{AttrList, Dim};
+
+use super::attention::{sdpa, Heads, Mask, Params};
+use super::linalg::{filled, float_dispatch, gemm, load_any, store_f64, Mat, Real};
+use crate::ctx::{InferCtx, Inferred, Result};
+use crate::kernel::{KernelCtx, KernelFn};
+use crate::value::{Tensor, Value};
+
+/// The kernels of this module's ops.
+pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
+    match (domain, op_type) {
+        ("com.microsoft", "Attention") => Some(run_attention),
+        ("com.microsoft", "MultiHeadAttention") => Some(run_mha),
+        _ => None,
+    }
+}
+
+/// Output `[B, S, Dv]`; presents as their inputs grow (left unknown along the sequence).
+pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
+    let dt = ctx.dtype(0);
+    let y = match ctx.op_type {
+        "Attention" => ctx.shape(0).map(|x| {
+            let dv = match ctx.ints_attr("qkv_hidden_sizes") {
+                Some(s) if s.len() == 3 => Dim::Known(s[2]),
+                _ => match ctx.shape(1).and_then(|w| w.get(1)).and_then(|d| d.known()) {
+                    Some(n) => Dim::Known(n / 3),
+                    None => Dim::Unknown,
+                },
+            };
+            vec![x[0].clone(), x.get(1).cloned().unwrap_or(Dim::Unknown), dv]
+        }),
+        _ => match (ctx.shape(0), ctx.shape(2)) {
+            (Some(q), Some(v)) if q.len() == 3 && v.len() == 3 => Some(vec![q[0].clone(), q[1].clone(), v[2].clone()]),
+            (Some(q), Some(v)) if q.len() == 3 && v.len() == 4 => {
+                let dv = match (v[1].known(), v[3].known()) {
+                    (Some(n), Some(h)) => Dim::Known(n * h),
+                    _ => Dim::Unknown,
+                };
+                Some(vec![q[0].clone(), q[1].clone(), dv])
+            }
+            _ => None,
+        },
+    };
+    let mut out = vec![Inferred::tensor(dt, y)];
+    for _ in 1..ctx.num_outputs {
+        out.push(Inferred::tensor(dt, None));
+    }
+    Ok(out)
+}
+
+fn heads_attr(ctx: &KernelCtx) -> Result<usize> {
+    match ctx.int_attr("num_heads", 0) {
+        n if n > 0 => Ok(n as usize),
+        n => Err(format!("num_heads must be positive, got {n}")),
+    }
+}
+
+/// The additive mask `[B, N, S, T]` from a key mask, `unidirectional`, and `attention_bias`.
+#[allow(clippy::too_many_arguments)]
+fn additive_mask(
+    key_mask: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    causal: bool,
+    filter: f64,
+    (b, n, s, t): (usize, usize, usize, usize),
+    past: usize,
+) -> Result<Option<Vec<f64>>> {
+    if key_mask.is_none() && bias.is_none() && !causal {
+        return Ok(None);
+    }
+    let mut m = filled(b * n * s * t, 0.0f64)?;
+    if let Some(k) = key_mask {
+        let v = k.to_i64s()?;
+        // allowed(b, i, j)
+        let allowed: Box<dyn Fn(usize, usize, usize) -> bool> = match k.shape.as_slice() {
+            [x] if *x == b => Box::new(move |bi, _, j| (j as i64) < v[bi]),
+            [x] if *x == 2 * b => Box::new(move |bi, _, j| (j as i64) < v[bi] && (j as i64) >= v[b + bi]),
+            [x, y] if *x == b && *y == t => Box::new(move |bi, _, j| v[bi * t + j] != 0),
+            [x, y, z] if *x == b && *y == s && *z == t => Box::new(move |bi, i, j| v[(bi * s + i) * t + j] != 0),
+            other => {
+                return Err(format!(
+                    "mask of shape {other:?} is not [B], [2B], [B, T] or [B, S, T] for B={b}, S={s}, T={t}"
+                ))
+            }
+        };
+        for bi in 0..b {
+            for h in 0..n {
+                for i in 0..s {
+                    for j in 0..t {
+                        if !allowed(bi, i, j) {
+                            m[((bi * n + h) * s + i) * t + j] += filter;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if causal {
+        // A key both padded and in the future is masked once.
+        for row in 0..b * n {
+            for i in 0..s {
+                for j in (i + past + 1).min(t)..t {
+                    let o = &mut m[(row * s + i) * t + j];
+                    if *o == 0.0 {
+                        *o = filter;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(ab) = bias {
+        let v = load_any::<f64>(ab)?;
+        let bb = match ab.shape.as_slice() {
+            [x, y, z, w] if (*x == b || *x == 1) && *y == n && *z == s && *w == t => *x,
+            other => return Err(format!("attention_bias of shape {other:?} is not [{b} or 1, {n}, {s}, {t}]")),
+        };
+        for bi in 0..b {
+            let src = &v[(if bb == 1 { 0 } else { bi }) * n * s * t..][..n * s * t];
+            for (o, &x) in m[bi * n * s * t..][..n * s * t].iter_mut().zip(src) {
+                *o += x;
+            }
+        }
+    }
+    Ok(Some(m))
+}
+
+fn params(ctx: &KernelCtx, head: usize, mask: Option<Vec<f64>>, shape: [usize; 4]) -> Params<'static> {
+    let scale = match ctx.attrs.get_float("scale") {
+        Some(s) if s != 0.0 => s as f64,
+        _ => 1.0 / (head as f64).sqrt(),
+    };
+    let strides = vec![shape[1] * shape[2] * shape[3], shape[2] * shape[3], shape[3], 1];
+    Params {
+        scale,
+        softcap: 0.0,
+        causal: false,
+        left_window: -1,
+        right_window: -1,
+        offset: vec![0],
+        kv_valid: None,
+        mask: match mask {
+            Some(m) => Mask::Float(m, shape.to_vec(), strides),
+            None => Mask::None,
+        },
+        qk_mode: 0,
+        want_qk: false,
+    }
+}
+
+fn run_attention(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    float_dispatch!(ctx.tensor(0)?.dtype(), attention_typed(ctx))
+}
+
+fn attention_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let (x, w) = (ctx.tensor(0)?, ctx.tensor(1)?);
+    let n = heads_attr(ctx)?;
+    if x.rank() != 3 || w.rank() != 2 || w.shape[0] != x.shape[2] {
+        return Err(format!("input {:?} and weights {:?} must be [B, S, D] and [D, Dq+Dk+Dv]", x.shape, w.shape));
+    }
+    let (b, s, din) = (x.shape[0], x.shape[1], x.shape[2]);
+    let total = w.shape[1];
+    let (dq, dk, dv) = match ctx.ints_attr("qkv_hidden_sizes") {
+        Some([a, bb, c]) if a + bb + c == total as i64 => (*a as usize, *bb as usize, *c as usize),
+        Some(v) => return Err(format!("qkv_hidden_sizes {v:?} do not add up to the weights' {total} columns")),
+        None if total % 3 == 0 => (total / 3, total / 3, total / 3),
+        None => return Err(format!("the weights' {total} columns do not split into Q, K and V")),
+    };
+    if dq != dk || dq % n != 0 || dv % n != 0 {
+        return Err(format!("hidden sizes {dq}/{dk}/{dv} do not split into {n} heads"));
+    }
+    let xv = T::load(x)?;
+    let wv = T::load(w)?;
+    let mut qkv = filled(b * s * total, T::zero())?;
+    gemm(b * s, total, din, T::one(), Mat::rows(&xv, din), Mat::rows(&wv, total), T::zero(), &mut qkv, total)?;
+    if let Some(bias) = ctx.opt_tensor(2)? {
+        let bv = T::load(bias)?;
+        if bv.len() != total {
+            return Err(format!("bias has {} values for {total} columns", bv.len()));
+        }
+        for row in qkv.chunks_mut(total) {
+            for (o, &v) in row.iter_mut().zip(bv.iter()) {
+                *o = *o + v;
+            }
+        }
+    }
+    let split = |off: usize, width: usize| -> Heads<T> {
+        let mut v = Vec::with_capacity(b * s * width);
+        for row in qkv.chunks(total) {
+            v.extend_from_slice(&row[off..off + width]);
+        }
+        Heads::from_3d(&v, b, s, n, width / n)
+    };
+    let q = split(0, dq);
+    let mut k = split(dq, dk);
+    let mut v = split(dq + dk, dv);
+    let mut past_len = 0;
+    if let Some(p) = ctx.opt_tensor(4)? {
+        // past: [2, B, N, P, H] (keys then values).
+        let (h, hv) = (dk / n, dv / n);
+        if p.rank() != 5 || p.shape[0] != 2 || p.shape[1] != b || p.shape[2] != n || p.shape[4] != h || h != hv {
+            return Err(format!("past has shape {:?}, expected [2, {b}, {n}, P, {h}]", p.shape));
+        }
+        past_len = p.shape[3];
+        let pv = T::load(p)?;
+        let half = pv.len() / 2;
+        let pk = Heads { data: pv[..half].to_vec(), b, h: n, s: past_len, d: h };
+        let pvv = Heads { data: pv[half..].to_vec(), b, h: n, s: past_len, d: h };
+        k = pk.concat_seq(&k);
+        v = pvv.concat_seq(&v);
+    }
+    let t = k.s;
+    let filter = ctx.float_attr("mask_filter_value", -10000.0) as f64;
+    let causal = ctx.int_attr("unidirectional", 0) != 0;
+    let mask = additive_mask(ctx.opt_tensor(3)?, ctx.opt_tensor(5)?, causal, filter, (b, n, s, t), past_len)?;
+    let p = params(ctx, q.d, mask, [b, n, s, t]);
+    let (y, _) = sdpa(&q, &k, &v, &p)?;
+    let y = Heads { data: y, b, h: n, s, d: v.d }.to_3d();
+    let dt = x.dtype();
+    let store = |v: Vec<T>| store_f64(v.into_iter().map(|e| e.f64()).collect(), dt);
+    let mut out = vec![Value::Tensor(Tensor::new(vec![b, s, dv], store(y)?))];
+    if ctx.num_outputs > 1 {
+        let mut present = k.data.clone();
+        present.extend_from_slice(&v.data);
+        out.push(Value::Tensor(Tensor::new(vec![2, b, n, t, k.d], store(present)?)));
+    }
+    Ok(out)
+}
+
+fn run_mha(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    float_dispatch!(ctx.tensor(0)?.dtype(), mha_typed(ctx))
+}
+
+fn mha_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let qt = ctx.tensor(0)?;
+    let n = heads_attr(ctx)?;
+    if qt.rank() != 3 {
+        return Err(format!("query must be [B, S, D] (packed QKV is not supported), got {:?}", qt.shape));
+    }
+    let (kt, vt) = (ctx.tensor(1)?, ctx.tensor(2)?);
+    let (b, s, dq) = (qt.shape[0], qt.shape[1], qt.shape[2]);
+    let mut qv = T::load(qt)?.into_owned();
+    let bias = ctx.opt_tensor(3)?.map(T::load).transpose()?;
+    let heads_3d = |t: &Tensor, what: &str, off: usize| -> Result<Heads<T>> {
+        match t.rank() {
+            3 => {
+                let mut v = T::load(t)?.into_owned();
+                let d = t.shape[2];
+                if let Some(bv) = &bias {
+                    let bseg = bv.get(off..off + d).ok_or("bias is shorter than D + D + Dv")?;
+                    for row in v.chunks_mut(d) {
+                        for (o, &x) in row.iter_mut().zip(bseg) {
+                            *o = *o + x;
+                        }
+                    }
+                }
+                if d % n != 0 || t.shape[0] != b {
+                    return Err(format!("{what} of shape {:?} does not split into {n} heads", t.shape));
+                }
+                Ok(Heads::from_3d(&v, b, t.shape[1], n, d / n))
+            }
+            // Already in heads (BNSH), as for cross attention with a cached key/value.
+            4 if t.shape[0] == b && t.shape[1] == n => Ok(Heads {
+                data: T::load(t)?.into_owned(),
+                b,
+                h: n,
+                s: t.shape[2],
+                d: t.shape[3],
+            }),
+            _ => Err(format!("{what} of shape {:?} is not [B, L, D] or [B, N, L, H]", t.shape)),
+        }
+    };
+    if let Some(bv) = &bias {
+        for row in qv.chunks_mut(dq) {
+            for (o, &x) in row.iter_mut().zip(bv.iter()) {
+                *o = *o + x;
+            }
+        }
+    }
+    if dq % n != 0 {
+        return Err(format!("query's {dq} does not split into {n} heads"));
+    }
+    let q = Heads::from_3d(&qv, b, s, n, dq / n);
+    let dk = if kt.rank() == 3 { kt.shape[2] } else { 0 };
+    let mut k = heads_3d(kt, "key", dq)?;
+    let mut v = heads_3d(vt, "value", dq + dk)?;
+    let mut past_len = 0;
+    if let (Some(pk), Some(pv)) = (ctx.opt_tensor(6)?, ctx.opt_tensor(7)?) {
+        let as_heads = |t: &Tensor| -> Result<Heads<T>> {
+            if t.rank() != 4 || t.shape[0] != b || t.shape[1] != n {
+                return Err(format!("past key/value of shape {:?} is not [B, N, P, H]", t.shape));
+            }
+            Ok(Heads { data: T::load(t)?.into_owned(), b, h: n, s: t.shape[2], d: t.shape[3] })
+        };
+        let (pk, pv) = (as_heads(pk)?, as_heads(pv)?);
+        past_len = pk.s;
+        k = pk.concat_seq(&k);
+        v = pv.concat_seq(&v);
+    }
+    let t = k.s;
+    let filter = ctx.float_attr("mask_filter_value", -10000.0) as f64;
+    let causal = ctx.int_attr("unidirectional", 0) != 0;
+    let mask = additive_mask(ctx.opt_tensor(4)?, ctx.opt_tensor(5)?, causal, filter, (b, n, s, t), past_len)?;
+    let p = params(ctx, q.d, mask, [b, n, s, t]);
+    let (y, _) = sdpa(&q, &k, &v, &p)?;
+    let y = Heads { data: y, b, h: n, s, d: v.d }.to_3d();
+    let dt = qt.dtype();
+    let store = |v: Vec<T>| store_f64(v.into_iter().map(|e| e.f64()).collect(), dt);
+    let mut out = vec![Value::Tensor(Tensor::new(vec![b, s, n * v.d], store(y)?))];
+    if ctx.num_outputs > 1 {
+        out.push(Value::Tensor(Tensor::new(vec![b, n, t, k.d], store(k.data.clone())?)));
+    }
+    if ctx.num_outputs > 2 {
+        out.push(Value::Tensor(Tensor::new(vec![b, n, t, v.d], store(v.data.clone())?)));
+    }
+    Ok(out)
+}
