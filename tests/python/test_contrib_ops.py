@@ -2,7 +2,8 @@
 SkipLayerNormalization (with and without beta and bias, all four outputs),
 SkipSimplifiedLayerNormalization, SimplifiedLayerNormalization, Gelu, FastGelu,
 BiasGelu, QuickGelu, RotaryEmbedding, Attention (masks in ORT's formats, unidirectional, past)
-and MultiHeadAttention (bias, key padding masks, attention bias, past key/value), at
+and MultiHeadAttention (bias, key padding masks, attention bias, past key/value),
+MatMulNBits (4-bit blocks, zero points, bias), MatMulIntegerToFloat, DynamicQuantizeMatMul, at
 `--level disabled` and `all`. Prints
 `contrib-ops: N passed, M failed`. (BiasAdd has no CPU kernel in ORT; its unit test is in Rust.)
 """
@@ -21,7 +22,8 @@ MS = "com.microsoft"
 def model(node, feeds, n_out=None):
     def elem(a):
         return {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64,
-                np.dtype(np.int32): TensorProto.INT32}[a.dtype]
+                np.dtype(np.int32): TensorProto.INT32, np.dtype(np.uint8): TensorProto.UINT8,
+                np.dtype(np.int8): TensorProto.INT8}[a.dtype]
     ins = [helper.make_tensor_value_info(n, elem(a), list(a.shape)) for n, a in feeds.items()]
     outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in node.output if o]
     g = helper.make_graph([node], "g", ins, outs)
@@ -100,6 +102,40 @@ def cases():
     node = helper.make_node("MultiHeadAttention", ["q", "k", "v", "", "", "", "pk", "pv"], ["y", "present_k", "present_v"],
                             domain=MS, num_heads=n)
     out.append(("MultiHeadAttention past key/value", model(node, feeds), feeds))
+    # MatMulNBits: 4-bit blocks, with and without zero points, K not a multiple of the block.
+    for k, nn, block, zp, with_bias in [(32, 8, 16, False, False), (40, 5, 16, True, True), (64, 6, 32, True, False)]:
+        blocks = -(-k // block)
+        q = rng.integers(0, 16, (nn, blocks, block)).astype(np.uint8)
+        packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+        feeds = {"a": f(3, k), "b": packed, "scales": (np.abs(f(nn * blocks)) * 0.1 + 0.01)}
+        ins = ["a", "b", "scales"]
+        if zp:
+            z = rng.integers(0, 16, (nn, blocks)).astype(np.uint8)
+            if blocks % 2:
+                z = np.concatenate([z, np.zeros((nn, 1), np.uint8)], 1)
+            feeds["zp"] = (z[:, 0::2] | (z[:, 1::2] << 4)).astype(np.uint8).reshape(-1)
+            ins.append("zp")
+        if with_bias:
+            while len(ins) < 5:
+                ins.append("")
+            feeds["bias"] = f(nn)
+            ins.append("bias")
+        node = helper.make_node("MatMulNBits", ins, ["y"], domain=MS, K=k, N=nn, bits=4, block_size=block)
+        out.append((f"MatMulNBits K={k} N={nn} block={block} zp={zp} bias={with_bias}", model(node, feeds), feeds))
+    for at, bt in [(np.uint8, np.uint8), (np.uint8, np.int8), (np.int8, np.int8)]:
+        a8 = rng.integers(np.iinfo(at).min, np.iinfo(at).max, (4, 12)).astype(at)
+        # ORT's uint8 x int8 kernels on AVX2 add pairs in saturating int16 (machine-dependent
+        # results); int8 weights within +-63 keep them exact, as kiln always is.
+        lo, hi = (-64, 63) if (at, bt) == (np.uint8, np.int8) else (np.iinfo(bt).min, np.iinfo(bt).max)
+        b8 = rng.integers(lo, hi, (12, 6)).astype(bt)
+        feeds = {"a": a8, "b": b8, "sa": np.array(0.02, np.float32), "sb": (np.abs(f(6)) * 0.05).astype(np.float32),
+                 "za": np.array(3, at), "zb": rng.integers(0, 5, 6).astype(bt), "bias": f(6)}
+        node = helper.make_node("MatMulIntegerToFloat", ["a", "b", "sa", "sb", "za", "zb", "bias"], ["y"], domain=MS)
+        out.append((f"MatMulIntegerToFloat {np.dtype(at).name} x {np.dtype(bt).name}", model(node, feeds), feeds))
+    b8 = rng.integers(-64, 63, (12, 6)).astype(np.int8)
+    feeds = {"a": f(4, 12), "b": b8, "sb": (np.abs(f(6)) * 0.05).astype(np.float32), "bias": f(6)}
+    node = helper.make_node("DynamicQuantizeMatMul", ["a", "b", "sb", "", "bias"], ["y"], domain=MS)
+    out.append(("DynamicQuantizeMatMul", model(node, feeds), feeds))
     return out
 
 

@@ -34,6 +34,7 @@ mod ml;
 mod movement;
 mod ms_activations;
 mod ms_attention;
+mod ms_matmul;
 mod ms_norm;
 mod norm;
 pub(crate) mod np_random;
@@ -199,6 +200,7 @@ fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         where_op::kernel,
         ms_activations::kernel,
         ms_attention::kernel,
+        ms_matmul::kernel,
         ms_norm::kernel,
         index_ops::kernel,
         kiln_fused::kernel,
@@ -340,6 +342,9 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
         ) => ms_norm::infer,
         ("com.microsoft", "BiasAdd") => ew::unary,
         ("com.microsoft", "Attention" | "MultiHeadAttention") => ms_attention::infer,
+        ("com.microsoft", "MatMulNBits" | "MatMulIntegerToFloat" | "DynamicQuantizeMatMul") => {
+            ms_matmul::infer
+        }
         _ => return None,
     };
     Some(f)
