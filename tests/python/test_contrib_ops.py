@@ -3,7 +3,8 @@ SkipLayerNormalization (with and without beta and bias, all four outputs),
 SkipSimplifiedLayerNormalization, SimplifiedLayerNormalization, Gelu, FastGelu,
 BiasGelu, QuickGelu, RotaryEmbedding, Attention (masks in ORT's formats, unidirectional, past)
 and MultiHeadAttention (bias, key padding masks, attention bias, past key/value),
-MatMulNBits (4-bit blocks, zero points, bias), MatMulIntegerToFloat, DynamicQuantizeMatMul, at
+MatMulNBits (4-bit blocks, zero points, bias), MatMulIntegerToFloat, DynamicQuantizeMatMul,
+EmbedLayerNormalization, at
 `--level disabled` and `all`. Prints
 `contrib-ops: N passed, M failed`. (BiasAdd has no CPU kernel in ORT; its unit test is in Rust.)
 """
@@ -136,6 +137,29 @@ def cases():
     feeds = {"a": f(4, 12), "b": b8, "sb": (np.abs(f(6)) * 0.05).astype(np.float32), "bias": f(6)}
     node = helper.make_node("DynamicQuantizeMatMul", ["a", "b", "sb", "", "bias"], ["y"], domain=MS)
     out.append(("DynamicQuantizeMatMul", model(node, feeds), feeds))
+    # EmbedLayerNormalization: word + position (+ segment), with and without a mask.
+    vocab, npos, hid = 30, 16, 12
+    ids = rng.integers(0, vocab, (2, 7)).astype(np.int32)
+    for with_seg, with_mask in [(False, False), (True, True)]:
+        feeds = {"ids": ids}
+        ins = ["ids", "segs" if with_seg else ""]
+        if with_seg:
+            feeds["segs"] = rng.integers(0, 2, (2, 7)).astype(np.int32)
+        feeds.update(word=f(vocab, hid), pos=f(npos, hid))
+        ins += ["word", "pos"]
+        if with_seg:
+            feeds["segtab"] = f(2, hid)
+        ins.append("segtab" if with_seg else "")
+        feeds.update(gamma=f(hid), beta=f(hid))
+        ins += ["gamma", "beta"]
+        outs = ["y", "mask_index"]
+        if with_mask:
+            feeds["mask"] = (rng.random((2, 7)) < 0.7).astype(np.int32)
+            ins.append("mask")
+        node = helper.make_node("EmbedLayerNormalization", ins, outs, domain=MS, epsilon=1e-12)
+        m = model(node, feeds)
+        m.graph.output[1].type.tensor_type.elem_type = TensorProto.INT32
+        out.append((f"EmbedLayerNormalization segment={with_seg} mask={with_mask}", m, feeds))
     return out
 
 

@@ -34,6 +34,7 @@ mod ml;
 mod movement;
 mod ms_activations;
 mod ms_attention;
+mod ms_embed;
 mod ms_matmul;
 mod ms_norm;
 mod norm;
@@ -200,6 +201,7 @@ fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         where_op::kernel,
         ms_activations::kernel,
         ms_attention::kernel,
+        ms_embed::kernel,
         ms_matmul::kernel,
         ms_norm::kernel,
         index_ops::kernel,
@@ -342,6 +344,7 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
         ) => ms_norm::infer,
         ("com.microsoft", "BiasAdd") => ew::unary,
         ("com.microsoft", "Attention" | "MultiHeadAttention") => ms_attention::infer,
+        ("com.microsoft", "EmbedLayerNormalization") => ms_embed::infer,
         ("com.microsoft", "MatMulNBits" | "MatMulIntegerToFloat" | "DynamicQuantizeMatMul") => {
             ms_matmul::infer
         }
