@@ -240,3 +240,23 @@ def compare_with_ort(model, feeds, levels=("disabled", "all"), atol=1e-4, rtol=1
         for n in names:
             worst = max(worst, assert_close(f"{n} (--level {level})", got[n], want[n], atol, rtol))
     return worst
+
+
+def one_node_model(node, feeds, opsets, ir_version=8):
+    """A model of one node whose inputs are the feeds (typed from the arrays) and whose outputs
+    are float tensors of unknown shape."""
+    from onnx import helper
+    ins = [helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
+           for n, a in feeds.items()]
+    outs = [helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in node.output if o]
+    g = helper.make_graph([node], "g", ins, outs)
+    return helper.make_model(g, ir_version=ir_version,
+                             opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
+
+
+def run_ort_cases(label, cases):
+    """Runs (name, model, feeds) cases against ORT at --level disabled and all."""
+    def check(case):
+        _, m, feeds = case
+        return f"worst diff {compare_with_ort(m, feeds):.3f} of tolerance"
+    run_tests(label, cases, check, workers=2, name=lambda c: c[0], desc=lambda c: c[0])

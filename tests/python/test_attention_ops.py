@@ -10,17 +10,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import numpy as np  # noqa: E402
-from onnx import TensorProto, helper  # noqa: E402
+from onnx import helper  # noqa: E402
 
 
 def model(node, feeds, opset=23):
-    def elem(a):
-        return {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64,
-                np.dtype(np.bool_): TensorProto.BOOL}[a.dtype]
-    ins = [helper.make_tensor_value_info(n, elem(a), list(a.shape)) for n, a in feeds.items()]
-    outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in node.output if o]
-    g = helper.make_graph([node], "g", ins, outs)
-    return helper.make_model(g, ir_version=10, opset_imports=[helper.make_opsetid("", opset)])
+    return common.one_node_model(node, feeds, {"": opset}, ir_version=10)
 
 
 def cases():
@@ -54,10 +48,5 @@ def cases():
     return out
 
 
-def check(case):
-    _, m, feeds = case
-    return f"worst diff {common.compare_with_ort(m, feeds):.3f} of tolerance"
-
-
 if __name__ == "__main__":
-    common.run_tests("attention-ops", cases(), check, workers=2, name=lambda c: c[0], desc=lambda c: c[0])
+    common.run_ort_cases("attention-ops", cases())

@@ -20,15 +20,8 @@ from onnx import TensorProto, helper  # noqa: E402
 MS = "com.microsoft"
 
 
-def model(node, feeds, n_out=None):
-    def elem(a):
-        return {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64,
-                np.dtype(np.int32): TensorProto.INT32, np.dtype(np.uint8): TensorProto.UINT8,
-                np.dtype(np.int8): TensorProto.INT8}[a.dtype]
-    ins = [helper.make_tensor_value_info(n, elem(a), list(a.shape)) for n, a in feeds.items()]
-    outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in node.output if o]
-    g = helper.make_graph([node], "g", ins, outs)
-    return helper.make_model(g, ir_version=8, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
+def model(node, feeds):
+    return common.one_node_model(node, feeds, {"": 17, MS: 1})
 
 
 def cases():
@@ -163,10 +156,5 @@ def cases():
     return out
 
 
-def check(case):
-    _, m, feeds = case
-    return f"worst diff {common.compare_with_ort(m, feeds):.3f} of tolerance"
-
-
 if __name__ == "__main__":
-    common.run_tests("contrib-ops", cases(), check, workers=2, name=lambda c: c[0], desc=lambda c: c[0])
+    common.run_ort_cases("contrib-ops", cases())

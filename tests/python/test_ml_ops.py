@@ -72,11 +72,5 @@ def cases():
     return out
 
 
-def check(case):
-    _, m, feeds = case
-    worst = common.compare_with_ort(m, feeds)
-    return f"worst diff {worst:.3f} of tolerance"
-
-
 if __name__ == "__main__":
-    common.run_tests("ml-ops", cases(), check, workers=2, name=lambda c: c[0], desc=lambda c: c[0])
+    common.run_ort_cases("ml-ops", cases())
