@@ -110,7 +110,12 @@ fn run_case(case: &Path) -> (Status, String) {
     let random = g.nodes().any(|(_, n)| {
         matches!(
             n.op_type.as_str(),
-            "Bernoulli" | "RandomUniform" | "RandomUniformLike" | "RandomNormal" | "RandomNormalLike" | "Multinomial"
+            "Bernoulli"
+                | "RandomUniform"
+                | "RandomUniformLike"
+                | "RandomNormal"
+                | "RandomNormalLike"
+                | "Multinomial"
         )
     });
     let input_types: Vec<_> = g

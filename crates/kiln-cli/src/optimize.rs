@@ -12,16 +12,15 @@ pub fn run(a: OptimizeArgs) -> anyhow::Result<()> {
     let before = op_counts(&model.graph);
     let nodes_before = model.graph.node_count();
     let providers = report::providers(&a.ep)?;
-    let (model, _, rep) =
-        kiln_runtime::prepare(
-            model,
-            &providers,
-            report::level(a.level),
-            a.portable,
-            false,
-            a.allow_unknown_ops,
-        )
-            .with_context(|| name.clone())?;
+    let (model, _, rep) = kiln_runtime::prepare(
+        model,
+        &providers,
+        report::level(a.level),
+        a.portable,
+        false,
+        a.allow_unknown_ops,
+    )
+    .with_context(|| name.clone())?;
     let after = op_counts(&model.graph);
     model
         .save(&a.output)

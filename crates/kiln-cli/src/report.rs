@@ -59,8 +59,10 @@ pub fn session(model: Model, a: &RunArgs) -> anyhow::Result<kiln_runtime::Sessio
 
 /// `--memory-limit` in bytes, when given.
 pub fn memory_limit(arg: Option<&str>) -> anyhow::Result<Option<u64>> {
-    arg.map(|s| kiln_runtime::memory::parse_size(s).map_err(|e| anyhow::anyhow!("--memory-limit: {e}")))
-        .transpose()
+    arg.map(|s| {
+        kiln_runtime::memory::parse_size(s).map_err(|e| anyhow::anyhow!("--memory-limit: {e}"))
+    })
+    .transpose()
 }
 
 /// Loads `path`, or builds the built-in demo model. Returns the model and the name errors use.

@@ -5,7 +5,9 @@
 //! types contradict their op.
 use std::path::{Path, PathBuf};
 
-use kiln_onnx::proto::{tensor_shape_proto::dimension, ModelProto, OperatorSetIdProto, TensorProto};
+use kiln_onnx::proto::{
+    tensor_shape_proto::dimension, ModelProto, OperatorSetIdProto, TensorProto,
+};
 
 mod common;
 use common::*;
@@ -78,10 +80,23 @@ fn repeated_and_empty_node_names_load_run_and_save_as_they_are() {
     let x = npy(dir.path(), "x.npy", &[2, 3], &[-1., 2., -3., 4., -5., 6.]);
     assert_eq!(run_y(&p, &[("x", &x)]), vec![0., 2., 0., 4., 0., 6.]);
     let o = dir.path().join("saved.onnx");
-    let (code, _, err) = kiln(&["optimize", p.to_str().unwrap(), "-o", o.to_str().unwrap(), "--level", "disabled"]);
+    let (code, _, err) = kiln(&[
+        "optimize",
+        p.to_str().unwrap(),
+        "-o",
+        o.to_str().unwrap(),
+        "--level",
+        "disabled",
+    ]);
     assert_eq!(code, 0, "{err}");
     let saved = kiln_onnx::decode_model(&std::fs::read(&o).unwrap()).unwrap();
-    let names: Vec<_> = saved.graph.unwrap().node.iter().map(|n| n.name.clone().unwrap_or_default()).collect();
+    let names: Vec<_> = saved
+        .graph
+        .unwrap()
+        .node
+        .iter()
+        .map(|n| n.name.clone().unwrap_or_default())
+        .collect();
     assert_eq!(names, ["a", "a", ""]);
     // Errors still say which node: the name with its position when the name repeats.
     let mut m = m.clone();
@@ -89,7 +104,10 @@ fn repeated_and_empty_node_names_load_run_and_save_as_they_are() {
     let p = write(dir.path(), "dangling.onnx", &m);
     let (code, _, err) = kiln(&["inspect", p.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(err.contains("'nowhere'") && err.contains("node 'a'"), "{err}");
+    assert!(
+        err.contains("'nowhere'") && err.contains("node 'a'"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -144,14 +162,25 @@ fn initializers_listed_as_inputs_are_overridable_from_ir_4() {
     let o = dir.path().join("opt.onnx");
     let (code, _, err) = kiln(&["optimize", p.to_str().unwrap(), "-o", o.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    let saved = kiln_onnx::decode_model(&std::fs::read(&o).unwrap()).unwrap().graph.unwrap();
+    let saved = kiln_onnx::decode_model(&std::fs::read(&o).unwrap())
+        .unwrap()
+        .graph
+        .unwrap();
     assert!(saved.input.iter().any(|i| i.name.as_deref() == Some("w")));
-    assert!(saved.initializer.iter().any(|i| i.name.as_deref() == Some("w")));
+    assert!(saved
+        .initializer
+        .iter()
+        .any(|i| i.name.as_deref() == Some("w")));
     assert_eq!(run_y(&o, &[("x", &x), ("w", &w)]), vec![110.; 6]);
     // IR version 3: initializers are constants, and there is nothing to override.
     m.ir_version = Some(3);
     let p = write(dir.path(), "ir3.onnx", &m);
-    let (code, _, err) = kiln(&["run", p.to_str().unwrap(), "--input", &format!("w={}", w.display())]);
+    let (code, _, err) = kiln(&[
+        "run",
+        p.to_str().unwrap(),
+        "--input",
+        &format!("w={}", w.display()),
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("no input named 'w'"), "{err}");
 }
@@ -160,7 +189,10 @@ fn initializers_listed_as_inputs_are_overridable_from_ir_4() {
 fn the_default_domain_may_be_spelled_ai_onnx() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = one_op("Relu");
-    m.opset_import = vec![OperatorSetIdProto { domain: Some("ai.onnx".into()), version: Some(17) }];
+    m.opset_import = vec![OperatorSetIdProto {
+        domain: Some("ai.onnx".into()),
+        version: Some(17),
+    }];
     m.graph.as_mut().unwrap().node[0].domain = Some("ai.onnx".into());
     let p = write(dir.path(), "aionnx.onnx", &m);
     let x = npy(dir.path(), "x.npy", &[2, 3], &[-1., 2., -3., 4., -5., 6.]);
@@ -180,14 +212,26 @@ fn newer_opsets_unknown_ops_and_contradictory_types_are_refused() {
     ] {
         let (code, _, err) = kiln(&args);
         assert_eq!(code, 1, "{args:?}");
-        assert!(err.contains("opset 99 of domain 'ai.onnx'") && err.contains("up to 28"), "{err}");
+        assert!(
+            err.contains("opset 99 of domain 'ai.onnx'") && err.contains("up to 28"),
+            "{err}"
+        );
     }
     let p = write(dir.path(), "unknown.onnx", &one_op("Frobnicate"));
     let (code, _, err) = kiln(&["optimize", p.to_str().unwrap(), "-o", o.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(err.contains("node 'n' (Frobnicate)") && err.contains("--allow-unknown-ops"), "{err}");
+    assert!(
+        err.contains("node 'n' (Frobnicate)") && err.contains("--allow-unknown-ops"),
+        "{err}"
+    );
     assert!(!o.exists());
-    let (code, _, err) = kiln(&["optimize", p.to_str().unwrap(), "-o", o.to_str().unwrap(), "--allow-unknown-ops"]);
+    let (code, _, err) = kiln(&[
+        "optimize",
+        p.to_str().unwrap(),
+        "-o",
+        o.to_str().unwrap(),
+        "--allow-unknown-ops",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(o.exists());
     // A Conv whose weight has rank 2 is an error in optimize, naming the node.
@@ -205,8 +249,18 @@ fn newer_opsets_unknown_ops_and_contradictory_types_are_refused() {
     }];
     let p = write(dir.path(), "conv.onnx", &m);
     let o2 = dir.path().join("o2.onnx");
-    let (code, _, err) = kiln(&["optimize", p.to_str().unwrap(), "-o", o2.to_str().unwrap(), "--level", "disabled"]);
+    let (code, _, err) = kiln(&[
+        "optimize",
+        p.to_str().unwrap(),
+        "-o",
+        o2.to_str().unwrap(),
+        "--level",
+        "disabled",
+    ]);
     assert_eq!(code, 1);
-    assert!(err.contains("node 'n' (Conv)") && err.contains("rank 2"), "{err}");
+    assert!(
+        err.contains("node 'n' (Conv)") && err.contains("rank 2"),
+        "{err}"
+    );
     assert!(!o2.exists());
 }

@@ -254,17 +254,44 @@ fn memory_limits_refuse_before_allocating() {
     for shape in ["images=1,3,100000,100000", "images=1,3,20000,20000"] {
         let (code, _, err) = kiln(&["run", "--shape", shape, "--memory-limit", "4G"]);
         assert_eq!(code, 1, "{shape}: {err}");
-        assert!(err.starts_with("error: ") && err.contains("over the memory limit of 4.0 GiB"), "{err}");
+        assert!(
+            err.starts_with("error: ") && err.contains("over the memory limit of 4.0 GiB"),
+            "{err}"
+        );
     }
     let (code, _, err) = kiln(&["run", "--shape", "images=1,3,100000,100000"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("input 'images'") && err.contains("111.8 GiB"), "{err}");
-    let (code, _, err) = kiln(&["run", "--shape", "images=1,3,640,640", "--memory-limit", "20M"]);
+    assert!(
+        err.contains("input 'images'") && err.contains("111.8 GiB"),
+        "{err}"
+    );
+    let (code, _, err) = kiln(&[
+        "run",
+        "--shape",
+        "images=1,3,640,640",
+        "--memory-limit",
+        "20M",
+    ]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("node '") && err.contains("its output '"), "{err}");
-    let (code, _, err) = kiln(&["run", "--shape", "images=1,3,64,64", "--memory-limit", "lots"]);
+    assert!(
+        err.contains("node '") && err.contains("its output '"),
+        "{err}"
+    );
+    let (code, _, err) = kiln(&[
+        "run",
+        "--shape",
+        "images=1,3,64,64",
+        "--memory-limit",
+        "lots",
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("--memory-limit"), "{err}");
-    let (code, _, err) = kiln(&["run", "--shape", "images=1,3,64,64", "--memory-limit", "64M"]);
+    let (code, _, err) = kiln(&[
+        "run",
+        "--shape",
+        "images=1,3,64,64",
+        "--memory-limit",
+        "64M",
+    ]);
     assert_eq!(code, 0, "{err}");
 }

@@ -78,7 +78,12 @@ impl Budget {
         fed: &[(ValueId, Vec<usize>)],
     ) -> Result<(), String> {
         let key: Vec<Vec<usize>> = fed.iter().map(|(_, s)| s.clone()).collect();
-        if let Some(v) = self.seen.lock().map_err(|_| "memory check poisoned")?.get(&key) {
+        if let Some(v) = self
+            .seen
+            .lock()
+            .map_err(|_| "memory check poisoned")?
+            .get(&key)
+        {
             return v.clone();
         }
         let verdict = self.estimate(model, order, fed);
@@ -143,13 +148,23 @@ impl Budget {
                 let Some(b) = bytes(v) else { continue };
                 total = total.saturating_add(b);
                 if total.saturating_add(scratch) > self.limit {
-                    let ty = g.value(v).ty.as_ref().map(|t| t.to_string()).unwrap_or_default();
+                    let ty = g
+                        .value(v)
+                        .ty
+                        .as_ref()
+                        .map(|t| t.to_string())
+                        .unwrap_or_default();
                     let shape = g
                         .value(v)
                         .ty
                         .as_ref()
                         .and_then(|t| t.shape())
-                        .map(|s| s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"))
+                        .map(|s| {
+                            s.iter()
+                                .map(|d| d.to_string())
+                                .collect::<Vec<_>>()
+                                .join("x")
+                        })
                         .unwrap_or_default();
                     return Err(format!(
                         "{}: its output '{}' ({ty} [{shape}], {}) would bring this run to {} \

@@ -146,7 +146,8 @@ impl Session {
         if !providers.iter().any(|p| p.name() == "cpu") {
             providers.push(Arc::new(CpuProvider));
         }
-        let (model, assignment, report) = prepare(model, &providers, opts.level, false, true, false)?;
+        let (model, assignment, report) =
+            prepare(model, &providers, opts.level, false, true, false)?;
         let opsets: Vec<(String, i64)> = model
             .opsets
             .iter()
@@ -205,7 +206,10 @@ impl Session {
             .overridable_inputs()
             .filter_map(|id| {
                 let t = g.value(id).default.as_ref()?;
-                Some((spec(id), Arc::new(Value::Tensor(kiln_ops::Tensor::from_ir(t)))))
+                Some((
+                    spec(id),
+                    Arc::new(Value::Tensor(kiln_ops::Tensor::from_ir(t))),
+                ))
             })
             .collect();
         let mut pool = rayon::ThreadPoolBuilder::new();
@@ -302,7 +306,12 @@ impl Session {
     ) -> Result<(Vec<(String, Value)>, RunStats), RuntimeError> {
         let mut given: HashMap<String, Value> = HashMap::new();
         for (name, v) in inputs {
-            if !self.inputs.iter().chain(self.overridable_inputs()).any(|s| s.name == name) {
+            if !self
+                .inputs
+                .iter()
+                .chain(self.overridable_inputs())
+                .any(|s| s.name == name)
+            {
                 return Err(RuntimeError::Input {
                     name,
                     reason: "the model has no such input".into(),

@@ -11,7 +11,11 @@ pub fn validate(model: &Model, allow_unknown_ops: bool) -> Result<(), RuntimeErr
     for o in &model.opsets {
         if let Some(max) = kiln_ops::max_opset(&o.domain) {
             if o.version > max {
-                let d = if o.domain.is_empty() { "ai.onnx" } else { &o.domain };
+                let d = if o.domain.is_empty() {
+                    "ai.onnx"
+                } else {
+                    &o.domain
+                };
                 return Err(RuntimeError::Options(format!(
                     "the model imports opset {} of domain '{d}', newer than kiln implements (up to {max})",
                     o.version
@@ -28,7 +32,8 @@ pub fn validate(model: &Model, allow_unknown_ops: bool) -> Result<(), RuntimeErr
 fn unknown_ops(g: &Graph) -> Result<(), RuntimeError> {
     for &id in g.order() {
         let n = g.node(id);
-        if kiln_ops::is_onnx_domain(&n.domain) && kiln_ops::op_def(&n.domain, &n.op_type).is_none() {
+        if kiln_ops::is_onnx_domain(&n.domain) && kiln_ops::op_def(&n.domain, &n.op_type).is_none()
+        {
             return Err(RuntimeError::Node {
                 node: g.describe(id),
                 reason: format!(

@@ -85,7 +85,9 @@ fn grid<T: Real>(ctx: &KernelCtx, theta: &Tensor) -> Result<Vec<Value>> {
             }
             coord[dims] = 1.0;
             for r in 0..dims {
-                let v: f64 = (0..=dims).map(|c| m[r * (dims + 1) + c].f64() * coord[c]).sum();
+                let v: f64 = (0..=dims)
+                    .map(|c| m[r * (dims + 1) + c].f64() * coord[c])
+                    .sum();
                 out.push(T::of(v));
             }
         }

@@ -44,8 +44,18 @@ pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
         };
         if q.len() == 4 && k.len() == 4 && v.len() == 4 {
             y = Some(vec![q[0].clone(), q[1].clone(), q[2].clone(), v[3].clone()]);
-            pk = Some(vec![k[0].clone(), k[1].clone(), total.clone(), k[3].clone()]);
-            pv = Some(vec![v[0].clone(), v[1].clone(), total.clone(), v[3].clone()]);
+            pk = Some(vec![
+                k[0].clone(),
+                k[1].clone(),
+                total.clone(),
+                k[3].clone(),
+            ]);
+            pv = Some(vec![
+                v[0].clone(),
+                v[1].clone(),
+                total.clone(),
+                v[3].clone(),
+            ]);
             qk = Some(vec![q[0].clone(), q[1].clone(), q[2].clone(), total]);
         } else if q.len() == 3 && k.len() == 3 && v.len() == 3 {
             let qh = ctx.int_attr("q_num_heads", 0);
@@ -212,7 +222,12 @@ fn row_bias(p: &Params, b: usize, h: usize, i: usize, total: usize, out: &mut [f
 }
 
 /// The core: `(Y [b, q_heads, q_seq, v_head], qk output [b, q_heads, q_seq, total])`.
-pub fn sdpa<T: Real>(q: &Heads<T>, k: &Heads<T>, v: &Heads<T>, p: &Params) -> Result<(Vec<T>, Vec<T>)> {
+pub fn sdpa<T: Real>(
+    q: &Heads<T>,
+    k: &Heads<T>,
+    v: &Heads<T>,
+    p: &Params,
+) -> Result<(Vec<T>, Vec<T>)> {
     let (b, qh, qs, d) = (q.b, q.h, q.s, q.d);
     let (kvh, total, vd) = (k.h, k.s, v.d);
     if kvh == 0 || qh % kvh != 0 || v.h != kvh {
@@ -371,17 +386,9 @@ fn compute_type(ctx: &KernelCtx, dt: DataType) -> DataType {
     }
 }
 
-fn load_heads<T: Real>(
-    t: &Tensor,
-    what: &str,
-    rank: usize,
-    heads: i64,
-) -> Result<Heads<T>> {
+fn load_heads<T: Real>(t: &Tensor, what: &str, rank: usize, heads: i64) -> Result<Heads<T>> {
     if t.rank() != rank {
-        return Err(format!(
-            "{what} has rank {}, Q has rank {rank}",
-            t.rank()
-        ));
+        return Err(format!("{what} has rank {}, Q has rank {rank}", t.rank()));
     }
     let v = super::linalg::load_any::<T>(t)?;
     if rank == 4 {
@@ -433,8 +440,7 @@ fn run_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
     if let (Some(pk), Some(pv)) = (past_k, past_v) {
         let pk = load_heads::<T>(pk, "past_key", 4, 0)?;
         let pv = load_heads::<T>(pv, "past_value", 4, 0)?;
-        if pk.b != k.b || pk.h != k.h || pk.d != k.d || pv.b != v.b || pv.h != v.h || pv.d != v.d
-        {
+        if pk.b != k.b || pk.h != k.h || pk.d != k.d || pv.b != v.b || pv.h != v.h || pv.d != v.d {
             return Err("past_key/past_value do not match K/V's batch, heads and head size".into());
         }
         past_len = pk.s;
@@ -461,11 +467,7 @@ fn run_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
         None => None,
     };
     let offset = match (&kv_valid, nonpad) {
-        (Some(_), Some(t)) => t
-            .to_i64s()?
-            .iter()
-            .map(|&l| l - q.s as i64)
-            .collect(),
+        (Some(_), Some(t)) => t.to_i64s()?.iter().map(|&l| l - q.s as i64).collect(),
         _ => vec![past_len as i64],
     };
     let scale = match ctx.attrs.iter().any(|a| a.name == "scale") {
@@ -475,7 +477,9 @@ fn run_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let mask = mask_of(ctx.opt_tensor(3)?, [q.b, q.h, q.s, total])?;
     let qk_mode = ctx.int_attr("qk_matmul_output_mode", 0);
     if !(0..=3).contains(&qk_mode) {
-        return Err(format!("qk_matmul_output_mode must be 0 to 3, got {qk_mode}"));
+        return Err(format!(
+            "qk_matmul_output_mode must be 0 to 3, got {qk_mode}"
+        ));
     }
     let dt = qt.dtype();
     let p = Params {
@@ -491,7 +495,9 @@ fn run_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
         want_qk: ctx.num_outputs > 3,
     };
     let (y, qk) = sdpa(&q, &k, &v, &p)?;
-    let store = |v: Vec<T>| -> Result<Data> { super::linalg::store_f64(v.into_iter().map(|x| x.f64()).collect(), dt) };
+    let store = |v: Vec<T>| -> Result<Data> {
+        super::linalg::store_f64(v.into_iter().map(|x| x.f64()).collect(), dt)
+    };
     let y_heads = Heads {
         data: y,
         b: q.b,
@@ -517,7 +523,10 @@ fn run_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
         out.push(Value::Tensor(Tensor::new(vec![v.b, v.h, v.s, v.d], data)));
     }
     if ctx.num_outputs > 3 {
-        out.push(Value::Tensor(Tensor::new(vec![q.b, q.h, q.s, total], store(qk)?)));
+        out.push(Value::Tensor(Tensor::new(
+            vec![q.b, q.h, q.s, total],
+            store(qk)?,
+        )));
     }
     Ok(out)
 }

@@ -43,11 +43,17 @@ fn run_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
         a => return Err(format!("activation must be none, silu or swish, got '{a}'")),
     };
     if x.rank() != 3 {
-        return Err(format!("input must be [batch, channels, length], got {:?}", x.shape));
+        return Err(format!(
+            "input must be [batch, channels, length], got {:?}",
+            x.shape
+        ));
     }
     let (b, c, len) = (x.shape[0], x.shape[1], x.shape[2]);
     if w.rank() != 3 || w.shape[0] != c || w.shape[1] != 1 || w.shape[2] == 0 {
-        return Err(format!("weight must be [{c}, 1, k] with k >= 1, got {:?}", w.shape));
+        return Err(format!(
+            "weight must be [{c}, 1, k] with k >= 1, got {:?}",
+            w.shape
+        ));
     }
     let k = w.shape[2];
     let bias = match ctx.opt_tensor(2)? {

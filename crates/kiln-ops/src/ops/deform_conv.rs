@@ -110,7 +110,9 @@ fn deform<T: Real>(ctx: &KernelCtx, xt: &Tensor) -> Result<Vec<Value>> {
                         for p in 0..kh {
                             for q in 0..kw {
                                 let tap = (ogi * kh + p) * kw + q;
-                                let oidx = |k: usize| ((b * og * kh * kw * 2 + tap * 2 + k) * oh + i) * ow + j;
+                                let oidx = |k: usize| {
+                                    ((b * og * kh * kw * 2 + tap * 2 + k) * oh + i) * ow + j
+                                };
                                 let hh = i as f64 * strides[0] as f64 - pads[0] as f64
                                     + p as f64 * dil[0] as f64
                                     + off[oidx(0)].f64();

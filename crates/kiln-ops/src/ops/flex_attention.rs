@@ -52,7 +52,9 @@ fn modify<T: Real>(
     shape: &[usize],
     dt: DataType,
 ) -> Result<Vec<T>> {
-    let runner = ctx.subgraphs.ok_or("this runtime cannot run subgraphs here")?;
+    let runner = ctx
+        .subgraphs
+        .ok_or("this runtime cannot run subgraphs here")?;
     let input = Tensor::new(shape.to_vec(), T::store(v, dt));
     let mut outs = runner.run(g, vec![Value::Tensor(input)])?;
     if outs.len() != 1 {
@@ -80,8 +82,13 @@ fn run_typed<T: Real>(ctx: &KernelCtx, precision: DataType) -> Result<Vec<Value>
     }
     let (b, qh, l, d) = (qt.shape[0], qt.shape[1], qt.shape[2], qt.shape[3]);
     let (kvh, s, vd) = (kt.shape[1], kt.shape[2], vt.shape[3]);
-    if kt.shape[0] != b || vt.shape[0] != b || kt.shape[3] != d || vt.shape[1] != kvh
-        || vt.shape[2] != s || kvh == 0 || qh % kvh != 0
+    if kt.shape[0] != b
+        || vt.shape[0] != b
+        || kt.shape[3] != d
+        || vt.shape[1] != kvh
+        || vt.shape[2] != s
+        || kvh == 0
+        || qh % kvh != 0
     {
         return Err(format!(
             "Q {:?}, K {:?} and V {:?} do not fit together",
@@ -154,6 +161,7 @@ fn run_typed<T: Real>(ctx: &KernelCtx, precision: DataType) -> Result<Vec<Value>
             vd,
         )?;
     }
-    let data: Data = super::linalg::store_f64(y.into_iter().map(|x| x.f64()).collect(), qt.dtype())?;
+    let data: Data =
+        super::linalg::store_f64(y.into_iter().map(|x| x.f64()).collect(), qt.dtype())?;
     Ok(vec![Value::Tensor(Tensor::new(vec![b, qh, l, vd], data))])
 }

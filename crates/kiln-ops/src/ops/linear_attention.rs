@@ -37,7 +37,11 @@ pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
             st = Some(vec![q[0].clone(), Dim::Known(kvh), per(&q[2], qh), dv]);
         }
     }
-    let state_type = if ctx.has_input(3) { ctx.dtype(3) } else { ctx.dtype(0) };
+    let state_type = if ctx.has_input(3) {
+        ctx.dtype(3)
+    } else {
+        ctx.dtype(0)
+    };
     Ok(vec![
         Inferred::tensor(ctx.dtype(0), y),
         Inferred::tensor(state_type, st),
@@ -72,7 +76,10 @@ fn run_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let (qh, kvh) = (qh as usize, kvh as usize);
     for (t, what) in [(qt, "query"), (kt, "key"), (vt, "value")] {
         if t.rank() != 3 {
-            return Err(format!("{what} must be [B, T, H*D], got shape {:?}", t.shape));
+            return Err(format!(
+                "{what} must be [B, T, H*D], got shape {:?}",
+                t.shape
+            ));
         }
     }
     let (b, steps) = (qt.shape[0], qt.shape[1]);
@@ -105,7 +112,11 @@ fn run_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let decay = match decay {
         Some(t) => {
             let last = t.shape.last().copied().unwrap_or(0);
-            if t.rank() != 3 || t.shape[0] != b || t.shape[1] != steps || (last != kvh && last != kvh * dk) {
+            if t.rank() != 3
+                || t.shape[0] != b
+                || t.shape[1] != steps
+                || (last != kvh && last != kvh * dk)
+            {
                 return Err(format!(
                     "decay must be [{b}, {steps}, {kvh}] or [{b}, {steps}, {}], got {:?}",
                     kvh * dk,
@@ -119,7 +130,8 @@ fn run_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let beta = match beta {
         Some(t) => {
             let last = t.shape.last().copied().unwrap_or(0);
-            if t.rank() != 3 || t.shape[0] != b || t.shape[1] != steps || (last != kvh && last != 1) {
+            if t.rank() != 3 || t.shape[0] != b || t.shape[1] != steps || (last != kvh && last != 1)
+            {
                 return Err(format!(
                     "beta must be [{b}, {steps}, {kvh}] or [{b}, {steps}, 1], got {:?}",
                     t.shape
@@ -161,7 +173,11 @@ fn run_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
                 if let Some((g, per_dim)) = &decay {
                     let base = (bi * steps + t) * if *per_dim { kvh * dk } else { kvh };
                     for i in 0..dk {
-                        let gi = if *per_dim { g[base + h * dk + i] } else { g[base + h] };
+                        let gi = if *per_dim {
+                            g[base + h * dk + i]
+                        } else {
+                            g[base + h]
+                        };
                         let e = gi.exp();
                         for x in &mut s[i * dv..(i + 1) * dv] {
                             *x = *x * e;

@@ -6,8 +6,8 @@ use crate::kernel::KernelFn;
 mod affine_grid;
 pub(crate) mod attention;
 mod batchnorm;
-mod bitcast;
 mod binary;
+mod bitcast;
 mod cast;
 mod causal_conv;
 mod concat;
@@ -340,7 +340,9 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
         ("com.microsoft", "QuickGelu" | "Gelu" | "BiasGelu" | "FastGelu") => ew::unary,
         (
             "com.microsoft",
-            "SkipLayerNormalization" | "SkipSimplifiedLayerNormalization" | "SimplifiedLayerNormalization",
+            "SkipLayerNormalization"
+            | "SkipSimplifiedLayerNormalization"
+            | "SimplifiedLayerNormalization",
         ) => ms_norm::infer,
         ("com.microsoft", "BiasAdd") => ew::unary,
         ("com.microsoft", "Attention" | "MultiHeadAttention") => ms_attention::infer,

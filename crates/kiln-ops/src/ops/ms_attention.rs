@@ -37,7 +37,9 @@ pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
             vec![x[0].clone(), x.get(1).cloned().unwrap_or(Dim::Unknown), dv]
         }),
         _ => match (ctx.shape(0), ctx.shape(2)) {
-            (Some(q), Some(v)) if q.len() == 3 && v.len() == 3 => Some(vec![q[0].clone(), q[1].clone(), v[2].clone()]),
+            (Some(q), Some(v)) if q.len() == 3 && v.len() == 3 => {
+                Some(vec![q[0].clone(), q[1].clone(), v[2].clone()])
+            }
             (Some(q), Some(v)) if q.len() == 3 && v.len() == 4 => {
                 let dv = match (v[1].known(), v[3].known()) {
                     (Some(n), Some(h)) => Dim::Known(n * h),
@@ -119,7 +121,11 @@ fn additive_mask(
         let v = load_any::<f64>(ab)?;
         let bb = match ab.shape.as_slice() {
             [x, y, z, w] if (*x == b || *x == 1) && *y == n && *z == s && *w == t => *x,
-            other => return Err(format!("attention_bias of shape {other:?} is not [{b} or 1, {n}, {s}, {t}]")),
+            other => {
+                return Err(format!(
+                    "attention_bias of shape {other:?} is not [{b} or 1, {n}, {s}, {t}]"
+                ))
+            }
         };
         for bi in 0..b {
             let src = &v[(if bb == 1 { 0 } else { bi }) * n * s * t..][..n * s * t];
@@ -131,12 +137,22 @@ fn additive_mask(
     Ok(Some(m))
 }
 
-fn params(ctx: &KernelCtx, head: usize, mask: Option<Vec<f64>>, shape: [usize; 4]) -> Params<'static> {
+fn params(
+    ctx: &KernelCtx,
+    head: usize,
+    mask: Option<Vec<f64>>,
+    shape: [usize; 4],
+) -> Params<'static> {
     let scale = match ctx.attrs.get_float("scale") {
         Some(s) if s != 0.0 => s as f64,
         _ => 1.0 / (head as f64).sqrt(),
     };
-    let strides = vec![shape[1] * shape[2] * shape[3], shape[2] * shape[3], shape[3], 1];
+    let strides = vec![
+        shape[1] * shape[2] * shape[3],
+        shape[2] * shape[3],
+        shape[3],
+        1,
+    ];
     Params {
         scale,
         softcap: 0.0,
@@ -154,6 +170,39 @@ fn params(ctx: &KernelCtx, head: usize, mask: Option<Vec<f64>>, shape: [usize; 4
     }
 }
 
+/// Masks (the key mask and attention bias at input positions `masks`), attends, and returns
+/// the output as `[B, S, N·Hv]`.
+fn attend<T: Real>(
+    ctx: &KernelCtx,
+    q: &Heads<T>,
+    k: &Heads<T>,
+    v: &Heads<T>,
+    masks: (usize, usize),
+    past_len: usize,
+) -> Result<Vec<T>> {
+    let (b, n, s, t) = (q.b, q.h, q.s, k.s);
+    let filter = ctx.float_attr("mask_filter_value", -10000.0) as f64;
+    let causal = ctx.int_attr("unidirectional", 0) != 0;
+    let mask = additive_mask(
+        ctx.opt_tensor(masks.0)?,
+        ctx.opt_tensor(masks.1)?,
+        causal,
+        filter,
+        (b, n, s, t),
+        past_len,
+    )?;
+    let p = params(ctx, q.d, mask, [b, n, s, t]);
+    let (y, _) = sdpa(q, k, v, &p)?;
+    Ok(Heads {
+        data: y,
+        b,
+        h: n,
+        s,
+        d: v.d,
+    }
+    .to_3d())
+}
+
 fn run_attention(ctx: &KernelCtx) -> Result<Vec<Value>> {
     float_dispatch!(ctx.tensor(0)?.dtype(), attention_typed(ctx))
 }
@@ -162,23 +211,46 @@ fn attention_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let (x, w) = (ctx.tensor(0)?, ctx.tensor(1)?);
     let n = heads_attr(ctx)?;
     if x.rank() != 3 || w.rank() != 2 || w.shape[0] != x.shape[2] {
-        return Err(format!("input {:?} and weights {:?} must be [B, S, D] and [D, Dq+Dk+Dv]", x.shape, w.shape));
+        return Err(format!(
+            "input {:?} and weights {:?} must be [B, S, D] and [D, Dq+Dk+Dv]",
+            x.shape, w.shape
+        ));
     }
     let (b, s, din) = (x.shape[0], x.shape[1], x.shape[2]);
     let total = w.shape[1];
     let (dq, dk, dv) = match ctx.ints_attr("qkv_hidden_sizes") {
         Some([a, bb, c]) if a + bb + c == total as i64 => (*a as usize, *bb as usize, *c as usize),
-        Some(v) => return Err(format!("qkv_hidden_sizes {v:?} do not add up to the weights' {total} columns")),
+        Some(v) => {
+            return Err(format!(
+                "qkv_hidden_sizes {v:?} do not add up to the weights' {total} columns"
+            ))
+        }
         None if total % 3 == 0 => (total / 3, total / 3, total / 3),
-        None => return Err(format!("the weights' {total} columns do not split into Q, K and V")),
+        None => {
+            return Err(format!(
+                "the weights' {total} columns do not split into Q, K and V"
+            ))
+        }
     };
     if dq != dk || dq % n != 0 || dv % n != 0 {
-        return Err(format!("hidden sizes {dq}/{dk}/{dv} do not split into {n} heads"));
+        return Err(format!(
+            "hidden sizes {dq}/{dk}/{dv} do not split into {n} heads"
+        ));
     }
     let xv = T::load(x)?;
     let wv = T::load(w)?;
     let mut qkv = filled(b * s * total, T::zero())?;
-    gemm(b * s, total, din, T::one(), Mat::rows(&xv, din), Mat::rows(&wv, total), T::zero(), &mut qkv, total)?;
+    gemm(
+        b * s,
+        total,
+        din,
+        T::one(),
+        Mat::rows(&xv, din),
+        Mat::rows(&wv, total),
+        T::zero(),
+        &mut qkv,
+        total,
+    )?;
     if let Some(bias) = ctx.opt_tensor(2)? {
         let bv = T::load(bias)?;
         if bv.len() != total {
@@ -204,31 +276,50 @@ fn attention_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
     if let Some(p) = ctx.opt_tensor(4)? {
         // past: [2, B, N, P, H] (keys then values).
         let (h, hv) = (dk / n, dv / n);
-        if p.rank() != 5 || p.shape[0] != 2 || p.shape[1] != b || p.shape[2] != n || p.shape[4] != h || h != hv {
-            return Err(format!("past has shape {:?}, expected [2, {b}, {n}, P, {h}]", p.shape));
+        if p.rank() != 5
+            || p.shape[0] != 2
+            || p.shape[1] != b
+            || p.shape[2] != n
+            || p.shape[4] != h
+            || h != hv
+        {
+            return Err(format!(
+                "past has shape {:?}, expected [2, {b}, {n}, P, {h}]",
+                p.shape
+            ));
         }
         past_len = p.shape[3];
         let pv = T::load(p)?;
         let half = pv.len() / 2;
-        let pk = Heads { data: pv[..half].to_vec(), b, h: n, s: past_len, d: h };
-        let pvv = Heads { data: pv[half..].to_vec(), b, h: n, s: past_len, d: h };
+        let pk = Heads {
+            data: pv[..half].to_vec(),
+            b,
+            h: n,
+            s: past_len,
+            d: h,
+        };
+        let pvv = Heads {
+            data: pv[half..].to_vec(),
+            b,
+            h: n,
+            s: past_len,
+            d: h,
+        };
         k = pk.concat_seq(&k);
         v = pvv.concat_seq(&v);
     }
     let t = k.s;
-    let filter = ctx.float_attr("mask_filter_value", -10000.0) as f64;
-    let causal = ctx.int_attr("unidirectional", 0) != 0;
-    let mask = additive_mask(ctx.opt_tensor(3)?, ctx.opt_tensor(5)?, causal, filter, (b, n, s, t), past_len)?;
-    let p = params(ctx, q.d, mask, [b, n, s, t]);
-    let (y, _) = sdpa(&q, &k, &v, &p)?;
-    let y = Heads { data: y, b, h: n, s, d: v.d }.to_3d();
+    let y = attend(ctx, &q, &k, &v, (3, 5), past_len)?;
     let dt = x.dtype();
     let store = |v: Vec<T>| store_f64(v.into_iter().map(|e| e.f64()).collect(), dt);
     let mut out = vec![Value::Tensor(Tensor::new(vec![b, s, dv], store(y)?))];
     if ctx.num_outputs > 1 {
         let mut present = k.data.clone();
         present.extend_from_slice(&v.data);
-        out.push(Value::Tensor(Tensor::new(vec![2, b, n, t, k.d], store(present)?)));
+        out.push(Value::Tensor(Tensor::new(
+            vec![2, b, n, t, k.d],
+            store(present)?,
+        )));
     }
     Ok(out)
 }
@@ -241,7 +332,10 @@ fn mha_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let qt = ctx.tensor(0)?;
     let n = heads_attr(ctx)?;
     if qt.rank() != 3 {
-        return Err(format!("query must be [B, S, D] (packed QKV is not supported), got {:?}", qt.shape));
+        return Err(format!(
+            "query must be [B, S, D] (packed QKV is not supported), got {:?}",
+            qt.shape
+        ));
     }
     let (kt, vt) = (ctx.tensor(1)?, ctx.tensor(2)?);
     let (b, s, dq) = (qt.shape[0], qt.shape[1], qt.shape[2]);
@@ -253,7 +347,9 @@ fn mha_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
                 let mut v = T::load(t)?.into_owned();
                 let d = t.shape[2];
                 if let Some(bv) = &bias {
-                    let bseg = bv.get(off..off + d).ok_or("bias is shorter than D + D + Dv")?;
+                    let bseg = bv
+                        .get(off..off + d)
+                        .ok_or("bias is shorter than D + D + Dv")?;
                     for row in v.chunks_mut(d) {
                         for (o, &x) in row.iter_mut().zip(bseg) {
                             *o = *o + x;
@@ -261,7 +357,10 @@ fn mha_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
                     }
                 }
                 if d % n != 0 || t.shape[0] != b {
-                    return Err(format!("{what} of shape {:?} does not split into {n} heads", t.shape));
+                    return Err(format!(
+                        "{what} of shape {:?} does not split into {n} heads",
+                        t.shape
+                    ));
                 }
                 Ok(Heads::from_3d(&v, b, t.shape[1], n, d / n))
             }
@@ -273,7 +372,10 @@ fn mha_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
                 s: t.shape[2],
                 d: t.shape[3],
             }),
-            _ => Err(format!("{what} of shape {:?} is not [B, L, D] or [B, N, L, H]", t.shape)),
+            _ => Err(format!(
+                "{what} of shape {:?} is not [B, L, D] or [B, N, L, H]",
+                t.shape
+            )),
         }
     };
     if let Some(bv) = &bias {
@@ -294,9 +396,18 @@ fn mha_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
     if let (Some(pk), Some(pv)) = (ctx.opt_tensor(6)?, ctx.opt_tensor(7)?) {
         let as_heads = |t: &Tensor| -> Result<Heads<T>> {
             if t.rank() != 4 || t.shape[0] != b || t.shape[1] != n {
-                return Err(format!("past key/value of shape {:?} is not [B, N, P, H]", t.shape));
+                return Err(format!(
+                    "past key/value of shape {:?} is not [B, N, P, H]",
+                    t.shape
+                ));
             }
-            Ok(Heads { data: T::load(t)?.into_owned(), b, h: n, s: t.shape[2], d: t.shape[3] })
+            Ok(Heads {
+                data: T::load(t)?.into_owned(),
+                b,
+                h: n,
+                s: t.shape[2],
+                d: t.shape[3],
+            })
         };
         let (pk, pv) = (as_heads(pk)?, as_heads(pv)?);
         past_len = pk.s;
@@ -304,20 +415,21 @@ fn mha_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
         v = pv.concat_seq(&v);
     }
     let t = k.s;
-    let filter = ctx.float_attr("mask_filter_value", -10000.0) as f64;
-    let causal = ctx.int_attr("unidirectional", 0) != 0;
-    let mask = additive_mask(ctx.opt_tensor(4)?, ctx.opt_tensor(5)?, causal, filter, (b, n, s, t), past_len)?;
-    let p = params(ctx, q.d, mask, [b, n, s, t]);
-    let (y, _) = sdpa(&q, &k, &v, &p)?;
-    let y = Heads { data: y, b, h: n, s, d: v.d }.to_3d();
+    let y = attend(ctx, &q, &k, &v, (4, 5), past_len)?;
     let dt = qt.dtype();
     let store = |v: Vec<T>| store_f64(v.into_iter().map(|e| e.f64()).collect(), dt);
     let mut out = vec![Value::Tensor(Tensor::new(vec![b, s, n * v.d], store(y)?))];
     if ctx.num_outputs > 1 {
-        out.push(Value::Tensor(Tensor::new(vec![b, n, t, k.d], store(k.data.clone())?)));
+        out.push(Value::Tensor(Tensor::new(
+            vec![b, n, t, k.d],
+            store(k.data.clone())?,
+        )));
     }
     if ctx.num_outputs > 2 {
-        out.push(Value::Tensor(Tensor::new(vec![b, n, t, v.d], store(v.data.clone())?)));
+        out.push(Value::Tensor(Tensor::new(
+            vec![b, n, t, v.d],
+            store(v.data.clone())?,
+        )));
     }
     Ok(out)
 }

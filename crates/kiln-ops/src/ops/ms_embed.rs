@@ -23,7 +23,10 @@ pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
         Some([b, s]) => (b.clone(), s.clone()),
         _ => (Dim::Unknown, Dim::Unknown),
     };
-    let h = ctx.shape(2).and_then(|w| w.get(1).cloned()).unwrap_or(Dim::Unknown);
+    let h = ctx
+        .shape(2)
+        .and_then(|w| w.get(1).cloned())
+        .unwrap_or(Dim::Unknown);
     let dt = ctx.dtype(2);
     let mut out = vec![
         Inferred::tensor(dt, Some(vec![b.clone(), s.clone(), h.clone()])),
@@ -42,7 +45,10 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
 fn run_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let ids_t = ctx.tensor(0)?;
     let [b, s] = ids_t.shape[..] else {
-        return Err(format!("input_ids must be [batch, sequence], got {:?}", ids_t.shape));
+        return Err(format!(
+            "input_ids must be [batch, sequence], got {:?}",
+            ids_t.shape
+        ));
     };
     let ids = ids_t.to_i64s()?;
     let segs = ctx.opt_tensor(1)?.map(|t| t.to_i64s()).transpose()?;
@@ -50,7 +56,10 @@ fn run_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let pos = ctx.tensor(3)?;
     let seg = ctx.opt_tensor(4)?;
     let (gamma, beta) = (ctx.tensor(5)?, ctx.tensor(6)?);
-    let h = *word.shape.get(1).ok_or("word_embedding must be [vocab, hidden]")?;
+    let h = *word
+        .shape
+        .get(1)
+        .ok_or("word_embedding must be [vocab, hidden]")?;
     let rows = |t: &Tensor, what: &str| -> Result<(Vec<T>, usize)> {
         if t.rank() != 2 || t.shape[1] != h {
             return Err(format!("{what} must be [rows, {h}], got {:?}", t.shape));
@@ -63,7 +72,9 @@ fn run_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let position_ids = ctx.opt_tensor(8)?.map(|t| t.to_i64s()).transpose()?;
     let row = |count: usize, id: i64, what: &str| -> Result<usize> {
         if id < 0 || id as usize >= count {
-            return Err(format!("{what} id {id} is outside the {count} rows of its table"));
+            return Err(format!(
+                "{what} id {id} is outside the {count} rows of its table"
+            ));
         }
         Ok(id as usize * h)
     };
@@ -74,7 +85,9 @@ fn run_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
             let w0 = row(vocab, ids[bi * s + si], "input")?;
             let p_id = match &position_ids {
                 Some(p) if p.len() == s => p[si],
-                Some(p) => *p.get(bi * s + si).ok_or("position_ids is shorter than [B, S]")?,
+                Some(p) => *p
+                    .get(bi * s + si)
+                    .ok_or("position_ids is shorter than [B, S]")?,
                 None => si as i64,
             };
             let p0 = row(npos, p_id, "position")?;
@@ -99,7 +112,9 @@ fn run_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
             if v.len() != b * s {
                 return Err(format!("mask has shape {:?}, expected [{b}, {s}]", m.shape));
             }
-            v.chunks(s.max(1)).map(|r| r.iter().filter(|&&x| x != 0).count() as i32).collect()
+            v.chunks(s.max(1))
+                .map(|r| r.iter().filter(|&&x| x != 0).count() as i32)
+                .collect()
         }
         None => vec![0; b],
     };

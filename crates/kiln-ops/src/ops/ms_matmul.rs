@@ -13,7 +13,9 @@ use crate::value::{Data, Tensor, Value};
 pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
     match (domain, op_type) {
         ("com.microsoft", "MatMulNBits") => Some(run_nbits),
-        ("com.microsoft", "MatMulIntegerToFloat" | "DynamicQuantizeMatMul") => Some(run_int_to_float),
+        ("com.microsoft", "MatMulIntegerToFloat" | "DynamicQuantizeMatMul") => {
+            Some(run_int_to_float)
+        }
         _ => None,
     }
 }
@@ -41,13 +43,30 @@ pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
 }
 
 /// `Y[m, n] = sum_k A[m, k] W[k, n] (+ bias[n])` for row-major A `[.., K]` and W `[K, N]`.
-fn product(a: &[f32], a_shape: &[usize], w: &[f32], k: usize, n: usize, bias: Option<&[f32]>) -> Result<Tensor> {
+fn product(
+    a: &[f32],
+    a_shape: &[usize],
+    w: &[f32],
+    k: usize,
+    n: usize,
+    bias: Option<&[f32]>,
+) -> Result<Tensor> {
     if a_shape.last() != Some(&k) {
         return Err(format!("A of shape {a_shape:?} does not end in K = {k}"));
     }
     let m = a.len() / k.max(1);
     let mut y = filled(m * n, 0f32)?;
-    gemm(m, n, k, 1.0, Mat::rows(a, k), Mat::rows(w, n), 0.0, &mut y, n)?;
+    gemm(
+        m,
+        n,
+        k,
+        1.0,
+        Mat::rows(a, k),
+        Mat::rows(w, n),
+        0.0,
+        &mut y,
+        n,
+    )?;
     if let Some(b) = bias {
         if b.len() != n {
             return Err(format!("bias has {} values for N = {n}", b.len()));
@@ -73,7 +92,10 @@ fn as_type(t: Tensor, dt: DataType) -> Result<Tensor> {
         return Ok(t);
     }
     let v = t.to_f64s()?;
-    Ok(Tensor::new(t.shape.clone(), super::linalg::store_f64(v, dt)?))
+    Ok(Tensor::new(
+        t.shape.clone(),
+        super::linalg::store_f64(v, dt)?,
+    ))
 }
 
 fn run_nbits(ctx: &KernelCtx) -> Result<Vec<Value>> {
@@ -81,7 +103,8 @@ fn run_nbits(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let qb = ctx.tensor(1)?;
     let scales = f32s(ctx.tensor(2)?)?;
     let attr = |n: &str| -> Result<usize> {
-        usize::try_from(ctx.int_attr(n, 0)).map_err(|_| format!("attribute {n} must be non-negative"))
+        usize::try_from(ctx.int_attr(n, 0))
+            .map_err(|_| format!("attribute {n} must be non-negative"))
     };
     let (k, n, block) = (attr("K")?, attr("N")?, attr("block_size")?);
     let bits = ctx.int_attr("bits", 4);
@@ -121,7 +144,10 @@ fn run_nbits(ctx: &KernelCtx) -> Result<Vec<Value>> {
             }
             Some(_) => {
                 let t = zp_t.unwrap();
-                t.to_f64s()?.get(col * blocks + blk).copied().ok_or("zero_points is shorter than N x blocks")? as f32
+                t.to_f64s()?
+                    .get(col * blocks + blk)
+                    .copied()
+                    .ok_or("zero_points is shorter than N x blocks")? as f32
             }
         })
     };
@@ -155,7 +181,9 @@ fn run_nbits(ctx: &KernelCtx) -> Result<Vec<Value>> {
 
 /// Per-tensor or per-column (`[N]`) values, as a function of the column.
 fn per_column(t: Option<&Tensor>, n: usize, default: f32, what: &str) -> Result<Vec<f32>> {
-    let Some(t) = t else { return Ok(vec![default; n]) };
+    let Some(t) = t else {
+        return Ok(vec![default; n]);
+    };
     let v = f32s(t)?;
     match v.len() {
         1 => Ok(vec![v[0]; n]),
@@ -228,14 +256,25 @@ fn run_int_to_float(ctx: &KernelCtx) -> Result<Vec<Value>> {
     }
     let m = a_c.len() / k.max(1);
     let mut acc = filled(m * n, 0f64)?;
-    gemm(m, n, k, 1.0, Mat::rows(&a_c, k), Mat::rows(&w, n), 0.0, &mut acc, n)?;
+    gemm(
+        m,
+        n,
+        k,
+        1.0,
+        Mat::rows(&a_c, k),
+        Mat::rows(&w, n),
+        0.0,
+        &mut acc,
+        n,
+    )?;
     let bias = bias.map(f32s).transpose()?;
     let y: Vec<f32> = acc
         .iter()
         .enumerate()
         .map(|(i, &v)| {
             let col = i % n;
-            (v * a_scale as f64 * b_scale[col] as f64) as f32 + bias.as_ref().map_or(0.0, |b| b[col])
+            (v * a_scale as f64 * b_scale[col] as f64) as f32
+                + bias.as_ref().map_or(0.0, |b| b[col])
         })
         .collect();
     let mut shape = a.shape.clone();

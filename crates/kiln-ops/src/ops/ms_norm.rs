@@ -14,7 +14,9 @@ use crate::value::{Tensor, Value};
 /// The kernels of this module's ops.
 pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
     let f: KernelFn = match (domain, op_type) {
-        ("com.microsoft", "SkipLayerNormalization" | "SkipSimplifiedLayerNormalization") => run_skip,
+        ("com.microsoft", "SkipLayerNormalization" | "SkipSimplifiedLayerNormalization") => {
+            run_skip
+        }
         ("" | "com.microsoft", "SimplifiedLayerNormalization") => run_simplified,
         ("com.microsoft", "BiasAdd") => run_bias_add,
         _ => return None,
@@ -29,14 +31,19 @@ pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
         let axis = if skip {
             s.len().saturating_sub(1)
         } else {
-            ctx.axis(ctx.int_attr("axis", -1), s.len()).unwrap_or(s.len().saturating_sub(1))
+            ctx.axis(ctx.int_attr("axis", -1), s.len())
+                .unwrap_or(s.len().saturating_sub(1))
         };
         s.iter()
             .enumerate()
             .map(|(i, d)| if i < axis { d.clone() } else { Dim::Known(1) })
             .collect::<Vec<_>>()
     });
-    let stat_ty = Some(if ctx.dtype(0) == Some(DataType::F64) { DataType::F64 } else { DataType::F32 });
+    let stat_ty = Some(if ctx.dtype(0) == Some(DataType::F64) {
+        DataType::F64
+    } else {
+        DataType::F32
+    });
     let mut out = vec![ctx.same_as(0)];
     for i in 1..ctx.num_outputs {
         // SkipLayerNormalization: (output, mean, inv_std_var, input_skip_bias_sum);
@@ -58,7 +65,11 @@ fn float_inputs<'a>(ctx: &KernelCtx<'a>, idx: &[usize]) -> Result<Vec<Option<&'a
             let t = ctx.opt_tensor(i)?;
             if let Some(t) = t {
                 if t.dtype() != first {
-                    return Err(format!("input {i} is {}, input {} is {first}", t.dtype(), idx[0]));
+                    return Err(format!(
+                        "input {i} is {}, input {} is {first}",
+                        t.dtype(),
+                        idx[0]
+                    ));
                 }
             }
             Ok(t)
@@ -97,7 +108,11 @@ fn stats_tensor(x: &Tensor, axis: usize, v: Vec<f64>) -> Result<Tensor> {
         .enumerate()
         .map(|(i, &d)| if i < axis { d } else { 1 })
         .collect();
-    let dt = if x.dtype() == DataType::F64 { DataType::F64 } else { DataType::F32 };
+    let dt = if x.dtype() == DataType::F64 {
+        DataType::F64
+    } else {
+        DataType::F32
+    };
     Ok(Tensor::new(shape, store_f64(v, dt)?))
 }
 
@@ -107,11 +122,18 @@ fn run_skip(ctx: &KernelCtx) -> Result<Vec<Value>> {
     // gamma, bias?).
     let ins = float_inputs(ctx, &[0, 1, 2, 3, 4])?;
     let (x, skip, gamma) = (ins[0].unwrap(), ctx.tensor(1)?, ctx.tensor(2)?);
-    let (beta, bias) = if simplified { (None, ins[3]) } else { (ins[3], ins[4]) };
+    let (beta, bias) = if simplified {
+        (None, ins[3])
+    } else {
+        (ins[3], ins[4])
+    };
     let eps = ctx.float_attr("epsilon", 1e-12) as f64;
     let sum = residual_sum(x, skip, bias)?;
     let axis = x.rank() - 1;
-    let (y, mean, inv) = float_dispatch!(x.dtype(), layer_norm(&sum, axis, eps, gamma, beta, simplified))?;
+    let (y, mean, inv) = float_dispatch!(
+        x.dtype(),
+        layer_norm(&sum, axis, eps, gamma, beta, simplified)
+    )?;
     let mut out = vec![Value::Tensor(Tensor::new(x.shape.clone(), y))];
     if ctx.num_outputs > 1 {
         out.push(Value::Tensor(stats_tensor(x, axis, mean)?));
@@ -142,7 +164,10 @@ fn run_bias_add(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let ins = float_inputs(ctx, &[0, 1, 2])?;
     let (x, bias, skip) = (ins[0].unwrap(), ctx.tensor(1)?, ctx.tensor(2)?);
     if skip.shape != x.shape {
-        return Err(format!("skip has shape {:?}, X has {:?}", skip.shape, x.shape));
+        return Err(format!(
+            "skip has shape {:?}, X has {:?}",
+            skip.shape, x.shape
+        ));
     }
     one(residual_sum(x, skip, Some(bias))?)
 }

@@ -84,7 +84,10 @@ fn out_shape_and_type(ctx: &KernelCtx) -> Result<(Vec<usize>, DataType)> {
     let attr_type = match ctx.attr("dtype") {
         Some(_) => {
             let c = ctx.int_attr("dtype", 1);
-            Some(DataType::from_onnx(c as i32).ok_or_else(|| format!("dtype {c} is not a tensor type"))?)
+            Some(
+                DataType::from_onnx(c as i32)
+                    .ok_or_else(|| format!("dtype {c} is not a tensor type"))?,
+            )
         }
         None => None,
     };
@@ -92,7 +95,9 @@ fn out_shape_and_type(ctx: &KernelCtx) -> Result<(Vec<usize>, DataType)> {
         let x = ctx.tensor(0)?;
         return Ok((x.shape.clone(), attr_type.unwrap_or(x.dtype())));
     }
-    let shape = ctx.ints_attr("shape").ok_or("the 'shape' attribute is required")?;
+    let shape = ctx
+        .ints_attr("shape")
+        .ok_or("the 'shape' attribute is required")?;
     let shape: Vec<usize> = shape
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| format!("shape has a negative dim {d}")))
@@ -115,12 +120,18 @@ fn run_dist(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let mut r = state(ctx);
     let mut v = super::linalg::filled(n, 0.0f64)?;
     if ctx.op_type.starts_with("RandomUniform") {
-        let (lo, hi) = (ctx.float_attr("low", 0.0) as f64, ctx.float_attr("high", 1.0) as f64);
+        let (lo, hi) = (
+            ctx.float_attr("low", 0.0) as f64,
+            ctx.float_attr("high", 1.0) as f64,
+        );
         for x in &mut v {
             *x = r.next_f64() * (hi - lo) + lo;
         }
     } else {
-        let (mean, scale) = (ctx.float_attr("mean", 0.0) as f64, ctx.float_attr("scale", 1.0) as f64);
+        let (mean, scale) = (
+            ctx.float_attr("mean", 0.0) as f64,
+            ctx.float_attr("scale", 1.0) as f64,
+        );
         let mut g = Gauss { spare: None };
         for x in &mut v {
             *x = g.next(&mut r) * scale + mean;
@@ -174,7 +185,10 @@ mod tests {
         ];
         let out = run_opset("RandomNormal", 22, &a, &[], 1).unwrap().remove(0);
         let got = out.to_f64s().unwrap();
-        for (g, w) in got.iter().zip([1.764052345967664, 0.4001572083672233, 0.9787379841057392]) {
+        for (g, w) in got
+            .iter()
+            .zip([1.764052345967664, 0.4001572083672233, 0.9787379841057392])
+        {
             assert!((g - w).abs() < 1e-12, "{g} vs {w}");
         }
     }
@@ -184,14 +198,18 @@ mod tests {
         let n = 20000;
         let p = Tensor::from_vec(vec![n], vec![0.3f32; n]);
         let a = [Attribute::float("seed", 7.0), Attribute::int("dtype", 7)];
-        let out = run_opset("Bernoulli", 22, &a, &[Some(p.clone())], 1).unwrap().remove(0);
+        let out = run_opset("Bernoulli", 22, &a, &[Some(p.clone())], 1)
+            .unwrap()
+            .remove(0);
         assert_eq!(out.shape, vec![n]);
         let v = out.to_i64s().unwrap();
         assert!(v.iter().all(|&x| x == 0 || x == 1));
         let mean = v.iter().sum::<i64>() as f64 / n as f64;
         assert!((mean - 0.3).abs() < 0.015, "mean {mean}");
         // Unseeded: still draws of the requested type and shape, at the right rate.
-        let out = run_opset("Bernoulli", 22, &[], &[Some(p)], 1).unwrap().remove(0);
+        let out = run_opset("Bernoulli", 22, &[], &[Some(p)], 1)
+            .unwrap()
+            .remove(0);
         assert_eq!(out.dtype(), kiln_ir::DataType::F32);
         let mean = out.to_f64s().unwrap().iter().sum::<f64>() / n as f64;
         assert!((mean - 0.3).abs() < 0.015, "mean {mean}");
@@ -204,17 +222,28 @@ mod tests {
             Attribute::float("mean", 2.0),
             Attribute::float("scale", 3.0),
         ];
-        let v = run_opset("RandomNormal", 22, &a, &[], 1).unwrap().remove(0).to_f64s().unwrap();
+        let v = run_opset("RandomNormal", 22, &a, &[], 1)
+            .unwrap()
+            .remove(0)
+            .to_f64s()
+            .unwrap();
         let n = v.len() as f64;
         let mean = v.iter().sum::<f64>() / n;
         let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
-        assert!((mean - 2.0).abs() < 0.06 && (sd - 3.0).abs() < 0.06, "{mean} {sd}");
+        assert!(
+            (mean - 2.0).abs() < 0.06 && (sd - 3.0).abs() < 0.06,
+            "{mean} {sd}"
+        );
         let a = [
             Attribute::ints("shape", &[40000]),
             Attribute::float("low", -1.0),
             Attribute::float("high", 3.0),
         ];
-        let v = run_opset("RandomUniform", 22, &a, &[], 1).unwrap().remove(0).to_f64s().unwrap();
+        let v = run_opset("RandomUniform", 22, &a, &[], 1)
+            .unwrap()
+            .remove(0)
+            .to_f64s()
+            .unwrap();
         assert!(v.iter().all(|&x| (-1.0..3.0).contains(&x)));
         let mean = v.iter().sum::<f64>() / v.len() as f64;
         assert!((mean - 1.0).abs() < 0.03, "{mean}");

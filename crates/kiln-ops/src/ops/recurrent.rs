@@ -267,7 +267,11 @@ fn spec(ctx: &KernelCtx, hidden_from_r: usize) -> Result<Spec> {
         Some(AttrValue::Floats(v)) => v.clone(),
         _ => Vec::new(),
     };
-    let acts = Act::parse_list(&names, &floats("activation_alpha"), &floats("activation_beta"))?;
+    let acts = Act::parse_list(
+        &names,
+        &floats("activation_alpha"),
+        &floats("activation_beta"),
+    )?;
     let clip = match ctx.attrs.iter().any(|a| a.name == "clip") {
         true => {
             let c = ctx.float_attr("clip", 0.0) as f64;
@@ -323,7 +327,11 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
             return Err(format!("{what} must have rank 3, got shape {:?}", t.shape));
         }
         if t.dtype() != x.dtype() {
-            return Err(format!("{what} has type {}, X has {}", t.dtype(), x.dtype()));
+            return Err(format!(
+                "{what} has type {}, X has {}",
+                t.dtype(),
+                x.dtype()
+            ));
         }
     }
     let s = spec(ctx, r.shape[2])?;
@@ -357,12 +365,7 @@ fn seq_lens(t: Option<&Tensor>, batch: usize, seq: usize) -> Result<Vec<usize>> 
 
 /// An initial state input (`[dirs, batch, hidden]`, batch first in layout 1) as
 /// `[dirs, batch, hidden]`, zeros when absent.
-fn initial<T: Real>(
-    t: Option<&Tensor>,
-    s: &Spec,
-    batch: usize,
-    what: &str,
-) -> Result<Vec<T>> {
+fn initial<T: Real>(t: Option<&Tensor>, s: &Spec, batch: usize, what: &str) -> Result<Vec<T>> {
     let (d, h) = (s.dirs, s.hidden);
     let Some(t) = t else {
         return filled(d * batch * h, T::zero());
@@ -539,7 +542,8 @@ fn run_typed<T: Real>(
                         let cb = &mut cd[bi * h..(bi + 1) * h];
                         let (f, gg, hh) = (acts[0], acts[1], acts[2]);
                         for j in 0..h {
-                            let peep = |pv: &[T], c: T| if pv.is_empty() { T::zero() } else { pv[j] * c };
+                            let peep =
+                                |pv: &[T], c: T| if pv.is_empty() { T::zero() } else { pv[j] * c };
                             let c_prev = cb[j];
                             let i = f.apply(clip(gate[j] + peep(pi, c_prev)));
                             let fg = if s.input_forget {
@@ -688,7 +692,10 @@ mod tests {
         assert!(e.contains("direction"), "{e}");
         let e = run_opset("RNN", 14, &[], &rnn_inputs(Some(vec![3, 1])), 2).unwrap_err();
         assert!(e.contains("sequence_lens value 3"), "{e}");
-        let a = [Attribute::new("activations", AttrValue::Strings(vec!["Gelu".into()]))];
+        let a = [Attribute::new(
+            "activations",
+            AttrValue::Strings(vec!["Gelu".into()]),
+        )];
         let e = run_opset("RNN", 14, &a, &rnn_inputs(None), 2).unwrap_err();
         assert!(e.contains("unknown activation 'Gelu'"), "{e}");
         let a = [Attribute::int("hidden_size", 4)];

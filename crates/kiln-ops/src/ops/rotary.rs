@@ -133,11 +133,17 @@ fn run_typed<T: Real>(ctx: &KernelCtx, x: &Tensor) -> Result<Vec<Value>> {
                     ids[0] + s as i64
                 } else {
                     *ids.get(b * lay.s + s).ok_or_else(|| {
-                        format!("position_ids has {} values, need {}", ids.len(), lay.b * lay.s)
+                        format!(
+                            "position_ids has {} values, need {}",
+                            ids.len(),
+                            lay.b * lay.s
+                        )
                     })?
                 };
                 if id < 0 || id as usize >= max {
-                    return Err(format!("position id {id} is outside the cache of {max} rows"));
+                    return Err(format!(
+                        "position id {id} is outside the cache of {max} rows"
+                    ));
                 }
                 Ok(id as usize)
             };
@@ -170,7 +176,11 @@ fn run_typed<T: Real>(ctx: &KernelCtx, x: &Tensor) -> Result<Vec<Value>> {
                 let src = &xv[o..o + lay.d];
                 let dst = &mut y[o..o + lay.d];
                 for i in 0..half {
-                    let (a, bb) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
+                    let (a, bb) = if interleaved {
+                        (2 * i, 2 * i + 1)
+                    } else {
+                        (i, i + half)
+                    };
                     let (x1, x2) = (src[a], src[bb]);
                     dst[a] = c[i] * x1 - sn[i] * x2;
                     dst[bb] = sn[i] * x1 + c[i] * x2;

@@ -69,7 +69,9 @@ fn string_split(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let x = strings(ctx, 0)?;
     let delim = ctx.str_attr("delimiter").filter(|d| !d.is_empty());
     let maxsplit = match ctx.attrs.iter().any(|a| a.name == "maxsplit") {
-        true => Some(usize::try_from(ctx.int_attr("maxsplit", 0)).map_err(|_| "maxsplit must be >= 0")?),
+        true => Some(
+            usize::try_from(ctx.int_attr("maxsplit", 0)).map_err(|_| "maxsplit must be >= 0")?,
+        ),
         false => None,
     };
     let parts: Vec<Vec<String>> = x.iter().map(|s| split_one(s, delim, maxsplit)).collect();
@@ -91,7 +93,9 @@ fn string_split(ctx: &KernelCtx) -> Result<Vec<Value>> {
 
 fn regex_full_match(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let x = strings(ctx, 0)?;
-    let pat = ctx.str_attr("pattern").ok_or("the 'pattern' attribute is required")?;
+    let pat = ctx
+        .str_attr("pattern")
+        .ok_or("the 'pattern' attribute is required")?;
     let re = regex::Regex::new(&format!(r"\A(?:{pat})\z"))
         .map_err(|e| format!("pattern '{pat}' is not a valid regex: {e}"))?;
     let out: Vec<bool> = x.iter().map(|s| re.is_match(s)).collect();

@@ -58,13 +58,19 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
             .collect(),
         _ => return Err("exactly one of pool_int64s and pool_strings must be given".into()),
     };
-    let counts = ctx.ints_attr("ngram_counts").ok_or("ngram_counts is required")?;
-    let indexes = ctx.ints_attr("ngram_indexes").ok_or("ngram_indexes is required")?;
+    let counts = ctx
+        .ints_attr("ngram_counts")
+        .ok_or("ngram_counts is required")?;
+    let indexes = ctx
+        .ints_attr("ngram_indexes")
+        .ok_or("ngram_indexes is required")?;
     let min_n = ctx.int_attr("min_gram_length", 1).max(1) as usize;
     let max_n = ctx.int_attr("max_gram_length", 1).max(1) as usize;
     let max_skip = ctx.int_attr("max_skip_count", 0).max(0) as usize;
     if min_n > max_n {
-        return Err(format!("min_gram_length {min_n} exceeds max_gram_length {max_n}"));
+        return Err(format!(
+            "min_gram_length {min_n} exceeds max_gram_length {max_n}"
+        ));
     }
     // Pool n-gram -> its index among all n-grams (the order of ngram_indexes).
     let mut ids: HashMap<Vec<Tok>, usize> = HashMap::new();
@@ -72,8 +78,12 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
     for (g, &start) in counts.iter().enumerate() {
         let n = g + 1;
         let end = counts.get(g + 1).map_or(pool.len() as i64, |&e| e);
-        if start < 0 || end < start || end as usize > pool.len() || (end - start) as usize % n != 0 {
-            return Err(format!("ngram_counts {counts:?} do not split a pool of {}", pool.len()));
+        if start < 0 || end < start || end as usize > pool.len() || (end - start) as usize % n != 0
+        {
+            return Err(format!(
+                "ngram_counts {counts:?} do not split a pool of {}",
+                pool.len()
+            ));
         }
         for chunk in pool[start as usize..end as usize].chunks(n) {
             ids.insert(chunk.to_vec(), next);
@@ -81,7 +91,10 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
         }
     }
     if indexes.len() < next {
-        return Err(format!("ngram_indexes has {} entries for {next} n-grams", indexes.len()));
+        return Err(format!(
+            "ngram_indexes has {} entries for {next} n-grams",
+            indexes.len()
+        ));
     }
     let width = indexes.iter().max().map_or(0, |&m| m + 1).max(0) as usize;
     if indexes.iter().any(|&i| i < 0) {
@@ -131,6 +144,10 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
             .collect(),
         m => return Err(format!("mode must be TF, IDF or TFIDF, got '{m}'")),
     };
-    let shape = if two_d { vec![rows, width] } else { vec![width] };
+    let shape = if two_d {
+        vec![rows, width]
+    } else {
+        vec![width]
+    };
     one(Tensor::from_vec(shape, y))
 }

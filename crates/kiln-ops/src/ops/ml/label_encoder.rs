@@ -18,7 +18,11 @@ enum Key {
 }
 
 fn float_key(v: f64) -> Key {
-    Key::Float(if v.is_nan() { f64::NAN.to_bits() } else { (v + 0.0).to_bits() })
+    Key::Float(if v.is_nan() {
+        f64::NAN.to_bits()
+    } else {
+        (v + 0.0).to_bits()
+    })
 }
 
 fn keys_of(t: &Tensor) -> Result<Vec<Key>> {
@@ -32,7 +36,9 @@ fn keys_of(t: &Tensor) -> Result<Vec<Key>> {
 }
 
 fn strings<B: AsRef<[u8]>>(v: &[B]) -> Vec<String> {
-    v.iter().map(|b| String::from_utf8_lossy(b.as_ref()).into_owned()).collect()
+    v.iter()
+        .map(|b| String::from_utf8_lossy(b.as_ref()).into_owned())
+        .collect()
 }
 
 /// The keys (as a tensor) from whichever `keys_*` attribute is set.
@@ -40,8 +46,14 @@ fn keys_attr(ctx: &KernelCtx) -> Result<Tensor> {
     if let Some(t) = ctx.attrs.get_tensor("keys_tensor") {
         return Ok(Tensor::from_ir(t));
     }
-    match (ctx.attr("keys_strings"), ctx.attr("keys_int64s"), ctx.attr("keys_floats")) {
-        (Some(AttrValue::Strings(v)), _, _) => Ok(Tensor::new(vec![v.len()], Data::Str(strings(v)))),
+    match (
+        ctx.attr("keys_strings"),
+        ctx.attr("keys_int64s"),
+        ctx.attr("keys_floats"),
+    ) {
+        (Some(AttrValue::Strings(v)), _, _) => {
+            Ok(Tensor::new(vec![v.len()], Data::Str(strings(v))))
+        }
         (_, Some(AttrValue::Ints(v)), _) => Ok(Tensor::from_vec(vec![v.len()], v.clone())),
         (_, _, Some(AttrValue::Floats(v))) => Ok(Tensor::from_vec(vec![v.len()], v.clone())),
         _ => Err("one of keys_strings, keys_int64s, keys_floats, keys_tensor is required".into()),
@@ -61,9 +73,16 @@ fn values_attr(ctx: &KernelCtx) -> Result<(Tensor, Tensor)> {
         }
         return Ok((v, d));
     }
-    match (ctx.attr("values_strings"), ctx.attr("values_int64s"), ctx.attr("values_floats")) {
+    match (
+        ctx.attr("values_strings"),
+        ctx.attr("values_int64s"),
+        ctx.attr("values_floats"),
+    ) {
         (Some(AttrValue::Strings(v)), _, _) => {
-            let d = ctx.str_attr("default_string").unwrap_or("_Unused").to_string();
+            let d = ctx
+                .str_attr("default_string")
+                .unwrap_or("_Unused")
+                .to_string();
             Ok((
                 Tensor::new(vec![v.len()], Data::Str(strings(v))),
                 Tensor::new(vec![1], Data::Str(vec![d])),
@@ -77,7 +96,9 @@ fn values_attr(ctx: &KernelCtx) -> Result<(Tensor, Tensor)> {
             Tensor::from_vec(vec![v.len()], v.clone()),
             Tensor::from_vec(vec![1], vec![ctx.float_attr("default_float", -0.0)]),
         )),
-        _ => Err("one of values_strings, values_int64s, values_floats, values_tensor is required".into()),
+        _ => Err(
+            "one of values_strings, values_int64s, values_floats, values_tensor is required".into(),
+        ),
     }
 }
 
@@ -102,11 +123,7 @@ pub fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let keys = keys_attr(ctx)?;
     let (values, default) = values_attr(ctx)?;
     if keys.len() != values.len() {
-        return Err(format!(
-            "{} keys but {} values",
-            keys.len(),
-            values.len()
-        ));
+        return Err(format!("{} keys but {} values", keys.len(), values.len()));
     }
     let mut map: HashMap<Key, usize> = HashMap::with_capacity(keys.len());
     for (i, k) in keys_of(&keys)?.into_iter().enumerate() {

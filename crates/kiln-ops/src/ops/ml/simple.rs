@@ -10,8 +10,16 @@ use crate::value::{Tensor, Value};
 pub fn binarizer(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let x = ctx.tensor(0)?;
     let t = ctx.float_attr("threshold", 0.0) as f64;
-    let v: Vec<f64> = x.to_f64s()?.into_iter().map(|e| (e > t) as u8 as f64).collect();
-    one(super::super::cast::from_f64s_saturating(v, x.shape.clone(), x.dtype())?)
+    let v: Vec<f64> = x
+        .to_f64s()?
+        .into_iter()
+        .map(|e| (e > t) as u8 as f64)
+        .collect();
+    one(super::super::cast::from_f64s_saturating(
+        v,
+        x.shape.clone(),
+        x.dtype(),
+    )?)
 }
 
 /// Scaler/Normalizer give float X's shape.
@@ -30,7 +38,11 @@ pub fn infer_array_feature_extractor(ctx: &InferCtx) -> Result<Vec<Inferred>> {
                 .iter()
                 .try_fold(1i64, |a, d| d.known().map(|v| a * v))
                 .map_or(Dim::Unknown, Dim::Known);
-            let mut s = if x.len() <= 1 { vec![Dim::Known(1)] } else { x[..x.len() - 1].to_vec() };
+            let mut s = if x.len() <= 1 {
+                vec![Dim::Known(1)]
+            } else {
+                x[..x.len() - 1].to_vec()
+            };
             s.push(n);
             Some(s)
         }
@@ -53,7 +65,11 @@ pub fn array_feature_extractor(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let pairs: Vec<(usize, usize)> = (0..rows)
         .flat_map(|r| idx.iter().map(move |&i| (0, r * last + i as usize)))
         .collect();
-    let mut shape = if x.rank() == 1 { vec![1] } else { x.shape[..x.rank() - 1].to_vec() };
+    let mut shape = if x.rank() == 1 {
+        vec![1]
+    } else {
+        x.shape[..x.rank() - 1].to_vec()
+    };
     shape.push(idx.len());
     one(Tensor::new(shape, movement::take_from(&[&x.data], &pairs)?))
 }
@@ -96,7 +112,10 @@ pub fn normalizer(ctx: &KernelCtx) -> Result<Vec<Value>> {
             "L2" => row.iter().map(|e| e * e).sum::<f64>().sqrt(),
             n => return Err(format!("norm must be MAX, L1 or L2, got '{n}'")),
         };
-        out.extend(row.iter().map(|&e| if d == 0.0 { e as f32 } else { (e / d) as f32 }));
+        out.extend(
+            row.iter()
+                .map(|&e| if d == 0.0 { e as f32 } else { (e / d) as f32 }),
+        );
     }
     one(Tensor::from_vec(x.shape.clone(), out))
 }

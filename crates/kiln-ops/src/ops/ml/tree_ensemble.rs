@@ -14,7 +14,10 @@ use crate::value::{Tensor, Value};
 
 /// Y: `[N, n_targets]` in X's type.
 pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
-    let n = ctx.shape(0).and_then(|s| s.first().cloned()).unwrap_or(Dim::Unknown);
+    let n = ctx
+        .shape(0)
+        .and_then(|s| s.first().cloned())
+        .unwrap_or(Dim::Unknown);
     Ok(vec![Inferred::tensor(
         ctx.dtype(0),
         Some(vec![n, Dim::Known(ctx.int_attr("n_targets", 0))]),
@@ -91,13 +94,31 @@ fn erf_inv(x: f64) -> f64 {
     if w < 5.0 {
         let w = w - 2.5;
         p = 2.810_226_36e-08;
-        for c in [3.432_739_39e-07, -3.523_387_7e-06, -4.391_506_54e-06, 0.000_218_580_87, -0.001_253_725_03, -0.004_177_681_64, 0.246_640_727, 1.501_409_41] {
+        for c in [
+            3.432_739_39e-07,
+            -3.523_387_7e-06,
+            -4.391_506_54e-06,
+            0.000_218_580_87,
+            -0.001_253_725_03,
+            -0.004_177_681_64,
+            0.246_640_727,
+            1.501_409_41,
+        ] {
             p = c + p * w;
         }
     } else {
         let w = w.sqrt() - 3.0;
         p = -0.000_200_214_257;
-        for c in [0.000_100_950_558, 0.001_349_343_22, -0.003_673_428_44, 0.005_739_507_73, -0.007_622_461_3, 0.009_438_870_47, 1.001_674_06, 2.832_976_82] {
+        for c in [
+            0.000_100_950_558,
+            0.001_349_343_22,
+            -0.003_673_428_44,
+            0.005_739_507_73,
+            -0.007_622_461_3,
+            0.009_438_870_47,
+            1.001_674_06,
+            2.832_976_82,
+        ] {
             p = c + p * w;
         }
     }
@@ -129,12 +150,24 @@ pub fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let targets = ints(ctx, "leaf_targetids")?;
     let weights = floats_tensor(ctx, "leaf_weights")?;
     let roots = ints(ctx, "tree_roots")?;
-    let missing = ctx.ints_attr("nodes_missing_value_tracks_true").map(|v| v.to_vec());
+    let missing = ctx
+        .ints_attr("nodes_missing_value_tracks_true")
+        .map(|v| v.to_vec());
     let n_targets = ctx.int_attr("n_targets", 0).max(0) as usize;
     let agg = ctx.int_attr("aggregate_function", 1);
     let post = ctx.int_attr("post_transform", 0);
     let count = splits.len();
-    if [feats.len(), modes.len(), tn.len(), fnode.len(), tl.len(), fl.len()].iter().any(|&l| l != count) {
+    if [
+        feats.len(),
+        modes.len(),
+        tn.len(),
+        fnode.len(),
+        tl.len(),
+        fl.len(),
+    ]
+    .iter()
+    .any(|&l| l != count)
+    {
         return Err("the nodes_* attributes must all have one length".into());
     }
     if targets.len() != weights.len() {
@@ -153,7 +186,10 @@ pub fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
         let mut groups = members.split(|v| v.is_nan());
         for (i, &m) in modes.iter().enumerate() {
             if m == 6 {
-                sets[i] = groups.next().ok_or("membership_values has too few sets")?.to_vec();
+                sets[i] = groups
+                    .next()
+                    .ok_or("membership_values has too few sets")?
+                    .to_vec();
             }
         }
     }
@@ -163,7 +199,11 @@ pub fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
         if id < 0 || id as usize >= bound {
             return Err(format!("node {i} points at {id}, outside [0, {bound})"));
         }
-        Ok(if leaf[i] != 0 { Next::Leaf(id as usize) } else { Next::Node(id as usize) })
+        Ok(if leaf[i] != 0 {
+            Next::Leaf(id as usize)
+        } else {
+            Next::Node(id as usize)
+        })
     };
     let xv = x.to_f64s()?;
     let mut y = vec![0f64; n * n_targets];
@@ -201,7 +241,11 @@ pub fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
                                 m => return Err(format!("node {i} has an unknown mode {m}")),
                             }
                         };
-                        at = if go_true { branch(i, &tl, &tn)? } else { branch(i, &fl, &fnode)? };
+                        at = if go_true {
+                            branch(i, &tl, &tn)?
+                        } else {
+                            branch(i, &fl, &fnode)?
+                        };
                     }
                 }
             };
@@ -227,5 +271,9 @@ pub fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
         d if d.is_float() => d,
         _ => DataType::F32,
     };
-    one(super::super::cast::from_f64s_saturating(y, vec![n, n_targets], dt)?)
+    one(super::super::cast::from_f64s_saturating(
+        y,
+        vec![n, n_targets],
+        dt,
+    )?)
 }
