@@ -34,10 +34,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .trim()
         .parse()
         .map_err(|_| format!("'{s}' is not a size (BYTES with an optional K, M, G or T)"))?;
-    if !(v.is_finite() && v > 0.0) {
-        return Err(format!("'{s}' is not a positive size"));
+    let bytes = v * mul as f64;
+    if !(bytes.is_finite() && bytes >= 1.0) {
+        return Err(format!("'{s}' is not a size of at least one byte"));
     }
-    Ok((v * mul as f64) as u64)
+    Ok(bytes as u64)
 }
 
 /// A size for messages: `1.5 GiB`.
@@ -70,14 +71,15 @@ impl Budget {
         }
     }
 
-    /// Checks a run on inputs of these shapes (by input value, in the session's input order).
+    /// Checks a run on inputs of these shapes (by input value, in the session's input order;
+    /// the flag says whether the input counts against the limit).
     pub fn check(
         &self,
         model: &Model,
         order: &[NodeId],
-        fed: &[(ValueId, Vec<usize>)],
+        fed: &[(ValueId, Vec<usize>, bool)],
     ) -> Result<(), String> {
-        let key: Vec<Vec<usize>> = fed.iter().map(|(_, s)| s.clone()).collect();
+        let key: Vec<Vec<usize>> = fed.iter().map(|(_, s, _)| s.clone()).collect();
         if let Some(v) = self
             .seen
             .lock()
@@ -88,9 +90,11 @@ impl Budget {
         }
         let verdict = self.estimate(model, order, fed);
         if let Ok(mut m) = self.seen.lock() {
-            if m.len() < 64 {
-                m.insert(key, verdict.clone());
+            // Shapes that change every run (a growing sequence) would fill the cache: start over.
+            if m.len() >= 64 {
+                m.clear();
             }
+            m.insert(key, verdict.clone());
         }
         verdict
     }
@@ -99,10 +103,10 @@ impl Budget {
         &self,
         model: &Model,
         order: &[NodeId],
-        fed: &[(ValueId, Vec<usize>)],
+        fed: &[(ValueId, Vec<usize>, bool)],
     ) -> Result<(), String> {
         let mut m = model.clone();
-        for (v, shape) in fed {
+        for (v, shape, _) in fed {
             let name = m.graph.value(*v).name.clone();
             let dims = shape.iter().map(|&d| Dim::Known(d as i64)).collect();
             // An input the declared shape cannot take is reported by the input check.
@@ -138,7 +142,11 @@ impl Budget {
                 .unwrap_or(0)
         };
         // The fed inputs stay alive for the whole run.
-        let inputs: u64 = fed.iter().filter_map(|(v, _)| bytes(*v)).sum();
+        let inputs: u64 = fed
+            .iter()
+            .filter(|(_, _, counted)| *counted)
+            .filter_map(|(v, _, _)| bytes(*v))
+            .sum();
         let mut alive: Vec<(usize, u64)> = Vec::new();
         let mut total = inputs;
         for (i, &n) in order.iter().enumerate() {

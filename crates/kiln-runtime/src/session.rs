@@ -352,9 +352,16 @@ impl Session {
             }
         }
         if let Some(b) = &self.budget {
-            let shapes: Vec<(ValueId, Vec<usize>)> = feeds
+            // Defaults left in place are already resident (they are the model's weights).
+            let shapes: Vec<(ValueId, Vec<usize>, bool)> = feeds
                 .iter()
-                .filter_map(|(id, v)| v.tensor().map(|t| (*id, t.shape.clone())))
+                .filter_map(|(id, v)| {
+                    let counted = !self
+                        .overridable
+                        .iter()
+                        .any(|(s, d)| s.id == *id && Arc::ptr_eq(d, v));
+                    v.tensor().map(|t| (*id, t.shape.clone(), counted))
+                })
                 .collect();
             b.check(&self.model, &self.assignment.order, &shapes)
                 .map_err(RuntimeError::Memory)?;

@@ -17,7 +17,7 @@ pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
 /// Y: `[N, M, (offset's spatial dims)]`.
 pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     let shape = match (ctx.shape(0), ctx.shape(1), ctx.shape(2)) {
-        (Some(x), Some(w), Some(o)) if o.len() >= 3 => {
+        (Some(x), Some(w), Some(o)) if o.len() >= 3 && !x.is_empty() && !w.is_empty() => {
             let mut s = vec![x[0].clone(), w[0].clone()];
             s.extend(o[2..].iter().cloned());
             Some(s)
@@ -92,6 +92,9 @@ fn deform<T: Real>(ctx: &KernelCtx, xt: &Tensor) -> Result<Vec<Value>> {
         }
     }
     let bias = ctx.opt_tensor(3)?;
+    if bias.is_some_and(|t| t.len() != oc) {
+        return Err(format!("B must have {oc} values, one per output channel"));
+    }
     product(&[n, oc, oh, ow])?;
     let (x, w, off) = (T::load(xt)?, T::load(wt)?, T::load(ot)?);
     let mv = mask.map(T::load).transpose()?;

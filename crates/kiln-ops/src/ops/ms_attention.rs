@@ -26,7 +26,7 @@ pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
 pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     let dt = ctx.dtype(0);
     let y = match ctx.op_type {
-        "Attention" => ctx.shape(0).map(|x| {
+        "Attention" => ctx.shape(0).filter(|x| !x.is_empty()).map(|x| {
             let dv = match ctx.ints_attr("qkv_hidden_sizes") {
                 Some(s) if s.len() == 3 => Dim::Known(s[2]),
                 _ => match ctx.shape(1).and_then(|w| w.get(1)).and_then(|d| d.known()) {
@@ -57,7 +57,21 @@ pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     Ok(out)
 }
 
+/// Attributes of these ops that kiln does not implement: refused rather than ignored.
+fn unsupported(ctx: &KernelCtx) -> Result<()> {
+    for a in ["do_rotary", "past_present_share_buffer"] {
+        if ctx.int_attr(a, 0) != 0 {
+            return Err(format!("{a} is not supported"));
+        }
+    }
+    if ctx.op_type == "MultiHeadAttention" && ctx.has_input(8) {
+        return Err("cache_indirection is not supported".into());
+    }
+    Ok(())
+}
+
 fn heads_attr(ctx: &KernelCtx) -> Result<usize> {
+    unsupported(ctx)?;
     match ctx.int_attr("num_heads", 0) {
         n if n > 0 => Ok(n as usize),
         n => Err(format!("num_heads must be positive, got {n}")),
@@ -219,7 +233,12 @@ fn attention_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let (b, s, din) = (x.shape[0], x.shape[1], x.shape[2]);
     let total = w.shape[1];
     let (dq, dk, dv) = match ctx.ints_attr("qkv_hidden_sizes") {
-        Some([a, bb, c]) if a + bb + c == total as i64 => (*a as usize, *bb as usize, *c as usize),
+        Some([a, bb, c])
+            if [*a, *bb, *c].iter().all(|&v| v > 0)
+                && a.checked_add(*bb).and_then(|x| x.checked_add(*c)) == Some(total as i64) =>
+        {
+            (*a as usize, *bb as usize, *c as usize)
+        }
         Some(v) => {
             return Err(format!(
                 "qkv_hidden_sizes {v:?} do not add up to the weights' {total} columns"
@@ -232,7 +251,7 @@ fn attention_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
             ))
         }
     };
-    if dq != dk || dq % n != 0 || dv % n != 0 {
+    if dq == 0 || dv == 0 || dq != dk || dq % n != 0 || dv % n != 0 {
         return Err(format!(
             "hidden sizes {dq}/{dk}/{dv} do not split into {n} heads"
         ));
@@ -339,13 +358,19 @@ fn mha_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
     }
     let (kt, vt) = (ctx.tensor(1)?, ctx.tensor(2)?);
     let (b, s, dq) = (qt.shape[0], qt.shape[1], qt.shape[2]);
+    if dq == 0 || dq % n != 0 {
+        return Err(format!("query's {dq} does not split into {n} heads"));
+    }
     let mut qv = T::load(qt)?.into_owned();
     let bias = ctx.opt_tensor(3)?.map(T::load).transpose()?;
     let heads_3d = |t: &Tensor, what: &str, off: usize| -> Result<Heads<T>> {
         match t.rank() {
             3 => {
-                let mut v = T::load(t)?.into_owned();
                 let d = t.shape[2];
+                if d == 0 {
+                    return Err(format!("{what} has hidden size 0"));
+                }
+                let mut v = T::load(t)?.into_owned();
                 if let Some(bv) = &bias {
                     let bseg = bv
                         .get(off..off + d)
@@ -356,7 +381,7 @@ fn mha_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
                         }
                     }
                 }
-                if d % n != 0 || t.shape[0] != b {
+                if d == 0 || d % n != 0 || t.shape[0] != b {
                     return Err(format!(
                         "{what} of shape {:?} does not split into {n} heads",
                         t.shape
@@ -385,7 +410,7 @@ fn mha_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
             }
         }
     }
-    if dq % n != 0 {
+    if dq == 0 || dq % n != 0 {
         return Err(format!("query's {dq} does not split into {n} heads"));
     }
     let q = Heads::from_3d(&qv, b, s, n, dq / n);
@@ -410,6 +435,12 @@ fn mha_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
             })
         };
         let (pk, pv) = (as_heads(pk)?, as_heads(pv)?);
+        if pk.d != k.d || pv.d != v.d || pk.s != pv.s {
+            return Err(format!(
+                "past key/value [{b}, {n}, {}, {}] / [{b}, {n}, {}, {}] do not match key/value head sizes {} / {}",
+                pk.s, pk.d, pv.s, pv.d, k.d, v.d
+            ));
+        }
         past_len = pk.s;
         k = pk.concat_seq(&k);
         v = pv.concat_seq(&v);

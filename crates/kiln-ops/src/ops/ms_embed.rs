@@ -52,6 +52,9 @@ fn run_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
     };
     let ids = ids_t.to_i64s()?;
     let segs = ctx.opt_tensor(1)?.map(|t| t.to_i64s()).transpose()?;
+    if segs.as_ref().is_some_and(|v| v.len() != b * s) {
+        return Err(format!("segment_ids must be [{b}, {s}] like input_ids"));
+    }
     let word = ctx.tensor(2)?;
     let pos = ctx.tensor(3)?;
     let seg = ctx.opt_tensor(4)?;

@@ -108,11 +108,12 @@ fn run_nbits(ctx: &KernelCtx) -> Result<Vec<Value>> {
     };
     let (k, n, block) = (attr("K")?, attr("N")?, attr("block_size")?);
     let bits = ctx.int_attr("bits", 4);
-    if !(2..=8).contains(&bits) || block < 16 || !block.is_power_of_two() || k == 0 || n == 0 {
+    if ![2, 4, 8].contains(&bits) || block < 16 || !block.is_power_of_two() || k == 0 || n == 0 {
         return Err(format!(
-            "MatMulNBits needs bits in 2..=8, a power-of-two block_size >= 16 and positive K and N (bits {bits}, block {block}, K {k}, N {n})"
+            "MatMulNBits needs bits 2, 4 or 8, a power-of-two block_size >= 16 and positive K and N (bits {bits}, block {block}, K {k}, N {n})"
         ));
     }
+    super::linalg::product(&[k, n])?;
     let bits = bits as usize;
     let blocks = k.div_ceil(block);
     let blob = block * bits / 8;
@@ -130,6 +131,10 @@ fn run_nbits(ctx: &KernelCtx) -> Result<Vec<Value>> {
     }
     // Zero points: packed like B (uint8, `bits` each, rows padded to whole bytes) or float.
     let zp_t = ctx.opt_tensor(3)?;
+    let zp_float: Option<Vec<f64>> = match zp_t {
+        Some(t) if !matches!(t.data, Data::U8(_)) => Some(t.to_f64s()?),
+        _ => None,
+    };
     let default_zp = (1u32 << (bits - 1)) as f32;
     let zp_row_bytes = (blocks * bits).div_ceil(8);
     let zero = |col: usize, blk: usize| -> Result<f32> {
@@ -142,13 +147,11 @@ fn run_nbits(ctx: &KernelCtx) -> Result<Vec<Value>> {
                     .ok_or("zero_points is shorter than N x blocks")?;
                 ((byte >> (bit % 8)) as u32 & ((1 << bits) - 1)) as f32
             }
-            Some(_) => {
-                let t = zp_t.unwrap();
-                t.to_f64s()?
-                    .get(col * blocks + blk)
-                    .copied()
-                    .ok_or("zero_points is shorter than N x blocks")? as f32
-            }
+            Some(_) => zp_float
+                .as_ref()
+                .and_then(|v| v.get(col * blocks + blk))
+                .copied()
+                .ok_or("zero_points is shorter than N x blocks")? as f32,
         })
     };
     if ctx.has_input(4) {
