@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs all of kiln's tests on a fresh machine: fetches the test data and the Python oracle
-# (scripts/fetch-data.sh) and lavapipe for the GPU provider (scripts/gpu-env.sh), runs the Rust tests (the kernels also with their AVX2 and portable
+# (scripts/fetch-data.sh), lavapipe for the GPU provider (scripts/gpu-env.sh) and the scripted
+# models (scripts/gen-models.sh: torch-exported transformers, skl2onnx/LightGBM), runs the Rust tests (the kernels also with their AVX2 and portable
 # micro-kernels), a smoke run of the kernel micro-benchmarks, the ONNX Runtime / onnx oracle
 # tests over the real models and the node conformance suite, and a short fuzzing run. Ends with one summary line
 # `tests: N passed, M failed`; exits non-zero if anything failed.
@@ -26,6 +27,8 @@ step() {
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 step "fetch data" scripts/fetch-data.sh
 step "gpu env (lavapipe)" scripts/gpu-env.sh
+# torch/transformers/skl2onnx tooling and the models it makes, cached per machine (~/.cache/kiln).
+step "scripted models" scripts/gen-models.sh
 step "build kiln" cargo build --release --locked --bin kiln
 step "cargo test" cargo test --workspace --locked
 # The fast kernels pick a micro-kernel from the CPU; cap the choice to cover the other paths.
@@ -34,7 +37,7 @@ for isa in avx2 portable; do
 done
 step "micro-benchmarks (smoke)" cargo bench --locked -p kiln-kernels --bench kernels -- --ms 5
 py="${KILN_CACHE:-$root/.cache}/venv/bin/python"
-for t in inspect roundtrip roundtrip_conformance shapes shapes_conformance models conformance optimize recurrent ml_ops attention_ops contrib_ops; do
+for t in inspect roundtrip roundtrip_conformance shapes shapes_conformance models conformance optimize recurrent ml_ops attention_ops contrib_ops scripted_models; do
   step "python $t" "$py" "tests/python/test_$t.py"
 done
 step "python differential (2000 random graphs)" "$py" tests/python/test_differential.py --seeds 0:2000

@@ -188,6 +188,12 @@ def run_tests(label, items, check, workers=1, name=os.path.basename, desc=str):
 def assert_close(name, got, ref, atol=1e-4, rtol=1e-3):
     """Same dtype and shape, and |got - ref| <= atol + rtol*|ref| elementwise (NaN matches NaN;
     exact equality for integer, bool and string outputs). Returns the worst diff/tolerance."""
+    if ref.dtype.kind in "OU":  # strings: ORT returns object arrays, kiln's .npy is unicode
+        assert got.dtype.kind == "U", f"{name}: dtype {got.dtype} vs ORT strings"
+        assert got.shape == ref.shape, f"{name}: shape {got.shape} vs ORT {ref.shape}"
+        bad = got.astype(str) != ref.astype(str)
+        assert not bad.any(), f"{name}: {int(bad.sum())} of {bad.size} strings differ"
+        return 0.0
     assert got.dtype == ref.dtype, f"{name}: dtype {got.dtype} vs ORT {ref.dtype}"
     assert got.shape == ref.shape, f"{name}: shape {got.shape} vs ORT {ref.shape}"
     if not (np.issubdtype(ref.dtype, np.floating) or np.issubdtype(ref.dtype, np.complexfloating)):
@@ -212,11 +218,15 @@ def _close(name, g, r, atol, rtol):
 
 
 def kiln_run_model(model, feeds, level="disabled", ep="cpu", extra=()):
-    """Runs an in-memory model with `kiln run` on the given feeds; {output name: array}."""
+    """Runs a model (in memory, or a path) with `kiln run` on the given feeds; {output name:
+    array, or a list of dicts for a sequence of maps}."""
     import tempfile
     with tempfile.TemporaryDirectory(prefix="kiln-case-") as tmp:
-        path = os.path.join(tmp, "model.onnx")
-        onnx.save(model, path)
+        if isinstance(model, str):
+            path = model
+        else:
+            path = os.path.join(tmp, "model.onnx")
+            onnx.save(model, path)
         args = ["run", path, "--level", level, "--ep", ep, "--out", os.path.join(tmp, "out"),
                 "--json", *extra]
         for i, (name, arr) in enumerate(feeds.items()):
@@ -224,7 +234,29 @@ def kiln_run_model(model, feeds, level="disabled", ep="cpu", extra=()):
             np.save(f, arr)
             args += ["--input", f"{name}={f}"]
         report = kiln_json(*args)
-        return {o["name"]: np.load(o["file"]) for o in report["outputs"]}
+        return {o["name"]: _load_output(o["file"]) for o in report["outputs"]}
+
+
+def _load_output(path):
+    """A `kiln run` output file: `.npy` for tensors, `.json` for maps and sequences of maps."""
+    if path.endswith(".json"):
+        with open(path) as f:
+            return json.load(f)
+    return np.load(path)
+
+
+def assert_maps_close(name, got, ref, atol=1e-4, rtol=1e-3):
+    """A sequence of maps (as ORT returns ZipMap's output: a list of dicts) against kiln's JSON
+    (keys as strings): same length, same keys, values close. Returns the worst ratio."""
+    assert isinstance(got, list), f"{name}: kiln wrote {type(got).__name__}, ORT a sequence of maps"
+    assert len(got) == len(ref), f"{name}: {len(got)} maps vs ORT {len(ref)}"
+    worst = 0.0
+    for i, (g, r) in enumerate(zip(got, ref)):
+        assert sorted(g) == sorted(str(k) for k in r), f"{name}[{i}]: keys {sorted(g)} vs ORT {sorted(r)}"
+        keys = sorted(r)
+        worst = max(worst, _close(f"{name}[{i}]", np.array([g[str(k)] for k in keys], np.float64),
+                                  np.array([r[k] for k in keys], np.float64), atol, rtol))
+    return worst
 
 
 def compare_with_ort(model, feeds, levels=("disabled", "all"), atol=1e-4, rtol=1e-3):
@@ -238,7 +270,8 @@ def compare_with_ort(model, feeds, levels=("disabled", "all"), atol=1e-4, rtol=1
         got = kiln_run_model(model, feeds, level=level)
         assert sorted(got) == sorted(want), f"outputs {sorted(got)} vs ORT {sorted(want)}"
         for n in names:
-            worst = max(worst, assert_close(f"{n} (--level {level})", got[n], want[n], atol, rtol))
+            check = assert_maps_close if isinstance(want[n], list) else assert_close
+            worst = max(worst, check(f"{n} (--level {level})", got[n], want[n], atol, rtol))
     return worst
 
 

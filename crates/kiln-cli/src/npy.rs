@@ -1,5 +1,6 @@
 //! NumPy `.npy` files (format versions 1 to 3, little-endian, C order): reading inputs and
-//! writing outputs of `kiln run`.
+//! writing outputs of `kiln run`. Strings are NumPy's fixed-width unicode (`<U{n}`, UTF-32
+//! code points padded with zeros); object arrays need pickle and are refused.
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -26,8 +27,21 @@ fn descr(dt: DataType) -> Option<&'static str> {
 
 /// Encodes a tensor as `.npy` bytes.
 pub fn encode(t: &Tensor) -> anyhow::Result<Vec<u8>> {
-    let Some(d) = descr(t.dtype()) else {
-        bail!("{} tensors cannot be written as .npy", t.dtype());
+    let strings = match &t.data {
+        kiln_ops::Data::Str(v) => Some(v),
+        _ => None,
+    };
+    let width = strings.map_or(0, |v| {
+        v.iter()
+            .map(|s| s.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(1)
+    });
+    let d = match (strings, descr(t.dtype())) {
+        (Some(_), _) => format!("<U{width}"),
+        (None, Some(d)) => d.to_string(),
+        (None, None) => bail!("{} tensors cannot be written as .npy", t.dtype()),
     };
     let shape = match t.shape.len() {
         0 => "()".to_string(),
@@ -49,6 +63,17 @@ pub fn encode(t: &Tensor) -> anyhow::Result<Vec<u8>> {
     let mut out = b"\x93NUMPY\x01\x00".to_vec();
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
+    if let Some(v) = strings {
+        for s in v {
+            let mut n = 0;
+            for c in s.chars() {
+                out.extend_from_slice(&(c as u32).to_le_bytes());
+                n += 1;
+            }
+            out.resize(out.len() + 4 * (width - n), 0);
+        }
+        return Ok(out);
+    }
     match t.to_ir().data {
         kiln_ir::TensorData::Raw(b) => out.extend_from_slice(&b),
         kiln_ir::TensorData::Strings(_) => bail!("string tensors cannot be written as .npy"),
@@ -102,6 +127,10 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<Tensor> {
         .iter()
         .try_fold(1usize, |a, &b| a.checked_mul(b))
         .context("shape too large")?;
+    let body = &bytes[start + hlen..];
+    if let Some(w) = d.strip_prefix("<U").or_else(|| d.strip_prefix("|U")) {
+        return decode_strings(body, w, shape, n);
+    }
     let dt = match d {
         "<f4" => DataType::F32,
         "<f8" => DataType::F64,
@@ -115,9 +144,9 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<Tensor> {
         "<u4" => DataType::U32,
         "<u8" => DataType::U64,
         "|b1" => DataType::Bool,
-        other => bail!("dtype '{other}' is not supported (little-endian numbers and bool only)"),
+        "|O" => bail!("object arrays need pickle; save strings as a fixed-width unicode array (dtype 'U')"),
+        other => bail!("dtype '{other}' is not supported (little-endian numbers, bool and unicode strings only)"),
     };
-    let body = &bytes[start + hlen..];
     let want = dt.storage_bytes(n).context("shape too large")?;
     if body.len() != want {
         bail!(
@@ -127,6 +156,38 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<Tensor> {
     }
     let ir = kiln_ir::Tensor::from_raw(dt, shape, body.to_vec().into())?;
     Ok(Tensor::from_ir(&ir))
+}
+
+fn decode_strings(body: &[u8], width: &str, shape: Vec<usize>, n: usize) -> anyhow::Result<Tensor> {
+    let w: usize = width
+        .parse()
+        .with_context(|| format!("bad string width '{width}'"))?;
+    let want = n
+        .checked_mul(w)
+        .and_then(|c| c.checked_mul(4))
+        .context("shape too large")?;
+    if body.len() != want {
+        bail!(
+            "data has {} bytes, {n} strings of {w} characters need {want}",
+            body.len()
+        );
+    }
+    let mut out = Vec::with_capacity(n);
+    for item in body.chunks(4 * w.max(1)).take(n) {
+        let mut s = String::new();
+        for c in item.chunks(4) {
+            let code = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            if code == 0 {
+                break;
+            }
+            s.push(char::from_u32(code).with_context(|| format!("{code:#x} is not a character"))?);
+        }
+        out.push(s);
+    }
+    if w == 0 {
+        out.resize(n, String::new());
+    }
+    Ok(Tensor::new(shape, kiln_ops::Data::Str(out)))
 }
 
 pub fn read(path: &Path) -> anyhow::Result<Tensor> {
@@ -144,6 +205,10 @@ mod tests {
             Tensor::from_vec(vec![2, 3], vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]),
             Tensor::from_vec(vec![3], vec![1i64, -2, 3]),
             Tensor::from_vec(vec![], vec![true]),
+            Tensor::new(
+                vec![3],
+                kiln_ops::Data::Str(vec!["cat".into(), "".into(), "émû".into()]),
+            ),
         ] {
             let b = encode(&t).unwrap();
             assert_eq!(decode(&b).unwrap(), t);

@@ -164,6 +164,52 @@ pub fn file_name(name: &str) -> String {
         .collect()
 }
 
+/// A map, or a sequence of maps (ZipMap's output), as JSON: one object per map, keys as strings.
+fn maps_json(v: &Value) -> anyhow::Result<serde_json::Value> {
+    let one = |m: &kiln_ops::MapValue| -> anyhow::Result<serde_json::Value> {
+        let keys: Vec<String> = match &m.keys.data {
+            kiln_ops::Data::Str(k) => k.clone(),
+            _ => m
+                .keys
+                .to_i64s()
+                .map_err(anyhow::Error::msg)?
+                .iter()
+                .map(|k| k.to_string())
+                .collect(),
+        };
+        let vals = m.values.to_f64s().map_err(anyhow::Error::msg)?;
+        Ok(serde_json::Value::Object(
+            keys.into_iter()
+                .zip(vals)
+                .map(|(k, v)| (k, json!(v)))
+                .collect(),
+        ))
+    };
+    Ok(match v {
+        Value::Map(m) => one(m)?,
+        Value::MapSequence(ms) => {
+            serde_json::Value::Array(ms.iter().map(one).collect::<anyhow::Result<_>>()?)
+        }
+        _ => bail!("not a map"),
+    })
+}
+
+fn write_maps(dir: Option<&Path>, out_name: &str, v: &Value) -> anyhow::Result<serde_json::Value> {
+    let kind = if matches!(v, Value::Map(_)) {
+        "map"
+    } else {
+        "sequence<map>"
+    };
+    let mut entry = json!({"name": out_name, "kind": kind});
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let f = dir.join(format!("{}.json", file_name(out_name)));
+        kiln_onnx::write_atomically(&f, serde_json::to_string(&maps_json(v)?)?.as_bytes())?;
+        entry["file"] = json!(f.display().to_string());
+    }
+    Ok(entry)
+}
+
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let (model, name) = report::load(a.model.as_deref())?;
     let session = report::session(model, &a).with_context(|| name.clone())?;
@@ -175,8 +221,15 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let elapsed = start.elapsed().as_secs_f64() * 1e3;
     let mut listed = Vec::new();
     for (out_name, v) in &outs {
-        let Value::Tensor(t) = v else {
-            bail!("{name}: output '{out_name}' is not a tensor; kiln run writes tensors only");
+        let t = match v {
+            Value::Tensor(t) => t,
+            Value::Map(_) | Value::MapSequence(_) => {
+                listed.push(write_maps(a.out.as_deref(), out_name, v)?);
+                continue;
+            }
+            _ => bail!(
+                "{name}: output '{out_name}' is a sequence or optional; kiln run writes tensors and maps only"
+            ),
         };
         let mut entry = json!({"name": out_name, "dtype": t.dtype().name(), "shape": t.shape});
         if let Some(dir) = &a.out {
@@ -201,7 +254,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             println!(
                 "{} {} {} {}",
                 e["name"].as_str().unwrap_or(""),
-                e["dtype"].as_str().unwrap_or(""),
+                e["dtype"].as_str().or(e["kind"].as_str()).unwrap_or(""),
                 e["shape"],
                 e.get("file").and_then(|f| f.as_str()).unwrap_or("")
             );

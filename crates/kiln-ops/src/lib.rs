@@ -17,7 +17,7 @@ pub use kernel::{KernelCtx, KernelFn, PrepareCtx, PrepareFn, PreparedKernel, Sub
 pub use ops::linalg::Act;
 pub use ops::resize::resize_taps;
 pub use ops::{infer_fn, kernel_fn, op_def, prepare_fn, CheckFn, InferFn, OpDef};
-pub use value::{Data, Elem, Tensor, Value};
+pub use value::{Data, Elem, MapValue, Tensor, Value};
 
 /// Operator domains kiln itself defines.
 pub mod ops_domain {

@@ -37,6 +37,17 @@ pub enum Value {
     /// A sequence with its element type (known even when empty).
     Sequence(Option<DataType>, Vec<Tensor>),
     Optional(Option<Box<Value>>),
+    /// A map (DictVectorizer's and CastMap's input).
+    Map(MapValue),
+    /// A sequence of maps (ZipMap's output: one map of label to probability per row).
+    MapSequence(Vec<MapValue>),
+}
+
+/// A map as two 1-D tensors of one length: the keys (int64 or string) and their values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MapValue {
+    pub keys: Tensor,
+    pub values: Tensor,
 }
 
 /// Element types that have a typed `Data` variant.
@@ -351,6 +362,11 @@ impl Value {
             Value::Tensor(t) => t.data.bytes(),
             Value::Sequence(_, ts) => ts.iter().map(|t| t.data.bytes()).sum(),
             Value::Optional(v) => v.as_ref().map(|v| v.bytes()).unwrap_or(0),
+            Value::Map(m) => m.keys.data.bytes() + m.values.data.bytes(),
+            Value::MapSequence(ms) => ms
+                .iter()
+                .map(|m| m.keys.data.bytes() + m.values.data.bytes())
+                .sum(),
         }
     }
 }

@@ -1,12 +1,19 @@
 //! `ai.onnx.ml`: the classical machine-learning operators that skl2onnx and onnxmltools
-//! write (so far: encoders, scalers and tree ensembles).
+//! write: encoders, scalers, linear models, SVMs and tree ensembles.
+use kiln_ir::{AttrValue, DataType, Dim};
+
 use crate::ctx::{InferCtx, Inferred, Result};
-use crate::kernel::KernelFn;
+use crate::kernel::{KernelCtx, KernelFn};
 use crate::ops::InferFn;
 
+mod encoders;
+mod forest;
 mod label_encoder;
+mod linear;
 mod simple;
+mod svm;
 mod tree_ensemble;
+mod tree_legacy;
 
 pub const DOMAIN: &str = "ai.onnx.ml";
 
@@ -22,6 +29,17 @@ pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         "ArrayFeatureExtractor" => simple::array_feature_extractor,
         "Scaler" => simple::scaler,
         "Normalizer" => simple::normalizer,
+        "OneHotEncoder" => encoders::one_hot,
+        "CategoryMapper" => encoders::category_mapper,
+        "Imputer" => encoders::imputer,
+        "FeatureVectorizer" => encoders::feature_vectorizer,
+        "ZipMap" => encoders::zip_map,
+        "LinearClassifier" => linear::classifier,
+        "LinearRegressor" => linear::regressor,
+        "SVMClassifier" => svm::classifier,
+        "SVMRegressor" => svm::regressor,
+        "TreeEnsembleClassifier" => tree_legacy::classifier,
+        "TreeEnsembleRegressor" => tree_legacy::regressor,
         _ => return None,
     })
 }
@@ -34,10 +52,65 @@ pub fn infer_rule(op_type: &str) -> Option<InferFn> {
         "Binarizer" => same,
         "ArrayFeatureExtractor" => simple::infer_array_feature_extractor,
         "Scaler" | "Normalizer" => simple::infer_float_like,
+        "OneHotEncoder" => encoders::infer_one_hot,
+        "CategoryMapper" => encoders::infer_category_mapper,
+        "Imputer" => same,
+        "FeatureVectorizer" => encoders::infer_feature_vectorizer,
+        "ZipMap" => encoders::infer_zip_map,
+        "LinearClassifier" => linear::infer_classifier,
+        "LinearRegressor" => linear::infer_regressor,
+        "SVMClassifier" => svm::infer_classifier,
+        "SVMRegressor" => svm::infer_regressor,
+        "TreeEnsembleClassifier" => tree_legacy::infer_classifier,
+        "TreeEnsembleRegressor" => tree_legacy::infer_regressor,
         _ => return None,
     })
 }
 
 fn same(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     Ok(vec![ctx.same_as(0)])
+}
+
+/// A strings attribute as UTF-8 (lossy).
+fn strings_attr(ctx: &KernelCtx, name: &str) -> Option<Vec<String>> {
+    match ctx.attr(name) {
+        Some(AttrValue::Strings(v)) => Some(
+            v.iter()
+                .map(|b| String::from_utf8_lossy(b.as_ref()).into_owned())
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// The row count of an `[N, F]` X (a 1-D X is one row).
+fn rows_dim(ctx: &InferCtx) -> Dim {
+    ctx.shape(0)
+        .map(|s| {
+            if s.len() <= 1 {
+                Dim::Known(1)
+            } else {
+                s[0].clone()
+            }
+        })
+        .unwrap_or(Dim::Unknown)
+}
+
+/// A classifier's two outputs: labels `[N]` (string or int64 by the class labels given, the
+/// integer form named `ints`) and scores `[N, width(label count)]`.
+fn classifier_types(
+    ctx: &InferCtx,
+    ints: &str,
+    width: impl Fn(usize) -> Dim,
+) -> Result<Vec<Inferred>> {
+    let (dt, c) = match (ctx.attr("classlabels_strings"), ctx.attr(ints)) {
+        (Some(AttrValue::Strings(s)), _) => (DataType::String, s.len()),
+        (_, Some(AttrValue::Ints(i))) => (DataType::I64, i.len()),
+        _ => (DataType::I64, 0),
+    };
+    let n = rows_dim(ctx);
+    Ok(vec![
+        Inferred::tensor(Some(dt), Some(vec![n.clone()])),
+        Inferred::tensor(Some(DataType::F32), Some(vec![n, width(c)])),
+    ])
 }

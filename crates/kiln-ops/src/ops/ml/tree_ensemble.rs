@@ -12,6 +12,8 @@ use crate::ctx::{InferCtx, Inferred, Result};
 use crate::kernel::{one, KernelCtx};
 use crate::value::{Tensor, Value};
 
+use super::forest::{rows_of, Forest, Mode, Next, Node};
+
 /// Y: `[N, n_targets]` in X's type.
 pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     let n = ctx
@@ -35,11 +37,6 @@ fn ints(ctx: &KernelCtx, name: &str) -> Result<Vec<i64>> {
     ctx.ints_attr(name)
         .map(|v| v.to_vec())
         .ok_or_else(|| format!("the attribute '{name}' is required"))
-}
-
-enum Next {
-    Node(usize),
-    Leaf(usize),
 }
 
 /// Applies a post transform to one row of scores (codes as ONNX Runtime reads them: 0 NONE,
@@ -130,13 +127,8 @@ fn erf_inv(x: f64) -> f64 {
     y
 }
 
-pub fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
-    let x = ctx.tensor(0)?;
-    let (n, f) = match x.shape.as_slice() {
-        [n, f] => (*n, *f),
-        [f] => (1, *f),
-        s => return Err(format!("X must be [N, F], got {s:?}")),
-    };
+/// The forest of the ml-5 attributes: flat node arrays, children either node or leaf indices.
+fn forest_of(ctx: &KernelCtx, n_targets: usize) -> Result<Forest> {
     let splits = floats_tensor(ctx, "nodes_splits")?;
     let feats = ints(ctx, "nodes_featureids")?;
     let modes = match ctx.attrs.get_tensor("nodes_modes") {
@@ -150,12 +142,7 @@ pub fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let targets = ints(ctx, "leaf_targetids")?;
     let weights = floats_tensor(ctx, "leaf_weights")?;
     let roots = ints(ctx, "tree_roots")?;
-    let missing = ctx
-        .ints_attr("nodes_missing_value_tracks_true")
-        .map(|v| v.to_vec());
-    let n_targets = ctx.int_attr("n_targets", 0).max(0) as usize;
-    let agg = ctx.int_attr("aggregate_function", 1);
-    let post = ctx.int_attr("post_transform", 0);
+    let missing = ctx.ints_attr("nodes_missing_value_tracks_true");
     let count = splits.len();
     if [
         feats.len(),
@@ -176,92 +163,96 @@ pub fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
     if targets.iter().any(|&t| t < 0 || t as usize >= n_targets) {
         return Err(format!("a leaf target is outside [0, {n_targets})"));
     }
-    if feats.iter().any(|&i| i < 0 || i as usize >= f) {
-        return Err(format!("a node's feature id is outside X's {f} features"));
-    }
     // Membership sets, in the order the MEMBER nodes appear, NaN-delimited.
-    let mut sets: Vec<Vec<f64>> = vec![Vec::new(); count];
-    if modes.contains(&6) {
-        let members = floats_tensor(ctx, "membership_values")?;
-        let mut groups = members.split(|v| v.is_nan());
-        for (i, &m) in modes.iter().enumerate() {
-            if m == 6 {
-                sets[i] = groups
-                    .next()
-                    .ok_or("membership_values has too few sets")?
-                    .to_vec();
-            }
-        }
-    }
-    let branch = |i: usize, leaf: &[i64], ids: &[i64]| -> Result<Next> {
-        let id = ids[i];
-        let bound = if leaf[i] != 0 { weights.len() } else { count };
-        if id < 0 || id as usize >= bound {
-            return Err(format!("node {i} points at {id}, outside [0, {bound})"));
-        }
-        Ok(if leaf[i] != 0 {
-            Next::Leaf(id as usize)
+    let members = if modes.contains(&6) {
+        floats_tensor(ctx, "membership_values")?
+    } else {
+        Vec::new()
+    };
+    let mut groups = members.split(|v| v.is_nan());
+    let link = |leaf: i64, id: i64| -> Result<Next> {
+        let id = usize::try_from(id).map_err(|_| format!("a node points at {id}"))?;
+        Ok(if leaf != 0 {
+            Next::Leaf(id)
         } else {
-            Next::Node(id as usize)
+            Next::Node(id)
         })
     };
+    let mut nodes = Vec::with_capacity(count);
+    for i in 0..count {
+        let mode = match modes[i] {
+            0 => Mode::Leq,
+            1 => Mode::Lt,
+            2 => Mode::Gte,
+            3 => Mode::Gt,
+            4 => Mode::Eq,
+            5 => Mode::Neq,
+            6 => Mode::Member,
+            m => return Err(format!("node {i} has an unknown mode {m}")),
+        };
+        let set = if mode == Mode::Member {
+            groups
+                .next()
+                .ok_or("membership_values has too few sets")?
+                .to_vec()
+        } else {
+            Vec::new()
+        };
+        nodes.push(Node {
+            feature: usize::try_from(feats[i]).map_err(|_| "a node's feature id is negative")?,
+            mode,
+            threshold: splits[i],
+            on_true: link(tl[i], tn[i])?,
+            on_false: link(fl[i], fnode[i])?,
+            missing_true: missing.is_some_and(|m| m.get(i) == Some(&1)),
+            set,
+        });
+    }
+    let roots = roots
+        .iter()
+        .map(|&r| link(0, r))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Forest {
+        nodes,
+        leaves: targets
+            .iter()
+            .zip(&weights)
+            .map(|(&t, &w)| vec![(t as usize, w)])
+            .collect(),
+        roots,
+    })
+}
+
+pub fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let x = ctx.tensor(0)?;
+    let (n, f) = rows_of(&x.shape)?;
+    let n_targets = ctx.int_attr("n_targets", 0).max(0) as usize;
+    let agg = ctx.int_attr("aggregate_function", 1);
+    let post = ctx.int_attr("post_transform", 0);
+    let forest = forest_of(ctx, n_targets)?;
+    forest.validate(f)?;
     let xv = x.to_f64s()?;
     let mut y = vec![0f64; n * n_targets];
     for r in 0..n {
         let row = &xv[r * f..(r + 1) * f];
         let out = &mut y[r * n_targets..(r + 1) * n_targets];
         let mut hits = vec![0usize; n_targets];
-        for &root in &roots {
-            let mut at = Next::Node(usize::try_from(root).map_err(|_| "a tree root is negative")?);
-            let mut steps = 0;
-            let leaf = loop {
-                match at {
-                    Next::Leaf(l) => break l,
-                    Next::Node(i) => {
-                        if i >= count {
-                            return Err(format!("tree root {i} is outside the {count} nodes"));
-                        }
-                        steps += 1;
-                        if steps > count {
-                            return Err("a tree has a cycle".into());
-                        }
-                        let v = row[feats[i] as usize];
-                        let t = splits[i];
-                        let go_true = if v.is_nan() {
-                            missing.as_ref().is_some_and(|m| m.get(i) == Some(&1))
-                        } else {
-                            match modes[i] {
-                                0 => v <= t,
-                                1 => v < t,
-                                2 => v >= t,
-                                3 => v > t,
-                                4 => v == t,
-                                5 => v != t,
-                                6 => sets[i].contains(&v),
-                                m => return Err(format!("node {i} has an unknown mode {m}")),
-                            }
-                        };
-                        at = if go_true {
-                            branch(i, &tl, &tn)?
-                        } else {
-                            branch(i, &fl, &fnode)?
-                        };
-                    }
-                }
-            };
-            let (t, w) = (targets[leaf] as usize, weights[leaf]);
-            out[t] = match (agg, hits[t]) {
-                (2, 0) | (3, 0) => w,
-                (2, _) => out[t].min(w),
-                (3, _) => out[t].max(w),
-                (0 | 1, _) => out[t] + w,
-                (a, _) => return Err(format!("aggregate_function {a} is not one of 0..3")),
-            };
-            hits[t] += 1;
+        for &root in &forest.roots {
+            let leaf = forest.leaf(row, root)?;
+            for &(t, w) in &forest.leaves[leaf] {
+                out[t] = match (agg, hits[t]) {
+                    (2, 0) | (3, 0) => w,
+                    (2, _) => out[t].min(w),
+                    (3, _) => out[t].max(w),
+                    (0 | 1, _) => out[t] + w,
+                    (a, _) => return Err(format!("aggregate_function {a} is not one of 0..3")),
+                };
+                hits[t] += 1;
+            }
         }
-        if agg == 0 && !roots.is_empty() {
+        if agg == 0 && !forest.roots.is_empty() {
             for v in out.iter_mut() {
-                *v /= roots.len() as f64;
+                *v /= forest.roots.len() as f64;
             }
         }
         post_transform(out, post)?;
