@@ -4,9 +4,9 @@ SkipSimplifiedLayerNormalization, SimplifiedLayerNormalization, Gelu, FastGelu,
 BiasGelu, QuickGelu, RotaryEmbedding, Attention (masks in ORT's formats, unidirectional, past)
 and MultiHeadAttention (bias, key padding masks, attention bias, past key/value),
 MatMulNBits (4-bit blocks, zero points, bias), MatMulIntegerToFloat, DynamicQuantizeMatMul,
-EmbedLayerNormalization, at
+EmbedLayerNormalization, FusedMatMul (alpha, transA/B, transBatchA/B), at
 `--level disabled` and `all`. Prints
-`contrib-ops: N passed, M failed`. (BiasAdd has no CPU kernel in ORT; its unit test is in Rust.)
+`contrib-ops: N passed, M failed`. (BiasAdd and BiasSoftmax have no CPU kernel in ORT; their unit tests are in Rust.)
 """
 
 import os
@@ -153,6 +153,22 @@ def cases():
         m = model(node, feeds)
         m.graph.output[1].type.tensor_type.elem_type = TensorProto.INT32
         out.append((f"EmbedLayerNormalization segment={with_seg} mask={with_mask}", m, feeds))
+    # FusedMatMul: every combination of the batch and matrix transposes, on 4-D and 3-D operands
+    # (logical A [2, 3, 4, 5] x B [2, 3, 5, 6]; transBatch moves dim 0 behind the batch dims).
+    import itertools
+    for tba, ta, tbb, tb in itertools.product((0, 1), repeat=4):
+        a = (5 if ta else 4, 5 if not ta else 4)
+        b = (6 if tb else 5, 5 if tb else 6)
+        sa = (a[0], 2, 3, a[1]) if tba else (2, 3) + a
+        sb = (b[0], 2, 3, b[1]) if tbb else (2, 3) + b
+        feeds = {"A": f(*sa), "B": f(*sb)}
+        node = helper.make_node("FusedMatMul", ["A", "B"], ["y"], domain=MS, alpha=0.75, transA=ta, transB=tb,
+                                transBatchA=tba, transBatchB=tbb)
+        out.append((f"FusedMatMul transBatchA={tba} transA={ta} transBatchB={tbb} transB={tb}", model(node, feeds),
+                    feeds))
+    feeds = {"A": f(4, 3, 5), "B": f(5, 3, 6)}
+    node = helper.make_node("FusedMatMul", ["A", "B"], ["y"], domain=MS, transBatchA=1, transBatchB=1)
+    out.append(("FusedMatMul transBatchA/B 3-D", model(node, feeds), feeds))
     return out
 
 

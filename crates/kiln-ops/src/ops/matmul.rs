@@ -1,6 +1,7 @@
 //! MatMul (numpy semantics: 1-D operands are promoted and the added dim removed; batch dims
-//! broadcast), also used for com.microsoft FusedMatMul without transposes.
-use kiln_ir::AttrList;
+//! broadcast), also used for com.microsoft FusedMatMul: `alpha`, `transA`/`transB`, and
+//! `transBatchA`/`transBatchB`, which move an operand's first dim to just before its last two
+//! (ORT writes them when it folds a Transpose of the batch dims into the product).
 
 use super::linalg::{filled, float_dispatch, gemm, product, same_dtype, Mat, Real, Scalar};
 use crate::ctx::{broadcast, InferCtx, Inferred, Result};
@@ -25,6 +26,12 @@ pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     if ctx.domain == "com.microsoft" {
         let ra = a2.len();
         let rb = b2.len();
+        if ctx.int_attr("transBatchA", 0) != 0 {
+            a2 = batch_perm(ra).iter().map(|&i| a2[i].clone()).collect();
+        }
+        if ctx.int_attr("transBatchB", 0) != 0 {
+            b2 = batch_perm(rb).iter().map(|&i| b2[i].clone()).collect();
+        }
         if ctx.int_attr("transA", 0) != 0 {
             a2.swap(ra - 2, ra - 1);
         }
@@ -67,14 +74,16 @@ pub fn kernel(domain: &str, op_type: &str) -> Option<crate::kernel::KernelFn> {
     }
 }
 
-/// FusedMatMul's batch transposes (`transBatchA` / `transBatchB`) are not implemented.
-pub fn check_fused(attrs: &[kiln_ir::Attribute], _opset: i64) -> Result<()> {
-    for name in ["transBatchA", "transBatchB"] {
-        if attrs.get_int(name).unwrap_or(0) != 0 {
-            return Err(format!("{name} is not supported"));
-        }
+/// The permutation `transBatch` applies to an operand of rank `r` (identity below rank 3):
+/// dim 0 moves behind the batch dims, before the matrix dims.
+fn batch_perm(r: usize) -> Vec<usize> {
+    if r < 3 {
+        return (0..r).collect();
     }
-    Ok(())
+    let mut p: Vec<usize> = (1..r - 1).collect();
+    p.push(0);
+    p.push(r - 1);
+    p
 }
 
 /// The shape of a (batched) product, from the operand shapes.
@@ -196,9 +205,28 @@ fn run_matmul(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let b = ctx.tensor(1)?;
     same_dtype(&[("A", a), ("B", b)])?;
     let fused = ctx.domain == "com.microsoft";
-    if fused {
-        check_fused(ctx.attrs, ctx.opset)?;
-    }
+    let (pa, pb);
+    let (a, b) = if fused && (ctx.int_attr("transBatchA", 0) | ctx.int_attr("transBatchB", 0)) != 0
+    {
+        if a.rank() < 3 || a.rank() != b.rank() {
+            return Err(format!(
+                "transBatchA/transBatchB need operands of one rank >= 3, got shapes {:?} and {:?}",
+                a.shape, b.shape
+            ));
+        }
+        let moved = |t: &Tensor, name: &str| -> Result<Tensor> {
+            if ctx.int_attr(name, 0) != 0 && t.rank() >= 3 {
+                super::transpose::permute(t, &batch_perm(t.rank()))
+            } else {
+                Ok(t.clone())
+            }
+        };
+        pa = moved(a, "transBatchA")?;
+        pb = moved(b, "transBatchB")?;
+        (&pa, &pb)
+    } else {
+        (a, b)
+    };
     let ta = fused && ctx.int_attr("transA", 0) != 0;
     let tb = fused && ctx.int_attr("transB", 0) != 0;
     let alpha = if fused {
@@ -443,7 +471,16 @@ mod kernel_tests {
         .unwrap();
         assert_eq!(y.shape, vec![2, 1]);
         assert_eq!(y.as_slice::<f32>().unwrap(), &[2.0, 3.0]);
-        assert!(check_fused(&[Attribute::int("transBatchA", 1)], 1).is_err());
+        assert_eq!(batch_perm(4), vec![1, 2, 0, 3]);
+        assert_eq!(batch_perm(2), vec![0, 1]);
+        // As in ORT, the batch transposes need operands of one rank >= 3.
+        let bad = call(
+            "FusedMatMul",
+            "com.microsoft",
+            &[f(&[2, 1, 2], &[1.; 4]), f(&[2, 1], &[1.; 2])],
+            &[Attribute::int("transBatchA", 1)],
+        );
+        assert!(bad.is_err());
     }
 
     #[test]

@@ -135,7 +135,6 @@ fn check(domain: &str, op_type: &str) -> Option<CheckFn> {
         ("" | "ai.onnx", "BatchNormalization") => batchnorm::check,
         ("com.microsoft", "FusedConv") => conv::check_fused,
         ("com.microsoft", "FusedGemm") => gemm::check_fused,
-        ("com.microsoft", "FusedMatMul") => matmul::check_fused,
         (kiln_fused::DOMAIN, "FusedConv") => kiln_fused::check,
         _ => return None,
     };
@@ -337,7 +336,9 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
         (kiln_fused::DOMAIN, "FusedConv") => conv::infer,
         ("com.microsoft", "FusedGemm") => gemm::infer,
         ("com.microsoft", "FusedMatMul") => matmul::infer,
-        ("com.microsoft", "QuickGelu" | "Gelu" | "BiasGelu" | "FastGelu") => ew::unary,
+        ("com.microsoft", "QuickGelu" | "Gelu" | "BiasGelu" | "FastGelu" | "BiasSoftmax") => {
+            ew::unary
+        }
         (
             "com.microsoft",
             "SkipLayerNormalization"

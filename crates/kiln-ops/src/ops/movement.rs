@@ -517,20 +517,43 @@ pub mod testing {
         inputs: &[Option<Tensor>],
         num_outputs: usize,
     ) -> Result<Vec<Tensor>> {
+        run_in("", op, opset, attrs, inputs, num_outputs)
+    }
+
+    /// One output of an op of another domain.
+    pub fn run_domain(
+        domain: &str,
+        op: &str,
+        opset: i64,
+        inputs: &[Tensor],
+        attrs: &[Attribute],
+    ) -> Result<Tensor> {
+        let ins: Vec<Option<Tensor>> = inputs.iter().cloned().map(Some).collect();
+        Ok(run_in(domain, op, opset, attrs, &ins, 1)?.remove(0))
+    }
+
+    fn run_in(
+        domain: &str,
+        op: &str,
+        opset: i64,
+        attrs: &[Attribute],
+        inputs: &[Option<Tensor>],
+        num_outputs: usize,
+    ) -> Result<Vec<Tensor>> {
         let values: Vec<Option<Value>> = inputs
             .iter()
             .map(|t| t.clone().map(Value::Tensor))
             .collect();
         let ctx = KernelCtx {
             op_type: op,
-            domain: "",
+            domain,
             opset,
             attrs,
             inputs: values.iter().map(|v| v.as_ref()).collect(),
             num_outputs,
             subgraphs: None,
         };
-        let f = crate::ops::kernel_fn("", op).ok_or_else(|| format!("no kernel for {op}"))?;
+        let f = crate::ops::kernel_fn(domain, op).ok_or_else(|| format!("no kernel for {op}"))?;
         let out = f(&ctx)?;
         assert_eq!(out.len(), num_outputs, "{op} output count");
         Ok(out.into_iter().map(|v| v.into_tensor().unwrap()).collect())

@@ -1,13 +1,18 @@
 //! Softmax, LogSoftmax and Hardmax along an axis. Before opset 13 the input is seen as a 2-D
 //! matrix split at `axis` (default 1) and each row is normalized; from 13 on, each lane along
 //! `axis` (default -1) is. Computed in f64 and rounded to the element type (half types round
-//! their intermediates as ONNX's reference does).
-use crate::kernel::{one, KernelCtx, KernelFn, Result};
+//! their intermediates as ONNX's reference does). Also com.microsoft BiasSoftmax, ORT's fusion
+//! of `Softmax(X + bias)`: the bias broadcasts into X, and the softmax runs over the dims from
+//! `axis` (default 1) on, flattened, as the opset-1 Softmax does.
+use crate::kernel::{one, zip_broadcast, KernelCtx, KernelFn, Result};
 use crate::ops::num::Num;
 use crate::value::{Data, Elem, Tensor, Value};
 
 /// The kernels of this module's ops.
 pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
+    if (domain, op_type) == ("com.microsoft", "BiasSoftmax") {
+        return Some(bias_softmax);
+    }
     if !domain.is_empty() {
         return None;
     }
@@ -205,6 +210,46 @@ fn softmax(ctx: &KernelCtx) -> Result<Vec<Value>> {
     one(Tensor::new(x.shape.clone(), data))
 }
 
+fn bias_softmax(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let x = ctx.tensor(0)?;
+    let bias = ctx.tensor(1)?;
+    if bias.dtype() != x.dtype() {
+        return Err(format!("bias is {}, data {}", bias.dtype(), x.dtype()));
+    }
+    let (shape, sum) = zip_broadcast(
+        &x.to_f64s()?,
+        &x.shape,
+        &bias.to_f64s()?,
+        &bias.shape,
+        |a, b| a + b,
+    )?;
+    if shape != x.shape {
+        return Err(format!(
+            "bias {:?} does not broadcast into data {:?}",
+            bias.shape, x.shape
+        ));
+    }
+    // The kernel's opset is com.microsoft's 1, so `lanes` reads `axis` the opset-1 way.
+    let l = lanes(ctx, &shape)?;
+    let data = match x.dtype() {
+        kiln_ir::DataType::F32 => {
+            let v: Vec<f32> = sum.iter().map(|&e| e as f32).collect();
+            Data::F32(softmax_f32(&v, l))
+        }
+        kiln_ir::DataType::F64 => Data::F64(run_typed("Softmax", &sum, l)),
+        kiln_ir::DataType::F16 => {
+            let v: Vec<half::f16> = sum.iter().map(|&e| half::f16::from_f64(e)).collect();
+            Data::F16(run_typed("Softmax", &v, l))
+        }
+        d => {
+            return Err(format!(
+                "BiasSoftmax takes float32, float64 or float16, got {d}"
+            ))
+        }
+    };
+    one(Tensor::new(shape, data))
+}
+
 #[cfg(test)]
 mod tests {
     use crate::ops::movement::testing::{f32s, run_opset, vals};
@@ -248,5 +293,43 @@ mod tests {
         assert_eq!(vals(&r[0]), vec![0.0, 1.0, 0.0, 1.0, 0.0, 0.0]);
         let i = crate::value::Tensor::from_vec(vec![1], vec![1i32]);
         assert!(run_opset("Softmax", 13, &[], &[Some(i)], 1).is_err());
+    }
+
+    #[test]
+    fn bias_softmax_is_softmax_of_the_sum() {
+        use crate::ops::movement::testing::run_domain;
+        let x: Vec<f32> = (0..12).map(|v| (v as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..6).map(|v| v as f32 * 0.1).collect();
+        let attrs = [
+            Attribute::int("axis", 2),
+            Attribute::int("is_inner_broadcast", 0),
+        ];
+        let y = run_domain(
+            "com.microsoft",
+            "BiasSoftmax",
+            1,
+            &[f32s(&[2, 2, 3], &x), f32s(&[2, 3], &b)],
+            &attrs,
+        )
+        .unwrap();
+        let mut want = Vec::new();
+        for r in 0..4 {
+            let lane: Vec<f64> = (0..3)
+                .map(|c| (x[r * 3 + c] + b[(r % 2) * 3 + c]) as f64)
+                .collect();
+            let m = lane.iter().cloned().fold(f64::MIN, f64::max);
+            let s: f64 = lane.iter().map(|v| (v - m).exp()).sum();
+            want.extend(lane.iter().map(|v| ((v - m).exp() / s) as f32));
+        }
+        assert!(close(&vals(&y), &want), "{:?} vs {want:?}", vals(&y));
+        // A bias that would grow the output is refused.
+        let bad = run_domain(
+            "com.microsoft",
+            "BiasSoftmax",
+            1,
+            &[f32s(&[2, 1, 3], &x[..6]), f32s(&[2, 3], &b)],
+            &attrs,
+        );
+        assert!(bad.is_err());
     }
 }
