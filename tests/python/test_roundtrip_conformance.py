@@ -61,7 +61,7 @@ def check(model_path):
     case = os.path.dirname(model_path)
     with tempfile.TemporaryDirectory(prefix="kiln-rt-") as tmp:
         out = os.path.join(tmp, "out.onnx")
-        # A faithful round trip keeps ops kiln does not know (ImageDecoder) as they are.
+        # A faithful round trip keeps any op kiln does not know as it is.
         common.kiln("optimize", model_path, "-o", out, "--level", "disabled", "--allow-unknown-ops")
         orig, saved = onnx.load(model_path), onnx.load(out)
         assert len(saved.graph.node) == len(orig.graph.node), "node count changed"

@@ -23,6 +23,7 @@ mod expand;
 mod flex_attention;
 mod gather;
 mod gemm;
+mod image_decoder;
 mod index_ops;
 pub mod kiln_fused;
 pub(crate) mod linalg;
@@ -155,6 +156,7 @@ fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         attention::kernel,
         batchnorm::kernel,
         bitcast::kernel,
+        image_decoder::kernel,
         rotary::kernel,
         swiglu::kernel,
         tensor_scatter::kernel,
@@ -318,6 +320,7 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
             "Attention" => attention::infer,
             "RotaryEmbedding" => rotary::infer,
             "BitCast" => bitcast::infer,
+            "ImageDecoder" => image_decoder::infer,
             "SwiGLU" => swiglu::infer,
             "AffineGrid" => affine_grid::infer,
             "DeformConv" => deform_conv::infer,
