@@ -61,6 +61,13 @@ def encoder_and_linear_cases(rng):
     of = np.array([[2.7, -1.5], [0.2, 3.0]], dtype=np.float32)
     out.append(("OneHotEncoder float truncates", legacy(
         ml_node("OneHotEncoder", ["X"], ["Y"], cats_int64s=[2, -1, 0, 3]), {"X": of}, anyf, ml=1), {"X": of}))
+    od = np.array([[3, 1, 5]], dtype=np.int64)
+    out.append(("OneHotEncoder duplicate category (last wins)", legacy(
+        ml_node("OneHotEncoder", ["X"], ["Y"], cats_int64s=[1, 3, 5, 3]), {"X": od}, anyf, ml=1), {"X": od}))
+    sd = np.array(["red", "blue"])
+    out.append(("CategoryMapper duplicate key (last wins)", legacy(
+        ml_node("CategoryMapper", ["X"], ["Y"], cats_strings=["red", "blue", "red"], cats_int64s=[1, 2, 3]),
+        {"X": sd}, [vi("Y", TensorProto.INT64, None)], ml=1), {"X": sd}))
     os_ = np.array([["b", "zz", "a"]])
     out.append(("OneHotEncoder strings", legacy(
         ml_node("OneHotEncoder", ["X"], ["Y"], cats_strings=["a", "b", "c"]), {"X": os_}, anyf, ml=1), {"X": os_}))
@@ -176,6 +183,15 @@ def cases():
                            [2, 1, 0.3]], dtype=np.float32)
             out.append((f"TreeEnsemble agg={agg} post={post}", model(
                 node, [vi("X", TensorProto.FLOAT, [6, 3])], [vi("Y", TensorProto.FLOAT, None)]), {"X": xt}))
+    # One target: ORT applies only PROBIT to a single column.
+    node = helper.make_node(
+        "TreeEnsemble", ["X"], ["Y"], domain="ai.onnx.ml", n_targets=1, aggregate_function=1, post_transform=1,
+        tree_roots=[0], nodes_featureids=[0], nodes_modes=numpy_helper.from_array(np.array([0], dtype=np.uint8)),
+        nodes_splits=numpy_helper.from_array(np.array([0.0], dtype=np.float32)),
+        nodes_truenodeids=[0], nodes_trueleafs=[1], nodes_falsenodeids=[1], nodes_falseleafs=[1],
+        leaf_targetids=[0, 0], leaf_weights=numpy_helper.from_array(np.array([2.5, -1.5], dtype=np.float32)))
+    out.append(("TreeEnsemble one target LOGISTIC", model(
+        node, [vi("X", TensorProto.FLOAT, [6, 4])], [vi("Y", TensorProto.FLOAT, None)]), {"X": x}))
     return out
 
 

@@ -113,7 +113,8 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<Tensor> {
         bail!("Fortran-order arrays are not supported; save with np.ascontiguousarray");
     }
     let s = field(header, "shape")?;
-    let s = &s[s.find('(').context("bad shape")? + 1..s.find(')').context("bad shape")?];
+    let open = s.find('(').context("bad shape")? + 1;
+    let s = &s[open..open + s[open..].find(')').context("bad shape")?];
     let shape: Vec<usize> = s
         .split(',')
         .map(str::trim)
@@ -162,10 +163,14 @@ fn decode_strings(body: &[u8], width: &str, shape: Vec<usize>, n: usize) -> anyh
     let w: usize = width
         .parse()
         .with_context(|| format!("bad string width '{width}'"))?;
-    let want = n
-        .checked_mul(w)
-        .and_then(|c| c.checked_mul(4))
-        .context("shape too large")?;
+    if n == 0 {
+        return Ok(Tensor::new(shape, kiln_ops::Data::Str(Vec::new())));
+    }
+    if w == 0 {
+        bail!("zero-width strings are not supported");
+    }
+    let item = w.checked_mul(4).context("string width too large")?;
+    let want = n.checked_mul(item).context("shape too large")?;
     if body.len() != want {
         bail!(
             "data has {} bytes, {n} strings of {w} characters need {want}",
@@ -173,7 +178,7 @@ fn decode_strings(body: &[u8], width: &str, shape: Vec<usize>, n: usize) -> anyh
         );
     }
     let mut out = Vec::with_capacity(n);
-    for item in body.chunks(4 * w.max(1)).take(n) {
+    for item in body.chunks(item) {
         let mut s = String::new();
         for c in item.chunks(4) {
             let code = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
@@ -183,9 +188,6 @@ fn decode_strings(body: &[u8], width: &str, shape: Vec<usize>, n: usize) -> anyh
             s.push(char::from_u32(code).with_context(|| format!("{code:#x} is not a character"))?);
         }
         out.push(s);
-    }
-    if w == 0 {
-        out.resize(n, String::new());
     }
     Ok(Tensor::new(shape, kiln_ops::Data::Str(out)))
 }

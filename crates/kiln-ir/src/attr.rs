@@ -64,6 +64,17 @@ impl Attribute {
     pub fn floats(name: &str, v: &[f32]) -> Attribute {
         Attribute::new(name, AttrValue::Floats(v.to_vec()))
     }
+
+    pub fn strings(name: &str, v: &[&str]) -> Attribute {
+        Attribute::new(
+            name,
+            AttrValue::Strings(
+                v.iter()
+                    .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+                    .collect(),
+            ),
+        )
+    }
 }
 
 /// Typed lookups over a node's attribute list.

@@ -256,6 +256,67 @@ pub fn zip_broadcast<A: Copy, B: Copy, R>(
     Ok((out, v))
 }
 
+/// Calls `f(out, ia, ib, ic)` over the broadcast of three inputs, in row-major output order
+/// (`out` is the output position, the others are flat indices into each input). Dims along which
+/// all three advance alike are merged, so the loop is one counter bump per element and a carry
+/// only at the end of the innermost run.
+pub fn walk3_broadcast(
+    shapes: [&[usize]; 3],
+    mut f: impl FnMut(usize, usize, usize, usize),
+) -> Result<Vec<usize>> {
+    let out = broadcast_shape(&shapes)?;
+    let n: usize = out.iter().product();
+    if n == 0 {
+        return Ok(out);
+    }
+    let st: Vec<Vec<usize>> = shapes.iter().map(|s| broadcast_strides(s, &out)).collect();
+    // (size, strides), outermost first, size-1 dims dropped, mergeable dims merged.
+    let mut dims: Vec<(usize, [usize; 3])> = Vec::with_capacity(out.len());
+    for i in 0..out.len() {
+        if out[i] == 1 {
+            continue;
+        }
+        let s = [st[0][i], st[1][i], st[2][i]];
+        if let Some(last) = dims.last_mut() {
+            if (0..3).all(|k| last.1[k] == s[k] * out[i]) {
+                *last = (last.0 * out[i], s);
+                continue;
+            }
+        }
+        dims.push((out[i], s));
+    }
+    let (m, inner) = dims.pop().unwrap_or((1, [0; 3]));
+    let outer: usize = dims.iter().map(|d| d.0).product();
+    let mut counter = vec![0usize; dims.len()];
+    let mut p = [0usize; 3];
+    let mut o = 0;
+    for _ in 0..outer {
+        for i in 0..m {
+            f(
+                o + i,
+                p[0] + i * inner[0],
+                p[1] + i * inner[1],
+                p[2] + i * inner[2],
+            );
+        }
+        o += m;
+        for d in (0..dims.len()).rev() {
+            counter[d] += 1;
+            for k in 0..3 {
+                p[k] += dims[d].1[k];
+            }
+            if counter[d] < dims[d].0 {
+                break;
+            }
+            for k in 0..3 {
+                p[k] -= dims[d].1[k] * dims[d].0;
+            }
+            counter[d] = 0;
+        }
+    }
+    Ok(out)
+}
+
 /// One tensor output.
 pub fn one(t: Tensor) -> Result<Vec<Value>> {
     Ok(vec![Value::Tensor(t)])

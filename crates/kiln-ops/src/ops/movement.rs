@@ -110,6 +110,7 @@ macro_rules! per_item {
         }
     };
 }
+pub(crate) use per_item;
 
 /// Bits per element of a packed type that can be moved element by element.
 fn packed_bits(dtype: DataType) -> Result<usize> {

@@ -1,7 +1,10 @@
-//! Where: broadcast of condition, X and Y; the type of X.
+//! Where: broadcast of condition, X and Y; the type of X. The select walks the three inputs
+//! with merged strides (no index vectors), as masks in attention graphs broadcast over scores.
 use crate::ctx::{broadcast, InferCtx, Inferred, Result};
-use crate::kernel::{broadcast_index, broadcast_shape, broadcast_strides, one, KernelCtx};
-use crate::ops::movement;
+use crate::kernel::{
+    broadcast_index, broadcast_shape, broadcast_strides, one, walk3_broadcast, KernelCtx,
+};
+use crate::ops::movement::{self, per_item, Item};
 use crate::value::{Data, Tensor, Value};
 
 pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
@@ -31,18 +34,41 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
     for (t, what) in [(c, "condition"), (x, "X"), (y, "Y")] {
         movement::check_len(t, what)?;
     }
+    if x.dtype() != y.dtype() {
+        return Err(format!("X is {} and Y {}", x.dtype(), y.dtype()));
+    }
     let shape = broadcast_shape(&[&c.shape, &x.shape, &y.shape])?;
-    movement::numel(&shape)?;
-    let ic = broadcast_index(&shape, &broadcast_strides(&c.shape, &shape));
-    let ix = broadcast_index(&shape, &broadcast_strides(&x.shape, &shape));
-    let iy = broadcast_index(&shape, &broadcast_strides(&y.shape, &shape));
-    let pairs: Vec<(usize, usize)> = (0..ic.len())
-        .map(|i| if cond[ic[i]] { (0, ix[i]) } else { (1, iy[i]) })
-        .collect();
-    one(Tensor::new(
-        shape,
-        movement::take_from(&[&x.data, &y.data], &pairs)?,
-    ))
+    let n = movement::numel(&shape)?;
+    fn select<T: Item + Default>(
+        cond: &[bool],
+        shapes: [&[usize]; 3],
+        x: &Data,
+        y: &Data,
+        n: usize,
+    ) -> Result<Data> {
+        let (xv, yv) = (T::slice(x).unwrap_or(&[]), T::slice(y).unwrap_or(&[]));
+        let mut out = vec![T::default(); n];
+        walk3_broadcast(shapes, |o, ic, ix, iy| {
+            out[o] = if cond[ic] {
+                xv[ix].clone()
+            } else {
+                yv[iy].clone()
+            };
+        })?;
+        Ok(T::wrap(out))
+    }
+    let shapes = [&c.shape[..], &x.shape[..], &y.shape[..]];
+    let data = per_item!(&x.data, T => select::<T>(cond, shapes, &x.data, &y.data, n)?, packed => {
+        // Packed types (8-bit floats, sub-byte ints) go through the generic gather.
+        let ic = broadcast_index(&shape, &broadcast_strides(&c.shape, &shape));
+        let ix = broadcast_index(&shape, &broadcast_strides(&x.shape, &shape));
+        let iy = broadcast_index(&shape, &broadcast_strides(&y.shape, &shape));
+        let pairs: Vec<(usize, usize)> = (0..ic.len())
+            .map(|i| if cond[ic[i]] { (0, ix[i]) } else { (1, iy[i]) })
+            .collect();
+        movement::take_from(&[&x.data, &y.data], &pairs)?
+    });
+    one(Tensor::new(shape, data))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The column encoders of `ai.onnx.ml`: OneHotEncoder, CategoryMapper, Imputer,
-//! FeatureVectorizer, and ZipMap (scores to one map of label → probability per row).
+//! FeatureVectorizer, and ZipMap (scores to one map of label → probability per row). A category
+//! listed twice maps to its last position, as in ONNX Runtime.
 use std::collections::HashMap;
 
 use kiln_ir::{AttrList, AttrValue, DataType, Dim, ValueType};
@@ -38,7 +39,6 @@ pub fn one_hot(ctx: &KernelCtx) -> Result<Vec<Value>> {
             let at: HashMap<&str, usize> = cats
                 .iter()
                 .enumerate()
-                .rev()
                 .map(|(i, c)| (c.as_str(), i))
                 .collect();
             v.iter().map(|s| at.get(s.as_str()).copied()).collect()
@@ -47,12 +47,7 @@ pub fn one_hot(ctx: &KernelCtx) -> Result<Vec<Value>> {
             let cats = ctx
                 .ints_attr("cats_int64s")
                 .ok_or("numeric X needs the attribute cats_int64s")?;
-            let at: HashMap<i64, usize> = cats
-                .iter()
-                .enumerate()
-                .rev()
-                .map(|(i, &c)| (c, i))
-                .collect();
+            let at: HashMap<i64, usize> = cats.iter().enumerate().map(|(i, &c)| (c, i)).collect();
             x.to_f64s()?
                 .iter()
                 .map(|&v| at.get(&(v as i64)).copied())
@@ -64,7 +59,9 @@ pub fn one_hot(ctx: &KernelCtx) -> Result<Vec<Value>> {
         (_, Some(AttrValue::Strings(v))) => v.len(),
         _ => 0,
     };
-    let mut out = vec![0f32; pos.len() * n];
+    let mut shape = x.shape.clone();
+    shape.push(n);
+    let mut out = vec![0f32; crate::ops::movement::numel(&shape)?];
     for (i, p) in pos.iter().enumerate() {
         match p {
             Some(c) => out[i * n + c] = 1.0,
@@ -76,8 +73,6 @@ pub fn one_hot(ctx: &KernelCtx) -> Result<Vec<Value>> {
             }
         }
     }
-    let mut shape = x.shape.clone();
-    shape.push(n);
     one(Tensor::from_vec(shape, out))
 }
 
@@ -107,7 +102,6 @@ pub fn category_mapper(ctx: &KernelCtx) -> Result<Vec<Value>> {
             let at: HashMap<&str, i64> = strs
                 .iter()
                 .zip(ints)
-                .rev()
                 .map(|(s, &i)| (s.as_str(), i))
                 .collect();
             let d = ctx.int_attr("default_int64", -1);
@@ -121,7 +115,6 @@ pub fn category_mapper(ctx: &KernelCtx) -> Result<Vec<Value>> {
             let at: HashMap<i64, &str> = ints
                 .iter()
                 .zip(&strs)
-                .rev()
                 .map(|(&i, s)| (i, s.as_str()))
                 .collect();
             let d = ctx.str_attr("default_string").unwrap_or("_Unused");
@@ -192,7 +185,11 @@ fn check_imputed(len: usize, cols: usize) -> Result<()> {
 
 /// FeatureVectorizer: `[N, sum(inputdimensions)]` float.
 pub fn infer_feature_vectorizer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
-    let total: i64 = ctx.ints_attr("inputdimensions").unwrap_or(&[]).iter().sum();
+    let total = ctx
+        .ints_attr("inputdimensions")
+        .unwrap_or(&[])
+        .iter()
+        .try_fold(0i64, |a, &d| a.checked_add(d.max(0)));
     let n = ctx
         .shape(0)
         .map(|s| {
@@ -205,7 +202,7 @@ pub fn infer_feature_vectorizer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
         .unwrap_or(Dim::Unknown);
     Ok(vec![Inferred::tensor(
         Some(DataType::F32),
-        Some(vec![n, Dim::Known(total)]),
+        Some(vec![n, total.map_or(Dim::Unknown, Dim::Known)]),
     )])
 }
 
@@ -225,7 +222,10 @@ pub fn feature_vectorizer(ctx: &KernelCtx) -> Result<Vec<Value>> {
     if dims.iter().any(|&d| d < 0) {
         return Err("inputdimensions must not be negative".into());
     }
-    let total: usize = dims.iter().map(|&d| d as usize).sum();
+    let total = dims
+        .iter()
+        .try_fold(0usize, |a, &d| a.checked_add(d as usize))
+        .ok_or("inputdimensions add up to too many columns")?;
     let mut rows = None;
     let mut parts = Vec::with_capacity(dims.len());
     for i in 0..dims.len() {
@@ -240,7 +240,7 @@ pub fn feature_vectorizer(ctx: &KernelCtx) -> Result<Vec<Value>> {
         parts.push((t.to_f64s()?, n));
     }
     let n = rows.unwrap_or(0);
-    let mut out = vec![0f32; n * total];
+    let mut out = vec![0f32; crate::ops::movement::numel(&[n, total])?];
     let mut at = 0;
     for ((v, _), &d) in parts.iter().zip(dims) {
         let d = d as usize;

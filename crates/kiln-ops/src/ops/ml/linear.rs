@@ -16,7 +16,8 @@ use super::{classifier_types, rows_dim};
 /// `[N, outputs]` of `X · Wᵀ + b`, W row-major `[outputs, F]`.
 fn affine(x: &Tensor, w: &[f32], b: Option<&[f32]>, outputs: usize) -> Result<(usize, Vec<f64>)> {
     let (n, f) = rows_of(&x.shape)?;
-    if w.len() != outputs * f {
+    crate::ops::movement::numel(&[n, outputs])?;
+    if Some(w.len()) != outputs.checked_mul(f) {
         return Err(format!(
             "{} coefficients for {outputs} outputs of {f} features",
             w.len()

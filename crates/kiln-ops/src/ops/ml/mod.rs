@@ -114,3 +114,96 @@ fn classifier_types(
         Inferred::tensor(Some(DataType::F32), Some(vec![n, width(c)])),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    //! Malformed attributes give errors, never panics or absurd allocations.
+    use kiln_ir::Attribute;
+
+    use crate::ops::movement::testing::{f32s, run_domain};
+
+    fn run(op: &str, attrs: &[Attribute], x: &[usize]) -> crate::ctx::Result<crate::Tensor> {
+        let n: usize = x.iter().product();
+        run_domain(super::DOMAIN, op, 3, &[f32s(x, &vec![0.5; n])], attrs)
+    }
+
+    #[test]
+    fn absurd_sizes_are_errors() {
+        let big = 1i64 << 62;
+        let cases: Vec<(&str, Vec<Attribute>, Vec<usize>)> = vec![
+            (
+                "LinearRegressor",
+                vec![
+                    Attribute::int("targets", big),
+                    Attribute::floats("coefficients", &[1.0; 4]),
+                ],
+                vec![1, 4],
+            ),
+            (
+                "SVMClassifier",
+                vec![
+                    Attribute::ints("vectors_per_class", &[big, big, 1]),
+                    Attribute::ints("classlabels_ints", &[0, 1, 2]),
+                    Attribute::floats("coefficients", &[1.0]),
+                    Attribute::floats("rho", &[0.0; 3]),
+                ],
+                vec![1, 4],
+            ),
+            (
+                "SVMRegressor",
+                vec![
+                    Attribute::int("n_supports", big),
+                    Attribute::floats("coefficients", &[1.0]),
+                    Attribute::floats("rho", &[0.0]),
+                ],
+                vec![1, 4],
+            ),
+            (
+                "TreeEnsembleRegressor",
+                vec![
+                    Attribute::int("n_targets", big),
+                    Attribute::strings("nodes_modes", &["LEAF"]),
+                    Attribute::ints("nodes_treeids", &[0]),
+                    Attribute::ints("nodes_nodeids", &[0]),
+                    Attribute::ints("nodes_featureids", &[0]),
+                    Attribute::floats("nodes_values", &[0.0]),
+                    Attribute::ints("nodes_truenodeids", &[0]),
+                    Attribute::ints("nodes_falsenodeids", &[0]),
+                ],
+                vec![1, 1],
+            ),
+            (
+                "FeatureVectorizer",
+                vec![Attribute::ints("inputdimensions", &[big])],
+                vec![1, 1],
+            ),
+            (
+                "SVMRegressor",
+                vec![
+                    Attribute::floats("coefficients", &[]),
+                    Attribute::floats("rho", &[0.0]),
+                ],
+                vec![3, 0],
+            ),
+        ];
+        for (op, attrs, x) in cases {
+            assert!(run(op, &attrs, &x).is_err(), "{op} accepted {attrs:?}");
+        }
+    }
+
+    #[test]
+    fn tree_links_outside_the_tree_are_errors() {
+        let attrs = [
+            Attribute::int("n_targets", 1),
+            Attribute::strings("nodes_modes", &["BRANCH_LEQ", "LEAF"]),
+            Attribute::ints("nodes_treeids", &[0, 0]),
+            Attribute::ints("nodes_nodeids", &[0, 1]),
+            Attribute::ints("nodes_featureids", &[0, 0]),
+            Attribute::floats("nodes_values", &[0.0, 0.0]),
+            Attribute::ints("nodes_truenodeids", &[1, 0]),
+            Attribute::ints("nodes_falsenodeids", &[7, 0]),
+        ];
+        let err = run("TreeEnsembleRegressor", &attrs, &[2, 1]).unwrap_err();
+        assert!(err.contains("no node 7"), "{err}");
+    }
+}

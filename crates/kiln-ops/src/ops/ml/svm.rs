@@ -71,6 +71,15 @@ impl Kernel {
     }
 }
 
+/// `(rows, features)` of X, which must have at least one feature.
+fn features(x: &Tensor) -> Result<(usize, usize)> {
+    let (n, f) = rows_of(&x.shape)?;
+    if f == 0 {
+        return Err("X has no features".into());
+    }
+    Ok((n, f))
+}
+
 fn floats<'a>(ctx: &'a KernelCtx, name: &str) -> &'a [f32] {
     ctx.attrs.get_floats(name).unwrap_or(&[])
 }
@@ -86,7 +95,7 @@ pub fn infer_regressor(ctx: &InferCtx) -> Result<Vec<Inferred>> {
 /// gives ±1. ORT applies no post transform here.
 pub fn regressor(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let x = ctx.tensor(0)?;
-    let (n, f) = rows_of(&x.shape)?;
+    let (n, f) = features(x)?;
     let kernel = Kernel::from(ctx)?;
     let sv = floats(ctx, "support_vectors");
     let coef = floats(ctx, "coefficients");
@@ -95,7 +104,7 @@ pub fn regressor(ctx: &KernelCtx) -> Result<Vec<Value>> {
         .ok_or("the attribute rho is required")? as f64;
     let supports = ctx.int_attr("n_supports", 0).max(0) as usize;
     let one_class = ctx.int_attr("one_class", 0) != 0;
-    if supports > 0 && (sv.len() != supports * f || coef.len() < supports) {
+    if supports > 0 && (Some(sv.len()) != supports.checked_mul(f) || coef.len() < supports) {
         return Err(format!(
             "{} support-vector values and {} coefficients for {supports} vectors of {f} features",
             sv.len(),
@@ -133,7 +142,7 @@ pub fn regressor(ctx: &KernelCtx) -> Result<Vec<Value>> {
 }
 
 pub fn infer_classifier(ctx: &InferCtx) -> Result<Vec<Inferred>> {
-    let svc = matches!(ctx.attr("vectors_per_class"), Some(AttrValue::Ints(v)) if v.iter().sum::<i64>() > 0);
+    let svc = matches!(ctx.attr("vectors_per_class"), Some(AttrValue::Ints(v)) if v.iter().any(|&k| k > 0));
     let proba = matches!(ctx.attr("prob_a"), Some(AttrValue::Floats(v)) if !v.is_empty());
     classifier_types(ctx, "classlabels_ints", |c| {
         if c == 0 {
@@ -148,7 +157,7 @@ pub fn infer_classifier(ctx: &InferCtx) -> Result<Vec<Inferred>> {
 
 pub fn classifier(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let x = ctx.tensor(0)?;
-    let (n, f) = rows_of(&x.shape)?;
+    let (n, f) = features(x)?;
     let labels = class_labels(ctx, "classlabels_ints")?;
     let c = labels.len();
     let kernel = Kernel::from(ctx)?;
@@ -159,7 +168,10 @@ pub fn classifier(ctx: &KernelCtx) -> Result<Vec<Value>> {
         .iter()
         .map(|&v| usize::try_from(v).map_err(|_| "vectors_per_class has a negative entry"))
         .collect::<std::result::Result<_, _>>()?;
-    let v: usize = per_class.iter().sum();
+    let v = per_class
+        .iter()
+        .try_fold(0usize, |a, &k| a.checked_add(k))
+        .ok_or("vectors_per_class adds up to too many vectors")?;
     let sv = floats(ctx, "support_vectors");
     let coef = floats(ctx, "coefficients");
     let rho = floats(ctx, "rho");
@@ -171,11 +183,11 @@ pub fn classifier(ctx: &KernelCtx) -> Result<Vec<Value>> {
         return Err("the attribute rho is required".into());
     }
     let xv = x.to_f64s()?;
-    let rows = xv.chunks(f.max(1)).take(n);
+    let rows = xv.chunks(f).take(n);
     let (mut ys, mut zs) = (Vec::with_capacity(n), Vec::new());
     if v == 0 {
         // liblinear: one coefficient row per class, rho[0] added to each.
-        if coef.len() != c * f {
+        if Some(coef.len()) != c.checked_mul(f) {
             return Err(format!(
                 "{} coefficients for {c} classes of {f} features",
                 coef.len()
@@ -204,12 +216,12 @@ pub fn classifier(ctx: &KernelCtx) -> Result<Vec<Value>> {
         }
         return finish(&labels, ys, zs, n);
     }
-    if per_class.len() != c || sv.len() != v * f || coef.len() != (c - 1) * v {
+    let (want_sv, want_coef) = (v.checked_mul(f), (c - 1).checked_mul(v));
+    if per_class.len() != c || Some(sv.len()) != want_sv || Some(coef.len()) != want_coef {
         return Err(format!(
-            "an SVC of {c} classes and {v} support vectors of {f} features needs vectors_per_class of {c}, \
-             {} support-vector values and {} coefficients (got {}, {} and {})",
-            v * f,
-            (c - 1) * v,
+            "an SVC of {c} classes and {v} support vectors of {f} features needs vectors_per_class \
+             of {c} entries, support_vectors of {v}x{f} and coefficients of {}x{v} (got {}, {} and {})",
+            c - 1,
             per_class.len(),
             sv.len(),
             coef.len()

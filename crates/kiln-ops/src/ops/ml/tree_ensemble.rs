@@ -229,6 +229,7 @@ pub fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let n_targets = ctx.int_attr("n_targets", 0).max(0) as usize;
     let agg = ctx.int_attr("aggregate_function", 1);
     let post = ctx.int_attr("post_transform", 0);
+    crate::ops::movement::numel(&[n, n_targets])?;
     let forest = forest_of(ctx, n_targets)?;
     forest.validate(f)?;
     let xv = x.to_f64s()?;
@@ -255,7 +256,11 @@ pub fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
                 *v /= forest.roots.len() as f64;
             }
         }
-        post_transform(out, post)?;
+        // A single target takes only PROBIT, as ORT (which runs this op through its legacy
+        // regressor) does.
+        if n_targets > 1 || post == 4 {
+            post_transform(out, post)?;
+        }
     }
     let dt = match x.dtype() {
         DataType::F64 => DataType::F64,

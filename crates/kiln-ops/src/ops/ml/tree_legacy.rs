@@ -188,6 +188,7 @@ pub fn regressor(ctx: &KernelCtx) -> Result<Vec<Value>> {
         return Err("n_targets must be positive".into());
     }
     let targets = targets as usize;
+    crate::ops::movement::numel(&[rows_of(&x.shape)?.0, targets])?;
     let agg = ctx.str_attr("aggregate_function").unwrap_or("SUM");
     check_agg(agg)?;
     let post = post_transform_code(ctx.str_attr("post_transform"))?;
@@ -269,6 +270,7 @@ pub fn classifier(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let x = ctx.tensor(0)?;
     let labels = class_labels(ctx, "classlabels_int64s")?;
     let c = labels.len();
+    crate::ops::movement::numel(&[rows_of(&x.shape)?.0, c])?;
     let post = post_transform_code(ctx.str_attr("post_transform"))?;
     let base = floats(ctx, "base_values")?.unwrap_or_default();
     let forest = forest(ctx, "class", c)?;
