@@ -173,6 +173,9 @@ unsafe fn block_avx2(x: &[f32], o: &mut [f32], inner: usize) {
 #[inline(always)]
 fn softmax_block(x: &[f32], o: &mut [f32], inner: usize) {
     use kiln_kernels::act::exp;
+    if inner == 1 {
+        return softmax_lane(x, o);
+    }
     let mut m = vec![f32::NEG_INFINITY; inner];
     for row in x.chunks_exact(inner) {
         m.iter_mut()
@@ -192,6 +195,51 @@ fn softmax_block(x: &[f32], o: &mut [f32], inner: usize) {
     for orow in o.chunks_exact_mut(inner) {
         orow.iter_mut().zip(&sum).for_each(|(e, &r)| *e *= r);
     }
+}
+
+/// One contiguous lane (softmax over the last axis, the common case): max, `exp` and sum each
+/// over 16 independent accumulators, so that the loops vectorize.
+#[inline(always)]
+fn softmax_lane(x: &[f32], o: &mut [f32]) {
+    use kiln_kernels::act::exp;
+    const W: usize = 16;
+    let split = x.len() / W * W;
+    let mut mx = [f32::NEG_INFINITY; W];
+    for c in x[..split].chunks_exact(W) {
+        for i in 0..W {
+            mx[i] = if c[i] > mx[i] { c[i] } else { mx[i] };
+        }
+    }
+    let m = x[split..]
+        .iter()
+        .chain(&mx)
+        .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a });
+    let e = |v: f32| {
+        let d = v - m;
+        // exp() clamps its input; what is below its range underflows to 0 here.
+        if d < -87.0 {
+            0.0
+        } else {
+            exp(d)
+        }
+    };
+    let mut acc = [0f32; W];
+    for (oc, xc) in o[..split]
+        .chunks_exact_mut(W)
+        .zip(x[..split].chunks_exact(W))
+    {
+        for i in 0..W {
+            oc[i] = e(xc[i]);
+            acc[i] += oc[i];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for (ov, &v) in o[split..].iter_mut().zip(&x[split..]) {
+        *ov = e(v);
+        sum += *ov;
+    }
+    let r = 1.0 / sum;
+    o.iter_mut().for_each(|v| *v *= r);
 }
 
 fn softmax(ctx: &KernelCtx) -> Result<Vec<Value>> {
@@ -284,6 +332,31 @@ mod tests {
         let r = run_opset("LogSoftmax", 13, &[], &[Some(x)], 1).unwrap();
         let l = -(2f32.ln());
         assert!(close(&vals(&r[0]), &[l, l, l, l]));
+    }
+
+    #[test]
+    fn last_axis_lanes_of_every_length() {
+        for len in [1usize, 7, 15, 16, 17, 33, 129] {
+            let x: Vec<f32> = (0..3 * len)
+                .map(|i| (i, ((i * 37 % 101) as f32 * 0.21).sin() * 9.0))
+                // Some -inf entries, never a lane's first (a lane of only -inf is NaN).
+                .map(|(i, v)| {
+                    if v > 8.5 && i % len != 0 {
+                        f32::NEG_INFINITY
+                    } else {
+                        v
+                    }
+                })
+                .collect();
+            let r = run_opset("Softmax", 13, &[], &[Some(f32s(&[3, len], &x))], 1).unwrap();
+            let mut want = Vec::new();
+            for lane in x.chunks(len) {
+                let m = lane.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v as f64));
+                let s: f64 = lane.iter().map(|&v| (v as f64 - m).exp()).sum();
+                want.extend(lane.iter().map(|&v| ((v as f64 - m).exp() / s) as f32));
+            }
+            assert!(close(&vals(&r[0]), &want), "len {len}");
+        }
     }
 
     #[test]
