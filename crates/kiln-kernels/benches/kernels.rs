@@ -162,4 +162,78 @@ fn main() {
         let flops = 2.0 * (m * nn * k) as f64;
         println!("{:<36} {:>10.4} {:>10.1}", name, t * 1e3, flops / t / 1e9);
     }
+    // A transformer's MatMuls: activations (rows = tokens) times weights packed once, and
+    // the attention products of one head with B read through a view (Kᵀ transposed).
+    for &(name, m, nn, k, packed, bt) in &[
+        (
+            "matmul bert 128x384 . 384x1536 packed",
+            128usize,
+            1536usize,
+            384usize,
+            true,
+            false,
+        ),
+        (
+            "matmul bert 128x1536 . 1536x384 packed",
+            128,
+            384,
+            1536,
+            true,
+            false,
+        ),
+        (
+            "matmul bert 128x384 . 384x1152 packed",
+            128,
+            1152,
+            384,
+            true,
+            false,
+        ),
+        (
+            "matmul bert 128x384 . 384x1536 view",
+            128,
+            1536,
+            384,
+            false,
+            false,
+        ),
+        ("matmul head 128x32 . (128x32)T", 128, 128, 32, false, true),
+        ("matmul head 128x128 . 128x32", 128, 32, 128, false, false),
+    ] {
+        if !name.contains(&filter) {
+            continue;
+        }
+        let a = val(m * k);
+        let b = val(k * nn);
+        let bv = if bt {
+            gemm::View::new(&b, k, nn, 1, k)
+        } else {
+            gemm::View::new(&b, k, nn, nn, 1)
+        };
+        let av = gemm::View::new(&a, m, k, k, 1);
+        // Weights as a model has them: a different matrix each call, cold in cache (24
+        // copies of 2.4 MB outgrow a 32 MB L3).
+        let pbs: Vec<gemm::PackedB> = (0..24)
+            .map(|_| gemm::PackedB::new(Isa::detect(), bv))
+            .collect();
+        let bs: Vec<Vec<f32>> = (0..24).map(|_| b.clone()).collect();
+        let mut cc = vec![0f32; m * nn];
+        let mut turn = 0;
+        let t = pool.install(|| {
+            time(ms, || {
+                turn = (turn + 1) % 24;
+                if packed {
+                    gemm::sgemm_view(1.0, av, &pbs[turn], 0.0, &mut cc, nn)
+                } else {
+                    let bv = gemm::View {
+                        data: &bs[turn],
+                        ..bv
+                    };
+                    gemm::sgemm_view(1.0, av, &bv, 0.0, &mut cc, nn)
+                }
+            })
+        });
+        let flops = 2.0 * (m * nn * k) as f64;
+        println!("{:<36} {:>10.4} {:>10.1}", name, t * 1e3, flops / t / 1e9);
+    }
 }

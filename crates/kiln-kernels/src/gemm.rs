@@ -34,6 +34,12 @@ impl PackedA {
     }
 
     pub fn with_isa(isa: Isa, a: &[f32], m: usize, k: usize, lda: usize) -> PackedA {
+        PackedA::strided(isa, View::new(a, m, k, lda, 1), 1.0)
+    }
+
+    /// Packs `alpha · a` for any strides (a transposed matrix has `rs == 1`).
+    pub fn strided(isa: Isa, a: View, alpha: f32) -> PackedA {
+        let (m, k) = (a.rows, a.cols);
         let (mr, _) = isa.tile();
         let panels = m.div_ceil(mr);
         let mut data = vec![0f32; panels * mr * k];
@@ -42,10 +48,20 @@ impl PackedA {
             .enumerate()
             .take(panels)
         {
-            for r in 0..mr.min(m - p * mr) {
-                let row = &a[(p * mr + r) * lda..][..k];
-                for (kk, &v) in row.iter().enumerate() {
-                    panel[kk * mr + r] = v;
+            let rows = mr.min(m - p * mr);
+            if a.cs == 1 {
+                for r in 0..rows {
+                    let row = &a.data[(p * mr + r) * a.rs..][..k];
+                    for (kk, &v) in row.iter().enumerate() {
+                        panel[kk * mr + r] = alpha * v;
+                    }
+                }
+            } else {
+                // Column-major (or general): each k step's MR values, gathered.
+                for (kk, dst) in panel.chunks_exact_mut(mr).enumerate() {
+                    for (r, d) in dst.iter_mut().enumerate().take(rows) {
+                        *d = alpha * a.data[(p * mr + r) * a.rs + kk * a.cs];
+                    }
                 }
             }
         }
@@ -145,6 +161,134 @@ impl BSource for RowMajor<'_> {
     }
 }
 
+/// A strided f32 matrix: element `(i, j)` is `data[i·rs + j·cs]`.
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> View<'a> {
+    /// # Panics
+    /// When the last element lies outside `data`.
+    pub fn new(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> View<'a> {
+        if rows > 0 && cols > 0 {
+            assert!(
+                (rows - 1) * rs + (cols - 1) * cs < data.len(),
+                "a {rows}x{cols} view does not fit in {} floats",
+                data.len()
+            );
+        }
+        View {
+            data,
+            rows,
+            cols,
+            rs,
+            cs,
+        }
+    }
+}
+
+impl BSource for View<'_> {
+    fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn pack(&self, k0: usize, kc: usize, panel: usize, nr: usize, out: &mut [f32]) {
+        let c0 = panel * nr;
+        let w = nr.min(self.cols - c0);
+        if self.cs == 1 {
+            return RowMajor {
+                b: self.data,
+                n: self.cols,
+                ld: self.rs,
+            }
+            .pack(k0, kc, panel, nr, out);
+        }
+        // Transposed: column j of B is a contiguous run; walk it and scatter into the panel.
+        for j in 0..w {
+            let col = &self.data[(c0 + j) * self.cs + k0 * self.rs..];
+            for kk in 0..kc {
+                out[kk * nr + j] = col[kk * self.rs];
+            }
+        }
+        if w < nr {
+            for dst in out[..kc * nr].chunks_exact_mut(nr) {
+                dst[w..].fill(0.0);
+            }
+        }
+    }
+
+    // Never read in place: with a row stride near a multiple of 4 KiB (a weight matrix 1536
+    // or 1024 wide) a panel's rows fall into a few L1 sets and evict each other on every
+    // pass, so the block is packed once per task instead.
+}
+
+/// A constant B (the weights of a MatMul) packed once into the column panels of one [`Isa`],
+/// zero-padded, so every block is read in place.
+#[derive(Clone, Debug)]
+pub struct PackedB {
+    nr: usize,
+    k: usize,
+    n: usize,
+    data: Vec<f32>,
+}
+
+impl PackedB {
+    pub fn new(isa: Isa, b: View) -> PackedB {
+        let (_, nr) = isa.tile();
+        let (k, n) = (b.rows, b.cols);
+        let panels = n.div_ceil(nr);
+        let mut data = vec![0f32; panels * k * nr];
+        for (p, dst) in data
+            .chunks_exact_mut((k * nr).max(1))
+            .enumerate()
+            .take(panels)
+        {
+            b.pack(0, k, p, nr, dst);
+        }
+        PackedB { nr, k, n, data }
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 4
+    }
+}
+
+impl BSource for PackedB {
+    fn cols(&self) -> usize {
+        self.n
+    }
+
+    fn pack(&self, k0: usize, kc: usize, panel: usize, nr: usize, out: &mut [f32]) {
+        for (kk, dst) in out[..kc * nr].chunks_exact_mut(nr).enumerate() {
+            for (j, d) in dst.iter_mut().enumerate() {
+                let col = panel * nr + j;
+                *d = if col < self.n {
+                    self.data
+                        [(col / self.nr) * self.k * self.nr + (k0 + kk) * self.nr + col % self.nr]
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+
+    fn in_place(&self, k0: usize, panel: usize, nr: usize) -> Option<(*const f32, usize)> {
+        (nr == self.nr)
+            .then(|| self.data[(panel * self.k + k0) * nr..].as_ptr())
+            .map(|p| (p, nr))
+    }
+}
+
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
 // SAFETY: tasks write disjoint tiles of C through it.
@@ -161,6 +305,15 @@ impl SendPtr {
 /// `C = epilogue(A·B)` with A packed by [`PackedA`]; C is row-major M×N (N = `b.cols()`)
 /// with row stride `ldc`.
 pub fn gemm_packed(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue) {
+    run(a, b, c, ldc, epi, false)
+}
+
+/// `C = epilogue(C + A·B)`: as [`gemm_packed`], adding to what C holds.
+pub fn gemm_packed_acc(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue) {
+    run(a, b, c, ldc, epi, true)
+}
+
+fn run(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue, acc: bool) {
     let (m, k, isa, n) = (a.m, a.k, a.isa, b.cols());
     if m == 0 || n == 0 {
         return;
@@ -176,7 +329,9 @@ pub fn gemm_packed(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi
     if k == 0 {
         for r in 0..m {
             let row = &mut c[r * ldc..r * ldc + n];
-            row.fill(0.0);
+            if !acc {
+                row.fill(0.0);
+            }
             finish_row(epi, row, r, r * ldc);
         }
         return;
@@ -188,7 +343,7 @@ pub fn gemm_packed(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi
     }
     let (m_panels, n_panels) = (m.div_ceil(mr), n.div_ceil(nr));
     if n * 4 <= nr {
-        return gemv(a, b, c, ldc, epi);
+        return gemv(a, b, c, ldc, epi, acc);
     }
     let threads = rayon::current_num_threads();
     let flops = 2 * m * n * k;
@@ -255,7 +410,7 @@ pub fn gemm_packed(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi
                                 at,
                                 size,
                                 (mr, nr),
-                                k0 > 0,
+                                acc || k0 > 0,
                                 &mut scratch,
                             ),
                             Err(b) => tile(
@@ -268,7 +423,7 @@ pub fn gemm_packed(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi
                                 at,
                                 size,
                                 (mr, nr),
-                                k0 > 0,
+                                acc || k0 > 0,
                                 &mut scratch,
                             ),
                         }
@@ -306,7 +461,7 @@ pub fn gemm_packed(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi
 /// Few columns (a fully connected layer on one sample): the micro-kernel would waste most of
 /// its lanes, so each row panel of A is streamed once against the packed columns instead,
 /// vectorized across the MR rows of the panel.
-fn gemv(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue) {
+fn gemv(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue, acc: bool) {
     let (m, k, n) = (a.m, a.k, b.cols());
     let (mr, nr) = a.isa.tile();
     let mut bp = vec![0f32; k * nr];
@@ -317,10 +472,13 @@ fn gemv(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue
         let ap = &a.data[p * mr * k..(p + 1) * mr * k];
         let rows = mr.min(m - p * mr);
         for j in 0..n {
-            let acc = dot_panel(a.isa, ap, &bp, j, nr, mr);
-            for (r, &v) in acc.iter().enumerate().take(rows) {
+            let dots = dot_panel(a.isa, ap, &bp, j, nr, mr);
+            for (r, &v) in dots.iter().enumerate().take(rows) {
                 // SAFETY: row p·mr + r < m, column j < n; panels write disjoint rows.
-                unsafe { *cp.at((p * mr + r) * ldc + j) = v };
+                unsafe {
+                    let dst = cp.at((p * mr + r) * ldc + j);
+                    *dst = if acc { *dst + v } else { v };
+                }
             }
         }
         if !epi.is_none() {
@@ -441,6 +599,23 @@ pub fn sgemm(
     gemm_packed(&pa, &RowMajor { b, n, ld: ldb }, c, ldc, epi);
 }
 
+/// `C = alpha·A·B + beta·C` for a strided A (M×K) and a B source with K rows (the caller
+/// matches K); C is row-major with row stride `ldc`. With `beta == 0` C's previous contents
+/// are ignored, NaN included.
+pub fn sgemm_view(alpha: f32, a: View, b: &impl BSource, beta: f32, c: &mut [f32], ldc: usize) {
+    let (m, n) = (a.rows, b.cols());
+    if m == 0 || n == 0 {
+        return;
+    }
+    if beta != 0.0 && beta != 1.0 {
+        for r in 0..m {
+            c[r * ldc..r * ldc + n].iter_mut().for_each(|v| *v *= beta);
+        }
+    }
+    let pa = PackedA::strided(Isa::detect(), a, alpha);
+    run(&pa, b, c, ldc, &Epilogue::NONE, beta != 0.0)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -547,6 +722,67 @@ pub(crate) mod tests {
                 }
                 let want = (p[i * n + j] + bias[i] + z[i * ldc + j]).max(0.0);
                 assert!((got - want).abs() < 1e-4, "[{i},{j}] {got} vs {want}");
+            }
+        }
+    }
+
+    /// Transposed operands, alpha and beta, and weights packed once (also for another ISA's
+    /// panel width, which falls back to copying) against the naive product.
+    #[test]
+    fn strided_views_and_packed_weights() {
+        for isa in isas() {
+            for &(m, n, k) in &[(9, 37, 20), (64, 48, 300), (5, 3, 7), (130, 100, 64)] {
+                let (a, b) = (data(m * k, 11), data(k * n, 12));
+                let want = naive(m, n, k, &a, &b);
+                // Column-major copies: element (i, j) at j·rows + i.
+                let t = |v: &[f32], r: usize, c: usize| {
+                    let mut o = vec![0f32; v.len()];
+                    for i in 0..r {
+                        for j in 0..c {
+                            o[j * r + i] = v[i * c + j];
+                        }
+                    }
+                    o
+                };
+                let (at, bt) = (t(&a, m, k), t(&b, k, n));
+                let c0 = data(m * n, 13);
+                for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (2.0, 0.25)] {
+                    let views = [
+                        (View::new(&a, m, k, k, 1), View::new(&b, k, n, n, 1)),
+                        (View::new(&at, m, k, 1, m), View::new(&bt, k, n, 1, k)),
+                    ];
+                    for (av, bv) in views {
+                        let packed = PackedB::new(isa, bv);
+                        let other = PackedB::new(
+                            if isa == Isa::Portable {
+                                Isa::Avx2
+                            } else {
+                                Isa::Portable
+                            },
+                            bv,
+                        );
+                        for src in 0..3 {
+                            let mut c = c0.clone();
+                            if beta != 1.0 && beta != 0.0 {
+                                c.iter_mut().for_each(|x| *x *= beta);
+                            }
+                            let pa = PackedA::strided(isa, av, alpha);
+                            let epi = &Epilogue::NONE;
+                            match src {
+                                0 => run(&pa, &bv, &mut c, n, epi, beta != 0.0),
+                                1 => run(&pa, &packed, &mut c, n, epi, beta != 0.0),
+                                _ => run(&pa, &other, &mut c, n, epi, beta != 0.0),
+                            }
+                            for i in 0..m * n {
+                                let w = alpha * want[i] + beta * c0[i];
+                                assert!(
+                                    (c[i] - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                                    "{isa:?} {m}x{n}x{k} a={alpha} b={beta} src {src} [{i}]"
+                                );
+                            }
+                        }
+                    }
+                }
             }
         }
     }

@@ -7,7 +7,9 @@
 //!   convolutions read the input directly, others read their windows in place from a
 //!   zero-padded, stride-phase-split copy of the input (`shifted`), and depthwise / narrow
 //!   grouped convolutions use a direct kernel;
-//! - [`act`]: the activations the epilogue applies, with a vectorizable `exp`.
+//! - [`act`]: the activations the epilogue applies, with a vectorizable `exp`;
+//! - [`vecmath`]: erf, the GELU family and layer normalization over f32 slices, and the
+//!   [`isa_dispatch!`] macro that compiles a loop once per ISA.
 //!
 //! The micro-kernel is picked at run time from the CPU's features ([`Isa`]); `KILN_ISA`
 //! (`avx512`, `avx2` or `portable`) caps the choice, which is how tests cover every path on one
@@ -17,11 +19,12 @@ pub mod conv;
 pub mod gemm;
 mod shifted;
 mod ukernel;
+pub mod vecmath;
 
 pub use act::Activation;
 pub use conv::{Conv2d, ConvError, PackedConv};
 pub use gemm::sgemm;
-pub use gemm::{Epilogue, PackedA};
+pub use gemm::{sgemm_view, Epilogue, PackedA, PackedB, View};
 
 use std::sync::OnceLock;
 

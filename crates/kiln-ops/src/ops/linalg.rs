@@ -171,6 +171,18 @@ pub(crate) fn gemm<T: Scalar>(
             c.len()
         ));
     }
+    let skinny = n == 1 || (m <= 16 && b.rs == 1 && a.cs == 1 && b.cs != 1) || m < MR;
+    if !skinny && k > 0 {
+        if let (Some(a32), Some(b32), Some(c32)) = (as_f32(a.data), as_f32(b.data), as_f32_mut(c)) {
+            // f32 goes to the packed kernels (micro-kernels per ISA); the generic code below
+            // serves the other element types and the skinny shapes it has special loops for.
+            let av = kiln_kernels::View::new(a32, m, k, a.rs, a.cs);
+            let bv = kiln_kernels::View::new(b32, k, n, b.rs, b.cs);
+            let f = |x: T| as_f32(std::slice::from_ref(&x)).map_or(1.0, |v| v[0]);
+            kiln_kernels::sgemm_view(f(alpha), av, &bv, f(beta), c32, ldc);
+            return Ok(());
+        }
+    }
     // Scale (or clear) C first; the kernels below accumulate.
     for i in 0..m {
         let row = &mut c[i * ldc..i * ldc + n];
@@ -200,6 +212,19 @@ pub(crate) fn gemm<T: Scalar>(
         blocked(m, n, k, alpha, a, b, c, ldc, par);
     }
     Ok(())
+}
+
+/// The slice as f32, when `T` is f32.
+fn as_f32<T: 'static>(v: &[T]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        // SAFETY: T is f32.
+        .then(|| unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) })
+}
+
+fn as_f32_mut<T: 'static>(v: &mut [T]) -> Option<&mut [f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        // SAFETY: T is f32.
+        .then(|| unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) })
 }
 
 /// `C[:, 0] += alpha * A * B[:, 0]`.

@@ -42,7 +42,7 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
     float_dispatch!(ctx.tensor(2)?.dtype(), run_typed(ctx))
 }
 
-fn run_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
+fn run_typed<'a, T: Real>(ctx: &KernelCtx<'a>) -> Result<Vec<Value>> {
     let ids_t = ctx.tensor(0)?;
     let [b, s] = ids_t.shape[..] else {
         return Err(format!(
@@ -63,11 +63,12 @@ fn run_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
         .shape
         .get(1)
         .ok_or("word_embedding must be [vocab, hidden]")?;
-    let rows = |t: &Tensor, what: &str| -> Result<(Vec<T>, usize)> {
+    let rows = |t: &'a Tensor, what: &str| -> Result<(std::borrow::Cow<'a, [T]>, usize)> {
         if t.rank() != 2 || t.shape[1] != h {
             return Err(format!("{what} must be [rows, {h}], got {:?}", t.shape));
         }
-        Ok((T::load(t)?.into_owned(), t.shape[0]))
+        // Borrowed for f32: the word table is large (tens of MB) and is only read.
+        Ok((T::load(t)?, t.shape[0]))
     };
     let (wv, vocab) = rows(word, "word_embedding")?;
     let (pv, npos) = rows(pos, "position_embedding")?;

@@ -2,14 +2,14 @@
 //! SkipLayerNormalization and SkipSimplifiedLayerNormalization (residual add, then layer or RMS
 //! normalization over the last axis), SimplifiedLayerNormalization (RMS normalization; ORT
 //! registers it in the default domain, and in com.microsoft), and BiasAdd (`X + bias + skip`).
-//! All on `norm::layer_norm`, which accumulates in f64.
+//! All on `norm::layer_norm` (vectorized f32 rows for f32, f64 otherwise).
 use kiln_ir::{DataType, Dim};
 
 use super::linalg::{float_dispatch, load_any, store_f64};
 use super::norm::layer_norm;
 use crate::ctx::{InferCtx, Inferred, Result};
 use crate::kernel::{one, KernelCtx, KernelFn};
-use crate::value::{Tensor, Value};
+use crate::value::{Data, Tensor, Value};
 
 /// The kernels of this module's ops.
 pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
@@ -88,11 +88,34 @@ fn residual_sum(x: &Tensor, skip: &Tensor, bias: Option<&Tensor>) -> Result<Tens
             skip.shape, x.shape
         ));
     }
-    let bv = match bias {
-        Some(b) if b.len() == hidden => Some(load_any::<f64>(b)?),
-        Some(b) => return Err(format!("bias has shape {:?}, expected [{hidden}]", b.shape)),
-        None => None,
-    };
+    if let Some(b) = bias.filter(|b| b.len() != hidden) {
+        return Err(format!("bias has shape {:?}, expected [{hidden}]", b.shape));
+    }
+    if let (Data::F32(xv), Data::F32(sv)) = (&x.data, &skip.data) {
+        let bv: Option<&[f32]> = match bias.map(|b| &b.data) {
+            Some(Data::F32(b)) => Some(b),
+            Some(_) => None,
+            None => Some(&[]),
+        };
+        if let Some(bv) = bv {
+            // f32 as ORT adds it; skip repeats every `sv.len()`, bias every `hidden`.
+            let mut v = xv.clone();
+            for (row, srow) in v.chunks_mut(sv.len()).zip(std::iter::repeat(sv)) {
+                for (o, &s) in row.iter_mut().zip(srow.iter()) {
+                    *o += s;
+                }
+                if !bv.is_empty() {
+                    for chunk in row.chunks_mut(hidden) {
+                        for (o, &b) in chunk.iter_mut().zip(bv) {
+                            *o += b;
+                        }
+                    }
+                }
+            }
+            return Ok(Tensor::new(x.shape.clone(), Data::F32(v)));
+        }
+    }
+    let bv = bias.map(load_any::<f64>).transpose()?;
     let v: Vec<f64> = xv
         .iter()
         .enumerate()

@@ -308,8 +308,11 @@ pub(crate) fn layer_norm<T: Real>(
     bias: Option<&Tensor>,
     rms: bool,
 ) -> Result<LayerNormOut> {
-    let xv = T::load(x)?;
     let len: usize = x.shape[axis..].iter().product();
+    if let Some(out) = layer_norm_f32(x, len, eps, scale, bias, rms) {
+        return Ok(out);
+    }
+    let xv = T::load(x)?;
     let norm_shape = &x.shape[axis..];
     // Scale and bias usually have the normalized shape; otherwise broadcast them over X.
     let params = |t: &Tensor, what: &str| -> Result<(Vec<f64>, Option<Vec<usize>>)> {
@@ -364,6 +367,35 @@ pub(crate) fn layer_norm<T: Real>(
         }
     }
     Ok((T::store(y, x.dtype()), means, invs))
+}
+
+/// The common case on kiln-kernels' vectorized rows: f32 throughout, and scale and bias holding
+/// exactly the normalized elements (any leading 1s).
+fn layer_norm_f32(
+    x: &Tensor,
+    len: usize,
+    eps: f64,
+    scale: &Tensor,
+    bias: Option<&Tensor>,
+    rms: bool,
+) -> Option<LayerNormOut> {
+    fn param(t: &Tensor, len: usize) -> Option<&[f32]> {
+        match &t.data {
+            Data::F32(v) if v.len() == len && len > 0 => Some(v.as_slice()),
+            _ => None,
+        }
+    }
+    let param = |t| param(t, len);
+    let Data::F32(xv) = &x.data else { return None };
+    let gamma = param(scale)?;
+    let beta = match bias {
+        Some(b) => param(b)?,
+        None => &[],
+    };
+    let mut y = vec![0f32; xv.len()];
+    let stats = kiln_kernels::vecmath::layer_norm(xv, gamma, beta, eps as f32, rms, &mut y);
+    let (means, invs) = stats.iter().map(|&(m, i)| (m as f64, i as f64)).unzip();
+    Some((Data::F32(y), means, invs))
 }
 
 /// MeanVarianceNormalization: `(X - mean) / (sqrt(var) + 1e-9)` over `axes`.

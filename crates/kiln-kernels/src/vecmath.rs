@@ -1,0 +1,380 @@
+//! Element-wise f32 math for the transformer ops (erf, the GELU family, layer normalization),
+//! written as plain loops the compiler vectorizes, and [`isa_dispatch!`], which compiles such
+//! a loop once per [`Isa`](crate::Isa) and picks the variant at run time. Large slices are
+//! split over rayon's threads ([`par_chunks`]).
+use rayon::prelude::*;
+
+use crate::act::exp;
+
+/// Defines a function whose body is compiled three times (AVX-512, AVX2+FMA, baseline) and
+/// run in the variant [`Isa::detect`](crate::Isa::detect) picks. Arguments are plain
+/// identifiers; the body must be safe code.
+#[macro_export]
+macro_rules! isa_dispatch {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                body($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn narrow($($arg: $ty),*) $(-> $ret)? {
+                body($($arg),*)
+            }
+            match $crate::Isa::detect() {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: detect() reports only what the CPU has.
+                $crate::Isa::Avx512 => unsafe { wide($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                $crate::Isa::Avx2 => unsafe { narrow($($arg),*) },
+                _ => body($($arg),*),
+            }
+        }
+    };
+}
+
+/// Elements below which a slice is done on the calling thread.
+const PAR_MIN: usize = 1 << 15;
+
+/// Runs `f(offset, chunk)` over `out` in chunks that are a multiple of `align` elements
+/// long, on rayon's threads when the slice is large.
+pub fn par_chunks(out: &mut [f32], align: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let align = align.max(1);
+    let threads = rayon::current_num_threads();
+    if out.len() < PAR_MIN || threads == 1 {
+        return f(0, out);
+    }
+    let pieces = (4 * threads).min(out.len() / (PAR_MIN / 4)).max(1);
+    let chunk = out.len().div_ceil(pieces).div_ceil(align) * align;
+    out.par_chunks_mut(chunk)
+        .enumerate()
+        .for_each(|(i, c)| f(i * chunk, c));
+}
+
+/// erf(x): below |x| = 1 the Maclaurin series (eleven odd terms); above it Abramowitz and
+/// Stegun's 7.1.26, `1 - t·p(t)·e^(-x²)` with `t = 1/(1 + 0.3275911|x|)`. Within 2.5e-7 of the
+/// exact value everywhere (tested). Both branches are computed and one selected, so loops
+/// over it have no data-dependent jumps.
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    // 2/√π · (-1)^n / (n! (2n+1)), highest power first.
+    const C: [f32; 11] = [
+        1.480_719_3e-8,
+        -1.636_584_5e-7,
+        1.646_211_4e-6,
+        -1.492_565e-5,
+        1.205_533_3e-4,
+        -8.548_327e-4,
+        5.223_977_6e-3,
+        -2.686_617e-2,
+        1.128_379_2e-1,
+        -3.761_264e-1,
+        std::f32::consts::FRAC_2_SQRT_PI,
+    ];
+    let a = x.abs();
+    let z = a * a;
+    let small = a * C.iter().fold(0.0, |p, &c| p * z + c);
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152 + t * 1.061_405_4))));
+    let big = 1.0 - poly * exp(-z);
+    let r = if a < 1.0 { small } else { big };
+    // The sign of x, by its bit (copysign keeps the loop vectorized).
+    f32::from_bits(r.to_bits() | (x.to_bits() & 0x8000_0000))
+}
+
+/// `0.5·x·(1 + erf(x/√2))`.
+#[inline(always)]
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// The tanh form, `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+#[inline(always)]
+pub fn gelu_tanh(x: f32) -> f32 {
+    const C: f32 = 0.797_884_6;
+    let u = C * (x + 0.044_715 * x * x * x);
+    // tanh(u) = 1 - 2 / (1 + e^(2u)); exp clamps, so both tails saturate to ±1.
+    let th = 1.0 - 2.0 / (1.0 + exp(2.0 * u));
+    0.5 * x * (1.0 + th)
+}
+
+/// `x·σ(alpha·x)`.
+#[inline(always)]
+pub fn quick_gelu(x: f32, alpha: f32) -> f32 {
+    x / (1.0 + exp(-alpha * x))
+}
+
+/// A GELU-family function of [`map_bias`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Unary {
+    Erf,
+    Gelu,
+    GeluTanh,
+    QuickGelu(f32),
+}
+
+isa_dispatch! {
+    fn map_chunk(f: Unary, x: &[f32], bias: &[f32], out: &mut [f32]) {
+        // Index loops over equal-length slices, with the match outside them: each loop is one
+        // straight body the compiler vectorizes in this ISA's variant (iterator adapters may
+        // stay out-of-line, compiled for the baseline).
+        macro_rules! each {
+            ($g:expr) => {{
+                let n = out.len();
+                let x = &x[..n];
+                if bias.is_empty() {
+                    for i in 0..n {
+                        out[i] = $g(x[i]);
+                    }
+                } else {
+                    let w = bias.len();
+                    for r in 0..n / w {
+                        let (o, xr) = (&mut out[r * w..(r + 1) * w], &x[r * w..(r + 1) * w]);
+                        for i in 0..w {
+                            o[i] = $g(xr[i] + bias[i]);
+                        }
+                    }
+                }
+            }};
+        }
+        match f {
+            Unary::Erf => each!(erf),
+            Unary::Gelu => each!(gelu),
+            Unary::GeluTanh => each!(gelu_tanh),
+            Unary::QuickGelu(a) => each!(|v| quick_gelu(v, a)),
+        }
+    }
+}
+
+/// `out[i] = f(x[i] + bias[i mod bias.len()])` (no bias when it is empty); `x` and `out` have
+/// equal lengths, a multiple of the bias length.
+pub fn map_bias(f: Unary, x: &[f32], bias: &[f32], out: &mut [f32]) {
+    assert_eq!(x.len(), out.len(), "input and output lengths differ");
+    assert!(
+        bias.is_empty() || x.len().is_multiple_of(bias.len()),
+        "the bias does not tile the input"
+    );
+    par_chunks(out, bias.len(), |off, o| {
+        map_chunk(f, &x[off..off + o.len()], bias, o)
+    });
+}
+
+isa_dispatch! {
+    /// Mean and 1/√(var + eps) of one row (RMS: mean 0, var = mean of squares).
+    fn moments(x: &[f32], eps: f32, rms: bool) -> (f32, f32) {
+        const L: usize = 16;
+        let n = x.len();
+        let full = n / L * L;
+        let mut acc = [0f32; L];
+        // Fixed-size chunks: no bounds checks inside, so the lanes become one vector add.
+        let chunks = || x[..full].chunks_exact(L).map(|c| <&[f32; L]>::try_from(c).expect("L"));
+        if !rms {
+            for c in chunks() {
+                for l in 0..L {
+                    acc[l] += c[l];
+                }
+            }
+        }
+        let tail: f32 = if rms { 0.0 } else { x[full..].iter().sum() };
+        let mean = (acc.iter().sum::<f32>() + tail) / n as f32;
+        let mut sq = [0f32; L];
+        for c in chunks() {
+            for l in 0..L {
+                let d = c[l] - mean;
+                sq[l] += d * d;
+            }
+        }
+        let tail: f32 = x[full..].iter().map(|&v| (v - mean) * (v - mean)).sum();
+        let var = (sq.iter().sum::<f32>() + tail) / n as f32;
+        (mean, 1.0 / (var + eps).sqrt())
+    }
+}
+
+isa_dispatch! {
+    fn normalize(x: &[f32], mean: f32, inv: f32, gamma: &[f32], beta: &[f32], out: &mut [f32]) {
+        let n = out.len();
+        let (x, gamma) = (&x[..n], &gamma[..n]);
+        if beta.is_empty() {
+            for i in 0..n {
+                out[i] = (x[i] - mean) * inv * gamma[i];
+            }
+        } else {
+            let beta = &beta[..n];
+            for i in 0..n {
+                out[i] = (x[i] - mean) * inv * gamma[i] + beta[i];
+            }
+        }
+    }
+}
+
+/// Layer normalization of each row of `x` (rows of `gamma.len()`), scaled by `gamma` and
+/// shifted by `beta` (none when empty); returns each row's mean and inverse deviation.
+/// Moments are two-pass (mean, then squared deviations), so large offsets do not cancel.
+pub fn layer_norm(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    rms: bool,
+    out: &mut [f32],
+) -> Vec<(f32, f32)> {
+    let len = gamma.len();
+    assert!(len > 0 && x.len().is_multiple_of(len) && out.len() == x.len());
+    assert!(beta.is_empty() || beta.len() == len);
+    let rows = x.len() / len;
+    let mut stats = vec![(0f32, 0f32); rows];
+    let row = |xr: &[f32], or: &mut [f32]| {
+        let (mean, inv) = moments(xr, eps, rms);
+        normalize(xr, mean, inv, gamma, beta, or);
+        (mean, inv)
+    };
+    if x.len() < PAR_MIN || rayon::current_num_threads() == 1 {
+        for ((xr, or), s) in x.chunks(len).zip(out.chunks_mut(len)).zip(&mut stats) {
+            *s = row(xr, or);
+        }
+    } else {
+        x.par_chunks(len)
+            .zip(out.par_chunks_mut(len))
+            .zip(stats.par_iter_mut())
+            .with_min_len((PAR_MIN / len).max(1))
+            .for_each(|((xr, or), s)| *s = row(xr, or));
+    }
+    stats
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn erf64(x: f64) -> f64 {
+        // Abramowitz–Stegun would be too coarse for a reference; a long series is exact enough.
+        let a = x.abs();
+        let v = if a < 3.0 {
+            let (mut sum, mut term, mut n) = (0.0, a, 0.0);
+            while term > 1e-18 {
+                sum += term;
+                n += 1.0;
+                term *= 2.0 * a * a / (2.0 * n + 1.0);
+            }
+            std::f64::consts::FRAC_2_SQRT_PI * (-a * a).exp() * sum
+        } else {
+            let mut t = a;
+            for k in (1..=80).rev() {
+                t = a + (k as f64 / 2.0) / t;
+            }
+            1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / t
+        };
+        v.copysign(x)
+    }
+
+    #[test]
+    fn erf_is_within_its_bound_and_handles_specials() {
+        let mut worst = 0f64;
+        for i in -60000..=60000 {
+            let x = i as f32 * 1e-4;
+            worst = worst.max((erf(x) as f64 - erf64(x as f64)).abs());
+        }
+        assert!(worst < 2.5e-7, "worst error {worst}");
+        assert_eq!(erf(f32::INFINITY), 1.0);
+        assert_eq!(erf(f32::NEG_INFINITY), -1.0);
+        assert!(erf(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn gelu_family_matches_f64_definitions_with_bias_and_threads() {
+        let n = 3 * 40_000;
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 37) % 2001) as f32 / 100.0 - 10.0)
+            .collect();
+        let bias: Vec<f32> = (0..40).map(|i| i as f32 / 40.0 - 0.5).collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        for f in [
+            Unary::Erf,
+            Unary::Gelu,
+            Unary::GeluTanh,
+            Unary::QuickGelu(1.702),
+        ] {
+            let want = |v: f64| match f {
+                Unary::Erf => erf64(v),
+                Unary::Gelu => 0.5 * v * (1.0 + erf64(v / 2f64.sqrt())),
+                Unary::GeluTanh => {
+                    0.5 * v
+                        * (1.0
+                            + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v))
+                                .tanh())
+                }
+                Unary::QuickGelu(a) => v / (1.0 + (-(a as f64) * v).exp()),
+            };
+            let mut out = vec![0f32; n];
+            pool.install(|| map_bias(f, &x, &bias, &mut out));
+            let mut plain = vec![0f32; n];
+            map_bias(f, &x, &[], &mut plain);
+            for i in 0..n {
+                let v = (x[i] + bias[i % 40]) as f64;
+                let w = want(v);
+                assert!(
+                    (out[i] as f64 - w).abs() <= 2e-6 * (1.0 + w.abs()),
+                    "{f:?}({v}) = {} vs {w}",
+                    out[i]
+                );
+                let w = want(x[i] as f64);
+                assert!(
+                    (plain[i] as f64 - w).abs() <= 2e-6 * (1.0 + w.abs()),
+                    "{f:?}({})",
+                    x[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn layer_norm_matches_f64_with_an_offset() {
+        let (rows, len) = (300, 384);
+        let x: Vec<f32> = (0..rows * len)
+            .map(|i| 1000.0 + ((i * 7919) % 997) as f32 / 97.0)
+            .collect();
+        let g: Vec<f32> = (0..len).map(|i| 0.5 + i as f32 / len as f32).collect();
+        let b: Vec<f32> = (0..len).map(|i| i as f32 / 100.0).collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for rms in [false, true] {
+            for beta in [&b[..], &[]] {
+                let mut out = vec![0f32; x.len()];
+                let stats = pool.install(|| layer_norm(&x, &g, beta, 1e-5, rms, &mut out));
+                for r in 0..rows {
+                    let row: Vec<f64> = x[r * len..][..len].iter().map(|&v| v as f64).collect();
+                    let mean = if rms {
+                        0.0
+                    } else {
+                        row.iter().sum::<f64>() / len as f64
+                    };
+                    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / len as f64;
+                    let inv = 1.0 / (var + 1e-5).sqrt();
+                    assert!(((stats[r].1 as f64) - inv).abs() <= 1e-4 * inv);
+                    for j in 0..len {
+                        let w = (row[j] - mean) * inv * g[j] as f64
+                            + beta.get(j).map_or(0.0, |&v| v as f64);
+                        let got = out[r * len + j] as f64;
+                        assert!(
+                            (got - w).abs() <= 1e-3 * (1.0 + w.abs()),
+                            "rms={rms} [{r},{j}] {got} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
