@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Side-by-side latency of kiln, ONNX Runtime (ENABLE_ALL and ENABLE_BASIC) and tract on the
-benchmark models, in one run on one machine.
+benchmark models, in one run on one machine, plus session-creation time and peak memory of kiln
+and ORT.
 
-Every runtime gets the same input and the same thread count. Rounds are interleaved (kiln, ORT
+Every runtime gets the same inputs and the same thread count. Rounds are interleaved (kiln, ORT
 all, ORT basic, tract, then again), so a noisy neighbour slows all of them alike; each round
 times `--iters` runs after a warm-up, and the figure reported per runtime is the median of its
 per-round medians. kiln runs through `kiln bench --json` (one process per round; only the timed
-runs count, not session creation).
+runs count, not session creation). Creation time and peak memory come from one fresh process
+per runtime and model (load + create a session + three runs; peak RSS from the kernel).
+The models are the six CNNs (scripts/fetch-data.sh) and a BERT encoder as exported and as ORT's
+transformer optimizer writes it (scripts/gen-models.sh; `--generated DIR`).
 """
 import argparse
 import json
@@ -25,14 +29,33 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("KILN_CACHE", os.path.join(ROOT, ".cache"))
 MODELS_DIR = os.path.join(CACHE, "models")
 
-# name, file, input name, input shape
+
+def image(name, shape):
+    return lambda: {name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+
+
+def bert_feeds(batch=1, seq=128):
+    """Token ids, a mask with the last eighth padded, one segment."""
+    def make():
+        rng = np.random.default_rng(0)
+        mask = np.ones((batch, seq), np.int64)
+        mask[:, seq - seq // 8:] = 0
+        return {"input_ids": rng.integers(0, 30522, (batch, seq), dtype=np.int64),
+                "attention_mask": mask,
+                "token_type_ids": np.zeros((batch, seq), np.int64)}
+    return make
+
+
+# name, folder ("models" or "generated"), file, feeds
 MODELS = [
-    ("resnet50", "light_resnet50.onnx", "gpu_0/data_0", [1, 3, 224, 224]),
-    ("inception_v2", "light_inception_v2.onnx", "data_0", [1, 3, 224, 224]),
-    ("densenet121", "light_densenet121.onnx", "data_0", [1, 3, 224, 224]),
-    ("squeezenet", "light_squeezenet.onnx", "data_0", [1, 3, 224, 224]),
-    ("yolov8n", "yolov8n_320n.onnx", "images", [1, 3, 320, 320]),
-    ("ddddocr", "ddddocr_common_det.onnx", "images", [1, 3, 416, 416]),
+    ("resnet50", "models", "light_resnet50.onnx", image("gpu_0/data_0", [1, 3, 224, 224])),
+    ("inception_v2", "models", "light_inception_v2.onnx", image("data_0", [1, 3, 224, 224])),
+    ("densenet121", "models", "light_densenet121.onnx", image("data_0", [1, 3, 224, 224])),
+    ("squeezenet", "models", "light_squeezenet.onnx", image("data_0", [1, 3, 224, 224])),
+    ("yolov8n", "models", "yolov8n_320n.onnx", image("images", [1, 3, 320, 320])),
+    ("ddddocr", "models", "ddddocr_common_det.onnx", image("images", [1, 3, 416, 416])),
+    ("bert", "generated", "bert_minilm.onnx", bert_feeds()),
+    ("bert_ortopt", "generated", "bert_minilm.ortopt.onnx", bert_feeds()),
 ]
 
 
@@ -67,20 +90,19 @@ class Ort:
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
-    def round(self, name, x, warmup, iters):
-        feed = {name: x}
+    def round(self, feeds, warmup, iters):
         for _ in range(warmup):
-            self.s.run(None, feed)
+            self.s.run(None, feeds)
         t = []
         for _ in range(iters):
             a = time.perf_counter()
-            self.s.run(None, feed)
+            self.s.run(None, feeds)
             t.append(time.perf_counter() - a)
         return median_of(t)
 
 
 class Tract:
-    def __init__(self, path, shape, tmp):
+    def __init__(self, path, feeds, tmp):
         import onnx
         import tract
 
@@ -93,29 +115,77 @@ class Tract:
         stripped = os.path.join(tmp, "tract-" + os.path.basename(path))
         onnx.save(model, stripped)
         m = tract.onnx().load(stripped)
-        m.set_input_fact(0, ",".join(str(d) for d in shape) + ",f32")
+        names = [i.name for i in model.graph.input]
+        self.order = [n for n in names if n in feeds]
+        for i, n in enumerate(self.order):
+            x = feeds[n]
+            kind = {np.dtype(np.float32): "f32", np.dtype(np.int64): "i64"}[x.dtype]
+            m.set_input_fact(i, ",".join(str(d) for d in x.shape) + "," + kind)
         self.r = m.into_model().into_runnable()
 
-    def round(self, name, x, warmup, iters):
+    def round(self, feeds, warmup, iters):
+        xs = [feeds[n] for n in self.order]
         for _ in range(warmup):
-            self.r.run([x])
+            self.r.run(xs)
         t = []
         for _ in range(iters):
             a = time.perf_counter()
-            self.r.run([x])
+            self.r.run(xs)
             t.append(time.perf_counter() - a)
         return median_of(t)
 
 
 class Kiln:
-    def __init__(self, kiln, path, name, npy, threads, level):
-        self.cmd = [kiln, "bench", path, "--input", f"{name}={npy}", "--threads", str(threads),
-                    "--level", level, "--json"]
+    def __init__(self, kiln, path, npys, threads, level):
+        self.cmd = [kiln, "bench", path, "--threads", str(threads), "--level", level, "--json"]
+        for name, npy in npys.items():
+            self.cmd += ["--input", f"{name}={npy}"]
 
-    def round(self, name, x, warmup, iters):
+    def round(self, feeds, warmup, iters):
         out = subprocess.run(self.cmd + ["--warmup", str(warmup), "--iters", str(iters)],
                              check=True, capture_output=True, text=True).stdout
         return json.loads(out)["p50_ms"]
+
+
+ORT_CREATE = """
+import json, sys, time, numpy as np, onnxruntime as ort
+path, threads, npz = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+feeds = dict(np.load(npz))
+t = time.perf_counter()
+so = ort.SessionOptions()
+so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+so.intra_op_num_threads = threads
+so.inter_op_num_threads = 1
+s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+created = (time.perf_counter() - t) * 1e3
+for _ in range(3):
+    s.run(None, feeds)
+import resource
+print(json.dumps({"session_ms": created, "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def creation_and_memory(kiln, path, npys, npz, threads, level):
+    """kiln's load + session time and ORT's InferenceSession time (ms), and each process's
+    peak RSS (MB) over creation and three runs."""
+    cmd = [kiln, "bench", path, "--threads", str(threads), "--level", level, "--json",
+           "--warmup", "1", "--iters", "2", "--rounds", "1"]
+    for name, npy in npys.items():
+        cmd += ["--input", f"{name}={npy}"]
+    r = subprocess.run([sys.executable, "-c",
+                        "import resource,subprocess,sys,json;"
+                        "o=subprocess.run(sys.argv[1:],check=True,capture_output=True,text=True).stdout;"
+                        "print(json.dumps({'out':json.loads(o),"
+                        "'peak_kb':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"]
+                       + cmd, check=True, capture_output=True, text=True)
+    k = json.loads(r.stdout)
+    o = subprocess.run([sys.executable, "-c", ORT_CREATE, path, str(threads), npz],
+                       check=True, capture_output=True, text=True)
+    ort_r = json.loads(o.stdout)
+    return {"kiln_create_ms": k["out"]["load_ms"] + k["out"]["session_ms"],
+            "kiln_peak_mb": k["peak_kb"] / 1024,
+            "ort_create_ms": ort_r["session_ms"],
+            "ort_peak_mb": ort_r["peak_kb"] / 1024}
 
 
 def main():
@@ -130,6 +200,8 @@ def main():
     ap.add_argument("--level", default="all", help="kiln's optimization level")
     ap.add_argument("--kiln", default=os.path.join(ROOT, "target", "release", "kiln"))
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--generated", metavar="DIR",
+                    help="the folder scripts/gen-models.sh prints (needed for the BERT models)")
     args = ap.parse_args()
 
     import onnxruntime as ort
@@ -142,53 +214,79 @@ def main():
     runtimes = ["kiln", "ort_all", "ort_basic"] + ([] if args.no_tract else ["tract"])
     rows = []
     tmp = tempfile.mkdtemp(prefix="kiln-bench-")
-    for key, file, name, shape in models:
-        path = os.path.join(MODELS_DIR, file)
+    for key, folder, file, make_feeds in models:
+        if folder == "generated":
+            if not args.generated:
+                sys.exit(f"error: {key} needs --generated DIR (from scripts/gen-models.sh)")
+            path = os.path.join(args.generated, file)
+        else:
+            path = os.path.join(MODELS_DIR, file)
         if not os.path.exists(path):
-            sys.exit(f"error: {path} is missing; run scripts/fetch-data.sh")
-        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-        npy = os.path.join(tmp, f"{key}.npy")
-        np.save(npy, x)
+            sys.exit(f"error: {path} is missing; run scripts/fetch-data.sh / scripts/gen-models.sh")
+        feeds = make_feeds()
+        npys = {}
+        for i, (name, x) in enumerate(feeds.items()):
+            npys[name] = os.path.join(tmp, f"{key}.{i}.npy")
+            np.save(npys[name], x)
+        npz = os.path.join(tmp, f"{key}.npz")
+        np.savez(npz, **feeds)
         runners = {
-            "kiln": Kiln(args.kiln, path, name, npy, args.threads, args.level),
+            "kiln": Kiln(args.kiln, path, npys, args.threads, args.level),
             "ort_all": Ort(path, ort.GraphOptimizationLevel.ORT_ENABLE_ALL, args.threads),
             "ort_basic": Ort(path, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, args.threads),
         }
+        active = list(runtimes)
         if "tract" in runtimes:
-            runners["tract"] = Tract(path, shape, tmp)
-        per = {r: [] for r in runtimes}
+            try:
+                runners["tract"] = Tract(path, feeds, tmp)
+            except Exception as e:  # tract cannot load every model (contrib ops)
+                print(f"  {key}: tract cannot run it ({str(e).splitlines()[0][:120]})",
+                      file=sys.stderr)
+                active.remove("tract")
+        per = {r: [] for r in active}
         for rnd in range(args.rounds):
-            for r in runtimes:
-                per[r].append(runners[r].round(name, x, args.warmup, args.iters))
+            for r in active:
+                per[r].append(runners[r].round(feeds, args.warmup, args.iters))
             print(f"  {key} round {rnd + 1}/{args.rounds}: "
-                  + " ".join(f"{r}={per[r][-1]:.2f}" for r in runtimes), file=sys.stderr)
-        row = {"model": key, "shape": shape}
-        for r in runtimes:
+                  + " ".join(f"{r}={per[r][-1]:.2f}" for r in active), file=sys.stderr)
+        del runners
+        row = {"model": key}
+        for r in active:
             row[f"{r}_ms"] = statistics.median(per[r])
             row[f"{r}_rounds_ms"] = per[r]
         row["kiln_vs_ort_all"] = row["kiln_ms"] / row["ort_all_ms"]
         row["kiln_vs_ort_basic"] = row["kiln_ms"] / row["ort_basic_ms"]
-        if "tract" in runtimes:
+        if "tract_ms" in row:
             row["kiln_vs_tract"] = row["kiln_ms"] / row["tract_ms"]
+        row.update(creation_and_memory(args.kiln, path, npys, npz, args.threads, args.level))
         rows.append(row)
-        del runners
 
     def geomean(k):
-        return math.exp(sum(math.log(r[k]) for r in rows) / len(rows))
+        vals = [r[k] for r in rows if k in r]
+        return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else float("nan")
 
     ratios = ["kiln_vs_ort_all", "kiln_vs_ort_basic"] + (["kiln_vs_tract"] if "tract" in runtimes else [])
     summary = {k: geomean(k) for k in ratios}
     head = ["model"] + [f"{r} ms" for r in runtimes] + [k.replace("kiln_vs_", "kiln/") for k in ratios]
+    cell = lambda r, k, f: f.format(r[k]) if k in r else "n/a"
     print(f"machine: {machine_name()}")
     print(f"threads {args.threads}, {args.rounds} interleaved rounds x {args.iters} runs, "
           f"median of round medians; kiln --level {args.level}")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
-        cells = [r["model"]] + [f"{r[f'{x}_ms']:.2f}" for x in runtimes] + [f"{r[k]:.2f}" for k in ratios]
+        cells = ([r["model"]] + [cell(r, f"{x}_ms", "{:.2f}") for x in runtimes]
+                 + [cell(r, k, "{:.2f}") for k in ratios])
         print("| " + " | ".join(cells) + " |")
     print("| geomean | " + " | ".join("" for _ in runtimes) + " | "
           + " | ".join(f"{summary[k]:.2f}" for k in ratios) + " |")
+    print()
+    print("session creation (load + optimize + prepare, ms) and peak RSS (MB, creation + 3 runs)")
+    print("| model | kiln create | ORT create | kiln peak MB | ORT peak MB |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['kiln_create_ms']:.0f} | {r['ort_create_ms']:.0f} | "
+              f"{r['kiln_peak_mb']:.0f} | {r['ort_peak_mb']:.0f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine_name(), "threads": args.threads, "rounds": args.rounds,

@@ -45,7 +45,9 @@ fn level_name(l: Level) -> &'static str {
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    let loading = Instant::now();
     let (model, name) = report::load(a.model.as_deref())?;
+    let load_ms = loading.elapsed().as_secs_f64() * 1e3;
     let levels = if a.level.is_empty() {
         vec![Level::All]
     } else {
@@ -57,6 +59,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         a.ep.clone()
     };
     let mut variants = Vec::new();
+    // Session creation (optimization, partitioning, weight packing) per variant; loading
+    // the file is shared and reported once.
+    let mut session_ms = Vec::new();
     for l in &levels {
         for ep in &eps {
             let args = RunArgs {
@@ -70,8 +75,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
                 out: None,
                 memory_limit: a.memory_limit.clone(),
             };
+            let creating = Instant::now();
             let session = report::session(model.clone(), &args)
                 .with_context(|| format!("{name} (level {}, ep {ep})", level_name(*l)))?;
+            session_ms.push(creating.elapsed().as_secs_f64() * 1e3);
             variants.push((*l, ep.clone(), session));
         }
     }
@@ -123,7 +130,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         .iter()
         .zip(&times)
         .zip(&first_ms)
-        .map(|(((l, ep, sess), t), first)| {
+        .zip(&session_ms)
+        .map(|((((l, ep, sess), t), first), created)| {
             let s = stats(t);
             let asg = sess.assignment();
             let per_ep: serde_json::Map<String, Json> = sess
@@ -135,7 +143,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             let devices: Vec<String> = sess.providers().iter().filter_map(|p| p.device()).collect();
             json!({
                 "model": name, "level": level_name(*l), "ep": ep, "threads": threads,
-                "iters": t.len(), "first_ms": first, "mean_ms": s.mean, "std_ms": s.std,
+                "iters": t.len(), "load_ms": load_ms, "session_ms": created, "first_ms": first, "mean_ms": s.mean, "std_ms": s.std,
                 "min_ms": s.min, "p50_ms": s.p50, "p99_ms": s.p99, "max_ms": s.max,
                 "partitions": asg.partitions.len(), "nodes_per_ep": per_ep, "devices": devices,
             })

@@ -185,6 +185,31 @@ fn initializers_listed_as_inputs_are_overridable_from_ir_4() {
     assert!(err.contains("no input named 'w'"), "{err}");
 }
 
+/// A MatMul whose B is an overridable initializer: kernels that pack constant weights at
+/// session creation must not bake it in, so a feed of the same shape changes the result.
+#[test]
+fn an_overridden_matmul_weight_is_not_prepacked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = good_model();
+    let g = m.graph.as_mut().unwrap();
+    g.node = vec![node("c", "MatMul", &["x", "w"], &["y"])];
+    g.initializer[0].dims = vec![3, 2];
+    g.initializer[0].raw_data = Some(
+        [1f32, 2., 3., 4., 5., 6.]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into(),
+    );
+    g.input.push(vi("w", &[3, 2]));
+    g.output = vec![vi("y", &[2, 2])];
+    let x = npy(dir.path(), "x.npy", &[2, 3], &[1.; 6]);
+    let w = npy(dir.path(), "w.npy", &[3, 2], &[10.; 6]);
+    let p = write(dir.path(), "mm.onnx", &m);
+    assert_eq!(run_y(&p, &[("x", &x)]), vec![9., 12., 9., 12.]);
+    assert_eq!(run_y(&p, &[("x", &x), ("w", &w)]), vec![30.; 4]);
+}
+
 #[test]
 fn the_default_domain_may_be_spelled_ai_onnx() {
     let dir = tempfile::tempdir().unwrap();

@@ -215,6 +215,76 @@ isa_dispatch! {
     }
 }
 
+isa_dispatch! {
+    /// Softmax in place over one block of `len` rows × `inner` lanes (`inner == 1`: one
+    /// contiguous lane, the common case). A lane that is all `-inf` becomes all NaN, as
+    /// `exp(-inf - -inf)` does in the reference; callers that mask rows check first.
+    pub fn softmax_block(x: &mut [f32], inner: usize) {
+        if inner == 1 {
+            return softmax_lane(x);
+        }
+        let mut m = vec![f32::NEG_INFINITY; inner];
+        for row in x.chunks_exact(inner) {
+            m.iter_mut()
+                .zip(row)
+                .for_each(|(m, &v)| *m = if v > *m { v } else { *m });
+        }
+        let mut sum = vec![0f32; inner];
+        for row in x.chunks_exact_mut(inner) {
+            for ((e, &m), s) in row.iter_mut().zip(&m).zip(sum.iter_mut()) {
+                *e = exp_below(*e - m);
+                *s += *e;
+            }
+        }
+        sum.iter_mut().for_each(|s| *s = 1.0 / *s);
+        for row in x.chunks_exact_mut(inner) {
+            row.iter_mut().zip(&sum).for_each(|(e, &r)| *e *= r);
+        }
+    }
+}
+
+/// `e^d` for `d <= 0`, 0 below exp's range (exp() clamps its input).
+#[inline(always)]
+fn exp_below(d: f32) -> f32 {
+    if d < -87.0 {
+        0.0
+    } else {
+        exp(d)
+    }
+}
+
+/// One contiguous lane: max, `exp` and sum each over 16 independent accumulators, so that the
+/// loops vectorize.
+#[inline(always)]
+fn softmax_lane(x: &mut [f32]) {
+    const W: usize = 16;
+    let split = x.len() / W * W;
+    let mut mx = [f32::NEG_INFINITY; W];
+    for c in x[..split].chunks_exact(W) {
+        for i in 0..W {
+            mx[i] = if c[i] > mx[i] { c[i] } else { mx[i] };
+        }
+    }
+    let m = x[split..]
+        .iter()
+        .chain(&mx)
+        .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a });
+    let mut acc = [0f32; W];
+    for c in x[..split].chunks_exact_mut(W) {
+        for i in 0..W {
+            c[i] = exp_below(c[i] - m);
+            acc[i] += c[i];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for v in &mut x[split..] {
+        *v = exp_below(*v - m);
+        sum += *v;
+    }
+    let r = 1.0 / sum;
+    x.iter_mut().for_each(|v| *v *= r);
+}
+
 /// Layer normalization of each row of `x` (rows of `gamma.len()`), scaled by `gamma` and
 /// shifted by `beta` (none when empty); returns each row's mean and inverse deviation.
 /// Moments are two-pass (mean, then squared deviations), so large offsets do not cancel.

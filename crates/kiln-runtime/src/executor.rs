@@ -141,6 +141,11 @@ impl Plan {
             .collect::<Vec<_>>();
         let mut constant_of: Vec<Option<&Tensor>> = vec![None; slots];
         for (id, v) in &constants {
+            // An initializer that is also a graph input can be overridden by a feed, so no
+            // kernel may bake it in at session creation.
+            if g.inputs().contains(id) {
+                continue;
+            }
             if let Value::Tensor(t) = v.as_ref() {
                 constant_of[id.0 as usize] = Some(t);
             }

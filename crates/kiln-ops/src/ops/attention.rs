@@ -9,7 +9,7 @@
 use kiln_ir::{DataType, Dim};
 use rayon::prelude::*;
 
-use super::linalg::{filled, float_dispatch, gemm, product, Mat, Real};
+use super::linalg::{as_f32_mut, filled, float_dispatch, gemm, product, Mat, Real};
 use crate::ctx::{InferCtx, Inferred, Result};
 use crate::kernel::{broadcast_strides, KernelCtx, KernelFn};
 use crate::value::{Data, Tensor, Value};
@@ -282,9 +282,44 @@ pub fn sdpa<T: Real>(
             qko.copy_from_slice(&s);
         }
         let mut bias = vec![0.0f64; total];
+        // Without causal or window limits, and with a mask that broadcasts over query rows,
+        // every row of this head has the same bias (BERT's key-padding mask).
+        let same_rows = !p.causal
+            && p.left_window < 0
+            && p.right_window < 0
+            && match &p.mask {
+                Mask::None => true,
+                Mask::Bool(_, _, st) | Mask::Float(_, _, st) => st[2] == 0,
+            };
+        let mut bias32 = Vec::new();
+        let fast = !(p.want_qk && p.qk_mode == 2) && as_f32_mut(&mut s[..]).is_some();
         for i in 0..qs {
-            row_bias(p, bi, hi, i, total, &mut bias);
+            if i == 0 || !same_rows {
+                row_bias(p, bi, hi, i, total, &mut bias);
+                if fast {
+                    bias32 = bias.iter().map(|&v| v as f32).collect();
+                }
+            }
             let row = &mut s[i * total..(i + 1) * total];
+            if let Some(r32) = as_f32_mut(row).filter(|_| fast) {
+                // f32: the bias added in f32 (the same rounding as through f64), then the
+                // vectorized softmax; a row with every key masked attends to nothing.
+                let mut live = false;
+                for (x, &bv) in r32.iter_mut().zip(&bias32) {
+                    *x += bv;
+                    live |= bv != f32::NEG_INFINITY;
+                }
+                let max = r32.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                if !live || max == f32::NEG_INFINITY {
+                    r32.fill(0.0);
+                } else {
+                    kiln_kernels::vecmath::softmax_block(r32, 1);
+                }
+                if p.want_qk && p.qk_mode == 3 {
+                    qko[i * total..(i + 1) * total].copy_from_slice(row);
+                }
+                continue;
+            }
             for (x, &bv) in row.iter_mut().zip(&bias) {
                 *x = T::of(x.f64() + bv);
             }

@@ -215,13 +215,13 @@ pub(crate) fn gemm<T: Scalar>(
 }
 
 /// The slice as f32, when `T` is f32.
-fn as_f32<T: 'static>(v: &[T]) -> Option<&[f32]> {
+pub(crate) fn as_f32<T: 'static>(v: &[T]) -> Option<&[f32]> {
     (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
         // SAFETY: T is f32.
         .then(|| unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) })
 }
 
-fn as_f32_mut<T: 'static>(v: &mut [T]) -> Option<&mut [f32]> {
+pub(crate) fn as_f32_mut<T: 'static>(v: &mut [T]) -> Option<&mut [f32]> {
     (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
         // SAFETY: T is f32.
         .then(|| unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) })

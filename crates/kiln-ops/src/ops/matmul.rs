@@ -5,8 +5,11 @@
 
 use super::linalg::{filled, float_dispatch, gemm, product, same_dtype, Mat, Real, Scalar};
 use crate::ctx::{broadcast, InferCtx, Inferred, Result};
-use crate::kernel::{broadcast_index, broadcast_shape, broadcast_strides, one, KernelCtx};
+use crate::kernel::{
+    broadcast_index, broadcast_shape, broadcast_strides, one, KernelCtx, PrepareCtx, PreparedKernel,
+};
 use crate::value::{Data, Tensor, Value};
+use kiln_ir::AttrList;
 
 pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     let (Some(a), Some(b)) = (ctx.shape(0), ctx.shape(1)) else {
@@ -245,6 +248,70 @@ fn run_matmul(ctx: &KernelCtx) -> Result<Vec<Value>> {
     one(Tensor::new(p.out_shape, data))
 }
 
+/// A MatMul (or FusedMatMul) whose B is a constant f32 matrix: B packed once, at session
+/// creation, into the GEMM's column panels, so each run packs only A (the activations).
+struct PreparedMatMul {
+    packed: kiln_kernels::PackedB,
+    shape: Vec<usize>,
+    alpha: f32,
+    tb: bool,
+}
+
+/// Packs a constant 2-D f32 B; `None` leaves the node to the plain kernel.
+pub fn prepare(ctx: &PrepareCtx) -> Option<Box<dyn PreparedKernel>> {
+    let fused = ctx.domain == "com.microsoft";
+    let b = ctx.constant(1)?;
+    let Data::F32(bv) = &b.data else { return None };
+    if b.rank() != 2 || b.shape.contains(&0) {
+        return None;
+    }
+    let attr = |name: &str| fused && ctx.attrs.get_int(name).unwrap_or(0) != 0;
+    if attr("transA") || attr("transBatchA") || attr("transBatchB") {
+        return None;
+    }
+    let tb = attr("transB");
+    let (r, c) = (b.shape[0], b.shape[1]);
+    let view = if tb {
+        kiln_kernels::View::new(bv, c, r, 1, c)
+    } else {
+        kiln_kernels::View::new(bv, r, c, c, 1)
+    };
+    let alpha = if fused {
+        ctx.attrs.get_float("alpha").unwrap_or(1.0)
+    } else {
+        1.0
+    };
+    Some(Box::new(PreparedMatMul {
+        packed: kiln_kernels::PackedB::new(kiln_kernels::Isa::detect(), view),
+        shape: b.shape.clone(),
+        alpha,
+        tb,
+    }))
+}
+
+impl PreparedKernel for PreparedMatMul {
+    fn run(&self, ctx: &KernelCtx) -> Result<Vec<Value>> {
+        let a = ctx.tensor(0)?;
+        let b = ctx.tensor(1)?;
+        let Data::F32(av) = &a.data else {
+            return run_matmul(ctx);
+        };
+        // The constant may have been overridden by a feed: then the plain kernel runs.
+        if b.shape != self.shape || !matches!(b.data, Data::F32(_)) {
+            return run_matmul(ctx);
+        }
+        let p = plan(&a.shape, &b.shape, false, self.tb)?;
+        // A's matrices stacked are one M·batch × K matrix against the single B.
+        let rows = p.pairs.len() * p.m;
+        let mut y = vec![0f32; rows * p.n];
+        if rows > 0 && p.k > 0 {
+            let view = kiln_kernels::View::new(av, rows, p.k, p.k, 1);
+            kiln_kernels::sgemm_view(self.alpha, view, &self.packed, 0.0, &mut y, p.n);
+        }
+        one(Tensor::new(p.out_shape, Data::F32(y)))
+    }
+}
+
 fn int_alpha(alpha: f32) -> Result<i64> {
     if alpha == 1.0 {
         Ok(1)
@@ -350,6 +417,92 @@ mod kernel_tests {
 
     fn f(shape: &[usize], v: &[f32]) -> Option<Tensor> {
         Some(Tensor::from_vec(shape.to_vec(), v.to_vec()))
+    }
+
+    /// A constant B packed at preparation gives what the plain kernel gives (f64 reference),
+    /// for 1-D, 2-D and batched A, FusedMatMul's transB and alpha, and ragged sizes; a B fed
+    /// with another shape goes back to the plain kernel.
+    #[test]
+    fn prepared_matches_plain() {
+        let val = |n: usize, s: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * 7919 + s * 31) % 1001) as f32 / 500.0 - 1.0)
+                .collect()
+        };
+        let cases: &[(&[usize], &[usize], &str, bool)] = &[
+            (&[2, 37, 19], &[19, 70], "", false),
+            (&[19], &[19, 5], "", false),
+            (&[3, 1, 8, 64], &[64, 33], "", false),
+            (&[128, 40], &[40, 17], "com.microsoft", false),
+            (&[2, 9, 40], &[17, 40], "com.microsoft", true),
+        ];
+        for &(ash, bsh, domain, tb) in cases {
+            let op = if domain.is_empty() {
+                "MatMul"
+            } else {
+                "FusedMatMul"
+            };
+            let mut attrs = Vec::new();
+            if !domain.is_empty() {
+                attrs.push(Attribute::float("alpha", 0.5));
+                attrs.push(Attribute::int("transB", tb as i64));
+            }
+            let a = f(ash, &val(ash.iter().product(), 1)).unwrap();
+            let b = f(bsh, &val(bsh.iter().product(), 2)).unwrap();
+            let want = call(op, domain, &[Some(a.clone()), Some(b.clone())], &attrs).unwrap();
+            let prep = prepare(&PrepareCtx {
+                op_type: op,
+                domain,
+                opset: 13,
+                attrs: &attrs,
+                constants: vec![None, Some(&b)],
+            })
+            .expect("prepared");
+            let vals = [Value::Tensor(a.clone()), Value::Tensor(b.clone())];
+            let ctx = KernelCtx {
+                op_type: op,
+                domain,
+                opset: 13,
+                attrs: &attrs,
+                inputs: vals.iter().map(Some).collect(),
+                num_outputs: 1,
+                subgraphs: None,
+            };
+            let got = prep.run(&ctx).unwrap().remove(0).into_tensor().unwrap();
+            assert_eq!(got.shape, want.shape, "{ash:?} x {bsh:?}");
+            for (x, y) in got
+                .as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .zip(want.as_slice::<f32>().unwrap())
+            {
+                assert!(
+                    (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                    "{ash:?} x {bsh:?}: {x} vs {y}"
+                );
+            }
+            // Fed a B of another shape (an overridden initializer): the plain kernel answers.
+            let other = f(&[ash[ash.len() - 1], 3], &val(ash[ash.len() - 1] * 3, 3)).unwrap();
+            if !tb {
+                let vals = [Value::Tensor(a.clone()), Value::Tensor(other.clone())];
+                let ctx = KernelCtx {
+                    inputs: vals.iter().map(Some).collect(),
+                    ..ctx
+                };
+                let got = prep.run(&ctx).unwrap().remove(0).into_tensor().unwrap();
+                let want = call(op, domain, &[Some(a), Some(other)], &attrs).unwrap();
+                assert_eq!(got.shape, want.shape);
+            }
+        }
+        let int_b = Tensor::from_vec(vec![2, 2], vec![1i64, 2, 3, 4]);
+        let c = PrepareCtx {
+            op_type: "MatMul",
+            domain: "",
+            opset: 13,
+            attrs: &[],
+            constants: vec![None, Some(&int_b)],
+        };
+        assert!(prepare(&c).is_none(), "integer B stays on the plain kernel");
     }
 
     /// Random shapes (many invalid): every call returns, none panics.

@@ -107,6 +107,7 @@ pub fn prepare_fn(domain: &str, op_type: &str) -> Option<crate::kernel::PrepareF
         ("" | "ai.onnx", "Conv") | ("com.microsoft" | kiln_fused::DOMAIN, "FusedConv") => {
             Some(conv_fast::prepare)
         }
+        ("" | "ai.onnx", "MatMul") | ("com.microsoft", "FusedMatMul") => Some(matmul::prepare),
         _ => None,
     }
 }
