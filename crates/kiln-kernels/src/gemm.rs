@@ -289,6 +289,24 @@ impl BSource for PackedB {
     }
 }
 
+thread_local! {
+    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every GEMM it calls on this thread kept on this thread: for callers that
+/// already spread many small products (the heads of an attention) over the threads, where
+/// splitting each product again costs more than it gains.
+pub fn serial<R>(f: impl FnOnce() -> R) -> R {
+    let before = SERIAL.with(|s| s.replace(true));
+    let r = f();
+    SERIAL.with(|s| s.set(before));
+    r
+}
+
+fn is_serial() -> bool {
+    SERIAL.with(|s| s.get())
+}
+
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
 // SAFETY: tasks write disjoint tiles of C through it.
@@ -347,7 +365,11 @@ fn run(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue,
     }
     let threads = rayon::current_num_threads();
     let flops = 2 * m * n * k;
-    let want = if flops < 1 << 19 { 1 } else { 4 * threads };
+    let want = if flops < 1 << 19 || is_serial() {
+        1
+    } else {
+        4 * threads
+    };
     // Rows split into blocks of at most MC (A block in L2), columns into enough blocks for
     // every thread to get several tasks of about equal size; rows again when columns are few.
     let mut m_blocks = m_panels.div_ceil((MC / mr).max(1));
@@ -497,7 +519,7 @@ fn gemv(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue
             });
         }
     };
-    if m * k >= 1 << 16 {
+    if m * k >= 1 << 16 && !is_serial() {
         (0..m_panels).into_par_iter().for_each(panel);
     } else {
         (0..m_panels).for_each(panel);

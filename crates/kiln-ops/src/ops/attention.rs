@@ -362,12 +362,12 @@ pub fn sdpa<T: Real>(
             .zip(qk.chunks_mut((qs * total).max(1)))
             .enumerate()
             .par_bridge()
-            .try_for_each(|(bh, (yo, qko))| head(bh, yo, qko))?;
+            .try_for_each(|(bh, (yo, qko))| kiln_kernels::gemm::serial(|| head(bh, yo, qko)))?;
     } else {
         ychunks
             .enumerate()
             .par_bridge()
-            .try_for_each(|(bh, yo)| head(bh, yo, &mut []))?;
+            .try_for_each(|(bh, yo)| kiln_kernels::gemm::serial(|| head(bh, yo, &mut [])))?;
     }
     Ok((y, qk))
 }

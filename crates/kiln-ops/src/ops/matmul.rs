@@ -189,7 +189,7 @@ fn batched<T: Scalar>(p: &Plan, a: &[T], b: &[T], alpha: T) -> Result<Vec<T>> {
     if m * n == 0 {
         return Ok(y);
     }
-    for (out, &(ai, bi)) in y.chunks_mut(m * n).zip(&p.pairs) {
+    let one_pair = |(out, &(ai, bi)): (&mut [T], &(usize, usize))| -> Result<()> {
         let as_ = a
             .get(ai * m * k..(ai + 1) * m * k)
             .ok_or("A is shorter than its shape")?;
@@ -198,7 +198,17 @@ fn batched<T: Scalar>(p: &Plan, a: &[T], b: &[T], alpha: T) -> Result<Vec<T>> {
         } else {
             Mat::rows(as_, k)
         };
-        gemm(m, n, k, alpha, av, bview(bi)?, T::ZERO, out, n)?;
+        gemm(m, n, k, alpha, av, bview(bi)?, T::ZERO, out, n)
+    };
+    // Many small products (attention's per-head QKᵀ and ·V): the products go over the threads,
+    // each on one thread, instead of each being split again.
+    if count >= 2 * rayon::current_num_threads() && m * n * k <= 1 << 21 {
+        use rayon::prelude::*;
+        y.par_chunks_mut(m * n)
+            .zip(&p.pairs)
+            .try_for_each(|pair| kiln_kernels::gemm::serial(|| one_pair(pair)))?;
+    } else {
+        y.chunks_mut(m * n).zip(&p.pairs).try_for_each(one_pair)?;
     }
     Ok(y)
 }

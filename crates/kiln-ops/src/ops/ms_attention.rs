@@ -87,10 +87,16 @@ fn additive_mask(
     filter: f64,
     (b, n, s, t): (usize, usize, usize, usize),
     past: usize,
-) -> Result<Option<Vec<f64>>> {
+) -> Result<Option<(Vec<f64>, [usize; 4])>> {
     if key_mask.is_none() && bias.is_none() && !causal {
         return Ok(None);
     }
+    // A key mask alone that does not vary by query row (BERT's padding mask) is built once
+    // per batch row, `[B, 1, 1, T]`, instead of once per head and query.
+    let per_key = !causal && bias.is_none() && key_mask.is_some_and(|k| k.rank() <= 2);
+    let (n, s_rows) = if per_key { (1, 1) } else { (n, s) };
+    let dims = [b, n, s_rows, t];
+    let s = s_rows;
     let mut m = filled(b * n * s * t, 0.0f64)?;
     if let Some(k) = key_mask {
         let v = k.to_i64s()?;
@@ -148,25 +154,14 @@ fn additive_mask(
             }
         }
     }
-    Ok(Some(m))
+    Ok(Some((m, dims)))
 }
 
-fn params(
-    ctx: &KernelCtx,
-    head: usize,
-    mask: Option<Vec<f64>>,
-    shape: [usize; 4],
-) -> Params<'static> {
+fn params(ctx: &KernelCtx, head: usize, mask: Option<(Vec<f64>, [usize; 4])>) -> Params<'static> {
     let scale = match ctx.attrs.get_float("scale") {
         Some(s) if s != 0.0 => s as f64,
         _ => 1.0 / (head as f64).sqrt(),
     };
-    let strides = vec![
-        shape[1] * shape[2] * shape[3],
-        shape[2] * shape[3],
-        shape[3],
-        1,
-    ];
     Params {
         scale,
         softcap: 0.0,
@@ -176,7 +171,21 @@ fn params(
         offset: vec![0],
         kv_valid: None,
         mask: match mask {
-            Some(m) => Mask::Float(m, shape.to_vec(), strides),
+            Some((m, shape)) => {
+                // Row-major strides, 0 along the dims of size 1 (broadcast).
+                let dense = [
+                    shape[1] * shape[2] * shape[3],
+                    shape[2] * shape[3],
+                    shape[3],
+                    1,
+                ];
+                let strides = dense
+                    .iter()
+                    .zip(&shape)
+                    .map(|(&st, &d)| if d == 1 { 0 } else { st })
+                    .collect();
+                Mask::Float(m, shape.to_vec(), strides)
+            }
             None => Mask::None,
         },
         qk_mode: 0,
@@ -205,7 +214,7 @@ fn attend<T: Real>(
         (b, n, s, t),
         past_len,
     )?;
-    let p = params(ctx, q.d, mask, [b, n, s, t]);
+    let p = params(ctx, q.d, mask);
     let (y, _) = sdpa(q, k, v, &p)?;
     Ok(Heads {
         data: y,
