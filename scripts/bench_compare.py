@@ -160,32 +160,41 @@ s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 created = (time.perf_counter() - t) * 1e3
 for _ in range(3):
     s.run(None, feeds)
-import resource
-print(json.dumps({"session_ms": created, "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+print(json.dumps({"session_ms": created}))
 """
+
+
+# Runs a command and reports its stdout (JSON) and its peak RSS. Through this small process so
+# that the peak is the command's own: Linux carries the high-water mark of a forked process
+# across exec, so a child forked from this (large) benchmark process would inherit ours.
+MEASURE = """
+import json, resource, subprocess, sys
+out = subprocess.run(sys.argv[1:], check=True, capture_output=True, text=True).stdout
+print(json.dumps({"out": json.loads(out),
+                  "peak_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+"""
+
+
+def measured(cmd):
+    r = subprocess.run([sys.executable, "-c", MEASURE] + cmd, check=True, capture_output=True,
+                       text=True)
+    return json.loads(r.stdout)
 
 
 def creation_and_memory(kiln, path, npys, npz, threads, level):
     """kiln's load + session time and ORT's InferenceSession time (ms), and each process's
-    peak RSS (MB) over creation and three runs."""
+    peak RSS (MB) over creation and three runs (ORT's includes the Python interpreter and
+    numpy, about 40 MB)."""
     cmd = [kiln, "bench", path, "--threads", str(threads), "--level", level, "--json",
            "--warmup", "1", "--iters", "2", "--rounds", "1"]
     for name, npy in npys.items():
         cmd += ["--input", f"{name}={npy}"]
-    r = subprocess.run([sys.executable, "-c",
-                        "import resource,subprocess,sys,json;"
-                        "o=subprocess.run(sys.argv[1:],check=True,capture_output=True,text=True).stdout;"
-                        "print(json.dumps({'out':json.loads(o),"
-                        "'peak_kb':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"]
-                       + cmd, check=True, capture_output=True, text=True)
-    k = json.loads(r.stdout)
-    o = subprocess.run([sys.executable, "-c", ORT_CREATE, path, str(threads), npz],
-                       check=True, capture_output=True, text=True)
-    ort_r = json.loads(o.stdout)
+    k = measured(cmd)
+    o = measured([sys.executable, "-c", ORT_CREATE, path, str(threads), npz])
     return {"kiln_create_ms": k["out"]["load_ms"] + k["out"]["session_ms"],
             "kiln_peak_mb": k["peak_kb"] / 1024,
-            "ort_create_ms": ort_r["session_ms"],
-            "ort_peak_mb": ort_r["peak_kb"] / 1024}
+            "ort_create_ms": o["out"]["session_ms"],
+            "ort_peak_mb": o["peak_kb"] / 1024}
 
 
 def main():
