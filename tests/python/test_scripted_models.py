@@ -8,20 +8,25 @@ ONNX Runtime (CPU, optimizer off), at --level disabled and all:
 - float16 models (ORT's float16 conversion of the optimized BERT, and a CNN + LSTM converted by
   onnxconverter-common): within f16 tolerance of ORT, and no further from the f32 twin than
   twice ORT's own f16 error (plus one f16 step);
+- the exported BERT and ViT after `kiln optimize --level all` (GELU and its bias fused into
+  com.microsoft:BiasGelu), loaded by ORT: the original's outputs;
 - scikit-learn pipelines (skl2onnx) and LightGBM models (onnxmltools): labels exact, scores and
   ZipMap's sequences of maps within 1e-4 + 1e-3·|ort|.
 
 The tolerance is 1e-4 + 1e-3·|ort| (f16: 1e-2 + 1e-2·|ort|). Prints `scripted-models: N passed,
 M failed`.
 """
+import collections
 import json
 import os
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import numpy as np  # noqa: E402
+import onnx  # noqa: E402
 
 # The fused ops ORT's transformer optimizer must have written, so that the test covers them.
 FUSED = {
@@ -31,6 +36,9 @@ FUSED = {
     "gpt2_small.ortopt": {"SkipLayerNormalization": 4, "FastGelu": 2},
 }
 F16_TWIN = {"bert_f16": "bert_minilm.ortopt", "cnn_lstm_f16": "cnn_lstm"}
+# The contrib ops `kiln optimize --level all` must write into the exported transformers; the saved
+# model must load in ORT and give the original's outputs.
+KILN_FUSED = {"bert_minilm": {"com.microsoft:BiasGelu": 6}, "vit_small": {"com.microsoft:BiasGelu": 2}}
 
 
 def generated():
@@ -88,6 +96,20 @@ def main():
                     step = 2.0 ** -10 * max(1.0, np.abs(ref).max())
                     assert kiln_err <= 2 * ort_err + step, (
                         f"{n}: kiln's f16 error {kiln_err:.3g} vs f32, ORT's {ort_err:.3g}")
+        if name in KILN_FUSED and "@" not in label:
+            with tempfile.TemporaryDirectory(prefix="kiln-scripted-") as tmp:
+                out = os.path.join(tmp, "opt.onnx")
+                common.kiln_json("optimize", path, "-o", out, "--level", "all", "--json")
+                have = collections.Counter(
+                    f"{n.domain}:{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+                    for n in onnx.load(out).graph.node)
+                for op, count in KILN_FUSED[name].items():
+                    assert have[op] >= count, f"kiln optimize wrote {have[op]} {op}, want {count}"
+                saved = common.ort_session(out)
+                got = dict(zip(names, saved.run(names, feeds)))
+                for n in names:
+                    worst = max(worst, common.assert_close(f"{n} (saved, in ORT)", got[n], want[n],
+                                                           atol, rtol))
         return f"worst {worst:.3f} of tolerance"
 
     common.run_tests("scripted-models", items, check, name=lambda i: i[0], desc=lambda i: i[0])

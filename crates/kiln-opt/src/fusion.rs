@@ -28,6 +28,32 @@ pub trait Fusion: Send + Sync {
     fn apply(&self, ctx: &mut PassCtx, m: Self::Match) -> Result<(), IrError>;
 }
 
+/// `impl Pass` for a fusion that runs on freshly inferred shapes:
+/// `fusion_pass!(Type, "name", Level::Extended, &["cpu"])`.
+macro_rules! fusion_pass {
+    ($ty:ty, $name:literal, $level:expr, $providers:expr) => {
+        impl crate::Pass for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn level(&self) -> crate::Level {
+                $level
+            }
+
+            fn providers(&self) -> &'static [&'static str] {
+                $providers
+            }
+
+            fn run(&self, ctx: &mut crate::PassCtx, report: &mut crate::PassReport) {
+                let _ = kiln_ops::infer_shapes(ctx.model);
+                crate::fusion::run_fusion(self, ctx, report)
+            }
+        }
+    };
+}
+pub(crate) use fusion_pass;
+
 /// Tries `f` at every node (in topological order, skipping nodes a previous rewrite removed).
 pub fn run_fusion<F: Fusion>(f: &F, ctx: &mut PassCtx, report: &mut PassReport) {
     let order: Vec<NodeId> = ctx.model.graph.order().to_vec();

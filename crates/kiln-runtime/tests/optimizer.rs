@@ -640,3 +640,211 @@ fn conv_silu_fuses_in_sessions_only() {
         "{d:?}"
     );
 }
+
+/// `x · 0.5 · (1 + erf(x / √2))` in the orders exporters write, over `x`; returns the output.
+fn gelu_chain(b: &mut B, x: ValueId, form: &str) -> ValueId {
+    let (op, c) = if form == "mul_inv_sqrt2" {
+        ("Mul", std::f32::consts::FRAC_1_SQRT_2)
+    } else {
+        ("Div", std::f32::consts::SQRT_2)
+    };
+    let c = b.consts("c", &[], &[c]);
+    let d = b.node(op, &[Some(x), Some(c)], vec![]);
+    let e = b.node("Erf", &[Some(d)], vec![]);
+    let one = b.consts("one", &[], &[1.0]);
+    let a = b.node("Add", &[Some(one), Some(e)], vec![]);
+    let half = b.consts("half", &[], &[0.5]);
+    match form {
+        "half_first" => {
+            let h = b.node("Mul", &[Some(x), Some(half)], vec![]);
+            b.node("Mul", &[Some(h), Some(a)], vec![])
+        }
+        "half_on_erf" => {
+            let h = b.node("Mul", &[Some(a), Some(half)], vec![]);
+            b.node("Mul", &[Some(x), Some(h)], vec![])
+        }
+        _ => {
+            let m = b.node("Mul", &[Some(x), Some(a)], vec![]);
+            b.node("Mul", &[Some(m), Some(half)], vec![])
+        }
+    }
+}
+
+#[test]
+fn erf_gelu_becomes_gelu_and_takes_the_bias() {
+    for form in ["half_last", "half_first", "half_on_erf", "mul_inv_sqrt2"] {
+        let mut b = B::new();
+        let x = b.input("x", DataType::F32, &[2, 3, 8]);
+        let y = gelu_chain(&mut b, x, form);
+        let sess = equivalent(&b.finish(&[y]), Level::Extended);
+        assert_eq!(ops(&sess), vec!["com.microsoft:Gelu"], "{form}");
+    }
+    // A linear layer's bias: MatMul, Add(bias) and the GELU become MatMul + BiasGelu.
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[2, 3, 8]);
+    let w = b.weights("w", &[8, 16]);
+    let h = b.node("MatMul", &[Some(x), Some(w)], vec![]);
+    let bias = b.weights("bias", &[16]);
+    let a = b.node("Add", &[Some(h), Some(bias)], vec![]);
+    let y = gelu_chain(&mut b, a, "half_last");
+    let m = b.finish(&[y]);
+    let sess = equivalent(&m, Level::Extended);
+    assert_eq!(ops(&sess), vec!["MatMul", "com.microsoft:BiasGelu"]);
+    // Saved for ORT: the same contrib ops; portable output keeps the plain ONNX chain.
+    let providers: Vec<Arc<dyn ExecutionProvider>> = vec![Arc::new(CpuProvider)];
+    let (saved, _, _) =
+        kiln_runtime::prepare(m.clone(), &providers, Level::All, false, false, false).unwrap();
+    saved.graph.check_consistency().unwrap();
+    let kinds: Vec<String> = saved.graph.nodes().map(|(_, n)| n.op_key()).collect();
+    assert_eq!(kinds, vec!["MatMul", "com.microsoft:BiasGelu"]);
+    let (portable, _, _) =
+        kiln_runtime::prepare(m, &providers, Level::All, true, false, false).unwrap();
+    assert!(portable
+        .graph
+        .nodes()
+        .all(|(_, n)| n.domain.is_empty() || n.domain == "ai.onnx"));
+}
+
+#[test]
+fn gelu_fusion_declines_with_reasons() {
+    // Not GELU's constants: nothing fires.
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[2, 8]);
+    let two = b.consts("two", &[], &[2.0]);
+    let d = b.node("Div", &[Some(x), Some(two)], vec![]);
+    let e = b.node("Erf", &[Some(d)], vec![]);
+    let one = b.consts("one", &[], &[1.0]);
+    let a = b.node("Add", &[Some(e), Some(one)], vec![]);
+    let m = b.node("Mul", &[Some(x), Some(a)], vec![]);
+    let half = b.consts("half", &[], &[0.5]);
+    let y = b.node("Mul", &[Some(m), Some(half)], vec![]);
+    let sess = equivalent(&b.finish(&[y]), Level::Extended);
+    assert!(ops(&sess).contains(&"Erf".to_string()), "{:?}", ops(&sess));
+    // An intermediate that is also a graph output.
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[2, 8]);
+    let y = gelu_chain(&mut b, x, "half_last");
+    let erf_out =
+        b.g.nodes()
+            .find(|(_, n)| n.op_type == "Erf")
+            .and_then(|(_, n)| n.output(0))
+            .unwrap();
+    let sess = equivalent(&b.finish(&[y, erf_out]), Level::Extended);
+    assert!(ops(&sess).contains(&"Erf".to_string()));
+    let d = declines(&sess, "gelu_fusion");
+    assert!(d.iter().any(|r| r.contains("graph output")), "{d:?}");
+    // float64: ORT's Gelu is float32 only.
+    let mut b = B::new();
+    let x = b.input("x", DataType::F64, &[2, 8]);
+    let f64c = |b: &mut B, name: &str, v: f64| {
+        let t = Tensor::from_raw(DataType::F64, vec![], v.to_le_bytes().to_vec().into()).unwrap();
+        b.g.add_initializer(name, t).unwrap()
+    };
+    let c = f64c(&mut b, "c", std::f64::consts::SQRT_2);
+    let d = b.node("Div", &[Some(x), Some(c)], vec![]);
+    let e = b.node("Erf", &[Some(d)], vec![]);
+    let one = f64c(&mut b, "one", 1.0);
+    let a = b.node("Add", &[Some(e), Some(one)], vec![]);
+    let m = b.node("Mul", &[Some(x), Some(a)], vec![]);
+    let half = f64c(&mut b, "half", 0.5);
+    let y = b.node("Mul", &[Some(m), Some(half)], vec![]);
+    let sess = equivalent(&b.finish(&[y]), Level::Extended);
+    let d = declines(&sess, "gelu_fusion");
+    assert!(d.iter().any(|r| r.contains("float32")), "{d:?}");
+    // A bias that is not 1-D: Gelu fuses, BiasGelu declines.
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[2, 16]);
+    let bias = b.weights("bias", &[2, 16]);
+    let a = b.node("Add", &[Some(x), Some(bias)], vec![]);
+    let y = gelu_chain(&mut b, a, "half_last");
+    let sess = equivalent(&b.finish(&[y]), Level::Extended);
+    assert_eq!(ops(&sess), vec!["Add", "com.microsoft:Gelu"]);
+    let d = declines(&sess, "bias_gelu_fusion");
+    assert!(d.iter().any(|r| r.contains("1-D bias")), "{d:?}");
+    // Below the extended level nothing fuses.
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[2, 8]);
+    let y = gelu_chain(&mut b, x, "half_last");
+    let sess = equivalent(&b.finish(&[y]), Level::Basic);
+    assert!(ops(&sess).contains(&"Erf".to_string()));
+}
+
+/// `LayerNormalization(Add(a, b))` over the last axis of `[2, 3, 8]`.
+fn add_then_ln(b: &mut B, a: ValueId, r: ValueId, attrs: Vec<Attribute>) -> ValueId {
+    let s = b.node("Add", &[Some(a), Some(r)], vec![]);
+    let gamma = b.weights("gamma", &[8]);
+    let beta = b.weights("beta", &[8]);
+    b.node(
+        "LayerNormalization",
+        &[Some(s), Some(gamma), Some(beta)],
+        attrs,
+    )
+}
+
+#[test]
+fn residual_add_and_layer_norm_become_skip_layer_norm() {
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[2, 3, 8]);
+    let r = b.input("r", DataType::F32, &[2, 3, 8]);
+    let y = add_then_ln(&mut b, x, r, vec![Attribute::float("epsilon", 1e-3)]);
+    let sess = equivalent(&b.finish(&[y]), Level::Extended);
+    assert_eq!(ops(&sess), vec!["com.microsoft:SkipLayerNormalization"]);
+    let (_, n) = sess.model().graph.nodes().next().unwrap();
+    assert_eq!(n.attrs.get_float("epsilon"), Some(1e-3));
+    // With the linear layer's bias folded in: (y, skip, gamma, beta, bias).
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[2, 3, 8]);
+    let r = b.input("r", DataType::F32, &[2, 3, 8]);
+    let w = b.weights("w", &[8, 8]);
+    let h = b.node("MatMul", &[Some(x), Some(w)], vec![]);
+    let bias = b.weights("bias", &[8]);
+    let hb = b.node("Add", &[Some(bias), Some(h)], vec![]);
+    let y = add_then_ln(&mut b, r, hb, vec![]);
+    let sess = equivalent(&b.finish(&[y]), Level::Extended);
+    assert_eq!(
+        ops(&sess),
+        vec!["MatMul", "com.microsoft:SkipLayerNormalization"]
+    );
+    let (_, n) = sess.model().graph.nodes().nth(1).unwrap();
+    assert_eq!(n.inputs().len(), 5);
+    assert_eq!(n.input(0), Some(h));
+    assert_eq!(n.input(1), Some(r));
+    assert_eq!(
+        n.attrs.get_float("epsilon"),
+        Some(1e-5),
+        "ONNX's default, written out"
+    );
+}
+
+#[test]
+fn skip_layer_norm_declines_with_reasons() {
+    let cases: Vec<(&[i64], &[i64], Vec<Attribute>, &str)> = vec![
+        (&[2, 3, 8], &[1, 3, 8], vec![], "one shape"),
+        (&[6, 8], &[6, 8], vec![], "3-D"),
+        (
+            &[2, 3, 8],
+            &[2, 3, 8],
+            vec![Attribute::int("axis", 1)],
+            "not the last axis",
+        ),
+    ];
+    for (xs, rs, attrs, why) in cases {
+        let mut b = B::new();
+        let x = b.input("x", DataType::F32, xs);
+        let r = b.input("r", DataType::F32, rs);
+        let s = b.node("Add", &[Some(x), Some(r)], vec![]);
+        let gamma = if why == "not the last axis" {
+            b.weights("gamma", &[3, 8])
+        } else {
+            b.weights("gamma", &[8])
+        };
+        let y = b.node("LayerNormalization", &[Some(s), Some(gamma)], attrs);
+        let sess = equivalent(&b.finish(&[y]), Level::Extended);
+        assert!(
+            ops(&sess).contains(&"LayerNormalization".to_string()),
+            "{why}"
+        );
+        let d = declines(&sess, "skip_layer_norm_fusion");
+        assert!(d.iter().any(|r| r.contains(why)), "{why}: {d:?}");
+    }
+}

@@ -3,8 +3,8 @@
 use kiln_ir::{Attribute, DataType, IrError, Node, NodeId};
 
 use super::util::{activation, assigned_to, dtype, is_onnx, replace};
-use crate::fusion::{lone_consumer, run_fusion, Decline, Fusion};
-use crate::{Level, Pass, PassCtx, PassReport};
+use crate::fusion::{fusion_pass, lone_consumer, Decline, Fusion};
+use crate::{Level, PassCtx};
 
 pub struct GemmActivation;
 
@@ -79,21 +79,9 @@ impl Fusion for GemmActivation {
     }
 }
 
-impl Pass for GemmActivation {
-    fn name(&self) -> &'static str {
-        "gemm_activation_fusion"
-    }
-
-    fn level(&self) -> Level {
-        Level::Extended
-    }
-
-    fn providers(&self) -> &'static [&'static str] {
-        &["cpu"]
-    }
-
-    fn run(&self, ctx: &mut PassCtx, report: &mut PassReport) {
-        let _ = kiln_ops::infer_shapes(ctx.model);
-        run_fusion(self, ctx, report)
-    }
-}
+fusion_pass!(
+    GemmActivation,
+    "gemm_activation_fusion",
+    Level::Extended,
+    &["cpu"]
+);

@@ -1,6 +1,7 @@
 //! kiln's passes, one per file. `all` lists them in the order they run within a phase.
 use crate::Pass;
 
+mod bias_gelu;
 mod bn_fold;
 pub(crate) mod const_fold;
 mod conv_add;
@@ -10,7 +11,9 @@ mod cse;
 mod eliminate;
 mod fused_conv;
 mod fused_gemm;
+mod gelu;
 mod quick_gelu;
+mod skip_layer_norm;
 mod space_to_depth;
 mod util;
 
@@ -30,6 +33,10 @@ pub fn all() -> Vec<Box<dyn Pass>> {
         Box::new(fused_conv::ConvActivation),
         Box::new(fused_gemm::GemmActivation),
         Box::new(quick_gelu::QuickGelu),
+        // The exact GELU first, then the bias of the linear layer before it.
+        Box::new(gelu::GeluFusion),
+        Box::new(bias_gelu::BiasGeluFusion),
+        Box::new(skip_layer_norm::SkipLayerNorm),
         Box::new(conv_silu::ConvSilu),
     ]
 }

@@ -4,8 +4,8 @@
 use kiln_ir::{Attribute, DataType, IrError, Node, NodeId, ValueId};
 
 use super::util::{assigned_to, const_values, dtype, is_onnx, replace};
-use crate::fusion::{lone_consumer, run_fusion, Decline, Fusion};
-use crate::{Level, Pass, PassCtx, PassReport};
+use crate::fusion::{fusion_pass, lone_consumer, Decline, Fusion};
+use crate::{Level, PassCtx};
 
 pub struct QuickGelu;
 
@@ -90,21 +90,4 @@ impl Fusion for QuickGelu {
     }
 }
 
-impl Pass for QuickGelu {
-    fn name(&self) -> &'static str {
-        "quick_gelu_fusion"
-    }
-
-    fn level(&self) -> Level {
-        Level::Extended
-    }
-
-    fn providers(&self) -> &'static [&'static str] {
-        &["cpu"]
-    }
-
-    fn run(&self, ctx: &mut PassCtx, report: &mut PassReport) {
-        let _ = kiln_ops::infer_shapes(ctx.model);
-        run_fusion(self, ctx, report)
-    }
-}
+fusion_pass!(QuickGelu, "quick_gelu_fusion", Level::Extended, &["cpu"]);
