@@ -139,19 +139,18 @@ fn question_mark_dims_are_independent() {
     assert_eq!(run_y(&p, &[("a", &fa), ("b", &fb)]), vec![11.]);
 }
 
+/// Little-endian bytes of f32 values, as an initializer's `raw_data`.
+fn raw_f32(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
 #[test]
 fn initializers_listed_as_inputs_are_overridable_from_ir_4() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = good_model();
     let g = m.graph.as_mut().unwrap();
     g.node = vec![node("c", "Add", &["x", "w"], &["y"])];
-    g.initializer[0].raw_data = Some(
-        [1f32, 2., 3., 4., 5., 6.]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect::<Vec<u8>>()
-            .into(),
-    );
+    g.initializer[0].raw_data = Some(raw_f32(&[1., 2., 3., 4., 5., 6.]).into());
     g.input.push(vi("w", &[2, 3]));
     let x = npy(dir.path(), "x.npy", &[2, 3], &[10.; 6]);
     let w = npy(dir.path(), "w.npy", &[2, 3], &[100.; 6]);
@@ -194,13 +193,7 @@ fn an_overridden_matmul_weight_is_not_prepacked() {
     let g = m.graph.as_mut().unwrap();
     g.node = vec![node("c", "MatMul", &["x", "w"], &["y"])];
     g.initializer[0].dims = vec![3, 2];
-    g.initializer[0].raw_data = Some(
-        [1f32, 2., 3., 4., 5., 6.]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect::<Vec<u8>>()
-            .into(),
-    );
+    g.initializer[0].raw_data = Some(raw_f32(&[1., 2., 3., 4., 5., 6.]).into());
     g.input.push(vi("w", &[3, 2]));
     g.output = vec![vi("y", &[2, 2])];
     let x = npy(dir.path(), "x.npy", &[2, 3], &[1.; 6]);
