@@ -194,13 +194,72 @@ unsafe fn apply_avx2(act: Activation, xs: &mut [f32]) {
     epilogue_avx2(act, xs, 0.0, None)
 }
 
-/// The activations that are a few vector instructions (no `exp`): applied in registers by
-/// the explicit SIMD epilogues. The rest go through the vectorized generic loop afterwards.
-fn is_simple(act: Activation) -> bool {
-    !matches!(
-        act,
-        Activation::Sigmoid | Activation::Tanh | Activation::Silu(_)
-    )
+/// The activations the explicit SIMD epilogues (and the micro-kernels) apply in registers;
+/// `Tanh` goes through the vectorized generic loop afterwards.
+pub(crate) fn fused_in_registers(act: Activation) -> bool {
+    act != Activation::Tanh
+}
+
+/// `act(v)` on 8 lanes, for an activation that [`fused_in_registers`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn act256(
+    act: Activation,
+    v: std::arch::x86_64::__m256,
+) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let zero = _mm256_setzero_ps();
+    match act {
+        Activation::Relu => _mm256_max_ps(zero, v),
+        Activation::LeakyRelu(a) => {
+            let neg = _mm256_cmp_ps::<_CMP_LT_OQ>(v, zero);
+            _mm256_blendv_ps(v, _mm256_mul_ps(v, _mm256_set1_ps(a)), neg)
+        }
+        Activation::Clip(lo, hi) => {
+            _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), v))
+        }
+        Activation::HardSigmoid(a, b) => _mm256_min_ps(
+            _mm256_set1_ps(1.0),
+            _mm256_max_ps(
+                zero,
+                _mm256_fmadd_ps(_mm256_set1_ps(a), v, _mm256_set1_ps(b)),
+            ),
+        ),
+        Activation::Sigmoid => sigmoid256(v),
+        Activation::Silu(a) => _mm256_mul_ps(v, sigmoid256(_mm256_mul_ps(_mm256_set1_ps(a), v))),
+        Activation::Identity | Activation::Tanh => v,
+    }
+}
+
+/// `act(v)` on 16 lanes, for an activation that [`fused_in_registers`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn act512(
+    act: Activation,
+    v: std::arch::x86_64::__m512,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let zero = _mm512_setzero_ps();
+    match act {
+        Activation::Relu => _mm512_max_ps(zero, v),
+        Activation::LeakyRelu(a) => {
+            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, zero);
+            _mm512_mask_mul_ps(v, neg, v, _mm512_set1_ps(a))
+        }
+        Activation::Clip(lo, hi) => {
+            _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), v))
+        }
+        Activation::HardSigmoid(a, b) => _mm512_min_ps(
+            _mm512_set1_ps(1.0),
+            _mm512_max_ps(
+                zero,
+                _mm512_fmadd_ps(_mm512_set1_ps(a), v, _mm512_set1_ps(b)),
+            ),
+        ),
+        Activation::Sigmoid => sigmoid512(v),
+        Activation::Silu(a) => _mm512_mul_ps(v, sigmoid512(_mm512_mul_ps(_mm512_set1_ps(a), v))),
+        Activation::Identity | Activation::Tanh => v,
+    }
 }
 
 // The epilogues below are written with intrinsics because the compiler turns the select in
@@ -309,6 +368,43 @@ unsafe fn sigmoid512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 
     _mm512_mask_mov_ps(y, nan, x)
 }
 
+/// `1 / (1 + e^-x)` on 8 lanes: [`exp`]'s reduction and polynomial with fused multiply-adds,
+/// the power of two built in the exponent bits, and a division (AVX2 has no accurate
+/// reciprocal estimate).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sigmoid256(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let set = _mm256_set1_ps;
+    // max(c, x) returns x when x is NaN, so NaN survives the clamp and the arithmetic.
+    let v = _mm256_min_ps(
+        set(88.0),
+        _mm256_max_ps(set(-87.0), _mm256_sub_ps(_mm256_setzero_ps(), x)),
+    );
+    const ROUND: f32 = 12_582_912.0;
+    let t = _mm256_fmadd_ps(v, set(std::f32::consts::LOG2_E), set(ROUND));
+    let n = _mm256_sub_ps(t, set(ROUND));
+    let r = _mm256_fnmadd_ps(n, set(0.693_145_75), v);
+    let r = _mm256_fnmadd_ps(n, set(1.428_606_8e-6), r);
+    let mut p = set(1.0 / 5040.0);
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = _mm256_fmadd_ps(p, r, set(c));
+    }
+    // t's bits are ROUND's plus n: 2^n from integer arithmetic on them.
+    let bits = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4B40_0000 - 127));
+    let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(bits));
+    _mm256_div_ps(set(1.0), _mm256_add_ps(set(1.0), _mm256_mul_ps(p, scale)))
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn epilogue_avx2(act: Activation, xs: &mut [f32], bias: f32, z: Option<&[f32]>) {
@@ -334,7 +430,11 @@ unsafe fn epilogue_avx2(act: Activation, xs: &mut [f32], bias: f32, z: Option<&[
         }
         for j in i..n {
             let v = *p.add(j) + bias + z.map_or(0.0, |z| z[j]);
-            *p.add(j) = if is_simple(act) { act.apply(v) } else { v };
+            *p.add(j) = if fused_in_registers(act) {
+                act.apply(v)
+            } else {
+                v
+            };
         }
     }
     let zero = _mm256_setzero_ps();
@@ -357,6 +457,13 @@ unsafe fn epilogue_avx2(act: Activation, xs: &mut [f32], bias: f32, z: Option<&[
             let (a, b, one) = (_mm256_set1_ps(a), _mm256_set1_ps(b), _mm256_set1_ps(1.0));
             run(act, xs, bias, z, |v| {
                 _mm256_min_ps(one, _mm256_max_ps(zero, _mm256_fmadd_ps(a, v, b)))
+            })
+        }
+        Activation::Sigmoid => run(act, xs, bias, z, |v| sigmoid256(v)),
+        Activation::Silu(a) => {
+            let av = _mm256_set1_ps(a);
+            run(act, xs, bias, z, |v| {
+                _mm256_mul_ps(v, sigmoid256(_mm256_mul_ps(av, v)))
             })
         }
         _ => {

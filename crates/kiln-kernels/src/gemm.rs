@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use crate::act::{Activation, Tile};
-use crate::ukernel::{self, Rows, Strided, Table, Ukernel};
+use crate::ukernel::{self, Fuse, Rows, Strided, Table, Ukernel};
 use crate::Isa;
 
 /// Rows of A per tile: an A block of MC × KC floats (512 KiB) stays in L2, and a larger MC
@@ -384,6 +384,7 @@ fn run(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue,
     let k_blocks = k.div_ceil(KC);
     let kc_len = k.div_ceil(k_blocks);
     let cp = SendPtr(c.as_mut_ptr());
+    let fusable = !epi.is_none() && crate::act::fused_in_registers(epi.act);
     let task = |t: usize| {
         let (mb, nb) = (t / n_blocks, t % n_blocks);
         let mps = mb * mc_panels..((mb + 1) * mc_panels).min(m_panels);
@@ -418,6 +419,14 @@ fn run(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue,
                     let aptr = a.data[mp * mr * k + k0 * mr..].as_ptr();
                     let at = (mp * mr, np * nr);
                     let size = (mr.min(m - mp * mr), nr.min(n - np * nr));
+                    // A full tile's epilogue runs in the micro-kernel's registers.
+                    let fused = (last && size == (mr, nr) && fusable).then(|| Fuse {
+                        bias: epi.bias.map_or(std::ptr::null(), |b| b[at.0..].as_ptr()),
+                        z: epi
+                            .residual
+                            .map_or(std::ptr::null(), |z| z[at.0 * ldc + at.1..].as_ptr()),
+                        act: epi.act,
+                    });
                     // SAFETY: the tile lies inside C (checked above) and no other task
                     // touches it; the panels hold kc steps from their offsets.
                     unsafe {
@@ -433,6 +442,7 @@ fn run(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue,
                                 size,
                                 (mr, nr),
                                 acc || k0 > 0,
+                                fused.as_ref(),
                                 &mut scratch,
                             ),
                             Err(b) => tile(
@@ -446,11 +456,12 @@ fn run(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue,
                                 size,
                                 (mr, nr),
                                 acc || k0 > 0,
+                                fused.as_ref(),
                                 &mut scratch,
                             ),
                         }
                     }
-                    if last && !epi.is_none() {
+                    if last && !epi.is_none() && fused.is_none() {
                         let (r0, rows) = (mp * mr, mr.min(m - mp * mr));
                         let (off, cols) = (r0 * ldc + np * nr, nr.min(n - np * nr));
                         let span = (rows - 1) * ldc + cols;
@@ -584,19 +595,21 @@ unsafe fn tile<R: Rows>(
     (rows, cols): (usize, usize),
     (mr, nr): (usize, usize),
     acc: bool,
+    fuse: Option<&Fuse>,
     scratch: &mut [f32; 8 * 32],
 ) {
     let dst = c.0.add(r0 * ldc + c0);
     if rows == mr && cols == nr {
-        kern(kc, a, b, dst, ldc, acc);
+        kern(kc, a, b, dst, ldc, acc, fuse);
         return;
     }
+    debug_assert!(fuse.is_none(), "a ragged tile's epilogue runs afterwards");
     if acc {
         for r in 0..rows {
             std::ptr::copy_nonoverlapping(dst.add(r * ldc), scratch.as_mut_ptr().add(r * nr), cols);
         }
     }
-    kern(kc, a, b, scratch.as_mut_ptr(), nr, acc);
+    kern(kc, a, b, scratch.as_mut_ptr(), nr, acc, None);
     for r in 0..rows {
         std::ptr::copy_nonoverlapping(scratch.as_ptr().add(r * nr), dst.add(r * ldc), cols);
     }
@@ -713,37 +726,48 @@ pub(crate) mod tests {
 
     #[test]
     fn epilogue_with_bias_residual_and_strided_c() {
-        let (m, n, k, ldc) = (10, 40, 17, 45);
-        let (a, b) = (data(m * k, 3), data(k * n, 4));
-        let bias = data(m, 5);
-        let z = data(m * ldc, 6);
-        let mut c = vec![7.0f32; m * ldc];
-        sgemm(
-            m,
-            n,
-            k,
-            &a,
-            k,
-            &b,
-            n,
-            &mut c,
-            ldc,
-            &Epilogue {
-                bias: Some(&bias),
-                residual: Some(&z),
-                act: Activation::Relu,
-            },
-        );
-        let p = naive(m, n, k, &a, &b);
-        for i in 0..m {
-            for j in 0..ldc {
-                let got = c[i * ldc + j];
-                if j >= n {
-                    assert_eq!(got, 7.0, "padding column touched");
-                    continue;
+        // Full tiles take the epilogue in the micro-kernel's registers on their last K block
+        // (k = 300 has two), ragged ones afterwards: both must agree with the definition.
+        let acts = [
+            Activation::Identity,
+            Activation::Relu,
+            Activation::LeakyRelu(0.1),
+            Activation::Clip(-0.5, 0.5),
+            Activation::HardSigmoid(0.2, 0.5),
+            Activation::Sigmoid,
+            Activation::Tanh,
+            Activation::Silu(1.0),
+        ];
+        for isa in isas() {
+            for (m, n, k, ldc) in [(10, 40, 17, 45), (16, 64, 300, 64)] {
+                let (a, b) = (data(m * k, 3), data(k * n, 4));
+                let bias = data(m, 5);
+                let z = data(m * ldc, 6);
+                let pa = PackedA::with_isa(isa, &a, m, k, k);
+                let p = naive(m, n, k, &a, &b);
+                for act in acts {
+                    let mut c = vec![7.0f32; m * ldc];
+                    let epi = Epilogue {
+                        bias: Some(&bias),
+                        residual: Some(&z),
+                        act,
+                    };
+                    gemm_packed(&pa, &RowMajor { b: &b, n, ld: n }, &mut c, ldc, &epi);
+                    for i in 0..m {
+                        for j in 0..ldc {
+                            let got = c[i * ldc + j];
+                            if j >= n {
+                                assert_eq!(got, 7.0, "padding column touched");
+                                continue;
+                            }
+                            let want = act.apply(p[i * n + j] + bias[i] + z[i * ldc + j]);
+                            assert!(
+                                (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                                "{isa:?} {act:?} k={k} [{i},{j}] {got} vs {want}"
+                            );
+                        }
+                    }
                 }
-                let want = (p[i * n + j] + bias[i] + z[i * ldc + j]).max(0.0);
-                assert!((got - want).abs() < 1e-4, "[{i},{j}] {got} vs {want}");
             }
         }
     }
