@@ -1,6 +1,7 @@
 //! MaxPool (without indices) and AveragePool over f32 NCHW with two spatial dims, vectorized.
-//! With AVX-512 and a column stride of 1 or 2, each block of 16 outputs loads its taps
-//! straight from the input rows, masked at the borders (`plane_avx512`). Otherwise the pool
+//! With AVX-512 or AVX2 and a column stride of 1 or 2, each block of 16 (8) outputs loads its
+//! taps straight from the input rows, masked at the borders (`plane_avx512`, `plane_avx2`).
+//! Otherwise the pool
 //! is separable: each plane is copied once into a padded plane (padding that never wins a max
 //! and adds nothing to a sum), reduced along the width, then along the height, all taps of a
 //! block of lanes at a time. Divisors come from the reference kernel's window tables, so
@@ -53,8 +54,18 @@ fn pool(x: &Tensor, t: &Taps, kind: Kind) -> Option<Vec<f32>> {
     // Several planes per task, sharing one set of buffers: small planes (7×7, 14×14) would
     // otherwise spend more time allocating than pooling.
     let per = planes.div_ceil(4 * rayon::current_num_threads()).max(1);
-    let direct = kiln_kernels::Isa::detect() == kiln_kernels::Isa::Avx512 && sw <= 2;
-    let cols = if direct { col_table(&geo) } else { Vec::new() };
+    let isa = kiln_kernels::Isa::detect();
+    let direct = isa >= kiln_kernels::Isa::Avx2 && sw <= 2;
+    let lanes = if isa == kiln_kernels::Isa::Avx512 {
+        16
+    } else {
+        8
+    };
+    let cols = if direct {
+        col_table(&geo, lanes)
+    } else {
+        Vec::new()
+    };
     y.par_chunks_mut(out_sp * per)
         .enumerate()
         .for_each(|(task, ys)| {
@@ -63,9 +74,15 @@ fn pool(x: &Tensor, t: &Taps, kind: Kind) -> Option<Vec<f32>> {
                 let p = task * per + i;
                 let xp = &xv[p * in_sp..(p + 1) * in_sp];
                 #[cfg(target_arch = "x86_64")]
-                if direct {
+                if direct && lanes == 16 {
                     // SAFETY: Isa::detect() found AVX-512F on the CPU.
                     unsafe { plane_avx512(xp, yp, &geo, kind, fill, &cols) };
+                    continue;
+                }
+                #[cfg(target_arch = "x86_64")]
+                if direct {
+                    // SAFETY: Isa::detect() found AVX2 on the CPU.
+                    unsafe { direct_avx2(xp, yp, &geo, kind, fill, &cols) };
                     continue;
                 }
                 #[cfg(target_arch = "x86_64")]
@@ -148,20 +165,98 @@ unsafe fn plane_avx512(xp: &[f32], yp: &mut [f32], g: &Geo, kind: Kind, fill: f3
     }
 }
 
-/// Where one tap of a block of 16 outputs reads in an input row: the first column and the
-/// lanes inside the row, for the 16 columns from there and (stride 2) the 16 after.
+/// As [`plane_avx512`] with blocks of 8 outputs: AVX2's masked loads read zeros where a tap
+/// falls outside the row, blended with `fill`; a stride-2 tap loads 16 columns and keeps the
+/// even ones with a shuffle and a lane permute.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn direct_avx2(xp: &[f32], yp: &mut [f32], g: &Geo, kind: Kind, fill: f32, cols: &[Col]) {
+    use std::arch::x86_64::*;
+    let ow = g.ow;
+    let kw = g.k[1];
+    let fv = _mm256_set1_ps(fill);
+    let bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    // Lane i of the mask is all ones when bit i of `m` is set.
+    let lane_mask =
+        |m: u16| _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(m as i32), bits), bits);
+    let load = |p: *const f32, m: u16| {
+        if m == 0xFF {
+            _mm256_loadu_ps(p)
+        } else {
+            let lm = lane_mask(m);
+            _mm256_blendv_ps(fv, _mm256_maskload_ps(p, lm), _mm256_castsi256_ps(lm))
+        }
+    };
+    // Up to GROUP blocks of a row at once: independent accumulators hide the latency of
+    // each block's chain of taps (one block at a time ran at a tenth of the load rate).
+    const GROUP: usize = 4;
+    let blocks = cols.len() / kw;
+    for (oy, yrow) in yp.chunks_exact_mut(ow).enumerate() {
+        for b0 in (0..blocks).step_by(GROUP) {
+            let nb = GROUP.min(blocks - b0);
+            let mut acc = [fv; GROUP];
+            for i in 0..g.k[0] {
+                let iy = (oy * g.s[0] + i * g.d[0]) as isize - g.pads[0] as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                let row = xp.as_ptr().add(iy as usize * g.wi);
+                for j in 0..kw {
+                    for (bi, a) in acc.iter_mut().enumerate().take(nb) {
+                        let c = &cols[(b0 + bi) * kw + j];
+                        // Masked-off lanes are not read, so the address may lie outside the
+                        // row.
+                        let p = row.wrapping_offset(c.start);
+                        let v = if g.s[1] == 1 {
+                            load(p, c.masks[0])
+                        } else {
+                            let lo = load(p, c.masks[0]);
+                            let hi = load(p.wrapping_add(8), c.masks[1]);
+                            // [l0 l2 h0 h2 | l4 l6 h4 h6] -> [l0 l2 l4 l6 h0 h2 h4 h6].
+                            let e = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);
+                            _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(
+                                _mm256_castps_pd(e),
+                            ))
+                        };
+                        *a = match kind {
+                            // vmaxps keeps its second operand when either is NaN:
+                            // `v > acc ? v : acc`.
+                            Kind::Max => _mm256_max_ps(v, *a),
+                            Kind::Sum => _mm256_add_ps(*a, v),
+                        };
+                    }
+                }
+            }
+            for (bi, a) in acc.iter().enumerate().take(nb) {
+                let x0 = (b0 + bi) * 8;
+                let lanes = 8.min(ow - x0);
+                let out = yrow.as_mut_ptr().add(x0);
+                if lanes == 8 {
+                    _mm256_storeu_ps(out, *a);
+                } else {
+                    _mm256_maskstore_ps(out, lane_mask(((1u32 << lanes) - 1) as u16), *a);
+                }
+            }
+        }
+    }
+}
+
+/// Where one tap of a block of `lanes` outputs reads in an input row: the first column and
+/// the lanes inside the row, for the `lanes` columns from there and (stride 2) the next.
 #[derive(Clone, Copy)]
 struct Col {
     start: isize,
     masks: [u16; 2],
 }
 
-/// The taps of every block of 16 outputs along a row, the same for every row and plane.
-fn col_table(g: &Geo) -> Vec<Col> {
+/// The taps of every block of `lanes` (16 or 8) outputs along a row, the same for every row
+/// and plane.
+fn col_table(g: &Geo, lanes: usize) -> Vec<Col> {
     let w = g.wi as isize;
+    let l = lanes as isize;
     let inside = |start: isize| -> u16 {
-        let lo = (-start).clamp(0, 16);
-        let hi = (w - start).clamp(0, 16);
+        let lo = (-start).clamp(0, l);
+        let hi = (w - start).clamp(0, l);
         if hi <= lo {
             0
         } else {
@@ -169,12 +264,12 @@ fn col_table(g: &Geo) -> Vec<Col> {
         }
     };
     let mut out = Vec::new();
-    for x0 in (0..g.ow).step_by(16) {
+    for x0 in (0..g.ow).step_by(lanes) {
         for j in 0..g.k[1] {
             let start = (x0 * g.s[1] + j * g.d[1]) as isize - g.pads[1] as isize;
             out.push(Col {
                 start,
-                masks: [inside(start), inside(start + 16)],
+                masks: [inside(start), inside(start + l)],
             });
         }
     }
