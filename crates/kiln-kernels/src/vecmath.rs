@@ -112,13 +112,14 @@ pub fn quick_gelu(x: f32, alpha: f32) -> f32 {
     x / (1.0 + exp(-alpha * x))
 }
 
-/// A GELU-family function of [`map_bias`].
+/// A function of [`map_bias`]: the GELU family, and Relu (NaN passes through).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Unary {
     Erf,
     Gelu,
     GeluTanh,
     QuickGelu(f32),
+    Relu,
 }
 
 isa_dispatch! {
@@ -150,6 +151,7 @@ isa_dispatch! {
             Unary::Gelu => each!(gelu),
             Unary::GeluTanh => each!(gelu_tanh),
             Unary::QuickGelu(a) => each!(|v| quick_gelu(v, a)),
+            Unary::Relu => each!(|v: f32| if v < 0.0 { 0.0 } else { v }),
         }
     }
 }
@@ -195,6 +197,42 @@ isa_dispatch! {
         let tail: f32 = x[full..].iter().map(|&v| (v - mean) * (v - mean)).sum();
         let var = (sq.iter().sum::<f32>() + tail) / n as f32;
         (mean, 1.0 / (var + eps).sqrt())
+    }
+}
+
+/// `out = x·scale[c] + shift[c]` over planes of `inner` values, plane `p` taking channel
+/// `p mod scale.len()`: BatchNormalization in inference, on rayon's threads when large.
+pub fn channel_affine(x: &[f32], inner: usize, scale: &[f32], shift: &[f32], out: &mut [f32]) {
+    assert_eq!(x.len(), out.len(), "input and output lengths differ");
+    assert_eq!(scale.len(), shift.len(), "one shift per scale");
+    let c = scale.len();
+    if inner == 0 || c == 0 {
+        return;
+    }
+    assert!(
+        x.len().is_multiple_of(inner * c),
+        "the planes do not tile the input"
+    );
+    par_chunks(out, inner, |off, o| {
+        for (i, plane) in o.chunks_mut(inner).enumerate() {
+            let ch = (off / inner + i) % c;
+            affine(
+                &x[off + i * inner..][..plane.len()],
+                scale[ch],
+                shift[ch],
+                plane,
+            );
+        }
+    });
+}
+
+isa_dispatch! {
+    fn affine(x: &[f32], s: f32, t: f32, out: &mut [f32]) {
+        let n = out.len();
+        let x = &x[..n];
+        for i in 0..n {
+            out[i] = x[i] * s + t;
+        }
     }
 }
 
@@ -359,6 +397,29 @@ mod tests {
     }
 
     #[test]
+    fn channel_affine_matches_per_plane_factors_on_threads() {
+        let (c, inner) = (5, 7000);
+        let x: Vec<f32> = (0..2 * c * inner)
+            .map(|i| (i % 101) as f32 - 50.0)
+            .collect();
+        let scale: Vec<f32> = (0..c).map(|i| 0.5 + i as f32).collect();
+        let shift: Vec<f32> = (0..c).map(|i| i as f32 - 2.0).collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let mut out = vec![0f32; x.len()];
+        pool.install(|| channel_affine(&x, inner, &scale, &shift, &mut out));
+        for (i, (&o, &v)) in out.iter().zip(&x).enumerate() {
+            let ch = (i / inner) % c;
+            assert_eq!(o, v * scale[ch] + shift[ch], "[{i}]");
+        }
+        let mut nan = [f32::NAN; 3];
+        map_bias(Unary::Relu, &[f32::NAN, -1.0, 2.0], &[], &mut nan);
+        assert!(nan[0].is_nan() && nan[1] == 0.0 && nan[2] == 2.0);
+    }
+
+    #[test]
     fn gelu_family_matches_f64_definitions_with_bias_and_threads() {
         let n = 3 * 40_000;
         let x: Vec<f32> = (0..n)
@@ -374,8 +435,10 @@ mod tests {
             Unary::Gelu,
             Unary::GeluTanh,
             Unary::QuickGelu(1.702),
+            Unary::Relu,
         ] {
             let want = |v: f64| match f {
+                Unary::Relu => v.max(0.0),
                 Unary::Erf => erf64(v),
                 Unary::Gelu => 0.5 * v * (1.0 + erf64(v / 2f64.sqrt())),
                 Unary::GeluTanh => {

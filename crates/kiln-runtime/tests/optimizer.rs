@@ -848,3 +848,69 @@ fn skip_layer_norm_declines_with_reasons() {
         assert!(d.iter().any(|r| r.contains(why)), "{why}: {d:?}");
     }
 }
+
+/// x → Relu → BatchNormalization → `op`(constant of `dims`), Caffe2's pre-activation form.
+fn bn_then(op: &str, dims: &[usize], x_dims: &[i64]) -> (B, ValueId) {
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, x_dims);
+    let r = b.node("Relu", &[Some(x)], vec![]);
+    let scale = b.consts("scale", &[4], &[1.5, 0.5, 2.0, 1.0]);
+    let shift = b.consts("shift", &[4], &[0.1, -0.2, 0.3, 0.0]);
+    let mean = b.consts("mean", &[4], &[0.05, 0.1, -0.1, 0.2]);
+    let var = b.consts("var", &[4], &[1.0, 0.5, 2.0, 0.25]);
+    let bn = b.node(
+        "BatchNormalization",
+        &[Some(r), Some(scale), Some(shift), Some(mean), Some(var)],
+        vec![Attribute::float("epsilon", 1e-3)],
+    );
+    let n: usize = dims.iter().product();
+    let k: Vec<f32> = (0..n).map(|i| 0.75 - 0.3 * i as f32).collect();
+    let k = b.consts("k", dims, &k);
+    let y = b.node(op, &[Some(bn), Some(k)], vec![]);
+    (b, y)
+}
+
+#[test]
+fn batchnorm_takes_the_following_mul_and_add() {
+    let (mut b, y) = bn_then("Mul", &[4, 1, 1], &[1, 4, 5, 5]);
+    let k = b.consts("bias", &[1, 4, 1, 1], &[0.5, -1.0, 0.25, 2.0]);
+    let z = b.node("Add", &[Some(k), Some(y)], vec![]);
+    let s = equivalent(&b.finish(&[z]), Level::Basic);
+    assert_eq!(ops(&s), vec!["Relu", "BatchNormalization"]);
+    // A single value scales every channel.
+    let (b, y) = bn_then("Mul", &[1], &[2, 4, 3, 3]);
+    let s = equivalent(&b.finish(&[y]), Level::Basic);
+    assert_eq!(ops(&s), vec!["Relu", "BatchNormalization"]);
+}
+
+#[test]
+fn batchnorm_affine_fold_declines_with_reasons() {
+    // [4] lines up with the width, not the channels.
+    let (b, y) = bn_then("Mul", &[4], &[1, 4, 4, 4]);
+    let s = equivalent(&b.finish(&[y]), Level::Basic);
+    assert!(ops(&s).contains(&"Mul".to_string()));
+    assert!(declines(&s, "batchnorm_mul_fold")
+        .iter()
+        .any(|r| r.contains("not one value per channel")));
+    // The BatchNormalization's output is also a graph output: it must stay.
+    let (b, y) = bn_then("Add", &[4, 1, 1], &[1, 4, 5, 5]);
+    let bn = b.g.find_value("batchnormalization2_out").unwrap();
+    let m = b.finish(&[y, bn]);
+    let s = equivalent(&m, Level::Basic);
+    assert!(ops(&s).contains(&"Add".to_string()));
+    // An operand that arrives at run time is not folded.
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[1, 4, 2, 2]);
+    let k = b.input("k", DataType::F32, &[4, 1, 1]);
+    let p: Vec<ValueId> = (0..4)
+        .map(|i| b.consts(&format!("p{i}"), &[4], &[1.0; 4]))
+        .collect();
+    let bn = b.node(
+        "BatchNormalization",
+        &[Some(x), Some(p[0]), Some(p[1]), Some(p[2]), Some(p[3])],
+        vec![],
+    );
+    let y = b.node("Mul", &[Some(bn), Some(k)], vec![]);
+    let s = equivalent(&b.finish(&[y]), Level::Basic);
+    assert_eq!(ops(&s), vec!["BatchNormalization", "Mul"]);
+}

@@ -67,6 +67,31 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
         .iter()
         .map(|t| load_any::<f64>(t))
         .collect::<Result<_>>()?;
+    if let (Data::F32(xv), false) = (&x.data, training) {
+        // Inference in f32: one multiply-add per value, the factors computed in f64 as below.
+        let (a, b) = factors(&p, &p[2], &p[3], eps);
+        let a: Vec<f32> = a.iter().map(|&v| v as f32).collect();
+        let b: Vec<f32> = b.iter().map(|&v| v as f32).collect();
+        let inner: usize = x.shape[2..].iter().product();
+        let mut y = vec![0f32; xv.len()];
+        kiln_kernels::vecmath::channel_affine(xv, inner, &a, &b, &mut y);
+        let mut out = vec![Value::Tensor(Tensor::new(x.shape.clone(), Data::F32(y)))];
+        // Outside training the running statistics are the inputs, unchanged.
+        for v in [&p[2], &p[3]].into_iter().take(ctx.num_outputs - 1) {
+            out.push(Value::Tensor(Tensor::new(
+                vec![c],
+                store_f64(v.clone(), params[2].dtype())?,
+            )));
+        }
+        if out.len() < ctx.num_outputs {
+            return Err(format!(
+                "BatchNormalization has {} outputs here, the node asks for {}",
+                out.len(),
+                ctx.num_outputs
+            ));
+        }
+        return Ok(out);
+    }
     let (y, stats) = float_dispatch!(x.dtype(), normalize(x, &p, eps, training))?;
     let mut out = vec![Value::Tensor(Tensor::new(x.shape.clone(), y))];
     if ctx.num_outputs > 1 {
@@ -104,6 +129,16 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
 
 type Stats = Option<(Vec<f64>, Vec<f64>)>;
 
+/// `y = x·a + b` per channel: `a = scale / sqrt(var + eps)`, `b = bias - mean·a`.
+fn factors(p: &[Vec<f64>], mean: &[f64], var: &[f64], eps: f64) -> (Vec<f64>, Vec<f64>) {
+    let (scale, bias) = (&p[0], &p[1]);
+    let a: Vec<f64> = (0..scale.len())
+        .map(|i| scale[i] / (var[i] + eps).sqrt())
+        .collect();
+    let b = (0..scale.len()).map(|i| bias[i] - mean[i] * a[i]).collect();
+    (a, b)
+}
+
 /// Y per channel; in training mode with the batch's mean and (population) variance, which are
 /// returned too.
 fn normalize<T: Real>(
@@ -115,7 +150,6 @@ fn normalize<T: Real>(
     let xv = T::load(x)?;
     let (n, c) = (x.shape[0], x.shape[1]);
     let inner: usize = x.shape[2..].iter().product();
-    let (scale, bias) = (&p[0], &p[1]);
     let (mean, var, stats) = if training {
         let count = (n * inner) as f64;
         let mut mean = vec![0.0f64; c];
@@ -135,12 +169,9 @@ fn normalize<T: Real>(
     } else {
         (p[2].clone(), p[3].clone(), None)
     };
-    let a: Vec<T> = (0..c)
-        .map(|i| T::of(scale[i] / (var[i] + eps).sqrt()))
-        .collect();
-    let b: Vec<T> = (0..c)
-        .map(|i| T::of(bias[i] - mean[i] * scale[i] / (var[i] + eps).sqrt()))
-        .collect();
+    let (a, b) = factors(p, &mean, &var, eps);
+    let a: Vec<T> = a.into_iter().map(T::of).collect();
+    let b: Vec<T> = b.into_iter().map(T::of).collect();
     let mut y: Vec<T> = xv.into_owned();
     if inner > 0 {
         for (i, plane) in y.chunks_mut(inner).enumerate() {

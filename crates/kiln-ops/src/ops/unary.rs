@@ -298,7 +298,7 @@ fn math(ctx: &KernelCtx) -> Result<Vec<Value>> {
         _ => None,
     };
     let data = match &t.data {
-        Data::F32(v) if ctx.op_type == "Relu" => Data::F32(v.iter().map(|x| x.max(0.0)).collect()),
+        Data::F32(v) if ctx.op_type == "Relu" => Data::F32(map_f32(Unary::Relu, v)),
         // The vectorized f32 forms the fused convolutions use (Sigmoid within 4e-7).
         Data::F32(v) if fast.is_some() => {
             let mut out = v.clone();

@@ -25,7 +25,7 @@ pub struct Found {
 
 /// The per-output-channel values of a constant that broadcasts against `[N, M, spatial...]`
 /// along the channel axis only (or a single value), or `None`.
-fn per_channel(t: &Tensor, m: usize, out_rank: usize) -> Option<Vec<f64>> {
+pub(crate) fn per_channel(t: &Tensor, m: usize, out_rank: usize) -> Option<Vec<f64>> {
     let v = match t.dtype {
         DataType::F32 | DataType::F64 => t.to_f64_vec()?,
         _ => return None,

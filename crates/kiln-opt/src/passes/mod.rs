@@ -2,6 +2,7 @@
 use crate::Pass;
 
 mod bias_gelu;
+mod bn_affine;
 mod bn_fold;
 pub(crate) mod const_fold;
 mod conv_add;
@@ -27,6 +28,8 @@ pub fn all() -> Vec<Box<dyn Pass>> {
         Box::new(space_to_depth::SliceConcatToSpaceToDepth),
         Box::new(conv_scale_bias::ConvConstant(conv_scale_bias::Op::Mul)),
         Box::new(conv_scale_bias::ConvConstant(conv_scale_bias::Op::Add)),
+        Box::new(bn_affine::BatchNormAffine(conv_scale_bias::Op::Mul)),
+        Box::new(bn_affine::BatchNormAffine(conv_scale_bias::Op::Add)),
         // Extended: the residual form first, so a Conv feeding an Add is not taken by the
         // plain activation fusion.
         Box::new(conv_add::ConvAdd),
