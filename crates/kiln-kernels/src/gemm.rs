@@ -370,13 +370,25 @@ fn run(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue,
     } else {
         4 * threads
     };
-    // Rows split into blocks of at most MC (A block in L2), columns into enough blocks for
-    // every thread to get several tasks of about equal size; rows again when columns are few.
-    let mut m_blocks = m_panels.div_ceil((MC / mr).max(1));
-    let n_blocks = want.div_ceil(m_blocks).clamp(1, n_panels);
-    if m_blocks * n_blocks < want {
-        m_blocks = want.div_ceil(n_blocks).min(m_panels);
+    // Rows into blocks of at most MC (an A block stays in L2), then the split into `want`
+    // tasks that moves the least data: each column block streams all of its rows' A, each
+    // row block all of its columns' B. A convolution over a 7×7 map (large A, small B)
+    // splits by rows, one over 56×56 by columns.
+    let min_m = m_panels.div_ceil((MC / mr).max(1));
+    let want = want.min(m_panels * n_panels);
+    let (a_len, b_len) = (m * k, k * n);
+    let mut best = (usize::MAX, min_m, 1);
+    for nb in 1..=n_panels.min(want) {
+        let mb = min_m.max(want.div_ceil(nb)).min(m_panels);
+        if mb * nb < want {
+            continue;
+        }
+        let cost = nb * a_len + mb * b_len;
+        if cost < best.0 {
+            best = (cost, mb, nb);
+        }
     }
+    let (_, m_blocks, n_blocks) = best;
     let mc_panels = m_panels.div_ceil(m_blocks);
     let m_blocks = m_panels.div_ceil(mc_panels);
     let np_per = n_panels.div_ceil(n_blocks);
