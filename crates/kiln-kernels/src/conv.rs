@@ -332,9 +332,8 @@ impl PackedConv {
                 let copy_out = |(m, y): (usize, &mut [f32])| {
                     let bias = self.bias.as_ref().map_or(0.0, |b| b[m]);
                     for (oy, row) in y.chunks_exact_mut(ow).enumerate() {
-                        row.copy_from_slice(&cbuf[m * cols + oy * wq..][..ow]);
                         let z = residual.map(|z| &z[o + m * out_sp + oy * ow..][..ow]);
-                        act.bias_residual_slice(row, bias, z);
+                        act.bias_residual_from(&cbuf[m * cols + oy * wq..][..ow], row, bias, z);
                     }
                 };
                 let y = &mut out[o..o + g.c_out * out_sp];
