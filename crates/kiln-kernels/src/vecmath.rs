@@ -57,6 +57,24 @@ pub fn par_chunks(out: &mut [f32], align: usize, f: impl Fn(usize, &mut [f32]) +
         .for_each(|(i, c)| f(i * chunk, c));
 }
 
+/// `n` zeros, written on rayon's threads when `n` is large: a kernel's output buffer comes
+/// from memory the allocator recycles, which `vec![0.0; n]` clears on one thread (3% of a
+/// ResNet50 run).
+pub fn zeros(n: usize) -> Vec<f32> {
+    use std::mem::MaybeUninit;
+    if n < PAR_MIN || rayon::current_num_threads() == 1 {
+        return vec![0f32; n];
+    }
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    let chunk = n.div_ceil(4 * rayon::current_num_threads()).max(PAR_MIN / 4);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk)
+        .for_each(|c| c.fill(MaybeUninit::new(0.0)));
+    // SAFETY: the loop above wrote all n elements.
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// erf(x): below |x| = 1 the Maclaurin series (eleven odd terms); above it Abramowitz and
 /// Stegun's 7.1.26, `1 - t·p(t)·e^(-x²)` with `t = 1/(1 + 0.3275911|x|)`. Within 2.5e-7 of the
 /// exact value everywhere (tested). Both branches are computed and one selected, so loops

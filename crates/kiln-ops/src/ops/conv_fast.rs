@@ -71,7 +71,7 @@ fn execute(
     act: Activation,
 ) -> Result<Tensor> {
     let shape = g.out_shape();
-    let mut out = vec![0f32; shape.iter().product()];
+    let mut out = kiln_kernels::vecmath::zeros(shape.iter().product());
     packed
         .run_as(
             geom,
