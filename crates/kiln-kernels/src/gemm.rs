@@ -49,7 +49,9 @@ impl PackedA {
             .take(panels)
         {
             let rows = mr.min(m - p * mr);
-            if a.cs == 1 {
+            if a.cs == 1 && rows == mr {
+                pack_rows(&a.data[p * mr * a.rs..], a.rs, k, alpha, panel);
+            } else if a.cs == 1 {
                 for r in 0..rows {
                     let row = &a.data[(p * mr + r) * a.rs..][..k];
                     for (kk, &v) in row.iter().enumerate() {
@@ -83,6 +85,33 @@ impl PackedA {
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.data.len() * 4
+    }
+}
+
+/// One full panel of `panel.len() / k` rows (`rs` apart) interleaved k-major: each k step's
+/// values stored together, so the panel is written front to back once instead of once per
+/// row at a stride (packing the activations of a MatMul was 4% of a BERT run).
+fn pack_rows(a: &[f32], rs: usize, k: usize, alpha: f32, panel: &mut [f32]) {
+    #[inline(always)]
+    fn body<const MR: usize>(a: &[f32], rs: usize, k: usize, alpha: f32, panel: &mut [f32]) {
+        let rows: [&[f32]; MR] = std::array::from_fn(|r| &a[r * rs..r * rs + k]);
+        for (kk, dst) in panel.chunks_exact_mut(MR).take(k).enumerate() {
+            for r in 0..MR {
+                dst[r] = alpha * rows[r][kk];
+            }
+        }
+    }
+    match panel.len() / k.max(1) {
+        4 => body::<4>(a, rs, k, alpha, panel),
+        6 => body::<6>(a, rs, k, alpha, panel),
+        8 => body::<8>(a, rs, k, alpha, panel),
+        mr => {
+            for r in 0..mr {
+                for kk in 0..k {
+                    panel[kk * mr + r] = alpha * a[r * rs + kk];
+                }
+            }
+        }
     }
 }
 

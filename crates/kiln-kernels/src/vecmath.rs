@@ -66,7 +66,9 @@ pub fn zeros(n: usize) -> Vec<f32> {
         return vec![0f32; n];
     }
     let mut v: Vec<f32> = Vec::with_capacity(n);
-    let chunk = n.div_ceil(4 * rayon::current_num_threads()).max(PAR_MIN / 4);
+    let chunk = n
+        .div_ceil(4 * rayon::current_num_threads())
+        .max(PAR_MIN / 4);
     v.spare_capacity_mut()[..n]
         .par_chunks_mut(chunk)
         .for_each(|c| c.fill(MaybeUninit::new(0.0)));
