@@ -220,6 +220,70 @@ isa_dispatch! {
     }
 }
 
+/// An arithmetic op of [`binary_rows`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+/// `out[i] = a[i] ∘ b[i mod b.len()]` (or `b[..] ∘ a[i]` when `swap`): an element-wise op
+/// whose second operand repeats along the leading dims (a bias, a scalar, an equal shape), as
+/// one vectorized pass on rayon's threads.
+pub fn binary_rows(op: Binary, a: &[f32], b: &[f32], swap: bool, out: &mut [f32]) {
+    assert_eq!(a.len(), out.len(), "input and output lengths differ");
+    assert!(
+        !b.is_empty() && a.len().is_multiple_of(b.len()),
+        "the second operand does not tile the first"
+    );
+    // A short operand is repeated a few times so that the inner loop stays long.
+    let w = b.len();
+    let reps = if w >= 64 { 1 } else { 64usize.div_ceil(w) };
+    let wide: Vec<f32>;
+    let b = if reps > 1 {
+        wide = b.iter().copied().cycle().take(w * reps).collect();
+        &wide[..]
+    } else {
+        b
+    };
+    par_chunks(out, b.len(), |off, o| {
+        binary_chunk(op, &a[off..off + o.len()], b, swap, o)
+    });
+}
+
+isa_dispatch! {
+    fn binary_chunk(op: Binary, a: &[f32], b: &[f32], swap: bool, out: &mut [f32]) {
+        // Whole rows of `b`, then a partial one: the chunk starts at a row boundary and `b`
+        // is a whole number of repeats of the operand, so a prefix of it lines up.
+        macro_rules! each {
+            ($g:expr) => {{
+                let w = b.len();
+                let rows = out.len() / w;
+                for r in 0..rows {
+                    let (o, x) = (&mut out[r * w..(r + 1) * w], &a[r * w..(r + 1) * w]);
+                    for i in 0..w {
+                        o[i] = $g(x[i], b[i]);
+                    }
+                }
+                let (o, x) = (&mut out[rows * w..], &a[rows * w..]);
+                for i in 0..o.len() {
+                    o[i] = $g(x[i], b[i]);
+                }
+            }};
+        }
+        match (op, swap) {
+            (Binary::Add, _) => each!(|x: f32, y: f32| x + y),
+            (Binary::Mul, _) => each!(|x: f32, y: f32| x * y),
+            (Binary::Sub, false) => each!(|x: f32, y: f32| x - y),
+            (Binary::Sub, true) => each!(|x: f32, y: f32| y - x),
+            (Binary::Div, false) => each!(|x: f32, y: f32| x / y),
+            (Binary::Div, true) => each!(|x: f32, y: f32| y / x),
+        }
+    }
+}
+
 /// `out = x·scale[c] + shift[c]` over planes of `inner` values, plane `p` taking channel
 /// `p mod scale.len()`: BatchNormalization in inference, on rayon's threads when large.
 pub fn channel_affine(x: &[f32], inner: usize, scale: &[f32], shift: &[f32], out: &mut [f32]) {
@@ -414,6 +478,40 @@ mod tests {
         assert_eq!(erf(f32::INFINITY), 1.0);
         assert_eq!(erf(f32::NEG_INFINITY), -1.0);
         assert!(erf(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn binary_rows_repeat_the_operand_at_every_width() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        for w in [1, 3, 7, 64, 100] {
+            for rows in [1, 5, 701] {
+                let a: Vec<f32> = (0..w * rows).map(|i| (i % 97) as f32 - 40.0).collect();
+                let b: Vec<f32> = (0..w).map(|i| i as f32 * 0.5 + 1.0).collect();
+                for op in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div] {
+                    for swap in [false, true] {
+                        let mut out = vec![f32::NAN; a.len()];
+                        pool.install(|| binary_rows(op, &a, &b, swap, &mut out));
+                        for (i, &o) in out.iter().enumerate() {
+                            let (x, y) = if swap {
+                                (b[i % w], a[i])
+                            } else {
+                                (a[i], b[i % w])
+                            };
+                            let want = match op {
+                                Binary::Add => x + y,
+                                Binary::Sub => x - y,
+                                Binary::Mul => x * y,
+                                Binary::Div => x / y,
+                            };
+                            assert_eq!(o.to_bits(), want.to_bits(), "{op:?} {swap} w={w} [{i}]");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

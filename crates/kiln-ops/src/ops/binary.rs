@@ -96,8 +96,51 @@ fn binary_data(op: &str, fmod: bool, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }, _ => Err(format!("{op} needs two inputs of one numeric type, got {} and {}", a.dtype(), b.dtype())))
 }
 
+/// f32 Add/Sub/Mul/Div where one operand repeats along the other's leading dims (equal
+/// shapes, a bias over the last axes, a scalar): one vectorized pass, or `None`.
+fn repeating_f32(op: &str, a: &Tensor, b: &Tensor) -> Option<Tensor> {
+    use kiln_kernels::vecmath::{binary_rows, Binary};
+    let (Data::F32(x), Data::F32(y)) = (&a.data, &b.data) else {
+        return None;
+    };
+    let op = match op {
+        "Add" => Binary::Add,
+        "Sub" => Binary::Sub,
+        "Mul" => Binary::Mul,
+        "Div" => Binary::Div,
+        _ => return None,
+    };
+    // `small` repeats over `big` when its shape, without leading 1s, ends `big`'s shape.
+    let repeats = |big: &Tensor, small: &Tensor| {
+        let s: Vec<usize> = small
+            .shape
+            .iter()
+            .copied()
+            .skip_while(|&d| d == 1)
+            .collect();
+        small.shape.len() <= big.shape.len()
+            && big.shape.ends_with(&s)
+            && !small.data.is_empty()
+            && big.data.len() >= 1 << 12
+    };
+    let (big, small, swap) = if repeats(a, b) {
+        (x, y, false)
+    } else if repeats(b, a) {
+        (y, x, true)
+    } else {
+        return None;
+    };
+    let shape = if swap { &b.shape } else { &a.shape };
+    let mut out = kiln_kernels::vecmath::zeros(big.len());
+    binary_rows(op, big, small, swap, &mut out);
+    Some(Tensor::new(shape.clone(), Data::F32(out)))
+}
+
 fn arith(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let fmod = ctx.int_attr("fmod", 0) != 0;
+    if let Some(t) = repeating_f32(ctx.op_type, ctx.tensor(0)?, ctx.tensor(1)?) {
+        return one(t);
+    }
     one(binary_data(
         ctx.op_type,
         fmod,
