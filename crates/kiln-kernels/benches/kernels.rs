@@ -44,6 +44,8 @@ fn cases() -> Vec<Case> {
         c("resnet50 1x1 1024->256 @14", 1024, 14, 256, 1, 1, 0),
         c("resnet50 3x3 512->512 @7", 512, 7, 512, 3, 1, 1),
         c("resnet50 1x1 512->2048 @7", 512, 7, 2048, 1, 1, 0),
+        c("squeezenet 3x3/2 3->64 @224", 3, 224, 64, 3, 2, 0),
+        c("squeezenet 3x3 64->256 @13", 64, 13, 256, 3, 1, 1),
         c("yolov8n 3x3/2 3->16 @320", 3, 320, 16, 3, 2, 1),
         c("yolov8n 3x3/2 16->32 @160", 16, 160, 32, 3, 2, 1),
         c("yolov8n 1x1 32->32 @80", 32, 80, 32, 1, 1, 0),
@@ -59,17 +61,53 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn time(ms: f64, mut f: impl FnMut()) -> f64 {
+/// Median seconds per call of `f`; with `ab`, calls alternate between that environment
+/// variable unset and set (a switch the code under test reads), giving both medians from
+/// one interleaved run: on a shared machine whose speed drifts, separate runs disagree by
+/// more than most changes are worth.
+fn time(ms: f64, ab: Option<&str>, mut f: impl FnMut()) -> (f64, Option<f64>) {
     f();
     let start = Instant::now();
-    let mut times = Vec::new();
-    while start.elapsed().as_secs_f64() * 1e3 < ms || times.len() < 5 {
+    // times[1]: the variable set (or no A/B at all); times[0]: unset.
+    let mut times = [Vec::new(), Vec::new()];
+    let mut turn = 1;
+    while start.elapsed().as_secs_f64() * 1e3 < ms || times[1].len() < 5 {
+        if let Some(var) = ab {
+            turn = 1 - turn;
+            if turn == 1 {
+                std::env::set_var(var, "1");
+            } else {
+                std::env::remove_var(var);
+            }
+        }
         let t = Instant::now();
         f();
-        times.push(t.elapsed().as_secs_f64());
+        times[turn].push(t.elapsed().as_secs_f64());
     }
-    times.sort_by(|a, b| a.total_cmp(b));
-    times[times.len() / 2]
+    if let Some(var) = ab {
+        std::env::remove_var(var);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let [mut unset, mut set] = times;
+    match ab {
+        None => (median(&mut set), None),
+        Some(_) => (median(&mut unset), Some(median(&mut set))),
+    }
+}
+
+fn report(name: &str, flops: f64, (t, tb): (f64, Option<f64>)) {
+    print!("{:<36} {:>10.4} {:>10.1}", name, t * 1e3, flops / t / 1e9);
+    if let Some(tb) = tb {
+        print!(
+            "  set: {:>10.1}  unset/set time {:.3}",
+            flops / tb / 1e9,
+            t / tb
+        );
+    }
+    println!();
 }
 
 fn main() {
@@ -80,6 +118,7 @@ fn main() {
     let mut threads = 1;
     let mut ms = 300.0;
     let mut filter = String::new();
+    let mut ab: Option<String> = None;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -90,6 +129,10 @@ fn main() {
             "--ms" => {
                 i += 1;
                 ms = args[i].parse().expect("--ms MS");
+            }
+            "--ab" => {
+                i += 1;
+                ab = Some(args[i].clone());
             }
             other => filter = other.to_string(),
         }
@@ -126,17 +169,12 @@ fn main() {
             Activation::Relu
         };
         let t = pool.install(|| {
-            time(ms, || {
+            time(ms, ab.as_deref(), || {
                 pc.run(&x, [n, h, w], None, act, &mut out).expect("run")
             })
         });
         let flops = 2.0 * (n * g.c_out * oh * ow * k) as f64;
-        println!(
-            "{:<36} {:>10.4} {:>10.1}",
-            case.name,
-            t * 1e3,
-            flops / t / 1e9
-        );
+        report(case.name, flops, t);
     }
     for &(name, m, nn, k) in &[
         (
@@ -155,12 +193,12 @@ fn main() {
         let b = val(k * nn);
         let mut cc = vec![0f32; m * nn];
         let t = pool.install(|| {
-            time(ms, || {
+            time(ms, ab.as_deref(), || {
                 gemm::sgemm(m, nn, k, &a, k, &b, nn, &mut cc, nn, &gemm::Epilogue::NONE)
             })
         });
         let flops = 2.0 * (m * nn * k) as f64;
-        println!("{:<36} {:>10.4} {:>10.1}", name, t * 1e3, flops / t / 1e9);
+        report(name, flops, t);
     }
     // A transformer's MatMuls: activations (rows = tokens) times weights packed once, and
     // the attention products of one head with B read through a view (Kᵀ transposed).
@@ -220,7 +258,7 @@ fn main() {
         let mut cc = vec![0f32; m * nn];
         let mut turn = 0;
         let t = pool.install(|| {
-            time(ms, || {
+            time(ms, ab.as_deref(), || {
                 turn = (turn + 1) % 24;
                 if packed {
                     gemm::sgemm_view(1.0, av, &pbs[turn], 0.0, &mut cc, nn)
@@ -234,6 +272,6 @@ fn main() {
             })
         });
         let flops = 2.0 * (m * nn * k) as f64;
-        println!("{:<36} {:>10.4} {:>10.1}", name, t * 1e3, flops / t / 1e9);
+        report(name, flops, t);
     }
 }

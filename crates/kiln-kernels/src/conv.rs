@@ -12,7 +12,10 @@
 use rayon::prelude::*;
 
 use crate::act::Activation;
-use crate::gemm::{gemm_packed, BSource, Epilogue, PackedA, RowMajor};
+use std::sync::OnceLock;
+
+use crate::gemm::{gemm_packed, BSource, Epilogue, PackedA, PackedB, RowMajor};
+use crate::pixel_major;
 use crate::shifted::{with_scratch, Layout, Shifted};
 use crate::Isa;
 
@@ -127,6 +130,8 @@ pub struct PackedConv {
     geom: Conv2d,
     weights: Weights,
     bias: Option<Vec<f32>>,
+    /// The weights transposed for [`crate::pixel_major`], made when first needed.
+    pixel: OnceLock<PackedB>,
 }
 
 impl PackedConv {
@@ -166,6 +171,7 @@ impl PackedConv {
             geom,
             weights,
             bias: bias.map(|b| b.to_vec()),
+            pixel: OnceLock::new(),
         })
     }
 
@@ -175,10 +181,12 @@ impl PackedConv {
 
     /// Bytes of prepared weights.
     pub fn bytes(&self) -> usize {
-        match &self.weights {
-            Weights::Gemm(p) => p.iter().map(|p| p.bytes()).sum(),
-            Weights::Direct(w) => w.len() * 4,
-        }
+        let pixel = self.pixel.get().map_or(0, |p| p.bytes());
+        pixel
+            + match &self.weights {
+                Weights::Gemm(p) => p.iter().map(|p| p.bytes()).sum(),
+                Weights::Direct(w) => w.len() * 4,
+            }
     }
 
     /// Convolves `x` (`[n][c_in][h][w]`) into `out` (`[n][c_out][oh][ow]`), computing
@@ -245,6 +253,9 @@ impl PackedConv {
         act: Activation,
         out: &mut [f32],
     ) {
+        if g.groups == 1 && pixel_major::applies(packed[0].isa(), g.c_out, [oh, ow]) {
+            return self.run_pixel_major(g, &packed[0], x, [n, h, w], [oh, ow], residual, act, out);
+        }
         if !g.pointwise() {
             return self.run_shifted(g, packed, x, [n, h, w], [oh, ow], residual, act, out);
         }
@@ -284,6 +295,55 @@ impl PackedConv {
             act,
         };
         gemm_packed(pa, b, &mut out[o..o + mg * out_sp], out_sp, &epi);
+    }
+
+    /// A single-group convolution over a small map, as a product over its output pixels
+    /// (see [`crate::pixel_major`]).
+    #[allow(clippy::too_many_arguments)]
+    fn run_pixel_major(
+        &self,
+        g: &Conv2d,
+        pa: &PackedA,
+        x: &[f32],
+        [n, h, w]: [usize; 3],
+        [oh, ow]: [usize; 2],
+        residual: Option<&[f32]>,
+        act: Activation,
+        out: &mut [f32],
+    ) {
+        let wt = self.pixel.get_or_init(|| PackedB::transposed(pa));
+        let (isa, out_sp, len) = (pa.isa(), oh * ow, g.c_out * oh * ow);
+        let lay = (!g.pointwise()).then(|| Layout::new(g, [oh, ow]));
+        let offsets = lay.as_ref().map_or_else(Vec::new, |l| l.offsets(g, 0));
+        let bias = self.bias.as_deref();
+        with_scratch(lay.as_ref().map_or(0, |l| l.len), len, |buf, cbuf| {
+            for img in 0..n {
+                let xi = &x[img * g.c_in * h * w..][..g.c_in * h * w];
+                let o = img * len;
+                let z = residual.map(|z| &z[o..o + len]);
+                let y = &mut out[o..o + len];
+                match &lay {
+                    Some(l) => {
+                        l.fill(g, xi, [h, w], buf);
+                        let src = pixel_major::ShiftedRows {
+                            buf,
+                            offsets: &offsets,
+                            wq: l.wq,
+                            ow,
+                        };
+                        pixel_major::run(isa, wt, &src, [oh, ow], bias, z, act, cbuf, y);
+                    }
+                    None => {
+                        let src = pixel_major::Planes {
+                            x: xi,
+                            ow,
+                            sp: out_sp,
+                        };
+                        pixel_major::run(isa, wt, &src, [oh, ow], bias, z, act, cbuf, y);
+                    }
+                }
+            }
+        });
     }
 
     /// The GEMM reading the input windows in place from a phase-split copy (see
@@ -593,6 +653,61 @@ mod tests {
         check(g, [2, 9, 10], Activation::Relu, true);
         g.strides = [2, 2];
         check(g, [1, 11, 9], Activation::Identity, false);
+    }
+
+    #[test]
+    fn pixel_major_paths_match_the_reference() {
+        // Maps 7, 14 and 28 wide with output channels a multiple of 32: on AVX-512 these
+        // run over output pixels, with the transposed weights made on the first run.
+        let cases = [
+            (conv(64, 64, 1, 1, 1, 0), [2, 7, 7], Activation::Relu, true),
+            (
+                conv(40, 64, 1, 3, 1, 1),
+                [1, 14, 14],
+                Activation::Silu(1.0),
+                true,
+            ),
+            (
+                conv(32, 96, 1, 3, 2, 1),
+                [1, 28, 28],
+                Activation::Identity,
+                false,
+            ),
+            (
+                conv(48, 64, 1, 1, 2, 0),
+                [1, 14, 14],
+                Activation::Clip(0.0, 6.0),
+                true,
+            ),
+            (
+                conv(24, 128, 1, 1, 1, 0),
+                [1, 28, 28],
+                Activation::LeakyRelu(0.1),
+                false,
+            ),
+        ];
+        for (g, nhw, act, z) in cases {
+            check(g, nhw, act, z);
+        }
+        let mut g = conv(20, 64, 1, 1, 1, 0);
+        g.kernel = [1, 7];
+        g.pads = [0, 3, 0, 3];
+        check(g, [1, 14, 14], Activation::Relu, true);
+        // The path is taken where it applies: the transposed weights now count.
+        let g = conv(64, 64, 1, 1, 1, 0);
+        let pc = PackedConv::new(g, &data(64 * 64, 1), None).unwrap();
+        let before = pc.bytes();
+        let mut out = vec![0f32; 64 * 49];
+        pc.run(
+            &data(64 * 49, 2),
+            [1, 7, 7],
+            None,
+            Activation::Identity,
+            &mut out,
+        )
+        .unwrap();
+        let taken = pixel_major::applies(Isa::detect(), 64, [7, 7]);
+        assert_eq!(pc.bytes() > before, taken, "{:?}", Isa::detect());
     }
 
     #[test]

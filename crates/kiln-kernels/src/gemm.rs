@@ -22,6 +22,8 @@ const KC: usize = 256;
 #[derive(Clone, Debug)]
 pub struct PackedA {
     isa: Isa,
+    /// Rows per panel: the ISA's MR, or fewer for a micro-kernel of another height.
+    mr: usize,
     m: usize,
     k: usize,
     data: Vec<f32>,
@@ -67,7 +69,44 @@ impl PackedA {
                 }
             }
         }
-        PackedA { isa, m, k, data }
+        PackedA {
+            isa,
+            mr,
+            m,
+            k,
+            data,
+        }
+    }
+
+    /// A matrix already in panels of `mr` rows (k-major inside a panel, zero past row `m`),
+    /// for a height [`crate::ukernel::heights`] lists for `isa`.
+    pub(crate) fn from_panels(isa: Isa, mr: usize, m: usize, k: usize, data: Vec<f32>) -> PackedA {
+        assert!(
+            ukernel::heights(isa).contains(&mr),
+            "no {mr}-row micro-kernel for {isa:?}"
+        );
+        assert_eq!(
+            data.len(),
+            m.div_ceil(mr) * mr * k,
+            "panel data of the wrong size"
+        );
+        PackedA {
+            isa,
+            mr,
+            m,
+            k,
+            data,
+        }
+    }
+
+    /// The panel storage, for reuse.
+    pub(crate) fn into_data(self) -> Vec<f32> {
+        self.data
+    }
+
+    /// Entry `(row, col)`.
+    fn at(&self, r: usize, c: usize) -> f32 {
+        self.data[(r / self.mr) * self.mr * self.k + c * self.mr + r % self.mr]
     }
 
     pub fn m(&self) -> usize {
@@ -282,6 +321,28 @@ impl PackedB {
         PackedB { nr, k, n, data }
     }
 
+    /// `aᵀ` (K×M) in the column panels of `a`'s ISA: a convolution's weights as the B of a
+    /// product over output pixels.
+    pub fn transposed(a: &PackedA) -> PackedB {
+        let (_, nr) = a.isa.tile();
+        let (k, n) = (a.k, a.m);
+        let panels = n.div_ceil(nr);
+        let mut data = vec![0f32; panels * k * nr];
+        for (p, dst) in data
+            .chunks_exact_mut((k * nr).max(1))
+            .enumerate()
+            .take(panels)
+        {
+            let cols = nr.min(n - p * nr);
+            for (kk, row) in dst.chunks_exact_mut(nr).enumerate() {
+                for (j, d) in row.iter_mut().enumerate().take(cols) {
+                    *d = a.at(p * nr + j, kk);
+                }
+            }
+        }
+        PackedB { nr, k, n, data }
+    }
+
     pub fn k(&self) -> usize {
         self.k
     }
@@ -372,7 +433,7 @@ fn run(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue,
     if let Some(z) = epi.residual {
         assert!(z.len() >= (m - 1) * ldc + n, "residual is too short");
     }
-    let (mr, nr) = isa.tile();
+    let (mr, nr) = (a.mr, isa.tile().1);
     if k == 0 {
         for r in 0..m {
             let row = &mut c[r * ldc..r * ldc + n];
@@ -383,8 +444,8 @@ fn run(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue,
         }
         return;
     }
-    let kern = ukernel::for_isa::<Strided>(isa);
-    let kern_table = ukernel::for_isa::<Table>(isa);
+    let kern = ukernel::for_shape::<Strided>(isa, mr);
+    let kern_table = ukernel::for_shape::<Table>(isa, mr);
     if let Some((_, offsets)) = b.table() {
         assert!(offsets.len() >= k, "the row table is too short");
     }
@@ -399,29 +460,41 @@ fn run(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue,
     } else {
         4 * threads
     };
-    // Rows into blocks of at most MC (an A block stays in L2), then the split into `want`
-    // tasks that moves the least data: each column block streams all of its rows' A, each
-    // row block all of its columns' B. A convolution over a 7×7 map (large A, small B)
-    // splits by rows, one over 56×56 by columns.
+    // Rows into blocks of at most MC (an A block stays in L2), then the split into at least
+    // `want` tasks that finishes first: the busiest thread's tiles (equal tasks dealt out in
+    // rounds: 5 tasks on 2 threads idle one a sixth of the time) plus the data the blocks
+    // stream, each column block all of its rows' A and each row block all of its columns'
+    // B. A convolution over a 7×7 map (large A, small B) splits by rows, one over 56×56 by
+    // columns.
     let min_m = m_panels.div_ceil((MC / mr).max(1));
-    let want = want.min(m_panels * n_panels);
-    let (a_len, b_len) = (m * k, k * n);
-    let mut best = (usize::MAX, min_m, 1);
-    for nb in 1..=n_panels.min(want) {
-        let mb = min_m.max(want.div_ceil(nb)).min(m_panels);
-        if mb * nb < want {
-            continue;
-        }
-        let cost = nb * a_len + mb * b_len;
-        if cost < best.0 {
-            best = (cost, mb, nb);
+    let need = want.min(m_panels * n_panels);
+    let (a_len, b_len) = ((m * k) as f64, (k * n) as f64);
+    // Nanoseconds, roughly: a tile's FMAs at ~100 GFLOP/s a core, a float streamed from L2.
+    let tile_ns = (2 * mr * nr * k) as f64 / 100.0;
+    // More than a few times the tasks wanted only adds traffic: that bounds the search.
+    let cap = 4 * need;
+    let mut best = (f64::INFINITY, 0, 0, 0, 0);
+    for mb in min_m..=m_panels.min(cap.max(min_m)) {
+        let mcp = m_panels.div_ceil(mb);
+        let mb = m_panels.div_ceil(mcp);
+        for nb in 1..=n_panels.min(cap) {
+            let npp = n_panels.div_ceil(nb);
+            let nb = n_panels.div_ceil(npp);
+            if mb * nb < need {
+                continue;
+            }
+            let span = (mb * nb).div_ceil(threads) * mcp * npp;
+            let cost = span as f64 * tile_ns + (nb as f64 * a_len + mb as f64 * b_len) * 0.05;
+            if cost < best.0 {
+                best = (cost, mb, nb, mcp, npp);
+            }
         }
     }
-    let (_, m_blocks, n_blocks) = best;
-    let mc_panels = m_panels.div_ceil(m_blocks);
-    let m_blocks = m_panels.div_ceil(mc_panels);
-    let np_per = n_panels.div_ceil(n_blocks);
-    let n_blocks = n_panels.div_ceil(np_per);
+    if best.0.is_infinite() {
+        let mcp = m_panels.div_ceil(min_m);
+        best = (0.0, m_panels.div_ceil(mcp), 1, mcp, n_panels);
+    }
+    let (_, m_blocks, n_blocks, mc_panels, np_per) = best;
     let k_blocks = k.div_ceil(KC);
     let kc_len = k.div_ceil(k_blocks);
     let cp = SendPtr(c.as_mut_ptr());
@@ -537,7 +610,7 @@ fn run(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue,
 /// vectorized across the MR rows of the panel.
 fn gemv(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue, acc: bool) {
     let (m, k, n) = (a.m, a.k, b.cols());
-    let (mr, nr) = a.isa.tile();
+    let (mr, nr) = (a.mr, a.isa.tile().1);
     let mut bp = vec![0f32; k * nr];
     b.pack(0, k, 0, nr, &mut bp);
     let m_panels = m.div_ceil(mr);
@@ -612,6 +685,7 @@ fn dot_panel(isa: Isa, ap: &[f32], bp: &[f32], j: usize, nr: usize, mr: usize) -
         (Isa::Avx2, 6) => unsafe { body6_avx2(ap, bp, j, nr) },
         (_, 4) => body::<4>(ap, bp, j, nr),
         (_, 6) => body::<6>(ap, bp, j, nr),
+        (_, 7) => body::<7>(ap, bp, j, nr),
         _ => body::<8>(ap, bp, j, nr),
     }
 }

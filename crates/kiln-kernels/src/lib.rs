@@ -17,6 +17,7 @@
 pub mod act;
 pub mod conv;
 pub mod gemm;
+mod pixel_major;
 mod shifted;
 mod ukernel;
 pub mod vecmath;

@@ -60,12 +60,25 @@ pub(crate) type Ukernel<R> = unsafe fn(
     fuse: Option<&Fuse>,
 );
 
-pub(crate) fn for_isa<R: Rows>(isa: crate::Isa) -> Ukernel<R> {
+/// The tile heights (MR) with a micro-kernel on `isa`; the first is [`crate::Isa::tile`]'s.
+/// AVX-512 also has 7 rows: a 7-pixel panel is one row of a 7-, 14- or 28-wide map.
+pub(crate) fn heights(isa: crate::Isa) -> &'static [usize] {
     match isa {
+        crate::Isa::Avx512 => &[8, 7],
+        crate::Isa::Avx2 => &[6],
+        crate::Isa::Portable => &[4],
+    }
+}
+
+/// The micro-kernel of `isa` for tiles `mr` rows high (one of [`heights`]).
+pub(crate) fn for_shape<R: Rows>(isa: crate::Isa, mr: usize) -> Ukernel<R> {
+    match (isa, mr) {
         #[cfg(target_arch = "x86_64")]
-        crate::Isa::Avx512 => avx512_8x32::<R>,
+        (crate::Isa::Avx512, 7) => avx512_x32::<7, R>,
         #[cfg(target_arch = "x86_64")]
-        crate::Isa::Avx2 => avx2_6x16::<R>,
+        (crate::Isa::Avx512, _) => avx512_x32::<8, R>,
+        #[cfg(target_arch = "x86_64")]
+        (crate::Isa::Avx2, _) => avx2_6x16::<R>,
         _ => portable_4x8::<R>,
     }
 }
@@ -92,11 +105,11 @@ unsafe fn prefetch_residual<const MR: usize, const NR: usize>(fuse: Option<&Fuse
 }
 
 /// # Safety
-/// The CPU must have AVX-512F; `a` must hold `8k` floats, `b` `k` rows of 32 and `c` an
-/// 8×32 tile.
+/// The CPU must have AVX-512F; `a` must hold `MR·k` floats, `b` `k` rows of 32 and `c` an
+/// MR×32 tile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn avx512_8x32<R: Rows>(
+unsafe fn avx512_x32<const MR: usize, R: Rows>(
     k: usize,
     a: *const f32,
     b: R,
@@ -106,8 +119,8 @@ unsafe fn avx512_8x32<R: Rows>(
     fuse: Option<&Fuse>,
 ) {
     use std::arch::x86_64::*;
-    prefetch_residual::<8, 32>(fuse, ldc);
-    let mut r: [[__m512; 2]; 8] = [[_mm512_setzero_ps(); 2]; 8];
+    prefetch_residual::<MR, 32>(fuse, ldc);
+    let mut r: [[__m512; 2]; MR] = [[_mm512_setzero_ps(); 2]; MR];
     let mut a = a;
     for kk in 0..k {
         let bp = b.row(kk);
@@ -118,7 +131,7 @@ unsafe fn avx512_8x32<R: Rows>(
             row[0] = _mm512_fmadd_ps(av, b0, row[0]);
             row[1] = _mm512_fmadd_ps(av, b1, row[1]);
         }
-        a = a.add(8);
+        a = a.add(MR);
     }
     for (i, row) in r.iter().enumerate() {
         let p = c.add(i * ldc);
