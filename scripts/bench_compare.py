@@ -6,7 +6,7 @@ and ORT.
 Every runtime gets the same inputs and the same thread count. Rounds are interleaved (kiln, ORT
 all, ORT basic, tract, then again), so a noisy neighbour slows all of them alike; each round
 times `--iters` runs after a warm-up, and the figure reported per runtime is the median of its
-per-round medians. kiln runs through `kiln bench --json` (one process per round; only the timed
+per-round medians; a ratio is the median over rounds of that round's ratio. kiln runs through `kiln bench --json` (one process per round; only the timed
 runs count, not session creation). Creation time and peak memory come from one fresh process
 per runtime and model (load + create a session + three runs; peak RSS from the kernel).
 The models are the six CNNs (scripts/fetch-data.sh) and a BERT encoder as exported and as ORT's
@@ -263,10 +263,14 @@ def main():
         for r in active:
             row[f"{r}_ms"] = statistics.median(per[r])
             row[f"{r}_rounds_ms"] = per[r]
-        row["kiln_vs_ort_all"] = row["kiln_ms"] / row["ort_all_ms"]
-        row["kiln_vs_ort_basic"] = row["kiln_ms"] / row["ort_basic_ms"]
+        # Ratios pair each round's figures, taken seconds apart: on a shared machine whose
+        # speed drifts by half over tens of seconds, the ratio of whole-run medians can pair
+        # a fast phase with a slow one.
+        paired = lambda other: statistics.median(k / o for k, o in zip(per["kiln"], per[other]))
+        row["kiln_vs_ort_all"] = paired("ort_all")
+        row["kiln_vs_ort_basic"] = paired("ort_basic")
         if "tract_ms" in row:
-            row["kiln_vs_tract"] = row["kiln_ms"] / row["tract_ms"]
+            row["kiln_vs_tract"] = paired("tract")
         row.update(creation_and_memory(args.kiln, path, npys, npz, args.threads, args.level))
         rows.append(row)
 
@@ -280,7 +284,7 @@ def main():
     cell = lambda r, k, f: f.format(r[k]) if k in r else "n/a"
     print(f"machine: {machine_name()}")
     print(f"threads {args.threads}, {args.rounds} interleaved rounds x {args.iters} runs, "
-          f"median of round medians; kiln --level {args.level}")
+          f"median of round medians, ratios the median of per-round ratios; kiln --level {args.level}")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
