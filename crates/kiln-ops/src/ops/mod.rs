@@ -108,6 +108,7 @@ pub fn prepare_fn(domain: &str, op_type: &str) -> Option<crate::kernel::PrepareF
             Some(conv_fast::prepare)
         }
         ("" | "ai.onnx", "MatMul") | ("com.microsoft", "FusedMatMul") => Some(matmul::prepare),
+        ("com.microsoft", "Attention") => Some(ms_attention::prepare),
         _ => None,
     }
 }

@@ -8,10 +8,12 @@
 use kiln_ir::{AttrList, Dim};
 
 use super::attention::{sdpa, Heads, Mask, Params};
-use super::linalg::{filled, float_dispatch, gemm, load_any, store_f64, Mat, Real};
+use super::linalg::{
+    as_f32, as_f32_mut, filled, float_dispatch, gemm, load_any, store_f64, Mat, Real,
+};
 use crate::ctx::{InferCtx, Inferred, Result};
-use crate::kernel::{KernelCtx, KernelFn};
-use crate::value::{Tensor, Value};
+use crate::kernel::{KernelCtx, KernelFn, PrepareCtx, PreparedKernel};
+use crate::value::{Data, Tensor, Value};
 
 /// The kernels of this module's ops.
 pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
@@ -227,10 +229,47 @@ fn attend<T: Real>(
 }
 
 fn run_attention(ctx: &KernelCtx) -> Result<Vec<Value>> {
-    float_dispatch!(ctx.tensor(0)?.dtype(), attention_typed(ctx))
+    float_dispatch!(ctx.tensor(0)?.dtype(), attention_typed(ctx, None))
 }
 
-fn attention_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
+/// An Attention whose QKV weights are a constant f32 matrix, packed once at session creation
+/// (unpacked, the projection packed 1.7 MB of weights on every call of a BERT layer).
+struct PreparedAttention {
+    packed: kiln_kernels::PackedB,
+    shape: Vec<usize>,
+}
+
+/// Packs constant 2-D f32 QKV weights; `None` leaves the node to the plain kernel.
+pub fn prepare(ctx: &PrepareCtx) -> Option<Box<dyn PreparedKernel>> {
+    let w = ctx.constant(1)?;
+    let Data::F32(wv) = &w.data else { return None };
+    if w.rank() != 2 || w.shape.contains(&0) {
+        return None;
+    }
+    let (r, c) = (w.shape[0], w.shape[1]);
+    let view = kiln_kernels::View::new(wv, r, c, c, 1);
+    Some(Box::new(PreparedAttention {
+        packed: kiln_kernels::PackedB::new(kiln_kernels::Isa::detect(), view),
+        shape: w.shape.clone(),
+    }))
+}
+
+impl PreparedKernel for PreparedAttention {
+    fn run(&self, ctx: &KernelCtx) -> Result<Vec<Value>> {
+        let (x, w) = (ctx.tensor(0)?, ctx.tensor(1)?);
+        // A feed that overrides the weights, or other element types: the plain kernel.
+        if w.shape != self.shape || !matches!((&x.data, &w.data), (Data::F32(_), Data::F32(_))) {
+            return run_attention(ctx);
+        }
+        attention_typed::<f32>(ctx, Some(&self.packed))
+    }
+}
+
+/// `packed`: the weights (input 1) packed for the GEMM, when the caller has them.
+fn attention_typed<T: Real>(
+    ctx: &KernelCtx,
+    packed: Option<&kiln_kernels::PackedB>,
+) -> Result<Vec<Value>> {
     let (x, w) = (ctx.tensor(0)?, ctx.tensor(1)?);
     let n = heads_attr(ctx)?;
     if x.rank() != 3 || w.rank() != 2 || w.shape[0] != x.shape[2] {
@@ -268,17 +307,23 @@ fn attention_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let xv = T::load(x)?;
     let wv = T::load(w)?;
     let mut qkv = filled(b * s * total, T::zero())?;
-    gemm(
-        b * s,
-        total,
-        din,
-        T::one(),
-        Mat::rows(&xv, din),
-        Mat::rows(&wv, total),
-        T::zero(),
-        &mut qkv,
-        total,
-    )?;
+    match (packed, as_f32(&xv), as_f32_mut(&mut qkv)) {
+        (Some(pw), Some(x32), Some(q32)) if b * s > 0 && din > 0 => {
+            let xm = kiln_kernels::View::new(x32, b * s, din, din, 1);
+            kiln_kernels::sgemm_view(1.0, xm, pw, 0.0, q32, total);
+        }
+        _ => gemm(
+            b * s,
+            total,
+            din,
+            T::one(),
+            Mat::rows(&xv, din),
+            Mat::rows(&wv, total),
+            T::zero(),
+            &mut qkv,
+            total,
+        )?,
+    }
     if let Some(bias) = ctx.opt_tensor(2)? {
         let bv = T::load(bias)?;
         if bv.len() != total {
@@ -472,4 +517,72 @@ fn mha_typed<T: Real>(ctx: &KernelCtx) -> Result<Vec<Value>> {
         )));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_ir::Attribute;
+
+    /// QKV weights packed at preparation give what the plain kernel gives, with a bias, a
+    /// key-length mask and the `present` output; integer weights stay on the plain kernel.
+    #[test]
+    fn prepared_matches_plain() {
+        let val = |n: usize, s: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * 7919 + s * 31) % 1001) as f32 / 500.0 - 1.0)
+                .collect()
+        };
+        let (b, s, d, heads) = (2, 37, 40, 4);
+        let x = Tensor::from_vec(vec![b, s, d], val(b * s * d, 1));
+        let w = Tensor::from_vec(vec![d, 3 * d], val(d * 3 * d, 2));
+        let bias = Tensor::from_vec(vec![3 * d], val(3 * d, 3));
+        let lens = Tensor::from_vec(vec![b], vec![30i32, 37]);
+        let attrs = [Attribute::int("num_heads", heads)];
+        let vals = [x, w.clone(), bias, lens].map(Value::Tensor);
+        let ctx = KernelCtx {
+            op_type: "Attention",
+            domain: "com.microsoft",
+            opset: 1,
+            attrs: &attrs,
+            inputs: vals.iter().map(Some).collect(),
+            num_outputs: 2,
+            subgraphs: None,
+        };
+        let want = run_attention(&ctx).unwrap();
+        let prep = prepare(&PrepareCtx {
+            op_type: "Attention",
+            domain: "com.microsoft",
+            opset: 1,
+            attrs: &attrs,
+            constants: vec![None, Some(&w)],
+        })
+        .expect("prepared");
+        let got = prep.run(&ctx).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.into_iter().zip(want) {
+            let (g, w) = (g.into_tensor().unwrap(), w.into_tensor().unwrap());
+            assert_eq!(g.shape, w.shape);
+            for (x, y) in g
+                .as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .zip(w.as_slice::<f32>().unwrap())
+            {
+                assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
+            }
+        }
+        let int_w = Tensor::from_vec(vec![2, 6], vec![1i64; 12]);
+        let c = PrepareCtx {
+            op_type: "Attention",
+            domain: "com.microsoft",
+            opset: 1,
+            attrs: &attrs,
+            constants: vec![None, Some(&int_w)],
+        };
+        assert!(
+            prepare(&c).is_none(),
+            "integer weights stay on the plain kernel"
+        );
+    }
 }
