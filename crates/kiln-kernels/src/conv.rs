@@ -14,10 +14,40 @@ use rayon::prelude::*;
 use crate::act::Activation;
 use std::sync::OnceLock;
 
-use crate::gemm::{gemm_packed, BSource, Epilogue, PackedA, PackedB, RowMajor};
+use crate::gemm::{gemm_packed, gemm_packed_raw, BSource, Epilogue, PackedA, PackedB, RowMajor};
 use crate::pixel_major;
 use crate::shifted::{with_scratch, Layout, Shifted};
 use crate::Isa;
+
+/// Values of an FMA each output value costs on the channel-major path beyond its product:
+/// written to the product buffer, read back by the epilogue, written again.
+const ROUND_TRIP: f64 = 20.0;
+
+/// Whether a shifted convolution of depth `k` runs one product per output row (each row's
+/// panels partly empty, but the output written once with the epilogue fused) rather than
+/// one over all rows (`wq` columns a row, the product going through a buffer): for a shallow
+/// product (a first layer, K = 27) the buffer's round trip costs more than the product.
+fn by_rows(k: usize, ow: usize, wq: usize, nr: usize) -> bool {
+    let (k, row_full, all_full) = (
+        k as f64,
+        ow as f64 / (ow.div_ceil(nr) * nr) as f64,
+        ow as f64 / wq as f64,
+    );
+    ow * 4 > nr && k / row_full < k / all_full + ROUND_TRIP
+}
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: the row products write disjoint rows through it.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    // A method, so closures capture the whole (Sync) wrapper rather than its raw field.
+    fn at(self, off: usize) -> *mut f32 {
+        self.0.wrapping_add(off)
+    }
+}
 
 /// Shape and attributes of a 2-D convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -367,10 +397,19 @@ impl PackedConv {
         // With one kernel column the GEMM's columns are the output's (wq = ow): it writes
         // the output directly, epilogue fused, with nothing to copy out.
         let direct = wq == ow;
-        let c_len = if direct { 0 } else { g.c_out * cols };
+        let isa = packed[0].isa();
+        let rowwise = !direct && g.groups == 1 && by_rows(g.k(), ow, wq, isa.tile().1);
+        let c_len = if direct || rowwise { 0 } else { g.c_out * cols };
         with_scratch(lay.len, c_len, |buf, cbuf| {
             for img in 0..n {
                 lay.fill(g, &x[img * g.c_in * h * w..][..g.c_in * h * w], [h, w], buf);
+                if rowwise {
+                    let o = img * g.c_out * out_sp;
+                    let z = residual.map(|z| &z[o..o + g.c_out * out_sp]);
+                    let y = &mut out[o..o + g.c_out * out_sp];
+                    self.by_rows(&packed[0], buf, &offsets[0], [oh, ow], wq, z, act, y);
+                    continue;
+                }
                 for (gi, pa) in packed.iter().enumerate() {
                     let b = Shifted {
                         buf,
@@ -404,6 +443,48 @@ impl PackedConv {
                 }
             }
         });
+    }
+
+    /// One image of a single-group shifted convolution as one product per output row, each
+    /// written straight into `out` with the epilogue fused (see [`by_rows`]).
+    #[allow(clippy::too_many_arguments)]
+    fn by_rows(
+        &self,
+        pa: &PackedA,
+        buf: &[f32],
+        offsets: &[isize],
+        [oh, ow]: [usize; 2],
+        wq: usize,
+        residual: Option<&[f32]>,
+        act: Activation,
+        out: &mut [f32],
+    ) {
+        let out_sp = oh * ow;
+        let rows = (oh / (4 * rayon::current_num_threads())).max(1);
+        let y = OutPtr(out.as_mut_ptr());
+        let bias = self.bias.as_deref();
+        let task = |t: usize| {
+            for oy in t * rows..((t + 1) * rows).min(oh) {
+                // Row oy's windows start oy rows into every phase plane; Layout::len keeps the
+                // slack that the row's last, partial panel reads past them.
+                let b = Shifted {
+                    buf: &buf[oy * wq..],
+                    offsets,
+                    cols: ow,
+                };
+                let epi = Epilogue {
+                    bias,
+                    residual: residual.map(|z| &z[oy * ow..]),
+                    act,
+                };
+                // SAFETY: row oy of every output channel, which no other task writes; `out`
+                // outlives the loop.
+                crate::gemm::serial(|| unsafe {
+                    gemm_packed_raw(pa, &b, y.at(oy * ow), out_sp, &epi)
+                });
+            }
+        };
+        (0..oh.div_ceil(rows)).into_par_iter().for_each(task);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -644,6 +725,26 @@ mod tests {
             conv(32, 40, 2, 3, 2, 1),
             [1, 7, 7],
             Activation::Clip(-0.5, 0.5),
+            true,
+        );
+        // Shallow products over wide rows: one product per output row, written in place.
+        assert!(by_rows(27, 60, 61, 32) && by_rows(27, 60, 61, 16) && by_rows(27, 60, 61, 8));
+        check(
+            conv(3, 16, 1, 3, 2, 0),
+            [2, 121, 121],
+            Activation::Silu(1.0),
+            true,
+        );
+        check(
+            conv(3, 64, 1, 3, 2, 0),
+            [1, 224, 224],
+            Activation::Relu,
+            false,
+        );
+        check(
+            conv(4, 24, 1, 3, 1, 1),
+            [1, 50, 64],
+            Activation::Identity,
             true,
         );
         // One kernel column: the GEMM writes the output directly (inception's 7×1).

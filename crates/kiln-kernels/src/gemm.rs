@@ -444,7 +444,7 @@ fn run(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue,
     if let Some(z) = epi.residual {
         assert!(z.len() >= (m - 1) * ldc + n, "residual is too short");
     }
-    let (mr, nr) = (a.mr, isa.tile().1);
+    let nr = isa.tile().1;
     if k == 0 {
         for r in 0..m {
             let row = &mut c[r * ldc..r * ldc + n];
@@ -455,15 +455,64 @@ fn run(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue,
         }
         return;
     }
+    if n * 4 <= nr {
+        return gemv(a, b, c, ldc, epi, acc);
+    }
+    // SAFETY: C was checked to hold the M×N block.
+    unsafe { run_tiles(a, b, SendPtr(c.as_mut_ptr()), ldc, epi, acc) }
+}
+
+/// `C = epilogue(A·B)` into a C given by pointer: for callers that run products over
+/// interleaved, disjoint parts of one matrix at once (a convolution's output rows), which
+/// slices cannot express without overlapping.
+///
+/// # Safety
+/// `c` must be valid for writes of rows `0..M` of `N = b.cols()` floats, `ldc` apart, that
+/// nothing else reads or writes meanwhile. K must not be 0 and N not below a quarter panel.
+pub(crate) unsafe fn gemm_packed_raw(
+    a: &PackedA,
+    b: &impl BSource,
+    c: *mut f32,
+    ldc: usize,
+    epi: &Epilogue,
+) {
+    let (m, n, nr) = (a.m, b.cols(), a.isa.tile().1);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        a.k > 0 && n * 4 > nr && ldc >= n,
+        "not a raw-pointer product"
+    );
+    if let Some(b) = epi.bias {
+        assert!(b.len() >= m, "bias is too short");
+    }
+    if let Some(z) = epi.residual {
+        assert!(z.len() >= (m - 1) * ldc + n, "residual is too short");
+    }
+    run_tiles(a, b, SendPtr(c), ldc, epi, false)
+}
+
+/// The tiled product behind [`gemm_packed`], once shapes are checked.
+///
+/// # Safety
+/// `cp` must address an M×N block with row stride `ldc` that only this call touches.
+unsafe fn run_tiles(
+    a: &PackedA,
+    b: &impl BSource,
+    cp: SendPtr,
+    ldc: usize,
+    epi: &Epilogue,
+    acc: bool,
+) {
+    let (m, k, isa, n) = (a.m, a.k, a.isa, b.cols());
+    let (mr, nr) = (a.mr, isa.tile().1);
     let kern = ukernel::for_shape::<Strided>(isa, mr);
     let kern_table = ukernel::for_shape::<Table>(isa, mr);
     if let Some((_, offsets)) = b.table() {
         assert!(offsets.len() >= k, "the row table is too short");
     }
     let (m_panels, n_panels) = (m.div_ceil(mr), n.div_ceil(nr));
-    if n * 4 <= nr {
-        return gemv(a, b, c, ldc, epi, acc);
-    }
     let threads = rayon::current_num_threads();
     let flops = 2 * m * n * k;
     let want = if flops < 1 << 19 || is_serial() {
@@ -508,7 +557,6 @@ fn run(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue,
     let (_, m_blocks, n_blocks, mc_panels, np_per) = best;
     let k_blocks = k.div_ceil(kc_target(isa));
     let kc_len = k.div_ceil(k_blocks);
-    let cp = SendPtr(c.as_mut_ptr());
     let fusable = !epi.is_none() && crate::act::fused_in_registers(epi.act);
     let task = |t: usize| {
         let (mb, nb) = (t / n_blocks, t % n_blocks);
