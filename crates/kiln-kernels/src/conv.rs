@@ -14,7 +14,9 @@ use rayon::prelude::*;
 use crate::act::Activation;
 use std::sync::OnceLock;
 
-use crate::gemm::{gemm_packed, gemm_packed_raw, BSource, Epilogue, PackedA, PackedB, RowMajor};
+use crate::gemm::{
+    gemm_packed, gemm_packed_raw, BSource, Epilogue, PackedA, PackedB, RowMajor, SendPtr,
+};
 use crate::pixel_major;
 use crate::shifted::{with_scratch, Layout, Shifted};
 use crate::Isa;
@@ -34,19 +36,6 @@ fn by_rows(k: usize, ow: usize, wq: usize, nr: usize) -> bool {
         ow as f64 / wq as f64,
     );
     ow * 4 > nr && k / row_full < k / all_full + ROUND_TRIP
-}
-
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: the row products write disjoint rows through it.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    // A method, so closures capture the whole (Sync) wrapper rather than its raw field.
-    fn at(self, off: usize) -> *mut f32 {
-        self.0.wrapping_add(off)
-    }
 }
 
 /// Shape and attributes of a 2-D convolution.
@@ -461,7 +450,7 @@ impl PackedConv {
     ) {
         let out_sp = oh * ow;
         let rows = (oh / (4 * rayon::current_num_threads())).max(1);
-        let y = OutPtr(out.as_mut_ptr());
+        let y = SendPtr(out.as_mut_ptr());
         let bias = self.bias.as_deref();
         let task = |t: usize| {
             for oy in t * rows..((t + 1) * rows).min(oh) {

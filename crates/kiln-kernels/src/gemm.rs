@@ -408,15 +408,16 @@ fn is_serial() -> bool {
     SERIAL.with(|s| s.get())
 }
 
+/// A pointer into an output that parallel tasks write disjoint parts of.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint tiles of C through it.
+pub(crate) struct SendPtr(pub *mut f32);
+// SAFETY: tasks write disjoint parts (tiles of C, rows of a convolution) through it.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
     // A method, so closures capture the whole (Sync) wrapper rather than its raw field.
-    fn at(self, off: usize) -> *mut f32 {
+    pub(crate) fn at(self, off: usize) -> *mut f32 {
         self.0.wrapping_add(off)
     }
 }
