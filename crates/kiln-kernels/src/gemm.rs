@@ -354,6 +354,29 @@ impl PackedB {
         PackedB { nr, k, n, data }
     }
 
+    /// As [`PackedB::transposed`], reusing `a`'s storage when its panels tile B's (M a
+    /// multiple of NR, MR dividing NR): each NR-row band of A holds the floats of one column
+    /// panel of B, so the bands are rewritten in place through one band-sized buffer and the
+    /// weights never exist twice.
+    pub(crate) fn transposed_owned(a: PackedA) -> PackedB {
+        let (_, nr) = a.isa.tile();
+        let (k, n, mr) = (a.k, a.m, a.mr);
+        if !n.is_multiple_of(nr) || !nr.is_multiple_of(mr) || k == 0 {
+            return PackedB::transposed(&a);
+        }
+        let mut data = a.data;
+        let mut tmp = vec![0f32; nr * k];
+        for band in data.chunks_exact_mut(nr * k) {
+            tmp.copy_from_slice(band);
+            for (kk, row) in band.chunks_exact_mut(nr).enumerate() {
+                for (j, d) in row.iter_mut().enumerate() {
+                    *d = tmp[(j / mr) * mr * k + kk * mr + j % mr];
+                }
+            }
+        }
+        PackedB { nr, k, n, data }
+    }
+
     pub fn k(&self) -> usize {
         self.k
     }
@@ -361,6 +384,49 @@ impl PackedB {
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.data.len() * 4
+    }
+}
+
+impl PackedB {
+    /// The M×K matrix whose transpose this holds, packed as A for `isa` (the inverse of
+    /// [`PackedB::transposed`]).
+    pub(crate) fn untransposed(&self, isa: Isa) -> PackedA {
+        let (k, m, nr) = (self.k, self.n, self.nr);
+        let mut plain = vec![0f32; m * k];
+        for (r, row) in plain.chunks_exact_mut(k.max(1)).enumerate().take(m) {
+            let panel = &self.data[(r / nr) * k * nr..];
+            for (kk, v) in row.iter_mut().enumerate() {
+                *v = panel[kk * nr + r % nr];
+            }
+        }
+        PackedA::with_isa(isa, &plain, m, k, k)
+    }
+
+    /// As [`PackedB::untransposed`], in place when the panels tile (see
+    /// [`PackedB::transposed_owned`]).
+    pub(crate) fn untransposed_owned(self, isa: Isa) -> PackedA {
+        let (mr, nr) = isa.tile();
+        let (k, m) = (self.k, self.n);
+        if nr != self.nr || !m.is_multiple_of(nr) || !nr.is_multiple_of(mr) || k == 0 {
+            return self.untransposed(isa);
+        }
+        let mut data = self.data;
+        let mut tmp = vec![0f32; nr * k];
+        for band in data.chunks_exact_mut(nr * k) {
+            tmp.copy_from_slice(band);
+            for (kk, row) in tmp.chunks_exact(nr).enumerate() {
+                for (j, &v) in row.iter().enumerate() {
+                    band[(j / mr) * mr * k + kk * mr + j % mr] = v;
+                }
+            }
+        }
+        PackedA {
+            isa,
+            mr,
+            m,
+            k,
+            data,
+        }
     }
 }
 
