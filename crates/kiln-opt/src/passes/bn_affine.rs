@@ -6,9 +6,9 @@
 use kiln_ir::{AttrList, IrError, Node, NodeId, Tensor, ValueId};
 
 use super::const_fold::is_constant;
-use super::conv_scale_bias::{per_channel, Op};
+use super::conv_scale_bias::{constant_operand, per_channel, Op};
 use super::util::{floats, is_onnx, replace, tensor_like};
-use crate::fusion::{lone_consumer, run_fusion, Decline, Fusion};
+use crate::fusion::{run_fusion, Decline, Fusion};
 use crate::{Level, Pass, PassCtx, PassReport};
 
 pub struct BatchNormAffine(pub Op);
@@ -30,26 +30,8 @@ impl Fusion for BatchNormAffine {
         if !is_onnx(b, "BatchNormalization") {
             return Err(Decline::NoMatch);
         }
-        let y = b.output(0).ok_or(Decline::NoMatch)?;
-        let Ok(next) = lone_consumer(g, y) else {
-            return Err(Decline::NoMatch);
-        };
-        let n = g.node(next);
-        let op_name = match self.0 {
-            Op::Mul => "Mul",
-            Op::Add => "Add",
-        };
-        if !is_onnx(n, op_name) || n.inputs().len() != 2 {
-            return Err(Decline::NoMatch);
-        }
-        let other = match (n.input(0), n.input(1)) {
-            (Some(a), Some(o)) if a == y => o,
-            (Some(o), Some(a)) if a == y => o,
-            _ => return Err(Decline::NoMatch),
-        };
-        if !is_constant(model, other) {
-            return Err(Decline::NoMatch);
-        }
+        let (next, other) = constant_operand(model, bn, self.0)?;
+        let op_name = self.0.name();
         if b.attrs.get_int("training_mode").unwrap_or(0) != 0
             || b.outputs().iter().skip(1).flatten().next().is_some()
         {

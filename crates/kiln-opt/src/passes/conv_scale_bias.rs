@@ -14,6 +14,15 @@ pub enum Op {
     Add,
 }
 
+impl Op {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Op::Mul => "Mul",
+            Op::Add => "Add",
+        }
+    }
+}
+
 pub struct ConvConstant(pub Op);
 
 pub struct Found {
@@ -21,6 +30,33 @@ pub struct Found {
     next: NodeId,
     weights: Tensor,
     bias: Option<Tensor>,
+}
+
+/// The lone consumer of `node`'s first output when it is `op` with a constant other operand:
+/// that consumer and the constant's value.
+pub(crate) fn constant_operand(
+    model: &kiln_ir::Model,
+    node: NodeId,
+    op: Op,
+) -> Result<(NodeId, ValueId), Decline> {
+    let g = &model.graph;
+    let y = g.node(node).output(0).ok_or(Decline::NoMatch)?;
+    let Ok(next) = lone_consumer(g, y) else {
+        return Err(Decline::NoMatch);
+    };
+    let n = g.node(next);
+    if !is_onnx(n, op.name()) || n.inputs().len() != 2 {
+        return Err(Decline::NoMatch);
+    }
+    let other = match (n.input(0), n.input(1)) {
+        (Some(a), Some(b)) if a == y => b,
+        (Some(a), Some(b)) if b == y => a,
+        _ => return Err(Decline::NoMatch),
+    };
+    if !is_constant(model, other) {
+        return Err(Decline::NoMatch);
+    }
+    Ok((next, other))
 }
 
 /// The per-output-channel values of a constant that broadcasts against `[N, M, spatial...]`
@@ -57,26 +93,8 @@ impl Fusion for ConvConstant {
         if !is_onnx(c, "Conv") {
             return Err(Decline::NoMatch);
         }
-        let y = c.output(0).ok_or(Decline::NoMatch)?;
-        let Ok(next) = lone_consumer(g, y) else {
-            return Err(Decline::NoMatch);
-        };
-        let n = g.node(next);
-        let op_name = match self.0 {
-            Op::Mul => "Mul",
-            Op::Add => "Add",
-        };
-        if !is_onnx(n, op_name) || n.inputs().len() != 2 {
-            return Err(Decline::NoMatch);
-        }
-        let other = match (n.input(0), n.input(1)) {
-            (Some(a), Some(b)) if a == y => b,
-            (Some(a), Some(b)) if b == y => a,
-            _ => return Err(Decline::NoMatch),
-        };
-        if !is_constant(model, other) {
-            return Err(Decline::NoMatch);
-        }
+        let (next, other) = constant_operand(model, conv, self.0)?;
+        let op_name = self.0.name();
         let constant = |v: Option<ValueId>, what: &str| -> Result<&Tensor, Decline> {
             let v = v.ok_or(Decline::NoMatch)?;
             if !is_constant(model, v) {
