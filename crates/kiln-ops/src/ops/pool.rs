@@ -581,13 +581,14 @@ mod kernel_tests {
     }
 
     /// The vectorized f32 path (`pool2d`) against the reference kernel, run on the same
-    /// values in f64: odd and even widths, strides 1–3, dilations, pads, ceil_mode.
+    /// values in f64: odd and even widths (rows of several 16-lane blocks), windows up to 5
+    /// and 6 wide, strides 1–3, dilations, pads, ceil_mode.
     #[test]
     fn fast_f32_pools_match_the_reference() {
         let mut g = Lcg(5);
-        for case in 0..300 {
-            let (h, w) = (1 + g.r(13) as usize, 1 + g.r(45) as usize);
-            let k = [1 + g.r(4), 1 + g.r(4)];
+        for case in 0..400 {
+            let (h, w) = (1 + g.r(13) as usize, 1 + g.r(75) as usize);
+            let k = [1 + g.r(5), 1 + g.r(6)];
             let s = [1 + g.r(3), 1 + g.r(3)];
             let d = [1 + g.r(2), 1 + g.r(2)];
             let p = [g.r(k[0]), g.r(k[1]), g.r(k[0]), g.r(k[1])];

@@ -1,11 +1,12 @@
 //! MaxPool (without indices) and AveragePool over f32 NCHW with two spatial dims, vectorized.
-//! With AVX-512 or AVX2 and a column stride of 1 or 2, each block of 16 (8) outputs loads its
-//! taps straight from the input rows, masked at the borders (`plane_avx512`, `plane_avx2`).
-//! Otherwise the pool
-//! is separable: each plane is copied once into a padded plane (padding that never wins a max
-//! and adds nothing to a sum), reduced along the width, then along the height, all taps of a
-//! block of lanes at a time. Divisors come from the reference kernel's window tables, so
-//! results match it; other cases run the reference kernel in `pool.rs`.
+//! With AVX-512 and a column stride of 1 or 2, each output row is pooled in registers: the
+//! window's input rows reduced once per 16 columns, then the taps along the row taken as lane
+//! shifts (`plane_avx512`). With AVX2, each block of 8 outputs loads its taps straight from
+//! the input rows, masked at the borders (`direct_avx2`). Otherwise the pool is separable:
+//! each plane is copied once into a padded plane (padding that never wins a max and adds
+//! nothing to a sum), reduced along the width, then along the height, all taps of a block of
+//! lanes at a time. Divisors come from the reference kernel's window tables, so results match
+//! it; other cases run the reference kernel in `pool.rs`.
 use rayon::prelude::*;
 
 use super::pool::Taps;
@@ -55,30 +56,42 @@ fn pool(x: &Tensor, t: &Taps, kind: Kind) -> Option<Vec<f32>> {
     // otherwise spend more time allocating than pooling.
     let per = planes.div_ceil(4 * rayon::current_num_threads()).max(1);
     let isa = kiln_kernels::Isa::detect();
-    let direct = isa >= kiln_kernels::Isa::Avx2 && sw <= 2;
-    let lanes = if isa == kiln_kernels::Isa::Avx512 {
-        16
-    } else {
-        8
-    };
+    let by_rows = isa == kiln_kernels::Isa::Avx512 && by_rows_fits(&geo);
+    let direct = !by_rows && isa >= kiln_kernels::Isa::Avx2 && sw <= 2;
     let cols = if direct {
-        col_table(&geo, lanes)
+        col_table(&geo, 8)
     } else {
         Vec::new()
     };
     y.par_chunks_mut(out_sp * per)
         .enumerate()
         .for_each(|(task, ys)| {
+            #[cfg(target_arch = "x86_64")]
+            if by_rows {
+                for (i, yp) in ys.chunks_exact_mut(out_sp).enumerate() {
+                    let p = task * per + i;
+                    let xp = &xv[p * in_sp..(p + 1) * in_sp];
+                    let max = kind == Kind::Max;
+                    let kw = if geo.d[1] == 1 { geo.k[1] } else { 0 };
+                    // SAFETY: Isa::detect() found AVX-512F on the CPU.
+                    unsafe {
+                        match (max, kw) {
+                            (true, 2) => plane_avx512::<true, 2>(xp, yp, &geo, fill),
+                            (true, 3) => plane_avx512::<true, 3>(xp, yp, &geo, fill),
+                            (true, 5) => plane_avx512::<true, 5>(xp, yp, &geo, fill),
+                            (true, _) => plane_avx512::<true, 0>(xp, yp, &geo, fill),
+                            (false, 2) => plane_avx512::<false, 2>(xp, yp, &geo, fill),
+                            (false, 3) => plane_avx512::<false, 3>(xp, yp, &geo, fill),
+                            (false, _) => plane_avx512::<false, 0>(xp, yp, &geo, fill),
+                        }
+                    };
+                }
+                return;
+            }
             let mut bufs = Bufs::new(&geo, fill);
             for (i, yp) in ys.chunks_exact_mut(out_sp).enumerate() {
                 let p = task * per + i;
                 let xp = &xv[p * in_sp..(p + 1) * in_sp];
-                #[cfg(target_arch = "x86_64")]
-                if direct && lanes == 16 {
-                    // SAFETY: Isa::detect() found AVX-512F on the CPU.
-                    unsafe { plane_avx512(xp, yp, &geo, kind, fill, &cols) };
-                    continue;
-                }
                 #[cfg(target_arch = "x86_64")]
                 if direct {
                     // SAFETY: Isa::detect() found AVX2 on the CPU.
@@ -115,57 +128,135 @@ unsafe fn plane_avx2(xp: &[f32], yp: &mut [f32], g: &Geo, kind: Kind, fill: f32,
     plane(xp, yp, g, kind, fill, b)
 }
 
-/// One plane without intermediate buffers: each block of 16 outputs of a row loads its taps
-/// straight from the input rows, masked where a tap falls in the padding (the masked lanes
-/// read `fill`), and a stride-2 tap loads 32 columns and keeps the even ones. Nothing is
-/// stored and read back, so no load waits on a store it only partly overlaps.
+/// `[v0 v1][s..s + 16]`: lanes `s..` of the 32 lanes of two consecutive blocks.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn plane_avx512(xp: &[f32], yp: &mut [f32], g: &Geo, kind: Kind, fill: f32, cols: &[Col]) {
+#[inline]
+unsafe fn lanes_from(
+    v0: std::arch::x86_64::__m512,
+    v1: std::arch::x86_64::__m512,
+    s: usize,
+) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
-    let ow = g.ow;
-    let kw = g.k[1];
+    let (a, b) = (_mm512_castps_si512(v0), _mm512_castps_si512(v1));
+    macro_rules! by {
+        ($($n:literal)*) => {
+            match s {
+                $($n => _mm512_castsi512_ps(_mm512_alignr_epi32::<$n>(b, a)),)*
+                _ => v1,
+            }
+        };
+    }
+    by!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)
+}
+
+/// Whether [`plane_avx512`] takes a window: its taps along a row span at most 17 columns.
+fn by_rows_fits(g: &Geo) -> bool {
+    g.k[0] <= MAX_TAPS && (g.k[1] - 1) * g.d[1] <= 16 && g.s[1] <= 2
+}
+
+/// One plane, a row of outputs at a time, all in registers: each block of 16 columns of
+/// the padded row is reduced vertically over the window's input rows once (masked loads
+/// give `fill` in the padding), and each block of 16 outputs takes its taps as lane shifts
+/// of two consecutive such blocks (`valignd`). A stride-2 block reduces 32 columns per tap
+/// and keeps the even lanes once: lane `2t` is the window of output `t`. Nothing is stored
+/// and read back (a row buffer made every load wait on the partial stores before it).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn plane_avx512<const MAX: bool, const KW: usize>(
+    xp: &[f32],
+    yp: &mut [f32],
+    g: &Geo,
+    fill: f32,
+) {
+    use std::arch::x86_64::*;
+    let (ow, wi, pl) = (g.ow, g.wi as isize, g.pads[1] as isize);
+    let kh = g.k[0];
+    // KW > 0: a window KW wide without dilation, whose lane shifts compile to immediates.
+    let (kw, dw) = if KW > 0 { (KW, 1) } else { (g.k[1], g.d[1]) };
+    let sw = g.s[1];
     let fv = _mm512_set1_ps(fill);
     let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    let op = |a: __m512, b: __m512| {
+        if MAX {
+            // vmaxps keeps its second operand when either is NaN: `b > a ? b : a`.
+            _mm512_max_ps(b, a)
+        } else {
+            _mm512_add_ps(a, b)
+        }
+    };
+    let mut rows = [std::ptr::null::<f32>(); MAX_TAPS];
     for (oy, yrow) in yp.chunks_exact_mut(ow).enumerate() {
-        for (b, taps) in cols.chunks_exact(kw).enumerate() {
-            let x0 = b * 16;
-            let mut acc = fv;
-            for i in 0..g.k[0] {
-                let iy = (oy * g.s[0] + i * g.d[0]) as isize - g.pads[0] as isize;
-                if iy < 0 || iy >= g.h as isize {
-                    continue;
+        let mut n = 0;
+        for i in 0..kh {
+            let iy = (oy * g.s[0] + i * g.d[0]) as isize - g.pads[0] as isize;
+            if (0..g.h as isize).contains(&iy) {
+                rows[n] = xp.as_ptr().add(iy as usize * g.wi);
+                n += 1;
+            }
+        }
+        // A square KW window's rows inside the map: a loop the compiler unrolls.
+        let full = KW > 0 && n == KW;
+        let rows = &rows[..n];
+        let reduce = |acc: __m512, load: &dyn Fn(*const f32) -> __m512| {
+            let mut acc = acc;
+            if full {
+                for r in &rows[..KW] {
+                    acc = op(acc, load(*r));
                 }
-                let row = xp.as_ptr().add(iy as usize * g.wi);
-                for c in taps {
-                    // Masked-off lanes are not read, so the address may lie outside the row.
-                    let p = row.wrapping_offset(c.start);
-                    let v = if g.s[1] == 1 {
-                        _mm512_mask_loadu_ps(fv, c.masks[0], p)
-                    } else {
-                        let a = _mm512_mask_loadu_ps(fv, c.masks[0], p);
-                        let b = _mm512_mask_loadu_ps(fv, c.masks[1], p.wrapping_add(16));
-                        _mm512_permutex2var_ps(a, even, b)
-                    };
-                    acc = match kind {
-                        // vmaxps keeps its second operand when either is NaN: `v > acc ? v : acc`.
-                        Kind::Max => _mm512_max_ps(v, acc),
-                        Kind::Sum => _mm512_add_ps(acc, v),
-                    };
+            } else {
+                for r in rows {
+                    acc = op(acc, load(*r));
                 }
             }
-            let lanes = 16.min(ow - x0);
-            let out = yrow.as_mut_ptr().add(x0);
-            if lanes == 16 {
-                _mm512_storeu_ps(out, acc);
+            acc
+        };
+        // Padded column t0.. (input column t0 - pl..), reduced over the rows.
+        let vblock = |t0: usize| {
+            let c0 = t0 as isize - pl;
+            let (lo, hi) = ((-c0).clamp(0, 16), (wi - c0).clamp(0, 16));
+            if hi <= lo {
+                fv
+            } else if lo == 0 && hi == 16 {
+                reduce(fv, &|r| _mm512_loadu_ps(r.offset(c0)))
             } else {
-                _mm512_mask_storeu_ps(out, ((1u32 << lanes) - 1) as __mmask16, acc);
+                let m = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16;
+                // Masked-off lanes are not read: the address may lie outside the row.
+                reduce(fv, &|r| _mm512_mask_loadu_ps(fv, m, r.wrapping_offset(c0)))
+            }
+        };
+        let mut v0 = vblock(0);
+        for x0 in (0..ow).step_by(16) {
+            let out = if sw == 1 {
+                let v1 = vblock(x0 + 16);
+                let mut acc = fv;
+                for j in 0..kw {
+                    acc = op(acc, lanes_from(v0, v1, j * dw));
+                }
+                v0 = v1;
+                acc
+            } else {
+                let (v1, v2) = (vblock(2 * x0 + 16), vblock(2 * x0 + 32));
+                let (mut lo, mut hi) = (fv, fv);
+                for j in 0..kw {
+                    lo = op(lo, lanes_from(v0, v1, j * dw));
+                    hi = op(hi, lanes_from(v1, v2, j * dw));
+                }
+                v0 = v2;
+                _mm512_permutex2var_ps(lo, even, hi)
+            };
+            let lanes = 16.min(ow - x0);
+            let dst = yrow.as_mut_ptr().add(x0);
+            if lanes == 16 {
+                _mm512_storeu_ps(dst, out);
+            } else {
+                _mm512_mask_storeu_ps(dst, ((1u32 << lanes) - 1) as __mmask16, out);
             }
         }
     }
 }
 
-/// As [`plane_avx512`] with blocks of 8 outputs: AVX2's masked loads read zeros where a tap
+/// Blocks of 8 outputs, each loading its taps from the input rows: AVX2's masked loads read zeros where a tap
 /// falls outside the row, blended with `fill`; a stride-2 tap loads 16 columns and keeps the
 /// even ones with a shuffle and a lane permute.
 #[cfg(target_arch = "x86_64")]
