@@ -1,6 +1,8 @@
 //! Operator micro-benchmarks in GB/s of input read: the pools of the benchmark models, run
 //! through the same kernel entry a session calls, on a pool of `--threads` workers.
-//! `cargo bench -p kiln-ops --bench ops -- [--threads N] [--ms MS] [FILTER]`.
+//! `cargo bench -p kiln-ops --bench ops -- [--threads N] [--ms MS] [--ab VAR] [FILTER]`; with
+//! `--ab`, calls alternate between that environment variable unset and set (a switch the code
+//! under test reads) and both medians are printed, from one interleaved run.
 use std::time::Instant;
 
 use kiln_ir::Attribute;
@@ -30,65 +32,80 @@ fn pool(name: &'static str, op: &'static str, input: [usize; 4], k: i64, s: i64,
     }
 }
 
+/// The pools of the benchmark models: name, op, input, kernel, stride, pad.
+type Row = (&'static str, &'static str, [usize; 4], i64, i64, i64);
+const POOLS: &[Row] = &[
+    (
+        "squeezenet max 3x3/2 64 @111",
+        "MaxPool",
+        [1, 64, 111, 111],
+        3,
+        2,
+        0,
+    ),
+    (
+        "squeezenet max 3x3/2 256 @27",
+        "MaxPool",
+        [1, 256, 27, 27],
+        3,
+        2,
+        0,
+    ),
+    (
+        "resnet50 max 3x3/2 64 @112",
+        "MaxPool",
+        [1, 64, 112, 112],
+        3,
+        2,
+        1,
+    ),
+    (
+        "yolov8n max 5x5/1 128 @10",
+        "MaxPool",
+        [1, 128, 10, 10],
+        5,
+        1,
+        2,
+    ),
+    (
+        "inception max 3x3/1 256 @28",
+        "MaxPool",
+        [1, 256, 28, 28],
+        3,
+        1,
+        1,
+    ),
+    (
+        "inception max 3x3/1 1024 @7",
+        "MaxPool",
+        [1, 1024, 7, 7],
+        3,
+        1,
+        1,
+    ),
+    (
+        "inception avg 3x3/1 576 @14",
+        "AveragePool",
+        [1, 576, 14, 14],
+        3,
+        1,
+        1,
+    ),
+    (
+        "densenet avg 2x2/2 128 @56",
+        "AveragePool",
+        [1, 128, 56, 56],
+        2,
+        2,
+        0,
+    ),
+];
+
 fn cases() -> Vec<Case> {
-    vec![
-        pool(
-            "squeezenet max 3x3/2 64 @111",
-            "MaxPool",
-            [1, 64, 111, 111],
-            3,
-            2,
-            0,
-        ),
-        pool(
-            "squeezenet max 3x3/2 256 @27",
-            "MaxPool",
-            [1, 256, 27, 27],
-            3,
-            2,
-            0,
-        ),
-        pool(
-            "resnet50 max 3x3/2 64 @112",
-            "MaxPool",
-            [1, 64, 112, 112],
-            3,
-            2,
-            1,
-        ),
-        pool(
-            "yolov8n max 5x5/1 128 @10",
-            "MaxPool",
-            [1, 128, 10, 10],
-            5,
-            1,
-            2,
-        ),
-        pool(
-            "inception max 3x3/1 256 @28",
-            "MaxPool",
-            [1, 256, 28, 28],
-            3,
-            1,
-            1,
-        ),
-        pool(
-            "inception avg 3x3/1 576 @14",
-            "AveragePool",
-            [1, 576, 14, 14],
-            3,
-            1,
-            1,
-        ),
-        pool(
-            "densenet avg 2x2/2 128 @56",
-            "AveragePool",
-            [1, 128, 56, 56],
-            2,
-            2,
-            0,
-        ),
-    ]
+    POOLS
+        .iter()
+        .map(|&(name, op, input, k, s, p)| pool(name, op, input, k, s, p))
+        .collect()
 }
 
 fn main() {
@@ -97,12 +114,17 @@ fn main() {
         .filter(|a| a != "--bench")
         .collect();
     let (mut threads, mut ms, mut filter) = (2usize, 300.0f64, String::new());
+    let mut ab: Option<String> = None;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
             "--threads" => {
                 i += 1;
                 threads = args[i].parse().expect("--threads N");
+            }
+            "--ab" => {
+                i += 1;
+                ab = Some(args[i].clone());
             }
             "--ms" => {
                 i += 1;
@@ -128,7 +150,8 @@ fn main() {
             .collect();
         let x = Value::Tensor(Tensor::new(case.input.to_vec(), Data::F32(data)));
         let kernel = kernel_fn("", case.op).expect("a kernel");
-        let mut times = Vec::new();
+        // times[1]: the variable set (or no A/B); times[0]: unset.
+        let mut times = [Vec::new(), Vec::new()];
         pool.install(|| {
             let ctx = KernelCtx {
                 op_type: case.op,
@@ -141,19 +164,40 @@ fn main() {
             };
             kernel(&ctx).expect("run");
             let start = Instant::now();
-            while start.elapsed().as_secs_f64() * 1e3 < ms || times.len() < 5 {
+            let mut turn = 1;
+            while start.elapsed().as_secs_f64() * 1e3 < ms || times[1].len() < 5 {
+                if let Some(var) = &ab {
+                    turn = 1 - turn;
+                    if turn == 1 {
+                        std::env::set_var(var, "1");
+                    } else {
+                        std::env::remove_var(var);
+                    }
+                }
                 let t = Instant::now();
                 std::hint::black_box(kernel(&ctx).expect("run"));
-                times.push(t.elapsed().as_secs_f64());
+                times[turn].push(t.elapsed().as_secs_f64());
+            }
+            if let Some(var) = &ab {
+                std::env::remove_var(var);
             }
         });
-        times.sort_by(|a, b| a.total_cmp(b));
-        let t = times[times.len() / 2];
-        println!(
-            "{:<36} {:>10.1} {:>10.1}",
-            case.name,
-            t * 1e6,
-            (len * 4) as f64 / t / 1e9
-        );
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        };
+        let [mut unset, mut set] = times;
+        let t = median(&mut set);
+        let gbs = |t: f64| (len * 4) as f64 / t / 1e9;
+        print!("{:<36} {:>10.1} {:>10.1}", case.name, t * 1e6, gbs(t));
+        if ab.is_some() {
+            let tu = median(&mut unset);
+            print!(
+                "  unset: {:>10.1} GB/s  unset/set time {:.3}",
+                gbs(tu),
+                tu / t
+            );
+        }
+        println!();
     }
 }
