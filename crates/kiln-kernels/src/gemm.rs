@@ -56,11 +56,7 @@ impl PackedA {
         let (mr, _) = isa.tile();
         let panels = m.div_ceil(mr);
         let mut data = vec![0f32; panels * mr * k];
-        for (p, panel) in data
-            .chunks_exact_mut((mr * k).max(1))
-            .enumerate()
-            .take(panels)
-        {
+        let pack = |(p, panel): (usize, &mut [f32])| {
             let rows = mr.min(m - p * mr);
             if a.cs == 1 && rows == mr {
                 pack_rows(&a.data[p * mr * a.rs..], a.rs, k, alpha, panel);
@@ -79,6 +75,13 @@ impl PackedA {
                     }
                 }
             }
+        };
+        let len = (mr * k).max(1);
+        // Activations packed on every run (a transformer's 128 × 1536) are worth splitting.
+        if m * k >= 1 << 15 && !is_serial() {
+            data.par_chunks_exact_mut(len).enumerate().for_each(pack);
+        } else {
+            data.chunks_exact_mut(len).enumerate().for_each(pack);
         }
         PackedA {
             isa,

@@ -1,4 +1,4 @@
-//! Operator micro-benchmarks in GB/s of input read: the pools of the benchmark models, run
+//! Operator micro-benchmarks in GB/s of input read: the pools and softmax of the benchmark models, run
 //! through the same kernel entry a session calls, on a pool of `--threads` workers.
 //! `cargo bench -p kiln-ops --bench ops -- [--threads N] [--ms MS] [--ab VAR] [FILTER]`; with
 //! `--ab`, calls alternate between that environment variable unset and set (a switch the code
@@ -34,78 +34,30 @@ fn pool(name: &'static str, op: &'static str, input: [usize; 4], k: i64, s: i64,
 
 /// The pools of the benchmark models: name, op, input, kernel, stride, pad.
 type Row = (&'static str, &'static str, [usize; 4], i64, i64, i64);
+#[rustfmt::skip]
 const POOLS: &[Row] = &[
-    (
-        "squeezenet max 3x3/2 64 @111",
-        "MaxPool",
-        [1, 64, 111, 111],
-        3,
-        2,
-        0,
-    ),
-    (
-        "squeezenet max 3x3/2 256 @27",
-        "MaxPool",
-        [1, 256, 27, 27],
-        3,
-        2,
-        0,
-    ),
-    (
-        "resnet50 max 3x3/2 64 @112",
-        "MaxPool",
-        [1, 64, 112, 112],
-        3,
-        2,
-        1,
-    ),
-    (
-        "yolov8n max 5x5/1 128 @10",
-        "MaxPool",
-        [1, 128, 10, 10],
-        5,
-        1,
-        2,
-    ),
-    (
-        "inception max 3x3/1 256 @28",
-        "MaxPool",
-        [1, 256, 28, 28],
-        3,
-        1,
-        1,
-    ),
-    (
-        "inception max 3x3/1 1024 @7",
-        "MaxPool",
-        [1, 1024, 7, 7],
-        3,
-        1,
-        1,
-    ),
-    (
-        "inception avg 3x3/1 576 @14",
-        "AveragePool",
-        [1, 576, 14, 14],
-        3,
-        1,
-        1,
-    ),
-    (
-        "densenet avg 2x2/2 128 @56",
-        "AveragePool",
-        [1, 128, 56, 56],
-        2,
-        2,
-        0,
-    ),
+    ("squeezenet max 3x3/2 64 @111", "MaxPool", [1, 64, 111, 111], 3, 2, 0),
+    ("squeezenet max 3x3/2 256 @27", "MaxPool", [1, 256, 27, 27], 3, 2, 0),
+    ("resnet50 max 3x3/2 64 @112", "MaxPool", [1, 64, 112, 112], 3, 2, 1),
+    ("yolov8n max 5x5/1 128 @10", "MaxPool", [1, 128, 10, 10], 5, 1, 2),
+    ("inception max 3x3/1 256 @28", "MaxPool", [1, 256, 28, 28], 3, 1, 1),
+    ("inception max 3x3/1 1024 @7", "MaxPool", [1, 1024, 7, 7], 3, 1, 1),
+    ("inception avg 3x3/1 576 @14", "AveragePool", [1, 576, 14, 14], 3, 1, 1),
+    ("densenet avg 2x2/2 128 @56", "AveragePool", [1, 128, 56, 56], 2, 2, 0),
 ];
 
 fn cases() -> Vec<Case> {
-    POOLS
+    let mut out: Vec<Case> = POOLS
         .iter()
         .map(|&(name, op, input, k, s, p)| pool(name, op, input, k, s, p))
-        .collect()
+        .collect();
+    out.push(Case {
+        name: "bert softmax 12x128x128",
+        op: "Softmax",
+        input: [1, 12, 128, 128],
+        attrs: vec![Attribute::int("axis", -1)],
+    });
+    out
 }
 
 fn main() {
