@@ -137,7 +137,10 @@ fn softmax_f32(v: &[f32], (outer, len, inner): (usize, usize, usize)) -> Vec<f32
     let run = |ob: &mut [f32]| kiln_kernels::vecmath::softmax_block(ob, inner);
     if v.len() >= 1 << 15 {
         use rayon::prelude::*;
-        out.par_chunks_mut(block).for_each(run);
+        // Short lanes (attention's 128) in runs of at least 8K values a task.
+        out.par_chunks_mut(block)
+            .with_min_len((1 << 13) / block + 1)
+            .for_each(run);
     } else {
         out.chunks_mut(block).for_each(run);
     }
