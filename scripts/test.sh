@@ -36,6 +36,7 @@ for isa in avx2 portable; do
   step "cargo test kernels (KILN_ISA=$isa)" env KILN_ISA=$isa cargo test --locked -p kiln-kernels -p kiln-ops
 done
 step "micro-benchmarks (smoke)" cargo bench --locked -p kiln-kernels --bench kernels -- --ms 5
+step "op micro-benchmarks (smoke)" cargo bench --locked -p kiln-ops --bench ops -- --ms 5
 py="${KILN_CACHE:-$root/.cache}/venv/bin/python"
 for t in inspect roundtrip roundtrip_conformance shapes shapes_conformance models conformance optimize recurrent ml_ops attention_ops contrib_ops scripted_models; do
   step "python $t" "$py" "tests/python/test_$t.py"

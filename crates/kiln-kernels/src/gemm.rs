@@ -529,7 +529,44 @@ fn run(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue,
         return gemv(a, b, c, ldc, epi, acc);
     }
     // SAFETY: C was checked to hold the M×N block.
-    unsafe { run_tiles(a, b, SendPtr(c.as_mut_ptr()), ldc, epi, acc) }
+    unsafe { run_tiles(a, b, SendPtr(c.as_mut_ptr()), ldc, epi, acc, None) }
+}
+
+/// What a task of the tiled product reports when its block of C is final: rows `.0` and
+/// columns `.1` (in elements), which the caller may then read, on the same worker while the
+/// block is still in its caches.
+pub(crate) type Done<'a> = &'a (dyn Fn(std::ops::Range<usize>, std::ops::Range<usize>) + Sync);
+
+/// `C = A·B` as [`gemm_packed`] with no epilogue, calling `done` for each finished block of
+/// C from the task that computed it (a convolution copying its valid columns out).
+pub(crate) fn gemm_packed_then(
+    a: &PackedA,
+    b: &impl BSource,
+    c: &mut [f32],
+    ldc: usize,
+    done: Done,
+) {
+    let (m, n, nr) = (a.m, b.cols(), a.isa.tile().1);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if a.k == 0 || n * 4 <= nr {
+        run(a, b, c, ldc, &Epilogue::NONE, false);
+        return done(0..m, 0..n);
+    }
+    assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "C is too small");
+    // SAFETY: C was checked to hold the M×N block.
+    unsafe {
+        run_tiles(
+            a,
+            b,
+            SendPtr(c.as_mut_ptr()),
+            ldc,
+            &Epilogue::NONE,
+            false,
+            Some(done),
+        )
+    }
 }
 
 /// `C = epilogue(A·B)` into a C given by pointer: for callers that run products over
@@ -560,7 +597,7 @@ pub(crate) unsafe fn gemm_packed_raw(
     if let Some(z) = epi.residual {
         assert!(z.len() >= (m - 1) * ldc + n, "residual is too short");
     }
-    run_tiles(a, b, SendPtr(c), ldc, epi, false)
+    run_tiles(a, b, SendPtr(c), ldc, epi, false, None)
 }
 
 /// The tiled product behind [`gemm_packed`], once shapes are checked.
@@ -574,6 +611,7 @@ unsafe fn run_tiles(
     ldc: usize,
     epi: &Epilogue,
     acc: bool,
+    done: Option<Done>,
 ) {
     let (m, k, isa, n) = (a.m, a.k, a.isa, b.cols());
     let (mr, nr) = (a.mr, isa.tile().1);
@@ -724,6 +762,10 @@ unsafe fn run_tiles(
                 }
             }
             k0 += kc;
+        }
+        if let Some(done) = done {
+            let rows = mps.start * mr..(mps.end * mr).min(m);
+            done(rows, nps.start * nr..(nps.end * nr).min(n));
         }
     };
     let tasks = m_blocks * n_blocks;
