@@ -20,11 +20,13 @@ const KC: usize = 256;
 
 /// The K block for `isa`: every block but the last stores the C tile and loads it back, so
 /// deeper is better while the A block stays in L2. AVX-512 machines here have 1–2 MiB of L2
-/// and gained 2–7% from 1024 over 256 (Zen 4, interleaved runs; 4096 lost 10% on 512³);
-/// the AVX2 path keeps 256 for the 512 KiB of a Zen 3.
+/// and gained 2–7% from 1024 over 256 (Zen 4, interleaved runs; 4096 lost 10% on 512³),
+/// then 2–5% from 2048 over 1024 where K lies between them (Zen 5: BERT's 1536-deep
+/// MatMul, a 3×3/2 convolution over 128 channels); the AVX2 path keeps 256 for the 512 KiB
+/// of a Zen 3.
 fn kc_target(isa: Isa) -> usize {
     match isa {
-        Isa::Avx512 => 4 * KC,
+        Isa::Avx512 => 8 * KC,
         _ => KC,
     }
 }
