@@ -793,7 +793,20 @@ mod tests {
         check(conv(16, 24, 1, 1, 2, 0), [2, 9, 11], Activation::Relu, true);
         check(conv(5, 13, 1, 3, 1, 1), [1, 17, 10], Activation::Relu, true);
         // Large enough for the GEMM's tasks to copy their own columns out (FUSED_COPY_OUT).
-        check(conv(16, 40, 1, 3, 1, 1), [2, 40, 41], Activation::Relu, true);
+        check(
+            conv(16, 40, 1, 3, 1, 1),
+            [2, 40, 41],
+            Activation::Relu,
+            true,
+        );
+        // Stride-2 rows several 16-lane blocks wide, odd and even, split by the fill.
+        check(conv(4, 16, 1, 3, 2, 1), [1, 9, 70], Activation::Relu, true);
+        check(
+            conv(4, 16, 1, 3, 2, 0),
+            [1, 8, 69],
+            Activation::Identity,
+            false,
+        );
         check(
             conv(8, 16, 1, 3, 2, 1),
             [1, 20, 21],

@@ -77,6 +77,8 @@ impl Layout {
         let (hq, wq) = (self.hq, self.wq);
         let planes = self.phases.len() * self.c;
         let (body, tail) = out.split_at_mut(planes * hq * wq);
+        #[cfg(target_arch = "x86_64")]
+        let split2 = sw == 2 && crate::Isa::detect() == crate::Isa::Avx512;
         tail.fill(0.0);
         let fill_plane = |(pc, dst): (usize, &mut [f32])| {
             let (py, px) = self.phases[pc / self.c];
@@ -90,6 +92,12 @@ impl Layout {
                 let src = &xc[iy as usize * w..][..w];
                 // Input column of drow[j] is base + j·sw; valid j in lo..hi.
                 let base = px as isize - pl;
+                #[cfg(target_arch = "x86_64")]
+                if split2 {
+                    // SAFETY: Isa::detect() found AVX-512F.
+                    unsafe { even_columns_avx512(drow, src, base) };
+                    continue;
+                }
                 let lo = if base >= 0 {
                     0
                 } else {
@@ -143,6 +151,41 @@ impl Layout {
             }
         }
         out
+    }
+}
+
+/// `dst[j] = src[base + 2j]`, 0 where that lies outside `src`: 32 columns loaded (masked
+/// at the row's ends) and their even lanes kept, per 16 outputs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn even_columns_avx512(dst: &mut [f32], src: &[f32], base: isize) {
+    use std::arch::x86_64::*;
+    let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    let w = src.len() as isize;
+    // Lanes of the 16 columns from `t` that lie inside the row.
+    let inside = |t: isize| -> __mmask16 {
+        let (lo, hi) = ((-t).clamp(0, 16), (w - t).clamp(0, 16));
+        if hi <= lo {
+            0
+        } else {
+            (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
+        }
+    };
+    let zero = _mm512_setzero_ps();
+    let p = src.as_ptr();
+    for j0 in (0..dst.len()).step_by(16) {
+        let t = base + 2 * j0 as isize;
+        // Masked-off lanes are not read, so the addresses may lie outside the row.
+        let lo = _mm512_mask_loadu_ps(zero, inside(t), p.wrapping_offset(t));
+        let hi = _mm512_mask_loadu_ps(zero, inside(t + 16), p.wrapping_offset(t + 16));
+        let v = _mm512_permutex2var_ps(lo, even, hi);
+        let n = (dst.len() - j0).min(16);
+        let out = dst.as_mut_ptr().add(j0);
+        if n == 16 {
+            _mm512_storeu_ps(out, v);
+        } else {
+            _mm512_mask_storeu_ps(out, ((1u32 << n) - 1) as __mmask16, v);
+        }
     }
 }
 
