@@ -38,7 +38,8 @@ pub fn exp(x: f32) -> f32 {
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
     // t's bits are those of ROUND plus n, so 2^n comes from integer arithmetic alone (an
     // `as i32` cast would be scalarized: it saturates and maps NaN to 0).
     const ROUND_BITS: u32 = 0x4B40_0000;
