@@ -224,6 +224,14 @@ fn main() {
             false,
         ),
         (
+            "matmul bert 128x384 . 384x384 packed",
+            128,
+            384,
+            384,
+            true,
+            false,
+        ),
+        (
             "matmul bert 128x384 . 384x1152 packed",
             128,
             1152,
