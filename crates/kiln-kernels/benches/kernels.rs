@@ -1,10 +1,10 @@
 //! Micro-benchmarks of the convolution and GEMM shapes of ResNet50 (224×224) and YOLOv8n
 //! (320×320), in GFLOP/s, so kernel work can be judged without whole models.
 //!
-//! `cargo bench -p kiln-kernels -- [--threads N] [--ms MS] [FILTER]`: each case runs for about
-//! MS milliseconds (default 300) after a warm-up; the median run time gives the rate.
-use std::time::Instant;
-
+//! `cargo bench -p kiln-kernels -- [--threads N] [--ms MS] [--ab VAR] [FILTER]`: each case runs
+//! for about MS milliseconds (default 300) after a warm-up; the median run time gives the rate
+//! (see `kiln_kernels::bench`).
+use kiln_kernels::bench::{time, Args};
 use kiln_kernels::{gemm, Activation, Conv2d, Isa, PackedConv};
 
 struct Case {
@@ -65,43 +65,6 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-/// Median seconds per call of `f`; with `ab`, calls alternate between that environment
-/// variable unset and set (a switch the code under test reads), giving both medians from
-/// one interleaved run: on a shared machine whose speed drifts, separate runs disagree by
-/// more than most changes are worth.
-fn time(ms: f64, ab: Option<&str>, mut f: impl FnMut()) -> (f64, Option<f64>) {
-    f();
-    let start = Instant::now();
-    // times[1]: the variable set (or no A/B at all); times[0]: unset.
-    let mut times = [Vec::new(), Vec::new()];
-    let mut turn = 1;
-    while start.elapsed().as_secs_f64() * 1e3 < ms || times[1].len() < 5 {
-        if let Some(var) = ab {
-            turn = 1 - turn;
-            if turn == 1 {
-                std::env::set_var(var, "1");
-            } else {
-                std::env::remove_var(var);
-            }
-        }
-        let t = Instant::now();
-        f();
-        times[turn].push(t.elapsed().as_secs_f64());
-    }
-    if let Some(var) = ab {
-        std::env::remove_var(var);
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
-    let [mut unset, mut set] = times;
-    match ab {
-        None => (median(&mut set), None),
-        Some(_) => (median(&mut unset), Some(median(&mut set))),
-    }
-}
-
 fn report(name: &str, flops: f64, (t, tb): (f64, Option<f64>)) {
     print!("{:<36} {:>10.4} {:>10.1}", name, t * 1e3, flops / t / 1e9);
     if let Some(tb) = tb {
@@ -115,37 +78,9 @@ fn report(name: &str, flops: f64, (t, tb): (f64, Option<f64>)) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let mut threads = 1;
-    let mut ms = 300.0;
-    let mut filter = String::new();
-    let mut ab: Option<String> = None;
-    let mut i = 0;
-    while i < args.len() {
-        match args[i].as_str() {
-            "--threads" => {
-                i += 1;
-                threads = args[i].parse().expect("--threads N");
-            }
-            "--ms" => {
-                i += 1;
-                ms = args[i].parse().expect("--ms MS");
-            }
-            "--ab" => {
-                i += 1;
-                ab = Some(args[i].clone());
-            }
-            other => filter = other.to_string(),
-        }
-        i += 1;
-    }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("thread pool");
+    let args = Args::parse(1);
+    let (threads, ms, ab, filter) = (args.threads, args.ms, args.ab.clone(), args.filter.clone());
+    let pool = args.pool();
     println!("isa {}, {threads} thread(s)", Isa::detect().name());
     println!("{:<36} {:>10} {:>10}", "case", "ms", "GFLOP/s");
     let val = |len: usize| {

@@ -15,6 +15,8 @@
 //! (`avx512`, `avx2` or `portable`) caps the choice, which is how tests cover every path on one
 //! machine.
 pub mod act;
+#[doc(hidden)]
+pub mod bench;
 pub mod conv;
 pub mod gemm;
 mod pixel_major;

@@ -1,11 +1,9 @@
 //! Operator micro-benchmarks in GB/s of input read: the pools and softmax of the benchmark models, run
 //! through the same kernel entry a session calls, on a pool of `--threads` workers.
-//! `cargo bench -p kiln-ops --bench ops -- [--threads N] [--ms MS] [--ab VAR] [FILTER]`; with
-//! `--ab`, calls alternate between that environment variable unset and set (a switch the code
-//! under test reads) and both medians are printed, from one interleaved run.
-use std::time::Instant;
-
+//! `cargo bench -p kiln-ops --bench ops -- [--threads N] [--ms MS] [--ab VAR] [FILTER]` (see
+//! `kiln_kernels::bench`; with `--ab` both medians of one interleaved run are printed).
 use kiln_ir::Attribute;
+use kiln_kernels::bench::{time, Args};
 use kiln_ops::{kernel_fn, Data, KernelCtx, Tensor, Value};
 
 struct Case {
@@ -61,35 +59,9 @@ fn cases() -> Vec<Case> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let (mut threads, mut ms, mut filter) = (2usize, 300.0f64, String::new());
-    let mut ab: Option<String> = None;
-    let mut i = 0;
-    while i < args.len() {
-        match args[i].as_str() {
-            "--threads" => {
-                i += 1;
-                threads = args[i].parse().expect("--threads N");
-            }
-            "--ab" => {
-                i += 1;
-                ab = Some(args[i].clone());
-            }
-            "--ms" => {
-                i += 1;
-                ms = args[i].parse().expect("--ms MS");
-            }
-            other => filter = other.to_string(),
-        }
-        i += 1;
-    }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("thread pool");
+    let args = Args::parse(2);
+    let (threads, ms, ab, filter) = (args.threads, args.ms, args.ab.clone(), args.filter.clone());
+    let pool = args.pool();
     println!("{threads} thread(s)");
     println!("{:<36} {:>10} {:>10}", "case", "us", "GB/s");
     for case in cases() {
@@ -102,9 +74,7 @@ fn main() {
             .collect();
         let x = Value::Tensor(Tensor::new(case.input.to_vec(), Data::F32(data)));
         let kernel = kernel_fn("", case.op).expect("a kernel");
-        // times[1]: the variable set (or no A/B); times[0]: unset.
-        let mut times = [Vec::new(), Vec::new()];
-        pool.install(|| {
+        let (t, tb) = pool.install(|| {
             let ctx = KernelCtx {
                 op_type: case.op,
                 domain: "",
@@ -114,40 +84,17 @@ fn main() {
                 num_outputs: 1,
                 subgraphs: None,
             };
-            kernel(&ctx).expect("run");
-            let start = Instant::now();
-            let mut turn = 1;
-            while start.elapsed().as_secs_f64() * 1e3 < ms || times[1].len() < 5 {
-                if let Some(var) = &ab {
-                    turn = 1 - turn;
-                    if turn == 1 {
-                        std::env::set_var(var, "1");
-                    } else {
-                        std::env::remove_var(var);
-                    }
-                }
-                let t = Instant::now();
+            time(ms, ab.as_deref(), || {
                 std::hint::black_box(kernel(&ctx).expect("run"));
-                times[turn].push(t.elapsed().as_secs_f64());
-            }
-            if let Some(var) = &ab {
-                std::env::remove_var(var);
-            }
+            })
         });
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(|a, b| a.total_cmp(b));
-            v[v.len() / 2]
-        };
-        let [mut unset, mut set] = times;
-        let t = median(&mut set);
         let gbs = |t: f64| (len * 4) as f64 / t / 1e9;
         print!("{:<36} {:>10.1} {:>10.1}", case.name, t * 1e6, gbs(t));
-        if ab.is_some() {
-            let tu = median(&mut unset);
+        if let Some(tb) = tb {
             print!(
-                "  unset: {:>10.1} GB/s  unset/set time {:.3}",
-                gbs(tu),
-                tu / t
+                "  set: {:>10.1} GB/s  unset/set time {:.3}",
+                gbs(tb),
+                t / tb
             );
         }
         println!();
