@@ -5,6 +5,7 @@
 //! for about MS milliseconds (default 300) after a warm-up; the median run time gives the rate
 //! (see `kiln_kernels::bench`).
 use kiln_kernels::bench::{time, Args};
+use kiln_kernels::nchwc::{self, Input, NchwcConv};
 use kiln_kernels::{gemm, Activation, Conv2d, Isa, PackedConv};
 
 struct Case {
@@ -114,6 +115,28 @@ fn main() {
         });
         let flops = 2.0 * (n * g.c_out * oh * ow * k) as f64;
         report(case.name, flops, t);
+        // The same convolution in the blocked layout (the input already blocked, as inside
+        // a blocked region; a first layer reads its plain input).
+        if g.groups == 1 || (g.groups == c && c == g.c_out) {
+            let b = nchwc::block();
+            let input = if c % b == 0 {
+                Input::Blocked
+            } else {
+                Input::Plain
+            };
+            let nc = NchwcConv::new(g, &wt, Some(&bias), input).expect("pack");
+            let xb = match input {
+                Input::Plain => x.clone(),
+                Input::Blocked => val(n * nchwc::padded(c) * h * w),
+            };
+            let mut yb = vec![0f32; n * nchwc::padded(g.c_out) * oh * ow];
+            let t = pool.install(|| {
+                time(ms, ab.as_deref(), || {
+                    nc.run(&g, &xb, [n, h, w], None, act, &mut yb).expect("run")
+                })
+            });
+            report("  nchwc", flops, t);
+        }
     }
     for &(name, m, nn, k) in &[
         (

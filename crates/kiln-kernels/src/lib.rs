@@ -19,6 +19,7 @@ pub mod act;
 pub mod bench;
 pub mod conv;
 pub mod gemm;
+pub mod nchwc;
 mod pixel_major;
 mod shifted;
 mod ukernel;

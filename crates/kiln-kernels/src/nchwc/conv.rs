@@ -1,0 +1,754 @@
+//! Direct 2-D convolution into the blocked channel layout: no im2col, no padded copy of the
+//! input, no copy-out. A task computes one output row (or a run of it) for up to `OCT`
+//! output-channel blocks at once, `P` pixels at a time, in registers: each step loads one
+//! weight vector per block and broadcasts one input value per pixel. Border pixels, whose
+//! window leaves the input, are done one by one over the taps that stay inside it, so the
+//! hot loop never tests a bound and never reads padding.
+//!
+//! The input is either blocked like the output, or plain NCHW (a first layer over three
+//! channels: its channels are then one block of `c_in` lanes, read `h·w` apart).
+use rayon::prelude::*;
+
+use super::lanes::{Lanes, Portable8};
+use super::padded;
+use crate::act::Activation;
+use crate::conv::{Conv2d, ConvError};
+use crate::gemm::SendPtr;
+use crate::Isa;
+
+/// How the convolution's input is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// `[n][c/B][h][w][B]`, channels padded to the block.
+    Blocked,
+    /// `[n][c][h][w]`.
+    Plain,
+}
+
+/// A convolution with its weights laid out for the blocked kernels of this CPU.
+#[derive(Debug)]
+pub struct NchwcConv {
+    geom: Conv2d,
+    block: usize,
+    input: Input,
+    depthwise: bool,
+    /// Dense: `[c_out/B][in blocks][kh][kw][lanes][B]`; depthwise: `[c/B][kh][kw][B]`.
+    w: Vec<f32>,
+    /// Padded to whole blocks with zeros.
+    bias: Vec<f32>,
+    isa: Isa,
+}
+
+fn err<T>(msg: String) -> Result<T, ConvError> {
+    Err(ConvError(msg))
+}
+
+/// Where a task reads and writes, in floats: the strides every call of a run shares.
+struct Tap {
+    /// Between input channel blocks, kernel rows, kernel columns, output pixels, lanes.
+    x_cb: isize,
+    x_kh: isize,
+    x_kw: isize,
+    x_px: isize,
+    x_lane: isize,
+    lanes: usize,
+    /// Between the weights of output blocks and of input blocks; kernel width.
+    w_ob: usize,
+    w_cb: usize,
+    kw: usize,
+    /// Between output blocks.
+    y_ob: usize,
+}
+
+/// What the last pass over the input channels adds before storing.
+struct Epi {
+    /// The bias of the first output block.
+    bias: *const f32,
+    /// The residual at the first output value, laid out as the output, or null.
+    z: *const f32,
+    act: Activation,
+}
+
+type Range2 = (usize, usize);
+
+/// Stores a tile, finishing it with the epilogue when given.
+#[inline(always)]
+unsafe fn store<V: Lanes, const NB: usize, const P: usize>(
+    acc: &mut [[V; NB]; P],
+    y: *mut f32,
+    y_ob: usize,
+    epi: Option<&Epi>,
+) {
+    let b = V::N;
+    if let Some(e) = epi {
+        for j in 0..NB {
+            let bias = V::load(e.bias.add(j * b));
+            for (p, row) in acc.iter_mut().enumerate() {
+                let mut v = row[j].add(bias);
+                if !e.z.is_null() {
+                    v = v.add(V::load(e.z.add(j * y_ob + p * b)));
+                }
+                row[j] = v.act(e.act);
+            }
+        }
+    }
+    for (p, row) in acc.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            v.store(y.add(j * y_ob + p * b));
+        }
+    }
+}
+
+/// `NB` output blocks × `P` pixels over `icbs` input blocks and the taps `kh × kw`. `x` is
+/// the input at the first pixel's window origin (it may point into the padding), `w` the
+/// weights of the first block, `y` the first output.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dense<V: Lanes, const NB: usize, const P: usize>(
+    t: &Tap,
+    x: *const f32,
+    w: *const f32,
+    y: *mut f32,
+    icbs: usize,
+    kh: Range2,
+    kw: Range2,
+    first: bool,
+    epi: Option<&Epi>,
+) {
+    let b = V::N;
+    let mut acc = [[V::zero(); NB]; P];
+    if !first {
+        for (p, row) in acc.iter_mut().enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = V::load(y.add(j * t.y_ob + p * b));
+            }
+        }
+    }
+    for c in 0..icbs {
+        for r in kh.0..kh.1 {
+            for s in kw.0..kw.1 {
+                let xp = x.wrapping_offset(
+                    c as isize * t.x_cb + r as isize * t.x_kh + s as isize * t.x_kw,
+                );
+                let wp = w.add(c * t.w_cb + (r * t.kw + s) * t.lanes * b);
+                for l in 0..t.lanes {
+                    let mut wv = [V::zero(); NB];
+                    for (j, v) in wv.iter_mut().enumerate() {
+                        *v = V::load(wp.add(j * t.w_ob + l * b));
+                    }
+                    let xl = xp.offset(l as isize * t.x_lane);
+                    for (p, row) in acc.iter_mut().enumerate() {
+                        let xv = V::splat(xl.offset(p as isize * t.x_px));
+                        for j in 0..NB {
+                            row[j] = xv.fma(wv[j], row[j]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    store::<V, NB, P>(&mut acc, y, t.y_ob, epi);
+}
+
+/// One channel block of a depthwise convolution, `P` pixels: each tap is a vector load of
+/// the input, not a broadcast.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn depthwise<V: Lanes, const P: usize>(
+    t: &Tap,
+    x: *const f32,
+    w: *const f32,
+    y: *mut f32,
+    _icbs: usize,
+    kh: Range2,
+    kw: Range2,
+    _first: bool,
+    epi: Option<&Epi>,
+) {
+    let b = V::N;
+    let mut acc = [[V::zero(); 1]; P];
+    for r in kh.0..kh.1 {
+        for s in kw.0..kw.1 {
+            let xp = x.wrapping_offset(r as isize * t.x_kh + s as isize * t.x_kw);
+            let wv = V::load(w.add((r * t.kw + s) * b));
+            for (p, row) in acc.iter_mut().enumerate() {
+                row[0] = V::load(xp.offset(p as isize * t.x_px)).fma(wv, row[0]);
+            }
+        }
+    }
+    store::<V, 1, P>(&mut acc, y, t.y_ob, epi);
+}
+
+type Kernel =
+    unsafe fn(&Tap, *const f32, *const f32, *mut f32, usize, Range2, Range2, bool, Option<&Epi>);
+
+/// Compiles the generic kernels for one ISA (`$feat` empty: no target features).
+macro_rules! isa_kernels {
+    ($dense:ident, $dw:ident, $V:ty $(, $feat:literal)?) => {
+        $(#[target_feature(enable = $feat)])?
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $dense<const NB: usize, const P: usize>(
+            t: &Tap, x: *const f32, w: *const f32, y: *mut f32, icbs: usize, kh: Range2,
+            kw: Range2, first: bool, epi: Option<&Epi>,
+        ) {
+            dense::<$V, NB, P>(t, x, w, y, icbs, kh, kw, first, epi)
+        }
+
+        $(#[target_feature(enable = $feat)])?
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $dw<const P: usize>(
+            t: &Tap, x: *const f32, w: *const f32, y: *mut f32, icbs: usize, kh: Range2,
+            kw: Range2, first: bool, epi: Option<&Epi>,
+        ) {
+            depthwise::<$V, P>(t, x, w, y, icbs, kh, kw, first, epi)
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+isa_kernels!(
+    dense_avx512,
+    dw_avx512,
+    std::arch::x86_64::__m512,
+    "avx512f"
+);
+#[cfg(target_arch = "x86_64")]
+isa_kernels!(dense_avx2, dw_avx2, std::arch::x86_64::__m256, "avx2,fma");
+isa_kernels!(dense_portable, dw_portable, Portable8);
+
+/// Pixels a tile of `nb` output blocks holds at most: the accumulators (`nb·P`) and the
+/// weight vectors (`nb`) fill the register file (32 vectors on AVX-512, 16 on AVX2).
+fn max_pixels(isa: Isa, nb: usize) -> usize {
+    match (isa, nb) {
+        (Isa::Avx512, 4) => 6,
+        (Isa::Avx512, 3) => 8,
+        (Isa::Avx512, _) => 12,
+        (Isa::Avx2, 2) => 6,
+        (Isa::Avx2, _) => 12,
+        _ => 4,
+    }
+}
+
+/// Output blocks one tile covers.
+fn blocks_per_tile(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 4,
+        _ => 2,
+    }
+}
+
+/// Pixels per depthwise tile.
+const DW_PIXELS: usize = 8;
+
+macro_rules! table {
+    ($f:ident, $nb:expr, $p:expr; $($NB:literal => [$($P:literal)*])*) => {
+        match ($nb, $p) {
+            $($(($NB, $P) => $f::<$NB, $P> as Kernel,)*)*
+            _ => unreachable!("no kernel for {} blocks x {} pixels", $nb, $p),
+        }
+    };
+}
+
+macro_rules! dw_table {
+    ($f:ident, $p:expr) => {
+        match $p {
+            1 => $f::<1> as Kernel,
+            2 => $f::<2>,
+            3 => $f::<3>,
+            4 => $f::<4>,
+            5 => $f::<5>,
+            6 => $f::<6>,
+            7 => $f::<7>,
+            8 => $f::<8>,
+            _ => unreachable!("no depthwise kernel for {} pixels", $p),
+        }
+    };
+}
+
+fn dense_kernel(isa: Isa, nb: usize, p: usize) -> Kernel {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => table!(dense_avx512, nb, p;
+            1 => [1 2 3 4 5 6 7 8 9 10 11 12]
+            2 => [1 2 3 4 5 6 7 8 9 10 11 12]
+            3 => [1 2 3 4 5 6 7 8]
+            4 => [1 2 3 4 5 6]),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => table!(dense_avx2, nb, p;
+            1 => [1 2 3 4 5 6 7 8 9 10 11 12]
+            2 => [1 2 3 4 5 6]),
+        _ => table!(dense_portable, nb, p; 1 => [1 2 3 4] 2 => [1 2 3 4]),
+    }
+}
+
+fn dw_kernel(isa: Isa, p: usize) -> Kernel {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => dw_table!(dw_avx512, p),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => dw_table!(dw_avx2, p),
+        _ => dw_table!(dw_portable, p),
+    }
+}
+
+/// The taps `[k0, k1)` of a window starting at `start` (may be negative) that fall inside
+/// `0..size`, dilation `d`.
+fn taps(start: isize, k: usize, d: usize, size: usize) -> Range2 {
+    let d = d as isize;
+    let k0 = if start < 0 { ((-start) + d - 1) / d } else { 0 };
+    let last = size as isize - 1 - start;
+    let k1 = if last < 0 {
+        0
+    } else {
+        (last / d + 1).min(k as isize)
+    };
+    let k0 = k0.min(k as isize);
+    (k0 as usize, (k1.max(k0)) as usize)
+}
+
+impl NchwcConv {
+    /// Lays out `weights` (`[c_out][c_in/groups][kh][kw]`) and the bias for the blocked
+    /// kernels: `groups` must be 1, or `c_in == c_out == groups` (depthwise, blocked input).
+    pub fn new(
+        geom: Conv2d,
+        weights: &[f32],
+        bias: Option<&[f32]>,
+        input: Input,
+    ) -> Result<Self, ConvError> {
+        let isa = Isa::detect();
+        let b = super::block();
+        let depthwise = geom.groups > 1;
+        if depthwise && !(geom.groups == geom.c_in && geom.c_in == geom.c_out) {
+            return err(format!(
+                "blocked convolution needs group 1 or depthwise: {geom:?}"
+            ));
+        }
+        if depthwise && input != Input::Blocked {
+            return err("a depthwise blocked convolution reads a blocked input".into());
+        }
+        if geom.kernel.contains(&0) || geom.strides.contains(&0) || geom.dilations.contains(&0) {
+            return err(format!("invalid convolution {geom:?}"));
+        }
+        let [kh, kw] = geom.kernel;
+        let cg = geom.c_in / geom.groups;
+        if weights.len() != geom.c_out * cg * kh * kw {
+            return err(format!(
+                "weights hold {} values, expected {} for {geom:?}",
+                weights.len(),
+                geom.c_out * cg * kh * kw
+            ));
+        }
+        if bias.is_some_and(|v| v.len() != geom.c_out) {
+            return err(format!("bias must hold {} values", geom.c_out));
+        }
+        let cop = padded(geom.c_out);
+        let mut bpad = vec![0f32; cop];
+        if let Some(v) = bias {
+            bpad[..v.len()].copy_from_slice(v);
+        }
+        let taps = kh * kw;
+        let w = if depthwise {
+            let mut w = vec![0f32; cop * taps];
+            for o in 0..geom.c_out {
+                for t in 0..taps {
+                    w[((o / b) * taps + t) * b + o % b] = weights[o * taps + t];
+                }
+            }
+            w
+        } else {
+            let (icb, lanes) = match input {
+                Input::Blocked => (padded(geom.c_in) / b, b),
+                Input::Plain => (1, geom.c_in),
+            };
+            let mut w = vec![0f32; cop * icb * taps * lanes];
+            for o in 0..geom.c_out {
+                for i in 0..geom.c_in {
+                    let (ib, l) = (i / lanes, i % lanes);
+                    for t in 0..taps {
+                        let at = ((((o / b) * icb + ib) * taps + t) * lanes + l) * b + o % b;
+                        w[at] = weights[(o * geom.c_in + i) * taps + t];
+                    }
+                }
+            }
+            w
+        };
+        Ok(NchwcConv {
+            geom,
+            block: b,
+            input,
+            depthwise,
+            w,
+            bias: bpad,
+            isa,
+        })
+    }
+
+    pub fn geometry(&self) -> &Conv2d {
+        &self.geom
+    }
+
+    pub fn input(&self) -> Input {
+        self.input
+    }
+
+    /// Bytes of laid-out weights and bias.
+    pub fn bytes(&self) -> usize {
+        (self.w.len() + self.bias.len()) * 4
+    }
+
+    /// Convolves `x` (`[n][c_in/B][h][w][B]`, or `[n][c_in][h][w]` for a plain input) into
+    /// `out` (`[n][c_out/B][oh][ow][B]`): `act(conv + bias + residual)`, the residual laid out
+    /// as `out`. `g` may differ from the packed geometry in strides, dilations and pads.
+    pub fn run(
+        &self,
+        g: &Conv2d,
+        x: &[f32],
+        [n, h, w]: [usize; 3],
+        residual: Option<&[f32]>,
+        act: Activation,
+        out: &mut [f32],
+    ) -> Result<(), ConvError> {
+        let p = &self.geom;
+        if (g.c_in, g.c_out, g.groups, g.kernel) != (p.c_in, p.c_out, p.groups, p.kernel) {
+            return err(format!("{g:?} does not match the packed weights of {p:?}"));
+        }
+        if g.strides.contains(&0) || g.dilations.contains(&0) {
+            return err(format!("invalid convolution {g:?}"));
+        }
+        let (oh, ow) = g.output_hw(h, w)?;
+        let b = self.block;
+        let cin = match self.input {
+            Input::Blocked => padded(g.c_in),
+            Input::Plain => g.c_in,
+        };
+        let (in_len, out_len) = (n * cin * h * w, n * padded(g.c_out) * oh * ow);
+        if x.len() != in_len || out.len() != out_len {
+            return err(format!(
+                "buffers hold {} and {} values, expected {in_len} and {out_len}",
+                x.len(),
+                out.len()
+            ));
+        }
+        if residual.is_some_and(|z| z.len() != out_len) {
+            return err(format!("the residual must hold {out_len} values"));
+        }
+        // A pointwise convolution is one long row of pixels.
+        let flat = g.kernel == [1, 1] && g.strides == [1, 1] && g.pads == [0; 4];
+        let (h, w, oh, ow) = if flat {
+            (1, h * w, 1, oh * ow)
+        } else {
+            (h, w, oh, ow)
+        };
+        let (xc, xr, xcb, xl, xn) = match self.input {
+            Input::Blocked => (b, w * b, h * w * b, 1, cin * h * w),
+            Input::Plain => (1, w, 0, h * w, cin * h * w),
+        };
+        let [kh, kw] = g.kernel;
+        let lanes = match (self.input, self.depthwise) {
+            (Input::Plain, _) => g.c_in,
+            _ => b,
+        };
+        let icb = if self.depthwise || self.input == Input::Plain {
+            1
+        } else {
+            cin / b
+        };
+        let ocb = padded(g.c_out) / b;
+        let tap = Tap {
+            x_cb: xcb as isize,
+            x_kh: (g.dilations[0] * xr) as isize,
+            x_kw: (g.dilations[1] * xc) as isize,
+            x_px: (g.strides[1] * xc) as isize,
+            x_lane: xl as isize,
+            lanes,
+            w_ob: icb * kh * kw * lanes * b,
+            w_cb: kh * kw * lanes * b,
+            kw,
+            y_ob: oh * ow * b,
+        };
+        let oct = if self.depthwise {
+            1
+        } else {
+            blocks_per_tile(self.isa)
+        };
+        let groups = ocb.div_ceil(oct);
+        // Long rows split so both workers get a share of a pointwise product.
+        let seg = if ow > 192 { 96 } else { ow };
+        let nseg = ow.div_ceil(seg);
+        // Input blocks per pass: the weights one pass reads stay within about 32 KiB.
+        let per_block = oct * kh * kw * lanes * b * 4;
+        let chunk = (32768 / per_block).clamp(1, icb);
+        // The window columns of every output pixel that stays inside the input.
+        let (pt, pl) = (g.pads[0] as isize, g.pads[1] as isize);
+        let (sw, dw) = (g.strides[1], g.dilations[1]);
+        let lo = (pl as usize).div_ceil(sw);
+        let span = (kw - 1) * dw;
+        let hi = if w - 1 + pl as usize >= span {
+            ((w - 1 + pl as usize - span) / sw + 1).min(ow)
+        } else {
+            0
+        };
+        let (xs, ys) = (x.as_ptr() as usize, SendPtr(out.as_mut_ptr()));
+        let zs = residual.map(|z| z.as_ptr() as usize);
+        let tasks = n * groups * oh * nseg;
+        let isa = self.isa;
+        (0..tasks).into_par_iter().for_each(|t| {
+            let s = t % nseg;
+            let row = (t / nseg) % oh;
+            let grp = (t / (nseg * oh)) % groups;
+            let img = t / (nseg * oh * groups);
+            let ob0 = grp * oct;
+            let nb = oct.min(ocb - ob0);
+            let ih0 = (row * g.strides[0]) as isize - pt;
+            let khr = taps(ih0, kh, g.dilations[0], h);
+            let (s0, s1) = (s * seg, ((s + 1) * seg).min(ow));
+            let a = lo.clamp(s0, s1);
+            let e = hi.clamp(a, s1);
+            let y_at = ((img * ocb + ob0) * oh * ow + row * ow) * b;
+            let mut c0 = 0;
+            while c0 < icb {
+                let icbs = chunk.min(icb - c0);
+                let last = c0 + icbs == icb;
+                // Pointers into the input may lie in the padding, so they are formed with
+                // wrapping arithmetic and read only at in-bounds taps.
+                // A depthwise block reads its own input block.
+                let in_block = if self.depthwise { ob0 } else { c0 };
+                let x_row = (xs as *const f32)
+                    .wrapping_add(img * xn + in_block * xcb)
+                    .wrapping_offset(ih0 * xr as isize);
+                let w_at = if self.depthwise {
+                    ob0 * kh * kw * b
+                } else {
+                    ob0 * tap.w_ob + c0 * tap.w_cb
+                };
+                let wp = self.w.as_ptr().wrapping_add(w_at);
+                let call = |px: usize, np: usize, kwr: Range2| {
+                    let k = if self.depthwise {
+                        dw_kernel(isa, np)
+                    } else {
+                        dense_kernel(isa, nb, np)
+                    };
+                    let x0 =
+                        x_row.wrapping_offset((px * sw) as isize * xc as isize - pl * xc as isize);
+                    let yo = y_at + px * b;
+                    let epi = last.then(|| Epi {
+                        bias: self.bias.as_ptr().wrapping_add(ob0 * b),
+                        z: zs.map_or(std::ptr::null(), |z| (z as *const f32).wrapping_add(yo)),
+                        act,
+                    });
+                    // SAFETY: every tap read lies inside the input (the tap ranges are
+                    // clipped to it), every write inside the output (`nb` blocks, `np`
+                    // pixels of row `row`), and the weights cover `nb` blocks × `icbs`.
+                    unsafe {
+                        k(
+                            &tap,
+                            x0,
+                            wp,
+                            ys.at(yo),
+                            icbs,
+                            khr,
+                            kwr,
+                            c0 == 0,
+                            epi.as_ref(),
+                        )
+                    }
+                };
+                let edge = |px: usize| {
+                    let kwr = taps((px * sw) as isize - pl, kw, dw, w);
+                    call(px, 1, kwr)
+                };
+                (s0..a).for_each(edge);
+                let pmax = if self.depthwise {
+                    DW_PIXELS
+                } else {
+                    max_pixels(isa, nb)
+                };
+                let mut px = a;
+                while px < e {
+                    let np = pmax.min(e - px);
+                    call(px, np, (0, kw));
+                    px += np;
+                }
+                (e..s1).for_each(edge);
+                c0 += icbs;
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The plain reference this module is tested against: NCHW in, NCHW out.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nchwc::{reorder_in, reorder_out};
+
+    fn rand(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check(
+        g: Conv2d,
+        n: usize,
+        h: usize,
+        w: usize,
+        input: Input,
+        bias: bool,
+        z: bool,
+        act: Activation,
+    ) {
+        let cg = g.c_in / g.groups;
+        let x = rand(n * g.c_in * h * w, 1);
+        let wt = rand(g.c_out * cg * g.kernel[0] * g.kernel[1], 2);
+        let bv = rand(g.c_out, 3);
+        let (oh, ow) = g.output_hw(h, w).unwrap();
+        let zv = rand(n * g.c_out * oh * ow, 4);
+        let mut want = crate::conv::reference(&g, &x, [n, h, w], &wt, bias.then_some(&bv[..]));
+        for (i, v) in want.iter_mut().enumerate() {
+            *v = act.apply(*v + if z { zv[i] } else { 0.0 });
+        }
+        let conv = NchwcConv::new(g, &wt, bias.then_some(&bv[..]), input).unwrap();
+        let xb = match input {
+            Input::Plain => x.clone(),
+            Input::Blocked => {
+                let mut xb = vec![0f32; n * padded(g.c_in) * h * w];
+                reorder_in(&x, n, g.c_in, h * w, &mut xb);
+                xb
+            }
+        };
+        let zb = z.then(|| {
+            let mut zb = vec![0f32; n * padded(g.c_out) * oh * ow];
+            reorder_in(&zv, n, g.c_out, oh * ow, &mut zb);
+            zb
+        });
+        let mut yb = vec![f32::NAN; n * padded(g.c_out) * oh * ow];
+        conv.run(&g, &xb, [n, h, w], zb.as_deref(), act, &mut yb)
+            .unwrap();
+        let mut got = vec![0f32; want.len()];
+        reorder_out(&yb, n, g.c_out, oh * ow, &mut got);
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 + 1e-4 * b.abs(),
+                "{g:?} {input:?} n{n} {h}x{w}: out[{i}] = {a}, want {b}"
+            );
+        }
+    }
+
+    fn geom(
+        c_in: usize,
+        c_out: usize,
+        groups: usize,
+        k: [usize; 2],
+        s: [usize; 2],
+        d: [usize; 2],
+        pads: [usize; 4],
+    ) -> Conv2d {
+        Conv2d {
+            c_in,
+            c_out,
+            groups,
+            kernel: k,
+            strides: s,
+            dilations: d,
+            pads,
+        }
+    }
+
+    #[test]
+    fn dense_matches_reference() {
+        let relu = Activation::Relu;
+        for &(ci, co) in &[(16, 16), (32, 64), (24, 40), (8, 72), (64, 80), (5, 7)] {
+            for &(k, s, d, p) in &[
+                ([3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
+                ([1, 1], [1, 1], [1, 1], [0, 0, 0, 0]),
+                ([3, 3], [2, 2], [1, 1], [1, 1, 1, 1]),
+                ([1, 1], [2, 2], [1, 1], [0, 0, 0, 0]),
+                ([5, 3], [1, 2], [1, 1], [2, 0, 1, 3]),
+                ([3, 3], [1, 1], [2, 2], [2, 2, 2, 2]),
+                ([7, 7], [2, 2], [1, 1], [3, 3, 3, 3]),
+            ] {
+                let g = geom(ci, co, 1, k, s, d, p);
+                check(g, 1, 9, 13, Input::Blocked, true, false, relu);
+                check(
+                    g,
+                    2,
+                    7,
+                    30,
+                    Input::Blocked,
+                    false,
+                    true,
+                    Activation::Silu(1.0),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn plain_input_matches_reference() {
+        for &ci in &[1, 3, 4, 17] {
+            let g = geom(ci, 40, 1, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1]);
+            check(
+                g,
+                1,
+                15,
+                22,
+                Input::Plain,
+                true,
+                false,
+                Activation::Identity,
+            );
+            let g = geom(ci, 16, 1, [6, 6], [2, 2], [1, 1], [2, 2, 2, 2]);
+            check(g, 2, 14, 31, Input::Plain, true, true, Activation::Tanh);
+        }
+    }
+
+    #[test]
+    fn depthwise_matches_reference() {
+        for &c in &[16, 24, 48] {
+            for &(k, s, p) in &[
+                ([3, 3], [1, 1], [1, 1, 1, 1]),
+                ([5, 5], [2, 2], [2, 2, 2, 2]),
+                ([3, 3], [2, 2], [0, 1, 1, 0]),
+            ] {
+                let g = geom(c, c, c, k, s, [1, 1], p);
+                check(g, 2, 11, 19, Input::Blocked, true, true, Activation::Relu);
+            }
+        }
+    }
+
+    #[test]
+    fn long_rows_and_padding_only_windows() {
+        // A pointwise product split into segments, and rows whose window lies in the padding.
+        check(
+            geom(32, 48, 1, [1, 1], [1, 1], [1, 1], [0; 4]),
+            1,
+            20,
+            20,
+            Input::Blocked,
+            true,
+            false,
+            Activation::Identity,
+        );
+        check(
+            geom(16, 16, 1, [3, 3], [1, 1], [1, 1], [4, 4, 4, 4]),
+            1,
+            3,
+            3,
+            Input::Blocked,
+            true,
+            true,
+            Activation::Sigmoid,
+        );
+    }
+}
