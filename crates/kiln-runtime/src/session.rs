@@ -129,6 +129,18 @@ pub fn prepare(
         }
         report.merge(phase);
     }
+    // The blocked layout last, on the final assignment: it is machine-specific, so only a
+    // session gets it (the pass checks `in_session` too).
+    if level >= Level::All && in_session && !portable {
+        let names: Vec<String> = providers.iter().map(|p| p.name().to_string()).collect();
+        let before = assignment.clone();
+        let provider_of = |n: kiln_ir::NodeId| before.ep(n).map(|i| names[i].clone());
+        let r = opt.run_phase(&mut model, Level::All, &provider_of, portable, in_session)?;
+        if r.passes.iter().any(|p| p.applied > 0) {
+            assignment = partition(&model)?;
+        }
+        report.merge(r);
+    }
     Ok((model, assignment, report))
 }
 

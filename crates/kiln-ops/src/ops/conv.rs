@@ -82,7 +82,7 @@ pub fn window_output(
 }
 
 /// The kernel's spatial sizes: the attribute, or the weights' trailing dims when known.
-fn kernel_of(ctx: &InferCtx, w: &[Dim]) -> Option<Vec<i64>> {
+pub(crate) fn kernel_of(ctx: &InferCtx, w: &[Dim]) -> Option<Vec<i64>> {
     match ctx.ints_attr("kernel_shape") {
         Some(k) => Some(k.to_vec()),
         None => w[2..].iter().map(|d| d.known()).collect(),

@@ -11,7 +11,7 @@ use crate::kernel::{KernelCtx, PrepareCtx, PreparedKernel, Result};
 use crate::value::{Data, Tensor, Value};
 
 /// The 2-D geometry of a checked Conv, when it has two spatial dims.
-fn conv2d_of(g: &ConvGeom) -> Option<Conv2d> {
+pub(crate) fn conv2d_of(g: &ConvGeom) -> Option<Conv2d> {
     let w = &g.win;
     if w.kernel.len() != 2 {
         return None;

@@ -26,6 +26,7 @@ mod gemm;
 mod image_decoder;
 mod index_ops;
 pub mod kiln_fused;
+pub mod kiln_nchwc;
 pub(crate) mod linalg;
 mod linear_attention;
 mod loss;
@@ -109,6 +110,7 @@ pub fn prepare_fn(domain: &str, op_type: &str) -> Option<crate::kernel::PrepareF
         }
         ("" | "ai.onnx", "MatMul") | ("com.microsoft", "FusedMatMul") => Some(matmul::prepare),
         ("com.microsoft", "Attention") => Some(ms_attention::prepare),
+        (kiln_fused::DOMAIN, "NchwcConv") => Some(kiln_nchwc::prepare),
         _ => None,
     }
 }
@@ -139,6 +141,7 @@ fn check(domain: &str, op_type: &str) -> Option<CheckFn> {
         ("com.microsoft", "FusedConv") => conv::check_fused,
         ("com.microsoft", "FusedGemm") => gemm::check_fused,
         (kiln_fused::DOMAIN, "FusedConv") => kiln_fused::check,
+        (kiln_fused::DOMAIN, "NchwcConv") => kiln_nchwc::check_conv,
         _ => return None,
     };
     Some(f)
@@ -209,6 +212,7 @@ fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         ms_norm::kernel,
         index_ops::kernel,
         kiln_fused::kernel,
+        kiln_nchwc::kernel,
     ];
     let domain = if domain == "ai.onnx" { "" } else { domain };
     kernel_of.iter().find_map(|f| f(domain, op_type))
@@ -339,6 +343,7 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
         (ml::DOMAIN, op) => return ml::infer_rule(op),
         ("com.microsoft", "FusedConv") => conv::infer,
         (kiln_fused::DOMAIN, "FusedConv") => conv::infer,
+        (kiln_fused::DOMAIN, op) => return kiln_nchwc::infer_rule(op),
         ("com.microsoft", "FusedGemm") => gemm::infer,
         ("com.microsoft", "FusedMatMul") => matmul::infer,
         ("com.microsoft", "QuickGelu" | "Gelu" | "BiasGelu" | "FastGelu" | "BiasSoftmax") => {

@@ -98,7 +98,7 @@ impl Taps {
 
 /// Resolves the windows of a pooling node over X.
 #[allow(clippy::needless_range_loop)]
-fn taps(ctx: &KernelCtx, x: &Tensor) -> Result<Taps> {
+pub(crate) fn taps(ctx: &KernelCtx, x: &Tensor) -> Result<Taps> {
     if x.rank() < 3 {
         return Err(format!(
             "input X must have rank >= 3, got shape {:?}",

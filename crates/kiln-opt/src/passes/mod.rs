@@ -13,6 +13,7 @@ mod eliminate;
 mod fused_conv;
 mod fused_gemm;
 mod gelu;
+mod nchwc;
 mod quick_gelu;
 mod skip_layer_norm;
 mod space_to_depth;
@@ -41,5 +42,7 @@ pub fn all() -> Vec<Box<dyn Pass>> {
         Box::new(bias_gelu::BiasGeluFusion),
         Box::new(skip_layer_norm::SkipLayerNorm),
         Box::new(conv_silu::ConvSilu),
+        // All: the layout, once every fusion has run.
+        Box::new(nchwc::NchwcLayout),
     ]
 }

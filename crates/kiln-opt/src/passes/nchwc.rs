@@ -1,0 +1,357 @@
+//! The blocked channel layout (ONNX Runtime's NCHWc idea), level `all`, CPU nodes of a kiln
+//! session only: convolutions become `ai.kiln:NchwcConv`, and the layout is kept across the
+//! pools, the element-wise ops and the channel Concats that follow, so that reorders happen
+//! only at the edges of a blocked region (see `kiln-ops`' `kiln_nchwc.rs` for the ops).
+//!
+//! The pass walks the graph in order. A rewritten node writes a new *twin* value in the
+//! blocked layout, and a `ReorderOutput` turns the twin back into the original value, so
+//! every consumer that knows nothing of the layout keeps reading what it read before; a
+//! consumer that works on blocked data reads the twin instead, and reorders nobody reads are
+//! removed at the end. The block is the CPU's vector width, so the result is never saved.
+use std::collections::HashMap;
+
+use kiln_ir::{AttrList, Attribute, Dim, Graph, IrError, Node, NodeId, ValueId};
+
+use super::util::{dtype, is_onnx};
+use crate::passes::const_fold::is_constant;
+use crate::{Level, Pass, PassCtx, PassReport};
+
+const KILN: &str = kiln_ops::ops_domain::KILN;
+
+pub struct NchwcLayout;
+
+/// A value's blocked twin and its real channel count.
+#[derive(Clone, Copy)]
+struct Twin {
+    v: ValueId,
+    c: usize,
+}
+
+struct Layout {
+    block: usize,
+    twins: HashMap<ValueId, Twin>,
+}
+
+fn shape(g: &Graph, v: ValueId) -> Option<&[Dim]> {
+    g.value(v).ty.as_ref().and_then(|t| t.shape())
+}
+
+/// The channel count of a rank-4 float32 value with a known channel dim.
+fn channels(g: &Graph, v: ValueId) -> Option<usize> {
+    if dtype(g, v) != Some(kiln_ir::DataType::F32) {
+        return None;
+    }
+    match shape(g, v) {
+        Some([_, c, _, _]) => c.known().filter(|&c| c > 0).map(|c| c as usize),
+        _ => None,
+    }
+}
+
+/// Ops that map zero padding to finite values and work on any layout of equal shapes.
+fn layout_free_unary(n: &Node) -> bool {
+    (is_onnx(n, "Relu")
+        || is_onnx(n, "Sigmoid")
+        || is_onnx(n, "Tanh")
+        || is_onnx(n, "LeakyRelu")
+        || is_onnx(n, "HardSigmoid")
+        || is_onnx(n, "HardSwish")
+        || is_onnx(n, "Clip"))
+        || (n.domain == "com.microsoft" && n.op_type == "QuickGelu")
+}
+
+fn layout_free_binary(n: &Node) -> bool {
+    ["Add", "Mul", "Sub", "Max", "Min"]
+        .iter()
+        .any(|op| is_onnx(n, op))
+}
+
+fn is_conv(n: &Node) -> bool {
+    is_onnx(n, "Conv")
+        || (n.op_type == "FusedConv" && (n.domain == "com.microsoft" || n.domain == KILN))
+}
+
+impl Layout {
+    fn new_twin(&self, g: &mut Graph, of: ValueId) -> Result<ValueId, IrError> {
+        let name = g.unique_name(&format!("{}_nchwc", g.value(of).name));
+        g.add_value(&name, None)
+    }
+
+    /// The blocked form of `v`, reordering it when it has none yet.
+    fn blocked(&mut self, g: &mut Graph, v: ValueId) -> Result<Twin, IrError> {
+        if let Some(t) = self.twins.get(&v) {
+            return Ok(*t);
+        }
+        let c = channels(g, v).ok_or_else(|| IrError::Invalid("no channel count".into()))?;
+        let t = self.new_twin(g, v)?;
+        let node = Node::new(&format!("{}_reorder", g.value(v).name), "ReorderInput", KILN)
+            .with_inputs(&[Some(v)])
+            .with_outputs(&[Some(t)])
+            .with_attrs(vec![Attribute::int("block", self.block as i64)]);
+        g.add_node(node)?;
+        let twin = Twin { v: t, c };
+        self.twins.insert(v, twin);
+        Ok(twin)
+    }
+
+    /// Replaces node `id` by `new`, whose outputs are `outs`' twins (or the original values
+    /// when a twin is `None`), and reorders each twin back into its original value.
+    fn swap(
+        &mut self,
+        g: &mut Graph,
+        id: NodeId,
+        new: Node,
+        outs: &[(ValueId, Option<Twin>)],
+    ) -> Result<(), IrError> {
+        let old = g.detach_node(id);
+        if let Err(e) = g.add_node(new) {
+            g.add_node(old)?;
+            return Err(e);
+        }
+        for &(orig, twin) in outs {
+            let Some(t) = twin else { continue };
+            let node = Node::new(&format!("{}_reorder", g.value(orig).name), "ReorderOutput", KILN)
+                .with_inputs(&[Some(t.v)])
+                .with_outputs(&[Some(orig)])
+                .with_attrs(vec![
+                    Attribute::int("block", self.block as i64),
+                    Attribute::int("channels", t.c as i64),
+                ]);
+            g.add_node(node)?;
+            self.twins.insert(orig, t);
+        }
+        Ok(())
+    }
+
+    /// Rewrites a Conv-family node, or says why not.
+    fn conv(&mut self, ctx: &mut PassCtx, id: NodeId) -> Result<Result<(), String>, IrError> {
+        let model = &*ctx.model;
+        let g = &model.graph;
+        let n = g.node(id);
+        let (Some(x), Some(w), Some(y)) = (n.input(0), n.input(1), n.output(0)) else {
+            return Ok(Err("X, W or Y is missing".into()));
+        };
+        let Some(c) = channels(g, x) else {
+            return Ok(Err("X is not a float32 NCHW tensor with known channels".into()));
+        };
+        let Some(m) = channels(g, y) else {
+            return Ok(Err("Y is not a float32 NCHW tensor with known channels".into()));
+        };
+        if !is_constant(model, w) || shape(g, w).is_none_or(|s| s.len() != 4) {
+            return Ok(Err("W is not a constant 4-D tensor".into()));
+        }
+        if n.input(2).is_some_and(|b| !is_constant(model, b)) {
+            return Ok(Err("B is not a constant".into()));
+        }
+        let group = n.attrs.get_int("group").unwrap_or(1);
+        let depthwise = group > 1;
+        if depthwise && !(group as usize == c && c == m) {
+            return Ok(Err(format!("group {group} is neither 1 nor depthwise")));
+        }
+        let z = if n.domain == "com.microsoft" { n.input(3) } else { None };
+        if z.is_some_and(|z| channels(g, z) != Some(m)) {
+            return Ok(Err("Z is not shaped as Y".into()));
+        }
+        let mut attrs: Vec<Attribute> = n
+            .attrs
+            .iter()
+            .filter(|a| !["block", "channels", "plain_input"].contains(&a.name.as_str()))
+            .cloned()
+            .collect();
+        attrs.push(Attribute::int("block", self.block as i64));
+        attrs.push(Attribute::int("channels", c as i64));
+        let check = kiln_ops::op_def(KILN, "NchwcConv").and_then(|d| d.check);
+        if let Some(Err(e)) = check.map(|f| f(&attrs, 1)) {
+            return Ok(Err(e));
+        }
+        let (name, bias) = (n.name.clone(), n.input(2));
+        let g = &mut ctx.model.graph;
+        // A dense convolution over channels that are not whole blocks and not blocked yet (a
+        // first layer over RGB) reads its NCHW input as it is.
+        let plain = !depthwise && !self.twins.contains_key(&x) && c % self.block != 0;
+        let xin = if plain { x } else { self.blocked(g, x)?.v };
+        attrs.push(Attribute::int("plain_input", plain as i64));
+        let zin = match z {
+            Some(z) => Some(self.blocked(g, z)?.v),
+            None => None,
+        };
+        let twin = Twin {
+            v: self.new_twin(g, y)?,
+            c: m,
+        };
+        let mut inputs = vec![Some(xin), Some(w), bias];
+        if zin.is_some() {
+            inputs.push(zin);
+        }
+        let node = Node::new(&name, "NchwcConv", KILN)
+            .with_inputs(&inputs)
+            .with_outputs(&[Some(twin.v)])
+            .with_attrs(attrs);
+        self.swap(g, id, node, &[(y, Some(twin))])?;
+        Ok(Ok(()))
+    }
+
+    /// Rewrites a node that has a blocked form when its data inputs are blocked; returns
+    /// whether it did.
+    fn follow(&mut self, g: &mut Graph, id: NodeId) -> Result<bool, IrError> {
+        let n = g.node(id);
+        let b = self.block as i64;
+        let twin_of = |v: Option<ValueId>| v.and_then(|v| self.twins.get(&v).copied());
+        let outs: Vec<ValueId> = n.outputs().iter().flatten().copied().collect();
+        if outs.len() != 1 || n.outputs().len() != 1 {
+            return Ok(false);
+        }
+        let y = outs[0];
+        let mut attrs = n.attrs.clone();
+        attrs.push(Attribute::int("block", b));
+        let (new, twin) = if layout_free_unary(n) {
+            let Some(t) = twin_of(n.input(0)) else { return Ok(false) };
+            let mut inputs = n.inputs().to_vec();
+            inputs[0] = Some(t.v);
+            let node = Node::new(&n.name, &n.op_type, &n.domain)
+                .with_inputs(&inputs)
+                .with_attrs(n.attrs.clone());
+            (node, Some(t.c))
+        } else if layout_free_binary(n) {
+            let (Some(a), Some(bb)) = (twin_of(n.input(0)), twin_of(n.input(1))) else {
+                return Ok(false);
+            };
+            let (sa, sb) = (shape(g, n.input(0).unwrap()), shape(g, n.input(1).unwrap()));
+            if n.inputs().len() != 2 || sa.is_none() || sa != sb || a.c != bb.c {
+                return Ok(false);
+            }
+            let node = Node::new(&n.name, &n.op_type, &n.domain)
+                .with_inputs(&[Some(a.v), Some(bb.v)])
+                .with_attrs(n.attrs.clone());
+            (node, Some(a.c))
+        } else if is_onnx(n, "Concat") && matches!(n.attrs.get_int("axis"), Some(1 | -3)) {
+            let ts: Option<Vec<Twin>> = n.inputs().iter().map(|v| twin_of(*v)).collect();
+            let Some(ts) = ts else { return Ok(false) };
+            // Whole blocks each, so that the blocked inputs follow each other in the output.
+            if ts.is_empty() || ts.iter().any(|t| t.c % self.block != 0) {
+                return Ok(false);
+            }
+            let inputs: Vec<Option<ValueId>> = ts.iter().map(|t| Some(t.v)).collect();
+            let node = Node::new(&n.name, "Concat", &n.domain)
+                .with_inputs(&inputs)
+                .with_attrs(n.attrs.clone());
+            (node, Some(ts.iter().map(|t| t.c).sum()))
+        } else if (is_onnx(n, "MaxPool") || is_onnx(n, "AveragePool"))
+            && shape(g, y).is_some_and(|s| s.len() == 4)
+        {
+            let Some(t) = twin_of(n.input(0)) else { return Ok(false) };
+            let op = format!("Nchwc{}", n.op_type);
+            let attrs: Vec<Attribute> = attrs
+                .into_iter()
+                .filter(|a| a.name != "storage_order")
+                .collect();
+            let node = Node::new(&n.name, &op, KILN)
+                .with_inputs(&[Some(t.v)])
+                .with_attrs(attrs);
+            (node, Some(t.c))
+        } else if is_onnx(n, "GlobalAveragePool") || is_onnx(n, "GlobalMaxPool") {
+            let Some(t) = twin_of(n.input(0)) else { return Ok(false) };
+            let op = format!("Nchwc{}", n.op_type);
+            let node = Node::new(&n.name, &op, KILN)
+                .with_inputs(&[Some(t.v)])
+                .with_outputs(&[Some(y)])
+                .with_attrs(vec![
+                    Attribute::int("block", b),
+                    Attribute::int("channels", t.c as i64),
+                ]);
+            // Its output is NCHW already.
+            self.swap(g, id, node, &[(y, None)])?;
+            return Ok(true);
+        } else {
+            return Ok(false);
+        };
+        let twin = Twin {
+            v: self.new_twin(g, y)?,
+            c: twin.unwrap_or(0),
+        };
+        let new = new.with_outputs(&[Some(twin.v)]);
+        self.swap(g, id, new, &[(y, Some(twin))])?;
+        Ok(true)
+    }
+}
+
+impl Pass for NchwcLayout {
+    fn name(&self) -> &'static str {
+        "nchwc_layout"
+    }
+
+    fn level(&self) -> Level {
+        Level::All
+    }
+
+    fn providers(&self) -> &'static [&'static str] {
+        &["cpu"]
+    }
+
+    fn run(&self, ctx: &mut PassCtx, report: &mut PassReport) {
+        if !ctx.in_session || ctx.portable {
+            return;
+        }
+        let _ = kiln_ops::infer_shapes(ctx.model);
+        let mut st = Layout {
+            block: kiln_kernels::nchwc::block(),
+            twins: HashMap::new(),
+        };
+        // Twins made by an earlier run (the manager repeats a phase until nothing changes).
+        for (_, n) in ctx.model.graph.nodes() {
+            let c = n.attrs.get_int("channels").unwrap_or(0) as usize;
+            match (n.domain == KILN, n.op_type.as_str(), n.input(0), n.output(0)) {
+                (true, "ReorderOutput", Some(i), Some(o)) => {
+                    st.twins.insert(o, Twin { v: i, c });
+                }
+                (true, "ReorderInput", Some(i), Some(o)) => {
+                    if let Some(c) = channels(&ctx.model.graph, i) {
+                        st.twins.insert(i, Twin { v: o, c });
+                    }
+                }
+                _ => {}
+            }
+        }
+        let order = ctx.model.graph.order().to_vec();
+        let mut changed = false;
+        for id in order {
+            if !ctx.model.graph.contains_node(id) {
+                continue;
+            }
+            if (ctx.provider_of)(id).as_deref() != Some("cpu") {
+                continue;
+            }
+            let n = ctx.model.graph.node(id);
+            let what = ctx.model.graph.describe(id);
+            let done = if is_conv(n) {
+                match st.conv(ctx, id) {
+                    Ok(Ok(())) => true,
+                    Ok(Err(reason)) => {
+                        report.declined.push((what, reason));
+                        false
+                    }
+                    Err(e) => {
+                        report.declined.push((what, e.to_string()));
+                        false
+                    }
+                }
+            } else {
+                match st.follow(&mut ctx.model.graph, id) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        report.declined.push((what, e.to_string()));
+                        false
+                    }
+                }
+            };
+            if done {
+                report.applied += 1;
+                changed = true;
+            }
+        }
+        if changed {
+            ctx.model.graph.remove_dead();
+            ctx.model.ensure_opset(KILN, 1);
+            let _ = kiln_ops::infer_shapes(ctx.model);
+        }
+    }
+}
