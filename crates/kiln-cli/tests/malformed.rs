@@ -270,7 +270,7 @@ fn memory_limits_refuse_before_allocating() {
         "--shape",
         "images=1,3,640,640",
         "--memory-limit",
-        "20M",
+        "10M",
     ]);
     assert_eq!(code, 1, "{err}");
     assert!(

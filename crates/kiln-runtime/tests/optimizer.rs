@@ -914,3 +914,112 @@ fn batchnorm_affine_fold_declines_with_reasons() {
     let s = equivalent(&b.finish(&[y]), Level::Basic);
     assert_eq!(ops(&s), vec!["BatchNormalization", "Mul"]);
 }
+
+fn count(s: &Session, op: &str) -> usize {
+    ops(s).iter().filter(|o| *o == op).count()
+}
+
+fn conv_k(b: &mut B, x: ValueId, cin: usize, cout: usize, attrs: Vec<Attribute>) -> ValueId {
+    let w = b.weights("w", &[cout, cin, 3, 3]);
+    let bias = b.weights("b", &[cout]);
+    let mut a = vec![Attribute::ints("pads", &[1, 1, 1, 1])];
+    a.extend(attrs);
+    b.node("Conv", &[Some(x), Some(w), Some(bias)], a)
+}
+
+/// A small CNN with a first layer over RGB, a pool, a channel Concat, a residual Add, a
+/// depthwise layer and a global pool, and one value read by an op with no blocked form.
+fn small_cnn() -> Model {
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[2, 3, 12, 13]);
+    let c0 = conv_k(&mut b, x, 3, 16, vec![]);
+    let c1 = conv_k(&mut b, c0, 16, 32, vec![]);
+    let r = b.node("Relu", &[Some(c1)], vec![]);
+    let p = b.node(
+        "MaxPool",
+        &[Some(r)],
+        vec![
+            Attribute::ints("kernel_shape", &[2, 2]),
+            Attribute::ints("strides", &[2, 2]),
+        ],
+    );
+    let c2 = conv_k(&mut b, p, 32, 16, vec![]);
+    let c3 = conv_k(&mut b, p, 32, 16, vec![]);
+    let cat = b.node(
+        "Concat",
+        &[Some(c2), Some(c3)],
+        vec![Attribute::int("axis", 1)],
+    );
+    let a = b.node("Add", &[Some(cat), Some(p)], vec![]);
+    let dw = conv_k(&mut b, a, 1, 32, vec![Attribute::int("group", 32)]);
+    let g = b.node("GlobalAveragePool", &[Some(dw)], vec![]);
+    let e = b.node("Exp", &[Some(c3)], vec![]);
+    b.finish(&[g, e])
+}
+
+#[test]
+fn nchwc_layout_keeps_blocks_between_the_edges() {
+    let m = small_cnn();
+    let s = equivalent(&m, Level::All);
+    s.model().graph.check_consistency().unwrap();
+    assert_eq!(count(&s, "ai.kiln:NchwcConv"), 5, "{:?}", ops(&s));
+    assert_eq!(count(&s, "ai.kiln:NchwcMaxPool"), 1, "{:?}", ops(&s));
+    assert_eq!(
+        count(&s, "ai.kiln:NchwcGlobalAveragePool"),
+        1,
+        "{:?}",
+        ops(&s)
+    );
+    // The first layer reads RGB as it is; only Exp's input goes back to NCHW.
+    assert_eq!(count(&s, "ai.kiln:ReorderInput"), 0, "{:?}", ops(&s));
+    assert_eq!(count(&s, "ai.kiln:ReorderOutput"), 1, "{:?}", ops(&s));
+    for op in [
+        "Conv",
+        "MaxPool",
+        "GlobalAveragePool",
+        "com.microsoft:FusedConv",
+    ] {
+        assert_eq!(count(&s, op), 0, "{op} left: {:?}", ops(&s));
+    }
+    // Concat and Add work on the blocked values as they are.
+    assert_eq!(count(&s, "Concat") + count(&s, "Add"), 2, "{:?}", ops(&s));
+}
+
+#[test]
+fn nchwc_layout_is_never_saved_and_declines_with_reasons() {
+    let providers: Vec<Arc<dyn ExecutionProvider>> = vec![Arc::new(CpuProvider)];
+    let (saved, _, _) =
+        kiln_runtime::prepare(small_cnn(), &providers, Level::All, false, false, false).unwrap();
+    assert!(
+        saved.graph.nodes().all(|(_, n)| n.domain != "ai.kiln"),
+        "a saved model got kiln's layout"
+    );
+    // Grouped (not depthwise), weights fed at run time, and a Conv on another provider.
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[1, 16, 8, 8]);
+    let grouped = conv_k(&mut b, x, 8, 16, vec![Attribute::int("group", 2)]);
+    let w = b.input("w_fed", DataType::F32, &[16, 16, 3, 3]);
+    let fed = b.node(
+        "Conv",
+        &[Some(grouped), Some(w)],
+        vec![Attribute::ints("pads", &[1, 1, 1, 1])],
+    );
+    let m = b.finish(&[fed]);
+    let s = equivalent(&m, Level::All);
+    assert_eq!(count(&s, "ai.kiln:NchwcConv"), 0, "{:?}", ops(&s));
+    let d = declines(&s, "nchwc_layout");
+    assert!(
+        d.iter().any(|r| r.contains("neither 1 nor depthwise")),
+        "{d:?}"
+    );
+    assert!(d.iter().any(|r| r.contains("W is not a constant")), "{d:?}");
+    let s = session(
+        &small_cnn(),
+        Level::All,
+        vec![
+            Arc::new(OpTypeProvider::new("other", &["Conv"])),
+            Arc::new(CpuProvider),
+        ],
+    );
+    assert_eq!(count(&s, "ai.kiln:NchwcConv"), 0, "{:?}", ops(&s));
+}

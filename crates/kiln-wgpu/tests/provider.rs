@@ -269,7 +269,11 @@ fn fusions_for_the_gpu_and_claiming_off() {
         .model()
         .graph
         .nodes()
-        .filter(|(id, n)| n.op_type == "FusedConv" && off.assignment().ep(*id) == Some(1))
+        .filter(|(id, n)| {
+            // On the CPU it runs in the blocked layout at this level.
+            ["FusedConv", "NchwcConv"].contains(&n.op_type.as_str())
+                && off.assignment().ep(*id) == Some(1)
+        })
         .count();
     assert!(fused_on_cpu >= 1);
     let f = feed(vec![1, 3, 6, 5], 9);

@@ -64,7 +64,9 @@ pub fn check_conv(attrs: &[Attribute], _opset: i64) -> Result<()> {
 }
 
 fn block_of(attrs: &[Attribute]) -> Result<usize> {
-    let b = attrs.get_int("block").ok_or("the block attribute is required")?;
+    let b = attrs
+        .get_int("block")
+        .ok_or("the block attribute is required")?;
     let have = nchwc::block();
     if b != have as i64 {
         return Err(format!(
@@ -116,9 +118,14 @@ fn infer_reorder_output(ctx: &InferCtx) -> Result<Vec<Inferred>> {
 
 fn infer_global(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     let c = channels_of(ctx.attrs)?;
-    let shape = ctx
-        .shape(0)
-        .map(|x| vec![x[0].clone(), Dim::Known(c as i64), Dim::Known(1), Dim::Known(1)]);
+    let shape = ctx.shape(0).map(|x| {
+        vec![
+            x[0].clone(),
+            Dim::Known(c as i64),
+            Dim::Known(1),
+            Dim::Known(1),
+        ]
+    });
     Ok(vec![Inferred::tensor(ctx.dtype(0), shape)])
 }
 
@@ -174,7 +181,10 @@ fn reorder_output(ctx: &KernelCtx) -> Result<Vec<Value>> {
     }
     let mut out = kiln_kernels::vecmath::zeros(n * c * h * w);
     nchwc::reorder_out(f32s(x)?, n, c, h * w, &mut out);
-    Ok(vec![Value::Tensor(Tensor::new(vec![n, c, h, w], Data::F32(out)))])
+    Ok(vec![Value::Tensor(Tensor::new(
+        vec![n, c, h, w],
+        Data::F32(out),
+    ))])
 }
 
 /// The convolution's geometry from X's blocked shape and the node's real channel count.
@@ -191,7 +201,9 @@ fn geometry(ctx: &KernelCtx, x: &Tensor, w: &Tensor) -> Result<(ConvGeom, Input)
         Input::Blocked => nchwc::padded(c),
     };
     if cx != want {
-        return Err(format!("X has {cx} channels, expected {want} for {c} real ones"));
+        return Err(format!(
+            "X has {cx} channels, expected {want} for {c} real ones"
+        ));
     }
     Ok((ConvGeom::new(ctx, &[n, c, h, wd], &w.shape)?, input))
 }
@@ -291,7 +303,11 @@ fn pool(ctx: &KernelCtx, r: Reduce) -> Result<Vec<Value>> {
     }
     let t = super::pool::taps(ctx, x)?;
     // Row offsets in the plane back to row indices.
-    let rows: Vec<Vec<usize>> = t.lead.iter().map(|r| r.iter().map(|o| o / w).collect()).collect();
+    let rows: Vec<Vec<usize>> = t
+        .lead
+        .iter()
+        .map(|r| r.iter().map(|o| o / w).collect())
+        .collect();
     let include_pad = ctx.int_attr("count_include_pad", 0) != 0;
     let (row_div, col_div): (Vec<usize>, Vec<usize>) = if include_pad {
         (t.lead_incl.clone(), t.last_incl.clone())
@@ -310,7 +326,10 @@ fn pool(ctx: &KernelCtx, r: Reduce) -> Result<Vec<Value>> {
     let (oh, ow) = (rows.len(), t.last.len());
     let mut out = kiln_kernels::vecmath::zeros(n * cp * oh * ow);
     nchwc::pool::pool2d(f32s(x)?, [n, cp, h, w], &win, r, &mut out);
-    Ok(vec![Value::Tensor(Tensor::new(vec![n, cp, oh, ow], Data::F32(out)))])
+    Ok(vec![Value::Tensor(Tensor::new(
+        vec![n, cp, oh, ow],
+        Data::F32(out),
+    ))])
 }
 
 fn max_pool(ctx: &KernelCtx) -> Result<Vec<Value>> {
@@ -331,7 +350,10 @@ fn global(ctx: &KernelCtx, r: Reduce) -> Result<Vec<Value>> {
     }
     let mut out = vec![0f32; n * c];
     nchwc::pool::global2d(f32s(x)?, [n, c, h * w], r, &mut out);
-    Ok(vec![Value::Tensor(Tensor::new(vec![n, c, 1, 1], Data::F32(out)))])
+    Ok(vec![Value::Tensor(Tensor::new(
+        vec![n, c, 1, 1],
+        Data::F32(out),
+    ))])
 }
 
 fn global_average(ctx: &KernelCtx) -> Result<Vec<Value>> {

@@ -83,10 +83,14 @@ impl Layout {
         }
         let c = channels(g, v).ok_or_else(|| IrError::Invalid("no channel count".into()))?;
         let t = self.new_twin(g, v)?;
-        let node = Node::new(&format!("{}_reorder", g.value(v).name), "ReorderInput", KILN)
-            .with_inputs(&[Some(v)])
-            .with_outputs(&[Some(t)])
-            .with_attrs(vec![Attribute::int("block", self.block as i64)]);
+        let node = Node::new(
+            &format!("{}_reorder", g.value(v).name),
+            "ReorderInput",
+            KILN,
+        )
+        .with_inputs(&[Some(v)])
+        .with_outputs(&[Some(t)])
+        .with_attrs(vec![Attribute::int("block", self.block as i64)]);
         g.add_node(node)?;
         let twin = Twin { v: t, c };
         self.twins.insert(v, twin);
@@ -109,13 +113,17 @@ impl Layout {
         }
         for &(orig, twin) in outs {
             let Some(t) = twin else { continue };
-            let node = Node::new(&format!("{}_reorder", g.value(orig).name), "ReorderOutput", KILN)
-                .with_inputs(&[Some(t.v)])
-                .with_outputs(&[Some(orig)])
-                .with_attrs(vec![
-                    Attribute::int("block", self.block as i64),
-                    Attribute::int("channels", t.c as i64),
-                ]);
+            let node = Node::new(
+                &format!("{}_reorder", g.value(orig).name),
+                "ReorderOutput",
+                KILN,
+            )
+            .with_inputs(&[Some(t.v)])
+            .with_outputs(&[Some(orig)])
+            .with_attrs(vec![
+                Attribute::int("block", self.block as i64),
+                Attribute::int("channels", t.c as i64),
+            ]);
             g.add_node(node)?;
             self.twins.insert(orig, t);
         }
@@ -131,10 +139,14 @@ impl Layout {
             return Ok(Err("X, W or Y is missing".into()));
         };
         let Some(c) = channels(g, x) else {
-            return Ok(Err("X is not a float32 NCHW tensor with known channels".into()));
+            return Ok(Err(
+                "X is not a float32 NCHW tensor with known channels".into()
+            ));
         };
         let Some(m) = channels(g, y) else {
-            return Ok(Err("Y is not a float32 NCHW tensor with known channels".into()));
+            return Ok(Err(
+                "Y is not a float32 NCHW tensor with known channels".into()
+            ));
         };
         if !is_constant(model, w) || shape(g, w).is_none_or(|s| s.len() != 4) {
             return Ok(Err("W is not a constant 4-D tensor".into()));
@@ -147,7 +159,11 @@ impl Layout {
         if depthwise && !(group as usize == c && c == m) {
             return Ok(Err(format!("group {group} is neither 1 nor depthwise")));
         }
-        let z = if n.domain == "com.microsoft" { n.input(3) } else { None };
+        let z = if n.domain == "com.microsoft" {
+            n.input(3)
+        } else {
+            None
+        };
         if z.is_some_and(|z| channels(g, z) != Some(m)) {
             return Ok(Err("Z is not shaped as Y".into()));
         }
@@ -204,7 +220,9 @@ impl Layout {
         let mut attrs = n.attrs.clone();
         attrs.push(Attribute::int("block", b));
         let (new, twin) = if layout_free_unary(n) {
-            let Some(t) = twin_of(n.input(0)) else { return Ok(false) };
+            let Some(t) = twin_of(n.input(0)) else {
+                return Ok(false);
+            };
             let mut inputs = n.inputs().to_vec();
             inputs[0] = Some(t.v);
             let node = Node::new(&n.name, &n.op_type, &n.domain)
@@ -238,7 +256,9 @@ impl Layout {
         } else if (is_onnx(n, "MaxPool") || is_onnx(n, "AveragePool"))
             && shape(g, y).is_some_and(|s| s.len() == 4)
         {
-            let Some(t) = twin_of(n.input(0)) else { return Ok(false) };
+            let Some(t) = twin_of(n.input(0)) else {
+                return Ok(false);
+            };
             let op = format!("Nchwc{}", n.op_type);
             let attrs: Vec<Attribute> = attrs
                 .into_iter()
@@ -249,7 +269,9 @@ impl Layout {
                 .with_attrs(attrs);
             (node, Some(t.c))
         } else if is_onnx(n, "GlobalAveragePool") || is_onnx(n, "GlobalMaxPool") {
-            let Some(t) = twin_of(n.input(0)) else { return Ok(false) };
+            let Some(t) = twin_of(n.input(0)) else {
+                return Ok(false);
+            };
             let op = format!("Nchwc{}", n.op_type);
             let node = Node::new(&n.name, &op, KILN)
                 .with_inputs(&[Some(t.v)])
@@ -299,7 +321,12 @@ impl Pass for NchwcLayout {
         // Twins made by an earlier run (the manager repeats a phase until nothing changes).
         for (_, n) in ctx.model.graph.nodes() {
             let c = n.attrs.get_int("channels").unwrap_or(0) as usize;
-            match (n.domain == KILN, n.op_type.as_str(), n.input(0), n.output(0)) {
+            match (
+                n.domain == KILN,
+                n.op_type.as_str(),
+                n.input(0),
+                n.output(0),
+            ) {
                 (true, "ReorderOutput", Some(i), Some(o)) => {
                     st.twins.insert(o, Twin { v: i, c });
                 }
