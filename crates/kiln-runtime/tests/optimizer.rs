@@ -928,7 +928,7 @@ fn conv_k(b: &mut B, x: ValueId, cin: usize, cout: usize, attrs: Vec<Attribute>)
 }
 
 /// A small CNN with a first layer over RGB, a pool, a channel Concat, a residual Add, a
-/// depthwise layer and a global pool, and one value read by an op with no blocked form.
+/// BatchNormalization, a depthwise layer and a global pool, and one value read by an op with no blocked form.
 fn small_cnn() -> Model {
     let mut b = B::new();
     let x = b.input("x", DataType::F32, &[2, 3, 12, 13]);
@@ -951,7 +951,17 @@ fn small_cnn() -> Model {
         vec![Attribute::int("axis", 1)],
     );
     let a = b.node("Add", &[Some(cat), Some(p)], vec![]);
-    let dw = conv_k(&mut b, a, 1, 32, vec![Attribute::int("group", 32)]);
+    let gamma = b.weights("gamma", &[32]);
+    let beta = b.weights("beta", &[32]);
+    let mean = b.weights("mean", &[32]);
+    let var: Vec<f32> = (0..32).map(|i| 0.5 + i as f32 / 16.0).collect();
+    let var = b.consts("var", &[32], &var);
+    let bn = b.node(
+        "BatchNormalization",
+        &[Some(a), Some(gamma), Some(beta), Some(mean), Some(var)],
+        vec![],
+    );
+    let dw = conv_k(&mut b, bn, 1, 32, vec![Attribute::int("group", 32)]);
     let g = b.node("GlobalAveragePool", &[Some(dw)], vec![]);
     let e = b.node("Exp", &[Some(c3)], vec![]);
     b.finish(&[g, e])
@@ -962,7 +972,8 @@ fn nchwc_layout_keeps_blocks_between_the_edges() {
     let m = small_cnn();
     let s = equivalent(&m, Level::All);
     s.model().graph.check_consistency().unwrap();
-    assert_eq!(count(&s, "ai.kiln:NchwcConv"), 5, "{:?}", ops(&s));
+    // Five convolutions and the BatchNormalization as a depthwise 1×1 one.
+    assert_eq!(count(&s, "ai.kiln:NchwcConv"), 6, "{:?}", ops(&s));
     assert_eq!(count(&s, "ai.kiln:NchwcMaxPool"), 1, "{:?}", ops(&s));
     assert_eq!(
         count(&s, "ai.kiln:NchwcGlobalAveragePool"),

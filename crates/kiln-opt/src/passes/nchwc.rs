@@ -1,6 +1,7 @@
 //! The blocked channel layout (ONNX Runtime's NCHWc idea), level `all`, CPU nodes of a kiln
 //! session only: convolutions become `ai.kiln:NchwcConv`, and the layout is kept across the
-//! pools, the element-wise ops and the channel Concats that follow, so that reorders happen
+//! pools, the element-wise ops, the BatchNormalizations (as depthwise 1×1 convolutions) and
+//! the channel Concats that follow, so that reorders happen
 //! only at the edges of a blocked region (see `kiln-ops`' `kiln_nchwc.rs` for the ops).
 //!
 //! The pass walks the graph in order. A rewritten node writes a new *twin* value in the
@@ -68,6 +69,29 @@ fn layout_free_binary(n: &Node) -> bool {
 fn is_conv(n: &Node) -> bool {
     is_onnx(n, "Conv")
         || (n.op_type == "FusedConv" && (n.domain == "com.microsoft" || n.domain == KILN))
+}
+
+/// An inference-mode BatchNormalization over `c` channels with constant parameters as
+/// `x · scale + shift` per channel.
+fn batch_norm_affine(g: &Graph, n: &Node, c: usize) -> Option<(Vec<f32>, Vec<f32>)> {
+    if n.inputs().len() != 5 || n.attrs.get_int("training_mode").unwrap_or(0) != 0 {
+        return None;
+    }
+    let vals: Option<Vec<Vec<f64>>> = n.inputs()[1..]
+        .iter()
+        .map(|v| g.constant((*v)?).and_then(super::util::floats))
+        .collect();
+    let vals = vals?;
+    if vals.iter().any(|v| v.len() != c) {
+        return None;
+    }
+    let eps = n.attrs.get_float("epsilon").unwrap_or(1e-5) as f64;
+    let (gamma, beta, mean, var) = (&vals[0], &vals[1], &vals[2], &vals[3]);
+    let scale: Vec<f64> = (0..c).map(|i| gamma[i] / (var[i] + eps).sqrt()).collect();
+    let shift = (0..c)
+        .map(|i| (beta[i] - mean[i] * scale[i]) as f32)
+        .collect();
+    Some((scale.into_iter().map(|v| v as f32).collect(), shift))
 }
 
 impl Layout {
@@ -267,6 +291,30 @@ impl Layout {
             let node = Node::new(&n.name, &op, KILN)
                 .with_inputs(&[Some(t.v)])
                 .with_attrs(attrs);
+            (node, Some(t.c))
+        } else if is_onnx(n, "BatchNormalization") {
+            let Some(t) = twin_of(n.input(0)) else {
+                return Ok(false);
+            };
+            let Some((scale, shift)) = batch_norm_affine(g, n, t.c) else {
+                return Ok(false);
+            };
+            // A per-channel affine map: a depthwise 1×1 convolution in the blocked layout.
+            let base = g.value(y).name.clone();
+            let wn = g.unique_name(&format!("{base}_scale"));
+            let w =
+                g.add_initializer(&wn, kiln_ir::Tensor::from_f32(vec![t.c, 1, 1, 1], &scale))?;
+            let bn = g.unique_name(&format!("{base}_shift"));
+            let bias = g.add_initializer(&bn, kiln_ir::Tensor::from_f32(vec![t.c], &shift))?;
+            let node = Node::new(&g.node(id).name, "NchwcConv", KILN)
+                .with_inputs(&[Some(t.v), Some(w), Some(bias)])
+                .with_attrs(vec![
+                    Attribute::int("block", b),
+                    Attribute::int("channels", t.c as i64),
+                    Attribute::int("group", t.c as i64),
+                    Attribute::ints("kernel_shape", &[1, 1]),
+                    Attribute::int("plain_input", 0),
+                ]);
             (node, Some(t.c))
         } else if is_onnx(n, "GlobalAveragePool") || is_onnx(n, "GlobalMaxPool") {
             let Some(t) = twin_of(n.input(0)) else {
