@@ -483,10 +483,10 @@ impl NchwcConv {
         let (sw, dw) = (g.strides[1], g.dilations[1]);
         let lo = (pl as usize).div_ceil(sw);
         let span = (kw - 1) * dw;
-        let hi = if w - 1 + pl as usize >= span {
-            ((w - 1 + pl as usize - span) / sw + 1).min(ow)
-        } else {
-            0
+        // (An empty input, all padding, has no such pixel.)
+        let hi = match (w + pl as usize).checked_sub(1 + span) {
+            Some(room) if w > 0 => (room / sw + 1).min(ow),
+            _ => 0,
         };
         let (xs, ys) = (x.as_ptr() as usize, SendPtr(out.as_mut_ptr()));
         let zs = residual.map(|z| z.as_ptr() as usize);
@@ -749,6 +749,17 @@ mod tests {
             true,
             true,
             Activation::Sigmoid,
+        );
+        // No input columns at all: every output is the bias through the activation.
+        check(
+            geom(16, 16, 1, [1, 1], [1, 1], [1, 1], [0, 1, 0, 1]),
+            1,
+            2,
+            0,
+            Input::Blocked,
+            true,
+            false,
+            Activation::Relu,
         );
     }
 }
