@@ -244,4 +244,40 @@ fn main() {
         let flops = 2.0 * (m * nn * k) as f64;
         report(name, flops, t);
     }
+    bench_attention(&pool, ms, ab.as_deref(), &filter);
+}
+
+/// Attention over the heads of a BERT layer's `[S, 3·D]` QKV projection, written into
+/// `[S, D]`: both products, the mask and the softmax.
+fn bench_attention(pool: &rayon::ThreadPool, ms: f64, ab: Option<&str>, filter: &str) {
+    use kiln_kernels::attention::{Sdpa, Strided4};
+    for &(name, n, s, h) in &[
+        ("attention bert 12 heads 128x32", 12, 128, 32),
+        ("attention vit 6 heads 197x64", 6, 197, 64),
+    ] {
+        if !name.contains(filter) {
+            continue;
+        }
+        let d = n * h;
+        let qkv: Vec<f32> = (0..s * 3 * d)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        let mask: Vec<f32> = (0..s)
+            .map(|j| if j < s * 7 / 8 { 0.0 } else { -1e4 })
+            .collect();
+        let view = |off: usize| {
+            Strided4::new(&qkv[off..], [1, n, s, h], [s * 3 * d, h, 3 * d, 1]).unwrap()
+        };
+        let a = Sdpa {
+            isa: Isa::detect(),
+            q: view(0),
+            k: view(d),
+            v: view(2 * d),
+            bias: Some(Strided4::dense(&mask, [1, 1, 1, s]).unwrap()),
+            scale: 1.0 / (h as f32).sqrt(),
+        };
+        let mut y = vec![0f32; s * d];
+        let t = pool.install(|| time(ms, ab, || a.run(&mut y, [s * d, h, d, 1]).unwrap()));
+        report(name, 4.0 * (n * s * s * h) as f64, t);
+    }
 }

@@ -15,6 +15,7 @@
 //! (`avx512`, `avx2` or `portable`) caps the choice, which is how tests cover every path on one
 //! machine.
 pub mod act;
+pub mod attention;
 #[doc(hidden)]
 pub mod bench;
 pub mod conv;

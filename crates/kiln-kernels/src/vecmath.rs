@@ -375,6 +375,19 @@ fn exp_below(d: f32) -> f32 {
     }
 }
 
+/// `lanes` reduced by `f` in halves (a tree of depth 4).
+#[inline(always)]
+fn halve(mut lanes: [f32; 16], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut n = 16;
+    while n > 1 {
+        n /= 2;
+        for i in 0..n {
+            lanes[i] = f(lanes[i], lanes[i + n]);
+        }
+    }
+    lanes[0]
+}
+
 /// One contiguous lane: max, `exp` and sum each over 16 independent accumulators, so that the
 /// loops vectorize.
 #[inline(always)]
@@ -387,10 +400,17 @@ fn softmax_lane(x: &mut [f32]) {
             mx[i] = if c[i] > mx[i] { c[i] } else { mx[i] };
         }
     }
+    // Lanes folded pairwise: a left-to-right fold over 16 lanes is a chain of 16 dependent
+    // operations per row, which cost as much as the row itself at BERT's 128 keys.
     let m = x[split..]
         .iter()
-        .chain(&mx)
-        .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a });
+        .fold(halve(mx, |a, b| if b > a { b } else { a }), |a, &v| {
+            if v > a {
+                v
+            } else {
+                a
+            }
+        });
     let mut acc = [0f32; W];
     for c in x[..split].chunks_exact_mut(W) {
         for i in 0..W {
@@ -398,7 +418,7 @@ fn softmax_lane(x: &mut [f32]) {
             acc[i] += c[i];
         }
     }
-    let mut sum: f32 = acc.iter().sum();
+    let mut sum = halve(acc, |a, b| a + b);
     for v in &mut x[split..] {
         *v = exp_below(*v - m);
         sum += *v;

@@ -335,6 +335,17 @@ fn attention_typed<T: Real>(
             }
         }
     }
+    let plain_f32 = x.dtype() == kiln_ir::DataType::F32;
+    if plain_f32 && ctx.opt_tensor(4)?.is_none() && ctx.num_outputs == 1 {
+        if let Some(q32) = as_f32(&qkv) {
+            if let Some(y) = fast_attention(ctx, q32, (b, s, n), (dq, dk, dv))? {
+                return Ok(vec![Value::Tensor(Tensor::new(
+                    vec![b, s, dv],
+                    Data::F32(y),
+                ))]);
+            }
+        }
+    }
     let split = |off: usize, width: usize| -> Heads<T> {
         let mut v = Vec::with_capacity(b * s * width);
         for row in qkv.chunks(total) {
@@ -395,6 +406,51 @@ fn attention_typed<T: Real>(
         )));
     }
     Ok(out)
+}
+
+/// Attention without a past, in f32, on kiln's strided kernel: the heads read where they
+/// lie in the `[B·S, Dq+Dk+Dv]` projection and written straight into `[B, S, Dv]`. `None`
+/// leaves a mask with `-inf` in it (rows that attend to nothing) to the general core.
+fn fast_attention(
+    ctx: &KernelCtx,
+    qkv: &[f32],
+    (b, s, n): (usize, usize, usize),
+    (dq, dk, dv): (usize, usize, usize),
+) -> Result<Option<Vec<f32>>> {
+    use kiln_kernels::attention::{Sdpa, Strided4};
+    let total = dq + dk + dv;
+    let filter = ctx.float_attr("mask_filter_value", -10000.0) as f64;
+    let causal = ctx.int_attr("unidirectional", 0) != 0;
+    let mask = additive_mask(
+        ctx.opt_tensor(3)?,
+        ctx.opt_tensor(5)?,
+        causal,
+        filter,
+        (b, n, s, s),
+        0,
+    )?;
+    let bias: Option<(Vec<f32>, [usize; 4])> = match mask {
+        Some((m, _)) if m.iter().any(|v| v.is_infinite() || v.is_nan()) => return Ok(None),
+        Some((m, dims)) => Some((m.iter().map(|&v| v as f32).collect(), dims)),
+        None => None,
+    };
+    let (hq, hv) = (dq / n, dv / n);
+    let heads =
+        |off: usize, h: usize| Strided4::new(&qkv[off..], [b, n, s, h], [s * total, h, total, 1]);
+    let a = Sdpa {
+        isa: kiln_kernels::Isa::detect(),
+        q: heads(0, hq)?,
+        k: heads(dq, dk / n)?,
+        v: heads(dq + dk, hv)?,
+        bias: match &bias {
+            Some((m, dims)) => Some(Strided4::dense(m, *dims)?),
+            None => None,
+        },
+        scale: params(ctx, hq, None).scale as f32,
+    };
+    let mut y = kiln_kernels::vecmath::zeros(b * s * dv);
+    a.run(&mut y, [s * dv, hv, dv, 1])?;
+    Ok(Some(y))
 }
 
 fn run_mha(ctx: &KernelCtx) -> Result<Vec<Value>> {
