@@ -915,6 +915,10 @@ fn batchnorm_affine_fold_declines_with_reasons() {
     assert_eq!(ops(&s), vec!["BatchNormalization", "Mul"]);
 }
 
+fn count_in(m: &Model, op: &str) -> usize {
+    m.graph.nodes().filter(|(_, n)| n.op_key() == op).count()
+}
+
 fn count(s: &Session, op: &str) -> usize {
     ops(s).iter().filter(|o| *o == op).count()
 }
@@ -1033,4 +1037,119 @@ fn nchwc_layout_is_never_saved_and_declines_with_reasons() {
         ],
     );
     assert_eq!(count(&s, "ai.kiln:NchwcConv"), 0, "{:?}", ops(&s));
+}
+
+/// How the attention block's scale is written.
+#[derive(Clone, Copy, PartialEq)]
+enum Scale {
+    /// `Div(MatMul(Q, Kᵀ), √H)`, as transformers' eager BERT.
+    DivScores,
+    /// `MatMul(Q · √c, Kᵀ · √c)`, as torch's scaled_dot_product_attention export.
+    MulInputs,
+}
+
+/// An exported self-attention over `x` `[1, 6, 8]` with 2 heads of 4: projections, head
+/// reshapes and transposes, the scores, an optional additive mask input `[1, 1, 1, 6]`,
+/// Softmax(`axis`), the weighted sum and the heads merged back to `[1, 6, 8]`.
+fn attention_block(scale: Scale, mask: bool, axis: i64) -> (B, ValueId, ValueId) {
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[1, 6, 8]);
+    let heads = b.ints("heads", &[1, 6, 2, 4]);
+    let mut proj = |b: &mut B, perm: &[i64]| {
+        let w = b.weights("w", &[8, 8]);
+        let h = b.node("MatMul", &[Some(x), Some(w)], vec![]);
+        let r = b.node("Reshape", &[Some(h), Some(heads)], vec![]);
+        b.node("Transpose", &[Some(r)], vec![Attribute::ints("perm", perm)])
+    };
+    let mut q = proj(&mut b, &[0, 2, 1, 3]);
+    let mut k = proj(&mut b, &[0, 2, 3, 1]);
+    let v = proj(&mut b, &[0, 2, 1, 3]);
+    if scale == Scale::MulInputs {
+        let c = b.consts("c", &[1], &[0.5f32.sqrt()]);
+        q = b.node("Mul", &[Some(q), Some(c)], vec![]);
+        k = b.node("Mul", &[Some(c), Some(k)], vec![]);
+    }
+    let mut s = b.node("MatMul", &[Some(q), Some(k)], vec![]);
+    if scale == Scale::DivScores {
+        let c = b.consts("c", &[], &[2.0]);
+        s = b.node("Div", &[Some(s), Some(c)], vec![]);
+    }
+    if mask {
+        let m = b.input("mask", DataType::F32, &[1, 1, 1, 6]);
+        s = b.node("Add", &[Some(m), Some(s)], vec![]);
+    }
+    let p = b.node("Softmax", &[Some(s)], vec![Attribute::int("axis", axis)]);
+    let o = b.node("MatMul", &[Some(p), Some(v)], vec![]);
+    let t = b.node(
+        "Transpose",
+        &[Some(o)],
+        vec![Attribute::ints("perm", &[0, 2, 1, 3])],
+    );
+    let merged = b.ints("merged", &[1, 6, 8]);
+    let y = b.node("Reshape", &[Some(t), Some(merged)], vec![]);
+    (b, y, s)
+}
+
+#[test]
+fn attention_block_becomes_one_sdpa_with_the_transposes_as_strides() {
+    for (scale, mask) in [
+        (Scale::DivScores, true),
+        (Scale::MulInputs, true),
+        (Scale::DivScores, false),
+    ] {
+        let (b, y, _) = attention_block(scale, mask, -1);
+        let s = equivalent(&b.finish(&[y]), Level::All);
+        assert_eq!(count(&s, "ai.kiln:Sdpa"), 1, "{:?}", ops(&s));
+        for gone in ["Softmax", "Transpose", "Div", "Mul", "Add"] {
+            assert_eq!(count(&s, gone), 0, "{gone} left: {:?}", ops(&s));
+        }
+        let (_, n) = s
+            .model()
+            .graph
+            .nodes()
+            .find(|(_, n)| n.op_type == "Sdpa")
+            .unwrap();
+        let scale = n.attrs.get_float("scale").unwrap();
+        assert!((scale - 0.5).abs() < 1e-6, "{scale}");
+        assert_eq!(n.attrs.get_ints("k_perm"), Some(&[0, 2, 3, 1][..]));
+        assert_eq!(n.attrs.get_ints("out_perm"), Some(&[0, 2, 1, 3][..]));
+        assert_eq!(n.inputs().len(), if mask { 4 } else { 3 });
+    }
+}
+
+#[test]
+fn attention_fusion_declines_with_reasons() {
+    // Softmax over another axis: not attention.
+    let (b, y, _) = attention_block(Scale::DivScores, true, 2);
+    let s = equivalent(&b.finish(&[y]), Level::All);
+    assert_eq!(count(&s, "ai.kiln:Sdpa"), 0, "{:?}", ops(&s));
+    // The masked scores are also a graph output.
+    let (b, y, scores) = attention_block(Scale::DivScores, true, -1);
+    let s = equivalent(&b.finish(&[y, scores]), Level::All);
+    assert_eq!(count(&s, "ai.kiln:Sdpa"), 0, "{:?}", ops(&s));
+    let d = declines(&s, "attention_fusion");
+    assert!(d.iter().any(|r| r.contains("graph output")), "{d:?}");
+    // Below the all level, and in a saved model: the plain ops.
+    let (b, y, _) = attention_block(Scale::MulInputs, true, -1);
+    let m = b.finish(&[y]);
+    let s = equivalent(&m, Level::Extended);
+    assert_eq!(count(&s, "Softmax"), 1, "{:?}", ops(&s));
+    let providers: Vec<Arc<dyn ExecutionProvider>> = vec![Arc::new(CpuProvider)];
+    let (saved, _, _) =
+        kiln_runtime::prepare(m.clone(), &providers, Level::All, false, false, false).unwrap();
+    saved.graph.check_consistency().unwrap();
+    assert!(saved.graph.nodes().all(|(_, n)| n.op_type != "Sdpa"));
+    assert_eq!(count_in(&saved, "Softmax"), 1);
+    // The MatMuls on another provider.
+    let s = session(
+        &m,
+        Level::All,
+        vec![
+            Arc::new(OpTypeProvider::new("other", &["MatMul"])),
+            Arc::new(CpuProvider),
+        ],
+    );
+    assert_eq!(count(&s, "ai.kiln:Sdpa"), 0, "{:?}", ops(&s));
+    let d = declines(&s, "attention_fusion");
+    assert!(d.iter().any(|r| r.contains("provider other")), "{d:?}");
 }

@@ -25,6 +25,7 @@ mod gather;
 mod gemm;
 mod image_decoder;
 mod index_ops;
+pub mod kiln_attention;
 pub mod kiln_fused;
 pub mod kiln_nchwc;
 pub(crate) mod linalg;
@@ -213,6 +214,7 @@ fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         index_ops::kernel,
         kiln_fused::kernel,
         kiln_nchwc::kernel,
+        kiln_attention::kernel,
     ];
     let domain = if domain == "ai.onnx" { "" } else { domain };
     kernel_of.iter().find_map(|f| f(domain, op_type))
@@ -343,6 +345,7 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
         (ml::DOMAIN, op) => return ml::infer_rule(op),
         ("com.microsoft", "FusedConv") => conv::infer,
         (kiln_fused::DOMAIN, "FusedConv") => conv::infer,
+        (kiln_fused::DOMAIN, "Sdpa") => kiln_attention::infer,
         (kiln_fused::DOMAIN, op) => return kiln_nchwc::infer_rule(op),
         ("com.microsoft", "FusedGemm") => gemm::infer,
         ("com.microsoft", "FusedMatMul") => matmul::infer,

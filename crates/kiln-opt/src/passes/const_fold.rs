@@ -1,8 +1,10 @@
 //! Constant folding: a node whose inputs are all constants is computed once with kiln's CPU
-//! kernel and replaced by initializers; Shape and Size of statically known shapes fold too.
+//! kernel and replaced by initializers; Shape and Size of statically known shapes fold too, and
+//! so does a Gather or Slice of a Shape that picks only dims known statically (an exporter's
+//! `x.shape[-1]` of a `[batch, heads, seq, 64]` tensor is 64 whatever the batch).
 use std::sync::Arc;
 
-use kiln_ir::{IrError, NodeId, ValueType};
+use kiln_ir::{AttrList, IrError, NodeId, ValueType};
 use kiln_ops::{KernelCtx, Tensor, Value};
 
 use crate::fusion::{run_fusion, Decline, Fusion};
@@ -27,12 +29,91 @@ pub fn is_constant(model: &kiln_ir::Model, v: kiln_ir::ValueId) -> bool {
     g.value(v).initializer.is_some() && (model.ir_version < 4 || !g.inputs().contains(&v))
 }
 
-impl Fusion for ConstantFolding {
-    type Match = NodeId;
+/// What folds: a node computed from its constant inputs, or a part of a shape already
+/// computed (the node's one output).
+pub enum Folded {
+    Node(NodeId),
+    ShapePart(NodeId, Tensor),
+}
 
-    fn select(&self, ctx: &PassCtx, id: NodeId) -> Result<NodeId, Decline> {
+/// Stands for a dim not known statically in a stand-in shape: no real dim is this.
+const UNKNOWN_DIM: i64 = i64::MIN;
+
+/// A Gather or Slice of a Shape whose picked dims are all known: the picked values.
+fn shape_part(ctx: &PassCtx, id: NodeId) -> Option<Tensor> {
+    let g = &ctx.model.graph;
+    let n = g.node(id);
+    if !(n.domain.is_empty() || n.domain == "ai.onnx")
+        || !matches!(n.op_type.as_str(), "Gather" | "Slice")
+        || n.outputs().len() != 1
+    {
+        return None;
+    }
+    let src = n.input(0)?;
+    let (shape_node, _) = g.value(src).producer()?;
+    let sn = g.node(shape_node);
+    if !(sn.op_type == "Shape" && (sn.domain.is_empty() || sn.domain == "ai.onnx")) {
+        return None;
+    }
+    let dims = g.value(sn.input(0)?).ty.as_ref()?.shape()?;
+    if n.inputs()[1..]
+        .iter()
+        .flatten()
+        .any(|&v| !is_constant(ctx.model, v))
+    {
+        return None;
+    }
+    // Shape's own start/end (opset 15) first, clamped as the op does.
+    let r = dims.len() as i64;
+    let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+    let start = clamp(sn.attrs.get_int("start").unwrap_or(0));
+    let end = clamp(sn.attrs.get_int("end").unwrap_or(r));
+    let picked: Vec<i64> = dims[start..end.max(start)]
+        .iter()
+        .map(|d| d.known().unwrap_or(UNKNOWN_DIM))
+        .collect();
+    let stand_in = Value::Tensor(Tensor::new(vec![picked.len()], kiln_ops::Data::I64(picked)));
+    let rest: Vec<Option<Value>> = n.inputs()[1..]
+        .iter()
+        .map(|v| {
+            v.and_then(|v| g.constant(v))
+                .map(|t| Value::Tensor(Tensor::from_ir(t)))
+        })
+        .collect();
+    let mut inputs = vec![Some(&stand_in)];
+    inputs.extend(rest.iter().map(|v| v.as_ref()));
+    let domain = "";
+    let kctx = KernelCtx {
+        op_type: &n.op_type,
+        domain,
+        opset: ctx.model.opset(domain).unwrap_or(1),
+        attrs: &n.attrs,
+        inputs,
+        num_outputs: 1,
+        subgraphs: None,
+    };
+    let out = kiln_ops::kernel_fn(domain, &n.op_type)?(&kctx).ok()?;
+    match out.into_iter().next()? {
+        Value::Tensor(t) => match &t.data {
+            kiln_ops::Data::I64(v) if !v.contains(&UNKNOWN_DIM) => Some(t),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+impl Fusion for ConstantFolding {
+    type Match = Folded;
+
+    fn select(&self, ctx: &PassCtx, id: NodeId) -> Result<Folded, Decline> {
         let g = &ctx.model.graph;
         let n = g.node(id);
+        if let Some(t) = shape_part(ctx, id) {
+            if n.outputs().iter().flatten().any(|o| g.is_graph_output(*o)) {
+                return Err(Decline::NoMatch);
+            }
+            return Ok(Folded::ShapePart(id, t));
+        }
         if NONDETERMINISTIC.contains(&n.op_type.as_str())
             || n.subgraphs().next().is_some()
             || !n.implicit_inputs().is_empty()
@@ -70,10 +151,19 @@ impl Fusion for ConstantFolding {
                 g.value(*o).name
             )));
         }
-        Ok(id)
+        Ok(Folded::Node(id))
     }
 
-    fn apply(&self, ctx: &mut PassCtx, id: NodeId) -> Result<(), IrError> {
+    fn apply(&self, ctx: &mut PassCtx, m: Folded) -> Result<(), IrError> {
+        let id = match m {
+            Folded::Node(id) => id,
+            Folded::ShapePart(id, t) => {
+                let out = ctx.model.graph.node(id).outputs()[0];
+                let out = out.ok_or_else(|| IrError::Invalid("no output to fold".into()))?;
+                install(&mut ctx.model.graph, id, vec![(out, t.to_ir())]);
+                return Ok(());
+            }
+        };
         let model = &mut *ctx.model;
         let g = &model.graph;
         let n = g.node(id);
@@ -125,7 +215,14 @@ impl Fusion for ConstantFolding {
                 tensors.push((*slot, t.to_ir()));
             }
         }
-        let g = &mut model.graph;
+        install(&mut model.graph, id, tensors);
+        Ok(())
+    }
+}
+
+/// Removes node `id` and makes its outputs the constants `tensors`.
+fn install(g: &mut kiln_ir::Graph, id: NodeId, tensors: Vec<(kiln_ir::ValueId, kiln_ir::Tensor)>) {
+    {
         g.detach_node(id);
         for (v, t) in tensors {
             let dims = t
@@ -137,7 +234,6 @@ impl Fusion for ConstantFolding {
             val.ty = Some(ValueType::tensor(t.dtype, dims));
             val.initializer = Some(Arc::new(t));
         }
-        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! kiln's passes, one per file. `all` lists them in the order they run within a phase.
 use crate::Pass;
 
+mod attention;
 mod bias_gelu;
 mod bn_affine;
 mod bn_fold;
@@ -42,7 +43,9 @@ pub fn all() -> Vec<Box<dyn Pass>> {
         Box::new(bias_gelu::BiasGeluFusion),
         Box::new(skip_layer_norm::SkipLayerNorm),
         Box::new(conv_silu::ConvSilu),
-        // All: the layout, once every fusion has run.
+        // All: attention blocks as one kernel (in a session), then the layout, once every
+        // fusion has run.
+        Box::new(attention::AttentionFusion),
         Box::new(nchwc::NchwcLayout),
     ]
 }
