@@ -240,6 +240,27 @@ fn blocks_per_tile(isa: Isa) -> usize {
 /// Pixels per depthwise tile.
 const DW_PIXELS: usize = 8;
 
+/// The most weight bytes one pass over a row's tiles reads (see `run`). Measured on Zen 4
+/// (1 MiB L2): on AVX-512, 32 KiB to 128 KiB gave 5-9% on most shapes, 384 KiB 3-5% more on
+/// 3x3 kernels, beyond it nothing; on the AVX2 kernels 192 KiB gave 1-5% over 32 KiB, and
+/// stays within half the L2 of AVX2-only parts (Zen 3: 512 KiB).
+fn chunk_weight_bytes(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 384 * 1024,
+        _ => 192 * 1024,
+    }
+}
+
+/// Tasks per worker a banded convolution aims for (fewer, longer bands reuse more).
+const BAND_TASKS_PER_THREAD: usize = 4;
+
+/// Whether a tile group whose weights take `bytes` runs over bands of rows: past about a
+/// quarter of a core's L2, reading them again for every row costs more than the band's
+/// outputs going through L2 between input chunks.
+fn banded(bytes: usize) -> bool {
+    bytes > 192 * 1024
+}
+
 macro_rules! table {
     ($f:ident, $nb:expr, $p:expr; $($NB:literal => [$($P:literal)*])*) => {
         match ($nb, $p) {
@@ -475,9 +496,10 @@ impl NchwcConv {
         // Long rows split so both workers get a share of a pointwise product.
         let seg = if ow > 192 { 96 } else { ow };
         let nseg = ow.div_ceil(seg);
-        // Input blocks per pass: the weights one pass reads stay within about 32 KiB.
+        // Input blocks per pass over a row's tiles: between passes every output tile is stored
+        // and loaded again, which costs more than the pass's weights leaving L1.
         let per_block = oct * kh * kw * lanes * b * 4;
-        let chunk = (32768 / per_block).clamp(1, icb);
+        let chunk = (chunk_weight_bytes(self.isa) / per_block).clamp(1, icb);
         // The window columns of every output pixel that stays inside the input.
         let (pt, pl) = (g.pads[0] as isize, g.pads[1] as isize);
         let (sw, dw) = (g.strides[1], g.dilations[1]);
@@ -490,86 +512,104 @@ impl NchwcConv {
         };
         let (xs, ys) = (x.as_ptr() as usize, SendPtr(out.as_mut_ptr()));
         let zs = residual.map(|z| z.as_ptr() as usize);
-        let tasks = n * groups * oh * nseg;
+        // Rows per task: where one output-block group's weights outgrow the L2 share a row
+        // pass can keep, a task takes a band of rows and runs each chunk of input blocks over
+        // all of them, so a chunk's weights are read once per band instead of once per row.
+        let band = if self.depthwise || !banded(oct * tap.w_ob * 4) {
+            1
+        } else {
+            // Enough tasks to keep every worker busy, otherwise rows as many as possible.
+            let want = (BAND_TASKS_PER_THREAD * rayon::current_num_threads())
+                .div_ceil(n * groups * nseg)
+                .clamp(1, oh);
+            oh.div_ceil(want)
+        };
+        let bands = oh.div_ceil(band);
+        let tasks = n * groups * bands * nseg;
         let isa = self.isa;
         (0..tasks).into_par_iter().for_each(|t| {
             let s = t % nseg;
-            let row = (t / nseg) % oh;
-            let grp = (t / (nseg * oh)) % groups;
-            let img = t / (nseg * oh * groups);
+            let bnd = (t / nseg) % bands;
+            let grp = (t / (nseg * bands)) % groups;
+            let img = t / (nseg * bands * groups);
             let ob0 = grp * oct;
             let nb = oct.min(ocb - ob0);
-            let ih0 = (row * g.strides[0]) as isize - pt;
-            let khr = taps(ih0, kh, g.dilations[0], h);
             let (s0, s1) = (s * seg, ((s + 1) * seg).min(ow));
             let a = lo.clamp(s0, s1);
             let e = hi.clamp(a, s1);
-            let y_at = ((img * ocb + ob0) * oh * ow + row * ow) * b;
+            let rows = bnd * band..((bnd + 1) * band).min(oh);
             let mut c0 = 0;
             while c0 < icb {
                 let icbs = chunk.min(icb - c0);
                 let last = c0 + icbs == icb;
-                // Pointers into the input may lie in the padding, so they are formed with
-                // wrapping arithmetic and read only at in-bounds taps.
-                // A depthwise block reads its own input block.
-                let in_block = if self.depthwise { ob0 } else { c0 };
-                let x_row = (xs as *const f32)
-                    .wrapping_add(img * xn + in_block * xcb)
-                    .wrapping_offset(ih0 * xr as isize);
                 let w_at = if self.depthwise {
                     ob0 * kh * kw * b
                 } else {
                     ob0 * tap.w_ob + c0 * tap.w_cb
                 };
                 let wp = self.w.as_ptr().wrapping_add(w_at);
-                let call = |px: usize, np: usize, kwr: Range2| {
-                    let k = if self.depthwise {
-                        dw_kernel(isa, np)
-                    } else {
-                        dense_kernel(isa, nb, np)
+                for row in rows.clone() {
+                    let ih0 = (row * g.strides[0]) as isize - pt;
+                    let khr = taps(ih0, kh, g.dilations[0], h);
+                    let y_at = ((img * ocb + ob0) * oh * ow + row * ow) * b;
+                    // Pointers into the input may lie in the padding, so they are formed with
+                    // wrapping arithmetic and read only at in-bounds taps.
+                    // A depthwise block reads its own input block.
+                    let in_block = if self.depthwise { ob0 } else { c0 };
+                    let x_row = (xs as *const f32)
+                        .wrapping_add(img * xn + in_block * xcb)
+                        .wrapping_offset(ih0 * xr as isize);
+                    let call = |px: usize, np: usize, kwr: Range2| {
+                        let k = if self.depthwise {
+                            dw_kernel(isa, np)
+                        } else {
+                            dense_kernel(isa, nb, np)
+                        };
+                        let x0 = x_row
+                            .wrapping_offset((px * sw) as isize * xc as isize - pl * xc as isize);
+                        let yo = y_at + px * b;
+                        let epi = last.then(|| Epi {
+                            bias: self.bias.as_ptr().wrapping_add(ob0 * b),
+                            z: zs.map_or(std::ptr::null(), |z| {
+                                (z as *const f32).wrapping_add(yo)
+                            }),
+                            act,
+                        });
+                        // SAFETY: every tap read lies inside the input (the tap ranges are
+                        // clipped to it), every write inside the output (`nb` blocks, `np`
+                        // pixels of row `row`), and the weights cover `nb` blocks × `icbs`.
+                        unsafe {
+                            k(
+                                &tap,
+                                x0,
+                                wp,
+                                ys.at(yo),
+                                icbs,
+                                khr,
+                                kwr,
+                                c0 == 0,
+                                epi.as_ref(),
+                            )
+                        }
                     };
-                    let x0 =
-                        x_row.wrapping_offset((px * sw) as isize * xc as isize - pl * xc as isize);
-                    let yo = y_at + px * b;
-                    let epi = last.then(|| Epi {
-                        bias: self.bias.as_ptr().wrapping_add(ob0 * b),
-                        z: zs.map_or(std::ptr::null(), |z| (z as *const f32).wrapping_add(yo)),
-                        act,
-                    });
-                    // SAFETY: every tap read lies inside the input (the tap ranges are
-                    // clipped to it), every write inside the output (`nb` blocks, `np`
-                    // pixels of row `row`), and the weights cover `nb` blocks × `icbs`.
-                    unsafe {
-                        k(
-                            &tap,
-                            x0,
-                            wp,
-                            ys.at(yo),
-                            icbs,
-                            khr,
-                            kwr,
-                            c0 == 0,
-                            epi.as_ref(),
-                        )
+                    let edge = |px: usize| {
+                        let kwr = taps((px * sw) as isize - pl, kw, dw, w);
+                        call(px, 1, kwr)
+                    };
+                    (s0..a).for_each(edge);
+                    let pmax = if self.depthwise {
+                        DW_PIXELS
+                    } else {
+                        max_pixels(isa, nb)
+                    };
+                    let mut px = a;
+                    while px < e {
+                        let np = pmax.min(e - px);
+                        call(px, np, (0, kw));
+                        px += np;
                     }
-                };
-                let edge = |px: usize| {
-                    let kwr = taps((px * sw) as isize - pl, kw, dw, w);
-                    call(px, 1, kwr)
-                };
-                (s0..a).for_each(edge);
-                let pmax = if self.depthwise {
-                    DW_PIXELS
-                } else {
-                    max_pixels(isa, nb)
-                };
-                let mut px = a;
-                while px < e {
-                    let np = pmax.min(e - px);
-                    call(px, np, (0, kw));
-                    px += np;
+                    (e..s1).for_each(edge);
                 }
-                (e..s1).for_each(edge);
                 c0 += icbs;
             }
         });
@@ -725,6 +765,34 @@ mod tests {
                 check(g, 2, 11, 19, Input::Blocked, true, true, Activation::Relu);
             }
         }
+    }
+
+    #[test]
+    fn bands_of_rows_over_several_input_chunks() {
+        // Weights past the band threshold and the chunk budget: rows run in bands, each
+        // over two chunks of input blocks, with padded top and bottom rows in the bands.
+        for &(h, w) in &[(9, 13), (3, 5), (1, 1)] {
+            check(
+                geom(400, 80, 1, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
+                1,
+                h,
+                w,
+                Input::Blocked,
+                true,
+                true,
+                Activation::Relu,
+            );
+        }
+        check(
+            geom(600, 70, 1, [1, 1], [2, 2], [1, 1], [0; 4]),
+            2,
+            7,
+            9,
+            Input::Blocked,
+            false,
+            false,
+            Activation::Identity,
+        );
     }
 
     #[test]
