@@ -251,6 +251,9 @@ fn chunk_weight_bytes(isa: Isa) -> usize {
     }
 }
 
+/// Tasks per worker below which rows are split into segments.
+const MIN_TASKS_PER_THREAD: usize = 4;
+
 /// Tasks per worker a banded convolution aims for (fewer, longer bands reuse more).
 const BAND_TASKS_PER_THREAD: usize = 4;
 
@@ -493,9 +496,26 @@ impl NchwcConv {
             blocks_per_tile(self.isa)
         };
         let groups = ocb.div_ceil(oct);
-        // Long rows split so both workers get a share of a pointwise product.
-        let seg = if ow > 192 { 96 } else { ow };
-        let nseg = ow.div_ceil(seg);
+        // Rows split into segments: long ones (a pointwise product is one row) into about 96
+        // pixels, and more where rows alone give the workers too few tasks (a pointwise
+        // product over a small map with few output blocks is one task otherwise).
+        let threads = rayon::current_num_threads();
+        let tile = if self.depthwise {
+            DW_PIXELS
+        } else {
+            max_pixels(self.isa, oct.min(ocb))
+        };
+        let rows = n * groups * oh;
+        let mut nseg = ow.div_ceil(96).max(1);
+        if rows * nseg < MIN_TASKS_PER_THREAD * threads {
+            nseg = (MIN_TASKS_PER_THREAD * threads)
+                .div_ceil(rows)
+                .min(ow.div_ceil(2 * tile))
+                .max(nseg);
+        }
+        // Whole tiles per segment, so only the row's last tile is short.
+        let seg = ow.div_ceil(nseg).next_multiple_of(tile).min(ow).max(1);
+        let nseg = ow.div_ceil(seg).max(1);
         // Input blocks per pass over a row's tiles: between passes every output tile is stored
         // and loaded again, which costs more than the pass's weights leaving L1.
         let per_block = oct * kh * kw * lanes * b * 4;
