@@ -140,12 +140,11 @@ impl Plan {
             })
             .collect::<Vec<_>>();
         let mut constant_of: Vec<Option<&Tensor>> = vec![None; slots];
+        // An initializer a feed may override (IR version 4 and later) is held as an input's
+        // `default`, not as an initializer; one that is still an initializer, though listed
+        // as an input (before IR version 4 every initializer had to be), is a constant that
+        // no feed can reach, and prepared kernels may bake it in.
         for (id, v) in &constants {
-            // An initializer that is also a graph input can be overridden by a feed, so no
-            // kernel may bake it in at session creation.
-            if g.inputs().contains(id) {
-                continue;
-            }
             if let Value::Tensor(t) = v.as_ref() {
                 constant_of[id.0 as usize] = Some(t);
             }
@@ -194,6 +193,21 @@ impl Plan {
             constants,
             slots,
         })
+    }
+
+    /// The nodes whose provider prepared them at plan time (constant weights packed once).
+    pub fn prepared_nodes(&self) -> Vec<NodeId> {
+        self.steps
+            .iter()
+            .filter_map(|s| match &s.work {
+                Work::Node {
+                    node,
+                    prepared: Some(_),
+                    ..
+                } => Some(*node),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Runs the graph. `inputs` are the graph inputs' values; `outer` resolves names a subgraph

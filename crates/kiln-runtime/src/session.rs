@@ -281,6 +281,11 @@ impl Session {
             .collect()
     }
 
+    /// The nodes prepared once at session creation (e.g. weights packed), in run order.
+    pub fn prepared_nodes(&self) -> Vec<kiln_ir::NodeId> {
+        self.plan.prepared_nodes()
+    }
+
     pub fn providers(&self) -> &[Arc<dyn ExecutionProvider>] {
         &self.providers
     }

@@ -214,3 +214,92 @@ fn one_session_many_threads_identical_outputs() {
     fn is_send_sync<T: Send + Sync>() {}
     is_send_sync::<Session>();
 }
+
+/// x[1, 2, 3, 3] -> Conv(W, B) -> y, W and B initializers that the graph also lists as
+/// inputs, in a model of IR version `ir`.
+fn conv_with_listed_initializers(ir: i64) -> Model {
+    let mut g = Graph::new("conv");
+    let ty = ValueType::tensor(
+        DataType::F32,
+        vec![Dim::Known(1), Dim::Known(2), Dim::Known(3), Dim::Known(3)],
+    );
+    let x = g.add_value("x", Some(ty.clone())).unwrap();
+    g.value_mut(x).declared = Some(ty);
+    g.push_input(x);
+    let wv: Vec<f32> = (0..4 * 2 * 9).map(|i| (i as f32 * 0.11).cos()).collect();
+    let w = g
+        .add_initializer("W", kiln_ir::Tensor::from_f32(vec![4, 2, 3, 3], &wv))
+        .unwrap();
+    let b = g
+        .add_initializer(
+            "B",
+            kiln_ir::Tensor::from_f32(vec![4], &[0.5, -1.0, 2.0, 0.25]),
+        )
+        .unwrap();
+    g.push_input(w);
+    g.push_input(b);
+    let y = g.add_value("y", None).unwrap();
+    g.add_node(
+        Node::new("conv", "Conv", "")
+            .with_inputs(&[Some(x), Some(w), Some(b)])
+            .with_outputs(&[Some(y)])
+            .with_attrs(vec![Attribute::ints("pads", &[1, 1, 1, 1])]),
+    )
+    .unwrap();
+    g.set_outputs(vec![y]);
+    if ir >= 4 {
+        g.make_inputs_overridable();
+    }
+    let mut m = chain_model();
+    m.ir_version = ir;
+    m.graph = g;
+    m
+}
+
+#[test]
+fn listed_initializers_are_constants_before_ir4_and_overridable_after() {
+    let opts = || SessionOptions {
+        threads: Some(1),
+        level: Level::Disabled,
+        providers: vec![],
+        memory_limit: None,
+    };
+    let x = || {
+        let v: Vec<f32> = (0..18).map(|i| i as f32 * 0.1).collect();
+        (
+            "x".to_string(),
+            Value::Tensor(Tensor::from_vec(vec![1, 2, 3, 3], v)),
+        )
+    };
+    // Before IR version 4 every initializer is listed as an input; they are still constants,
+    // so the Conv is prepared once (weights packed) and no feed may replace them.
+    let old = Session::from_model(conv_with_listed_initializers(3), opts()).unwrap();
+    assert_eq!(old.prepared_nodes().len(), 1);
+    assert_eq!(old.overridable_inputs().count(), 0);
+    let b = (
+        "B".to_string(),
+        Value::Tensor(Tensor::from_vec(vec![4], vec![0f32; 4])),
+    );
+    let err = old.run(vec![x(), b.clone()]).unwrap_err().to_string();
+    assert!(err.contains("B") && err.contains("no such input"), "{err}");
+    // From IR version 4 they are inputs with defaults: nothing bakes them in, and a feed of
+    // B changes the output by exactly the bias.
+    let new = Session::from_model(conv_with_listed_initializers(4), opts()).unwrap();
+    assert!(new.prepared_nodes().is_empty());
+    assert_eq!(new.overridable_inputs().count(), 2);
+    let y = |s: &Session, feeds| -> Vec<f32> {
+        s.run(feeds).unwrap()[0]
+            .1
+            .tensor()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec()
+    };
+    let (with_default, zero_bias) = (y(&new, vec![x()]), y(&new, vec![x(), b]));
+    assert_eq!(with_default, y(&old, vec![x()]));
+    for (i, (a, z)) in with_default.iter().zip(&zero_bias).enumerate() {
+        let bias = [0.5, -1.0, 2.0, 0.25][i / 9];
+        assert!((a - z - bias).abs() < 1e-5, "y[{i}]: {a} vs {z}");
+    }
+}
