@@ -503,7 +503,7 @@ impl NchwcConv {
         let tile = if self.depthwise {
             DW_PIXELS
         } else {
-            max_pixels(self.isa, oct.min(ocb))
+            max_pixels(self.isa, ocb.div_ceil(groups.max(1)))
         };
         let rows = n * groups * oh;
         let mut nseg = ow.div_ceil(96).max(1);
@@ -552,8 +552,12 @@ impl NchwcConv {
             let bnd = (t / nseg) % bands;
             let grp = (t / (nseg * bands)) % groups;
             let img = t / (nseg * bands * groups);
-            let ob0 = grp * oct;
-            let nb = oct.min(ocb - ob0);
+            // Output blocks dealt evenly over the groups: 6 blocks as 3 + 3 (8-pixel tiles)
+            // rather than 4 + 2 (inception's 3x3 64->96 @28: +9%).
+            let (ob0, nb) = {
+                let (base, extra) = (ocb / groups, ocb % groups);
+                (grp * base + grp.min(extra), base + usize::from(grp < extra))
+            };
             let (s0, s1) = (s * seg, ((s + 1) * seg).min(ow));
             let a = lo.clamp(s0, s1);
             let e = hi.clamp(a, s1);
