@@ -225,11 +225,21 @@ fn run_packed(
         }
     }
     let zv = z.map(f32s).transpose()?;
-    let mut out = kiln_kernels::vecmath::zeros(shape.iter().product());
+    let len = shape.iter().product();
+    let mut out = Vec::with_capacity(len);
     let [h, w] = [g.win.input[0], g.win.input[1]];
     packed
-        .run(&geom, f32s(x)?, [g.n, h, w], zv, act, &mut out)
+        .run_uninit(
+            &geom,
+            f32s(x)?,
+            [g.n, h, w],
+            zv,
+            act,
+            &mut out.spare_capacity_mut()[..len],
+        )
         .map_err(|e| e.to_string())?;
+    // SAFETY: `run_uninit` succeeded, so it wrote all `len` values.
+    unsafe { out.set_len(len) };
     Ok(vec![Value::Tensor(Tensor::new(shape, Data::F32(out)))])
 }
 
