@@ -23,11 +23,23 @@ pub struct PrepareCtx<'a> {
     pub opset: i64,
     pub attrs: &'a [Attribute],
     pub constants: Vec<Option<&'a Tensor>>,
+    /// The input slots the node leaves empty (an optional input given as `""`), which
+    /// `constants` cannot tell from inputs computed at run time.
+    pub absent: Vec<usize>,
 }
 
 impl PrepareCtx<'_> {
     pub fn constant(&self, i: usize) -> Option<&Tensor> {
         self.constants.get(i).copied().flatten()
+    }
+
+    /// An optional input: `Some(None)` when the node does not give it, `Some(Some(t))` when it
+    /// is the constant `t`, `None` when it is computed at run time (nothing to prepare with).
+    pub fn optional_constant(&self, i: usize) -> Option<Option<&Tensor>> {
+        if i >= self.constants.len() || self.absent.contains(&i) {
+            return Some(None);
+        }
+        self.constant(i).map(Some)
     }
 }
 

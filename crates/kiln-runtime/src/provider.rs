@@ -96,6 +96,12 @@ pub fn cpu_prepare(
         opset,
         attrs: &node.attrs,
         constants: constants.to_vec(),
+        absent: node
+            .inputs()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.is_none().then_some(i))
+            .collect(),
     })
 }
 

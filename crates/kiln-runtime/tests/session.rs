@@ -303,3 +303,37 @@ fn listed_initializers_are_constants_before_ir4_and_overridable_after() {
         assert!((a - z - bias).abs() < 1e-5, "y[{i}]: {a} vs {z}");
     }
 }
+
+#[test]
+fn an_empty_bias_slot_still_prepares() {
+    // Conv(x, W, "") as exporters write a bias-less convolution: the empty slot is no input
+    // computed at run time, so the weights are packed once.
+    let mut m = conv_with_listed_initializers(8);
+    let g = &mut m.graph;
+    let conv = g.nodes().map(|(id, _)| id).next().unwrap();
+    g.set_input(conv, 2, None).unwrap();
+    let w = g
+        .inputs()
+        .iter()
+        .copied()
+        .find(|&v| g.value(v).name == "W")
+        .unwrap();
+    let wt = g.value_mut(w).default.take().unwrap();
+    g.value_mut(w).initializer = Some(wt);
+    let keep: Vec<_> = g
+        .inputs()
+        .iter()
+        .copied()
+        .filter(|&v| g.value(v).name == "x")
+        .collect();
+    g.set_inputs(keep);
+    g.remove_dead();
+    let opts = SessionOptions {
+        threads: Some(1),
+        level: Level::Disabled,
+        providers: vec![],
+        memory_limit: None,
+    };
+    let s = Session::from_model(m, opts).unwrap();
+    assert_eq!(s.prepared_nodes().len(), 1);
+}

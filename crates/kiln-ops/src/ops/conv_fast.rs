@@ -111,10 +111,9 @@ pub fn prepare(ctx: &PrepareCtx) -> Option<Box<dyn PreparedKernel>> {
     if w.shape.len() != 4 {
         return None;
     }
-    let bias = match ctx.constants.get(2) {
+    let bias = match ctx.optional_constant(2)? {
         None => None,
-        Some(None) => return None,
-        Some(Some(b)) => Some(f32s(b)?),
+        Some(b) => Some(f32s(b)?),
     };
     let groups = usize::try_from(ctx.attrs.get_int("group").unwrap_or(1)).ok()?;
     let geom = Conv2d {
@@ -217,6 +216,7 @@ mod tests {
                 opset: 21,
                 attrs,
                 constants: consts,
+                absent: vec![],
             })
             .expect("prepared");
             p.run(&ctx)
@@ -325,6 +325,7 @@ mod tests {
                 opset: 21,
                 attrs,
                 constants: consts,
+                absent: vec![],
             };
             prepare(&c).is_some()
         };

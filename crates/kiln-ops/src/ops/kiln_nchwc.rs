@@ -272,10 +272,9 @@ pub fn prepare(ctx: &PrepareCtx) -> Option<Box<dyn PreparedKernel>> {
     if w.shape.len() != 4 {
         return None;
     }
-    let bias = match ctx.constants.get(2) {
+    let bias = match ctx.optional_constant(2)? {
         None => None,
-        Some(None) => return None,
-        Some(Some(b)) => Some(f32s(b).ok()?),
+        Some(b) => Some(f32s(b).ok()?),
     };
     let groups = usize::try_from(ctx.attrs.get_int("group").unwrap_or(1)).ok()?;
     let input = if ctx.attrs.get_int("plain_input").unwrap_or(0) != 0 {

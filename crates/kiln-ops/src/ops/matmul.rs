@@ -466,6 +466,7 @@ mod kernel_tests {
                 opset: 13,
                 attrs: &attrs,
                 constants: vec![None, Some(&b)],
+                absent: vec![],
             })
             .expect("prepared");
             let vals = [Value::Tensor(a.clone()), Value::Tensor(b.clone())];
@@ -511,6 +512,7 @@ mod kernel_tests {
             opset: 13,
             attrs: &[],
             constants: vec![None, Some(&int_b)],
+            absent: vec![],
         };
         assert!(prepare(&c).is_none(), "integer B stays on the plain kernel");
     }

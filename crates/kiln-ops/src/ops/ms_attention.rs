@@ -612,6 +612,7 @@ mod tests {
             opset: 1,
             attrs: &attrs,
             constants: vec![None, Some(&w)],
+            absent: vec![],
         })
         .expect("prepared");
         let got = prep.run(&ctx).unwrap();
@@ -635,6 +636,7 @@ mod tests {
             opset: 1,
             attrs: &attrs,
             constants: vec![None, Some(&int_w)],
+            absent: vec![],
         };
         assert!(
             prepare(&c).is_none(),
