@@ -1039,6 +1039,63 @@ fn nchwc_layout_is_never_saved_and_declines_with_reasons() {
     assert_eq!(count(&s, "ai.kiln:NchwcConv"), 0, "{:?}", ops(&s));
 }
 
+/// x -> Conv -> BatchNormalization -> `act` -> Conv: DenseNet's pre-activation; with `tap`,
+/// the BatchNormalization's output is also read by an Exp.
+fn bn_then_act(act: &str, attrs: Vec<Attribute>, tap: bool) -> Model {
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[1, 16, 6, 7]);
+    let c = conv_k(&mut b, x, 16, 32, vec![]);
+    let p: Vec<ValueId> = ["gamma", "beta", "mean"]
+        .iter()
+        .map(|n| b.weights(n, &[32]))
+        .collect();
+    let var: Vec<f32> = (0..32).map(|i| 0.5 + i as f32 / 16.0).collect();
+    let var = b.consts("var", &[32], &var);
+    let bn = b.node(
+        "BatchNormalization",
+        &[Some(c), Some(p[0]), Some(p[1]), Some(p[2]), Some(var)],
+        vec![],
+    );
+    let a = b.node(act, &[Some(bn)], attrs);
+    let y = conv_k(&mut b, a, 32, 16, vec![]);
+    if tap {
+        let e = b.node("Exp", &[Some(bn)], vec![]);
+        b.finish(&[y, e])
+    } else {
+        b.finish(&[y])
+    }
+}
+
+#[test]
+fn nchwc_layout_folds_an_activation_into_the_blocked_batchnorm() {
+    for (act, attrs, want) in [
+        ("Relu", vec![], "Relu"),
+        (
+            "LeakyRelu",
+            vec![Attribute::float("alpha", 0.3)],
+            "LeakyRelu",
+        ),
+    ] {
+        let s = equivalent(&bn_then_act(act, attrs, false), Level::All);
+        s.model().graph.check_consistency().unwrap();
+        assert_eq!(count(&s, act), 0, "{:?}", ops(&s));
+        let acts: Vec<String> = s
+            .model()
+            .graph
+            .nodes()
+            .filter(|(_, n)| n.op_type == "NchwcConv")
+            .filter_map(|(_, n)| n.attrs.get_str("activation").map(str::to_string))
+            .collect();
+        assert_eq!(acts, vec![want.to_string()], "{:?}", ops(&s));
+    }
+    // Must not fire: the BatchNormalization's output has another reader, or the activation
+    // has no fused form.
+    let s = equivalent(&bn_then_act("Relu", vec![], true), Level::All);
+    assert_eq!(count(&s, "Relu"), 1, "{:?}", ops(&s));
+    let s = equivalent(&bn_then_act("HardSwish", vec![], false), Level::All);
+    assert_eq!(count(&s, "HardSwish"), 1, "{:?}", ops(&s));
+}
+
 /// How the attention block's scale is written.
 #[derive(Clone, Copy, PartialEq)]
 enum Scale {

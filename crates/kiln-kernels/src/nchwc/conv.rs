@@ -623,9 +623,7 @@ impl NchwcConv {
                         let yo = y_at + px * b;
                         let epi = last.then(|| Epi {
                             bias: self.bias.as_ptr().wrapping_add(ob0 * b),
-                            z: zs.map_or(std::ptr::null(), |z| {
-                                (z as *const f32).wrapping_add(yo)
-                            }),
+                            z: zs.map_or(std::ptr::null(), |z| (z as *const f32).wrapping_add(yo)),
                             act,
                         });
                         // SAFETY: every tap read lies inside the input (the tap ranges are

@@ -344,6 +344,65 @@ impl Layout {
     }
 }
 
+/// The activation of a blocked unary node as `NchwcConv` attributes, when it has one.
+fn conv_activation(n: &Node) -> Option<Vec<Attribute>> {
+    let act = |name: &str| Attribute::string("activation", name);
+    if is_onnx(n, "Relu") || is_onnx(n, "Sigmoid") || is_onnx(n, "Tanh") {
+        Some(vec![act(&n.op_type)])
+    } else if is_onnx(n, "LeakyRelu") {
+        let alpha = n.attrs.get_float("alpha").unwrap_or(0.01);
+        Some(vec![
+            act("LeakyRelu"),
+            Attribute::floats("activation_params", &[alpha]),
+        ])
+    } else {
+        None
+    }
+}
+
+/// Folds an activation into the blocked convolution before it when it is that
+/// convolution's only reader: a BatchNormalization became a depthwise 1x1 `NchwcConv` after
+/// the activation fusions ran, and DenseNet's BatchNormalization -> Relu pairs otherwise
+/// cost a pass over the data each (62 Relus, 7% of a run). Returns how many it folded.
+fn fold_activations(g: &mut Graph) -> usize {
+    let mut folded = 0;
+    for id in g.order().to_vec() {
+        if !g.contains_node(id) {
+            continue;
+        }
+        let n = g.node(id);
+        if n.domain != KILN || n.op_type != "NchwcConv" || n.attrs.get_str("activation").is_some() {
+            continue;
+        }
+        let Some(t) = n.output(0) else { continue };
+        let [user] = g.value(t).consumers() else {
+            continue;
+        };
+        let r = user.node;
+        let rn = g.node(r);
+        let (Some(attrs), Some(out)) = (conv_activation(rn), rn.output(0)) else {
+            continue;
+        };
+        if g.is_graph_output(t) || rn.input(0) != Some(t) || rn.outputs().len() != 1 {
+            continue;
+        }
+        let check = kiln_ops::op_def(KILN, "NchwcConv").and_then(|d| d.check);
+        let mut with = g.node(id).attrs.clone();
+        with.extend(attrs);
+        if check.is_some_and(|f| f(&with, 1).is_err()) {
+            continue;
+        }
+        // The activation's readers read the convolution instead, which then applies it.
+        if g.replace_uses(out, t, true).is_err() {
+            continue;
+        }
+        g.detach_node(r);
+        g.node_mut(id).attrs = with;
+        folded += 1;
+    }
+    folded
+}
+
 impl Pass for NchwcLayout {
     fn name(&self) -> &'static str {
         "nchwc_layout"
@@ -424,6 +483,8 @@ impl Pass for NchwcLayout {
             }
         }
         if changed {
+            ctx.model.graph.remove_dead();
+            report.applied += fold_activations(&mut ctx.model.graph);
             ctx.model.graph.remove_dead();
             ctx.model.ensure_opset(KILN, 1);
             let _ = kiln_ops::infer_shapes(ctx.model);
