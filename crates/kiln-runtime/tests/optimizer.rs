@@ -1096,6 +1096,49 @@ fn nchwc_layout_folds_an_activation_into_the_blocked_batchnorm() {
     assert_eq!(count(&s, "HardSwish"), 1, "{:?}", ops(&s));
 }
 
+/// x[1, 3, 9, 10] -> Conv (to `2b` channels) -> Split(`parts`) -> a Conv on each part ->
+/// Concat -> y: YOLOv8's C2f shape, `b` the blocked layout's block.
+fn conv_split_concat(parts: [usize; 2]) -> Model {
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[1, 3, 9, 10]);
+    let total = parts[0] + parts[1];
+    let c = conv_k(&mut b, x, 3, total, vec![]);
+    let sizes = b.ints("split", &[parts[0] as i64, parts[1] as i64]);
+    let (s0, s1) = (
+        b.g.add_value("part0", None).unwrap(),
+        b.g.add_value("part1", None).unwrap(),
+    );
+    b.g.add_node(
+        Node::new("split", "Split", "")
+            .with_inputs(&[Some(c), Some(sizes)])
+            .with_outputs(&[Some(s0), Some(s1)])
+            .with_attrs(vec![Attribute::int("axis", 1)]),
+    )
+    .unwrap();
+    let a0 = conv_k(&mut b, s0, parts[0], 16, vec![]);
+    let a1 = conv_k(&mut b, s1, parts[1], 16, vec![]);
+    let cat = b.node(
+        "Concat",
+        &[Some(a0), Some(a1), Some(s1)],
+        vec![Attribute::int("axis", 1)],
+    );
+    b.finish(&[cat])
+}
+
+#[test]
+fn nchwc_layout_splits_whole_blocks_in_place() {
+    let blk = kiln_kernels::nchwc::block();
+    let s = equivalent(&conv_split_concat([blk, blk]), Level::All);
+    s.model().graph.check_consistency().unwrap();
+    assert_eq!(count(&s, "Split"), 1, "{:?}", ops(&s));
+    // Blocked from the first layer (which reads RGB as it is) to the output.
+    assert_eq!(count(&s, "ai.kiln:ReorderInput"), 0, "{:?}", ops(&s));
+    assert_eq!(count(&s, "ai.kiln:ReorderOutput"), 1, "{:?}", ops(&s));
+    // Must not fire: parts that are not whole blocks go back to NCHW for the Split.
+    let s = equivalent(&conv_split_concat([blk / 2, blk + blk / 2]), Level::All);
+    assert!(count(&s, "ai.kiln:ReorderOutput") >= 2, "{:?}", ops(&s));
+}
+
 /// How the attention block's scale is written.
 #[derive(Clone, Copy, PartialEq)]
 enum Scale {

@@ -230,12 +230,62 @@ impl Layout {
         Ok(Ok(()))
     }
 
+    /// A channel Split into whole blocks reads and writes blocked values as they are: block
+    /// `k` of every pixel is one run of memory, so the plain kernel, splitting the blocked
+    /// tensor's contiguous channel ranges, does it (as Concat does the reverse). YOLOv8's C2f
+    /// blocks otherwise leave the layout around every Split.
+    fn split(&mut self, g: &mut Graph, id: NodeId) -> Result<bool, IrError> {
+        let n = g.node(id);
+        let Some(t) = n.input(0).and_then(|v| self.twins.get(&v).copied()) else {
+            return Ok(false);
+        };
+        let outs: Option<Vec<(ValueId, usize)>> = n
+            .outputs()
+            .iter()
+            .map(|o| o.and_then(|o| Some((o, channels(g, o)?))))
+            .collect();
+        let Some(outs) = outs else { return Ok(false) };
+        if outs.iter().any(|(_, c)| c % self.block != 0)
+            || outs.iter().map(|(_, c)| c).sum::<usize>() != t.c
+        {
+            return Ok(false);
+        }
+        let mut inputs = n.inputs().to_vec();
+        inputs[0] = Some(t.v);
+        let (name, op, domain, attrs) = (
+            n.name.clone(),
+            n.op_type.clone(),
+            n.domain.clone(),
+            n.attrs.clone(),
+        );
+        let mut twins = Vec::with_capacity(outs.len());
+        for &(o, c) in &outs {
+            twins.push((
+                o,
+                Some(Twin {
+                    v: self.new_twin(g, o)?,
+                    c,
+                }),
+            ));
+        }
+        let new_outs: Vec<Option<ValueId>> = twins.iter().map(|(_, t)| t.map(|t| t.v)).collect();
+        let node = Node::new(&name, &op, &domain)
+            .with_inputs(&inputs)
+            .with_outputs(&new_outs)
+            .with_attrs(attrs);
+        self.swap(g, id, node, &twins)?;
+        Ok(true)
+    }
+
     /// Rewrites a node that has a blocked form when its data inputs are blocked; returns
     /// whether it did.
     fn follow(&mut self, g: &mut Graph, id: NodeId) -> Result<bool, IrError> {
         let n = g.node(id);
         let b = self.block as i64;
         let twin_of = |v: Option<ValueId>| v.and_then(|v| self.twins.get(&v).copied());
+        if is_onnx(n, "Split") && matches!(n.attrs.get_int("axis"), Some(1 | -3)) {
+            return self.split(g, id);
+        }
         let outs: Vec<ValueId> = n.outputs().iter().flatten().copied().collect();
         if outs.len() != 1 || n.outputs().len() != 1 {
             return Ok(false);
