@@ -54,6 +54,9 @@ struct Tap {
     x_px: isize,
     x_lane: isize,
     lanes: usize,
+    /// The lanes of the last input block that hold real channels (a layer over 24 channels
+    /// in blocks of 16 skips the 8 lanes of zeros: a third of its work).
+    lanes_last: usize,
     /// Between the weights of output blocks and of input blocks; kernel width.
     w_ob: usize,
     w_cb: usize,
@@ -127,13 +130,19 @@ unsafe fn dense<V: Lanes, const NB: usize, const P: usize>(
         }
     }
     for c in 0..icbs {
+        // The pass with the epilogue holds the last input block.
+        let lanes = if epi.is_some() && c + 1 == icbs {
+            t.lanes_last
+        } else {
+            t.lanes
+        };
         for r in kh.0..kh.1 {
             for s in kw.0..kw.1 {
                 let xp = x.wrapping_offset(
                     c as isize * t.x_cb + r as isize * t.x_kh + s as isize * t.x_kw,
                 );
                 let wp = w.add(c * t.w_cb + (r * t.kw + s) * t.lanes * b);
-                for l in 0..t.lanes {
+                for l in 0..lanes {
                     let mut wv = [V::zero(); NB];
                     for (j, v) in wv.iter_mut().enumerate() {
                         *v = V::load(wp.add(j * t.w_ob + l * b));
@@ -514,6 +523,10 @@ impl NchwcConv {
             x_px: (g.strides[1] * xc) as isize,
             x_lane: xl as isize,
             lanes,
+            lanes_last: match self.input {
+                Input::Blocked if !self.depthwise => g.c_in - (icb - 1) * b,
+                _ => lanes,
+            },
             w_ob: icb * kh * kw * lanes * b,
             w_cb: kh * kw * lanes * b,
             kw,
