@@ -162,14 +162,22 @@ impl Sdpa<'_> {
             let (bi, ni) = (bn / n, bn % n);
             let r0 = blk * rows;
             let m = rows.min(s - r0);
-            SCORES.with(|buf| {
-                let mut buf = buf.borrow_mut();
-                if buf.len() < m * t {
-                    buf.resize(m * t, 0.0);
+            // The buffer is taken out of the thread's slot while the block runs: the block's
+            // products are parallel, and a worker waiting on them may start another task of
+            // this loop on the same thread, which then finds the slot empty and allocates,
+            // where a borrow held across the block panicked ("already borrowed").
+            let mut buf = SCORES.with(|slot| std::mem::take(&mut *slot.borrow_mut()));
+            if buf.len() < m * t {
+                buf.resize(m * t, 0.0);
+            }
+            // SAFETY: tasks cover disjoint (batch, head, rows) parts of the layout.
+            unsafe { self.block(bi, ni, r0, m, &mut buf[..m * t], op, strides) };
+            SCORES.with(|slot| {
+                let mut slot = slot.borrow_mut();
+                if slot.len() < buf.len() {
+                    *slot = buf;
                 }
-                // SAFETY: tasks cover disjoint (batch, head, rows) parts of the layout.
-                unsafe { self.block(bi, ni, r0, m, &mut buf[..m * t], op, strides) }
-            })
+            });
         };
         let tasks = b * n * blocks;
         if tasks == 1 || threads == 1 {
