@@ -1139,6 +1139,51 @@ fn nchwc_layout_splits_whole_blocks_in_place() {
     assert!(count(&s, "ai.kiln:ReorderOutput") >= 2, "{:?}", ops(&s));
 }
 
+/// x[1, 3, 5, 6] -> Conv (to 32 channels) -> Resize(nearest, `ctm`, `scales`) -> Conv -> y.
+fn conv_resize_conv(ctm: &str, scales: [f32; 4]) -> Model {
+    let mut b = B::new();
+    let x = b.input("x", DataType::F32, &[1, 3, 5, 6]);
+    let c = conv_k(&mut b, x, 3, 32, vec![]);
+    let sc = b.consts("scales", &[4], &scales);
+    let r = b.node(
+        "Resize",
+        &[Some(c), None, Some(sc)],
+        vec![
+            Attribute::string("mode", "nearest"),
+            Attribute::string("coordinate_transformation_mode", ctm),
+            Attribute::string("nearest_mode", "floor"),
+        ],
+    );
+    let y = conv_k(&mut b, r, 32, 16, vec![]);
+    b.finish(&[y])
+}
+
+#[test]
+fn nchwc_layout_upsamples_blocked_values() {
+    for scales in [[1.0, 1.0, 2.0, 2.0], [1.0, 1.0, 3.0, 1.0]] {
+        let s = equivalent(&conv_resize_conv("asymmetric", scales), Level::All);
+        s.model().graph.check_consistency().unwrap();
+        assert_eq!(count(&s, "ai.kiln:NchwcUpsample"), 1, "{:?}", ops(&s));
+        assert_eq!(count(&s, "Resize"), 0, "{:?}", ops(&s));
+        assert_eq!(count(&s, "ai.kiln:ReorderOutput"), 1, "{:?}", ops(&s));
+    }
+    // Must not fire: other sample positions, or a scale that only rounds to the size.
+    for (ctm, scales) in [
+        ("half_pixel", [1.0, 1.0, 2.0, 2.0]),
+        ("asymmetric", [1.0, 1.0, 2.0001, 2.0]),
+        ("asymmetric", [1.0, 1.0, 1.5, 2.0]),
+    ] {
+        let s = equivalent(&conv_resize_conv(ctm, scales), Level::All);
+        assert_eq!(
+            count(&s, "ai.kiln:NchwcUpsample"),
+            0,
+            "{ctm} {scales:?}: {:?}",
+            ops(&s)
+        );
+        assert_eq!(count(&s, "Resize"), 1, "{:?}", ops(&s));
+    }
+}
+
 /// How the attention block's scale is written.
 #[derive(Clone, Copy, PartialEq)]
 enum Scale {

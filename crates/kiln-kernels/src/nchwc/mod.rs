@@ -79,6 +79,32 @@ pub fn reorder_out(x: &[f32], n: usize, c: usize, hw: usize, out: &mut [f32]) {
     });
 }
 
+/// Nearest-neighbour upsampling by whole factors `[sh, sw]` of a blocked tensor
+/// (`[n][cp/B][h][w][B]` to `[n][cp/B][h·sh][w·sw][B]`): output pixel `(y, x)` is input pixel
+/// `(y / sh, x / sw)`, one block vector copied at a time.
+pub fn upsample_nearest(
+    x: &[f32],
+    [n, cp, h, w]: [usize; 4],
+    [sh, sw]: [usize; 2],
+    out: &mut [f32],
+) {
+    let b = block();
+    let (oh, ow) = (h * sh, w * sw);
+    assert_eq!(x.len(), n * cp * h * w, "upsample input size");
+    assert_eq!(out.len(), n * cp * oh * ow, "upsample output size");
+    if out.is_empty() {
+        return;
+    }
+    // One output row of one channel block per task.
+    out.par_chunks_mut(ow * b).enumerate().for_each(|(i, row)| {
+        let (plane, y) = (i / oh, i % oh);
+        let src = &x[(plane * h + y / sh) * w * b..][..w * b];
+        for (xo, px) in row.chunks_exact_mut(b).enumerate() {
+            px.copy_from_slice(&src[xo / sw * b..][..b]);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +132,29 @@ mod tests {
             let mut back = vec![f32::NAN; x.len()];
             reorder_out(&blocked, n, c, hw, &mut back);
             assert_eq!(back, x);
+        }
+    }
+
+    #[test]
+    fn upsample_repeats_pixels() {
+        let b = block();
+        let (n, c, h, w) = (2, 2 * b, 3, 5);
+        let x: Vec<f32> = (0..n * c * h * w).map(|i| i as f32).collect();
+        for s in [[2, 2], [1, 3], [3, 1]] {
+            let (oh, ow) = (h * s[0], w * s[1]);
+            let mut y = vec![f32::NAN; n * c * oh * ow];
+            upsample_nearest(&x, [n, c, h, w], s, &mut y);
+            for p in 0..n * c / b {
+                for yy in 0..oh {
+                    for xx in 0..ow {
+                        for l in 0..b {
+                            let got = y[((p * oh + yy) * ow + xx) * b + l];
+                            let want = x[((p * h + yy / s[0]) * w + xx / s[1]) * b + l];
+                            assert_eq!(got, want, "{s:?} plane {p} ({yy}, {xx}) lane {l}");
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -10,6 +10,8 @@
 //!   (the real input channels) and `plain_input` (X is NCHW: a first layer).
 //! - `NchwcMaxPool`, `NchwcAveragePool`: the 2-D pools' attributes, blocked in and out.
 //! - `NchwcGlobalAveragePool`, `NchwcGlobalMaxPool` (`channels`): blocked in, NCHW out.
+//! - `NchwcUpsample` (`scales`: whole factors `[sh, sw]`): nearest-neighbour upsampling
+//!   (output pixel `(y, x)` is input pixel `(y / sh, x / sw)`), blocked in and out.
 use kiln_ir::{AttrList, Attribute, Dim};
 use kiln_kernels::nchwc::{self, pool::Reduce, Input, NchwcConv};
 
@@ -30,6 +32,7 @@ pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         (DOMAIN, "NchwcAveragePool") => average_pool,
         (DOMAIN, "NchwcGlobalAveragePool") => global_average,
         (DOMAIN, "NchwcGlobalMaxPool") => global_max,
+        (DOMAIN, "NchwcUpsample") => upsample,
         _ => return None,
     };
     Some(f)
@@ -42,6 +45,7 @@ pub fn infer_rule(op_type: &str) -> Option<super::InferFn> {
         "NchwcConv" => infer_conv,
         "NchwcMaxPool" | "NchwcAveragePool" => super::pool::infer,
         "NchwcGlobalAveragePool" | "NchwcGlobalMaxPool" => infer_global,
+        "NchwcUpsample" => infer_upsample,
         _ => return None,
     };
     Some(f)
@@ -113,6 +117,37 @@ fn infer_reorder_output(ctx: &InferCtx) -> Result<Vec<Inferred>> {
         }
         s
     });
+    Ok(vec![Inferred::tensor(ctx.dtype(0), shape)])
+}
+
+/// `NchwcUpsample`'s whole factors `[sh, sw]`.
+fn scales_of(attrs: &[Attribute]) -> Result<[usize; 2]> {
+    match attrs.get_ints("scales") {
+        Some(&[sh, sw])
+            if (1..=crate::ctx::MAX_ATTR).contains(&sh)
+                && (1..=crate::ctx::MAX_ATTR).contains(&sw) =>
+        {
+            Ok([sh as usize, sw as usize])
+        }
+        other => Err(format!(
+            "scales must be two positive whole factors, got {other:?}"
+        )),
+    }
+}
+
+fn infer_upsample(ctx: &InferCtx) -> Result<Vec<Inferred>> {
+    block_of(ctx.attrs)?;
+    let [sh, sw] = scales_of(ctx.attrs)?;
+    let shape = match ctx.shape(0) {
+        Some(x) if x.len() == 4 => Some(vec![
+            x[0].clone(),
+            x[1].clone(),
+            x[2].mul(&Dim::Known(sh as i64)),
+            x[3].mul(&Dim::Known(sw as i64)),
+        ]),
+        Some(x) => return Err(format!("input must have rank 4, got {}", x.len())),
+        None => None,
+    };
     Ok(vec![Inferred::tensor(ctx.dtype(0), shape)])
 }
 
@@ -361,6 +396,26 @@ fn global(ctx: &KernelCtx, r: Reduce) -> Result<Vec<Value>> {
     nchwc::pool::global2d(f32s(x)?, [n, c, h * w], r, &mut out);
     Ok(vec![Value::Tensor(Tensor::new(
         vec![n, c, 1, 1],
+        Data::F32(out),
+    ))])
+}
+
+fn upsample(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    block_of(ctx.attrs)?;
+    let [sh, sw] = scales_of(ctx.attrs)?;
+    let x = ctx.tensor(0)?;
+    let [n, cp, h, w] = rank4(x, "X")?;
+    if cp % nchwc::block() != 0 {
+        return Err(format!("{cp} channels are not whole blocks"));
+    }
+    let len = [n, cp, h, w, sh, sw]
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or("the upsampled size overflows")?;
+    let mut out = vec![0f32; len];
+    nchwc::upsample_nearest(f32s(x)?, [n, cp, h, w], [sh, sw], &mut out);
+    Ok(vec![Value::Tensor(Tensor::new(
+        vec![n, cp, h * sh, w * sw],
         Data::F32(out),
     ))])
 }

@@ -71,6 +71,57 @@ fn is_conv(n: &Node) -> bool {
         || (n.op_type == "FusedConv" && (n.domain == "com.microsoft" || n.domain == KILN))
 }
 
+/// The whole factors `[sh, sw]` of a Resize or Upsample that repeats each pixel (nearest,
+/// output pixel `(y, x)` reading `(y / sh, x / sw)`) of a rank-4 value, batch and channels
+/// kept: Resize with `asymmetric` coordinates and `floor` rounding (YOLO's upsample), whose
+/// scales, when given, are exactly those integers; or Upsample's nearest mode.
+fn nearest_factors(g: &Graph, n: &Node) -> Option<[usize; 2]> {
+    let resize = is_onnx(n, "Resize");
+    if !(resize || is_onnx(n, "Upsample"))
+        || n.attrs.get_str("mode").unwrap_or("nearest") != "nearest"
+    {
+        return None;
+    }
+    if resize
+        && (n.attrs.get_str("coordinate_transformation_mode") != Some("asymmetric")
+            || n.attrs.get_str("nearest_mode") != Some("floor")
+            || n.attrs.get_ints("axes").is_some())
+    {
+        return None;
+    }
+    let (x, y) = (n.input(0)?, n.output(0)?);
+    let (sx, sy) = (shape(g, x)?, shape(g, y)?);
+    if sx.len() != 4 || sy.len() != 4 || sx[0] != sy[0] || sx[1] != sy[1] {
+        return None;
+    }
+    let factor = |a: &Dim, b: &Dim| {
+        (1..=16)
+            .find(|&k| a.mul(&Dim::Known(k)) == *b)
+            .map(|k| k as usize)
+    };
+    let f = [factor(&sx[2], &sy[2])?, factor(&sx[3], &sy[3])?];
+    // Scales that only round to the output size would place the samples elsewhere.
+    let scales = match (resize, n.inputs().len()) {
+        (true, _) => n.input(2),
+        (false, 2) => n.input(1),
+        _ => None,
+    };
+    let given: Option<Vec<f64>> = match scales {
+        Some(v) => Some(g.constant(v).and_then(super::util::floats)?),
+        None if !resize => n
+            .attrs
+            .get_floats("scales")
+            .map(|s| s.iter().map(|&v| v as f64).collect()),
+        None => None,
+    };
+    match given {
+        // Resize with sizes: the scale is the size ratio, which is `f` exactly.
+        Some(s) if s.is_empty() => Some(f),
+        Some(s) => (s == [1.0, 1.0, f[0] as f64, f[1] as f64]).then_some(f),
+        None => Some(f),
+    }
+}
+
 /// An inference-mode BatchNormalization over `c` channels with constant parameters as
 /// `x · scale + shift` per channel.
 fn batch_norm_affine(g: &Graph, n: &Node, c: usize) -> Option<(Vec<f32>, Vec<f32>)> {
@@ -364,6 +415,17 @@ impl Layout {
                     Attribute::int("group", t.c as i64),
                     Attribute::ints("kernel_shape", &[1, 1]),
                     Attribute::int("plain_input", 0),
+                ]);
+            (node, Some(t.c))
+        } else if let Some(factors) = nearest_factors(g, n) {
+            let Some(t) = twin_of(n.input(0)) else {
+                return Ok(false);
+            };
+            let node = Node::new(&n.name, "NchwcUpsample", KILN)
+                .with_inputs(&[Some(t.v)])
+                .with_attrs(vec![
+                    Attribute::int("block", b),
+                    Attribute::ints("scales", &[factors[0] as i64, factors[1] as i64]),
                 ]);
             (node, Some(t.c))
         } else if is_onnx(n, "GlobalAveragePool") || is_onnx(n, "GlobalMaxPool") {
