@@ -165,21 +165,9 @@ mod kernel_tests {
         let a = iota(&[3, 5, 90, 80]);
         let b = iota(&[3, 2, 90, 80]);
         let y = super::concat(&[&a, &b, &a], 1).unwrap();
-        let wide = |t: &Tensor| {
-            Tensor::from_vec(
-                t.shape.clone(),
-                vals(t).iter().map(|&v| v as f64).collect::<Vec<f64>>(),
-            )
-        };
-        let z = super::concat(&[&wide(&a), &wide(&b), &wide(&a)], 1).unwrap();
+        let z = super::concat(&[&widened(&a), &widened(&b), &widened(&a)], 1).unwrap();
         assert_eq!(y.shape, vec![3, 12, 90, 80]);
-        let z: Vec<f32> = z
-            .as_slice::<f64>()
-            .unwrap()
-            .iter()
-            .map(|&v| v as f32)
-            .collect();
-        assert_eq!(vals(&y), z);
+        assert_eq!(vals(&y), narrowed(&z));
     }
 
     #[test]

@@ -581,6 +581,18 @@ pub mod testing {
     pub fn vals(t: &Tensor) -> Vec<f32> {
         t.as_slice::<f32>().expect("f32 tensor").to_vec()
     }
+
+    /// An f32 tensor as f64: the same values down a kernel's generic (non-f32) path.
+    pub fn widened(t: &Tensor) -> Tensor {
+        let v: Vec<f64> = vals(t).iter().map(|&v| v as f64).collect();
+        Tensor::from_vec(t.shape.clone(), v)
+    }
+
+    /// The values of an f64 tensor as f32, to compare with an f32 path's.
+    pub fn narrowed(t: &Tensor) -> Vec<f32> {
+        let v = t.as_slice::<f64>().expect("f64 tensor");
+        v.iter().map(|&v| v as f32).collect()
+    }
 }
 
 #[cfg(test)]
