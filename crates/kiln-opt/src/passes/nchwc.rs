@@ -456,29 +456,14 @@ impl Layout {
     }
 }
 
-/// The activation of a blocked unary node as `NchwcConv` attributes, when it has one.
-fn conv_activation(n: &Node) -> Option<Vec<Attribute>> {
-    let act = |name: &str| Attribute::string("activation", name);
-    if is_onnx(n, "Relu") || is_onnx(n, "Sigmoid") || is_onnx(n, "Tanh") {
-        Some(vec![act(&n.op_type)])
-    } else if is_onnx(n, "LeakyRelu") {
-        let alpha = n.attrs.get_float("alpha").unwrap_or(0.01);
-        Some(vec![
-            act("LeakyRelu"),
-            Attribute::floats("activation_params", &[alpha]),
-        ])
-    } else {
-        None
-    }
-}
-
 /// Folds an activation into the blocked convolution before it when it is that
 /// convolution's only reader: a BatchNormalization became a depthwise 1x1 `NchwcConv` after
 /// the activation fusions ran, and DenseNet's BatchNormalization -> Relu pairs otherwise
 /// cost a pass over the data each (62 Relus, 7% of a run). Returns how many it folded.
-fn fold_activations(g: &mut Graph) -> usize {
+fn fold_activations(model: &mut kiln_ir::Model) -> usize {
     let mut folded = 0;
-    for id in g.order().to_vec() {
+    for id in model.graph.order().to_vec() {
+        let g = &model.graph;
         if !g.contains_node(id) {
             continue;
         }
@@ -492,20 +477,30 @@ fn fold_activations(g: &mut Graph) -> usize {
         };
         let r = user.node;
         let rn = g.node(r);
-        let (Some(attrs), Some(out)) = (conv_activation(rn), rn.output(0)) else {
-            continue;
-        };
-        if g.is_graph_output(t) || rn.input(0) != Some(t) || rn.outputs().len() != 1 {
+        let Some(out) = rn.output(0) else { continue };
+        if g.is_graph_output(t)
+            || g.is_graph_output(out)
+            || rn.input(0) != Some(t)
+            || rn.outputs().len() != 1
+        {
             continue;
         }
+        // FusedConv's spelling of the activation, as the Conv fusions write it.
+        let Ok((name, params)) = super::util::activation(model, r) else {
+            continue;
+        };
+        let mut with = n.attrs.clone();
+        with.push(Attribute::string("activation", &name));
+        if !params.is_empty() {
+            with.push(Attribute::floats("activation_params", &params));
+        }
         let check = kiln_ops::op_def(KILN, "NchwcConv").and_then(|d| d.check);
-        let mut with = g.node(id).attrs.clone();
-        with.extend(attrs);
         if check.is_some_and(|f| f(&with, 1).is_err()) {
             continue;
         }
+        let g = &mut model.graph;
         // The activation's readers read the convolution instead, which then applies it.
-        if g.replace_uses(out, t, true).is_err() {
+        if g.replace_uses(out, t, false).is_err() {
             continue;
         }
         g.detach_node(r);
@@ -596,7 +591,7 @@ impl Pass for NchwcLayout {
         }
         if changed {
             ctx.model.graph.remove_dead();
-            report.applied += fold_activations(&mut ctx.model.graph);
+            report.applied += fold_activations(ctx.model);
             ctx.model.graph.remove_dead();
             ctx.model.ensure_opset(KILN, 1);
             let _ = kiln_ops::infer_shapes(ctx.model);
