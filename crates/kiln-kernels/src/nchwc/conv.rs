@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::lanes::{Lanes, Portable8};
 use super::padded;
+use super::winograd::{Run as WinogradRun, Winograd};
 use crate::act::Activation;
 use crate::conv::{Conv2d, ConvError};
 use crate::gemm::SendPtr;
@@ -39,6 +40,8 @@ pub struct NchwcConv {
     /// Padded to whole blocks with zeros.
     bias: Vec<f32>,
     isa: Isa,
+    /// The Winograd form of a 3×3 stride-1 convolution (see [`Self::winograd_for`]).
+    wino: Option<Winograd>,
 }
 
 fn err<T>(msg: String) -> Result<T, ConvError> {
@@ -46,28 +49,28 @@ fn err<T>(msg: String) -> Result<T, ConvError> {
 }
 
 /// Where a task reads and writes, in floats: the strides every call of a run shares.
-struct Tap {
+pub(super) struct Tap {
     /// Between input channel blocks, kernel rows, kernel columns, output pixels, lanes.
-    x_cb: isize,
-    x_kh: isize,
-    x_kw: isize,
-    x_px: isize,
-    x_lane: isize,
-    lanes: usize,
+    pub(super) x_cb: isize,
+    pub(super) x_kh: isize,
+    pub(super) x_kw: isize,
+    pub(super) x_px: isize,
+    pub(super) x_lane: isize,
+    pub(super) lanes: usize,
     /// The lanes of the last input block that hold real channels (a layer over 24 channels
     /// in blocks of 16 skips the 8 lanes of zeros: a third of its work).
-    lanes_last: usize,
+    pub(super) lanes_last: usize,
     /// Between the weights of output blocks and of input blocks; kernel width.
-    w_ob: usize,
-    w_cb: usize,
-    kw: usize,
+    pub(super) w_ob: usize,
+    pub(super) w_cb: usize,
+    pub(super) kw: usize,
     /// Between output blocks.
-    y_ob: usize,
+    pub(super) y_ob: usize,
 }
 
 /// What the last pass over the input channels adds before storing.
 #[derive(Clone, Copy)]
-struct Epi {
+pub(super) struct Epi {
     /// The bias of the first output block.
     bias: *const f32,
     /// The residual at the first output value, laid out as the output, or null.
@@ -75,7 +78,7 @@ struct Epi {
     act: Activation,
 }
 
-type Range2 = (usize, usize);
+pub(super) type Range2 = (usize, usize);
 
 /// Stores a tile, finishing it with the epilogue when given.
 #[inline(always)]
@@ -221,7 +224,7 @@ unsafe fn tiles<const P: usize>(
     }
 }
 
-type Kernel = unsafe fn(
+pub(super) type Kernel = unsafe fn(
     &Tap,
     *const f32,
     *const f32,
@@ -274,7 +277,7 @@ isa_kernels!(dense_portable, dw_portable, Portable8);
 
 /// Pixels a tile of `nb` output blocks holds at most: the accumulators (`nb·P`) and the
 /// weight vectors (`nb`) fill the register file (32 vectors on AVX-512, 16 on AVX2).
-fn max_pixels(isa: Isa, nb: usize) -> usize {
+pub(super) fn max_pixels(isa: Isa, nb: usize) -> usize {
     match (isa, nb) {
         (Isa::Avx512, 4) => 6,
         (Isa::Avx512, 3) => 8,
@@ -286,12 +289,23 @@ fn max_pixels(isa: Isa, nb: usize) -> usize {
 }
 
 /// Output blocks one tile covers.
-fn blocks_per_tile(isa: Isa) -> usize {
+pub(super) fn blocks_per_tile(isa: Isa) -> usize {
     match isa {
         Isa::Avx512 => 4,
         _ => 2,
     }
 }
+
+/// Channels in and out below which a 3×3 convolution keeps the direct kernels, and the
+/// least product of the two (Zen 4, interleaved A/B: 16->16 @80 lost 15% to the
+/// transforms, 32->32 @40 and 16->64 @55 gained 35%).
+const WINOGRAD_MIN_CHANNELS: usize = 16;
+const WINOGRAD_MIN_CHANNEL_PRODUCT: usize = 1024;
+
+/// Output pixels below which a 3×3 convolution keeps the direct kernels: a 7×7 map wastes
+/// 30% of its 2×2 tiles and reads the transformed weights (16/9 of the direct ones) for few
+/// of them (512->512 @7 lost 5%; @10 and up, 1.7-2.3x faster).
+const WINOGRAD_MIN_PIXELS: usize = 10 * 10;
 
 /// Pixels per depthwise tile.
 const DW_PIXELS: usize = 8;
@@ -345,7 +359,7 @@ macro_rules! dw_table {
     };
 }
 
-fn dense_kernel(isa: Isa, nb: usize, p: usize) -> Kernel {
+pub(super) fn dense_kernel(isa: Isa, nb: usize, p: usize) -> Kernel {
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => table!(dense_avx512, nb, p;
@@ -452,6 +466,15 @@ impl NchwcConv {
             }
             w
         };
+        let wino = (!depthwise
+            && input == Input::Blocked
+            && geom.kernel == [3, 3]
+            && geom.strides == [1, 1]
+            && geom.dilations == [1, 1]
+            && geom.c_in >= WINOGRAD_MIN_CHANNELS
+            && geom.c_out >= WINOGRAD_MIN_CHANNELS
+            && geom.c_in * geom.c_out >= WINOGRAD_MIN_CHANNEL_PRODUCT)
+            .then(|| Winograd::new(geom.c_in, geom.c_out, weights, b));
         Ok(NchwcConv {
             geom,
             block: b,
@@ -460,6 +483,7 @@ impl NchwcConv {
             w,
             bias: bpad,
             isa,
+            wino,
         })
     }
 
@@ -473,7 +497,16 @@ impl NchwcConv {
 
     /// Bytes of laid-out weights and bias.
     pub fn bytes(&self) -> usize {
-        (self.w.len() + self.bias.len()) * 4
+        (self.w.len() + self.bias.len()) * 4 + self.wino.as_ref().map_or(0, Winograd::bytes)
+    }
+
+    /// The Winograd form, where `g` is a 3×3 stride-1 convolution whose output map is large
+    /// enough: over a small map the transformed weights (16/9 of the direct ones) are read
+    /// for few tiles, and a 7×7 map wastes 30% of its 2×2 tiles.
+    fn winograd_for(&self, g: &Conv2d, oh: usize, ow: usize) -> Option<&Winograd> {
+        let w = self.wino.as_ref()?;
+        (g.strides == [1, 1] && g.dilations == [1, 1] && oh * ow >= WINOGRAD_MIN_PIXELS)
+            .then_some(w)
     }
 
     /// Convolves `x` (`[n][c_in/B][h][w][B]`, or `[n][c_in][h][w]` for a plain input) into
@@ -529,6 +562,19 @@ impl NchwcConv {
         }
         if residual.is_some_and(|z| z.len() != out_len) {
             return err(format!("the residual must hold {out_len} values"));
+        }
+        if let Some(wg) = self.winograd_for(g, oh, ow) {
+            let r = WinogradRun {
+                x,
+                nhw: [n, h, w],
+                out_hw: [oh, ow],
+                pads: [g.pads[0], g.pads[1]],
+                bias: &self.bias,
+                residual,
+                act,
+            };
+            wg.run(self.isa, &r, out.as_mut_ptr() as *mut f32);
+            return Ok(());
         }
         if g.kernel == [1, 1]
             && g.pads == [0; 4]
@@ -904,6 +950,37 @@ mod tests {
             ] {
                 let g = geom(c, c, c, k, s, [1, 1], p);
                 check(g, 2, 11, 19, Input::Blocked, true, true, Activation::Relu);
+            }
+        }
+    }
+
+    #[test]
+    fn winograd_matches_reference() {
+        // 3x3 stride-1 convolutions over maps of at least 14x14 outputs take the Winograd
+        // path: odd and even sizes (edge tiles cut), pads none, symmetric and uneven, channel
+        // counts off the block, two images, residual and activation in the epilogue.
+        for &(ci, co) in &[(16, 64), (40, 40), (70, 33)] {
+            for &(h, w, pads) in &[
+                (14, 14, [1, 1, 1, 1]),
+                (17, 15, [1, 1, 1, 1]),
+                (16, 19, [0, 0, 0, 0]),
+                (15, 16, [2, 0, 1, 3]),
+            ] {
+                let g = geom(ci, co, 1, [3, 3], [1, 1], [1, 1], pads);
+                let (oh, ow) = g.output_hw(h, w).unwrap();
+                let conv = NchwcConv::new(g, &vec![0.0; co * ci * 9], None, Input::Blocked);
+                assert!(conv.unwrap().winograd_for(&g, oh, ow).is_some());
+                check(g, 2, h, w, Input::Blocked, true, true, Activation::Relu);
+                check(
+                    g,
+                    1,
+                    h,
+                    w,
+                    Input::Blocked,
+                    false,
+                    false,
+                    Activation::Identity,
+                );
             }
         }
     }

@@ -14,6 +14,7 @@ pub(crate) trait Lanes: Copy {
     /// `self · b + c`.
     unsafe fn fma(self, b: Self, c: Self) -> Self;
     unsafe fn add(self, b: Self) -> Self;
+    unsafe fn sub(self, b: Self) -> Self;
     unsafe fn mul(self, b: Self) -> Self;
     /// The larger of each pair; NaN in `self` wins, as a max-pool over NaN should give NaN.
     unsafe fn max(self, b: Self) -> Self;
@@ -61,6 +62,10 @@ mod x86 {
             _mm512_add_ps(self, b)
         }
         #[inline(always)]
+        unsafe fn sub(self, b: Self) -> Self {
+            _mm512_sub_ps(self, b)
+        }
+        #[inline(always)]
         unsafe fn mul(self, b: Self) -> Self {
             _mm512_mul_ps(self, b)
         }
@@ -106,6 +111,10 @@ mod x86 {
         #[inline(always)]
         unsafe fn add(self, b: Self) -> Self {
             _mm256_add_ps(self, b)
+        }
+        #[inline(always)]
+        unsafe fn sub(self, b: Self) -> Self {
+            _mm256_sub_ps(self, b)
         }
         #[inline(always)]
         unsafe fn mul(self, b: Self) -> Self {
@@ -172,6 +181,10 @@ impl Lanes for Portable8 {
     #[inline(always)]
     unsafe fn add(self, b: Self) -> Self {
         self.zip(b, |a, b| a + b)
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        self.zip(b, |a, b| a - b)
     }
     #[inline(always)]
     unsafe fn mul(self, b: Self) -> Self {
