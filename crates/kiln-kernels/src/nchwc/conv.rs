@@ -8,6 +8,7 @@
 //! The input is either blocked like the output, or plain NCHW (a first layer over three
 //! channels: its channels are then one block of `c_in` lanes, read `h·w` apart).
 use std::mem::MaybeUninit;
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
@@ -40,8 +41,11 @@ pub struct NchwcConv {
     /// Padded to whole blocks with zeros.
     bias: Vec<f32>,
     isa: Isa,
-    /// The Winograd form of a 3×3 stride-1 convolution (see [`Self::winograd_for`]).
-    wino: Option<Winograd>,
+    /// Whether the geometry and channels suit Winograd (see [`Self::winograd_for`]).
+    wino_fits: bool,
+    /// The Winograd form, made from `w` when a run first takes it: a 3×3 layer over 7×7 maps
+    /// never does, and its transformed weights would only take memory (ResNet50: 50 MB).
+    wino: OnceLock<Winograd>,
 }
 
 fn err<T>(msg: String) -> Result<T, ConvError> {
@@ -466,15 +470,14 @@ impl NchwcConv {
             }
             w
         };
-        let wino = (!depthwise
+        let wino_fits = !depthwise
             && input == Input::Blocked
             && geom.kernel == [3, 3]
             && geom.strides == [1, 1]
             && geom.dilations == [1, 1]
             && geom.c_in >= WINOGRAD_MIN_CHANNELS
             && geom.c_out >= WINOGRAD_MIN_CHANNELS
-            && geom.c_in * geom.c_out >= WINOGRAD_MIN_CHANNEL_PRODUCT)
-            .then(|| Winograd::new(geom.c_in, geom.c_out, weights, b));
+            && geom.c_in * geom.c_out >= WINOGRAD_MIN_CHANNEL_PRODUCT;
         Ok(NchwcConv {
             geom,
             block: b,
@@ -483,7 +486,8 @@ impl NchwcConv {
             w,
             bias: bpad,
             isa,
-            wino,
+            wino_fits,
+            wino: OnceLock::new(),
         })
     }
 
@@ -497,16 +501,28 @@ impl NchwcConv {
 
     /// Bytes of laid-out weights and bias.
     pub fn bytes(&self) -> usize {
-        (self.w.len() + self.bias.len()) * 4 + self.wino.as_ref().map_or(0, Winograd::bytes)
+        (self.w.len() + self.bias.len()) * 4 + self.wino.get().map_or(0, Winograd::bytes)
     }
 
     /// The Winograd form, where `g` is a 3×3 stride-1 convolution whose output map is large
     /// enough: over a small map the transformed weights (16/9 of the direct ones) are read
     /// for few tiles, and a 7×7 map wastes 30% of its 2×2 tiles.
     fn winograd_for(&self, g: &Conv2d, oh: usize, ow: usize) -> Option<&Winograd> {
-        let w = self.wino.as_ref()?;
-        (g.strides == [1, 1] && g.dilations == [1, 1] && oh * ow >= WINOGRAD_MIN_PIXELS)
-            .then_some(w)
+        let fits = self.wino_fits
+            && g.strides == [1, 1]
+            && g.dilations == [1, 1]
+            && oh * ow >= WINOGRAD_MIN_PIXELS;
+        fits.then(|| {
+            self.wino.get_or_init(|| {
+                // The taps back out of the blocked layout `[o/B][i/B][3][3][B lanes][B]`.
+                let (b, icb) = (self.block, padded(self.geom.c_in) / self.block);
+                Winograd::new(self.geom.c_in, self.geom.c_out, b, |o, i| {
+                    std::array::from_fn(|t| {
+                        self.w[((((o / b) * icb + i / b) * 9 + t) * b + i % b) * b + o % b]
+                    })
+                })
+            })
+        })
     }
 
     /// Convolves `x` (`[n][c_in/B][h][w][B]`, or `[n][c_in][h][w]` for a plain input) into

@@ -63,8 +63,13 @@ pub(crate) struct Run<'a> {
 }
 
 impl Winograd {
-    /// `weights`: `[c_out][c_in][3][3]`.
-    pub(crate) fn new(c_in: usize, c_out: usize, weights: &[f32], block: usize) -> Winograd {
+    /// `weight(o, i)`: the 3×3 taps of output channel `o` over input channel `i`, row-major.
+    pub(crate) fn new(
+        c_in: usize,
+        c_out: usize,
+        block: usize,
+        weight: impl Fn(usize, usize) -> [f32; 9],
+    ) -> Winograd {
         let (icb, ocb) = (c_in.div_ceil(block), c_out.div_ceil(block));
         let b = block;
         // G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]]; u = G·g·Gᵀ.
@@ -77,7 +82,7 @@ impl Winograd {
         let mut w = vec![0f32; POS * ocb * icb * b * b];
         for o in 0..c_out {
             for i in 0..c_in {
-                let g = &weights[(o * c_in + i) * 9..][..9];
+                let g = weight(o, i);
                 let mut t = [[0f32; 3]; 4];
                 for (a, row) in t.iter_mut().enumerate() {
                     for (j, v) in row.iter_mut().enumerate() {
