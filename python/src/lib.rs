@@ -1,0 +1,24 @@
+//! `kiln._kiln`: the native core of kiln's Python package. It holds a [`Session`] (kiln's
+//! runtime behind an `onnxruntime`-shaped surface), the conversions between numpy arrays and
+//! kiln's values, and the exception classes; the `kiln` package builds ONNX Runtime's API on
+//! top of it in Python.
+use pyo3::prelude::*;
+
+mod convert;
+mod errors;
+mod session;
+
+/// kiln's provider names as ONNX Runtime spells them, in priority order.
+#[pyfunction]
+fn available_providers() -> Vec<&'static str> {
+    session::PROVIDERS.iter().map(|(ort, _)| *ort).collect()
+}
+
+#[pymodule]
+fn _kiln(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<session::Session>()?;
+    m.add_function(wrap_pyfunction!(available_providers, m)?)?;
+    errors::register(m)?;
+    Ok(())
+}
