@@ -4,6 +4,7 @@ SkipSimplifiedLayerNormalization, SimplifiedLayerNormalization, Gelu, FastGelu,
 BiasGelu, QuickGelu, RotaryEmbedding, Attention (masks in ORT's formats, unidirectional, past)
 and MultiHeadAttention (bias, key padding masks, attention bias, past key/value),
 MatMulNBits (4-bit blocks, zero points, bias), MatMulIntegerToFloat, DynamicQuantizeMatMul,
+DynamicQuantizeLSTM (int8 and uint8 weights, per-direction and per-column scales),
 EmbedLayerNormalization, FusedMatMul (alpha, transA/B, transBatchA/B), at
 `--level disabled` and `all`. Prints
 `contrib-ops: N passed, M failed`. (BiasAdd and BiasSoftmax have no CPU kernel in ORT; their unit tests are in Rust.)
@@ -130,6 +131,26 @@ def cases():
     feeds = {"a": f(4, 12), "b": b8, "sb": (np.abs(f(6)) * 0.05).astype(np.float32), "bias": f(6)}
     node = helper.make_node("DynamicQuantizeMatMul", ["a", "b", "sb", "", "bias"], ["y"], domain=MS)
     out.append(("DynamicQuantizeMatMul", model(node, feeds), feeds))
+    # DynamicQuantizeLSTM: W [dirs, input, 4h] and R [dirs, h, 4h] in 8 bits (int8 within +-63, as
+    # above), activations quantized per product; per-direction and per-column scales.
+    seq, bt, inp, hd = 4, 2, 6, 5
+    for direction, wt, per_col in [("forward", np.int8, False), ("bidirectional", np.int8, True),
+                                   ("reverse", np.uint8, False)]:
+        d = 2 if direction == "bidirectional" else 1
+        lo, hi = (-64, 63) if wt == np.int8 else (0, 255)
+        shape_s = (d, 4 * hd) if per_col else (d,)
+        zp = (rng.integers(-3, 3, d) if wt == np.int8 else rng.integers(120, 136, d)).astype(wt)
+        # ONNX Runtime takes per-column scales only with zero points of zero.
+        zps = np.zeros((d, 4 * hd), wt) if per_col else zp
+        feeds = {"x": f(seq, bt, inp), "w": rng.integers(lo, hi, (d, inp, 4 * hd)).astype(wt),
+                 "r": rng.integers(lo, hi, (d, hd, 4 * hd)).astype(wt), "b": f(d, 8 * hd) * 0.1,
+                 "h0": f(d, bt, hd) * 0.5, "c0": f(d, bt, hd) * 0.5,
+                 "ws": (np.abs(f(*shape_s)) * 0.01 + 0.005).astype(np.float32), "wz": zps.astype(wt),
+                 "rs": (np.abs(f(*shape_s)) * 0.01 + 0.005).astype(np.float32), "rz": zps.astype(wt)}
+        node = helper.make_node("DynamicQuantizeLSTM", ["x", "w", "r", "b", "", "h0", "c0", "", "ws", "wz", "rs", "rz"],
+                                ["y", "yh", "yc"], domain=MS, direction=direction, hidden_size=hd)
+        out.append((f"DynamicQuantizeLSTM {direction} {np.dtype(wt).name} per_column={per_col}", model(node, feeds),
+                    feeds))
     # EmbedLayerNormalization: word + position (+ segment), with and without a mask.
     vocab, npos, hid = 30, 16, 12
     ids = rng.integers(0, vocab, (2, 7)).astype(np.int32)

@@ -361,6 +361,7 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
         ("com.microsoft", "BiasAdd") => ew::unary,
         ("com.microsoft", "Attention" | "MultiHeadAttention") => ms_attention::infer,
         ("com.microsoft", "EmbedLayerNormalization") => ms_embed::infer,
+        ("com.microsoft", "DynamicQuantizeLSTM") => recurrent::infer,
         ("com.microsoft", "MatMulNBits" | "MatMulIntegerToFloat" | "DynamicQuantizeMatMul") => {
             ms_matmul::infer
         }

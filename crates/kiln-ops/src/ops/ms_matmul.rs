@@ -196,7 +196,7 @@ fn per_column(t: Option<&Tensor>, n: usize, default: f32, what: &str) -> Result<
 }
 
 /// ONNX's DynamicQuantizeLinear: uint8 with a range that includes zero.
-fn quantize_dynamic(a: &[f32]) -> (Vec<f32>, f32, f32) {
+pub(crate) fn quantize_dynamic(a: &[f32]) -> (Vec<f32>, f32, f32) {
     let lo = a.iter().fold(0f32, |m, &v| m.min(v));
     let hi = a.iter().fold(0f32, |m, &v| m.max(v));
     let scale = (hi - lo) / 255.0;

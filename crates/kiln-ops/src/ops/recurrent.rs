@@ -10,6 +10,7 @@
 use kiln_ir::{AttrValue, Dim};
 
 use super::linalg::{filled, float_dispatch, gemm, product, Mat, Real};
+use super::ms_matmul::quantize_dynamic;
 use crate::ctx::{InferCtx, Inferred, Result};
 use crate::kernel::{KernelCtx, KernelFn};
 use crate::value::{Tensor, Value};
@@ -18,6 +19,7 @@ use crate::value::{Tensor, Value};
 pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
     match (domain, op_type) {
         ("", "RNN" | "GRU" | "LSTM") => Some(run),
+        ("com.microsoft", "DynamicQuantizeLSTM") => Some(run_quantized),
         _ => None,
     }
 }
@@ -33,7 +35,7 @@ impl Kind {
     fn of(op: &str) -> Kind {
         match op {
             "GRU" => Kind::Gru,
-            "LSTM" => Kind::Lstm,
+            "LSTM" | "DynamicQuantizeLSTM" => Kind::Lstm,
             _ => Kind::Rnn,
         }
     }
@@ -318,6 +320,98 @@ fn swap01<T: Copy>(v: &[T], a: usize, b: usize, inner: usize) -> Vec<T> {
     out
 }
 
+/// The weights of the gate projections: ONNX's float `W` (`[dirs, gates·h, input]`) and `R`
+/// (`[dirs, gates·h, h]`), or com.microsoft DynamicQuantizeLSTM's 8-bit ones
+/// (`[dirs, input, 4h]`, `[dirs, h, 4h]`) with their scales.
+enum Weights<'a, T: Clone> {
+    Float {
+        w: std::borrow::Cow<'a, [T]>,
+        r: std::borrow::Cow<'a, [T]>,
+    },
+    /// Centred on their zero points, as f64 (integer products summed exactly, as ONNX
+    /// Runtime's int32 accumulators do); one scale per direction and gate column.
+    Quant {
+        w: Vec<f64>,
+        r: Vec<f64>,
+        w_scale: Vec<f32>,
+        r_scale: Vec<f32>,
+    },
+}
+
+impl<T: Real> Weights<'_, T> {
+    /// `out[m × n]` (row stride `ldo`) = `a[m × k]` times the transposed first `n` gate rows
+    /// of direction `dir`'s input (`recurrent` false) or recurrent weights. The quantized form
+    /// quantizes `a` as a whole to uint8 first (DynamicQuantizeLinear), as ONNX Runtime does for
+    /// each product, and scales the integer sums back.
+    #[allow(clippy::too_many_arguments)]
+    fn project(
+        &self,
+        recurrent: bool,
+        dir: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        gh: usize,
+        a: &[T],
+        out: &mut [T],
+        ldo: usize,
+    ) -> Result<()> {
+        match self {
+            Weights::Float { w, r } => {
+                let all = if recurrent { r } else { w };
+                let wd = &all[dir * gh * k..(dir + 1) * gh * k];
+                gemm(
+                    m,
+                    n,
+                    k,
+                    T::one(),
+                    Mat::rows(a, k),
+                    Mat::rows(&wd[..n * k], k).t(),
+                    T::zero(),
+                    out,
+                    ldo,
+                )
+            }
+            Weights::Quant {
+                w,
+                r,
+                w_scale,
+                r_scale,
+            } => {
+                let (all, scale) = if recurrent {
+                    (r, r_scale)
+                } else {
+                    (w, w_scale)
+                };
+                let wd = &all[dir * k * gh..(dir + 1) * k * gh];
+                let scale = &scale[dir * gh..(dir + 1) * gh];
+                let af: Vec<f32> = a[..m * k].iter().map(|v| v.f64() as f32).collect();
+                let (q, a_scale, a_zp) = quantize_dynamic(&af);
+                let centred: Vec<f64> = q.iter().map(|&v| (v - a_zp) as f64).collect();
+                let mut acc = filled(m * n, 0f64)?;
+                gemm(
+                    m,
+                    n,
+                    k,
+                    1.0,
+                    Mat::rows(&centred, k),
+                    Mat::rows(wd, gh),
+                    0.0,
+                    &mut acc,
+                    n,
+                )?;
+                for (i, row) in acc.chunks(n.max(1)).enumerate() {
+                    for (col, &v) in row.iter().enumerate() {
+                        // ONNX Runtime scales the int32 sum by the product of the two scales.
+                        out[i * ldo + col] = T::of((v as f32 * (a_scale * scale[col])) as f64);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let x = ctx.tensor(0)?;
     let w = ctx.tensor(1)?;
@@ -335,7 +429,89 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
         }
     }
     let s = spec(ctx, r.shape[2])?;
-    float_dispatch!(x.dtype(), run_typed(ctx, &s, x, w, r))
+    float_dispatch!(x.dtype(), run_float(ctx, &s, x, w, r))
+}
+
+fn run_float<T: Real>(
+    ctx: &KernelCtx,
+    s: &Spec,
+    x: &Tensor,
+    w: &Tensor,
+    r: &Tensor,
+) -> Result<Vec<Value>> {
+    let (gh, d) = (s.kind.gates() * s.hidden, s.dirs);
+    expect_shape(w, &[d, gh, x.shape[2]], "W")?;
+    expect_shape(r, &[d, gh, s.hidden], "R")?;
+    let weights = Weights::Float {
+        w: T::load(w)?,
+        r: T::load(r)?,
+    };
+    run_typed(ctx, s, x, &weights)
+}
+
+/// com.microsoft DynamicQuantizeLSTM: an LSTM whose `W` (`[dirs, input, 4h]`) and `R`
+/// (`[dirs, h, 4h]`) are int8 or uint8 with per-direction (`[dirs]`) or per-column
+/// (`[dirs, 4h]`) scales and zero points (inputs 8 to 11); float32 activations.
+fn run_quantized(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let x = ctx.tensor(0)?;
+    let w = ctx.tensor(1)?;
+    let r = ctx.tensor(2)?;
+    if x.dtype() != kiln_ir::DataType::F32 {
+        return Err(format!("X must be float32, got {}", x.dtype()));
+    }
+    for (t, what) in [(x, "X"), (w, "W"), (r, "R")] {
+        if t.rank() != 3 {
+            return Err(format!("{what} must have rank 3, got shape {:?}", t.shape));
+        }
+    }
+    let s = spec(ctx, r.shape[1])?;
+    let (h, d) = (s.hidden, s.dirs);
+    let gh = 4 * h;
+    let input = x.shape[2];
+    expect_shape(w, &[d, input, gh], "W")?;
+    expect_shape(r, &[d, h, gh], "R")?;
+    // Per direction and gate column: a scale and zero point given per direction or per column.
+    let per_column = |i: usize, what: &str, default: f64| -> Result<Vec<f64>> {
+        let v = match ctx.opt_tensor(i)? {
+            Some(t) => t.to_f64s()?,
+            None => vec![default; d],
+        };
+        if v.len() == d {
+            Ok(v.iter().flat_map(|&x| std::iter::repeat_n(x, gh)).collect())
+        } else if v.len() == d * gh {
+            Ok(v)
+        } else {
+            Err(format!(
+                "{what} has {} values, expected {d} or {}",
+                v.len(),
+                d * gh
+            ))
+        }
+    };
+    let centre = |t: &Tensor, zp: &[f64]| -> Result<Vec<f64>> {
+        if !matches!(t.dtype(), kiln_ir::DataType::I8 | kiln_ir::DataType::U8) {
+            return Err(format!(
+                "quantized weights must be int8 or uint8, got {}",
+                t.dtype()
+            ));
+        }
+        let q = t.to_f64s()?;
+        let rows = q.len() / (d * gh).max(1);
+        Ok(q.iter()
+            .enumerate()
+            .map(|(i, &v)| v - zp[(i / (rows * gh)) * gh + i % gh])
+            .collect())
+    };
+    let w_zp = per_column(9, "W_zero_point", 0.0)?;
+    let r_zp = per_column(11, "R_zero_point", 0.0)?;
+    let f32s = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
+    let weights: Weights<f32> = Weights::Quant {
+        w: centre(w, &w_zp)?,
+        r: centre(r, &r_zp)?,
+        w_scale: f32s(per_column(8, "W_scale", 1.0)?),
+        r_scale: f32s(per_column(10, "R_scale", 1.0)?),
+    };
+    run_typed(ctx, &s, x, &weights)
 }
 
 /// Per-batch sequence lengths (all `seq` when absent), each checked against `seq`.
@@ -388,8 +564,7 @@ fn run_typed<T: Real>(
     ctx: &KernelCtx,
     s: &Spec,
     x: &Tensor,
-    w: &Tensor,
-    r: &Tensor,
+    weights: &Weights<T>,
 ) -> Result<Vec<Value>> {
     let (seq, batch, input) = if s.layout == 0 {
         (x.shape[0], x.shape[1], x.shape[2])
@@ -398,8 +573,6 @@ fn run_typed<T: Real>(
     };
     let (h, g, d) = (s.hidden, s.kind.gates(), s.dirs);
     let gh = g * h;
-    expect_shape(w, &[d, gh, input], "W")?;
-    expect_shape(r, &[d, gh, h], "R")?;
     let b = match ctx.opt_tensor(3)? {
         Some(t) => {
             expect_shape(t, &[d, 2 * gh], "B")?;
@@ -430,8 +603,6 @@ fn run_typed<T: Real>(
     } else {
         swap01(&xv, batch, seq, input)
     };
-    let wv = T::load(w)?;
-    let rv = T::load(r)?;
     let mut y = filled(seq * d * batch * h, T::zero())?;
     let mut xw = filled(seq * batch * gh, T::zero())?;
     let mut hr = filled(batch * gh, T::zero())?;
@@ -443,21 +614,15 @@ fn run_typed<T: Real>(
     };
     for dir in 0..d {
         let reverse = dir == 1 || s.reverse_only;
-        let wd = &wv[dir * gh * input..(dir + 1) * gh * input];
-        let rd = &rv[dir * gh * h..(dir + 1) * gh * h];
         let acts = &s.acts[dir * s.kind.acts()..(dir + 1) * s.kind.acts()];
+        // GRU's separate product with the reset state reads the float R (GRU has no
+        // quantized form).
+        let rd: &[T] = match weights {
+            Weights::Float { r, .. } => &r[dir * gh * h..(dir + 1) * gh * h],
+            Weights::Quant { .. } => &[],
+        };
         // All time steps' input projections at once: [seq*batch, input] x [input, g*h].
-        gemm(
-            seq * batch,
-            gh,
-            input,
-            T::one(),
-            Mat::rows(&xs, input),
-            Mat::rows(wd, input).t(),
-            T::zero(),
-            &mut xw,
-            gh,
-        )?;
+        weights.project(false, dir, seq * batch, gh, input, gh, &xs, &mut xw, gh)?;
         // Biases folded into the projection; GRU's Rbh stays apart when it is applied before
         // the reset gate multiplies.
         let mut rbh = vec![T::zero(); h];
@@ -510,17 +675,7 @@ fn run_typed<T: Real>(
             if lens.iter().all(|&l| step >= l) {
                 break;
             }
-            gemm(
-                batch,
-                shared,
-                h,
-                T::one(),
-                Mat::rows(hd, h),
-                Mat::rows(&rd[..shared * h], h).t(),
-                T::zero(),
-                &mut hr,
-                gh,
-            )?;
+            weights.project(true, dir, batch, shared, h, gh, hd, &mut hr, gh)?;
             for bi in 0..batch {
                 if step >= lens[bi] {
                     continue;
