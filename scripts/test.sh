@@ -3,7 +3,7 @@
 # (scripts/fetch-data.sh), lavapipe for the GPU provider (scripts/gpu-env.sh) and the scripted
 # models (scripts/gen-models.sh: torch-exported transformers, skl2onnx/LightGBM), runs the Rust tests (the kernels also with their AVX2 and portable
 # micro-kernels), a smoke run of the kernel micro-benchmarks, the ONNX Runtime / onnx oracle
-# tests over the real models and the node conformance suite, and a short fuzzing run. Ends with one summary line
+# tests over the real models and the node conformance suite, the Python package's tests, and a short fuzzing run. Ends with one summary line
 # `tests: N passed, M failed`; exits non-zero if anything failed.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -45,6 +45,9 @@ step "python differential (2000 random graphs)" "$py" tests/python/test_differen
 step "python models --level all" "$py" tests/python/test_models.py --level all
 step "python models (KILN_ISA=avx2)" env KILN_ISA=avx2 "$py" tests/python/test_models.py --level all
 step "python models --ep wgpu,cpu (lavapipe)" "$py" tests/python/test_models.py --level all --ep wgpu,cpu
+# kiln's Python package: `pip install ./python` into a fresh virtualenv, then pytest against
+# onnxruntime and the real client packages (nudenet, ddddocr) in a per-machine virtualenv.
+step "python package (pytest)" scripts/python-pkg.sh
 step "fuzz" scripts/fuzz.sh "$fuzz_seconds"
 
 passed=$(grep -oE '([0-9]+) passed' "$log" | awk '{s+=$1} END {print s+0}')

@@ -137,7 +137,8 @@ impl Session {
             domain: model.domain.clone().unwrap_or_default(),
             description: model.doc_string.clone().unwrap_or_default(),
             graph_description: g.doc_string.clone().unwrap_or_default(),
-            version: model.model_version.unwrap_or(0),
+            // ONNX Runtime reports an absent model_version as the largest int64.
+            version: model.model_version.unwrap_or(i64::MAX),
             custom: model
                 .metadata_props
                 .iter()
