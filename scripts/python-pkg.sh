@@ -31,7 +31,7 @@ python3 -m venv "$fresh/venv"
 start=$SECONDS
 "$fresh/venv/bin/python" -m pip install --quiet --disable-pip-version-check ./python
 echo "python-pkg: installed into a fresh virtualenv in $((SECONDS - start))s" >&2
-(cd "$fresh" && "$fresh/venv/bin/python" - "$root/.cache/models/light_squeezenet.onnx" <<'PY')
+(cd "$fresh" && "$fresh/venv/bin/python" - "${KILN_CACHE:-$root/.cache}/models/light_squeezenet.onnx" <<'PY')
 import sys
 
 import numpy as np
@@ -47,5 +47,6 @@ PY
 
 # 2. The test suite, in the cached virtualenv with the oracle and the clients.
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./python
+rm -rf "$fresh"
 cd "$root/python/tests"
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"

@@ -46,7 +46,6 @@ __all__ = [
     "ModelMetadata",
     "NoSuchFile",
     "NodeArg",
-    "NotImplemented",
     "RunOptions",
     "RuntimeException",
     "SessionOptions",

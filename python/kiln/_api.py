@@ -5,6 +5,7 @@ config entries) are accepted, stored and reported back, and change nothing.
 """
 import enum
 import os
+import tempfile
 import warnings
 
 import numpy as np
@@ -264,11 +265,14 @@ class InferenceSession:
         opts = self._sess_options
         wanted = _provider_list(providers, provider_options)
         threads = int(opts.intra_op_num_threads or 0)
-        kiln_eps = [(n, o) for n, o in wanted if n != _CPU]
+        gpu = any(n != _CPU for n, _ in wanted)
+        if gpu:
+            # Vulkan drivers want a session directory even when headless.
+            os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
         try:
-            self._sess = self._make(opts, threads, kiln_eps)
-        except _kiln.Fail as e:
-            if not kiln_eps:
+            self._sess = self._make(opts, threads, wanted)
+        except _kiln.KilnError as e:
+            if not gpu:
                 raise
             # A provider the build has but the machine cannot start (no GPU adapter): fall back
             # to the CPU with a warning, as ONNX Runtime does.
@@ -337,12 +341,13 @@ class InferenceSession:
         raise _kiln.NotImplemented("kiln has no OrtValue: pass numpy arrays to run()")
 
     def _feed(self, name, value):
-        if isinstance(value, np.ndarray):
-            return value
-        want = _NUMPY_TYPES.get(self._types.get(name))
-        if want is None:
-            return np.asarray(value)
-        return np.asarray(value, dtype=want)
+        if not isinstance(value, np.ndarray):
+            want = _NUMPY_TYPES.get(self._types.get(name))
+            value = np.asarray(value) if want is None else np.asarray(value, dtype=want)
+        if not (value.flags.c_contiguous and value.flags.aligned):
+            # Fortran order, strided views and misaligned fields, as a C-ordered copy.
+            value = np.array(value, order="C")
+        return value
 
     def run(self, output_names, input_feed, run_options=None):
         """The outputs named (all of them for None or []), as numpy arrays, in that order."""
@@ -350,6 +355,19 @@ class InferenceSession:
             raise _kiln.Fail("Exiting due to terminate flag being set to true.")
         if not hasattr(input_feed, "items"):
             raise TypeError(f"input_feed must be a dict of input name to value, not {type(input_feed)}")
+        if isinstance(output_names, (str, bytes)):
+            raise TypeError("output_names must be a list of names or None, not a string")
+        # As ONNX Runtime: a feed of None is no feed, and optional inputs may be left out.
+        input_feed = {k: v for k, v in input_feed.items() if v is not None}
+        missing = [
+            a.name
+            for a in self._inputs_meta
+            if a.name not in input_feed and not a.type.startswith("optional")
+        ]
+        if missing:
+            raise ValueError(
+                f"Required inputs ({missing}) are missing from input feed ({list(input_feed)})."
+            )
         known = self._types
         for name in input_feed:
             if name not in known:
@@ -357,10 +375,5 @@ class InferenceSession:
                     f"Invalid input name: {name} (the model's inputs: "
                     f"{', '.join(a.name for a in self._inputs_meta)})"
                 )
-        missing = [a.name for a in self._inputs_meta if a.name not in input_feed]
-        if missing:
-            raise ValueError(
-                f"Required inputs ({missing}) are missing from input feed ({list(input_feed)})."
-            )
         feeds = {name: self._feed(name, v) for name, v in input_feed.items()}
         return self._sess.run(list(output_names) if output_names else None, feeds)

@@ -5,6 +5,7 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+import warnings
 
 _PREFIX = "onnxruntime"
 _TARGET = "kiln.onnxruntime"
@@ -39,6 +40,12 @@ class _Finder(importlib.abc.MetaPathFinder):
 def install_as_onnxruntime():
     """Makes `import onnxruntime` resolve to kiln from now on, in this interpreter. Modules that
     already imported ONNX Runtime keep the one they have."""
+    current = sys.modules.get(_PREFIX)
+    if current is not None and not getattr(current, "__name__", "").startswith("kiln"):
+        warnings.warn(
+            "install_as_onnxruntime(): onnxruntime was imported before; modules that hold it keep "
+            "ONNX Runtime, later imports get kiln. Call it before anything imports onnxruntime."
+        )
     for name in [n for n in sys.modules if n == _PREFIX or n.startswith(_PREFIX + ".")]:
         del sys.modules[name]
     if not any(isinstance(f, _Finder) for f in sys.meta_path):

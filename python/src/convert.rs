@@ -66,10 +66,16 @@ fn typed<T: Element + Copy>(a: &Bound<'_, PyUntypedArray>) -> PyResult<Option<Ve
     let Ok(a) = a.cast::<PyArrayDyn<T>>() else {
         return Ok(None);
     };
-    let ro: PyReadonlyArrayDyn<T> = a.readonly();
-    Ok(Some(match ro.as_slice() {
-        Ok(s) => s.to_vec(),
-        Err(_) => ro.as_array().iter().copied().collect(),
+    let ro: PyReadonlyArrayDyn<T> = a
+        .try_readonly()
+        .map_err(|e| InvalidArgument::new_err(format!("a feed cannot be read: {e}")))?;
+    // `as_slice` also takes Fortran-ordered memory, whose order is not the shape's.
+    Ok(Some(if ro.is_c_contiguous() {
+        ro.as_slice()
+            .map_err(|e| InvalidArgument::new_err(e.to_string()))?
+            .to_vec()
+    } else {
+        ro.as_array().iter().copied().collect()
     }))
 }
 

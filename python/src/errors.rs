@@ -8,45 +8,50 @@ use kiln_ir::IrError;
 use kiln_onnx::FormatError;
 use kiln_runtime::RuntimeError;
 
-create_exception!(_kiln, KilnError, PyException, "Every error kiln raises.");
 create_exception!(
-    _kiln,
+    kiln._kiln,
+    KilnError,
+    PyException,
+    "Every error kiln raises."
+);
+create_exception!(
+    kiln._kiln,
     Fail,
     KilnError,
     "The operation failed (ONNX Runtime's FAIL)."
 );
 create_exception!(
-    _kiln,
+    kiln._kiln,
     InvalidArgument,
     KilnError,
     "A bad argument: an unknown input or output name, a wrong type, rank or shape."
 );
 create_exception!(
-    _kiln,
+    kiln._kiln,
     NoSuchFile,
     KilnError,
     "The model file does not exist."
 );
 create_exception!(
-    _kiln,
+    kiln._kiln,
     InvalidProtobuf,
     KilnError,
     "The model is not a readable ONNX protobuf."
 );
 create_exception!(
-    _kiln,
+    kiln._kiln,
     InvalidGraph,
     KilnError,
     "The model's graph is malformed or cannot be typed."
 );
 create_exception!(
-    _kiln,
+    kiln._kiln,
     NotImplemented,
     KilnError,
     "The model uses something kiln cannot run."
 );
 create_exception!(
-    _kiln,
+    kiln._kiln,
     RuntimeException,
     KilnError,
     "A node failed while the model ran."
@@ -71,6 +76,7 @@ pub fn from_runtime(e: RuntimeError) -> PyErr {
     match e {
         RuntimeError::Input { .. } | RuntimeError::Options(_) => InvalidArgument::new_err(msg),
         RuntimeError::Load(IrError::Format(FormatError::Read { .. })) => NoSuchFile::new_err(msg),
+        RuntimeError::Load(IrError::Format(FormatError::Write { .. })) => Fail::new_err(msg),
         RuntimeError::Load(IrError::Format(
             FormatError::Decode(_) | FormatError::Empty | FormatError::NoGraph,
         )) => InvalidProtobuf::new_err(msg),

@@ -13,12 +13,15 @@ use kiln_ops::Value;
 use kiln_runtime::{CpuProvider, ExecutionProvider, Level, SessionOptions};
 
 use crate::convert;
-use crate::errors::{from_ir, from_runtime, Fail, InvalidArgument};
+use crate::errors::{from_ir, from_runtime, Fail, InvalidArgument, RuntimeException};
 
-/// Provider names as ONNX Runtime spells them and kiln's own, in priority order.
+/// Provider names as ONNX Runtime spells them and kiln's own. The GPU provider comes after
+/// the CPU: a client that passes every available provider (`providers=get_available_providers()`)
+/// stays on kiln's CPU kernels rather than on a software Vulkan device; naming WebGPU first
+/// uses it.
 pub const PROVIDERS: &[(&str, &str)] = &[
-    ("WebGpuExecutionProvider", "wgpu"),
     ("CPUExecutionProvider", "cpu"),
+    ("WebGpuExecutionProvider", "wgpu"),
 ];
 
 /// A graph input or output as the model declares it.
@@ -77,13 +80,17 @@ fn level(name: &str) -> PyResult<Level> {
 /// kiln's providers and their ORT names.
 type Providers = (Vec<Arc<dyn ExecutionProvider>>, Vec<String>);
 
-/// kiln providers for ORT-named ones with their options; the CPU provider is always last.
+/// kiln providers for ORT-named ones with their options, in the order given (the first of a
+/// name counts); the CPU provider goes last unless listed earlier.
 fn providers(list: &[(String, HashMap<String, String>)]) -> PyResult<Providers> {
     let mut eps: Vec<Arc<dyn ExecutionProvider>> = Vec::new();
-    let mut names = Vec::new();
+    let mut names: Vec<String> = Vec::new();
     for (name, opts) in list {
+        if names.contains(name) {
+            continue;
+        }
         match name.as_str() {
-            "CPUExecutionProvider" => {}
+            "CPUExecutionProvider" => eps.push(Arc::new(CpuProvider)),
             "WebGpuExecutionProvider" => {
                 let spec: Vec<String> = opts.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let o = kiln_wgpu::WgpuOptions::parse(&spec.join(":"))
@@ -91,7 +98,6 @@ fn providers(list: &[(String, HashMap<String, String>)]) -> PyResult<Providers> 
                 let ep = kiln_wgpu::WgpuProvider::new(o)
                     .map_err(|e| Fail::new_err(format!("{name}: {e}")))?;
                 eps.push(Arc::new(ep));
-                names.push(name.clone());
             }
             other => {
                 return Err(InvalidArgument::new_err(format!(
@@ -99,9 +105,12 @@ fn providers(list: &[(String, HashMap<String, String>)]) -> PyResult<Providers> 
                 )))
             }
         }
+        names.push(name.clone());
     }
-    eps.push(Arc::new(CpuProvider));
-    names.push("CPUExecutionProvider".into());
+    if !names.iter().any(|n| n == "CPUExecutionProvider") {
+        eps.push(Arc::new(CpuProvider));
+        names.push("CPUExecutionProvider".into());
+    }
     Ok((eps, names))
 }
 
@@ -245,7 +254,15 @@ impl Session {
             let name: String = k.extract()?;
             inputs.push((name.clone(), Value::Tensor(convert::feed(&name, &v)?)));
         }
-        let outs = py.detach(|| self.inner.run(inputs)).map_err(from_runtime)?;
+        // A bug in a kernel must not take the interpreter down: it becomes an exception.
+        let outs = py
+            .detach(|| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.run(inputs)))
+            })
+            .map_err(|_| {
+                RuntimeException::new_err("internal error (a bug in kiln) while running the model")
+            })?
+            .map_err(from_runtime)?;
         let mut by_name: HashMap<String, Value> = outs.into_iter().collect();
         let mut out = Vec::with_capacity(names.len());
         for (i, n) in names.iter().enumerate() {

@@ -21,6 +21,22 @@ from kiln import (
 from kiln import __version__ as __kiln_version__
 
 from . import capi
+from .capi._pybind_state import (  # noqa: F401
+    IOBinding,
+    OrtAllocatorType,
+    OrtArenaCfg,
+    OrtDevice,
+    OrtMemType,
+    OrtValue,
+    SparseTensor,
+    disable_telemetry_events,
+    enable_telemetry_events,
+    get_ep_devices,
+    preload_dlls,
+    print_debug_info,
+    set_global_thread_pool_sizes,
+    set_seed,
+)
 
 __version__ = "1.31.1"
 
