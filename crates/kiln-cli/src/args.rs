@@ -30,6 +30,8 @@ pub enum Command {
     Partition(RunArgs),
     /// Run ONNX backend node test cases from a folder.
     Conformance(ConformanceArgs),
+    /// Serve models over the Open Inference Protocol (KServe v2) on HTTP.
+    Serve(ServeArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -157,4 +159,39 @@ pub struct DemoArgs {
     /// Timed runs per level.
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// A model to serve: NAME=PATH (repeat for several).
+    #[arg(long = "model", value_name = "NAME=PATH")]
+    pub model: Vec<String>,
+    /// A folder of NAME/model.onnx (or NAME/VERSION/model.onnx; the highest version is served).
+    #[arg(long, value_name = "DIR")]
+    pub model_repository: Option<PathBuf>,
+    #[arg(long, default_value_t = 8000)]
+    pub http_port: u16,
+    /// The gRPC port (the gRPC endpoint is not served yet; the flag is accepted).
+    #[arg(long, default_value_t = 8001)]
+    pub grpc_port: u16,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long, default_value = "cpu")]
+    pub ep: String,
+    #[arg(long, value_enum, default_value = "all")]
+    pub level: Level,
+    /// Batch requests of a model with a dynamic first dimension, up to N rows per run.
+    #[arg(long, default_value_t = 0)]
+    pub max_batch: usize,
+    /// How long a request waits for others to batch with (with --max-batch).
+    #[arg(long, default_value_t = 2.0)]
+    pub batch_delay_ms: f64,
+    /// Requests with longer bodies are refused (413).
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_request_bytes: usize,
+    /// Most memory one run may use (BYTES with K/M/G/T).
+    #[arg(long, value_name = "BYTES")]
+    pub memory_limit: Option<String>,
 }

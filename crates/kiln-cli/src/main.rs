@@ -14,6 +14,7 @@ mod partition;
 mod pbdata;
 mod report;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -68,5 +69,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Partition(a) => partition::run(a),
         Command::Conformance(a) => conformance::run(a),
+        Command::Serve(a) => serve::run(a),
     }
 }

@@ -1,0 +1,39 @@
+//! `kiln serve`: the CLI's side of the model server (flags to `kiln_serve::ServeConfig`).
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::args::ServeArgs;
+use crate::report;
+
+pub fn run(a: ServeArgs) -> anyhow::Result<()> {
+    let models = a
+        .model
+        .iter()
+        .map(|m| {
+            let (name, path) = m
+                .split_once('=')
+                .with_context(|| format!("--model {m}: expected NAME=PATH"))?;
+            anyhow::ensure!(!name.is_empty(), "--model {m}: the name is empty");
+            Ok((name.to_string(), PathBuf::from(path)))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let session = kiln_runtime::SessionOptions {
+        threads: a.threads,
+        level: report::level(a.level),
+        providers: report::providers(&a.ep)?,
+        memory_limit: report::memory_limit(a.memory_limit.as_deref())?,
+    };
+    let cfg = kiln_serve::ServeConfig {
+        models,
+        repository: a.model_repository,
+        host: a.host,
+        http_port: a.http_port,
+        session,
+        max_batch: a.max_batch,
+        batch_delay: Duration::from_secs_f64(a.batch_delay_ms.max(0.0) / 1e3),
+        max_request_bytes: a.max_request_bytes,
+    };
+    kiln_serve::run(cfg).map_err(|e| anyhow::anyhow!(e))
+}

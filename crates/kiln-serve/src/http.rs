@@ -1,0 +1,412 @@
+//! The protocol's REST endpoints (health, server and model metadata, model readiness,
+//! inference with JSON data and with the binary tensor data extension) and `/metrics`.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Map, Value as Json_};
+
+use kiln_ops::Tensor;
+
+use crate::error::ServeError;
+use crate::model::Served;
+use crate::tensor;
+use crate::App;
+
+/// The header that says how many leading bytes of a body are the JSON part.
+const HEADER_LENGTH: &str = "inference-header-content-length";
+
+pub fn router(app: Arc<App>, max_body: usize) -> Router {
+    Router::new()
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(model_metadata_v),
+        )
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(model_ready_v),
+        )
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(app)
+}
+
+async fn live() -> Json<Json_> {
+    Json(json!({ "live": true }))
+}
+
+async fn ready() -> Json<Json_> {
+    Json(json!({ "ready": true }))
+}
+
+async fn server_metadata() -> Json<Json_> {
+    Json(json!({
+        "name": "kiln",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data"],
+    }))
+}
+
+fn find<'a>(
+    app: &'a App,
+    name: &str,
+    version: Option<&str>,
+) -> Result<&'a Arc<Served>, ServeError> {
+    let m = app
+        .models
+        .get(name)
+        .ok_or_else(|| ServeError::not_found(format!("unknown model '{name}'")))?;
+    match version {
+        Some(v) if v != m.version => Err(ServeError::not_found(format!(
+            "model '{name}' has no version '{v}' (serving version {})",
+            m.version
+        ))),
+        _ => Ok(m),
+    }
+}
+
+fn describe(m: &Served) -> Json_ {
+    let list = |ts: &[crate::model::TensorMeta]| {
+        ts.iter()
+            .map(|t| json!({ "name": t.name, "datatype": t.datatype, "shape": t.shape }))
+            .collect::<Vec<_>>()
+    };
+    json!({
+        "name": m.name,
+        "versions": [m.version],
+        "platform": "onnx",
+        "inputs": list(&m.inputs),
+        "outputs": list(&m.outputs),
+    })
+}
+
+async fn model_metadata(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    match find(&app, &name, None) {
+        Ok(m) => Json(describe(m)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn model_metadata_v(
+    State(app): State<Arc<App>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    match find(&app, &name, Some(&version)) {
+        Ok(m) => Json(describe(m)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn model_ready(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    match find(&app, &name, None) {
+        Ok(_) => Json(json!({ "name": name, "ready": true })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn model_ready_v(
+    State(app): State<Arc<App>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    match find(&app, &name, Some(&version)) {
+        Ok(_) => Json(json!({ "name": name, "ready": true })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct InferRequest {
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Map<String, Json_>,
+    inputs: Vec<InputTensor>,
+    outputs: Option<Vec<RequestedOutput>>,
+}
+
+#[derive(Deserialize)]
+struct InputTensor {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Map<String, Json_>,
+    data: Option<Json_>,
+}
+
+#[derive(Deserialize)]
+struct RequestedOutput {
+    name: String,
+    #[serde(default)]
+    parameters: Map<String, Json_>,
+}
+
+async fn infer(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    infer_any(app, name, None, headers, body).await
+}
+
+async fn infer_v(
+    State(app): State<Arc<App>>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    infer_any(app, name, Some(version), headers, body).await
+}
+
+async fn infer_any(
+    app: Arc<App>,
+    name: String,
+    version: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let arrived = Instant::now();
+    let label = if app.models.contains_key(&name) {
+        name.as_str()
+    } else {
+        "<unknown>"
+    };
+    app.metrics
+        .requests
+        .with_label_values(&[label, "http"])
+        .inc();
+    let result = infer_inner(&app, &name, version.as_deref(), &headers, &body, arrived).await;
+    app.metrics
+        .latency
+        .with_label_values(&[label, "http"])
+        .observe(arrived.elapsed().as_secs_f64());
+    match result {
+        Ok(r) => {
+            tracing::info!(
+                model = %name, status = 200, bytes_in = body.len(),
+                latency_ms = arrived.elapsed().as_secs_f64() * 1e3, "infer"
+            );
+            r
+        }
+        Err(e) => {
+            app.metrics
+                .failures
+                .with_label_values(&[label, "http"])
+                .inc();
+            tracing::warn!(
+                model = %name, status = e.status.as_u16(), error = %e.message, "infer failed"
+            );
+            e.into_response()
+        }
+    }
+}
+
+fn flag(params: &Map<String, Json_>, key: &str) -> bool {
+    params.get(key).and_then(Json_::as_bool).unwrap_or(false)
+}
+
+async fn infer_inner(
+    app: &App,
+    name: &str,
+    version: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+    arrived: Instant,
+) -> Result<Response, ServeError> {
+    let model = find(app, name, version)?;
+    // The JSON part, and the binary data after it when the header says where it ends.
+    let (head, mut binary) = match headers.get(HEADER_LENGTH) {
+        Some(v) => {
+            let n: usize = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| {
+                    ServeError::bad("Inference-Header-Content-Length is not a number")
+                })?;
+            if n > body.len() {
+                return Err(ServeError::bad(format!(
+                    "Inference-Header-Content-Length {n} is longer than the body ({} bytes)",
+                    body.len()
+                )));
+            }
+            body.split_at(n)
+        }
+        None => (body, &[][..]),
+    };
+    let req: InferRequest = serde_json::from_slice(head)
+        .map_err(|e| ServeError::bad(format!("the request is not valid inference JSON: {e}")))?;
+    let mut feeds: Vec<(String, Tensor)> = Vec::with_capacity(req.inputs.len());
+    for inp in &req.inputs {
+        let meta = model
+            .inputs
+            .iter()
+            .find(|m| m.name == inp.name)
+            .ok_or_else(|| {
+                ServeError::bad(format!(
+                    "model '{name}' has no input '{}' (its inputs: {})",
+                    inp.name,
+                    model
+                        .inputs
+                        .iter()
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        let dt = tensor::from_datatype(&inp.datatype).ok_or_else(|| {
+            ServeError::bad(format!(
+                "input '{}': unknown datatype '{}'",
+                inp.name, inp.datatype
+            ))
+        })?;
+        if dt != meta.dtype {
+            return Err(ServeError::bad(format!(
+                "input '{}': datatype {} does not match the model's {}",
+                inp.name, inp.datatype, meta.datatype
+            )));
+        }
+        let (dims, n) = tensor::elements(&inp.name, &inp.shape)?;
+        let t = match inp.parameters.get("binary_data_size") {
+            Some(size) => {
+                let size = size.as_u64().ok_or_else(|| {
+                    ServeError::bad(format!(
+                        "input '{}': binary_data_size is not a number",
+                        inp.name
+                    ))
+                })? as usize;
+                if size > binary.len() {
+                    return Err(ServeError::bad(format!(
+                        "input '{}': binary_data_size {size} runs past the body",
+                        inp.name
+                    )));
+                }
+                let (raw, rest) = binary.split_at(size);
+                binary = rest;
+                tensor::from_binary(&inp.name, dt, dims, n, raw)?
+            }
+            None => {
+                let data = inp.data.as_ref().ok_or_else(|| {
+                    ServeError::bad(format!(
+                        "input '{}' has neither data nor binary_data_size",
+                        inp.name
+                    ))
+                })?;
+                tensor::from_json(&inp.name, dt, dims, n, data)?
+            }
+        };
+        if feeds.iter().any(|(n, _)| n == &inp.name) {
+            return Err(ServeError::bad(format!(
+                "input '{}' is given twice",
+                inp.name
+            )));
+        }
+        feeds.push((inp.name.clone(), t));
+    }
+    if !binary.is_empty() {
+        return Err(ServeError::bad(format!(
+            "{} bytes of binary data follow the inputs that no input claims",
+            binary.len()
+        )));
+    }
+    // Which outputs, and which of them go back as binary data.
+    let all_binary = flag(&req.parameters, "binary_data_output");
+    let wanted: Vec<(String, bool)> = match &req.outputs {
+        Some(outs) if !outs.is_empty() => {
+            for o in outs {
+                if !model.outputs.iter().any(|m| m.name == o.name) {
+                    return Err(ServeError::bad(format!(
+                        "model '{name}' has no output '{}' (its outputs: {})",
+                        o.name,
+                        model
+                            .outputs
+                            .iter()
+                            .map(|m| m.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+            }
+            outs.iter()
+                .map(|o| {
+                    (
+                        o.name.clone(),
+                        flag(&o.parameters, "binary_data") || all_binary,
+                    )
+                })
+                .collect()
+        }
+        _ => model
+            .outputs
+            .iter()
+            .map(|m| (m.name.clone(), all_binary))
+            .collect(),
+    };
+    let mut results: BTreeMap<String, Tensor> = app.infer(model, feeds, arrived).await?;
+    let mut outputs = Vec::with_capacity(wanted.len());
+    let mut payload: Vec<u8> = Vec::new();
+    for (out_name, as_binary) in &wanted {
+        let t = results
+            .remove(out_name)
+            .ok_or_else(|| ServeError::internal(format!("output '{out_name}' was not produced")))?;
+        let dt = tensor::datatype(t.dtype()).ok_or_else(|| {
+            ServeError::internal(format!("output '{out_name}' has no protocol datatype"))
+        })?;
+        let mut o = json!({ "name": out_name, "datatype": dt, "shape": t.shape });
+        if *as_binary {
+            let raw = tensor::to_binary(&t)?;
+            o["parameters"] = json!({ "binary_data_size": raw.len() });
+            payload.extend_from_slice(&raw);
+        } else {
+            o["data"] = tensor::to_json(&t)?;
+        }
+        outputs.push(o);
+    }
+    let mut resp = json!({
+        "model_name": model.name,
+        "model_version": model.version,
+        "outputs": outputs,
+    });
+    if let Some(id) = &req.id {
+        resp["id"] = json!(id);
+    }
+    let head = serde_json::to_vec(&resp)
+        .map_err(|e| ServeError::internal(format!("encoding the response: {e}")))?;
+    if wanted.iter().any(|(_, b)| *b) {
+        let len = head.len();
+        let mut bytes = head;
+        bytes.extend_from_slice(&payload);
+        let mut r = (StatusCode::OK, bytes).into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        h.insert(HEADER_LENGTH, HeaderValue::from(len));
+        Ok(r)
+    } else {
+        Ok(([(header::CONTENT_TYPE, "application/json")], head).into_response())
+    }
+}
