@@ -1,7 +1,8 @@
-"""`kiln serve` checked with Triton's own HTTP client (tritonclient) and ONNX Runtime as the
-oracle: server and model metadata, inference with JSON and with binary tensor data on two real
-models, requested outputs, 8 concurrent clients, every kind of bad request answered with a 4xx
-naming the problem (the server stays up), dynamic batching seen in /metrics, and SIGTERM."""
+"""`kiln serve` checked with Triton's own clients (tritonclient, HTTP and gRPC) and ONNX Runtime
+as the oracle: server and model metadata, inference with JSON, binary tensor data and gRPC on two
+real models, requested outputs, 8 concurrent clients, every kind of bad request answered with a
+4xx (gRPC: its status code) naming the problem (the server stays up), dynamic batching seen in
+/metrics, and SIGTERM."""
 import json
 import os
 import pathlib
@@ -17,6 +18,7 @@ import urllib.request
 import numpy as np
 import onnxruntime as ort
 import pytest
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
@@ -37,12 +39,13 @@ class Server:
     def __init__(self, *args):
         for p in (KILN, YOLO, SQUEEZE):
             assert p.exists(), f"{p} is missing: build kiln and run scripts/fetch-data.sh"
-        self.port = free_port()
+        self.port, self.grpc_port = free_port(), free_port()
         self.proc = subprocess.Popen(
-            [str(KILN), "serve", "--http-port", str(self.port), "--grpc-port", str(free_port()),
+            [str(KILN), "serve", "--http-port", str(self.port), "--grpc-port", str(self.grpc_port),
              "--threads", "2", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.url = f"127.0.0.1:{self.port}"
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         deadline = time.time() + 120
         while time.time() < deadline:
             assert self.proc.poll() is None, self.proc.stderr.read()
@@ -130,6 +133,34 @@ def test_inference_matches_ort(server, model, path, name, shape, binary):
     # No outputs named: all of them, as binary data.
     res = c.infer(model, [inp])
     close(res.as_numpy(out_name), want)
+
+
+def test_grpc_metadata_and_inference(server):
+    c = grpcclient.InferenceServerClient(server.grpc_url)
+    assert c.is_server_live() and c.is_server_ready()
+    assert c.is_model_ready("yolov8n") and not c.is_model_ready("nope")
+    assert c.get_server_metadata().name == "kiln"
+    m = c.get_model_metadata("squeezenet")
+    assert [(t.name, t.datatype, list(t.shape)) for t in m.inputs] == [("data_0", "FP32", [1, 3, 224, 224])]
+    assert [(t.name, t.datatype, list(t.shape)) for t in m.outputs] == [("softmaxout_1", "FP32", [1, 1000, 1, 1])]
+    for model, path, name, shape, out in [("yolov8n", YOLO, "images", (1, 3, 320, 320), "output0"),
+                                          ("squeezenet", SQUEEZE, "data_0", (1, 3, 224, 224), "softmaxout_1")]:
+        x = np.random.default_rng(2).random(shape, dtype=np.float32)
+        want = oracle(path, {name: x})[0]
+        inp = grpcclient.InferInput(name, list(shape), "FP32")
+        inp.set_data_from_numpy(x)
+        res = c.infer(model, [inp], outputs=[grpcclient.InferRequestedOutput(out)], request_id="g1")
+        close(res.as_numpy(out), want)
+        assert res.get_response().id == "g1"
+    with pytest.raises(InferenceServerException) as e:
+        inp = grpcclient.InferInput("pixels", [1], "FP32")
+        inp.set_data_from_numpy(np.zeros(1, np.float32))
+        c.infer("squeezenet", [inp])
+    assert "INVALID_ARGUMENT" in str(e.value.status()) and "pixels" in e.value.message()
+    with pytest.raises(InferenceServerException) as e:
+        c.get_model_metadata("nope")
+    assert "NOT_FOUND" in str(e.value.status()) and "nope" in e.value.message()
+    assert c.is_server_ready()
 
 
 def test_concurrent_clients(server):

@@ -30,7 +30,7 @@ pub enum Command {
     Partition(RunArgs),
     /// Run ONNX backend node test cases from a folder.
     Conformance(ConformanceArgs),
-    /// Serve models over the Open Inference Protocol (KServe v2) on HTTP.
+    /// Serve models over the Open Inference Protocol (KServe v2) on HTTP and gRPC.
     Serve(ServeArgs),
 }
 
@@ -171,7 +171,6 @@ pub struct ServeArgs {
     pub model_repository: Option<PathBuf>,
     #[arg(long, default_value_t = 8000)]
     pub http_port: u16,
-    /// The gRPC port (the gRPC endpoint is not served yet; the flag is accepted).
     #[arg(long, default_value_t = 8001)]
     pub grpc_port: u16,
     #[arg(long, default_value = "127.0.0.1")]

@@ -30,6 +30,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         repository: a.model_repository,
         host: a.host,
         http_port: a.http_port,
+        grpc_port: a.grpc_port,
         session,
         max_batch: a.max_batch,
         batch_delay: Duration::from_secs_f64(a.batch_delay_ms.max(0.0) / 1e3),

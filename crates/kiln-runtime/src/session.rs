@@ -60,6 +60,8 @@ pub struct Session {
     budget: Option<Budget>,
     report: kiln_opt::OptimizeReport,
     linger: Arc<Linger>,
+    /// Runs in progress.
+    running: std::sync::atomic::AtomicUsize,
 }
 
 /// Optimizes and partitions a model for `providers`: the basic passes, then partitioning, then
@@ -247,6 +249,7 @@ impl Session {
             budget: opts.memory_limit.or_else(available_memory).map(Budget::new),
             report,
             linger: Arc::default(),
+            running: Default::default(),
         })
     }
 
@@ -386,9 +389,23 @@ impl Session {
                 .map_err(RuntimeError::Memory)?;
         }
         let g = &self.model.graph;
+        // Runs from several threads at once keep the workers busy by themselves; keeping them
+        // awake with spinner jobs then costs latency instead: a worker spinning for run A picks
+        // up run B inside that job, and A cannot return before B is done (8 concurrent clients
+        // of a server: p99 1.1 s against a p50 of 37 ms).
+        let alone = self
+            .running
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            == 0;
         let ran = self.pool.install(|| {
-            with_awake_workers(|| self.plan.run(g, &self.opsets, feeds, None, profile))
+            if alone {
+                with_awake_workers(|| self.plan.run(g, &self.opsets, feeds, None, profile))
+            } else {
+                self.plan.run(g, &self.opsets, feeds, None, profile)
+            }
         });
+        self.running
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         self.linger.after_run(&self.pool);
         let (outs, stats) = ran?;
         let names = self.output_names();

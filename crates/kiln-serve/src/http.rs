@@ -61,7 +61,7 @@ async fn server_metadata() -> Json<Json_> {
     }))
 }
 
-fn find<'a>(
+pub(crate) fn find<'a>(
     app: &'a App,
     name: &str,
     version: Option<&str>,

@@ -32,6 +32,12 @@ pub struct Served {
     pub session: Arc<Session>,
     pub inputs: Vec<TensorMeta>,
     pub outputs: Vec<TensorMeta>,
+    /// At most two runs at once, first come first served. Runs share the session's threads,
+    /// and rayon lets a run that waits inside a parallel loop pick up a whole other run on its
+    /// stack: with no limit, 8 clients of YOLOv8n on 2 cores saw a p99 of 0.5-1.3 s against a
+    /// p50 of 40 ms; one at a time, p99 140-220 ms but 72 requests/s instead of 90; two at a
+    /// time, p99 150 ms at 82 requests/s.
+    turn: tokio::sync::Semaphore,
 }
 
 fn meta(name: &str, ty: Option<&ValueType>) -> Result<TensorMeta, String> {
@@ -96,6 +102,7 @@ impl Served {
             session: Arc::new(session),
             inputs,
             outputs,
+            turn: tokio::sync::Semaphore::new(2),
         })
     }
 
@@ -113,6 +120,11 @@ impl Served {
             .first()
             .and_then(|(_, t)| t.shape.first().copied())
             .unwrap_or(1);
+        let _turn = self
+            .turn
+            .acquire()
+            .await
+            .map_err(|_| ServeError::internal("the model is shutting down"))?;
         let outs = tokio::task::spawn_blocking(move || {
             queue.observe(arrived.elapsed().as_secs_f64());
             batch.observe(rows as f64);
