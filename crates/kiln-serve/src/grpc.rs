@@ -129,40 +129,7 @@ impl Service {
         }
         let mut feeds: Vec<(String, Tensor)> = Vec::with_capacity(req.inputs.len());
         for (i, inp) in req.inputs.iter().enumerate() {
-            let meta = model
-                .inputs
-                .iter()
-                .find(|m| m.name == inp.name)
-                .ok_or_else(|| {
-                    ServeError::bad(format!(
-                        "model '{name}' has no input '{}' (its inputs: {})",
-                        inp.name,
-                        model
-                            .inputs
-                            .iter()
-                            .map(|m| m.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                })?;
-            let dt = tensor::from_datatype(&inp.datatype).ok_or_else(|| {
-                ServeError::bad(format!(
-                    "input '{}': unknown datatype '{}'",
-                    inp.name, inp.datatype
-                ))
-            })?;
-            if dt != meta.dtype {
-                return Err(ServeError::bad(format!(
-                    "input '{}': datatype {} does not match the model's {}",
-                    inp.name, inp.datatype, meta.datatype
-                )));
-            }
-            if feeds.iter().any(|(n, _)| n == &inp.name) {
-                return Err(ServeError::bad(format!(
-                    "input '{}' is given twice",
-                    inp.name
-                )));
-            }
+            let dt = model.check_input(&inp.name, &inp.datatype, &feeds)?;
             let (dims, n) = tensor::elements(&inp.name, &inp.shape)?;
             let t = if raw {
                 tensor::from_binary(&inp.name, dt, dims, n, &req.raw_input_contents[i])?
@@ -180,20 +147,7 @@ impl Service {
         let wanted: Vec<String> = if req.outputs.is_empty() {
             model.outputs.iter().map(|m| m.name.clone()).collect()
         } else {
-            for o in &req.outputs {
-                if !model.outputs.iter().any(|m| m.name == o.name) {
-                    return Err(ServeError::bad(format!(
-                        "model '{name}' has no output '{}' (its outputs: {})",
-                        o.name,
-                        model
-                            .outputs
-                            .iter()
-                            .map(|m| m.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )));
-                }
-            }
+            model.check_outputs(req.outputs.iter().map(|o| o.name.as_str()))?;
             req.outputs.iter().map(|o| o.name.clone()).collect()
         };
         let mut results = self.app.infer(model, feeds, arrived).await?;

@@ -260,34 +260,7 @@ async fn infer_inner(
         .map_err(|e| ServeError::bad(format!("the request is not valid inference JSON: {e}")))?;
     let mut feeds: Vec<(String, Tensor)> = Vec::with_capacity(req.inputs.len());
     for inp in &req.inputs {
-        let meta = model
-            .inputs
-            .iter()
-            .find(|m| m.name == inp.name)
-            .ok_or_else(|| {
-                ServeError::bad(format!(
-                    "model '{name}' has no input '{}' (its inputs: {})",
-                    inp.name,
-                    model
-                        .inputs
-                        .iter()
-                        .map(|m| m.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?;
-        let dt = tensor::from_datatype(&inp.datatype).ok_or_else(|| {
-            ServeError::bad(format!(
-                "input '{}': unknown datatype '{}'",
-                inp.name, inp.datatype
-            ))
-        })?;
-        if dt != meta.dtype {
-            return Err(ServeError::bad(format!(
-                "input '{}': datatype {} does not match the model's {}",
-                inp.name, inp.datatype, meta.datatype
-            )));
-        }
+        let dt = model.check_input(&inp.name, &inp.datatype, &feeds)?;
         let (dims, n) = tensor::elements(&inp.name, &inp.shape)?;
         let t = match inp.parameters.get("binary_data_size") {
             Some(size) => {
@@ -317,12 +290,6 @@ async fn infer_inner(
                 tensor::from_json(&inp.name, dt, dims, n, data)?
             }
         };
-        if feeds.iter().any(|(n, _)| n == &inp.name) {
-            return Err(ServeError::bad(format!(
-                "input '{}' is given twice",
-                inp.name
-            )));
-        }
         feeds.push((inp.name.clone(), t));
     }
     if !binary.is_empty() {
@@ -335,20 +302,7 @@ async fn infer_inner(
     let all_binary = flag(&req.parameters, "binary_data_output");
     let wanted: Vec<(String, bool)> = match &req.outputs {
         Some(outs) if !outs.is_empty() => {
-            for o in outs {
-                if !model.outputs.iter().any(|m| m.name == o.name) {
-                    return Err(ServeError::bad(format!(
-                        "model '{name}' has no output '{}' (its outputs: {})",
-                        o.name,
-                        model
-                            .outputs
-                            .iter()
-                            .map(|m| m.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )));
-                }
-            }
+            model.check_outputs(outs.iter().map(|o| o.name.as_str()))?;
             outs.iter()
                 .map(|o| {
                     (

@@ -106,6 +106,53 @@ impl Served {
         })
     }
 
+    /// The element type of input `name` given as `datatype`, checked against the model; an
+    /// input already in `given` is refused too.
+    pub fn check_input(
+        &self,
+        name: &str,
+        datatype: &str,
+        given: &[(String, Tensor)],
+    ) -> Result<DataType, ServeError> {
+        let meta = self.inputs.iter().find(|m| m.name == name).ok_or_else(|| {
+            ServeError::bad(format!(
+                "model '{}' has no input '{name}' (its inputs: {})",
+                self.name,
+                names(&self.inputs)
+            ))
+        })?;
+        let dt = crate::tensor::from_datatype(datatype).ok_or_else(|| {
+            ServeError::bad(format!("input '{name}': unknown datatype '{datatype}'"))
+        })?;
+        if dt != meta.dtype {
+            return Err(ServeError::bad(format!(
+                "input '{name}': datatype {datatype} does not match the model's {}",
+                meta.datatype
+            )));
+        }
+        if given.iter().any(|(n, _)| n == name) {
+            return Err(ServeError::bad(format!("input '{name}' is given twice")));
+        }
+        Ok(dt)
+    }
+
+    /// Checks that the model has every output named.
+    pub fn check_outputs<'a>(
+        &self,
+        wanted: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), ServeError> {
+        for o in wanted {
+            if !self.outputs.iter().any(|m| m.name == o) {
+                return Err(ServeError::bad(format!(
+                    "model '{}' has no output '{o}' (its outputs: {})",
+                    self.name,
+                    names(&self.outputs)
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Runs the model on a blocking thread; the result maps output names to tensors.
     pub async fn infer(
         &self,
@@ -146,6 +193,13 @@ impl Served {
             })
             .collect()
     }
+}
+
+fn names(ts: &[TensorMeta]) -> String {
+    ts.iter()
+        .map(|m| m.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `(name, version, path)` of every model to serve: the `--model` ones first, then the
