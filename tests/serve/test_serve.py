@@ -215,6 +215,17 @@ def test_bad_requests_get_4xx_naming_the_problem(server):
     body = {"inputs": [{"name": "data_0", "shape": [1, 3, 2, 2], "datatype": "FP32", "data": [0.5] * 5}]}
     code, msg = err(*server.post("/v2/models/squeezenet/infer", json.dumps(body).encode()))
     assert code == 400 and "12 values" in msg
+    body = {"inputs": [{"name": "data_0", "shape": [1, 3, 224, 224], "datatype": "FP32",
+                        "parameters": {"binary_data_size": 0}}]}
+    code, msg = err(*server.post("/v2/models/squeezenet/infer", json.dumps(body).encode()))
+    assert code == 400 and "data_0" in msg
+    body = {"inputs": [{"name": "data_0", "shape": [0, 2147483647, 2147483647], "datatype": "FP32", "data": []}]}
+    code, msg = err(*server.post("/v2/models/squeezenet/infer", json.dumps(body).encode()))
+    assert code == 400 and "too large" in msg
+    body = {"inputs": [{"name": "data_0", "shape": [1, 3, 2, 2], "datatype": "FP32", "data": [0.5] * 12}],
+            "outputs": [{"name": "softmaxout_1"}, {"name": "softmaxout_1"}]}
+    code, msg = err(*server.post("/v2/models/squeezenet/infer", json.dumps(body).encode()))
+    assert code == 400 and "twice" in msg
     code, msg = err(*server.post("/v2/models/nope/infer", b"{}"))
     assert code == 404 and "nope" in msg
     code, msg = err(*server.get("/v2/models/nope"))

@@ -33,7 +33,12 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         grpc_port: a.grpc_port,
         session,
         max_batch: a.max_batch,
-        batch_delay: Duration::from_secs_f64(a.batch_delay_ms.max(0.0) / 1e3),
+        batch_delay: Duration::try_from_secs_f64(a.batch_delay_ms / 1e3).map_err(|_| {
+            anyhow::anyhow!(
+                "--batch-delay-ms {}: not a duration in milliseconds",
+                a.batch_delay_ms
+            )
+        })?,
         max_request_bytes: a.max_request_bytes,
     };
     kiln_serve::run(cfg).map_err(|e| anyhow::anyhow!(e))

@@ -397,6 +397,14 @@ impl Session {
             .running
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
             == 0;
+        // Counted down however the run ends (a panicking kernel included).
+        struct Running<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            }
+        }
+        let running = Running(&self.running);
         let ran = self.pool.install(|| {
             if alone {
                 with_awake_workers(|| self.plan.run(g, &self.opsets, feeds, None, profile))
@@ -404,8 +412,7 @@ impl Session {
                 self.plan.run(g, &self.opsets, feeds, None, profile)
             }
         });
-        self.running
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        drop(running);
         self.linger.after_run(&self.pool);
         let (outs, stats) = ran?;
         let names = self.output_names();

@@ -27,12 +27,18 @@ pub struct Batcher {
     tx: mpsc::Sender<Job>,
 }
 
-/// Whether a model can be batched: every input and output has a dynamic first dimension.
+/// Whether a model can be batched: every input and output starts with the same named
+/// dimension (`batch`), which appears nowhere else in their shapes. A first dimension the model
+/// computes (NMS's `num_selected`) or one of another name is not a batch.
 pub fn batchable(m: &Served) -> bool {
+    let first = m.inputs.first().and_then(|t| t.batch_dim.as_ref());
+    let Some((name, _)) = first else {
+        return false;
+    };
     m.inputs
         .iter()
         .chain(&m.outputs)
-        .all(|t| t.shape.first() == Some(&-1))
+        .all(|t| matches!(&t.batch_dim, Some((n, elsewhere)) if n == name && !elsewhere))
 }
 
 impl Batcher {
@@ -105,58 +111,46 @@ async fn collect(
     }
 }
 
-async fn run_batch(jobs: Vec<Job>, model: &Served, metrics: &Metrics) {
+async fn run_batch(mut jobs: Vec<Job>, model: &Served, metrics: &Metrics) {
     let arrived = jobs
         .iter()
         .map(|j| j.arrived)
         .min()
         .unwrap_or_else(Instant::now);
-    if jobs.len() == 1 || !stackable(&jobs) {
-        for j in jobs {
-            let r = model.infer(j.feeds, metrics, j.arrived).await;
-            let _ = j.reply.send(r);
-        }
-        return;
+    // Inputs in one order, whatever order each client sent them in.
+    for j in &mut jobs {
+        j.feeds.sort_by(|a, b| a.0.cmp(&b.0));
     }
-    let rows: Vec<usize> = jobs.iter().map(|j| j.rows).collect();
-    let names: Vec<String> = jobs[0].feeds.iter().map(|(n, _)| n.clone()).collect();
-    let mut feeds = Vec::with_capacity(names.len());
-    for (i, n) in names.iter().enumerate() {
-        let parts: Vec<&Tensor> = jobs.iter().map(|j| &j.feeds[i].1).collect();
-        feeds.push((n.clone(), stack(&parts)));
-    }
-    let result = model.infer(feeds, metrics, arrived).await;
-    match result {
-        Ok(outs) => {
-            let mut split: Vec<BTreeMap<String, Tensor>> = vec![BTreeMap::new(); jobs.len()];
-            let total: usize = rows.iter().sum();
-            for (name, t) in outs {
-                if t.shape.first() != Some(&total) {
-                    let msg = format!(
-                        "output '{name}' of a batch of {total} rows has shape {:?}",
-                        t.shape
-                    );
-                    for j in jobs {
-                        let _ = j.reply.send(Err(ServeError::internal(msg.clone())));
+    if jobs.len() > 1 && stackable(&jobs) {
+        let rows: Vec<usize> = jobs.iter().map(|j| j.rows).collect();
+        let total: usize = rows.iter().sum();
+        let feeds = (0..jobs[0].feeds.len())
+            .map(|i| {
+                let parts: Vec<&Tensor> = jobs.iter().map(|j| &j.feeds[i].1).collect();
+                (jobs[0].feeds[i].0.clone(), stack(&parts))
+            })
+            .collect();
+        match model.infer(feeds, metrics, arrived).await {
+            Ok(outs) if outs.values().all(|t| t.shape.first() == Some(&total)) => {
+                let mut split: Vec<BTreeMap<String, Tensor>> = vec![BTreeMap::new(); jobs.len()];
+                for (name, t) in outs {
+                    for (k, part) in unstack(&t, &rows).into_iter().enumerate() {
+                        split[k].insert(name.clone(), part);
                     }
-                    return;
                 }
-                for (k, part) in unstack(&t, &rows).into_iter().enumerate() {
-                    split[k].insert(name.clone(), part);
+                for (j, out) in jobs.into_iter().zip(split) {
+                    let _ = j.reply.send(Ok(out));
                 }
+                return;
             }
-            for (j, out) in jobs.into_iter().zip(split) {
-                let _ = j.reply.send(Ok(out));
-            }
+            // A batch that failed, or whose outputs do not follow its rows: each request on
+            // its own below, so that one request's error stays its own.
+            _ => {}
         }
-        Err(e) => {
-            for j in jobs {
-                let _ = j.reply.send(Err(ServeError {
-                    status: e.status,
-                    message: e.message.clone(),
-                }));
-            }
-        }
+    }
+    for j in jobs {
+        let r = model.infer(j.feeds, metrics, j.arrived).await;
+        let _ = j.reply.send(r);
     }
 }
 

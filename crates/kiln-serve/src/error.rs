@@ -39,7 +39,10 @@ impl ServeError {
     pub fn from_runtime(e: kiln_runtime::RuntimeError) -> ServeError {
         use kiln_runtime::RuntimeError as R;
         match e {
-            R::Input { .. } | R::Memory(_) | R::Options(_) => ServeError::bad(e.to_string()),
+            // Shapes the request gave that the model cannot take are the caller's too.
+            R::Input { .. } | R::Memory(_) | R::Options(_) | R::Infer(_) => {
+                ServeError::bad(e.to_string())
+            }
             other => ServeError::internal(other.to_string()),
         }
     }

@@ -122,9 +122,14 @@ async fn serve(cfg: ServeConfig, models: HashMap<String, Arc<Served>>) -> Result
         metrics,
     });
     let addr = |port: u16| -> Result<SocketAddr, String> {
-        format!("{}:{port}", cfg.host)
-            .parse()
-            .map_err(|e| format!("--host {} (port {port}): {e}", cfg.host))
+        // An address (IPv4 or IPv6) or a host name.
+        if let Ok(ip) = cfg.host.parse::<std::net::IpAddr>() {
+            return Ok(SocketAddr::new(ip, port));
+        }
+        std::net::ToSocketAddrs::to_socket_addrs(&(cfg.host.as_str(), port))
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("--host {}: not an address or a known host name", cfg.host))
     };
     let (http_addr, grpc_addr) = (addr(cfg.http_port)?, addr(cfg.grpc_port)?);
     let listener = tokio::net::TcpListener::bind(http_addr)

@@ -49,20 +49,36 @@ pub fn from_datatype(s: &str) -> Option<DataType> {
     })
 }
 
+/// The largest dimension a request may give.
+const MAX_DIM: i64 = i32::MAX as i64;
+
+/// The most elements a request's tensor may describe (counting zero-sized dimensions as 1).
+const MAX_ELEMENTS: usize = 1 << 40;
+
 /// Elements of a shape the protocol gave, checked to be non-negative and of a sane count.
 pub fn elements(name: &str, shape: &[i64]) -> Result<(Vec<usize>, usize), ServeError> {
+    let too_large = || ServeError::bad(format!("input '{name}': shape {shape:?} is too large"));
     let mut dims = Vec::with_capacity(shape.len());
-    let mut n: usize = 1;
+    let (mut n, mut extent): (usize, usize) = (1, 1);
     for &d in shape {
         if d < 0 {
             return Err(ServeError::bad(format!(
                 "input '{name}': shape {shape:?} has a negative dimension"
             )));
         }
-        n = n.checked_mul(d as usize).ok_or_else(|| {
-            ServeError::bad(format!("input '{name}': shape {shape:?} is too large"))
-        })?;
+        if d > MAX_DIM {
+            return Err(too_large());
+        }
+        n = n.checked_mul(d as usize).ok_or_else(too_large)?;
+        // Zero-sized dimensions aside, the shape must still describe a sane tensor: kernels
+        // compute strides from the other dimensions.
+        extent = extent
+            .checked_mul((d as usize).max(1))
+            .ok_or_else(too_large)?;
         dims.push(d as usize);
+    }
+    if extent > MAX_ELEMENTS {
+        return Err(too_large());
     }
     Ok((dims, n))
 }
@@ -200,10 +216,13 @@ pub fn from_binary(
     }
     let w = width(dt)
         .ok_or_else(|| ServeError::bad(format!("input '{name}': unsupported datatype")))?;
-    if raw.len() != n * w {
+    let bytes = n
+        .checked_mul(w)
+        .ok_or_else(|| ServeError::bad(format!("input '{name}': shape {dims:?} is too large")))?;
+    if raw.len() != bytes {
         return Err(ServeError::bad(format!(
             "input '{name}': shape {dims:?} needs {} bytes of {}, the data has {}",
-            n * w,
+            bytes,
             datatype(dt).unwrap_or("?"),
             raw.len()
         )));
@@ -347,6 +366,8 @@ mod tests {
         }
         assert!(elements("x", &[2, -1]).is_err());
         assert!(elements("x", &[i64::MAX, i64::MAX]).is_err());
+        assert!(elements("x", &[0, i64::from(i32::MAX), i64::from(i32::MAX)]).is_err());
+        assert!(from_binary("x", DataType::F64, vec![1 << 61], 1 << 61, &[]).is_err());
         assert_eq!(elements("x", &[2, 3]).unwrap(), (vec![2, 3], 6));
         assert_eq!(from_datatype("FP32"), Some(DataType::F32));
         assert_eq!(datatype(DataType::I64), Some("INT64"));
