@@ -48,8 +48,8 @@ step "python models --ep wgpu,cpu (lavapipe)" "$py" tests/python/test_models.py 
 # kiln's Python package: `pip install ./python` into a fresh virtualenv, then pytest against
 # onnxruntime and the real client packages (nudenet, ddddocr) in a per-machine virtualenv.
 step "python package (pytest)" scripts/python-pkg.sh
-# `kiln serve` with Triton's HTTP client, ONNX Runtime as the oracle (the clients' virtualenv).
-step "server (tritonclient)" bash -c 'cd tests/serve && "$(bash ../../scripts/clients-venv.sh)/bin/python" -m pytest -q -p no:cacheprovider
+# `kiln serve` with Triton's HTTP and gRPC clients, ONNX Runtime as the oracle.
+step "server (tritonclient)" scripts/serve-test.sh
 step "fuzz" scripts/fuzz.sh "$fuzz_seconds"
 
 passed=$(grep -oE '([0-9]+) passed' "$log" | awk '{s+=$1} END {print s+0}')
