@@ -125,6 +125,41 @@ impl Conv2d {
         self.kernel == [1, 1] && self.strides == [1, 1] && self.pads == [0; 4]
     }
 
+    /// Checks a run's geometry (`self`) against the one the weights were packed for, and the
+    /// buffers' lengths against the ones the kernel expects; the output size when all hold.
+    /// Both convolution kernels, plain and blocked, start a run with it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn check_run(
+        &self,
+        packed: &Conv2d,
+        [h, w]: [usize; 2],
+        x_len: usize,
+        out_len: usize,
+        z_len: Option<usize>,
+        want: impl FnOnce(usize, usize) -> (usize, usize),
+    ) -> Result<(usize, usize), ConvError> {
+        let p = packed;
+        if (self.c_in, self.c_out, self.groups, self.kernel)
+            != (p.c_in, p.c_out, p.groups, p.kernel)
+        {
+            return err(format!(
+                "{self:?} does not match the packed weights of {p:?}"
+            ));
+        }
+        self.validate()?;
+        let (oh, ow) = self.output_hw(h, w)?;
+        let (want_in, want_out) = want(oh, ow);
+        if x_len != want_in || out_len != want_out {
+            return err(format!(
+                "buffers hold {x_len} and {out_len} values, expected {want_in} and {want_out}"
+            ));
+        }
+        if z_len.is_some_and(|z| z != want_out) {
+            return err(format!("the residual must hold {want_out} values"));
+        }
+        Ok((oh, ow))
+    }
+
     fn validate(&self) -> Result<(), ConvError> {
         let ok = self.groups > 0
             && self.c_in.is_multiple_of(self.groups)
@@ -298,23 +333,14 @@ impl PackedConv {
         act: Activation,
         out: &mut [f32],
     ) -> Result<(), ConvError> {
-        let p = &self.geom;
-        if (g.c_in, g.c_out, g.groups, g.kernel) != (p.c_in, p.c_out, p.groups, p.kernel) {
-            return err(format!("{g:?} does not match the packed weights of {p:?}"));
-        }
-        g.validate()?;
-        let (oh, ow) = g.output_hw(h, w)?;
-        let (in_len, out_len) = (n * g.c_in * h * w, n * g.c_out * oh * ow);
-        if x.len() != in_len || out.len() != out_len {
-            return err(format!(
-                "buffers hold {} and {} values, expected {in_len} and {out_len}",
-                x.len(),
-                out.len()
-            ));
-        }
-        if residual.is_some_and(|z| z.len() != out_len) {
-            return err(format!("the residual must hold {out_len} values"));
-        }
+        let (oh, ow) = g.check_run(
+            &self.geom,
+            [h, w],
+            x.len(),
+            out.len(),
+            residual.map(<[f32]>::len),
+            |oh, ow| (n * g.c_in * h * w, n * g.c_out * oh * ow),
+        )?;
         match &self.weights {
             Weights::Gemm(packed) => {
                 self.run_gemm(g, packed, x, [n, h, w], [oh, ow], residual, act, out)

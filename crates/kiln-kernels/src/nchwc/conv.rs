@@ -555,30 +555,19 @@ impl NchwcConv {
         act: Activation,
         out: &mut [MaybeUninit<f32>],
     ) -> Result<(), ConvError> {
-        let p = &self.geom;
-        if (g.c_in, g.c_out, g.groups, g.kernel) != (p.c_in, p.c_out, p.groups, p.kernel) {
-            return err(format!("{g:?} does not match the packed weights of {p:?}"));
-        }
-        if g.strides.contains(&0) || g.dilations.contains(&0) {
-            return err(format!("invalid convolution {g:?}"));
-        }
-        let (oh, ow) = g.output_hw(h, w)?;
         let b = self.block;
         let cin = match self.input {
             Input::Blocked => padded(g.c_in),
             Input::Plain => g.c_in,
         };
-        let (in_len, out_len) = (n * cin * h * w, n * padded(g.c_out) * oh * ow);
-        if x.len() != in_len || out.len() != out_len {
-            return err(format!(
-                "buffers hold {} and {} values, expected {in_len} and {out_len}",
-                x.len(),
-                out.len()
-            ));
-        }
-        if residual.is_some_and(|z| z.len() != out_len) {
-            return err(format!("the residual must hold {out_len} values"));
-        }
+        let (oh, ow) = g.check_run(
+            &self.geom,
+            [h, w],
+            x.len(),
+            out.len(),
+            residual.map(<[f32]>::len),
+            |oh, ow| (n * cin * h * w, n * padded(g.c_out) * oh * ow),
+        )?;
         if let Some(wg) = self.winograd_for(g, oh, ow) {
             let r = WinogradRun {
                 x,
