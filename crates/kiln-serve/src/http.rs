@@ -197,7 +197,8 @@ async fn infer_any(
         .requests
         .with_label_values(&[label, "http"])
         .inc();
-    let result = infer_inner(&app, &name, version.as_deref(), &headers, &body, arrived).await;
+    let bytes_in = body.len();
+    let result = infer_inner(&app, &name, version.as_deref(), &headers, body, arrived).await;
     app.metrics
         .latency
         .with_label_values(&[label, "http"])
@@ -205,7 +206,7 @@ async fn infer_any(
     match result {
         Ok(r) => {
             tracing::info!(
-                model = %name, status = 200, bytes_in = body.len(),
+                model = %name, status = 200, bytes_in,
                 latency_ms = arrived.elapsed().as_secs_f64() * 1e3, "infer"
             );
             r
@@ -227,17 +228,47 @@ fn flag(params: &Map<String, Json_>, key: &str) -> bool {
     params.get(key).and_then(Json_::as_bool).unwrap_or(false)
 }
 
+/// A request decoded against its model: the feeds, and each wanted output with whether it
+/// goes back as binary data.
+struct Decoded {
+    id: Option<String>,
+    feeds: Vec<(String, Tensor)>,
+    wanted: Vec<(String, bool)>,
+}
+
+/// Decoding and encoding run on blocking threads: a large JSON body takes long enough to parse
+/// that, on tokio's few workers, it would hold up every other connection.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServeError> + Send + 'static,
+) -> Result<T, ServeError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServeError::internal(format!("a request task failed: {e}")))?
+}
+
 async fn infer_inner(
     app: &App,
     name: &str,
     version: Option<&str>,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Bytes,
     arrived: Instant,
 ) -> Result<Response, ServeError> {
-    let model = find(app, name, version)?;
+    let model = Arc::clone(find(app, name, version)?);
+    let header_length = headers.get(HEADER_LENGTH).cloned();
+    let m = Arc::clone(&model);
+    let d = blocking(move || decode(&m, header_length.as_ref(), &body)).await?;
+    let results = app.infer(&model, d.feeds, arrived).await?;
+    blocking(move || encode(&model, d.id, &d.wanted, results)).await
+}
+
+fn decode(
+    model: &Served,
+    header_length: Option<&HeaderValue>,
+    body: &[u8],
+) -> Result<Decoded, ServeError> {
     // The JSON part, and the binary data after it when the header says where it ends.
-    let (head, mut binary) = match headers.get(HEADER_LENGTH) {
+    let (head, mut binary) = match header_length {
         Some(v) => {
             let n: usize = v
                 .to_str()
@@ -318,10 +349,22 @@ async fn infer_inner(
             .map(|m| (m.name.clone(), all_binary))
             .collect(),
     };
-    let mut results: BTreeMap<String, Tensor> = app.infer(model, feeds, arrived).await?;
+    Ok(Decoded {
+        id: req.id,
+        feeds,
+        wanted,
+    })
+}
+
+fn encode(
+    model: &Served,
+    id: Option<String>,
+    wanted: &[(String, bool)],
+    mut results: BTreeMap<String, Tensor>,
+) -> Result<Response, ServeError> {
     let mut outputs = Vec::with_capacity(wanted.len());
     let mut payload: Vec<u8> = Vec::new();
-    for (out_name, as_binary) in &wanted {
+    for (out_name, as_binary) in wanted {
         let t = results
             .remove(out_name)
             .ok_or_else(|| ServeError::internal(format!("output '{out_name}' was not produced")))?;
@@ -343,7 +386,7 @@ async fn infer_inner(
         "model_version": model.version,
         "outputs": outputs,
     });
-    if let Some(id) = &req.id {
+    if let Some(id) = id {
         resp["id"] = json!(id);
     }
     let head = serde_json::to_vec(&resp)
