@@ -1,6 +1,6 @@
 //! The protocol's REST endpoints (health, server and model metadata, model readiness,
 //! inference with JSON data and with the binary tensor data extension) and `/metrics`.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,17 +29,14 @@ pub fn router(app: Arc<App>, max_body: usize) -> Router {
         .route("/v2/health/ready", get(ready))
         .route("/v2", get(server_metadata))
         .route("/v2/models/{name}", get(model_metadata))
-        .route(
-            "/v2/models/{name}/versions/{version}",
-            get(model_metadata_v),
-        )
+        .route("/v2/models/{name}/versions/{version}", get(model_metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
         .route(
             "/v2/models/{name}/versions/{version}/ready",
-            get(model_ready_v),
+            get(model_ready),
         )
         .route("/v2/models/{name}/infer", post(infer))
-        .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(app)
@@ -94,36 +91,24 @@ fn describe(m: &Served) -> Json_ {
     })
 }
 
-async fn model_metadata(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
-    match find(&app, &name, None) {
+/// A route's `{name}` and, on the `/versions/{version}` routes, the version.
+type ModelPath = Path<HashMap<String, String>>;
+
+fn model_of<'a>(app: &'a App, p: &HashMap<String, String>) -> Result<&'a Arc<Served>, ServeError> {
+    let name = p.get("name").map_or("", String::as_str);
+    find(app, name, p.get("version").map(String::as_str))
+}
+
+async fn model_metadata(State(app): State<Arc<App>>, Path(p): ModelPath) -> Response {
+    match model_of(&app, &p) {
         Ok(m) => Json(describe(m)).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn model_metadata_v(
-    State(app): State<Arc<App>>,
-    Path((name, version)): Path<(String, String)>,
-) -> Response {
-    match find(&app, &name, Some(&version)) {
-        Ok(m) => Json(describe(m)).into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn model_ready(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
-    match find(&app, &name, None) {
-        Ok(_) => Json(json!({ "name": name, "ready": true })).into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn model_ready_v(
-    State(app): State<Arc<App>>,
-    Path((name, version)): Path<(String, String)>,
-) -> Response {
-    match find(&app, &name, Some(&version)) {
-        Ok(_) => Json(json!({ "name": name, "ready": true })).into_response(),
+async fn model_ready(State(app): State<Arc<App>>, Path(p): ModelPath) -> Response {
+    match model_of(&app, &p) {
+        Ok(m) => Json(json!({ "name": m.name, "ready": true })).into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -164,20 +149,12 @@ struct RequestedOutput {
 
 async fn infer(
     State(app): State<Arc<App>>,
-    Path(name): Path<String>,
+    Path(p): ModelPath,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    infer_any(app, name, None, headers, body).await
-}
-
-async fn infer_v(
-    State(app): State<Arc<App>>,
-    Path((name, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    infer_any(app, name, Some(version), headers, body).await
+    let name = p.get("name").cloned().unwrap_or_default();
+    infer_any(app, name, p.get("version").cloned(), headers, body).await
 }
 
 async fn infer_any(
