@@ -9,6 +9,11 @@ with random attributes and sizes that miss the vector width. Graphs ORT itself r
 skipped and counted. Seeds are deterministic: `--seeds A:B` picks a range (default 0:200 in
 CI), `--seconds S` stops early. A seed that once disagreed goes into REGRESSIONS and runs every
 time. Prints `differential: N passed, M failed` and how many graphs ran.
+
+`--ep wgpu,cpu` runs the same graphs through the GPU provider (lavapipe without a GPU) at
+`--level disabled` and `all` against kiln's CPU provider at `disabled`, and counts the nodes
+the GPU ran (`kiln partition --json`): a graph the GPU took no node of still counts, but the
+total must be more than none.
 """
 
 import os
@@ -312,6 +317,32 @@ def check(item):
     return f"seed {seed} [{ops}]: worst {worst:.3f} of tolerance"
 
 
+GPU_NODES = []
+
+
+def check_gpu(item):
+    seed, m, feeds, ops = item
+    import tempfile
+    try:
+        want = common.kiln_run_model(m, feeds, level="disabled")
+    except Exception as e:  # noqa: BLE001 - a graph kiln's CPU refuses is covered by the ORT mode
+        SKIPPED.append(seed)
+        return f"seed {seed}: the CPU refuses it ({str(e).splitlines()[0][:300]})"
+    with tempfile.TemporaryDirectory(prefix="kiln-diff-") as tmp:
+        path = os.path.join(tmp, "m.onnx")
+        import onnx
+        onnx.save(m, path)
+        part = common.kiln_json("partition", path, "--ep", "wgpu,cpu", "--level", "disabled")
+        on_gpu = sum(len(p["nodes"]) for p in part["partitions"] if p["ep"] == "wgpu")
+        GPU_NODES.append(on_gpu)
+        worst = 0.0
+        for level in ("disabled", "all"):
+            got = common.kiln_run_model(path, feeds, level=level, ep="wgpu,cpu")
+            for name, ref in want.items():
+                worst = max(worst, common.assert_close(f"{name} at --level {level} on wgpu", got[name], ref))
+    return f"seed {seed} [{ops}]: {on_gpu} nodes on wgpu, worst {worst:.3f} of tolerance"
+
+
 def main():
     lo, hi = 0, 200
     if "--seeds" in sys.argv:
@@ -326,12 +357,29 @@ def main():
             break
         items.append(case(s))
     t0 = time.time()
+    gpu = "--ep" in sys.argv and "wgpu" in sys.argv[sys.argv.index("--ep") + 1]
     try:
-        common.run_tests("differential", items, check, workers=2,
-                         name=lambda c: f"seed {c[0]}", desc=lambda c: f"seed {c[0]} [{c[3]}]")
+        if gpu:
+            try:
+                common.run_tests("differential (wgpu)", items, check_gpu, workers=2,
+                                 name=lambda c: f"seed {c[0]}", desc=lambda c: f"seed {c[0]} [{c[3]}]")
+            except SystemExit as e:
+                if not sum(GPU_NODES):
+                    print("differential (wgpu): FAIL no node of any graph ran on the GPU")
+                    print("differential (wgpu): 0 passed, 1 failed")
+                    sys.exit(1)
+                raise e
+        else:
+            common.run_tests("differential", items, check, workers=2,
+                             name=lambda c: f"seed {c[0]}", desc=lambda c: f"seed {c[0]} [{c[3]}]")
     finally:
-        print(f"differential graphs: {len(items) - len(SKIPPED)} compared at 4 levels, "
-              f"{len(SKIPPED)} refused by ORT, {time.time() - t0:.0f} s")
+        if gpu:
+            print(f"differential graphs on wgpu: {len(items) - len(SKIPPED)} compared at 2 levels, "
+                  f"{sum(GPU_NODES)} nodes ran on the GPU ({sum(1 for n in GPU_NODES if n)} graphs with some), "
+                  f"{len(SKIPPED)} refused by the CPU, {time.time() - t0:.0f} s")
+        else:
+            print(f"differential graphs: {len(items) - len(SKIPPED)} compared at 4 levels, "
+                  f"{len(SKIPPED)} refused by ORT, {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":

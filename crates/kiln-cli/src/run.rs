@@ -133,13 +133,12 @@ pub fn inputs(
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .and_then(|n| dtype.storage_bytes(n));
         if let Some(limit) = session.memory_limit() {
-            if bytes.is_none_or(|b| b as u64 > limit) {
+            if bytes.is_none_or(|b| b as u64 > limit.bytes) {
                 bail!(
-                    "input '{}' of shape {:?} ({dtype}) needs {}, over the memory limit of {} (--memory-limit)",
+                    "input '{}' of shape {:?} ({dtype}) needs {}, over the memory limit of {limit}",
                     spec.name,
                     shape,
                     bytes.map_or("more than 2^64 bytes".into(), |b| kiln_runtime::memory::human(b as u64)),
-                    kiln_runtime::memory::human(limit)
                 );
             }
         }

@@ -190,33 +190,41 @@ pub fn map_bias(f: Unary, x: &[f32], bias: &[f32], out: &mut [f32]) {
 }
 
 isa_dispatch! {
-    /// Mean and 1/√(var + eps) of one row (RMS: mean 0, var = mean of squares).
-    fn moments(x: &[f32], eps: f32, rms: bool) -> (f32, f32) {
+    /// The moments of one row as `(shift, mean - shift, 1/√(var + eps))` (RMS: no centering,
+    /// var = mean of squares). The row is centred on its first element before summing: for a
+    /// row far from zero against its spread (mean 10⁴, deviations near 1), `x - shift` is
+    /// exact and small, so neither the sum nor the mean (whose f32 rounding would shift every
+    /// output by up to half an ulp of 10⁴) loses the digits that hold the deviations.
+    fn moments(x: &[f32], eps: f32, rms: bool) -> (f32, f32, f32) {
         const L: usize = 16;
         let n = x.len();
         let full = n / L * L;
-        let mut acc = [0f32; L];
+        let shift = if rms { 0.0 } else { x[0] };
         // Fixed-size chunks: no bounds checks inside, so the lanes become one vector add.
         let chunks = || x[..full].chunks_exact(L).map(|c| <&[f32; L]>::try_from(c).expect("L"));
+        let mut acc = [0f32; L];
         if !rms {
             for c in chunks() {
                 for l in 0..L {
-                    acc[l] += c[l];
+                    acc[l] += c[l] - shift;
                 }
             }
         }
-        let tail: f32 = if rms { 0.0 } else { x[full..].iter().sum() };
-        let mean = (acc.iter().sum::<f32>() + tail) / n as f32;
+        let tail: f32 = if rms { 0.0 } else { x[full..].iter().map(|&v| v - shift).sum() };
+        let rel = (halve(acc, |a, b| a + b) + tail) / n as f32;
         let mut sq = [0f32; L];
         for c in chunks() {
             for l in 0..L {
-                let d = c[l] - mean;
+                let d = (c[l] - shift) - rel;
                 sq[l] += d * d;
             }
         }
-        let tail: f32 = x[full..].iter().map(|&v| (v - mean) * (v - mean)).sum();
-        let var = (sq.iter().sum::<f32>() + tail) / n as f32;
-        (mean, 1.0 / (var + eps).sqrt())
+        let tail: f32 = x[full..]
+            .iter()
+            .map(|&v| ((v - shift) - rel) * ((v - shift) - rel))
+            .sum();
+        let var = (halve(sq, |a, b| a + b) + tail) / n as f32;
+        (shift, rel, 1.0 / (var + eps).sqrt())
     }
 }
 
@@ -321,17 +329,19 @@ isa_dispatch! {
 }
 
 isa_dispatch! {
-    fn normalize(x: &[f32], mean: f32, inv: f32, gamma: &[f32], beta: &[f32], out: &mut [f32]) {
+    /// `((x - shift) - rel) * inv * gamma + beta`, the centring in the order `moments` took.
+    fn normalize(x: &[f32], m: (f32, f32, f32), gamma: &[f32], beta: &[f32], out: &mut [f32]) {
+        let (shift, rel, inv) = m;
         let n = out.len();
         let (x, gamma) = (&x[..n], &gamma[..n]);
         if beta.is_empty() {
             for i in 0..n {
-                out[i] = (x[i] - mean) * inv * gamma[i];
+                out[i] = ((x[i] - shift) - rel) * inv * gamma[i];
             }
         } else {
             let beta = &beta[..n];
             for i in 0..n {
-                out[i] = (x[i] - mean) * inv * gamma[i] + beta[i];
+                out[i] = ((x[i] - shift) - rel) * inv * gamma[i] + beta[i];
             }
         }
     }
@@ -429,7 +439,8 @@ fn softmax_lane(x: &mut [f32]) {
 
 /// Layer normalization of each row of `x` (rows of `gamma.len()`), scaled by `gamma` and
 /// shifted by `beta` (none when empty); returns each row's mean and inverse deviation.
-/// Moments are two-pass (mean, then squared deviations), so large offsets do not cancel.
+/// Moments are two-pass (mean, then squared deviations) about the row's first element, so
+/// large offsets neither cancel nor round the centring.
 pub fn layer_norm(
     x: &[f32],
     gamma: &[f32],
@@ -444,9 +455,9 @@ pub fn layer_norm(
     let rows = x.len() / len;
     let mut stats = vec![(0f32, 0f32); rows];
     let row = |xr: &[f32], or: &mut [f32]| {
-        let (mean, inv) = moments(xr, eps, rms);
-        normalize(xr, mean, inv, gamma, beta, or);
-        (mean, inv)
+        let m = moments(xr, eps, rms);
+        normalize(xr, m, gamma, beta, or);
+        (m.0 + m.1, m.2)
     };
     if x.len() < PAR_MIN || rayon::current_num_threads() == 1 {
         for ((xr, or), s) in x.chunks(len).zip(out.chunks_mut(len)).zip(&mut stats) {
@@ -607,6 +618,48 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn layer_norm_keeps_the_digits_of_rows_far_from_zero() {
+        // Rows offset by 10^4 with deviations near 1: an f32 mean rounds by up to 5e-4, which
+        // every output inherits divided by the deviation; the shifted sums keep it near 1e-6.
+        let len = 384;
+        let mut seed = 17u64;
+        let mut worst = 0f64;
+        for r in 0..64 {
+            let x: Vec<f32> = (0..len)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    1e4 * (1.0 + (r % 3) as f32)
+                        + ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
+                })
+                .collect();
+            let g = vec![1f32; len];
+            for rms in [false, true] {
+                let mut out = vec![0f32; len];
+                layer_norm(&x, &g, &[], 1e-5, rms, &mut out);
+                let row: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+                let mean = if rms {
+                    0.0
+                } else {
+                    row.iter().sum::<f64>() / len as f64
+                };
+                let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / len as f64;
+                let inv = 1.0 / (var + 1e-5).sqrt();
+                for j in 0..len {
+                    let w = (row[j] - mean) * inv;
+                    let e = (out[j] as f64 - w).abs() / (1.0 + w.abs());
+                    if !rms {
+                        worst = worst.max(e);
+                    }
+                    assert!(e < 1e-4, "rms={rms} row {r} [{j}]: {} vs {w}", out[j]);
+                }
+            }
+        }
+        assert!(worst < 2e-6, "worst relative error {worst}");
     }
 
     #[test]

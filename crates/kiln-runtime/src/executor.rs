@@ -31,7 +31,36 @@ enum Work {
         prepared: Option<Box<dyn PreparedKernel>>,
         opset: i64,
     },
-    Compiled(PartitionSpec, Box<dyn CompiledPartition>),
+    Compiled(PartitionSpec, Box<dyn CompiledPartition>, Fallback),
+}
+
+/// What a compiled partition falls back to when it fails for the inputs a run brings (a
+/// kernel limit that shows only with concrete shapes, a device error): its nodes on the CPU
+/// kernels, for that set of input shapes from then on, with one warning naming the reason.
+struct Fallback {
+    /// The partition's nodes with their CPU kernels and opsets; `None` when some node has none.
+    nodes: Option<Vec<(NodeId, KernelFn, i64)>>,
+    /// The input shapes (and small integer values) the unit failed on, with the reason.
+    failed: std::sync::Mutex<std::collections::HashMap<Vec<(Vec<usize>, Vec<i64>)>, String>>,
+}
+
+/// A compiled unit's inputs as a key: shapes, and the values of small integer tensors (shape
+/// and axes parameters decide a lowering as much as shapes do).
+fn fallback_key(ins: &[&Value]) -> Vec<(Vec<usize>, Vec<i64>)> {
+    ins.iter()
+        .map(|v| match v.tensor() {
+            Some(t) => {
+                let small_ints = !t.dtype().is_float() && t.len() <= 64;
+                let vals = if small_ints {
+                    t.to_i64s().unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                (t.shape.clone(), vals)
+            }
+            None => (Vec::new(), Vec::new()),
+        })
+        .collect()
 }
 
 struct Step {
@@ -168,7 +197,23 @@ impl Plan {
                 }
             }
             let work = match u {
-                Unit::Compiled(spec, unit) => Work::Compiled(spec, unit),
+                Unit::Compiled(spec, unit) => {
+                    let nodes = spec
+                        .nodes
+                        .iter()
+                        .map(|&id| {
+                            let n = g.node(id);
+                            let domain = if n.domain == "ai.onnx" { "" } else { &n.domain };
+                            kiln_ops::kernel_fn(domain, &n.op_type)
+                                .map(|k| (id, k, opset_of(opsets, &n.domain)))
+                        })
+                        .collect();
+                    let fallback = Fallback {
+                        nodes,
+                        failed: Default::default(),
+                    };
+                    Work::Compiled(spec, unit, fallback)
+                }
                 Unit::Node(id) => {
                     let n = g.node(id);
                     let opset = opset_of(opsets, &n.domain);
@@ -193,6 +238,19 @@ impl Plan {
             constants,
             slots,
         })
+    }
+
+    /// Compiled partitions that ran on the CPU for some input shapes, with the reason each.
+    pub fn fallbacks(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in &self.steps {
+            if let Work::Compiled(_, _, f) = &s.work {
+                if let Ok(f) = f.failed.lock() {
+                    out.extend(f.values().cloned());
+                }
+            }
+        }
+        out
     }
 
     /// The nodes whose provider prepared them at plan time (constant weights packed once).
@@ -248,31 +306,63 @@ impl Plan {
                     let outs = run_node(g, &env, outer, opsets, *id, kernel, prepared, *opset)?;
                     (*id, outs)
                 }
-                Work::Compiled(spec, unit) => {
+                Work::Compiled(spec, unit, fallback) => {
                     let first = spec.nodes[0];
-                    let mut ins = Vec::with_capacity(spec.inputs.len());
-                    for v in &spec.inputs {
-                        match &env[v.0 as usize] {
-                            Some(x) => ins.push(x.as_ref()),
-                            None => {
-                                return Err(RuntimeError::Node {
-                                    node: g.describe(first),
-                                    reason: format!(
-                                        "partition input '{}' has no value",
-                                        g.value(*v).name
-                                    ),
-                                })
-                            }
-                        }
-                    }
-                    let outs = unit.run(&ins).map_err(|reason| RuntimeError::Node {
-                        node: format!(
+                    let describe = || {
+                        format!(
                             "partition of {} nodes from {}",
                             spec.nodes.len(),
                             g.describe(first)
-                        ),
-                        reason,
-                    })?;
+                        )
+                    };
+                    let (ran, key) = {
+                        let mut ins = Vec::with_capacity(spec.inputs.len());
+                        for v in &spec.inputs {
+                            match &env[v.0 as usize] {
+                                Some(x) => ins.push(x.as_ref()),
+                                None => {
+                                    return Err(RuntimeError::Node {
+                                        node: g.describe(first),
+                                        reason: format!(
+                                            "partition input '{}' has no value",
+                                            g.value(*v).name
+                                        ),
+                                    })
+                                }
+                            }
+                        }
+                        let key = fallback_key(&ins);
+                        let known_bad = fallback
+                            .failed
+                            .lock()
+                            .map_or(false, |f| f.contains_key(&key));
+                        ((!known_bad).then(|| unit.run(&ins)), key)
+                    };
+                    let outs = match (ran, &fallback.nodes) {
+                        (Some(Ok(outs)), _) => outs,
+                        (Some(Err(reason)), None) => {
+                            return Err(RuntimeError::Node {
+                                node: describe(),
+                                reason,
+                            })
+                        }
+                        (failed, Some(nodes)) => {
+                            if let Some(Err(reason)) = failed {
+                                let shapes: Vec<&Vec<usize>> = key.iter().map(|(s, _)| s).collect();
+                                eprintln!(
+                                    "warning: {} runs on the CPU for input shapes {shapes:?}: {reason}",
+                                    describe()
+                                );
+                                if let Ok(mut f) = fallback.failed.lock() {
+                                    f.insert(key, format!("{}: {reason}", describe()));
+                                }
+                            }
+                            run_on_cpu(g, &mut env, outer, opsets, nodes, &spec.outputs)?
+                        }
+                        (None, None) => {
+                            unreachable!("a shape set is marked failed only with a fallback")
+                        }
+                    };
                     if outs.len() != spec.outputs.len() {
                         return Err(RuntimeError::Node {
                             node: g.describe(first),
@@ -316,6 +406,45 @@ impl Plan {
         }
         Ok((outputs, stats))
     }
+}
+
+/// Runs a compiled partition's nodes one by one on their CPU kernels, writing intermediates
+/// into `env` and clearing them after; returns the partition's outputs.
+fn run_on_cpu(
+    g: &Graph,
+    env: &mut [Option<Arc<Value>>],
+    outer: Outer,
+    opsets: &Opsets,
+    nodes: &[(NodeId, KernelFn, i64)],
+    outputs: &[ValueId],
+) -> Result<Vec<Value>, RuntimeError> {
+    let mut made = Vec::new();
+    let ran = (|| {
+        for (id, kernel, opset) in nodes {
+            for (slot, value) in run_node(g, env, outer, opsets, *id, kernel, &None, *opset)? {
+                if let Some(v) = slot {
+                    env[v.0 as usize] = Some(Arc::new(value));
+                    made.push(v);
+                }
+            }
+        }
+        outputs
+            .iter()
+            .map(|v| {
+                env[v.0 as usize]
+                    .take()
+                    .map(|a| Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone()))
+                    .ok_or_else(|| RuntimeError::Node {
+                        node: format!("value '{}'", g.value(*v).name),
+                        reason: "the partition's CPU fallback did not compute it".into(),
+                    })
+            })
+            .collect()
+    })();
+    for v in made {
+        env[v.0 as usize] = None;
+    }
+    ran
 }
 
 /// Resolves names a subgraph reads from the graphs around it.

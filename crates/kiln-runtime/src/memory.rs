@@ -6,14 +6,197 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use std::path::Path;
+
 use kiln_ir::{Dim, Model, NodeId, ValueId};
 
 /// Bytes of memory the system could give this process now (`MemAvailable`), if known.
 pub fn available_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    EnvLimits::at(Path::new("/")).meminfo()
+}
+
+/// A memory limit and where it came from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemLimit {
+    pub bytes: u64,
+    /// What set it: `--memory-limit`, the memory available, the address-space limit, ...
+    pub source: String,
+}
+
+impl std::fmt::Display for MemLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", human(self.bytes), self.source)
+    }
+}
+
+/// The limit the environment sets now: the smallest of the memory available, the headroom
+/// under the address-space and data limits (`RLIMIT_AS`, `RLIMIT_DATA`: containers and
+/// `ulimit -v`), and the headroom in the process's memory cgroup and each cgroup above it
+/// (v2 `memory.max`, v1 `memory.limit_in_bytes`: a Kubernetes pod's limit), where usage counts
+/// without the page cache the kernel can drop. `None` when nothing could be read.
+pub fn environment_limit() -> Option<MemLimit> {
+    EnvLimits::at(Path::new("/")).limit()
+}
+
+/// The files the environment's limits are read from, under `root` (`/`, or a copy in tests).
+pub(crate) struct EnvLimits<'a> {
+    root: &'a Path,
+}
+
+/// `N kB` of a `/proc/*/status` or `meminfo` line, in bytes.
+fn kb_field(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kb: u64 = line[key.len()..].split_whitespace().next()?.parse().ok()?;
     kb.checked_mul(1024)
+}
+
+impl<'a> EnvLimits<'a> {
+    pub(crate) fn at(root: &'a Path) -> EnvLimits<'a> {
+        EnvLimits { root }
+    }
+
+    fn read(&self, path: &str) -> Option<String> {
+        std::fs::read_to_string(self.root.join(path.trim_start_matches('/'))).ok()
+    }
+
+    fn meminfo(&self) -> Option<u64> {
+        kb_field(&self.read("/proc/meminfo")?, "MemAvailable:")
+    }
+
+    /// Soft limit `name` of `/proc/self/limits` minus the status field `used` (`VmSize`).
+    fn rlimit_headroom(&self, name: &str, used: &str) -> Option<u64> {
+        let limits = self.read("/proc/self/limits")?;
+        let line = limits.lines().find(|l| l.starts_with(name))?;
+        let soft = line[name.len()..].split_whitespace().next()?;
+        let soft: u64 = soft.parse().ok()?; // "unlimited" sets no limit
+        let status = self.read("/proc/self/status")?;
+        Some(soft.saturating_sub(kb_field(&status, used).unwrap_or(0)))
+    }
+
+    /// Headroom in the memory cgroup (v2 and v1) and its ancestors, smallest first found.
+    fn cgroup_headroom(&self) -> Option<(u64, String)> {
+        let mounts = self.read("/proc/self/mountinfo")?;
+        let groups = self.read("/proc/self/cgroup").unwrap_or_default();
+        let mut best: Option<(u64, String)> = None;
+        for m in mounts.lines() {
+            // id parent dev root mountpoint opts... - fstype source superopts
+            let (pre, post) = m.split_once(" - ")?;
+            let pre: Vec<&str> = pre.split_whitespace().collect();
+            let post: Vec<&str> = post.split_whitespace().collect();
+            let (Some(&mroot), Some(&mpoint), Some(&fstype)) =
+                (pre.get(3), pre.get(4), post.first())
+            else {
+                continue;
+            };
+            let v2 = fstype == "cgroup2";
+            let v1 = fstype == "cgroup"
+                && post
+                    .get(2)
+                    .is_some_and(|o| o.split(',').any(|o| o == "memory"));
+            if !(v1 || v2) {
+                continue;
+            }
+            // The process's path in this hierarchy: "0::/a/b" (v2) or "4:memory:/a/b" (v1).
+            let path = groups.lines().find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, ctl, p) = (f.next()?, f.next()?, f.next()?);
+                let ours = if v2 {
+                    ctl.is_empty()
+                } else {
+                    ctl.split(',').any(|c| c == "memory")
+                };
+                ours.then(|| p.to_string())
+            });
+            let Some(path) = path else { continue };
+            let rel = path
+                .strip_prefix(mroot)
+                .unwrap_or(&path)
+                .trim_matches('/')
+                .to_string();
+            let (max, cur, stat, inactive) = if v2 {
+                (
+                    "memory.max",
+                    "memory.current",
+                    "memory.stat",
+                    "inactive_file ",
+                )
+            } else {
+                (
+                    "memory.limit_in_bytes",
+                    "memory.usage_in_bytes",
+                    "memory.stat",
+                    "total_inactive_file ",
+                )
+            };
+            // Inside a container the path may name the host's view: then the mount is the group.
+            let mut dir = if self.read(&format!("{mpoint}/{rel}/{max}")).is_some() {
+                rel
+            } else {
+                String::new()
+            };
+            loop {
+                let at = |f: &str| format!("{mpoint}/{dir}/{f}");
+                let limit = self
+                    .read(&at(max))
+                    .and_then(|t| t.trim().parse::<u64>().ok());
+                // v1 writes "no limit" as a huge page-aligned number.
+                if let Some(limit) = limit.filter(|&l| l < 1 << 60) {
+                    let used = self
+                        .read(&at(cur))
+                        .and_then(|t| t.trim().parse::<u64>().ok())
+                        .unwrap_or(0);
+                    let cache = self
+                        .read(&at(stat))
+                        .and_then(|t| {
+                            let line = t.lines().find(|l| l.starts_with(inactive))?;
+                            line[inactive.len()..].trim().parse::<u64>().ok()
+                        })
+                        .unwrap_or(0);
+                    let room = limit.saturating_sub(used.saturating_sub(cache));
+                    if best.as_ref().is_none_or(|(b, _)| room < *b) {
+                        let name = if v2 {
+                            "cgroup memory.max"
+                        } else {
+                            "cgroup memory.limit_in_bytes"
+                        };
+                        best = Some((room, format!("{name} of {} less its usage", human(limit))));
+                    }
+                }
+                if dir.is_empty() {
+                    break;
+                }
+                dir = dir
+                    .rsplit_once('/')
+                    .map_or(String::new(), |(p, _)| p.to_string());
+            }
+        }
+        best
+    }
+
+    pub(crate) fn limit(&self) -> Option<MemLimit> {
+        let mut all: Vec<(u64, String)> = Vec::new();
+        if let Some(b) = self.meminfo() {
+            all.push((b, "the memory available".into()));
+        }
+        if let Some(b) = self.rlimit_headroom("Max address space", "VmSize:") {
+            all.push((
+                b,
+                "the address-space limit RLIMIT_AS less what the process maps".into(),
+            ));
+        }
+        if let Some(b) = self.rlimit_headroom("Max data size", "VmData:") {
+            all.push((
+                b,
+                "the data limit RLIMIT_DATA less the process's data".into(),
+            ));
+        }
+        if let Some(c) = self.cgroup_headroom() {
+            all.push(c);
+        }
+        all.into_iter()
+            .min_by_key(|(b, _)| *b)
+            .map(|(bytes, source)| MemLimit { bytes, source })
+    }
 }
 
 /// Parses `BYTES` with an optional K/M/G/T suffix (powers of 1024; `B` and `iB` allowed).
@@ -57,17 +240,46 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
-/// The limit and the verdicts already reached, per set of input shapes.
+/// A session's limit: fixed (`--memory-limit`), or read from the environment at every run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LimitKind {
+    Fixed(u64),
+    Environment,
+}
+
+/// The limit and each set of input shapes' peak, once walked.
 pub(crate) struct Budget {
-    pub limit: u64,
-    seen: Mutex<HashMap<Vec<Vec<usize>>, Result<(), String>>>,
+    kind: LimitKind,
+    /// Per set of input shapes: the run's peak and its inputs' bytes.
+    peaks: Mutex<HashMap<Vec<Vec<usize>>, (u64, u64)>>,
 }
 
 impl Budget {
-    pub fn new(limit: u64) -> Budget {
+    pub fn new(kind: LimitKind) -> Budget {
         Budget {
-            limit,
-            seen: Mutex::new(HashMap::new()),
+            kind,
+            peaks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The limit a run starting now is held to.
+    pub fn current(&self) -> Option<MemLimit> {
+        match self.kind {
+            LimitKind::Fixed(bytes) => Some(MemLimit {
+                bytes,
+                source: "--memory-limit".into(),
+            }),
+            LimitKind::Environment => environment_limit().map(|l| {
+                // Live tensors are not all a run maps: allocator arenas per thread, freed blocks
+                // kept in the heap for the next run, kernels' scratch. Measured under RLIMIT_AS
+                // (YOLOv8n at 4480², 1 GiB): about 15% past the estimate; keep an eighth of the
+                // headroom and 64 MiB back.
+                let bytes = l.bytes.saturating_sub(l.bytes / 8 + (64 << 20));
+                MemLimit {
+                    bytes,
+                    source: format!("{}, less a margin for the allocator", l.source),
+                }
+            }),
         }
     }
 
@@ -79,45 +291,66 @@ impl Budget {
         order: &[NodeId],
         fed: &[(ValueId, Vec<usize>, bool)],
     ) -> Result<(), String> {
+        let Some(limit) = self.current() else {
+            return Ok(());
+        };
         let key: Vec<Vec<usize>> = fed.iter().map(|(_, s, _)| s.clone()).collect();
-        if let Some(v) = self
-            .seen
+        let cached = self
+            .peaks
             .lock()
             .map_err(|_| "memory check poisoned")?
             .get(&key)
-        {
-            return v.clone();
-        }
-        let verdict = self.estimate(model, order, fed);
-        if let Ok(mut m) = self.seen.lock() {
-            // Shapes that change every run (a growing sequence) would fill the cache: start over.
-            if m.len() >= 64 {
-                m.clear();
+            .copied();
+        let (peak, inputs) = match cached {
+            Some(p) => p,
+            None => {
+                let p = self.walk(model, order, fed, None).unwrap_or((u64::MAX, 0));
+                if let Ok(mut m) = self.peaks.lock() {
+                    // Shapes that change every run (a growing sequence) would fill the cache.
+                    if m.len() >= 64 {
+                        m.clear();
+                    }
+                    m.insert(key, p);
+                }
+                p
             }
-            m.insert(key, verdict.clone());
+        };
+        // The environment's headroom is what is left with the fed inputs already held, so they
+        // do not count against it a second time; a fixed limit covers the whole run.
+        let held = if self.kind == LimitKind::Environment {
+            inputs
+        } else {
+            0
+        };
+        if peak <= limit.bytes.saturating_add(held) {
+            return Ok(());
         }
-        verdict
+        // Over the limit (rare): walk again, naming the node that crosses it.
+        self.walk(model, order, fed, Some(&limit)).map(|_| ())
     }
 
-    fn estimate(
+    /// The run's peak bytes (outputs alive plus a kernel's scratch) and its fed inputs' bytes,
+    /// or, given a limit, the error naming the first node whose output crosses it.
+    fn walk(
         &self,
         model: &Model,
         order: &[NodeId],
         fed: &[(ValueId, Vec<usize>, bool)],
-    ) -> Result<(), String> {
+        limit: Option<&MemLimit>,
+    ) -> Result<(u64, u64), String> {
         let mut m = model.clone();
         for (v, shape, _) in fed {
             let name = m.graph.value(*v).name.clone();
             let dims = shape.iter().map(|&d| Dim::Known(d as i64)).collect();
             // An input the declared shape cannot take is reported by the input check.
             if kiln_ops::infer::set_input_shape(&mut m.graph, &name, dims).is_err() {
-                return Ok(());
+                return Ok((0, 0));
             }
         }
-        // A node that cannot be inferred fails in its kernel, with that kernel's message.
-        if kiln_ops::infer_shapes(&mut m).is_err() {
-            return Ok(());
-        }
+        // A node that cannot be inferred fails in its kernel, with that kernel's message; the
+        // nodes before it keep the sizes inferred so far and are still counted, so that a run
+        // that would fail late does not exhaust memory first.
+        let _ = kiln_ops::infer_shapes(&mut m);
         let g = &m.graph;
         let bytes = |v: ValueId| -> Option<u64> {
             let ty = g.value(v).ty.as_ref()?;
@@ -149,13 +382,19 @@ impl Budget {
             .sum();
         let mut alive: Vec<(usize, u64)> = Vec::new();
         let mut total = inputs;
+        let mut peak = inputs;
+        let resident = self.kind == LimitKind::Environment;
+        let cap = limit.map_or(u64::MAX, |l| {
+            l.bytes.saturating_add(if resident { inputs } else { 0 })
+        });
         for (i, &n) in order.iter().enumerate() {
             // Scratch the kernel needs while it runs, on top of what is alive.
             let scratch = workspace(g, n);
             for &v in g.node(n).outputs().iter().flatten() {
                 let Some(b) = bytes(v) else { continue };
                 total = total.saturating_add(b);
-                if total.saturating_add(scratch) > self.limit {
+                peak = peak.max(total.saturating_add(scratch));
+                if total.saturating_add(scratch) > cap {
                     let ty = g
                         .value(v)
                         .ty
@@ -174,16 +413,29 @@ impl Budget {
                                 .join("x")
                         })
                         .unwrap_or_default();
+                    let need = total.saturating_add(scratch);
+                    let what = if resident {
+                        format!(
+                            "{} beyond the {} of inputs it holds (kernel scratch {})",
+                            human(need.saturating_sub(inputs)),
+                            human(inputs),
+                            human(scratch)
+                        )
+                    } else {
+                        format!(
+                            "{} (inputs {}, kernel scratch {})",
+                            human(need),
+                            human(inputs),
+                            human(scratch)
+                        )
+                    };
                     return Err(format!(
-                        "{}: its output '{}' ({ty} [{shape}], {}) would bring this run to {} \
-                         (inputs {}, kernel scratch {}), over the memory limit of {}",
+                        "{}: its output '{}' ({ty} [{shape}], {}) would bring this run to {what}, \
+                         over the memory limit of {}",
                         g.describe(n),
                         g.value(v).name,
                         human(b),
-                        human(total.saturating_add(scratch)),
-                        human(inputs),
-                        human(scratch),
-                        human(self.limit)
+                        limit.map_or_else(|| "?".into(), |l| l.to_string())
                     ));
                 }
                 alive.push((last_use(v).max(i), b));
@@ -197,7 +449,7 @@ impl Budget {
                 }
             });
         }
-        Ok(())
+        Ok((peak, inputs))
     }
 }
 
@@ -227,6 +479,128 @@ fn workspace(g: &kiln_ir::Graph, n: NodeId) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fake `/proc` and `/sys/fs/cgroup` under a temporary root.
+    fn fake(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let p = dir.path().join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        dir
+    }
+
+    const MEMINFO: (&str, &str) = (
+        "/proc/meminfo",
+        "MemTotal:       32000000 kB\nMemFree:        1000 kB\nMemAvailable:   20971520 kB\n",
+    );
+    const STATUS: (&str, &str) = (
+        "/proc/self/status",
+        "Name:\tkiln\nVmPeak:\t  999 kB\nVmSize:\t  1048576 kB\nVmData:\t  524288 kB\n",
+    );
+
+    fn limits(as_soft: &str) -> String {
+        format!(
+            "Limit                     Soft Limit           Hard Limit           Units\n\
+             Max data size             unlimited            unlimited            bytes\n\
+             Max address space         {as_soft:<20} unlimited            bytes\n"
+        )
+    }
+
+    #[test]
+    fn the_environment_limit_is_the_smallest_headroom() {
+        // Nothing but meminfo: the memory available.
+        let d = fake(&[MEMINFO]);
+        let l = EnvLimits::at(d.path()).limit().unwrap();
+        assert_eq!(l.bytes, 20 << 30);
+        assert_eq!(l.source, "the memory available");
+        // RLIMIT_AS of 8 GiB with 1 GiB mapped: 7 GiB left.
+        let lim = limits("8589934592");
+        let d = fake(&[MEMINFO, STATUS, ("/proc/self/limits", &lim)]);
+        let l = EnvLimits::at(d.path()).limit().unwrap();
+        assert_eq!(l.bytes, 7 << 30);
+        assert!(l.source.contains("RLIMIT_AS"), "{}", l.source);
+        // Unlimited: back to the memory available.
+        let lim = limits("unlimited");
+        let d = fake(&[MEMINFO, STATUS, ("/proc/self/limits", &lim)]);
+        assert_eq!(EnvLimits::at(d.path()).limit().unwrap().bytes, 20 << 30);
+    }
+
+    #[test]
+    fn cgroup_limits_are_read_for_v2_and_v1_and_their_ancestors() {
+        // v2: the pod's limit (3 GiB, 1 GiB used of which 256 MiB inactive page cache) sits on
+        // the parent of the process's group, which has none of its own.
+        let mountinfo = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n";
+        let d = fake(&[
+            MEMINFO,
+            ("/proc/self/mountinfo", mountinfo),
+            ("/proc/self/cgroup", "0::/kubepods/pod1/ctr\n"),
+            ("/sys/fs/cgroup/kubepods/pod1/ctr/memory.max", "max\n"),
+            (
+                "/sys/fs/cgroup/kubepods/pod1/ctr/memory.current",
+                "1073741824\n",
+            ),
+            ("/sys/fs/cgroup/kubepods/pod1/memory.max", "3221225472\n"),
+            (
+                "/sys/fs/cgroup/kubepods/pod1/memory.current",
+                "1073741824\n",
+            ),
+            (
+                "/sys/fs/cgroup/kubepods/pod1/memory.stat",
+                "anon 1\ninactive_file 268435456\n",
+            ),
+        ]);
+        let l = EnvLimits::at(d.path()).limit().unwrap();
+        assert_eq!(l.bytes, (3 << 30) - (1 << 30) + (256 << 20));
+        assert!(l.source.contains("memory.max of 3.0 GiB"), "{}", l.source);
+        // A container sees the host's path in /proc/self/cgroup but its own group mounted at
+        // the root: the mount's own files are read.
+        let d = fake(&[
+            MEMINFO,
+            ("/proc/self/mountinfo", mountinfo),
+            ("/proc/self/cgroup", "0::/host/path/we/cannot/see\n"),
+            ("/sys/fs/cgroup/memory.max", "2147483648\n"),
+            ("/sys/fs/cgroup/memory.current", "536870912\n"),
+        ]);
+        assert_eq!(EnvLimits::at(d.path()).limit().unwrap().bytes, 3 << 29);
+        // v1, with the no-limit value on the group and a limit on its parent.
+        let d = fake(&[
+            MEMINFO,
+            (
+                "/proc/self/mountinfo",
+                "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+                 36 31 0:33 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n",
+            ),
+            ("/proc/self/cgroup", "5:cpu:/\n4:memory:/svc/job\n"),
+            (
+                "/sys/fs/cgroup/memory/svc/job/memory.limit_in_bytes",
+                "9223372036854771712\n",
+            ),
+            (
+                "/sys/fs/cgroup/memory/svc/job/memory.usage_in_bytes",
+                "100\n",
+            ),
+            (
+                "/sys/fs/cgroup/memory/svc/memory.limit_in_bytes",
+                "1073741824\n",
+            ),
+            (
+                "/sys/fs/cgroup/memory/svc/memory.usage_in_bytes",
+                "536870912\n",
+            ),
+            (
+                "/sys/fs/cgroup/memory/svc/memory.stat",
+                "total_inactive_file 0\n",
+            ),
+        ]);
+        let l = EnvLimits::at(d.path()).limit().unwrap();
+        assert_eq!(l.bytes, 1 << 29);
+        assert!(l.source.contains("limit_in_bytes"), "{}", l.source);
+        // Nothing readable at all: no limit.
+        let d = fake(&[]);
+        assert!(EnvLimits::at(d.path()).limit().is_none());
+    }
 
     #[test]
     fn sizes_parse_with_suffixes() {

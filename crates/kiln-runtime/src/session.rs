@@ -8,7 +8,7 @@ use kiln_ir::{DataType, Dim, Model, ValueId};
 use kiln_ops::Value;
 
 use crate::executor::{partition_spec, Plan, Unit};
-use crate::memory::{available_memory, Budget};
+use crate::memory::{Budget, LimitKind, MemLimit};
 use crate::partition::{assign, assign_lenient, Assignment};
 use crate::{CpuProvider, ExecutionProvider, RunStats, RuntimeError};
 
@@ -21,9 +21,10 @@ pub struct SessionOptions {
     pub level: Level,
     /// Providers in priority order. The CPU provider is appended as the fallback when absent.
     pub providers: Vec<Arc<dyn ExecutionProvider>>,
-    /// Most bytes of intermediates one run may hold at once; `None` is the memory the machine
-    /// has available when the session is made. A run that would exceed it is refused before it
-    /// allocates.
+    /// Most bytes of intermediates one run may hold at once; `None` reads the environment's
+    /// limit at every run (`memory::environment_limit`: the memory available, the headroom
+    /// under `RLIMIT_AS`/`RLIMIT_DATA` and under the memory cgroup's limit, the smallest). A run
+    /// that would exceed it is refused before it allocates.
     pub memory_limit: Option<u64>,
 }
 
@@ -57,7 +58,7 @@ pub struct Session {
     inputs: Vec<InputSpec>,
     /// Inputs with a default value (overridable initializers) and that value.
     overridable: Vec<(InputSpec, Arc<Value>)>,
-    budget: Option<Budget>,
+    budget: Budget,
     report: kiln_opt::OptimizeReport,
     linger: Arc<Linger>,
     /// Runs in progress.
@@ -246,7 +247,10 @@ impl Session {
             pool,
             inputs,
             overridable,
-            budget: opts.memory_limit.or_else(available_memory).map(Budget::new),
+            budget: Budget::new(
+                opts.memory_limit
+                    .map_or(LimitKind::Environment, LimitKind::Fixed),
+            ),
             report,
             linger: Arc::default(),
             running: Default::default(),
@@ -262,9 +266,10 @@ impl Session {
         &self.model
     }
 
-    /// The memory limit runs are checked against, if any.
-    pub fn memory_limit(&self) -> Option<u64> {
-        self.budget.as_ref().map(|b| b.limit)
+    /// The memory limit a run starting now is checked against, if any (the environment's is
+    /// read anew each time).
+    pub fn memory_limit(&self) -> Option<MemLimit> {
+        self.budget.current()
     }
 
     /// The inputs a run must feed.
@@ -284,6 +289,12 @@ impl Session {
             .iter()
             .map(|o| g.value(*o).name.clone())
             .collect()
+    }
+
+    /// Compiled partitions that fell back to the CPU for some input shapes (their lowering or
+    /// device failed), with the reason each; each was also warned about on stderr once.
+    pub fn fallbacks(&self) -> Vec<String> {
+        self.plan.fallbacks()
     }
 
     /// The nodes prepared once at session creation (e.g. weights packed), in run order.
@@ -373,7 +384,8 @@ impl Session {
                 None => feeds.push((spec.id, default.clone())),
             }
         }
-        if let Some(b) = &self.budget {
+        {
+            let b = &self.budget;
             // Defaults left in place are already resident (they are the model's weights).
             let shapes: Vec<(ValueId, Vec<usize>, bool)> = feeds
                 .iter()

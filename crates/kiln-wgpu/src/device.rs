@@ -22,6 +22,10 @@ pub enum Kernel {
     Softmax,
     Resize,
     Affine,
+    ReduceWg,
+    SoftmaxStats,
+    SoftmaxApply,
+    PoolWg,
 }
 
 impl Kernel {
@@ -36,20 +40,38 @@ impl Kernel {
             Kernel::Conv => include_str!("wgsl/conv.wgsl"),
             Kernel::ConvDirect => include_str!("wgsl/conv_direct.wgsl"),
             Kernel::Gemm => include_str!("wgsl/gemm.wgsl"),
-            Kernel::Pool => include_str!("wgsl/pool.wgsl"),
-            Kernel::Reduce => include_str!("wgsl/reduce.wgsl"),
+            Kernel::Pool => concat!(
+                include_str!("wgsl/pool_tap.wgsl"),
+                include_str!("wgsl/pool.wgsl")
+            ),
+            Kernel::Reduce => concat!(
+                include_str!("wgsl/reduce_index.wgsl"),
+                include_str!("wgsl/reduce.wgsl")
+            ),
             Kernel::Softmax => include_str!("wgsl/softmax.wgsl"),
             Kernel::Resize => include_str!("wgsl/resize.wgsl"),
             Kernel::Affine => include_str!("wgsl/affine.wgsl"),
+            Kernel::ReduceWg => concat!(
+                include_str!("wgsl/reduce_index.wgsl"),
+                include_str!("wgsl/reduce_wg.wgsl")
+            ),
+            Kernel::SoftmaxStats => include_str!("wgsl/softmax_stats.wgsl"),
+            Kernel::SoftmaxApply => include_str!("wgsl/softmax_apply.wgsl"),
+            Kernel::PoolWg => concat!(
+                include_str!("wgsl/pool_tap.wgsl"),
+                include_str!("wgsl/pool_wg.wgsl")
+            ),
         };
         let entry = match self {
             Kernel::Conv | Kernel::Gemm => tile,
+            // Workgroup kernels with an entry point of their own.
+            Kernel::ReduceWg | Kernel::SoftmaxStats | Kernel::PoolWg => "",
             _ => include_str!("wgsl/flat.wgsl"),
         };
         format!("{common}\n{own}\n{entry}")
     }
 
-    pub const ALL: [Kernel; 12] = [
+    pub const ALL: [Kernel; 16] = [
         Kernel::Unary,
         Kernel::Binary,
         Kernel::Copy,
@@ -62,6 +84,10 @@ impl Kernel {
         Kernel::Softmax,
         Kernel::Resize,
         Kernel::Affine,
+        Kernel::ReduceWg,
+        Kernel::SoftmaxStats,
+        Kernel::SoftmaxApply,
+        Kernel::PoolWg,
     ];
 }
 

@@ -240,6 +240,7 @@ impl Program {
         let mut view: HashMap<ValueId, u64> = HashMap::new();
         let mut last_use: HashMap<usize, usize> = HashMap::new();
         let mut first_def: HashMap<usize, usize> = HashMap::new();
+        let mut temps: HashMap<(usize, usize), usize> = HashMap::new();
         for (i, (n, l)) in self.nodes.iter().zip(&lowered).enumerate() {
             let err = |e: String| format!("{}: {e}", n.label);
             match l {
@@ -256,7 +257,27 @@ impl Program {
                         view.insert(*dst, off);
                     }
                 }
-                Lowered::Run(_) => {
+                Lowered::Run(ds) => {
+                    // A node's temporaries live while it runs: defined and last used here.
+                    for d in ds {
+                        for b in &d.binds {
+                            if let Bind::Temp { id, floats } = b {
+                                let bytes = (*floats as u64 * 4).max(4);
+                                match temps.entry((i, *id)) {
+                                    std::collections::hash_map::Entry::Occupied(e) => {
+                                        let s: usize = *e.get();
+                                        sizes[s] = sizes[s].max(bytes);
+                                    }
+                                    std::collections::hash_map::Entry::Vacant(e) => {
+                                        e.insert(sizes.len());
+                                        first_def.insert(sizes.len(), i);
+                                        sizes.push(bytes);
+                                        protected.push(false);
+                                    }
+                                }
+                            }
+                        }
+                    }
                     for v in n.outputs.iter().flatten() {
                         let (target, off) = into.get(v).copied().unwrap_or((*v, 0));
                         if let std::collections::hash_map::Entry::Vacant(e) = res.entry(target) {
@@ -417,7 +438,7 @@ impl Program {
             };
             let mut steps = Vec::new();
             let (mut k, mut di) = (0usize, 0usize);
-            for (n, l) in self.nodes.iter().zip(&lowered) {
+            for (ni, (n, l)) in self.nodes.iter().zip(&lowered).enumerate() {
                 let Lowered::Run(ds) = l else { continue };
                 for d in ds {
                     let pipe = pipes[k].clone();
@@ -458,6 +479,7 @@ impl Program {
                                 (&datas[di - 1], None)
                             }
                             Bind::Dummy => (&dummy, None),
+                            Bind::Temp { id, .. } => (&buffers[buffer_of[temps[&(ni, *id)]]], None),
                         };
                         let resource = match viewed {
                             Some((offset, size)) => {

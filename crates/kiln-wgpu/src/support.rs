@@ -117,5 +117,71 @@ pub fn check(model: &Model, node: &Node, max_binding: u64, fused_conv: bool) -> 
         ranks,
         constants,
         fused_conv,
-    })
+    })?;
+    dry_run(model, node, &info)
+}
+
+/// Lowers the node once with its inferred shapes when they are all known and every host-side
+/// parameter is a constant, so that whatever the lowering refuses (a limit of a kernel, an
+/// attribute it does not implement) is declined here with the same reason, not at the first
+/// run. Nodes with symbolic shapes are claimed on condition: if their lowering fails for the
+/// shapes a run brings, the runtime runs the partition on the CPU for those shapes instead.
+fn dry_run(model: &Model, node: &Node, info: &crate::ops::OpInfo) -> Result<(), String> {
+    let g = &model.graph;
+    let known = |v: kiln_ir::ValueId| -> Option<Vec<usize>> {
+        let val = g.value(v);
+        let ty = val.ty.as_ref().or(val.declared.as_ref())?;
+        ty.shape()?
+            .iter()
+            .map(|d| d.known().and_then(|k| usize::try_from(k).ok()))
+            .collect()
+    };
+    let mut hosts: Vec<Option<kiln_ops::Tensor>> = Vec::with_capacity(node.inputs().len());
+    let mut shapes = Vec::with_capacity(node.inputs().len());
+    for (i, inp) in node.inputs().iter().enumerate() {
+        let Some(v) = inp else {
+            hosts.push(None);
+            shapes.push(None);
+            continue;
+        };
+        let init = g.value(*v).initializer.as_deref();
+        if info.params.contains(&i) && init.is_none() {
+            return Ok(()); // computed at run time: checked when lowered
+        }
+        let Some(shape) = known(*v) else {
+            return Ok(());
+        };
+        hosts.push(
+            init.filter(|_| info.params.contains(&i))
+                .map(kiln_ops::Tensor::from_ir),
+        );
+        shapes.push(Some(shape));
+    }
+    let mut outs = Vec::with_capacity(node.outputs().len());
+    for out in node.outputs() {
+        match out {
+            Some(v) => match known(*v) {
+                Some(s) => outs.push(s),
+                None => return Ok(()),
+            },
+            None => outs.push(Vec::new()),
+        }
+    }
+    let io = crate::ops::NodeIo {
+        op: &node.op_type,
+        opset: model.opset(domain_of(node)).unwrap_or(1),
+        attrs: &node.attrs,
+        ins: shapes
+            .into_iter()
+            .zip(&hosts)
+            .map(|(s, h)| {
+                s.map(|shape| crate::ops::In {
+                    shape,
+                    host: h.as_ref(),
+                })
+            })
+            .collect(),
+        outs,
+    };
+    (info.lower)(&io).map(|_| ())
 }

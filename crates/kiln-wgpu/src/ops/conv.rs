@@ -192,24 +192,32 @@ fn lower(io: &NodeIo) -> Result<Lowered, String> {
         Bind::Out(0),
     ];
     let layers = n * group;
-    let d = if mg >= 16 && layers <= 65535 {
-        Dispatch {
-            kernel: Kernel::Conv,
-            params: p,
-            binds,
-            groups: [
-                u((y[2] * y[3]).div_ceil(64), "column tiles")?,
-                u(mg.div_ceil(64), "row tiles")?,
-                layers as u32,
-            ],
-        }
-    } else {
-        Dispatch {
+    let k = w[1] * w[2] * w[3];
+    // One output per thread loops over all of C/group x KH x KW: only where that stays short
+    // (depthwise, narrow groups); otherwise the tile kernel, whose K runs in parts.
+    let direct = (mg < 16 || layers > 65535) && k <= 1024;
+    if direct {
+        return Ok(Lowered::Run(vec![Dispatch {
             kernel: Kernel::ConvDirect,
             params: p,
             binds,
             groups: flat_groups(total)?,
-        }
+        }]));
+    }
+    if layers > 65535 {
+        return Err(format!(
+            "{layers} (image, group) pairs with {k} products per output (the tile kernel takes at most 65535 pairs)"
+        ));
+    }
+    let d = Dispatch {
+        kernel: Kernel::Conv,
+        params: p,
+        binds,
+        groups: [
+            u((y[2] * y[3]).div_ceil(64), "column tiles")?,
+            u(mg.div_ceil(64), "row tiles")?,
+            layers as u32,
+        ],
     };
-    Ok(Lowered::Run(vec![d]))
+    Ok(Lowered::Run(super::split_k(d, k)?))
 }

@@ -182,7 +182,12 @@ pub fn unary_dispatch(n: usize, code: u32, a: f32, b: f32) -> Result<Dispatch, S
 
 fn unary(io: &NodeIo) -> Result<Lowered, String> {
     let n: usize = io.outs[0].iter().product();
-    let code = unary_code(io.op).ok_or_else(|| format!("no unary kernel for {}", io.op))?;
+    // com.microsoft:Gelu is the exact (erf) form; ONNX's own Gelu (with `approximate`) has no
+    // code, so only the contrib op reaches here under that name.
+    let code = match io.op {
+        "Gelu" => 23,
+        op => unary_code(op).ok_or_else(|| format!("no unary kernel for {op}"))?,
+    };
     let f = |name: &str, d: f32| io.attrs.get_float(name).unwrap_or(d);
     let (a, b) = match io.op {
         "LeakyRelu" => (f("alpha", 0.01), 0.0),
@@ -196,8 +201,6 @@ fn unary(io: &NodeIo) -> Result<Lowered, String> {
         "ThresholdedRelu" => (f("alpha", 1.0), 0.0),
         _ => (0.0, 0.0),
     };
-    // com.microsoft:Gelu is the exact (erf) form.
-    let code = if io.op == "Gelu" { 23 } else { code };
     Ok(Lowered::Run(vec![unary_dispatch(n, code, a, b)?]))
 }
 

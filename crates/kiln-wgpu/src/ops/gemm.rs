@@ -46,7 +46,7 @@ struct Mm {
     act: kiln_ops::Act,
 }
 
-fn dispatch(mm: Mm, has_c: bool) -> Result<Dispatch, String> {
+fn dispatch(mm: Mm, has_c: bool) -> Result<Vec<Dispatch>, String> {
     let count: usize = mm.batch.iter().product();
     if count > 65535 {
         return Err(format!("{count} matrices in one batch (at most 65535)"));
@@ -83,21 +83,25 @@ fn dispatch(mm: Mm, has_c: bool) -> Result<Dispatch, String> {
         aa.to_bits(),
         ab.to_bits(),
     ]);
-    Ok(Dispatch {
-        kernel: Kernel::Gemm,
-        params: p,
-        binds: vec![
-            Bind::In(0),
-            Bind::In(1),
-            if has_c { Bind::In(2) } else { Bind::Dummy },
-            Bind::Out(0),
-        ],
-        groups: [
-            u(mm.n.div_ceil(64), "column tiles")?,
-            u(mm.m.div_ceil(64), "row tiles")?,
-            count.max(1) as u32,
-        ],
-    })
+    let k = mm.k;
+    super::split_k(
+        Dispatch {
+            kernel: Kernel::Gemm,
+            params: p,
+            binds: vec![
+                Bind::In(0),
+                Bind::In(1),
+                if has_c { Bind::In(2) } else { Bind::Dummy },
+                Bind::Out(0),
+            ],
+            groups: [
+                u(mm.n.div_ceil(64), "column tiles")?,
+                u(mm.m.div_ceil(64), "row tiles")?,
+                count.max(1) as u32,
+            ],
+        },
+        k,
+    )
 }
 
 fn gemm(io: &NodeIo) -> Result<Lowered, String> {
@@ -137,7 +141,7 @@ fn gemm(io: &NodeIo) -> Result<Lowered, String> {
         c,
         act,
     };
-    Ok(Lowered::Run(vec![dispatch(mm, has_c)?]))
+    Ok(Lowered::Run(dispatch(mm, has_c)?))
 }
 
 fn matmul(io: &NodeIo) -> Result<Lowered, String> {
@@ -187,5 +191,5 @@ fn matmul(io: &NodeIo) -> Result<Lowered, String> {
         c: None,
         act: kiln_ops::Act::Identity,
     };
-    Ok(Lowered::Run(vec![dispatch(mm, false)?]))
+    Ok(Lowered::Run(dispatch(mm, false)?))
 }

@@ -76,6 +76,12 @@ pub enum Bind {
     Data(Vec<f32>),
     /// An unused optional binding.
     Dummy,
+    /// A buffer of the node's own, `floats` long, alive while the node runs: one pass of a
+    /// multi-pass kernel writes it, the next reads it (same `id`, same buffer).
+    Temp {
+        id: usize,
+        floats: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -178,6 +184,44 @@ pub fn flat_groups(n: usize) -> Result<[u32; 3], String> {
         return Err(format!("{n} elements are more than one launch can cover"));
     }
     Ok([x as u32, y as u32, 1])
+}
+
+/// K summed by one launch of the tile kernels: 128 steps of 32, a few thousand loop iterations
+/// per invocation (lavapipe stops a loop after 65,535).
+pub const K_PART: usize = 4096;
+
+/// The launches of a tile kernel over `k`: (k_begin, k_end, part) with part 0 for all of K in
+/// one, else 1 (first), 2 (middle), 3 (last).
+pub fn k_parts(k: usize) -> Result<Vec<[u32; 3]>, String> {
+    let k32 = u(k, "K")?;
+    if k <= K_PART {
+        return Ok(vec![[0, k32, 0]]);
+    }
+    let n = k.div_ceil(K_PART);
+    Ok((0..n)
+        .map(|i| {
+            let part = if i == 0 {
+                1
+            } else if i + 1 == n {
+                3
+            } else {
+                2
+            };
+            [(i * K_PART) as u32, ((i + 1) * K_PART).min(k) as u32, part]
+        })
+        .collect())
+}
+
+/// One dispatch per part of K (`k_parts`), its (k_begin, k_end, part) after `d`'s parameters.
+pub fn split_k(d: Dispatch, k: usize) -> Result<Vec<Dispatch>, String> {
+    Ok(k_parts(k)?
+        .into_iter()
+        .map(|kp| {
+            let mut d = d.clone();
+            d.params.extend(kp);
+            d
+        })
+        .collect())
 }
 
 /// `u32` of a size, or an error naming what overflowed.

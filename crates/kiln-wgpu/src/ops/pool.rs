@@ -3,7 +3,7 @@
 use kiln_ir::AttrList;
 
 use super::conv::{ints, pads};
-use super::reduce::reduce_dispatch;
+use super::reduce::{reduce_dispatch, wg_grid};
 use super::{flat_groups, u, Bind, CheckCtx, Dispatch, Lowered, NodeIo, OpInfo};
 use crate::device::Kernel;
 
@@ -54,11 +54,13 @@ fn pool(io: &NodeIo) -> Result<Lowered, String> {
         p.push(u(v, "a pooling size")?);
     }
     p.extend([mode, u(end[0], "pad")?, u(end[1], "pad")?]);
+    // A window of more taps than a workgroup has threads takes a workgroup per output.
+    let wide = kernel[0] * kernel[1] > 256;
     Ok(Lowered::Run(vec![Dispatch {
-        kernel: Kernel::Pool,
+        kernel: if wide { Kernel::PoolWg } else { Kernel::Pool },
         params: p,
         binds: vec![Bind::In(0), Bind::Out(0)],
-        groups: flat_groups(n)?,
+        groups: if wide { wg_grid(n)? } else { flat_groups(n)? },
     }]))
 }
 
@@ -67,11 +69,11 @@ fn global(io: &NodeIo) -> Result<Lowered, String> {
     let planes = x[0] * x[1];
     let area: usize = x[2..].iter().product();
     let op = if io.op == "GlobalMaxPool" { 2 } else { 1 };
-    Ok(Lowered::Run(vec![reduce_dispatch(
+    Ok(Lowered::Run(reduce_dispatch(
         op,
         &[planes],
         &[area],
         &[area],
         &[1],
-    )?]))
+    )?))
 }

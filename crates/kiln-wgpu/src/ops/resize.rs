@@ -29,10 +29,20 @@ fn check(c: &CheckCtx) -> Result<(), String> {
     if c.attrs.get_str("coordinate_transformation_mode") == Some("tf_crop_and_resize") {
         return Err("tf_crop_and_resize".into());
     }
-    match c.ranks.first().copied().flatten() {
-        Some(4) => Ok(()),
-        _ => Err("Resize of a tensor not of rank 4".into()),
+    if c.ranks.first().copied().flatten() != Some(4) {
+        return Err("Resize of a tensor not of rank 4".into());
     }
+    // Constant scales tell already whether N or C would be resized (the kernel moves pixels
+    // within a plane only); sizes need the input's shape, checked by the dry lowering.
+    let scales = c.constants.get(2).copied().flatten();
+    if let Some(s) = scales.and_then(|t| t.to_f64_vec()) {
+        if s.len() == 4 && (s[0] != 1.0 || s[1] != 1.0) {
+            return Err(format!(
+                "Resize of the batch or channel axis (scales {s:?})"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn lower(io: &NodeIo) -> Result<Lowered, String> {

@@ -1,6 +1,7 @@
 // 2-D convolution as an implicit GEMM per (image, group): A = weights [Mg x Cg*KH*KW],
 // B = im2col(x) [Cg*KH*KW x OH*OW] gathered on the fly, epilogue bias + Z + activation.
-// P = [N, C, H, W, M, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, group, has_bias, has_z, act, a, b].
+// P = [N, C, H, W, M, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, group, has_bias, has_z, act, a, b,
+// outputs, k_begin, k_end, part (as in gemm.wgsl)].
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read> Wt: array<f32>;
 @group(0) @binding(3) var<storage, read> Bias: array<f32>;
@@ -82,10 +83,22 @@ fn load_b(k: u32, n: u32) -> f32 {
     return X[x_base + (ci * H + u32(ih)) * W + u32(iw)];
 }
 
+fn k_range() -> vec2<u32> {
+    return vec2<u32>(P[22], P[23]);
+}
+
 fn store(m: u32, n: u32, v: f32) {
     let co = co_base + m;
     let idx = y_base + m * OHW + n;
+    let part = P[24];
     var y = v;
+    if (part >= 2u) {
+        y = y + Y[idx];
+    }
+    if (part == 1u || part == 2u) {
+        Y[idx] = y;
+        return;
+    }
     if (HAS_BIAS) {
         y = y + Bias[co];
     }

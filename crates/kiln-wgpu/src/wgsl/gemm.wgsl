@@ -1,6 +1,7 @@
 // Batched GEMM with broadcast batch dims, transposes by strides, alpha/beta, C and an
 // activation: P = [M, N, K, a_sm, a_sk, b_sk, b_sn, nbd, bdims[4], a_bstr[4], b_bstr[4],
-// alpha, beta, has_c, c_sm, c_sn, act, act_a, act_b].
+// alpha, beta, has_c, c_sm, c_sn, act, act_a, act_b, k_begin, k_end, part (0: all of K,
+// 1: the first part of several, 2: a middle part, 3: the last part)].
 @group(0) @binding(1) var<storage, read> A: array<f32>;
 @group(0) @binding(2) var<storage, read> B: array<f32>;
 @group(0) @binding(3) var<storage, read> C: array<f32>;
@@ -62,10 +63,25 @@ fn load_b(k: u32, n: u32) -> f32 {
     return B[b_base + k * B_SK + n * B_SN];
 }
 
+fn k_range() -> vec2<u32> {
+    return vec2<u32>(P[28], P[29]);
+}
+
 fn store(m: u32, n: u32, v: f32) {
-    var y = ALPHA * v;
+    let idx = y_base + m * NN + n;
+    let part = P[30];
+    // Parts of a long K: the first writes its sum, the others add theirs; the last finishes.
+    var acc = v;
+    if (part >= 2u) {
+        acc = acc + Y[idx];
+    }
+    if (part == 1u || part == 2u) {
+        Y[idx] = acc;
+        return;
+    }
+    var y = ALPHA * acc;
     if (HAS_C) {
         y = y + BETA * C[m * C_SM + n * C_SN];
     }
-    Y[y_base + m * NN + n] = act(y, ACT, ACT_A, ACT_B);
+    Y[idx] = act(y, ACT, ACT_A, ACT_B);
 }

@@ -1,20 +1,12 @@
 // Reductions, one output per thread: P = [n, op (0 sum, 1 mean, 2 max, 3 min, 4 sum of
 // squares), out_rank, red_rank, count, out_dims[6], out_strides[6], red_dims[6], red_strides[6]].
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
 
 fn count() -> u32 {
     return P[0];
 }
 
 fn body(idx: u32) {
-    var rem = idx;
-    var base = 0u;
-    for (var d = P[2]; d > 0u; d = d - 1u) {
-        let n = P[4u + d];
-        base = base + (rem % n) * P[10u + d];
-        rem = rem / n;
-    }
+    let base = out_base(idx);
     let op = P[1];
     let count = P[4];
     var acc = 0.0;
@@ -25,14 +17,7 @@ fn body(idx: u32) {
     }
     var nan = false;
     for (var r = 0u; r < count; r = r + 1u) {
-        var rr = r;
-        var off = base;
-        for (var d = P[3]; d > 0u; d = d - 1u) {
-            let n = P[16u + d];
-            off = off + (rr % n) * P[22u + d];
-            rr = rr / n;
-        }
-        let v = X[off];
+        let v = X[elem_offset(base, r)];
         nan = nan || (v != v);
         switch op {
             case 2u: { acc = max(acc, v); }

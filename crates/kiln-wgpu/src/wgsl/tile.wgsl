@@ -2,8 +2,10 @@
 // C[M x N] = A[M x K] * B[K x N], a 4x4 block per thread held in four vec4 accumulators
 // (registers, not an indexed array), K in steps of 32 through workgroup memory read as vec4.
 // The including kernel defines `setup(z)` (M, N, K of launch layer z; it may keep per-layer
-// offsets in private variables), `load_a(m, k)`, `load_b(k, n)` (called only inside the
-// matrix) and `store(m, n, v)`.
+// offsets in private variables), `k_range()` (the part of K this launch sums: a long K runs
+// as several launches, each adding its part to the output, so that no invocation loops more
+// than a few thousand times), `load_a(m, k)`, `load_b(k, n)` (called only inside the matrix)
+// and `store(m, n, v)`.
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 32u;
@@ -24,21 +26,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < K; k0 = k0 + BK) {
+    let kr = k_range();
+    for (var k0 = kr.x; k0 < kr.y; k0 = k0 + BK) {
         for (var r = 0u; r < 8u; r = r + 1u) {
             let e = tid + r * 256u;
             // A is read along k (contiguous for row-major weights), B along n.
             let ka = e % BK;
             let ma = e / BK;
             var a = 0.0;
-            if (m0 + ma < M && k0 + ka < K) {
+            if (m0 + ma < M && k0 + ka < kr.y) {
                 a = load_a(m0 + ma, k0 + ka);
             }
             As[(ka * BM + ma) / 4u][ma % 4u] = a;
             let nb = e % BN;
             let kb = e / BN;
             var b = 0.0;
-            if (n0 + nb < N && k0 + kb < K) {
+            if (n0 + nb < N && k0 + kb < kr.y) {
                 b = load_b(k0 + kb, n0 + nb);
             }
             Bs[(kb * BN + nb) / 4u][nb % 4u] = b;
