@@ -42,6 +42,9 @@ for t in inspect roundtrip roundtrip_conformance shapes shapes_conformance model
   step "python $t" "$py" "tests/python/test_$t.py"
 done
 step "python differential (2000 random graphs)" "$py" tests/python/test_differential.py --seeds 0:2000
+# The same graphs through the GPU provider on lavapipe, against kiln's CPU provider.
+step "python differential --ep wgpu,cpu (500 random graphs, lavapipe)" "$py" tests/python/test_differential.py --seeds 0:500 --ep wgpu,cpu
+step "python numerics (normalizations offset by 1e4 vs ORT)" "$py" tests/python/test_numerics.py
 step "python models --level all" "$py" tests/python/test_models.py --level all
 step "python models (KILN_ISA=avx2)" env KILN_ISA=avx2 "$py" tests/python/test_models.py --level all
 step "python models --ep wgpu,cpu (lavapipe)" "$py" tests/python/test_models.py --level all --ep wgpu,cpu
@@ -50,6 +53,8 @@ step "python models --ep wgpu,cpu (lavapipe)" "$py" tests/python/test_models.py 
 step "python package (pytest)" scripts/python-pkg.sh
 # `kiln serve` with Triton's HTTP and gRPC clients, ONNX Runtime as the oracle.
 step "server (tritonclient)" scripts/serve-test.sh
+# Over-sized runs under an address-space limit and in a memory cgroup: error lines, no aborts.
+step "memory limits (prlimit, cgroup)" scripts/memory-limits.sh
 step "fuzz" scripts/fuzz.sh "$fuzz_seconds"
 
 passed=$(grep -oE '([0-9]+) passed' "$log" | awk '{s+=$1} END {print s+0}')

@@ -332,7 +332,7 @@ def check_gpu(item):
         path = os.path.join(tmp, "m.onnx")
         import onnx
         onnx.save(m, path)
-        part = common.kiln_json("partition", path, "--ep", "wgpu,cpu", "--level", "disabled")
+        part = common.kiln_json("partition", path, "--ep", "wgpu,cpu", "--level", "disabled", "--json")
         on_gpu = sum(len(p["nodes"]) for p in part["partitions"] if p["ep"] == "wgpu")
         GPU_NODES.append(on_gpu)
         worst = 0.0

@@ -10,6 +10,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
@@ -40,15 +41,18 @@ class Server:
         for p in (KILN, YOLO, SQUEEZE):
             assert p.exists(), f"{p} is missing: build kiln and run scripts/fetch-data.sh"
         self.port, self.grpc_port = free_port(), free_port()
+        # Log lines go to a file: a pipe nobody reads until the end fills up and blocks the
+        # server's writes (and with them its workers) once enough requests were logged.
+        self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [str(KILN), "serve", "--http-port", str(self.port), "--grpc-port", str(self.grpc_port),
              "--threads", "2", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=self.log, stderr=subprocess.STDOUT, text=True)
         self.url = f"127.0.0.1:{self.port}"
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         deadline = time.time() + 120
         while time.time() < deadline:
-            assert self.proc.poll() is None, self.proc.stderr.read()
+            assert self.proc.poll() is None, self.logged()
             try:
                 with urllib.request.urlopen(f"http://{self.url}/v2/health/ready", timeout=1) as r:
                     if r.status == 200:
@@ -57,10 +61,14 @@ class Server:
                 time.sleep(0.2)
         raise AssertionError("kiln serve did not become ready")
 
+    def logged(self):
+        self.log.seek(0)
+        return self.log.read()
+
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=60)
-        return self.proc.returncode, err
+        self.proc.wait(timeout=60)
+        return self.proc.returncode, self.logged()
 
     def post(self, path, body, headers=None):
         req = urllib.request.Request(f"http://{self.url}{path}", data=body, headers=headers or {}, method="POST")

@@ -138,7 +138,9 @@ pub fn inputs(
                     "input '{}' of shape {:?} ({dtype}) needs {}, over the memory limit of {limit}",
                     spec.name,
                     shape,
-                    bytes.map_or("more than 2^64 bytes".into(), |b| kiln_runtime::memory::human(b as u64)),
+                    bytes.map_or("more than 2^64 bytes".into(), |b| {
+                        kiln_runtime::memory::human(b as u64)
+                    }),
                 );
             }
         }

@@ -354,6 +354,10 @@ impl Plan {
                                     describe()
                                 );
                                 if let Ok(mut f) = fallback.failed.lock() {
+                                    // Shapes that change every run would fill it: start over.
+                                    if f.len() >= 64 {
+                                        f.clear();
+                                    }
                                     f.insert(key, format!("{}: {reason}", describe()));
                                 }
                             }

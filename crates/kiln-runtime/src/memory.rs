@@ -38,6 +38,30 @@ pub fn environment_limit() -> Option<MemLimit> {
     EnvLimits::at(Path::new("/")).limit()
 }
 
+/// A mountinfo field with its octal escapes (`\040` for a space) decoded.
+fn unescape(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], oct) {
+            (b'\\', Some(d)) => {
+                let v = (d[0] - b'0') as u32 * 64 + (d[1] - b'0') as u32 * 8 + (d[2] - b'0') as u32;
+                out.push(v as u8);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The files the environment's limits are read from, under `root` (`/`, or a copy in tests).
 pub(crate) struct EnvLimits<'a> {
     root: &'a Path,
@@ -73,14 +97,20 @@ impl<'a> EnvLimits<'a> {
         Some(soft.saturating_sub(kb_field(&status, used).unwrap_or(0)))
     }
 
-    /// Headroom in the memory cgroup (v2 and v1) and its ancestors, smallest first found.
-    fn cgroup_headroom(&self) -> Option<(u64, String)> {
-        let mounts = self.read("/proc/self/mountinfo")?;
+    /// The memory cgroup folders that bound this process, v2 and v1, from its own group up to
+    /// the hierarchy's root (a limit may sit on any of them: a pod's on the pod, not on the
+    /// container's leaf), each with whether it is v2.
+    fn cgroup_dirs(&self) -> Vec<(String, bool)> {
+        let Some(mounts) = self.read("/proc/self/mountinfo") else {
+            return Vec::new();
+        };
         let groups = self.read("/proc/self/cgroup").unwrap_or_default();
-        let mut best: Option<(u64, String)> = None;
+        let mut dirs = Vec::new();
         for m in mounts.lines() {
             // id parent dev root mountpoint opts... - fstype source superopts
-            let (pre, post) = m.split_once(" - ")?;
+            let Some((pre, post)) = m.split_once(" - ") else {
+                continue;
+            };
             let pre: Vec<&str> = pre.split_whitespace().collect();
             let post: Vec<&str> = post.split_whitespace().collect();
             let (Some(&mroot), Some(&mpoint), Some(&fstype)) =
@@ -96,6 +126,7 @@ impl<'a> EnvLimits<'a> {
             if !(v1 || v2) {
                 continue;
             }
+            let (mroot, mpoint) = (unescape(mroot), unescape(mpoint));
             // The process's path in this hierarchy: "0::/a/b" (v2) or "4:memory:/a/b" (v1).
             let path = groups.lines().find_map(|l| {
                 let mut f = l.splitn(3, ':');
@@ -108,66 +139,63 @@ impl<'a> EnvLimits<'a> {
                 ours.then(|| p.to_string())
             });
             let Some(path) = path else { continue };
-            let rel = path
-                .strip_prefix(mroot)
-                .unwrap_or(&path)
-                .trim_matches('/')
-                .to_string();
-            let (max, cur, stat, inactive) = if v2 {
-                (
-                    "memory.max",
-                    "memory.current",
-                    "memory.stat",
-                    "inactive_file ",
-                )
-            } else {
-                (
-                    "memory.limit_in_bytes",
-                    "memory.usage_in_bytes",
-                    "memory.stat",
-                    "total_inactive_file ",
-                )
-            };
-            // Inside a container the path may name the host's view: then the mount is the group.
-            let mut dir = if self.read(&format!("{mpoint}/{rel}/{max}")).is_some() {
-                rel
-            } else {
-                String::new()
-            };
+            // The path below the mount's root, matched by whole components.
+            let rel = Path::new(&path)
+                .strip_prefix(&mroot)
+                .map(|r| r.to_string_lossy().trim_matches('/').to_string())
+                .unwrap_or_else(|_| path.trim_matches('/').to_string());
+            // Inside a container the path may name the host's view, absent here: then the
+            // mount itself is the group.
+            let here = self.root.join(mpoint.trim_start_matches('/')).join(&rel);
+            let mut dir = if here.is_dir() { rel } else { String::new() };
             loop {
-                let at = |f: &str| format!("{mpoint}/{dir}/{f}");
-                let limit = self
-                    .read(&at(max))
-                    .and_then(|t| t.trim().parse::<u64>().ok());
-                // v1 writes "no limit" as a huge page-aligned number.
-                if let Some(limit) = limit.filter(|&l| l < 1 << 60) {
-                    let used = self
-                        .read(&at(cur))
-                        .and_then(|t| t.trim().parse::<u64>().ok())
-                        .unwrap_or(0);
-                    let cache = self
-                        .read(&at(stat))
-                        .and_then(|t| {
-                            let line = t.lines().find(|l| l.starts_with(inactive))?;
-                            line[inactive.len()..].trim().parse::<u64>().ok()
-                        })
-                        .unwrap_or(0);
-                    let room = limit.saturating_sub(used.saturating_sub(cache));
-                    if best.as_ref().is_none_or(|(b, _)| room < *b) {
-                        let name = if v2 {
-                            "cgroup memory.max"
-                        } else {
-                            "cgroup memory.limit_in_bytes"
-                        };
-                        best = Some((room, format!("{name} of {} less its usage", human(limit))));
-                    }
-                }
+                dirs.push((format!("{mpoint}/{dir}"), v2));
                 if dir.is_empty() {
                     break;
                 }
                 dir = dir
                     .rsplit_once('/')
                     .map_or(String::new(), |(p, _)| p.to_string());
+            }
+        }
+        dirs
+    }
+
+    /// The smallest headroom among `dirs` (limit less usage without inactive page cache).
+    fn cgroup_headroom(&self, dirs: &[(String, bool)]) -> Option<(u64, String)> {
+        let mut best: Option<(u64, String)> = None;
+        for (dir, v2) in dirs {
+            let (max, cur, inactive) = if *v2 {
+                ("memory.max", "memory.current", "inactive_file ")
+            } else {
+                (
+                    "memory.limit_in_bytes",
+                    "memory.usage_in_bytes",
+                    "total_inactive_file ",
+                )
+            };
+            let num = |f: &str| {
+                self.read(&format!("{dir}/{f}"))
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+            };
+            // "max" (v2) does not parse; v1 writes "no limit" as a huge page-aligned number.
+            let Some(limit) = num(max).filter(|&l| l < 1 << 60) else {
+                continue;
+            };
+            let used = num(cur).unwrap_or(0);
+            let cache = self
+                .read(&format!("{dir}/memory.stat"))
+                .and_then(|t| {
+                    let line = t.lines().find(|l| l.starts_with(inactive))?;
+                    line[inactive.len()..].trim().parse::<u64>().ok()
+                })
+                .unwrap_or(0);
+            let room = limit.saturating_sub(used.saturating_sub(cache));
+            if best.as_ref().is_none_or(|(b, _)| room < *b) {
+                best = Some((
+                    room,
+                    format!("cgroup {max} of {} less its usage", human(limit)),
+                ));
             }
         }
         best
@@ -190,7 +218,14 @@ impl<'a> EnvLimits<'a> {
                 "the data limit RLIMIT_DATA less the process's data".into(),
             ));
         }
-        if let Some(c) = self.cgroup_headroom() {
+        // Which folders bound the process does not change while it runs: found once.
+        static ROOT_DIRS: std::sync::OnceLock<Vec<(String, bool)>> = std::sync::OnceLock::new();
+        let dirs = if self.root == Path::new("/") {
+            ROOT_DIRS.get_or_init(|| self.cgroup_dirs()).clone()
+        } else {
+            self.cgroup_dirs()
+        };
+        if let Some(c) = self.cgroup_headroom(&dirs) {
             all.push(c);
         }
         all.into_iter()
@@ -273,8 +308,9 @@ impl Budget {
                 // Live tensors are not all a run maps: allocator arenas per thread, freed blocks
                 // kept in the heap for the next run, kernels' scratch. Measured under RLIMIT_AS
                 // (YOLOv8n at 4480², 1 GiB): about 15% past the estimate; keep an eighth of the
-                // headroom and 64 MiB back.
-                let bytes = l.bytes.saturating_sub(l.bytes / 8 + (64 << 20));
+                // headroom and 64 MiB back, at most a quarter of it (a small headroom is not 0).
+                let margin = (l.bytes / 8 + (64 << 20)).min(l.bytes / 4);
+                let bytes = l.bytes - margin;
                 MemLimit {
                     bytes,
                     source: format!("{}, less a margin for the allocator", l.source),
@@ -554,6 +590,30 @@ mod tests {
         let l = EnvLimits::at(d.path()).limit().unwrap();
         assert_eq!(l.bytes, (3 << 30) - (1 << 30) + (256 << 20));
         assert!(l.source.contains("memory.max of 3.0 GiB"), "{}", l.source);
+        // A leaf whose parent does not delegate the memory controller has no memory files at
+        // all: the walk still starts there and finds the limit above it.
+        let d = fake(&[
+            MEMINFO,
+            ("/proc/self/mountinfo", mountinfo),
+            ("/proc/self/cgroup", "0::/pod2/init\n"),
+            ("/sys/fs/cgroup/pod2/init/cgroup.procs", "1\n"),
+            ("/sys/fs/cgroup/pod2/memory.max", "1073741824\n"),
+            ("/sys/fs/cgroup/pod2/memory.current", "0\n"),
+            ("/sys/fs/cgroup/memory.max", "4294967296\n"),
+        ]);
+        assert_eq!(EnvLimits::at(d.path()).limit().unwrap().bytes, 1 << 30);
+        // A malformed mountinfo line is skipped, not the end of the search; escaped spaces in
+        // a mount point are decoded.
+        let d = fake(&[
+            MEMINFO,
+            (
+                "/proc/self/mountinfo",
+                "garbage\n31 23 0:26 / /sys/fs/cgroup\\040x rw - cgroup2 cgroup2 rw\n",
+            ),
+            ("/proc/self/cgroup", "0::/\n"),
+            ("/sys/fs/cgroup x/memory.max", "2147483648\n"),
+        ]);
+        assert_eq!(EnvLimits::at(d.path()).limit().unwrap().bytes, 2 << 30);
         // A container sees the host's path in /proc/self/cgroup but its own group mounted at
         // the root: the mount's own files are read.
         let d = fake(&[

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -91,22 +91,37 @@ fn describe(m: &Served) -> Json_ {
     })
 }
 
-/// A route's `{name}` and, on the `/versions/{version}` routes, the version.
-type ModelPath = Path<HashMap<String, String>>;
+/// A route's `{name}` and, on the `/versions/{version}` routes, the version. A path that does
+/// not decode (a name that is not UTF-8) is a 400 in the protocol's `{"error"}` form.
+struct ModelPath(HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ModelPath {
+    type Rejection = ServeError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ServeError> {
+        Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| ModelPath(p))
+            .map_err(|e| ServeError::bad(format!("the request path: {}", e.body_text())))
+    }
+}
 
 fn model_of<'a>(app: &'a App, p: &HashMap<String, String>) -> Result<&'a Arc<Served>, ServeError> {
     let name = p.get("name").map_or("", String::as_str);
     find(app, name, p.get("version").map(String::as_str))
 }
 
-async fn model_metadata(State(app): State<Arc<App>>, Path(p): ModelPath) -> Response {
+async fn model_metadata(State(app): State<Arc<App>>, ModelPath(p): ModelPath) -> Response {
     match model_of(&app, &p) {
         Ok(m) => Json(describe(m)).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn model_ready(State(app): State<Arc<App>>, Path(p): ModelPath) -> Response {
+async fn model_ready(State(app): State<Arc<App>>, ModelPath(p): ModelPath) -> Response {
     match model_of(&app, &p) {
         Ok(m) => Json(json!({ "name": m.name, "ready": true })).into_response(),
         Err(e) => e.into_response(),
@@ -149,10 +164,21 @@ struct RequestedOutput {
 
 async fn infer(
     State(app): State<Arc<App>>,
-    Path(p): ModelPath,
+    ModelPath(p): ModelPath,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    // A body over --max-request-bytes (413) or cut short answers in the protocol's form too.
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return ServeError {
+                status: e.status(),
+                message: e.body_text(),
+            }
+            .into_response()
+        }
+    };
     let name = p.get("name").cloned().unwrap_or_default();
     infer_any(app, name, p.get("version").cloned(), headers, body).await
 }

@@ -183,5 +183,10 @@ fn dry_run(model: &Model, node: &Node, info: &crate::ops::OpInfo) -> Result<(), 
             .collect(),
         outs,
     };
-    (info.lower)(&io).map(|_| ())
+    // A lowering indexes shapes it expects; shapes declared by the model rather than inferred
+    // may break that expectation, and that must be a decline, never a panic at session time.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (info.lower)(&io))) {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Err("the GPU lowering cannot take this node's shapes".into()),
+    }
 }

@@ -31,6 +31,12 @@ fn check_global(c: &CheckCtx) -> Result<(), String> {
 fn pool(io: &NodeIo) -> Result<Lowered, String> {
     let x = io.shape(0)?;
     let y = &io.outs[0];
+    if x.len() != 4 || y.len() != 4 {
+        return Err(format!(
+            "a {}-D pool (the GPU kernel is 2-D)",
+            x.len().saturating_sub(2)
+        ));
+    }
     if io.outs.len() > 1 {
         return Err("MaxPool's Indices output".into());
     }

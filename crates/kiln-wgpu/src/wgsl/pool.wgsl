@@ -10,7 +10,7 @@ fn body(idx: u32) {
     let ow = idx % OW;
     let oh = (idx / OW) % OH;
     let base = (idx / (OW * OH)) * P[1] * P[2];
-    var best = -3.402823e38;
+    var best = bitcast<f32>(0xff800000u | (P[13] & 0u));
     var sum = 0.0;
     var valid = 0u;
     var padded = 0u;

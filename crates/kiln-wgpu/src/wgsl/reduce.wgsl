@@ -9,11 +9,12 @@ fn body(idx: u32) {
     let base = out_base(idx);
     let op = P[1];
     let count = P[4];
+    // -inf and +inf start max and min (made at run time: constant folding refuses infinities).
     var acc = 0.0;
     if (op == 2u) {
-        acc = -3.402823e38;
+        acc = bitcast<f32>(0xff800000u | (op & 0u));
     } else if (op == 3u) {
-        acc = 3.402823e38;
+        acc = bitcast<f32>(0x7f800000u | (op & 0u));
     }
     var nan = false;
     for (var r = 0u; r < count; r = r + 1u) {
