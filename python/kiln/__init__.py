@@ -19,6 +19,8 @@ from ._kiln import __version__
 from ._api import (
     ExecutionMode,
     ExecutionOrder,
+    FeedError,
+    FeedTooLarge,
     GraphOptimizationLevel,
     InferenceSession,
     ModelMetadata,
@@ -37,6 +39,8 @@ __all__ = [
     "ExecutionMode",
     "ExecutionOrder",
     "Fail",
+    "FeedError",
+    "FeedTooLarge",
     "GraphOptimizationLevel",
     "InferenceSession",
     "InvalidArgument",

@@ -85,6 +85,21 @@ def get_device():
     return "CPU"
 
 
+class FeedError(_kiln.InvalidArgument, RuntimeError):
+    """A feed that cannot be made into a tensor (a dict, a ragged list, a bare scalar for an
+    input that is not one, a complex, datetime or structured array): ONNX Runtime raises
+    RuntimeError or InvalidArgument for these, depending on the case; kiln's is both."""
+
+
+class FeedTooLarge(MemoryError, RuntimeError):
+    """A feed whose C-ordered copy would not fit in the memory left (a view with zero strides
+    can look like terabytes): a MemoryError as numpy raises, and a RuntimeError as ORT does."""
+
+
+# numpy kinds kiln takes: floats, signed and unsigned integers, bools and strings.
+_FEED_KINDS = set("fiubUSO")
+
+
 class GraphOptimizationLevel(enum.IntEnum):
     ORT_DISABLE_ALL = 0
     ORT_ENABLE_BASIC = 1
@@ -286,6 +301,11 @@ class InferenceSession:
         self._outputs_meta = [NodeArg(*a) for a in self._sess.outputs()]
         self._overridable_meta = [NodeArg(*a) for a in self._sess.overridable()]
         self._types = {a.name: a.type for a in self._inputs_meta + self._overridable_meta}
+        self._ranks = {
+            a.name: len(a.shape)
+            for a in self._inputs_meta + self._overridable_meta
+            if isinstance(a.shape, list)
+        }
 
     def _make(self, opts, threads, eps):
         model = self._model_bytes if self._model_bytes is not None else self._model_path
@@ -342,10 +362,30 @@ class InferenceSession:
 
     def _feed(self, name, value):
         if not isinstance(value, np.ndarray):
+            rank = self._ranks.get(name)
+            if not (np.isscalar(value) or isinstance(value, (list, tuple))):
+                raise FeedError(f"input '{name}': cannot make a tensor of {type(value).__name__}")
+            if np.isscalar(value) and rank not in (None, 0):
+                raise FeedError(
+                    f"input '{name}': a bare {type(value).__name__} is no tensor of rank {rank}"
+                )
             want = _NUMPY_TYPES.get(self._types.get(name))
-            value = np.asarray(value) if want is None else np.asarray(value, dtype=want)
+            try:
+                value = np.asarray(value) if want is None else np.asarray(value, dtype=want)
+            except (TypeError, ValueError, OverflowError) as e:
+                raise FeedError(f"input '{name}': cannot make a tensor of {type(value).__name__}: {e}") from e
+        if value.dtype.kind not in _FEED_KINDS:
+            raise FeedError(f"input '{name}': numpy dtype {value.dtype} has no ONNX tensor type kiln takes")
         if not (value.flags.c_contiguous and value.flags.aligned):
-            # Fortran order, strided views and misaligned fields, as a C-ordered copy.
+            # Fortran order, strided views and misaligned fields, as a C-ordered copy; a view
+            # larger than the memory left (zero strides make a few bytes look like terabytes)
+            # raises rather than fill memory until the process is killed.
+            limit = _kiln.memory_limit()
+            if limit is not None and value.nbytes > limit:
+                raise FeedTooLarge(
+                    f"input '{name}': a C-ordered copy of {value.nbytes} bytes is over the "
+                    f"memory limit of {limit} bytes"
+                )
             value = np.array(value, order="C")
         return value
 

@@ -62,6 +62,32 @@ pub fn shape_of<'py>(py: Python<'py>, t: &ValueType) -> PyResult<Bound<'py, PyLi
     PyList::new(py, items)
 }
 
+/// The environment's memory limit now, with the runtime's margin.
+pub fn memory_limit() -> Option<u64> {
+    kiln_runtime::memory::usable_limit().map(|l| l.bytes)
+}
+
+/// Refuses to copy a feed larger than the memory the environment leaves: the copy would abort
+/// the interpreter (or bring an OOM kill) instead of raising.
+fn check_size(name: &str, a: &Bound<'_, PyUntypedArray>) -> PyResult<()> {
+    let bytes = a
+        .shape()
+        .iter()
+        .try_fold(a.dtype().itemsize() as u64, |acc, &d| acc.checked_mul(d as u64));
+    let limit = memory_limit();
+    match (bytes, limit) {
+        (None, _) => Err(pyo3::exceptions::PyMemoryError::new_err(format!(
+            "input '{name}': its size overflows 64 bits"
+        ))),
+        (Some(b), Some(l)) if b > l => Err(pyo3::exceptions::PyMemoryError::new_err(format!(
+            "input '{name}': a copy of {} is over the memory limit of {}",
+            kiln_runtime::memory::human(b),
+            kiln_runtime::memory::human(l)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn typed<T: Element + Copy>(a: &Bound<'_, PyUntypedArray>) -> PyResult<Option<Vec<T>>> {
     let Ok(a) = a.cast::<PyArrayDyn<T>>() else {
         return Ok(None);
@@ -91,6 +117,7 @@ pub fn feed(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Tensor> {
         ))
     })?;
     let shape = arr.shape().to_vec();
+    check_size(name, arr)?;
     macro_rules! try_types {
         ($($t:ty),*) => {
             $(if let Some(v) = typed::<$t>(arr)? {

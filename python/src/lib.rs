@@ -14,11 +14,20 @@ fn available_providers() -> Vec<&'static str> {
     session::PROVIDERS.iter().map(|(ort, _)| *ort).collect()
 }
 
+/// The bytes the environment leaves this process now (memory available, `RLIMIT_AS`, cgroup
+/// limits, less kiln's margin), or None where nothing could be read: feeds are checked
+/// against it before they are copied.
+#[pyfunction]
+fn memory_limit() -> Option<u64> {
+    convert::memory_limit()
+}
+
 #[pymodule]
 fn _kiln(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<session::Session>()?;
     m.add_function(wrap_pyfunction!(available_providers, m)?)?;
+    m.add_function(wrap_pyfunction!(memory_limit, m)?)?;
     errors::register(m)?;
     Ok(())
 }

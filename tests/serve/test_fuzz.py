@@ -79,8 +79,8 @@ def mutate(rng, req):
                               for _ in range(rng.randint(0, 3))]
         elif k == 8:
             inp["parameters"] = {"binary_data_size": weird_value(rng)}
-        elif k == 9:
-            req["inputs"] = req.get("inputs", []) * rng.randint(0, 3)
+        elif k == 9 and isinstance(req.get("inputs"), list):
+            req["inputs"] = req["inputs"] * rng.randint(0, 3)
         elif k == 10:
             req[rng.choice(["id", "parameters", "unknown"])] = weird_value(rng)
         elif k == 11 and isinstance(inp.get("data"), list):
@@ -252,7 +252,7 @@ def check_alive_and_right(server):
     close(got, oracle(YOLO, {"images": x})[0])
 
 
-def run(n, seed, log=print):
+def run(n, seed, rounds=2, log=print):
     s = Server("--model", f"yolov8n={YOLO}", "--model", f"squeezenet={SQUEEZE}",
                "--max-request-bytes", str(8 << 20))
     try:
@@ -260,17 +260,19 @@ def run(n, seed, log=print):
         fuzz_round(server=s, seed=seed, n=min(n, 200))  # warm the allocator's pools
         rss = []
         total_stats, total_errors = {}, []
-        for r in range(2):
+        for r in range(rounds):
             stats, errors = fuzz_round(s, seed + 1 + r, n)
             for k, v in stats.items():
                 total_stats[k] = total_stats.get(k, 0) + v
             total_errors += errors
             rss.append(rss_kib(s.proc.pid))
             check_alive_and_right(s)
-        log(f"server fuzz: {2 * n} requests in {time.time() - t0:.0f} s, answered by kind {sorted(total_stats.items(), key=str)}, "
-            f"RSS after each round {rss[0] // 1024} and {rss[1] // 1024} MiB")
+        log(f"server fuzz: {rounds * n} requests in {time.time() - t0:.0f} s, answered by kind "
+            f"{sorted(total_stats.items(), key=str)}, RSS after each round {[r // 1024 for r in rss]} MiB")
         assert not total_errors, "\n".join(total_errors[:20])
-        assert rss[1] - rss[0] < 64 * 1024, f"memory grew from {rss[0]} to {rss[1]} KiB over one round"
+        # The allocator keeps freed blocks for reuse, so the first rounds may grow; a leak keeps
+        # growing by the same amount every round.
+        assert rss[-1] - rss[-2] < 64 * 1024, f"memory grew from {rss[-2]} to {rss[-1]} KiB over the last round"
     finally:
         code, err = s.stop()
     assert code == 0, err[-2000:]
@@ -284,7 +286,8 @@ def test_fuzzed_requests_are_answered_and_the_server_survives():
 if __name__ == "__main__":
     import argparse
     ap = argparse.ArgumentParser()
-    ap.add_argument("--requests", type=int, default=5000, help="per round (two rounds)")
+    ap.add_argument("--requests", type=int, default=2500, help="per round")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=4)
     a = ap.parse_args()
-    run(a.requests, a.seed)
+    run(a.requests, a.seed, a.rounds)

@@ -62,6 +62,20 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// [`environment_limit`] less a margin for what a run maps beyond its live tensors: allocator
+/// arenas per thread, freed blocks kept in the heap for the next run, kernels' scratch.
+/// Measured under RLIMIT_AS (YOLOv8n at 4480², 1 GiB): about 15% past the estimate; an eighth
+/// of the headroom and 64 MiB are kept back, at most a quarter of it (a small headroom is not 0).
+pub fn usable_limit() -> Option<MemLimit> {
+    environment_limit().map(|l| {
+        let margin = (l.bytes / 8 + (64 << 20)).min(l.bytes / 4);
+        MemLimit {
+            bytes: l.bytes - margin,
+            source: format!("{}, less a margin for the allocator", l.source),
+        }
+    })
+}
+
 /// The files the environment's limits are read from, under `root` (`/`, or a copy in tests).
 pub(crate) struct EnvLimits<'a> {
     root: &'a Path,
@@ -304,18 +318,7 @@ impl Budget {
                 bytes,
                 source: "--memory-limit".into(),
             }),
-            LimitKind::Environment => environment_limit().map(|l| {
-                // Live tensors are not all a run maps: allocator arenas per thread, freed blocks
-                // kept in the heap for the next run, kernels' scratch. Measured under RLIMIT_AS
-                // (YOLOv8n at 4480², 1 GiB): about 15% past the estimate; keep an eighth of the
-                // headroom and 64 MiB back, at most a quarter of it (a small headroom is not 0).
-                let margin = (l.bytes / 8 + (64 << 20)).min(l.bytes / 4);
-                let bytes = l.bytes - margin;
-                MemLimit {
-                    bytes,
-                    source: format!("{}, less a margin for the allocator", l.source),
-                }
-            }),
+            LimitKind::Environment => usable_limit(),
         }
     }
 
