@@ -48,6 +48,7 @@ step "python numerics (normalizations offset by 1e4 vs ORT)" "$py" tests/python/
 step "python models --level all" "$py" tests/python/test_models.py --level all
 step "python models (KILN_ISA=avx2)" env KILN_ISA=avx2 "$py" tests/python/test_models.py --level all
 step "python models --ep wgpu,cpu (lavapipe)" "$py" tests/python/test_models.py --level all --ep wgpu,cpu
+step "python scripted models --ep wgpu,cpu (lavapipe)" "$py" tests/python/test_scripted_models.py --ep wgpu,cpu
 # kiln's Python package: `pip install ./python` into a fresh virtualenv, then pytest against
 # onnxruntime and the real client packages (nudenet, ddddocr) in a per-machine virtualenv.
 step "python package (pytest)" scripts/python-pkg.sh

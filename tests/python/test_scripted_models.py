@@ -68,6 +68,8 @@ def cases(folder):
 def main():
     folder = generated()
     items = cases(folder)
+    # `--ep wgpu,cpu`: the same models through the GPU provider (lavapipe without a GPU).
+    ep = sys.argv[sys.argv.index("--ep") + 1] if "--ep" in sys.argv else "cpu"
 
     def check(item):
         label, feeds = item
@@ -80,7 +82,7 @@ def main():
         atol, rtol = (1e-2, 1e-2) if f16 else (1e-4, 1e-3)
         worst = 0.0
         for level in ("disabled", "all"):
-            got = common.kiln_run_model(path, feeds, level=level)
+            got = common.kiln_run_model(path, feeds, level=level, ep=ep)
             assert sorted(got) == sorted(want), f"outputs {sorted(got)} vs ORT {sorted(want)}"
             for n in names:
                 what = f"{n} (--level {level})"
@@ -112,7 +114,8 @@ def main():
                                                            atol, rtol))
         return f"worst {worst:.3f} of tolerance"
 
-    common.run_tests("scripted-models", items, check, name=lambda i: i[0], desc=lambda i: i[0])
+    common.run_tests("scripted-models" if ep == "cpu" else f"scripted-models ({ep})", items, check,
+                     name=lambda i: i[0], desc=lambda i: i[0])
 
 
 if __name__ == "__main__":

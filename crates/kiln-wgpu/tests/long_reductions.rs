@@ -232,3 +232,21 @@ fn softmax_over_long_rows() {
         }
     }
 }
+
+#[test]
+fn softmax_of_fully_masked_rows() {
+    // Rows of -FLT_MAX (a causal or padding mask added to every score: GPT-2's first positions
+    // under a padding mask) are uniform, not 0/0; rows of -inf are NaN as on the CPU.
+    let mut rng = Rng::new(8);
+    for len in [12usize, 300, 70_000] {
+        let mut v = rng.vec(3 * len);
+        v[..len].fill(f32::MIN);
+        v[len..2 * len].fill(f32::NEG_INFINITY);
+        v[2 * len] = f32::MIN;
+        for name in ["Softmax", "LogSoftmax"] {
+            let o = op(name, vec![In::Floats(vec![3, len], v.clone())])
+                .attrs(vec![Attribute::int("axis", -1)]);
+            check_all_on_gpu(&format!("{name} of masked rows of {len}"), &o, 13, &mut rng);
+        }
+    }
+}

@@ -11,7 +11,9 @@ fn body(r: u32) {
     let len = P[1];
     let inner = P[2];
     let base = (r / inner) * len * inner + r % inner;
-    var m = -3.402823e38;
+    // -inf, made at run time (constant folding refuses infinities): -FLT_MAX would stand above
+    // a row of -FLT_MAX (a fully masked attention row), whose exponentials would all be 0.
+    var m = bitcast<f32>(0xff800000u | (P[1] & 0u));
     for (var i = 0u; i < len; i = i + 1u) {
         m = max(m, X[base + i * inner]);
     }

@@ -15,7 +15,9 @@ fn body(idx: u32) {
     let segs = P[5];
     // The element's row: its position along the axis removed from the index.
     let row = (idx / (len * inner)) * inner + idx % inner;
-    var m = -3.402823e38;
+    // -inf, made at run time (constant folding refuses infinities): -FLT_MAX would stand above
+    // a row of -FLT_MAX (a fully masked attention row), whose exponentials would all be 0.
+    var m = bitcast<f32>(0xff800000u | (P[1] & 0u));
     for (var k = 0u; k < segs; k = k + 1u) {
         m = max(m, S[2u * (row * segs + k)]);
     }

@@ -39,7 +39,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let base = (r / inner) * len * inner + r % inner;
     let start = (g % segs) * P[4];
     let end = min(start + P[4], len);
-    var m = -3.402823e38;
+    // -inf, made at run time (constant folding refuses infinities): -FLT_MAX would stand above
+    // a row of -FLT_MAX (a fully masked attention row), whose exponentials would all be 0.
+    var m = bitcast<f32>(0xff800000u | (P[1] & 0u));
     var s = 0.0;
     for (var i = start + li; i < end; i = i + 256u) {
         let v = X[base + i * inner];
