@@ -620,6 +620,19 @@ mod tests {
         }
     }
 
+    /// A row in f64 with its mean (0 for RMS) and 1/sqrt(var + 1e-5), computed in f64.
+    fn exact_moments(x: &[f32], rms: bool) -> (Vec<f64>, f64, f64) {
+        let row: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let n = row.len() as f64;
+        let mean = if rms {
+            0.0
+        } else {
+            row.iter().sum::<f64>() / n
+        };
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+        (row, mean, 1.0 / (var + 1e-5).sqrt())
+    }
+
     #[test]
     fn layer_norm_keeps_the_digits_of_rows_far_from_zero() {
         // Rows offset by 10^4 with deviations near 1: an f32 mean rounds by up to 5e-4, which
@@ -641,14 +654,7 @@ mod tests {
             for rms in [false, true] {
                 let mut out = vec![0f32; len];
                 layer_norm(&x, &g, &[], 1e-5, rms, &mut out);
-                let row: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-                let mean = if rms {
-                    0.0
-                } else {
-                    row.iter().sum::<f64>() / len as f64
-                };
-                let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / len as f64;
-                let inv = 1.0 / (var + 1e-5).sqrt();
+                let (row, mean, inv) = exact_moments(&x, rms);
                 for j in 0..len {
                     let w = (row[j] - mean) * inv;
                     let e = (out[j] as f64 - w).abs() / (1.0 + w.abs());
@@ -679,14 +685,7 @@ mod tests {
                 let mut out = vec![0f32; x.len()];
                 let stats = pool.install(|| layer_norm(&x, &g, beta, 1e-5, rms, &mut out));
                 for r in 0..rows {
-                    let row: Vec<f64> = x[r * len..][..len].iter().map(|&v| v as f64).collect();
-                    let mean = if rms {
-                        0.0
-                    } else {
-                        row.iter().sum::<f64>() / len as f64
-                    };
-                    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / len as f64;
-                    let inv = 1.0 / (var + 1e-5).sqrt();
+                    let (row, mean, inv) = exact_moments(&x[r * len..][..len], rms);
                     assert!(((stats[r].1 as f64) - inv).abs() <= 1e-4 * inv);
                     for j in 0..len {
                         let w = (row[j] - mean) * inv * g[j] as f64

@@ -90,15 +90,11 @@ fn k_range() -> vec2<u32> {
 fn store(m: u32, n: u32, v: f32) {
     let co = co_base + m;
     let idx = y_base + m * OHW + n;
-    let part = P[24];
-    var y = v;
-    if (part >= 2u) {
-        y = y + Y[idx];
-    }
-    if (part == 1u || part == 2u) {
-        Y[idx] = y;
+    let k = k_part(idx, v, P[24]);
+    if (k.y == 0.0) {
         return;
     }
+    var y = k.x;
     if (HAS_BIAS) {
         y = y + Bias[co];
     }

@@ -69,17 +69,11 @@ fn k_range() -> vec2<u32> {
 
 fn store(m: u32, n: u32, v: f32) {
     let idx = y_base + m * NN + n;
-    let part = P[30];
-    // Parts of a long K: the first writes its sum, the others add theirs; the last finishes.
-    var acc = v;
-    if (part >= 2u) {
-        acc = acc + Y[idx];
-    }
-    if (part == 1u || part == 2u) {
-        Y[idx] = acc;
+    let k = k_part(idx, v, P[30]);
+    if (k.y == 0.0) {
         return;
     }
-    var y = ALPHA * acc;
+    var y = ALPHA * k.x;
     if (HAS_C) {
         y = y + BETA * C[m * C_SM + n * C_SN];
     }

@@ -26,6 +26,38 @@ fn pool_tap(base: u32, oh: u32, ow: u32, kh: u32, kw: u32) -> Tap {
     return t;
 }
 
+// What a window has seen so far: its maximum, sum, taps inside the input and inside the
+// padded input, and whether a NaN was among them.
+struct Window {
+    best: f32,
+    sum: f32,
+    valid: u32,
+    padded: u32,
+    nan: bool,
+}
+
+fn window_new() -> Window {
+    var w: Window;
+    w.best = bitcast<f32>(0xff800000u | (P[13] & 0u));
+    w.sum = 0.0;
+    w.valid = 0u;
+    w.padded = 0u;
+    w.nan = false;
+    return w;
+}
+
+fn window_add(w0: Window, t: Tap) -> Window {
+    var w = w0;
+    w.padded = w.padded + u32(t.padded);
+    if (t.inside) {
+        w.nan = w.nan || (t.v != t.v);
+        w.best = max(w.best, t.v);
+        w.sum = w.sum + t.v;
+        w.valid = w.valid + 1u;
+    }
+    return w;
+}
+
 // The pooled value from a window's maximum, sum, taps inside and taps inside the padding.
 fn pool_result(best: f32, sum: f32, valid: u32, padded: u32, nan: bool) -> f32 {
     let mode = P[13];

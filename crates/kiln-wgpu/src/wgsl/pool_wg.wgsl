@@ -25,28 +25,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let base = (idx / (OW * OH)) * P[1] * P[2];
     let KW = P[6];
     let taps = P[5] * KW;
-    var best = bitcast<f32>(0xff800000u | (P[13] & 0u));
-    var sum = 0.0;
-    var valid = 0u;
-    var padded = 0u;
-    var nan = false;
+    var w = window_new();
     for (var i = li; i < taps; i = i + 256u) {
-        let t = pool_tap(base, oh, ow, i / KW, i % KW);
-        padded = padded + u32(t.padded);
-        if (!t.inside) {
-            continue;
-        }
-        nan = nan || (t.v != t.v);
-        best = max(best, t.v);
-        sum = sum + t.v;
-        valid = valid + 1u;
+        w = window_add(w, pool_tap(base, oh, ow, i / KW, i % KW));
     }
-    w_best[li] = best;
-    w_sum[li] = sum;
-    w_valid[li] = valid;
-    w_padded[li] = padded;
+    w_best[li] = w.best;
+    w_sum[li] = w.sum;
+    w_valid[li] = w.valid;
+    w_padded[li] = w.padded;
     workgroupBarrier();
-    if (nan) {
+    if (w.nan) {
         atomicOr(&w_nan, 1u);
     }
     for (var k = 128u; k > 0u; k = k >> 1u) {

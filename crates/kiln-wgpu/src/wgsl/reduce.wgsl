@@ -9,13 +9,7 @@ fn body(idx: u32) {
     let base = out_base(idx);
     let op = P[1];
     let count = P[4];
-    // -inf and +inf start max and min (made at run time: constant folding refuses infinities).
-    var acc = 0.0;
-    if (op == 2u) {
-        acc = bitcast<f32>(0xff800000u | (op & 0u));
-    } else if (op == 3u) {
-        acc = bitcast<f32>(0x7f800000u | (op & 0u));
-    }
+    var acc = reduce_init(op);
     var nan = false;
     for (var r = 0u; r < count; r = r + 1u) {
         let v = X[elem_offset(base, r)];

@@ -26,3 +26,14 @@ fn elem_offset(base: u32, r: u32) -> u32 {
     }
     return off;
 }
+
+// Where max and min start: -inf and +inf (made at run time: constant folding refuses
+// infinities); sums start at 0.
+fn reduce_init(op: u32) -> f32 {
+    if (op == 2u) {
+        return bitcast<f32>(0xff800000u | (op & 0u));
+    } else if (op == 3u) {
+        return bitcast<f32>(0x7f800000u | (op & 0u));
+    }
+    return 0.0;
+}

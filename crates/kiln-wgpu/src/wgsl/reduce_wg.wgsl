@@ -32,13 +32,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let s = g % segs;
     let base = out_base(o);
     let op = P[1];
-    // -inf and +inf start max and min (made at run time: constant folding refuses infinities).
-    var acc = 0.0;
-    if (op == 2u) {
-        acc = bitcast<f32>(0xff800000u | (op & 0u));
-    } else if (op == 3u) {
-        acc = bitcast<f32>(0x7f800000u | (op & 0u));
-    }
+    var acc = reduce_init(op);
     var nan = false;
     let start = s * P[29];
     let end = min(start + P[29], P[4]);

@@ -5,7 +5,7 @@
 // offsets in private variables), `k_range()` (the part of K this launch sums: a long K runs
 // as several launches, each adding its part to the output, so that no invocation loops more
 // than a few thousand times), `load_a(m, k)`, `load_b(k, n)` (called only inside the matrix)
-// and `store(m, n, v)`.
+// and `store(m, n, v)`, which calls `k_part(idx, v, part)` first.
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 32u;
@@ -74,4 +74,19 @@ fn store_row(m: u32, n: u32, M: u32, N: u32, v: vec4<f32>) {
             store(m, n + j, v[j]);
         }
     }
+}
+
+// The K parts of one output at `idx` of Y (the including kernel's output): the sum so far with
+// this launch's part `v` added, and whether this launch finishes it (part 0 or 3, where the
+// epilogue runs); a first or middle part stores the partial sum itself.
+fn k_part(idx: u32, v: f32, part: u32) -> vec2<f32> {
+    var acc = v;
+    if (part >= 2u) {
+        acc = acc + Y[idx];
+    }
+    if (part == 1u || part == 2u) {
+        Y[idx] = acc;
+        return vec2<f32>(acc, 0.0);
+    }
+    return vec2<f32>(acc, 1.0);
 }
