@@ -8,6 +8,8 @@
 //!   zero-padded, stride-phase-split copy of the input (`shifted`), and depthwise / narrow
 //!   grouped convolutions use a direct kernel;
 //! - [`act`]: the activations the epilogue applies, with a vectorizable `exp`;
+//! - [`qgemm`]: 8-bit integer products with i32 accumulation (VNNI, AVX512BW, AVX2, portable),
+//!   weights packed once with their column sums, epilogues to i32, f32 or requantized 8-bit;
 //! - [`vecmath`]: erf, the GELU family and layer normalization over f32 slices, and the
 //!   [`isa_dispatch!`] macro that compiles a loop once per ISA.
 //!
@@ -22,6 +24,7 @@ pub mod conv;
 pub mod gemm;
 pub mod nchwc;
 mod pixel_major;
+pub mod qgemm;
 mod shifted;
 mod ukernel;
 pub mod vecmath;

@@ -1,0 +1,233 @@
+//! 8-bit integer matrix products with i32 accumulation: `C = (A - za) · (B - zb)` for u8 or s8
+//! activations A `[M, K]` (rows read in place or from an im2col buffer) and u8 or s8 weights B
+//! `[K, N]`, packed once per session ([`QWeights`]) together with their column sums, so that
+//! zero points cost nothing in the inner loop:
+//!
+//! `C[i,j] = Σ a'b' - za'·colsum(b')[j] - zb'[j]·rowsum(a')[i] + K·za'·zb'[j]`
+//!
+//! where `a'`, `b'` are the operands as the micro-kernel stores them (VNNI wants u8 × s8, so s8
+//! activations are shifted by +128 and u8 weights by -128, and their zero points with them; the
+//! i16 paths take either sign as is). The result is exact whenever it fits in i32 (K up to
+//! [`MAX_K`]). The epilogue ([`QOutput`]) writes the i32 sums, or scales them to f32 (plus bias),
+//! or requantizes them to u8/s8 with ONNX Runtime's rounding: `f32(acc + bias) · scale`, rounded
+//! half to even, plus the output zero point, saturated.
+mod dot;
+mod tile;
+
+use std::sync::OnceLock;
+
+pub use tile::qgemm;
+
+/// The largest K whose exact result always fits in i32 (255 · 255 · K < 2^31).
+pub const MAX_K: usize = 33_000;
+
+/// The integer micro-kernel families, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum QIsa {
+    Portable,
+    Avx2,
+    Avx512,
+    Avx512Vnni,
+}
+
+impl QIsa {
+    /// The best the CPU has, capped by `KILN_ISA` (`avx512vnni`, `avx512`: AVX512BW without
+    /// VNNI, `avx2`, `portable`).
+    pub fn detect() -> QIsa {
+        static ISA: OnceLock<QIsa> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            let best = QIsa::hardware();
+            match std::env::var("KILN_ISA").as_deref() {
+                Ok("portable") => QIsa::Portable,
+                Ok("avx2") => best.min(QIsa::Avx2),
+                Ok("avx512") => best.min(QIsa::Avx512),
+                _ => best,
+            }
+        })
+    }
+
+    /// What the CPU can run, ignoring `KILN_ISA`.
+    pub fn hardware() -> QIsa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx512 =
+                is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw");
+            if avx512 && is_x86_feature_detected!("avx512vnni") {
+                return QIsa::Avx512Vnni;
+            }
+            if avx512 {
+                return QIsa::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") {
+                return QIsa::Avx2;
+            }
+        }
+        QIsa::Portable
+    }
+
+    /// Every variant this CPU can run, for tests.
+    pub fn available() -> Vec<QIsa> {
+        let hw = QIsa::hardware();
+        [QIsa::Portable, QIsa::Avx2, QIsa::Avx512, QIsa::Avx512Vnni]
+            .into_iter()
+            .filter(|&i| i <= hw)
+            .collect()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            QIsa::Avx512Vnni => "avx512-vnni",
+            QIsa::Avx512 => "avx512bw",
+            QIsa::Avx2 => "avx2",
+            QIsa::Portable => "portable",
+        }
+    }
+
+    /// (K per step, bytes per A element, bytes per packed B element, columns per panel).
+    pub(crate) fn shape(self) -> (usize, usize, usize, usize) {
+        match self {
+            QIsa::Avx512Vnni => (4, 1, 1, 32),
+            QIsa::Avx512 => (2, 2, 2, 32),
+            QIsa::Avx2 => (2, 2, 2, 16),
+            QIsa::Portable => (2, 2, 2, 8),
+        }
+    }
+
+    /// VNNI multiplies unsigned A by signed B.
+    fn u8_by_s8(self) -> bool {
+        self == QIsa::Avx512Vnni
+    }
+}
+
+/// Why a product cannot run on these kernels (the caller keeps its reference path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QError(pub String);
+
+impl std::fmt::Display for QError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for QError {}
+
+/// Weights `B [K, N]` packed for one [`QIsa`]: panels of `NR` columns, each a run of K steps of
+/// `G` values per column, zero-padded in K and N; plus per-column sums and zero points in the
+/// packed representation.
+pub struct QWeights {
+    pub(crate) isa: QIsa,
+    pub(crate) k: usize,
+    pub(crate) n: usize,
+    /// K rounded up to the step.
+    pub(crate) kp: usize,
+    pub(crate) data: Vec<u8>,
+    pub(crate) col_sums: Vec<i32>,
+    pub(crate) zb: Vec<i32>,
+    pub(crate) any_zb: bool,
+}
+
+impl QWeights {
+    /// Packs `b(k, j)` (the stored integer, u8 or s8 per `signed`) with zero point `zero(j)`.
+    pub fn pack(
+        k: usize,
+        n: usize,
+        signed: bool,
+        b: impl Fn(usize, usize) -> i32,
+        zero: impl Fn(usize) -> i32,
+        isa: QIsa,
+    ) -> Result<QWeights, QError> {
+        if k == 0 || n == 0 || k > MAX_K {
+            return Err(QError(format!(
+                "K = {k}, N = {n} outside the integer kernels' range"
+            )));
+        }
+        let (g, _, bb, nr) = isa.shape();
+        let kp = k.div_ceil(g) * g;
+        let panels = n.div_ceil(nr);
+        // VNNI's B operand is signed: u8 weights move down by 128, with their zero point.
+        let shift = if isa.u8_by_s8() && !signed { -128 } else { 0 };
+        let mut data = vec![0u8; panels * kp * nr * bb];
+        let mut col_sums = vec![0i32; n];
+        for (j, sum) in col_sums.iter_mut().enumerate() {
+            let (p, c) = (j / nr, j % nr);
+            let base = p * kp * nr;
+            for kk in 0..k {
+                let v = b(kk, j) + shift;
+                *sum += v;
+                let idx = base + (kk / g) * nr * g + c * g + kk % g;
+                if bb == 1 {
+                    data[idx] = v as i8 as u8;
+                } else {
+                    data[2 * idx..2 * idx + 2].copy_from_slice(&(v as i16).to_le_bytes());
+                }
+            }
+        }
+        let zb: Vec<i32> = (0..n).map(|j| zero(j) + shift).collect();
+        let any_zb = zb.iter().any(|&z| z != 0);
+        Ok(QWeights {
+            isa,
+            k,
+            n,
+            kp,
+            data,
+            col_sums,
+            zb,
+            any_zb,
+        })
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    pub fn isa(&self) -> QIsa {
+        self.isa
+    }
+}
+
+/// The activation operand: `m` rows of `k` 8-bit values, row `i` at `data[i * lda..]`.
+#[derive(Clone, Copy)]
+pub struct QInput<'a> {
+    pub data: &'a [u8],
+    pub m: usize,
+    pub k: usize,
+    pub lda: usize,
+    pub signed: bool,
+    pub zero: i32,
+}
+
+/// What the product becomes, written at `out[i * rs + j * cs]` (row-major `[M, N]`, or
+/// `[N, M]` for a channel-first convolution output).
+pub enum QOutput<'a> {
+    I32 {
+        out: &'a mut [i32],
+    },
+    /// `f32(C) · scale[j] + bias[j]` (`scale` of one value or N).
+    F32 {
+        out: &'a mut [f32],
+        scale: &'a [f32],
+        bias: Option<&'a [f32]>,
+    },
+    /// `sat(round_half_even(f32(C + bias[j]) · scale[j]) + zero)` to u8, or s8 when `signed`.
+    Quant {
+        out: &'a mut [u8],
+        scale: &'a [f32],
+        zero: i32,
+        signed: bool,
+        bias: Option<&'a [i32]>,
+    },
+}
+
+/// Requantizes one i32 as ONNX Runtime's QLinear kernels do.
+#[inline(always)]
+pub fn requantize(acc: i32, scale: f32, zero: i32, lo: i32, hi: i32) -> i32 {
+    let v = (acc as f32 * scale).clamp((lo - zero) as f32, (hi - zero) as f32);
+    v.round_ties_even() as i32 + zero
+}
+
+#[cfg(test)]
+mod tests;

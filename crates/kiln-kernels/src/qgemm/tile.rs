@@ -1,0 +1,349 @@
+//! The quantized product's driver: splits `[M, N]` into tasks of row blocks × panel runs over
+//! rayon's threads, lays each block's A rows out as its micro-kernel reads them, and runs the
+//! register-tiled micro-kernel and the epilogue tile by tile. Written once over [`QDot`],
+//! compiled per ISA by the `#[target_feature]` entry points at the bottom.
+use rayon::prelude::*;
+
+use super::dot::{Portable, QDot};
+use super::{QError, QInput, QIsa, QOutput, QWeights};
+
+/// Rows of A per task: their prepared copy (at most a few hundred KiB) stays in L2 while the
+/// task walks its panels.
+const MB: usize = 64;
+
+#[derive(Clone, Copy)]
+struct Out<T>(*mut T);
+// SAFETY: tasks write disjoint (row, column) positions of one output.
+unsafe impl<T> Send for Out<T> {}
+unsafe impl<T> Sync for Out<T> {}
+
+/// The output's form; per-column arrays padded to whole panels so that the epilogue runs over
+/// fixed-length rows the compiler vectorizes.
+enum Sink {
+    I32(Out<i32>),
+    F32(Out<f32>, Vec<f32>, Vec<f32>),
+    Quant(Out<u8>, Vec<f32>, Vec<i32>, i32, bool),
+}
+
+struct Job<'a> {
+    a: &'a QInput<'a>,
+    w: &'a QWeights,
+    /// Per column: `-za'·colsum[j] + K·za'·zb'[j]`.
+    corr: Vec<i32>,
+    /// `zb'` per column, padded.
+    zb: Vec<i32>,
+    sink: Sink,
+    rs: usize,
+    cs: usize,
+}
+
+/// `C = (A - za)(B - zb)` into `out` at `out[i * rs + j * cs]`.
+pub fn qgemm(a: &QInput, w: &QWeights, out: QOutput, rs: usize, cs: usize) -> Result<(), QError> {
+    if a.k != w.k {
+        return Err(QError(format!("A has K = {}, the weights {}", a.k, w.k)));
+    }
+    if a.m == 0 {
+        return Ok(());
+    }
+    if a.lda < a.k || a.data.len() < (a.m - 1) * a.lda + a.k {
+        return Err(QError("A's buffer is shorter than its rows".into()));
+    }
+    let last = (a.m - 1) * rs + (w.n - 1) * cs;
+    let (_, _, _, nr) = w.isa.shape();
+    let panels = w.n.div_ceil(nr);
+    let padded = panels * nr;
+    let per_col = |v: Option<&[f32]>, what: &str, none: f32| -> Result<Vec<f32>, QError> {
+        let mut out = match v.map(<[f32]>::len) {
+            None => vec![none; w.n],
+            Some(1) if what == "scale" => vec![v.unwrap()[0]; w.n],
+            Some(l) if l == w.n => v.unwrap().to_vec(),
+            Some(l) => return Err(QError(format!("{what} has {l} values for N = {}", w.n))),
+        };
+        out.resize(padded, none);
+        Ok(out)
+    };
+    let sink = match out {
+        QOutput::I32 { out } if out.len() > last => Sink::I32(Out(out.as_mut_ptr())),
+        QOutput::F32 { out, scale, bias } if out.len() > last => Sink::F32(
+            Out(out.as_mut_ptr()),
+            per_col(Some(scale), "scale", 0.0)?,
+            per_col(bias, "bias", 0.0)?,
+        ),
+        QOutput::Quant {
+            out,
+            scale,
+            zero,
+            signed,
+            bias,
+        } if out.len() > last => {
+            let mut b = match bias {
+                None => vec![0; w.n],
+                Some(b) if b.len() == w.n => b.to_vec(),
+                Some(b) => {
+                    return Err(QError(format!(
+                        "bias has {} values for N = {}",
+                        b.len(),
+                        w.n
+                    )))
+                }
+            };
+            b.resize(padded, 0);
+            Sink::Quant(
+                Out(out.as_mut_ptr()),
+                per_col(Some(scale), "scale", 0.0)?,
+                b,
+                zero,
+                signed,
+            )
+        }
+        _ => return Err(QError("output buffer too short".into())),
+    };
+    // VNNI's A operand is unsigned: s8 activations move up by 128, with their zero point.
+    let za = if w.isa.u8_by_s8() && a.signed {
+        a.zero + 128
+    } else {
+        a.zero
+    };
+    let k = w.k as i32;
+    let mut corr: Vec<i32> = (0..w.n)
+        .map(|j| {
+            (za.wrapping_mul(k).wrapping_mul(w.zb[j])).wrapping_sub(za.wrapping_mul(w.col_sums[j]))
+        })
+        .collect();
+    corr.resize(padded, 0);
+    let mut zb = w.zb.clone();
+    zb.resize(padded, 0);
+    let job = Job {
+        a,
+        w,
+        corr,
+        zb,
+        sink,
+        rs,
+        cs,
+    };
+    let row_blocks = a.m.div_ceil(MB);
+    // Enough tasks for every thread when M is short (BERT's 128 rows, a 7×7 map).
+    let threads = rayon::current_num_threads();
+    let want = 4 * threads;
+    let col_groups = if row_blocks >= want {
+        1
+    } else {
+        want.div_ceil(row_blocks).min(panels)
+    };
+    let per_group = panels.div_ceil(col_groups);
+    let col_groups = panels.div_ceil(per_group);
+    let tasks = row_blocks * col_groups;
+    let run = |t: usize| {
+        let (rb, cg) = (t / col_groups, t % col_groups);
+        let rows = rb * MB..((rb + 1) * MB).min(a.m);
+        let pans = cg * per_group..((cg + 1) * per_group).min(panels);
+        dispatch(&job, rows, pans);
+    };
+    if tasks == 1 || threads == 1 {
+        (0..tasks).for_each(run);
+    } else {
+        (0..tasks).into_par_iter().for_each(run);
+    }
+    Ok(())
+}
+
+fn dispatch(job: &Job, rows: std::ops::Range<usize>, pans: std::ops::Range<usize>) {
+    match job.w.isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the weights were packed for an ISA that QIsa::hardware() reported.
+        QIsa::Avx512Vnni => unsafe { x86::vnni(job, rows, pans) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        QIsa::Avx512 => unsafe { x86::bw(job, rows, pans) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        QIsa::Avx2 => unsafe { x86::avx2(job, rows, pans) },
+        // SAFETY: plain Rust.
+        _ => unsafe { task::<Portable, 4, 1, 8>(job, rows, pans) },
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::super::dot::x86::{Avx2, Bw512, Vnni512};
+    use super::{task, Job};
+    use std::ops::Range;
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn vnni(job: &Job, rows: Range<usize>, pans: Range<usize>) {
+        task::<Vnni512, 8, 2, 32>(job, rows, pans)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn bw(job: &Job, rows: Range<usize>, pans: Range<usize>) {
+        task::<Bw512, 8, 2, 32>(job, rows, pans)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn avx2(job: &Job, rows: Range<usize>, pans: Range<usize>) {
+        task::<Avx2, 6, 2, 16>(job, rows, pans)
+    }
+}
+
+/// One task: rows × a run of panels.
+#[inline(always)]
+unsafe fn task<D: QDot, const MR: usize, const NV: usize, const NR: usize>(
+    job: &Job,
+    rows: std::ops::Range<usize>,
+    pans: std::ops::Range<usize>,
+) {
+    let (a, w) = (job.a, job.w);
+    let nr = NR;
+    debug_assert_eq!(NR, NV * D::W);
+    debug_assert_eq!(nr, w.isa.shape().3);
+    let kp = w.kp;
+    let steps = kp / D::G;
+    let m = rows.len();
+    // A's rows as the micro-kernel reads them: K padded to the step (B is zero there), u8 as
+    // is (shifted when signed) for VNNI, i16 for the others.
+    let stride = kp * D::A_BYTES;
+    let mut buf = vec![0u8; m * stride];
+    let mut row_sums = vec![0i32; if w.any_zb { m } else { 0 }];
+    let flip = D::A_BYTES == 1 && a.signed;
+    for (r, dst) in buf.chunks_exact_mut(stride).enumerate() {
+        let src = &a.data[(rows.start + r) * a.lda..][..a.k];
+        let mut sum = 0i32;
+        if D::A_BYTES == 1 {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = if flip { s ^ 0x80 } else { s };
+                sum += *d as i32;
+            }
+        } else {
+            for (d, &s) in dst.chunks_exact_mut(2).zip(src) {
+                let v = if a.signed { s as i8 as i16 } else { s as i16 };
+                d.copy_from_slice(&v.to_le_bytes());
+                sum += v as i32;
+            }
+        }
+        if w.any_zb {
+            row_sums[r] = sum;
+        }
+    }
+    let mut tile = [[0i32; 64]; MR];
+    for p in pans {
+        let bp = w.data.as_ptr().add(p * kp * nr * D::B_BYTES);
+        let col0 = p * nr;
+        let ncols = nr.min(w.n - col0);
+        let mut r0 = 0;
+        while r0 < m {
+            let mr = MR.min(m - r0);
+            let mut ap = [buf.as_ptr(); MR];
+            for (r, p) in ap.iter_mut().enumerate() {
+                // Short tiles repeat their last row; its results are not stored.
+                *p = buf.as_ptr().add((r0 + r.min(mr - 1)) * stride);
+            }
+            micro::<D, MR, NV>(ap, bp, steps, &mut tile);
+            epilogue::<NR>(
+                job,
+                &tile[..mr],
+                rows.start + r0,
+                &row_sums[..],
+                r0,
+                col0,
+                ncols,
+            );
+            r0 += MR;
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn micro<D: QDot, const MR: usize, const NV: usize>(
+    a: [*const u8; MR],
+    b: *const u8,
+    steps: usize,
+    out: &mut [[i32; 64]; MR],
+) {
+    let mut acc = [[D::zero(); NV]; MR];
+    let vb = D::W * D::G * D::B_BYTES;
+    let sb = NV * vb;
+    let sa = D::G * D::A_BYTES;
+    for s in 0..steps {
+        let mut bv = [D::zero(); NV];
+        for (v, x) in bv.iter_mut().enumerate() {
+            *x = D::load(b.add(s * sb + v * vb));
+        }
+        for r in 0..MR {
+            let av = D::bcast(a[r].add(s * sa));
+            for v in 0..NV {
+                acc[r][v] = D::dot(acc[r][v], av, bv[v]);
+            }
+        }
+    }
+    for (acc, out) in acc.iter().zip(out.iter_mut()) {
+        for (v, &x) in acc.iter().enumerate() {
+            D::store(x, out.as_mut_ptr().add(v * D::W));
+        }
+    }
+}
+
+/// Zero-point corrections and the output's form, for one tile (`NR` columns computed, `ncols`
+/// of them real).
+#[inline(always)]
+unsafe fn epilogue<const NR: usize>(
+    job: &Job,
+    tile: &[[i32; 64]],
+    row0: usize,
+    row_sums: &[i32],
+    local0: usize,
+    col0: usize,
+    ncols: usize,
+) {
+    let corr = &job.corr[col0..col0 + NR];
+    let zb = &job.zb[col0..col0 + NR];
+    for (r, t) in tile.iter().enumerate() {
+        let i = row0 + r;
+        let rsum = if job.w.any_zb {
+            row_sums[local0 + r]
+        } else {
+            0
+        };
+        let base = i * job.rs + col0 * job.cs;
+        let mut vals = [0i32; NR];
+        for c in 0..NR {
+            vals[c] = t[c]
+                .wrapping_add(corr[c])
+                .wrapping_sub(zb[c].wrapping_mul(rsum));
+        }
+        match &job.sink {
+            Sink::I32(o) => store(o.0.add(base), job.cs, &vals[..ncols]),
+            Sink::F32(o, scale, bias) => {
+                let (scale, bias) = (&scale[col0..col0 + NR], &bias[col0..col0 + NR]);
+                let mut f = [0f32; NR];
+                for c in 0..NR {
+                    f[c] = vals[c] as f32 * scale[c] + bias[c];
+                }
+                store(o.0.add(base), job.cs, &f[..ncols]);
+            }
+            Sink::Quant(o, scale, bias, zero, signed) => {
+                let (scale, bias) = (&scale[col0..col0 + NR], &bias[col0..col0 + NR]);
+                let (lo, hi) = if *signed { (-128, 127) } else { (0, 255) };
+                let (flo, fhi) = ((lo - zero) as f32, (hi - zero) as f32);
+                let mut q = [0u8; NR];
+                for c in 0..NR {
+                    let v = (vals[c].wrapping_add(bias[c]) as f32 * scale[c]).clamp(flo, fhi);
+                    // In range after the clamp, so the conversion is exact.
+                    q[c] = (v.round_ties_even().to_int_unchecked::<i32>() + zero) as u8;
+                }
+                store(o.0.add(base), job.cs, &q[..ncols]);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn store<T: Copy>(dst: *mut T, stride: usize, vals: &[T]) {
+    if stride == 1 {
+        std::ptr::copy_nonoverlapping(vals.as_ptr(), dst, vals.len());
+    } else {
+        for (c, &v) in vals.iter().enumerate() {
+            *dst.add(c * stride) = v;
+        }
+    }
+}
