@@ -11,7 +11,8 @@
 
 Calibration reads a few seeded random inputs (the weights are what they are; the inputs only set
 the activation ranges). Every `<name>.onnx` comes with `<name>.npz` (feeds, a different seed from
-calibration) and `manifest.json` maps each name to its float twin and its quantized op counts.
+calibration) and `manifest.json` maps each name to its float twin (a path, or a file name in
+this folder) and its quantized op counts.
 
 Usage: gen_quant_models.py OUT MODELS_DIR GENERATED_DIR
 """
@@ -103,7 +104,9 @@ def main():
                 dst = os.path.join(out, f"{name}_{suffix}.onnx")
                 static(src, dst, make, fmt)
                 np.savez(os.path.join(out, f"{name}_{suffix}.npz"), **make(SEED))
-                made[f"{name}_{suffix}"] = {"float": src, "ops": op_counts(dst)}
+                # The float twin: a file of this folder by name, else its path.
+                twin = os.path.basename(src) if src.startswith(out) else src
+                made[f"{name}_{suffix}"] = {"float": twin, "ops": op_counts(dst)}
         bert = os.path.join(generated, "bert_minilm.onnx")
         # The exporter leaves value_info that the quantizer's own shape inference trips on.
         src = os.path.join(tmp, "bert.onnx")

@@ -90,8 +90,26 @@ pub(crate) fn kernel_of(ctx: &InferCtx, w: &[Dim]) -> Option<Vec<i64>> {
 }
 
 pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
-    let (Some(x), Some(w)) = (ctx.shape(0), ctx.shape(1)) else {
-        return Ok(vec![Inferred::tensor(ctx.dtype(0), None)]);
+    infer_with(ctx, 1, ctx.dtype(0))
+}
+
+/// QLinearConv: the weights are input 3; the output has y_zero_point's type (uint8 without).
+pub fn infer_qlinear(ctx: &InferCtx) -> Result<Vec<Inferred>> {
+    let dt = if ctx.has_input(7) {
+        ctx.dtype(7)
+    } else {
+        Some(kiln_ir::DataType::U8)
+    };
+    infer_with(ctx, 3, dt)
+}
+
+fn infer_with(
+    ctx: &InferCtx,
+    w_slot: usize,
+    dt: Option<kiln_ir::DataType>,
+) -> Result<Vec<Inferred>> {
+    let (Some(x), Some(w)) = (ctx.shape(0), ctx.shape(w_slot)) else {
+        return Ok(vec![Inferred::tensor(dt, None)]);
     };
     if x.len() < 3 {
         return Err(format!("input X must have rank >= 3, got {}", x.len()));
@@ -116,11 +134,11 @@ pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
         }
     }
     let Some(kernel) = kernel_of(ctx, w) else {
-        return Ok(vec![Inferred::tensor(ctx.dtype(0), None)]);
+        return Ok(vec![Inferred::tensor(dt, None)]);
     };
     let mut shape = vec![x[0].clone(), w[0].clone()];
     shape.extend(window_output(ctx, &x[2..], &kernel, false)?);
-    Ok(vec![Inferred::tensor(ctx.dtype(0), Some(shape))])
+    Ok(vec![Inferred::tensor(dt, Some(shape))])
 }
 
 pub fn infer_transpose(ctx: &InferCtx) -> Result<Vec<Inferred>> {

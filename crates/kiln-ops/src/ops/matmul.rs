@@ -12,8 +12,26 @@ use crate::value::{Data, Tensor, Value};
 use kiln_ir::AttrList;
 
 pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
-    let (Some(a), Some(b)) = (ctx.shape(0), ctx.shape(1)) else {
-        return Ok(vec![Inferred::tensor(ctx.dtype(0), None)]);
+    infer_with(ctx, 1, ctx.dtype(0))
+}
+
+/// QLinearMatMul: B is input 3; the output has y_zero_point's type (uint8 without).
+pub fn infer_qlinear(ctx: &InferCtx) -> Result<Vec<Inferred>> {
+    let dt = if ctx.has_input(7) {
+        ctx.dtype(7)
+    } else {
+        Some(kiln_ir::DataType::U8)
+    };
+    infer_with(ctx, 3, dt)
+}
+
+fn infer_with(
+    ctx: &InferCtx,
+    b_slot: usize,
+    dt: Option<kiln_ir::DataType>,
+) -> Result<Vec<Inferred>> {
+    let (Some(a), Some(b)) = (ctx.shape(0), ctx.shape(b_slot)) else {
+        return Ok(vec![Inferred::tensor(dt, None)]);
     };
     if a.is_empty() || b.is_empty() {
         return Err("MatMul operands must have rank >= 1".into());
@@ -55,7 +73,7 @@ pub fn infer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     if b.len() > 1 {
         shape.push(b2[b2.len() - 1].clone());
     }
-    Ok(vec![Inferred::tensor(ctx.dtype(0), Some(shape))])
+    Ok(vec![Inferred::tensor(dt, Some(shape))])
 }
 
 /// MatMulInteger: MatMul's shapes, int32 elements.
@@ -71,7 +89,6 @@ pub fn infer_integer(ctx: &InferCtx) -> Result<Vec<Inferred>> {
 pub fn kernel(domain: &str, op_type: &str) -> Option<crate::kernel::KernelFn> {
     match (domain, op_type) {
         ("", "MatMul") => Some(run_matmul),
-        ("", "MatMulInteger") => Some(run_matmul_integer),
         ("com.microsoft", "FusedMatMul") => Some(run_matmul),
         _ => None,
     }
@@ -349,7 +366,7 @@ fn widen(t: &Tensor, what: &str) -> Result<Vec<i32>> {
 
 /// MatMulInteger: `(A - a_zero_point) * (B - b_zero_point)` in int32. A's zero point is a
 /// scalar or one per row of A; B's a scalar or one per column of B (optionally per matrix).
-fn run_matmul_integer(ctx: &KernelCtx) -> Result<Vec<Value>> {
+pub(crate) fn run_matmul_integer(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let a = ctx.tensor(0)?;
     let b = ctx.tensor(1)?;
     let p = plan(&a.shape, &b.shape, false, false)?;
@@ -421,7 +438,7 @@ mod kernel_tests {
             num_outputs: 1,
             subgraphs: None,
         };
-        let f = kernel(domain, op).unwrap();
+        let f = crate::ops::kernel_fn(domain, op).unwrap();
         Ok(f(&ctx)?.remove(0).into_tensor().unwrap())
     }
 

@@ -13,7 +13,7 @@ mod causal_conv;
 mod concat;
 mod constant;
 mod control_flow;
-mod conv;
+pub(crate) mod conv;
 mod conv_fast;
 mod deform_conv;
 mod dropout;
@@ -31,14 +31,14 @@ pub mod kiln_nchwc;
 pub(crate) mod linalg;
 mod linear_attention;
 mod loss;
-mod matmul;
+pub(crate) mod matmul;
 mod misc;
 mod ml;
 mod movement;
 mod ms_activations;
 mod ms_attention;
 mod ms_embed;
-mod ms_matmul;
+pub(crate) mod ms_matmul;
 mod ms_norm;
 mod norm;
 pub(crate) mod np_random;
@@ -110,6 +110,7 @@ pub fn prepare_fn(domain: &str, op_type: &str) -> Option<crate::kernel::PrepareF
             Some(conv_fast::prepare)
         }
         ("" | "ai.onnx", "MatMul") | ("com.microsoft", "FusedMatMul") => Some(matmul::prepare),
+        (d, op) if quant::has_prepare(if d == "ai.onnx" { "" } else { d }, op) => Some(quant::prepare),
         ("com.microsoft", "Attention") => Some(ms_attention::prepare),
         (kiln_fused::DOMAIN, "NchwcConv") => Some(kiln_nchwc::prepare),
         _ => None,
@@ -365,6 +366,7 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
         ("com.microsoft", "MatMulNBits" | "MatMulIntegerToFloat" | "DynamicQuantizeMatMul") => {
             ms_matmul::infer
         }
+        ("com.microsoft", op) => return quant::infer_rule("com.microsoft", op),
         _ => return None,
     };
     Some(f)

@@ -13,9 +13,6 @@ use crate::value::{Data, Tensor, Value};
 pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
     match (domain, op_type) {
         ("com.microsoft", "MatMulNBits") => Some(run_nbits),
-        ("com.microsoft", "MatMulIntegerToFloat" | "DynamicQuantizeMatMul") => {
-            Some(run_int_to_float)
-        }
         _ => None,
     }
 }
@@ -211,7 +208,7 @@ pub(crate) fn quantize_dynamic(a: &[f32]) -> (Vec<f32>, f32, f32) {
     (q, scale, zp)
 }
 
-fn run_int_to_float(ctx: &KernelCtx) -> Result<Vec<Value>> {
+pub(crate) fn run_int_to_float(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let dynamic = ctx.op_type == "DynamicQuantizeMatMul";
     let a = ctx.tensor(0)?;
     let b = ctx.tensor(1)?;

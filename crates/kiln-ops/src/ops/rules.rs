@@ -17,10 +17,12 @@ pub fn infer_rule(op: &str) -> Option<InferFn> {
         "EyeLike" => eyelike,
         "Compress" => compress,
         "Det" => det,
-        "Einsum" | "QLinearMatMul" | "QLinearConv" | "DFT" | "STFT" | "Col2Im" => type_only,
+        "Einsum" | "DFT" | "STFT" | "Col2Im" => type_only,
         "NegativeLogLikelihoodLoss" | "SoftmaxCrossEntropyLoss" => loss,
         "GridSample" => grid_sample,
         "RoiAlign" => roi_align,
+        "QLinearConv" => crate::ops::conv::infer_qlinear,
+        "QLinearMatMul" => crate::ops::matmul::infer_qlinear,
         "QuantizeLinear" => quantize,
         "DequantizeLinear" => dequantize,
         "DynamicQuantizeLinear" => dynamic_quantize,
@@ -59,8 +61,6 @@ fn same(ctx: &InferCtx) -> Result<Vec<Inferred>> {
 
 fn type_only(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     let dt = match ctx.op_type {
-        "QLinearMatMul" if ctx.has_input(7) => ctx.dtype(7),
-        "QLinearConv" if ctx.has_input(7) => ctx.dtype(7),
         _ => ctx.dtype(0),
     };
     Ok(vec![Inferred::tensor(dt, None)])

@@ -1,27 +1,24 @@
 //! Linear quantization: QuantizeLinear and DequantizeLinear (per tensor, per axis and blocked;
 //! 8/16-bit and sub-byte integers, float8 and float4 through the Cast codecs),
-//! DynamicQuantizeLinear (uint8), QLinearMatMul and QLinearConv (int8/uint8, on top of the
-//! MatMulInteger and ConvInteger kernels).
+//! DynamicQuantizeLinear (uint8); also com.microsoft's QuantizeLinear / DequantizeLinear, which
+//! are ONNX's with `axis` (no blocks).
 use half::{bf16, f16};
-use kiln_ir::{Attribute, DataType};
+use kiln_ir::DataType;
 
-use crate::kernel::{one, strides, zip_broadcast, KernelCtx, KernelFn, Result};
+use crate::kernel::{one, strides, KernelCtx, KernelFn, Result};
 use crate::ops::cast::{self, CastOpts};
-use crate::ops::misc::data_from_f64;
 use crate::ops::movement::check_len;
 use crate::value::{Data, Tensor, Value};
 
 /// The kernels of this module's ops.
 pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
-    if !domain.is_empty() {
+    if !matches!(domain, "" | "com.microsoft") {
         return None;
     }
     Some(match op_type {
         "QuantizeLinear" => quantize,
         "DequantizeLinear" => dequantize,
-        "DynamicQuantizeLinear" => dynamic_quantize,
-        "QLinearMatMul" => qlinear_matmul,
-        "QLinearConv" => qlinear_conv,
+        "DynamicQuantizeLinear" if domain.is_empty() => dynamic_quantize,
         _ => return None,
     })
 }
@@ -230,124 +227,6 @@ fn dynamic_quantize(ctx: &KernelCtx) -> Result<Vec<Value>> {
         Value::Tensor(Tensor::scalar(scale)),
         Value::Tensor(Tensor::scalar(zp as u8)),
     ])
-}
-
-/// Runs another op's kernel on the given inputs (same attributes).
-fn call(
-    ctx: &KernelCtx,
-    op: &str,
-    attrs: &[Attribute],
-    inputs: &[Option<&Tensor>],
-) -> Result<Tensor> {
-    let vals: Vec<Option<Value>> = inputs
-        .iter()
-        .map(|t| t.map(|t| Value::Tensor(t.clone())))
-        .collect();
-    let sub = KernelCtx {
-        op_type: op,
-        domain: "",
-        opset: ctx.opset.max(10),
-        attrs,
-        inputs: vals.iter().map(|v| v.as_ref()).collect(),
-        num_outputs: 1,
-        subgraphs: None,
-    };
-    let f = crate::ops::kernel_fn("", op).ok_or_else(|| format!("no {op} kernel"))?;
-    f(&sub)?
-        .into_iter()
-        .next()
-        .and_then(Value::into_tensor)
-        .ok_or_else(|| format!("{op} gave no tensor"))
-}
-
-/// `round(acc * (a_scale * b_scale / y_scale)) + y_zero_point`, saturated to the output type
-/// (`y_zero_point`'s, else `fallback`). The scale factor is computed in the scales' type.
-fn requantize(
-    acc: &Tensor,
-    sa: &Tensor,
-    sb: &Tensor,
-    sy: &Tensor,
-    yz: Option<&Tensor>,
-    fallback: DataType,
-    per_channel_b: bool,
-) -> Result<Tensor> {
-    let dt = sa.dtype();
-    let (a, b, y) = (sa.to_f64s()?, sb.to_f64s()?, sy.to_f64s()?);
-    let (&a0, &y0) = match (a.as_slice(), y.as_slice()) {
-        ([a0], [y0]) => (a0, y0),
-        _ => return Err("a/x scale and y_scale must be scalars".into()),
-    };
-    let factors: Vec<f64> = b
-        .iter()
-        .map(|&bv| round_to(dt, round_to(dt, a0 * bv) / y0))
-        .collect();
-    let c = acc.to_f64s()?;
-    let to = yz.map_or(fallback, |z| z.dtype());
-    let (lo, hi) = int_range(to)
-        .filter(|_| matches!(to, DataType::U8 | DataType::I8))
-        .ok_or_else(|| format!("cannot requantize to {to}"))?;
-    let z = match yz {
-        Some(z) => match z.to_f64s()?.as_slice() {
-            [z] => *z,
-            _ => return Err("y_zero_point must be a scalar".into()),
-        },
-        None => 0.0,
-    };
-    let out: Vec<f64> = if factors.len() == 1 {
-        c.iter()
-            .map(|&v| ((v * factors[0]).round_ties_even() + z).clamp(lo, hi))
-            .collect()
-    } else if per_channel_b {
-        // Per output channel (axis 1 of [N, M, ...]).
-        let m = factors.len();
-        let n = acc.shape[0].max(1);
-        let plane = c.len() / (n * m).max(1);
-        c.iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                ((v * factors[(i / plane.max(1)) % m]).round_ties_even() + z).clamp(lo, hi)
-            })
-            .collect()
-    } else {
-        let fshape = [factors.len()];
-        let (_, r) = zip_broadcast(&c, &acc.shape, &factors, &fshape, |v, f| {
-            ((v * f).round_ties_even() + z).clamp(lo, hi)
-        })?;
-        r
-    };
-    Ok(Tensor::new(acc.shape.clone(), data_from_f64(to, &out)?))
-}
-
-fn qlinear_matmul(ctx: &KernelCtx) -> Result<Vec<Value>> {
-    let (a, sa, az) = (ctx.tensor(0)?, ctx.tensor(1)?, ctx.opt_tensor(2)?);
-    let (b, sb, bz) = (ctx.tensor(3)?, ctx.tensor(4)?, ctx.opt_tensor(5)?);
-    let (sy, yz) = (ctx.tensor(6)?, ctx.opt_tensor(7)?);
-    let acc = call(ctx, "MatMulInteger", &[], &[Some(a), Some(b), az, bz])?;
-    one(requantize(&acc, sa, sb, sy, yz, a.dtype(), false)?)
-}
-
-fn qlinear_conv(ctx: &KernelCtx) -> Result<Vec<Value>> {
-    let (x, sx, xz) = (ctx.tensor(0)?, ctx.tensor(1)?, ctx.opt_tensor(2)?);
-    let (w, sw, wz) = (ctx.tensor(3)?, ctx.tensor(4)?, ctx.opt_tensor(5)?);
-    let (sy, yz, bias) = (ctx.tensor(6)?, ctx.opt_tensor(7)?, ctx.opt_tensor(8)?);
-    let mut acc = call(ctx, "ConvInteger", ctx.attrs, &[Some(x), Some(w), xz, wz])?;
-    if let Some(bias) = bias {
-        let bv = bias.to_i64s()?;
-        let m = acc.shape.get(1).copied().unwrap_or(0);
-        if bv.len() != m {
-            return Err(format!(
-                "bias has {} elements for {m} output channels",
-                bv.len()
-            ));
-        }
-        let plane: usize = acc.shape[2..].iter().product();
-        if let Data::I32(v) = &mut acc.data {
-            for (i, e) in v.iter_mut().enumerate() {
-                *e = e.wrapping_add(bv[(i / plane.max(1)) % m] as i32);
-            }
-        }
-    }
-    one(requantize(&acc, sx, sw, sy, yz, x.dtype(), true)?)
 }
 
 #[cfg(test)]

@@ -1,0 +1,418 @@
+//! QLinearConv (ONNX's, and com.microsoft's with `channels_last`) on `kiln_kernels::qgemm`:
+//! the input goes to channels-last once (unless it is already), each output pixel's window is
+//! gathered as runs of channels (`im2col` in tap-major order; a 1×1 stride-1 layer reads the
+//! input in place), and the product requantizes into the output, channel-first or -last.
+//! Weights are packed per group once per session when constant. 2-D only; other ranks and
+//! narrow groups (depthwise) run the reference: ConvInteger, bias, requantization.
+use kiln_ir::AttrList;
+use kiln_kernels::qgemm::{qgemm, QInput, QOutput, QWeights};
+use rayon::prelude::*;
+
+use super::{bytes, call, isa, out_signed, per_channel, scale, scales, tensor_of, zero, zeros};
+use crate::ctx::{InferCtx, Inferred};
+use crate::kernel::{one, KernelCtx, KernelFn, PrepareCtx, PreparedKernel, Result};
+use crate::value::{Data, Tensor, Value};
+
+pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
+    match (domain, op_type) {
+        ("" | "com.microsoft", "QLinearConv") => Some(|c| run(c, None)),
+        _ => None,
+    }
+}
+
+pub fn infer_rule(op_type: &str) -> Option<crate::ops::InferFn> {
+    match op_type {
+        "QLinearConv" => Some(infer_ms),
+        _ => None,
+    }
+}
+
+/// com.microsoft QLinearConv: ONNX's shapes, or channels-last ones.
+fn infer_ms(ctx: &InferCtx) -> Result<Vec<Inferred>> {
+    if ctx.int_attr("channels_last", 0) == 0 {
+        return crate::ops::conv::infer_qlinear(ctx);
+    }
+    let dt = if ctx.has_input(7) {
+        ctx.dtype(7)
+    } else {
+        Some(kiln_ir::DataType::U8)
+    };
+    let shape = match (ctx.shape(0), ctx.shape(3)) {
+        (Some(x), Some(w)) if x.len() >= 3 && w.len() == x.len() => {
+            let n = x.len() - 2;
+            let kernel: Option<Vec<i64>> = w[2..].iter().map(|d| d.known()).collect();
+            match kernel {
+                Some(k) => {
+                    let sp = crate::ops::conv::window_output(ctx, &x[1..1 + n], &k, false)?;
+                    let mut s = vec![x[0].clone()];
+                    s.extend(sp);
+                    s.push(w[0].clone());
+                    Some(s)
+                }
+                None => None,
+            }
+        }
+        _ => None,
+    };
+    Ok(vec![Inferred::tensor(dt, shape)])
+}
+
+/// The geometry of a 2-D convolution, from attributes and the input and weight shapes.
+#[derive(Clone, Debug, PartialEq)]
+struct Geom {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    m: usize,
+    group: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    dh: usize,
+    dw: usize,
+    pt: usize,
+    pl: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl Geom {
+    fn new(ctx: &KernelCtx, x: &[usize], wt: &[usize], last: bool) -> Result<Option<Geom>> {
+        if x.len() != 4 || wt.len() != 4 {
+            return Ok(None);
+        }
+        let (n, c, h, w) = if last {
+            (x[0], x[3], x[1], x[2])
+        } else {
+            (x[0], x[1], x[2], x[3])
+        };
+        // The window rule of Conv, on a channel-first view of the shapes.
+        let nchw = [n, c, h, w];
+        let g = crate::ops::conv::ConvGeom::new(ctx, &nchw, wt)?;
+        let win = &g.win;
+        Ok(Some(Geom {
+            n,
+            c,
+            h,
+            w,
+            m: wt[0],
+            group: g.group,
+            kh: wt[2],
+            kw: wt[3],
+            sh: win.strides[0],
+            sw: win.strides[1],
+            dh: win.dilations[0],
+            dw: win.dilations[1],
+            pt: win.pads[0],
+            pl: win.pads[1],
+            oh: win.output[0],
+            ow: win.output[1],
+        }))
+    }
+
+    fn cg(&self) -> usize {
+        self.c / self.group
+    }
+
+    fn mg(&self) -> usize {
+        self.m / self.group
+    }
+
+    fn k(&self) -> usize {
+        self.cg() * self.kh * self.kw
+    }
+
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.pt == 0 && self.pl == 0
+    }
+}
+
+/// Weights `[M, C/g, kh, kw]` packed per group with K in tap-major order (`(i·kw + j)·C/g + c`),
+/// the order of the channels-last windows.
+fn pack(w: &Tensor, wz: Option<&Tensor>, group: usize) -> Result<Vec<QWeights>> {
+    let (wv, signed) = bytes(w).ok_or("W must be uint8 or int8")?;
+    if w.rank() != 4 || group == 0 || w.shape[0] % group != 0 {
+        return Err("W is not a 2-D convolution's weights".into());
+    }
+    let (m, cg, taps) = (w.shape[0], w.shape[1], w.shape[2] * w.shape[3]);
+    let mg = m / group;
+    let k = cg * taps;
+    let zw = per_channel(&zeros(wz, signed, "w_zero_point")?, m, "w_zero_point")?;
+    (0..group)
+        .map(|g| {
+            QWeights::pack(
+                k,
+                mg,
+                signed,
+                |kk, j| {
+                    let (tap, c) = (kk / cg, kk % cg);
+                    super::byte_value(wv[(g * mg + j) * k + c * taps + tap], signed)
+                },
+                |j| zw[g * mg + j],
+                isa(),
+            )
+            .map_err(|e| e.0)
+        })
+        .collect()
+}
+
+struct Prepared {
+    packed: Vec<QWeights>,
+    shape: Vec<usize>,
+}
+
+pub fn prepare(ctx: &PrepareCtx) -> Option<Box<dyn PreparedKernel>> {
+    let w = ctx.constant(3)?;
+    let wz = ctx.optional_constant(5)?;
+    let group = ctx.attrs.get_int("group").unwrap_or(1).max(1) as usize;
+    if !fast_groups(w, group) {
+        return None;
+    }
+    let packed = pack(w, wz, group).ok()?;
+    Some(Box::new(Prepared {
+        packed,
+        shape: w.shape.clone(),
+    }))
+}
+
+impl PreparedKernel for Prepared {
+    fn run(&self, ctx: &KernelCtx) -> Result<Vec<Value>> {
+        if ctx.tensor(3)?.shape != self.shape {
+            return run(ctx, None);
+        }
+        run(ctx, Some(&self.packed))
+    }
+}
+
+/// Groups the product path is worth it for: output channels per group fill part of a panel.
+fn fast_groups(w: &Tensor, group: usize) -> bool {
+    w.rank() == 4 && group > 0 && w.shape[0] % group == 0 && (group == 1 || w.shape[0] / group >= 8)
+}
+
+fn run(ctx: &KernelCtx, packed: Option<&[QWeights]>) -> Result<Vec<Value>> {
+    let last = ctx.domain == "com.microsoft" && ctx.int_attr("channels_last", 0) != 0;
+    let (x, w) = (ctx.tensor(0)?, ctx.tensor(3)?);
+    let group = ctx.int_attr("group", 1).max(1) as usize;
+    let geom = Geom::new(ctx, &x.shape, &w.shape, last)?;
+    let Some(g) = geom.filter(|g| fast_groups(w, g.group) && g.k() <= kiln_kernels::qgemm::MAX_K)
+    else {
+        return reference(ctx, last);
+    };
+    let (xv, x_signed) = bytes(x).ok_or("X must be uint8 or int8")?;
+    let zx = zero(ctx.opt_tensor(2)?, x_signed, "x_zero_point")?;
+    let sx = scale(ctx.tensor(1)?, "x_scale")?;
+    let sw = per_channel(&scales(ctx.tensor(4)?, "w_scale")?, g.m, "w_scale")?;
+    let sy = scale(ctx.tensor(6)?, "y_scale")?;
+    let y_signed = out_signed(ctx, 7)?;
+    let zy = zero(ctx.opt_tensor(7)?, y_signed, "y_zero_point")?;
+    let bias = match ctx.opt_tensor(8)? {
+        None => None,
+        Some(b) => match &b.data {
+            Data::I32(v) if v.len() == g.m => Some(v.clone()),
+            _ => return Err(format!("B must be int32 with {} values", g.m)),
+        },
+    };
+    let owned;
+    let packed = match packed {
+        Some(p) => p,
+        None => {
+            owned = pack(w, ctx.opt_tensor(5)?, group)?;
+            &owned[..]
+        }
+    };
+    let scale: Vec<f32> = sw.iter().map(|&s| (sx * s) / sy).collect();
+    let (cg, mg, k) = (g.cg(), g.mg(), g.k());
+    let (plane, pixels) = (g.h * g.w, g.oh * g.ow);
+    let mut y = vec![0u8; g.n * g.m * pixels];
+    let mut nhwc = Vec::new();
+    let mut cols = Vec::new();
+    for img in 0..g.n {
+        // The image channels-last.
+        let src = &xv[img * g.c * plane..(img + 1) * g.c * plane];
+        let xl: &[u8] = if last {
+            src
+        } else {
+            nhwc.resize(plane * g.c, 0);
+            to_channels_last(src, g.c, plane, &mut nhwc);
+            &nhwc
+        };
+        let out = &mut y[img * g.m * pixels..(img + 1) * g.m * pixels];
+        for gi in 0..g.group {
+            let (a, lda) = if g.pointwise() {
+                (&xl[gi * cg..], g.c)
+            } else {
+                cols.resize(pixels * k, 0);
+                im2col(&g, xl, gi, zx as u8, &mut cols);
+                (&cols[..], k)
+            };
+            let input = QInput {
+                data: a,
+                m: pixels,
+                k,
+                lda,
+                signed: x_signed,
+                zero: zx,
+            };
+            let c0 = gi * mg;
+            let (dst, rs, cs) = if last {
+                (&mut out[c0..], g.m, 1)
+            } else {
+                (&mut out[c0 * pixels..], 1, pixels)
+            };
+            let q = QOutput::Quant {
+                out: dst,
+                scale: &scale[c0..c0 + mg],
+                zero: zy,
+                signed: y_signed,
+                bias: bias.as_ref().map(|b| &b[c0..c0 + mg]),
+            };
+            qgemm(&input, &packed[gi], q, rs, cs).map_err(|e| e.0)?;
+        }
+    }
+    let shape = if last {
+        vec![g.n, g.oh, g.ow, g.m]
+    } else {
+        vec![g.n, g.m, g.oh, g.ow]
+    };
+    one(tensor_of(shape, y, y_signed))
+}
+
+/// `[C, P]` to `[P, C]`, in tiles that stay in cache.
+fn to_channels_last(src: &[u8], c: usize, p: usize, dst: &mut [u8]) {
+    const T: usize = 32;
+    for c0 in (0..c).step_by(T) {
+        for p0 in (0..p).step_by(T) {
+            for ci in c0..(c0 + T).min(c) {
+                let row = &src[ci * p..];
+                for pi in p0..(p0 + T).min(p) {
+                    dst[pi * c + ci] = row[pi];
+                }
+            }
+        }
+    }
+}
+
+/// Each output pixel's window of group `gi`, tap by tap, `C/g` channels per tap; taps outside
+/// the input read the zero point.
+fn im2col(g: &Geom, x: &[u8], gi: usize, pad: u8, cols: &mut [u8]) {
+    let (cg, k) = (g.cg(), g.k());
+    let row_len = g.ow * k;
+    let fill = |oy: usize, rows: &mut [u8]| {
+        for ox in 0..g.ow {
+            let dst = &mut rows[ox * k..(ox + 1) * k];
+            for i in 0..g.kh {
+                let iy = (oy * g.sh + i * g.dh) as isize - g.pt as isize;
+                for j in 0..g.kw {
+                    let ix = (ox * g.sw + j * g.dw) as isize - g.pl as isize;
+                    let tap = &mut dst[(i * g.kw + j) * cg..(i * g.kw + j + 1) * cg];
+                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                        tap.fill(pad);
+                    } else {
+                        let at = (iy as usize * g.w + ix as usize) * g.c + gi * cg;
+                        tap.copy_from_slice(&x[at..at + cg]);
+                    }
+                }
+            }
+        }
+    };
+    if cols.len() >= 1 << 16 {
+        cols.par_chunks_mut(row_len)
+            .enumerate()
+            .for_each(|(oy, r)| fill(oy, r));
+    } else {
+        cols.chunks_mut(row_len)
+            .enumerate()
+            .for_each(|(oy, r)| fill(oy, r));
+    }
+}
+
+/// ConvInteger, the bias, and requantization per output channel (channels-last by transposes).
+fn reference(ctx: &KernelCtx, last: bool) -> Result<Vec<Value>> {
+    let (x, sx, xz) = (ctx.tensor(0)?, ctx.tensor(1)?, ctx.opt_tensor(2)?);
+    let (w, sw, wz) = (ctx.tensor(3)?, ctx.tensor(4)?, ctx.opt_tensor(5)?);
+    let x_first;
+    let x = if last {
+        x_first = permute(x, true)?;
+        &x_first
+    } else {
+        x
+    };
+    let attrs: Vec<kiln_ir::Attribute> = ctx
+        .attrs
+        .iter()
+        .filter(|a| a.name != "channels_last")
+        .cloned()
+        .collect();
+    let acc = call(ctx, "ConvInteger", &attrs, &[Some(x), Some(w), xz, wz])?;
+    let Data::I32(acc_v) = &acc.data else {
+        return Err("ConvInteger gave no int32".into());
+    };
+    let m = acc.shape.get(1).copied().unwrap_or(1);
+    let plane: usize = acc.shape[2..].iter().product();
+    let bias = match ctx.opt_tensor(8)? {
+        None => vec![0; m],
+        Some(b) => match &b.data {
+            Data::I32(v) if v.len() == m => v.clone(),
+            _ => return Err(format!("B must be int32 with {m} values")),
+        },
+    };
+    let sx = scale(sx, "x_scale")?;
+    let sw = per_channel(&scales(sw, "w_scale")?, m, "w_scale")?;
+    let sy = scale(ctx.tensor(6)?, "y_scale")?;
+    let signed = out_signed(ctx, 7)?;
+    let zy = zero(ctx.opt_tensor(7)?, signed, "y_zero_point")?;
+    let (lo, hi) = if signed { (-128, 127) } else { (0, 255) };
+    let out: Vec<u8> = acc_v
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let c = (i / plane.max(1)) % m;
+            let s = (sx * sw[c]) / sy;
+            kiln_kernels::qgemm::requantize(v.wrapping_add(bias[c]), s, zy, lo, hi) as u8
+        })
+        .collect();
+    let y = tensor_of(acc.shape.clone(), out, signed);
+    one(if last { permute(&y, false)? } else { y })
+}
+
+/// Channels-last to -first (`to_first`) or back, for any rank.
+fn permute(t: &Tensor, to_first: bool) -> Result<Tensor> {
+    let r = t.rank();
+    if r < 3 {
+        return Err(format!("expected rank >= 3, got {:?}", t.shape));
+    }
+    let perm: Vec<i64> = if to_first {
+        std::iter::once(0)
+            .chain(std::iter::once(r as i64 - 1))
+            .chain(1..r as i64 - 1)
+            .collect()
+    } else {
+        std::iter::once(0)
+            .chain(2..r as i64)
+            .chain(std::iter::once(1))
+            .collect()
+    };
+    call_transpose(t, &perm)
+}
+
+fn call_transpose(t: &Tensor, perm: &[i64]) -> Result<Tensor> {
+    let attrs = [kiln_ir::Attribute::ints("perm", perm)];
+    let v = Value::Tensor(t.clone());
+    let ctx = KernelCtx {
+        op_type: "Transpose",
+        domain: "",
+        opset: 13,
+        attrs: &attrs,
+        inputs: vec![Some(&v)],
+        num_outputs: 1,
+        subgraphs: None,
+    };
+    let f = crate::ops::kernel_fn("", "Transpose").ok_or("no Transpose kernel")?;
+    f(&ctx)?
+        .into_iter()
+        .next()
+        .and_then(Value::into_tensor)
+        .ok_or_else(|| "Transpose gave no tensor".into())
+}

@@ -1,0 +1,221 @@
+//! com.microsoft's QLinear pools and QLinearConcat: QLinearGlobalAveragePool sums the integer
+//! differences of each plane and requantizes `sum · sx / (sy · count)` as ORT does;
+//! QLinearAveragePool dequantizes, runs AveragePool and quantizes; QLinearConcat copies the
+//! inputs whose scale and zero point are the output's and maps the others through a table.
+use kiln_ir::{Attribute, Dim};
+
+use super::{byte_value, bytes, call, out_signed, quantize_f32, scale, tensor_of, zero};
+use crate::ctx::{InferCtx, Inferred};
+use crate::kernel::{norm_axis, one, KernelCtx, KernelFn, Result};
+use crate::value::{Tensor, Value};
+
+pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
+    if domain != "com.microsoft" {
+        return None;
+    }
+    Some(match op_type {
+        "QLinearGlobalAveragePool" => global_average,
+        "QLinearAveragePool" => average,
+        "QLinearConcat" => concat,
+        _ => return None,
+    })
+}
+
+pub fn infer_rule(op_type: &str) -> Option<crate::ops::InferFn> {
+    Some(match op_type {
+        "QLinearGlobalAveragePool" => infer_global,
+        "QLinearAveragePool" => infer_average,
+        "QLinearConcat" => infer_concat,
+        _ => return None,
+    })
+}
+
+fn channels_last(ctx_attr: i64) -> bool {
+    ctx_attr != 0
+}
+
+fn infer_global(ctx: &InferCtx) -> Result<Vec<Inferred>> {
+    let last = channels_last(ctx.int_attr("channels_last", 0));
+    let shape = ctx.shape(0).filter(|x| x.len() >= 3).map(|x| {
+        let r = x.len();
+        x.iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let keep = i == 0 || if last { i == r - 1 } else { i == 1 };
+                if keep {
+                    d.clone()
+                } else {
+                    Dim::Known(1)
+                }
+            })
+            .collect()
+    });
+    Ok(vec![Inferred::tensor(ctx.dtype(0), shape)])
+}
+
+fn infer_average(ctx: &InferCtx) -> Result<Vec<Inferred>> {
+    if channels_last(ctx.int_attr("channels_last", 0)) {
+        return Ok(vec![Inferred::tensor(ctx.dtype(0), None)]);
+    }
+    crate::ops::pool::infer(ctx)
+}
+
+fn infer_concat(ctx: &InferCtx) -> Result<Vec<Inferred>> {
+    let n = ctx.inputs.len();
+    let dt = ctx.dtype(2);
+    if n < 5 || (n - 2) % 3 != 0 {
+        return Err(format!("QLinearConcat takes 2 + 3k inputs, got {n}"));
+    }
+    let shapes: Option<Vec<&[Dim]>> = (2..n).step_by(3).map(|i| ctx.shape(i)).collect();
+    let shape = shapes.and_then(|s| {
+        let r = s[0].len();
+        let axis = norm_axis(ctx.int_attr("axis", 0), r).ok()?;
+        let mut out = s[0].to_vec();
+        out[axis] = s[1..]
+            .iter()
+            .try_fold(s[0][axis].clone(), |acc, x| {
+                (x.len() == r).then(|| acc.add(&x[axis]))
+            })?;
+        Some(out)
+    });
+    Ok(vec![Inferred::tensor(dt, shape)])
+}
+
+fn global_average(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let x = ctx.tensor(0)?;
+    let (v, signed) = bytes(x).ok_or("X must be uint8 or int8")?;
+    let sx = scale(ctx.tensor(1)?, "x_scale")?;
+    let zx = zero(ctx.opt_tensor(2)?, signed, "x_zero_point")?;
+    let sy = scale(ctx.tensor(3)?, "y_scale")?;
+    let ys = out_signed(ctx, 4)?;
+    let zy = zero(ctx.opt_tensor(4)?, ys, "y_zero_point")?;
+    if x.rank() < 3 {
+        return Err(format!("X must have rank >= 3, got {:?}", x.shape));
+    }
+    let last = channels_last(ctx.int_attr("channels_last", 0));
+    let r = x.rank();
+    let (n, c) = (x.shape[0], if last { x.shape[r - 1] } else { x.shape[1] });
+    let plane = x.len() / (n * c).max(1);
+    let s = sx / (sy * plane as f32);
+    let (lo, hi) = if ys { (-128, 127) } else { (0, 255) };
+    let mut out = vec![0u8; n * c];
+    for img in 0..n {
+        for ch in 0..c {
+            let sum: i64 = if last {
+                (0..plane)
+                    .map(|p| byte_value(v[(img * plane + p) * c + ch], signed) as i64)
+                    .sum()
+            } else {
+                v[(img * c + ch) * plane..][..plane]
+                    .iter()
+                    .map(|&b| byte_value(b, signed) as i64)
+                    .sum()
+            };
+            let acc = (sum - zx as i64 * plane as i64) as i32;
+            out[img * c + ch] = kiln_kernels::qgemm::requantize(acc, s, zy, lo, hi) as u8;
+        }
+    }
+    let mut shape = vec![1; r];
+    shape[0] = n;
+    shape[if last { r - 1 } else { 1 }] = c;
+    one(tensor_of(shape, out, ys))
+}
+
+fn average(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let x = ctx.tensor(0)?;
+    let (v, signed) = bytes(x).ok_or("X must be uint8 or int8")?;
+    let sx = scale(ctx.tensor(1)?, "x_scale")?;
+    let zx = zero(ctx.opt_tensor(2)?, signed, "x_zero_point")?;
+    let sy = scale(ctx.tensor(3)?, "y_scale")?;
+    let ys = out_signed(ctx, 4)?;
+    let zy = zero(ctx.opt_tensor(4)?, ys, "y_zero_point")?;
+    let r = x.rank();
+    if r < 3 {
+        return Err(format!("X must have rank >= 3, got {:?}", x.shape));
+    }
+    let last = channels_last(ctx.int_attr("channels_last", 0));
+    let f: Vec<f32> = v
+        .iter()
+        .map(|&b| sx * (byte_value(b, signed) - zx) as f32)
+        .collect();
+    let mut xf = Tensor::from_vec(x.shape.clone(), f);
+    let perm_in: Vec<usize> = std::iter::once(0)
+        .chain(std::iter::once(r - 1))
+        .chain(1..r - 1)
+        .collect();
+    if last {
+        xf = permute(&xf, &perm_in)?;
+    }
+    let attrs: Vec<Attribute> = ctx
+        .attrs
+        .iter()
+        .filter(|a| a.name != "channels_last")
+        .cloned()
+        .collect();
+    let mut y = call(ctx, "AveragePool", &attrs, &[Some(&xf)])?;
+    if last {
+        let back: Vec<usize> = std::iter::once(0).chain(2..r).chain(std::iter::once(1)).collect();
+        y = permute(&y, &back)?;
+    }
+    let yv = y.as_slice::<f32>().ok_or("AveragePool gave no float32")?;
+    let q = yv.iter().map(|&e| quantize_f32(e, sy, zy, ys)).collect();
+    one(tensor_of(y.shape.clone(), q, ys))
+}
+
+fn permute(t: &Tensor, perm: &[usize]) -> Result<Tensor> {
+    let p: Vec<i64> = perm.iter().map(|&p| p as i64).collect();
+    call_with(t, "Transpose", &[Attribute::ints("perm", &p)])
+}
+
+fn call_with(t: &Tensor, op: &str, attrs: &[Attribute]) -> Result<Tensor> {
+    let v = Value::Tensor(t.clone());
+    let ctx = KernelCtx {
+        op_type: op,
+        domain: "",
+        opset: 13,
+        attrs,
+        inputs: vec![Some(&v)],
+        num_outputs: 1,
+        subgraphs: None,
+    };
+    let f = crate::ops::kernel_fn("", op).ok_or_else(|| format!("no {op} kernel"))?;
+    f(&ctx)?
+        .into_iter()
+        .next()
+        .and_then(Value::into_tensor)
+        .ok_or_else(|| format!("{op} gave no tensor"))
+}
+
+fn concat(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let n = ctx.inputs.len();
+    if n < 5 || (n - 2) % 3 != 0 {
+        return Err(format!("QLinearConcat takes 2 + 3k inputs, got {n}"));
+    }
+    let sy = scale(ctx.tensor(0)?, "Y_scale")?;
+    let ys = out_signed(ctx, 1)?;
+    let zy = zero(ctx.opt_tensor(1)?, ys, "Y_zero_point")?;
+    let mut parts = Vec::new();
+    for i in (2..n).step_by(3) {
+        let x = ctx.tensor(i)?;
+        let (v, signed) = bytes(x).ok_or_else(|| format!("input {i} must be uint8 or int8"))?;
+        if signed != ys {
+            return Err(format!("input {i} ({}) does not match Y's type", x.dtype()));
+        }
+        let sx = scale(ctx.tensor(i + 1)?, "x_scale")?;
+        let zx = zero(ctx.opt_tensor(i + 2)?, signed, "x_zero_point")?;
+        let bytes_out: Vec<u8> = if sx == sy && zx == zy {
+            v.to_vec()
+        } else {
+            let mut t = [0u8; 256];
+            for (b, e) in t.iter_mut().enumerate() {
+                let d = sx * (byte_value(b as u8, signed) - zx) as f32;
+                *e = quantize_f32(d, sy, zy, ys);
+            }
+            v.iter().map(|&b| t[b as usize]).collect()
+        };
+        parts.push(tensor_of(x.shape.clone(), bytes_out, ys));
+    }
+    let attrs = [Attribute::int("axis", ctx.int_attr("axis", 0))];
+    let refs: Vec<Option<&Tensor>> = parts.iter().map(Some).collect();
+    one(call(ctx, "Concat", &attrs, &refs)?)
+}

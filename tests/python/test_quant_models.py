@@ -1,0 +1,98 @@
+"""The quantized model set (scripts/gen-quant-models.sh: ResNet50 and YOLOv8n as QDQ and
+QOperator, BERT-L6 as QDQ, quantize_dynamic and 4-bit MatMulNBits, all made by ORT's own
+quantizers) runs in kiln at --level disabled and all, as accurately as in ONNX Runtime:
+
+- error against the float model: for every output, max|y - y_float| / max|y_float|, kiln's at
+  most 1.5 x ORT's (ENABLE_ALL) + 1e-3;
+- `kiln optimize --level extended` (the fused quantized graph) saved and loaded in ORT: its
+  error against the float model within the same bound, and the fused ops it must contain.
+
+Prints `quant-models: N passed, M failed`.
+"""
+import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+
+# Ops `kiln optimize --level extended` must have written (at least this many).
+FUSED = {
+    "resnet50_qdq": {"QLinearConv": 53},
+    "yolov8n_qdq": {"QLinearConv": 64},
+    "bert_qdq": {"QLinearMatMul": 36},
+    "bert_dynamic": {"com.microsoft:DynamicQuantizeMatMul": 36},
+}
+
+
+def folder():
+    out = subprocess.run(["bash", os.path.join(common.ROOT, "scripts", "gen-quant-models.sh")],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"scripts/gen-quant-models.sh failed:\n{out.stderr[-3000:]}")
+    return out.stdout.strip().splitlines()[-1]
+
+
+def ort_all(path):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = 2
+    so.log_severity_level = 4
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def rel_err(y, ref):
+    y, ref = np.asarray(y, np.float64), np.asarray(ref, np.float64)
+    assert y.shape == ref.shape, f"shape {y.shape} vs {ref.shape}"
+    return float(np.abs(y - ref).max() / max(np.abs(ref).max(), 1e-12))
+
+
+def main():
+    d = folder()
+    with open(os.path.join(d, "manifest.json")) as f:
+        manifest = json.load(f)
+    only = sys.argv[1:]
+    items = [n for n in sorted(manifest) if not only or n in only]
+
+    def check(name):
+        path = os.path.join(d, f"{name}.onnx")
+        feeds = dict(np.load(os.path.join(d, f"{name}.npz")))
+        fsess = common.ort_session(os.path.join(d, manifest[name]["float"]))
+        names = [o.name for o in fsess.get_outputs()]
+        ref = dict(zip(names, fsess.run(names, feeds)))
+        ort = dict(zip(names, ort_all(path).run(names, feeds)))
+        ort_err = {n: rel_err(ort[n], ref[n]) for n in names}
+        notes = []
+
+        def judge(label, got):
+            for n in names:
+                e = rel_err(got[n], ref[n])
+                bound = 1.5 * ort_err[n] + 1e-3
+                assert e <= bound, (f"{label} {n}: error {e:.4g} vs float; ORT's {ort_err[n]:.4g} "
+                                    f"(bound {bound:.4g})")
+                notes.append(f"{label} {e:.3g}/{ort_err[n]:.3g}")
+
+        for level in ("disabled", "all"):
+            judge(f"kiln {level}", common.kiln_run_model(path, feeds, level=level))
+        with tempfile.TemporaryDirectory(prefix="kiln-quant-") as tmp:
+            out = os.path.join(tmp, "opt.onnx")
+            common.kiln_json("optimize", path, "-o", out, "--level", "extended", "--json")
+            have = collections.Counter(
+                f"{n.domain}:{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+                for n in onnx.load(out).graph.node)
+            for op, count in FUSED.get(name, {}).items():
+                assert have[op] >= count, f"kiln optimize wrote {have[op]} {op}, want {count}"
+            judge("saved, in ORT", dict(zip(names, ort_all(out).run(names, feeds))))
+        return "; ".join(notes[:3])
+
+    common.run_tests("quant-models", items, check, name=lambda n: n, desc=lambda n: n)
+
+
+if __name__ == "__main__":
+    main()
