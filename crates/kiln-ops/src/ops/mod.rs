@@ -110,7 +110,9 @@ pub fn prepare_fn(domain: &str, op_type: &str) -> Option<crate::kernel::PrepareF
             Some(conv_fast::prepare)
         }
         ("" | "ai.onnx", "MatMul") | ("com.microsoft", "FusedMatMul") => Some(matmul::prepare),
-        (d, op) if quant::has_prepare(if d == "ai.onnx" { "" } else { d }, op) => Some(quant::prepare),
+        (d, op) if quant::has_prepare(if d == "ai.onnx" { "" } else { d }, op) => {
+            Some(quant::prepare)
+        }
         ("com.microsoft", "Attention") => Some(ms_attention::prepare),
         (kiln_fused::DOMAIN, "NchwcConv") => Some(kiln_nchwc::prepare),
         _ => None,

@@ -114,7 +114,11 @@ impl Fusion for ConstantFolding {
             }
             return Ok(Folded::ShapePart(id, t));
         }
+        // A dequantized constant is a quantized weight: the quantized graph reads its 8-bit
+        // data (QLinearConv, MatMulNBits), which folding would replace by a float copy (ORT
+        // skips DequantizeLinear the same way).
         if NONDETERMINISTIC.contains(&n.op_type.as_str())
+            || n.op_type == "DequantizeLinear"
             || n.subgraphs().next().is_some()
             || !n.implicit_inputs().is_empty()
         {

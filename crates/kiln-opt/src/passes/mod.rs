@@ -15,6 +15,7 @@ mod fused_conv;
 mod fused_gemm;
 mod gelu;
 mod nchwc;
+pub(crate) mod qdq;
 mod quick_gelu;
 mod skip_layer_norm;
 mod space_to_depth;
@@ -32,7 +33,17 @@ pub fn all() -> Vec<Box<dyn Pass>> {
         Box::new(conv_scale_bias::ConvConstant(conv_scale_bias::Op::Add)),
         Box::new(bn_affine::BatchNormAffine(conv_scale_bias::Op::Mul)),
         Box::new(bn_affine::BatchNormAffine(conv_scale_bias::Op::Add)),
-        // Extended: the residual form first, so a Conv feeding an Add is not taken by the
+        // Extended: the quantized graph first (a Conv between DQ and Q is a QLinearConv, not a
+        // float Conv to fuse), redundant pairs last.
+        Box::new(qdq::drop::QdqDropMovement),
+        Box::new(qdq::conv::QdqConv),
+        Box::new(qdq::matmul::QdqMatMul),
+        Box::new(qdq::gemm::QdqGemm),
+        Box::new(qdq::binary::QdqBinary),
+        Box::new(qdq::unary::QdqUnary),
+        Box::new(qdq::concat::QdqConcat),
+        Box::new(qdq::pair::QdqRedundantPair),
+        // Then the float fusions: the residual form first, so a Conv feeding an Add is not taken by the
         // plain activation fusion.
         Box::new(conv_add::ConvAdd),
         Box::new(fused_conv::ConvActivation),

@@ -114,7 +114,10 @@ pub(crate) fn zeros(t: Option<&Tensor>, signed: bool, what: &str) -> Result<Vec<
     let Some(t) = t else { return Ok(vec![0]) };
     let (b, s) = bytes(t).ok_or_else(|| format!("{what} must be uint8 or int8"))?;
     if s != signed {
-        return Err(format!("{what} ({}) does not match its data's type", t.dtype()));
+        return Err(format!(
+            "{what} ({}) does not match its data's type",
+            t.dtype()
+        ));
     }
     if b.is_empty() {
         return Err(format!("{what} is empty"));
@@ -137,7 +140,9 @@ pub(crate) fn out_signed(ctx: &KernelCtx, zp: usize) -> Result<bool> {
         Some(t) => match t.dtype() {
             DataType::U8 => Ok(false),
             DataType::I8 => Ok(true),
-            other => Err(format!("output zero point must be uint8 or int8, got {other}")),
+            other => Err(format!(
+                "output zero point must be uint8 or int8, got {other}"
+            )),
         },
     }
 }
@@ -164,7 +169,11 @@ pub(crate) fn tensor_of(shape: Vec<usize>, v: Vec<u8>, signed: bool) -> Tensor {
 /// the zero point, saturated.
 #[inline]
 pub(crate) fn quantize_f32(v: f32, scale: f32, zero: i32, signed: bool) -> u8 {
-    let (lo, hi) = if signed { (-128.0, 127.0) } else { (0.0, 255.0) };
+    let (lo, hi) = if signed {
+        (-128.0, 127.0)
+    } else {
+        (0.0, 255.0)
+    };
     let q = ((v / scale).round_ties_even() + zero as f32).clamp(lo, hi);
     q as i32 as u8
 }

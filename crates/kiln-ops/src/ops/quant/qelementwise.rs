@@ -6,7 +6,7 @@
 //! tables.
 use kiln_ir::{DataType, Dim};
 
-use super::{bytes, byte_value, out_signed, quantize_f32, scale, tensor_of, zero};
+use super::{byte_value, bytes, out_signed, quantize_f32, scale, tensor_of, zero};
 use crate::ctx::{broadcast, InferCtx, Inferred};
 use crate::kernel::{broadcast_shape, one, zip_broadcast, KernelCtx, KernelFn, Result};
 use crate::value::{Data, Tensor, Value};
@@ -59,7 +59,11 @@ fn q_input<'a>(ctx: &KernelCtx<'a>, i: usize, what: &str) -> Result<Q<'a>> {
         v,
         signed,
         scale: scale(ctx.tensor(i + 1)?, &format!("{what}_scale"))?,
-        zero: zero(ctx.opt_tensor(i + 2)?, signed, &format!("{what}_zero_point"))?,
+        zero: zero(
+            ctx.opt_tensor(i + 2)?,
+            signed,
+            &format!("{what}_zero_point"),
+        )?,
     })
 }
 
@@ -68,7 +72,11 @@ fn q_output(ctx: &KernelCtx, i: usize, what: &str) -> Result<(f32, i32, bool)> {
     let signed = out_signed(ctx, i + 1)?;
     Ok((
         scale(ctx.tensor(i)?, &format!("{what}_scale"))?,
-        zero(ctx.opt_tensor(i + 1)?, signed, &format!("{what}_zero_point"))?,
+        zero(
+            ctx.opt_tensor(i + 1)?,
+            signed,
+            &format!("{what}_zero_point"),
+        )?,
         signed,
     ))
 }
@@ -93,8 +101,15 @@ fn binary(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let (ra, rb, rm) = (a.scale / sc, b.scale / sc, a.scale * b.scale / sc);
     let (za, zb) = (a.zero, b.zero);
     let f = move |x: u8, y: u8| {
-        let (da, db) = ((byte_value(x, s) - za) as f32, (byte_value(y, s) - zb) as f32);
-        let v = if add { ra * da + rb * db } else { rm * (da * db) };
+        let (da, db) = (
+            (byte_value(x, s) - za) as f32,
+            (byte_value(y, s) - zb) as f32,
+        );
+        let v = if add {
+            ra * da + rb * db
+        } else {
+            rm * (da * db)
+        };
         round_sat(v, zc, s)
     };
     let (shape, out) = if a.t.shape == b.t.shape {
@@ -108,7 +123,11 @@ fn binary(ctx: &KernelCtx) -> Result<Vec<Value>> {
 
 /// Maps every byte through `table`.
 fn lookup(x: &Q, table: &[u8; 256], signed: bool) -> Tensor {
-    tensor_of(x.t.shape.clone(), x.v.iter().map(|&b| table[b as usize]).collect(), signed)
+    tensor_of(
+        x.t.shape.clone(),
+        x.v.iter().map(|&b| table[b as usize]).collect(),
+        signed,
+    )
 }
 
 /// `quantize(f(dequantize(b)))` for every byte `b`.
@@ -192,13 +211,19 @@ fn where_op(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let shape = broadcast_shape(&[&c.shape, &x.t.shape, &yv.t.shape])?;
     // Broadcast in two steps: pick X where the condition holds (others marked), then Y.
     let (s1, picked) = zip_broadcast(cv, &c.shape, &xs, &x.t.shape, |c, v| (c, v))?;
-    let (s2, out) = zip_broadcast(&picked, &s1, &ys, &yv.t.shape, |(c, v), w| {
-        if c {
-            v
-        } else {
-            w
-        }
-    })?;
+    let (s2, out) = zip_broadcast(
+        &picked,
+        &s1,
+        &ys,
+        &yv.t.shape,
+        |(c, v), w| {
+            if c {
+                v
+            } else {
+                w
+            }
+        },
+    )?;
     debug_assert_eq!(s2, shape);
     let _ = DataType::U8;
     one(tensor_of(s2, out, z.2))

@@ -214,12 +214,18 @@ fn run(ctx: &KernelCtx, kind: Kind, packed: Option<&QWeights>) -> Result<Vec<Val
     let br = b_t.rank();
     if ar < 2 || br < 2 || (br > 2 && (br != ar || a_t.shape[..ar - 2] != b_t.shape[..br - 2])) {
         if kind == Kind::QGemm {
-            return Err(format!("QGemm needs matrices, got A {:?} B {:?}", a_t.shape, b_t.shape));
+            return Err(format!(
+                "QGemm needs matrices, got A {:?} B {:?}",
+                a_t.shape, b_t.shape
+            ));
         }
         return reference(ctx, kind);
     }
     if kind == Kind::QGemm && (ar != 2 || br != 2) {
-        return Err(format!("QGemm needs matrices, got A {:?} B {:?}", a_t.shape, b_t.shape));
+        return Err(format!(
+            "QGemm needs matrices, got A {:?} B {:?}",
+            a_t.shape, b_t.shape
+        ));
     }
     let transposed_a;
     let (a_bytes, m, k) = if ta {
@@ -254,9 +260,8 @@ fn run(ctx: &KernelCtx, kind: Kind, packed: Option<&QWeights>) -> Result<Vec<Val
         a_t.shape[..ar - 1].to_vec()
     };
     out_shape.push(n);
-    let per_col = |t: &Tensor, what: &str| -> Result<Vec<f32>> {
-        per_channel(&scales(t, what)?, n, what)
-    };
+    let per_col =
+        |t: &Tensor, what: &str| -> Result<Vec<f32>> { per_channel(&scales(t, what)?, n, what) };
     // Per output kind: the epilogue's scales, zero point and bias.
     enum Sink {
         I32(Vec<i32>),
@@ -286,7 +291,10 @@ fn run(ctx: &KernelCtx, kind: Kind, packed: Option<&QWeights>) -> Result<Vec<Val
         }
         Kind::ToFloat => {
             let sa = scale(ctx.tensor(2)?, "a_scale")?;
-            let s = per_col(ctx.tensor(3)?, "b_scale")?.iter().map(|&b| sa * b).collect();
+            let s = per_col(ctx.tensor(3)?, "b_scale")?
+                .iter()
+                .map(|&b| sa * b)
+                .collect();
             Sink::F32(vec![0.0; total], s, f32_bias(6)?)
         }
         Kind::Dynamic => {
@@ -353,9 +361,7 @@ fn run(ctx: &KernelCtx, kind: Kind, packed: Option<&QWeights>) -> Result<Vec<Val
         };
         let range = r0 * n..(r0 + rows_per_batch) * n;
         let out = match &mut sink {
-            Sink::I32(o) => QOutput::I32 {
-                out: &mut o[range],
-            },
+            Sink::I32(o) => QOutput::I32 { out: &mut o[range] },
             Sink::F32(o, s, b) => QOutput::F32 {
                 out: &mut o[range],
                 scale: s,
@@ -381,9 +387,10 @@ fn run(ctx: &KernelCtx, kind: Kind, packed: Option<&QWeights>) -> Result<Vec<Val
 /// `part` (u8 bytes) in `like`'s 8-bit type.
 fn retype(part: Tensor, like: &Tensor) -> Tensor {
     match (&like.data, part.data) {
-        (Data::I8(_), Data::U8(v)) => {
-            Tensor::from_vec(part.shape, v.into_iter().map(|b| b as i8).collect::<Vec<i8>>())
-        }
+        (Data::I8(_), Data::U8(v)) => Tensor::from_vec(
+            part.shape,
+            v.into_iter().map(|b| b as i8).collect::<Vec<i8>>(),
+        ),
         (_, data) => Tensor::new(part.shape, data),
     }
 }

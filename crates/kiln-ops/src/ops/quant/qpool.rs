@@ -71,11 +71,9 @@ fn infer_concat(ctx: &InferCtx) -> Result<Vec<Inferred>> {
         let r = s[0].len();
         let axis = norm_axis(ctx.int_attr("axis", 0), r).ok()?;
         let mut out = s[0].to_vec();
-        out[axis] = s[1..]
-            .iter()
-            .try_fold(s[0][axis].clone(), |acc, x| {
-                (x.len() == r).then(|| acc.add(&x[axis]))
-            })?;
+        out[axis] = s[1..].iter().try_fold(s[0][axis].clone(), |acc, x| {
+            (x.len() == r).then(|| acc.add(&x[axis]))
+        })?;
         Some(out)
     });
     Ok(vec![Inferred::tensor(dt, shape)])
@@ -154,7 +152,10 @@ fn average(ctx: &KernelCtx) -> Result<Vec<Value>> {
         .collect();
     let mut y = call(ctx, "AveragePool", &attrs, &[Some(&xf)])?;
     if last {
-        let back: Vec<usize> = std::iter::once(0).chain(2..r).chain(std::iter::once(1)).collect();
+        let back: Vec<usize> = std::iter::once(0)
+            .chain(2..r)
+            .chain(std::iter::once(1))
+            .collect();
         y = permute(&y, &back)?;
     }
     let yv = y.as_slice::<f32>().ok_or("AveragePool gave no float32")?;
