@@ -10,6 +10,7 @@
 //! - [`act`]: the activations the epilogue applies, with a vectorizable `exp`;
 //! - [`qgemm`]: 8-bit integer products with i32 accumulation (VNNI, AVX512BW, AVX2, portable),
 //!   weights packed once with their column sums, epilogues to i32, f32 or requantized 8-bit;
+//! - [`qvec`]: element-wise 8-bit kernels (QLinearAdd/Mul, table lookups);
 //! - [`vecmath`]: erf, the GELU family and layer normalization over f32 slices, and the
 //!   [`isa_dispatch!`] macro that compiles a loop once per ISA.
 //!
@@ -25,6 +26,7 @@ pub mod gemm;
 pub mod nchwc;
 mod pixel_major;
 pub mod qgemm;
+pub mod qvec;
 mod shifted;
 mod ukernel;
 pub mod vecmath;

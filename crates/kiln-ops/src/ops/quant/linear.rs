@@ -112,6 +112,9 @@ fn quantize(ctx: &KernelCtx) -> Result<Vec<Value>> {
             DataType::from_onnx(o as i32).ok_or_else(|| format!("unknown output_dtype {o}"))?
         }
     };
+    if let Some(y) = quantize_fast(ctx, x, scale, zp, to)? {
+        return one(y);
+    }
     let (axis, block) = (ctx.int_attr("axis", 1), ctx.int_attr("block_size", 0));
     let si = param_index(&x.shape, &scale.shape, axis, block, "y_scale")?;
     let sv = scale.to_f64s()?;
@@ -164,9 +167,60 @@ fn quantize(ctx: &KernelCtx) -> Result<Vec<Value>> {
     )?)
 }
 
+/// Per tensor, float32 to 8 bits: the vectorized kernel (the same arithmetic as below).
+fn quantize_fast(
+    ctx: &KernelCtx,
+    x: &Tensor,
+    scale: &Tensor,
+    zp: Option<&Tensor>,
+    to: DataType,
+) -> Result<Option<Tensor>> {
+    let (Data::F32(xv), Data::F32(sv)) = (&x.data, &scale.data) else {
+        return Ok(None);
+    };
+    let plain = sv.len() == 1
+        && matches!(to, DataType::U8 | DataType::I8)
+        && matches!(ctx.int_attr("precision", 0), 0 | 1)
+        && ctx.int_attr("saturate", 1) != 0;
+    let zero = match zp.map(|z| super::bytes(z)) {
+        None => 0,
+        Some(Some((b, _))) if b.len() == 1 => super::byte_value(b[0], to == DataType::I8),
+        Some(_) => return Ok(None),
+    };
+    if !plain {
+        return Ok(None);
+    }
+    let mut out = vec![0u8; xv.len()];
+    kiln_kernels::qvec::quantize(xv, sv[0], zero, to == DataType::I8, &mut out);
+    Ok(Some(super::tensor_of(x.shape.clone(), out, to == DataType::I8)))
+}
+
+/// Per tensor, 8 bits to float32: the vectorized kernel.
+fn dequantize_fast(ctx: &KernelCtx, x: &Tensor, scale: &Tensor) -> Result<Option<Tensor>> {
+    let (Some((xv, signed)), Data::F32(sv)) = (super::bytes(x), &scale.data) else {
+        return Ok(None);
+    };
+    if sv.len() != 1 || !matches!(ctx.int_attr("output_dtype", 0), 0 | 1) {
+        return Ok(None);
+    }
+    let zero = match ctx.opt_tensor(2)?.map(|z| (z.dtype(), super::bytes(z))) {
+        None => 0,
+        Some((dt, Some((b, _)))) if dt == x.dtype() && b.len() == 1 => {
+            super::byte_value(b[0], signed)
+        }
+        Some(_) => return Ok(None),
+    };
+    let mut out = vec![0f32; xv.len()];
+    kiln_kernels::qvec::dequantize(xv, signed, sv[0], zero, &mut out);
+    Ok(Some(Tensor::from_vec(x.shape.clone(), out)))
+}
+
 fn dequantize(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let (x, scale) = (ctx.tensor(0)?, ctx.tensor(1)?);
     check_len(x, "x")?;
+    if let Some(y) = dequantize_fast(ctx, x, scale)? {
+        return one(y);
+    }
     let (axis, block) = (ctx.int_attr("axis", 1), ctx.int_attr("block_size", 0));
     let si = param_index(&x.shape, &scale.shape, axis, block, "x_scale")?;
     let sv = scale.to_f64s()?;

@@ -112,9 +112,31 @@ fn binary(ctx: &KernelCtx) -> Result<Vec<Value>> {
         };
         round_sat(v, zc, s)
     };
-    let (shape, out) = if a.t.shape == b.t.shape {
-        let out = a.v.iter().zip(b.v).map(|(&x, &y)| f(x, y)).collect();
+    let p = kiln_kernels::qvec::QBinary {
+        mul: !add,
+        signed: s,
+        za,
+        zb,
+        zc,
+        ra: if add { ra } else { rm },
+        rb,
+    };
+    let (shape, out) = if a.t.shape == b.t.shape || (b.v.len() == 1 && a.t.rank() >= b.t.rank()) {
+        let mut out = vec![0u8; a.v.len()];
+        kiln_kernels::qvec::qbinary(a.v, b.v, &mut out, &p);
         (a.t.shape.clone(), out)
+    } else if a.v.len() == 1 && b.t.rank() >= a.t.rank() {
+        // Swapped: the formula is symmetric once the parameters swap too.
+        let p = kiln_kernels::qvec::QBinary {
+            za: zb,
+            zb: za,
+            ra: if add { rb } else { rm },
+            rb: ra,
+            ..p
+        };
+        let mut out = vec![0u8; b.v.len()];
+        kiln_kernels::qvec::qbinary(b.v, a.v, &mut out, &p);
+        (b.t.shape.clone(), out)
     } else {
         zip_broadcast(a.v, &a.t.shape, b.v, &b.t.shape, f)?
     };

@@ -1,0 +1,258 @@
+//! Element-wise 8-bit kernels for the quantized graph, written as plain loops the compiler
+//! vectorizes (compiled per ISA by [`isa_dispatch!`](crate::isa_dispatch)) and split over
+//! rayon's threads: QLinearAdd / QLinearMul as ONNX Runtime computes them (in f32 from the
+//! integer differences, rounded half to even), and a 256-entry table lookup for the unary ops.
+use rayon::prelude::*;
+
+/// Elements below which a slice is done on the calling thread.
+const PAR_MIN: usize = 1 << 16;
+
+/// QLinearAdd / QLinearMul parameters: `c = round(ra·(a - za) + rb·(b - zb)) + zc` (add) or
+/// `c = round(rm·(a - za)(b - zb)) + zc` (mul), saturated to u8 or s8.
+#[derive(Clone, Copy, Debug)]
+pub struct QBinary {
+    pub mul: bool,
+    pub signed: bool,
+    pub za: i32,
+    pub zb: i32,
+    pub zc: i32,
+    /// sa/sc and sb/sc (add), or sa·sb/sc in `ra` (mul).
+    pub ra: f32,
+    pub rb: f32,
+}
+
+#[inline(always)]
+fn value(b: u8, signed: bool) -> f32 {
+    if signed {
+        b as i8 as f32
+    } else {
+        b as f32
+    }
+}
+
+#[inline(always)]
+fn one<const MUL: bool, const SIGNED: bool>(x: u8, y: u8, p: &QBinary) -> u8 {
+    let (da, db) = (
+        value(x, SIGNED) - p.za as f32,
+        value(y, SIGNED) - p.zb as f32,
+    );
+    let v = if MUL {
+        p.ra * (da * db)
+    } else {
+        p.ra * da + p.rb * db
+    };
+    let (lo, hi) = if SIGNED {
+        (-128.0, 127.0)
+    } else {
+        (0.0, 255.0)
+    };
+    // Clamped in float first, so the conversion is exact (and needs no saturating form,
+    // which does not vectorize).
+    let q = (v.round_ties_even() + p.zc as f32).clamp(lo, hi);
+    // SAFETY: q is an integer in [-128, 255].
+    unsafe { q.to_int_unchecked::<i32>() as u8 }
+}
+
+#[inline(always)]
+fn binary_loop<const MUL: bool, const SIGNED: bool>(
+    a: &[u8],
+    b: &[u8],
+    out: &mut [u8],
+    p: &QBinary,
+) {
+    if b.len() == 1 {
+        let y = b[0];
+        for (o, &x) in out.iter_mut().zip(a) {
+            *o = one::<MUL, SIGNED>(x, y, p);
+        }
+    } else {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = one::<MUL, SIGNED>(x, y, p);
+        }
+    }
+}
+
+crate::isa_dispatch! {
+    fn binary_run(a: &[u8], b: &[u8], out: &mut [u8], p: &QBinary) {
+        match (p.mul, p.signed) {
+            (false, false) => binary_loop::<false, false>(a, b, out, p),
+            (false, true) => binary_loop::<false, true>(a, b, out, p),
+            (true, false) => binary_loop::<true, false>(a, b, out, p),
+            (true, true) => binary_loop::<true, true>(a, b, out, p),
+        }
+    }
+}
+
+/// `out[i] = op(a[i], b[i])` for equal lengths, or `op(a[i], b[0])` when `b` has one element.
+pub fn qbinary(a: &[u8], b: &[u8], out: &mut [u8], p: &QBinary) {
+    assert!(out.len() == a.len() && (b.len() == a.len() || b.len() == 1));
+    if out.len() < PAR_MIN || rayon::current_num_threads() == 1 {
+        return binary_run(a, b, out, p);
+    }
+    let chunk = out
+        .len()
+        .div_ceil(4 * rayon::current_num_threads())
+        .max(PAR_MIN / 4);
+    out.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| {
+        let r = i * chunk..i * chunk + o.len();
+        let bb = if b.len() == 1 { b } else { &b[r.clone()] };
+        binary_run(&a[r], bb, o, p)
+    });
+}
+
+/// `out[i] = table[x[i]]`.
+pub fn lookup(x: &[u8], table: &[u8; 256], out: &mut [u8]) {
+    assert_eq!(x.len(), out.len());
+    let run = |x: &[u8], o: &mut [u8]| {
+        for (o, &v) in o.iter_mut().zip(x) {
+            *o = table[v as usize];
+        }
+    };
+    if out.len() < PAR_MIN || rayon::current_num_threads() == 1 {
+        return run(x, out);
+    }
+    let chunk = out
+        .len()
+        .div_ceil(4 * rayon::current_num_threads())
+        .max(PAR_MIN / 4);
+    out.par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
+        .for_each(|(o, x)| run(x, o));
+}
+
+crate::isa_dispatch! {
+    fn quantize_run(x: &[f32], out: &mut [u8], scale: f32, zero: f32, lo: f32, hi: f32) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            // NaN saturates to the low end through the clamp's comparisons... as ORT: to 0.
+            let q = ((v / scale).round_ties_even() + zero).clamp(lo, hi);
+            // NaN: the clamp keeps it, and `as` gives 0 as ORT's conversion does.
+            *o = if q.is_nan() { 0 } else {
+                // SAFETY: q is an integer in [-128, 255].
+                unsafe { q.to_int_unchecked::<i32>() as u8 }
+            };
+        }
+    }
+}
+
+crate::isa_dispatch! {
+    fn dequantize_run(q: &[u8], out: &mut [f32], signed: bool, scale: f32, zero: f32) {
+        if signed {
+            for (o, &b) in out.iter_mut().zip(q) {
+                *o = (b as i8 as f32 - zero) * scale;
+            }
+        } else {
+            for (o, &b) in out.iter_mut().zip(q) {
+                *o = (b as f32 - zero) * scale;
+            }
+        }
+    }
+}
+
+/// QuantizeLinear per tensor to u8/s8: `sat(round_half_even(x / scale) + zero)`.
+pub fn quantize(x: &[f32], scale: f32, zero: i32, signed: bool, out: &mut [u8]) {
+    assert_eq!(x.len(), out.len());
+    let (lo, hi) = if signed {
+        (-128.0, 127.0)
+    } else {
+        (0.0, 255.0)
+    };
+    let z = zero as f32;
+    if out.len() < PAR_MIN || rayon::current_num_threads() == 1 {
+        return quantize_run(x, out, scale, z, lo, hi);
+    }
+    let chunk = out
+        .len()
+        .div_ceil(4 * rayon::current_num_threads())
+        .max(PAR_MIN / 4);
+    out.par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
+        .for_each(|(o, x)| quantize_run(x, o, scale, z, lo, hi));
+}
+
+/// DequantizeLinear per tensor from u8/s8: `(q - zero) · scale`.
+pub fn dequantize(q: &[u8], signed: bool, scale: f32, zero: i32, out: &mut [f32]) {
+    assert_eq!(q.len(), out.len());
+    let z = zero as f32;
+    if out.len() < PAR_MIN || rayon::current_num_threads() == 1 {
+        return dequantize_run(q, out, signed, scale, z);
+    }
+    let chunk = out
+        .len()
+        .div_ceil(4 * rayon::current_num_threads())
+        .max(PAR_MIN / 4);
+    out.par_chunks_mut(chunk)
+        .zip(q.par_chunks(chunk))
+        .for_each(|(o, q)| dequantize_run(q, o, signed, scale, z));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte pair, both signs, add and mul, against the scalar formula.
+    #[test]
+    fn binary_matches_the_formula_on_every_pair() {
+        for signed in [false, true] {
+            for mul in [false, true] {
+                let p = QBinary {
+                    mul,
+                    signed,
+                    za: if signed { -3 } else { 120 },
+                    zb: if signed { 5 } else { 131 },
+                    zc: if signed { 2 } else { 128 },
+                    ra: if mul { 0.0123 } else { 0.71 },
+                    rb: 1.37,
+                };
+                let a: Vec<u8> = (0..65536 * 2).map(|i| (i % 256) as u8).collect();
+                let b: Vec<u8> = (0..65536 * 2).map(|i| ((i / 256) % 256) as u8).collect();
+                let mut out = vec![0u8; a.len()];
+                qbinary(&a, &b, &mut out, &p);
+                for i in 0..a.len() {
+                    let (x, y) = (value(a[i], signed), value(b[i], signed));
+                    let v = if mul {
+                        p.ra * ((x - p.za as f32) * (y - p.zb as f32))
+                    } else {
+                        p.ra * (x - p.za as f32) + p.rb * (y - p.zb as f32)
+                    };
+                    let (lo, hi) = if signed { (-128, 127) } else { (0, 255) };
+                    let want = (v.round_ties_even() as i32 + p.zc).clamp(lo, hi);
+                    let got = if signed {
+                        out[i] as i8 as i32
+                    } else {
+                        out[i] as i32
+                    };
+                    assert_eq!(got, want, "signed {signed} mul {mul} a {x} b {y}");
+                }
+                let mut one_b = vec![0u8; a.len()];
+                qbinary(&a, &b[..1], &mut one_b, &p);
+                let mut full = vec![0u8; a.len()];
+                qbinary(&a, &vec![b[0]; a.len()], &mut full, &p);
+                assert_eq!(one_b, full);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    #[test]
+    #[ignore]
+    fn qbinary_rate() {
+        let n = 1 << 20;
+        let a: Vec<u8> = (0..n).map(|i| i as u8).collect();
+        let b: Vec<u8> = (0..n).map(|i| (i * 7) as u8).collect();
+        let mut o = vec![0u8; n];
+        let p = super::QBinary { mul: true, signed: false, za: 3, zb: 4, zc: 5, ra: 0.01, rb: 0.0 };
+        let t = std::time::Instant::now();
+        for _ in 0..100 {
+            super::qbinary(&a, &b, &mut o, &p);
+        }
+        eprintln!("qbinary {:.3} ns/elem", t.elapsed().as_secs_f64() * 1e9 / (100 * n) as f64);
+        let t = std::time::Instant::now();
+        let tab = [7u8; 256];
+        for _ in 0..100 {
+            super::lookup(&a, &tab, &mut o);
+        }
+        eprintln!("lookup {:.3} ns/elem", t.elapsed().as_secs_f64() * 1e9 / (100 * n) as f64);
+    }
+}
