@@ -185,9 +185,55 @@ pub fn dequantize(q: &[u8], signed: bool, scale: f32, zero: i32, out: &mut [f32]
         .for_each(|(o, q)| dequantize_run(q, o, signed, scale, z));
 }
 
+/// `dst [cols, rows] = src [rows, cols]ᵀ` for bytes, in tiles that stay in L1, over rayon's
+/// threads by bands of output rows: the channel-first / channel-last moves of 8-bit images.
+pub fn transpose_bytes(src: &[u8], rows: usize, cols: usize, dst: &mut [u8]) {
+    assert!(src.len() == rows * cols && dst.len() == rows * cols);
+    const T: usize = 64;
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let band = |b: usize, out: &mut [u8]| {
+        // Output rows b·T.. (input columns), all input rows.
+        let c0 = b * T;
+        let cn = out.len() / rows;
+        for r0 in (0..rows).step_by(T) {
+            for c in 0..cn {
+                let o = &mut out[c * rows + r0..c * rows + (r0 + T).min(rows)];
+                for (i, e) in o.iter_mut().enumerate() {
+                    *e = src[(r0 + i) * cols + c0 + c];
+                }
+            }
+        }
+    };
+    if src.len() < PAR_MIN || rayon::current_num_threads() == 1 {
+        for (b, out) in dst.chunks_mut(T * rows).enumerate() {
+            band(b, out);
+        }
+    } else {
+        dst.par_chunks_mut(T * rows)
+            .enumerate()
+            .for_each(|(b, out)| band(b, out));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transpose_bytes_matches_indexing() {
+        for &(r, c) in &[(1, 1), (3, 200), (130, 70), (513, 300)] {
+            let src: Vec<u8> = (0..r * c).map(|i| (i * 31 % 251) as u8).collect();
+            let mut dst = vec![0u8; r * c];
+            transpose_bytes(&src, r, c, &mut dst);
+            for i in 0..r {
+                for j in 0..c {
+                    assert_eq!(dst[j * r + i], src[i * c + j]);
+                }
+            }
+        }
+    }
 
     /// Every byte pair, both signs, add and mul, against the scalar formula.
     #[test]
@@ -242,17 +288,31 @@ mod speed {
         let a: Vec<u8> = (0..n).map(|i| i as u8).collect();
         let b: Vec<u8> = (0..n).map(|i| (i * 7) as u8).collect();
         let mut o = vec![0u8; n];
-        let p = super::QBinary { mul: true, signed: false, za: 3, zb: 4, zc: 5, ra: 0.01, rb: 0.0 };
+        let p = super::QBinary {
+            mul: true,
+            signed: false,
+            za: 3,
+            zb: 4,
+            zc: 5,
+            ra: 0.01,
+            rb: 0.0,
+        };
         let t = std::time::Instant::now();
         for _ in 0..100 {
             super::qbinary(&a, &b, &mut o, &p);
         }
-        eprintln!("qbinary {:.3} ns/elem", t.elapsed().as_secs_f64() * 1e9 / (100 * n) as f64);
+        eprintln!(
+            "qbinary {:.3} ns/elem",
+            t.elapsed().as_secs_f64() * 1e9 / (100 * n) as f64
+        );
         let t = std::time::Instant::now();
         let tab = [7u8; 256];
         for _ in 0..100 {
             super::lookup(&a, &tab, &mut o);
         }
-        eprintln!("lookup {:.3} ns/elem", t.elapsed().as_secs_f64() * 1e9 / (100 * n) as f64);
+        eprintln!(
+            "lookup {:.3} ns/elem",
+            t.elapsed().as_secs_f64() * 1e9 / (100 * n) as f64
+        );
     }
 }

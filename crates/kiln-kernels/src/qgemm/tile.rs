@@ -201,30 +201,49 @@ unsafe fn task<D: QDot, const MR: usize, const NV: usize, const NR: usize>(
     let steps = kp / D::G;
     let m = rows.len();
     // A's rows as the micro-kernel reads them: K padded to the step (B is zero there), u8 as
-    // is (shifted when signed) for VNNI, i16 for the others.
-    let stride = kp * D::A_BYTES;
-    let mut buf = vec![0u8; m * stride];
+    // is (shifted when signed) for VNNI, i16 for the others. Unsigned rows whose padded
+    // length lies inside the buffer are read in place.
+    let in_place = D::A_BYTES == 1
+        && !a.signed
+        && a.lda >= kp
+        && a.data.len() >= (rows.end - 1) * a.lda + kp;
+    let stride = if in_place { a.lda } else { kp * D::A_BYTES };
+    let mut buf = vec![0u8; if in_place { 0 } else { m * stride }];
     let mut row_sums = vec![0i32; if w.any_zb { m } else { 0 }];
     let flip = D::A_BYTES == 1 && a.signed;
-    for (r, dst) in buf.chunks_exact_mut(stride).enumerate() {
-        let src = &a.data[(rows.start + r) * a.lda..][..a.k];
-        let mut sum = 0i32;
-        if D::A_BYTES == 1 {
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d = if flip { s ^ 0x80 } else { s };
-                sum += *d as i32;
-            }
-        } else {
-            for (d, &s) in dst.chunks_exact_mut(2).zip(src) {
-                let v = if a.signed { s as i8 as i16 } else { s as i16 };
-                d.copy_from_slice(&v.to_le_bytes());
-                sum += v as i32;
+    if in_place {
+        if w.any_zb {
+            for (r, sum) in row_sums.iter_mut().enumerate() {
+                let src = &a.data[(rows.start + r) * a.lda..][..a.k];
+                *sum = src.iter().map(|&b| b as i32).sum();
             }
         }
-        if w.any_zb {
-            row_sums[r] = sum;
+    } else {
+        for (r, dst) in buf.chunks_exact_mut(stride).enumerate() {
+            let src = &a.data[(rows.start + r) * a.lda..][..a.k];
+            let mut sum = 0i32;
+            if D::A_BYTES == 1 {
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = if flip { s ^ 0x80 } else { s };
+                    sum += *d as i32;
+                }
+            } else {
+                for (d, &s) in dst.chunks_exact_mut(2).zip(src) {
+                    let v = if a.signed { s as i8 as i16 } else { s as i16 };
+                    d.copy_from_slice(&v.to_le_bytes());
+                    sum += v as i32;
+                }
+            }
+            if w.any_zb {
+                row_sums[r] = sum;
+            }
         }
     }
+    let base = if in_place {
+        a.data.as_ptr().add(rows.start * a.lda)
+    } else {
+        buf.as_ptr()
+    };
     let mut tile = [[0i32; 64]; MR];
     for p in pans {
         let bp = w.data.as_ptr().add(p * kp * nr * D::B_BYTES);
@@ -233,10 +252,10 @@ unsafe fn task<D: QDot, const MR: usize, const NV: usize, const NR: usize>(
         let mut r0 = 0;
         while r0 < m {
             let mr = MR.min(m - r0);
-            let mut ap = [buf.as_ptr(); MR];
+            let mut ap = [base; MR];
             for (r, p) in ap.iter_mut().enumerate() {
                 // Short tiles repeat their last row; its results are not stored.
-                *p = buf.as_ptr().add((r0 + r.min(mr - 1)) * stride);
+                *p = base.add((r0 + r.min(mr - 1)) * stride);
             }
             micro::<D, MR, NV>(ap, bp, steps, &mut tile);
             epilogue::<NR>(

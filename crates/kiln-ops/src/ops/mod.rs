@@ -47,7 +47,7 @@ mod optional;
 mod pad;
 mod pool;
 mod pool2d;
-mod quant;
+pub(crate) mod quant;
 mod random;
 mod range;
 mod recurrent;

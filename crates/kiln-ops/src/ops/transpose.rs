@@ -47,6 +47,9 @@ pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     if perm.iter().enumerate().all(|(i, &p)| i == p) {
         return Ok(x.clone());
     }
+    if let Some(t) = channels_move(x, perm, &shape) {
+        return Ok(t);
+    }
     let offs: Vec<Vec<Option<usize>>> = perm
         .iter()
         .map(|&p| (0..x.shape[p]).map(|c| Some(c * st[p])).collect())
@@ -55,6 +58,25 @@ pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
         shape,
         movement::take_tables(&x.data, &offs, None)?,
     ))
+}
+
+/// 8-bit images between channel-first and channel-last (`[0, 2, 3, 1]`, `[0, 3, 1, 2]`), the
+/// edges of the quantized channels-last regions: a tiled transpose per image.
+fn channels_move(x: &Tensor, perm: &[usize], shape: &[usize]) -> Option<Tensor> {
+    let bytes = crate::ops::quant::bytes(x)?;
+    let (rows, cols) = match perm {
+        [0, 2, 3, 1] => (x.shape[1], x.shape[2] * x.shape[3]),
+        [0, 3, 1, 2] => (x.shape[1] * x.shape[2], x.shape[3]),
+        _ => return None,
+    };
+    let img = rows * cols;
+    let mut out = vec![0u8; bytes.0.len()];
+    if img > 0 {
+        for (s, d) in bytes.0.chunks(img).zip(out.chunks_mut(img)) {
+            kiln_kernels::qvec::transpose_bytes(s, rows, cols, d);
+        }
+    }
+    Some(crate::ops::quant::tensor_of(shape.to_vec(), out, bytes.1))
 }
 
 fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {

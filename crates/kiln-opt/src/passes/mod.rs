@@ -16,6 +16,7 @@ mod fused_gemm;
 mod gelu;
 mod nchwc;
 pub(crate) mod qdq;
+mod qnhwc;
 mod quick_gelu;
 mod skip_layer_norm;
 mod space_to_depth;
@@ -57,6 +58,7 @@ pub fn all() -> Vec<Box<dyn Pass>> {
         // All: attention blocks as one kernel (in a session), then the layout, once every
         // fusion has run.
         Box::new(attention::AttentionFusion),
+        Box::new(qnhwc::QuantNhwc),
         Box::new(nchwc::NchwcLayout),
     ]
 }

@@ -192,7 +192,11 @@ fn quantize_fast(
     }
     let mut out = vec![0u8; xv.len()];
     kiln_kernels::qvec::quantize(xv, sv[0], zero, to == DataType::I8, &mut out);
-    Ok(Some(super::tensor_of(x.shape.clone(), out, to == DataType::I8)))
+    Ok(Some(super::tensor_of(
+        x.shape.clone(),
+        out,
+        to == DataType::I8,
+    )))
 }
 
 /// Per tensor, 8 bits to float32: the vectorized kernel.

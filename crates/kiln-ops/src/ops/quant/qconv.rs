@@ -243,9 +243,11 @@ fn run(ctx: &KernelCtx, packed: Option<&[QWeights]>) -> Result<Vec<Value>> {
             let (a, lda) = if g.pointwise() {
                 (&xl[gi * cg..], g.c)
             } else {
-                cols.resize(pixels * k, 0);
-                im2col(&g, xl, gi, zx as u8, &mut cols);
-                (&cols[..], k)
+                // Rows padded to whole 4-byte steps, so the VNNI kernel reads them in place.
+                let kp = k.div_ceil(4) * 4;
+                cols.resize(pixels * kp, 0);
+                im2col(&g, xl, gi, zx as u8, kp, &mut cols);
+                (&cols[..], kp)
             };
             let input = QInput {
                 data: a,
@@ -296,12 +298,12 @@ fn to_channels_last(src: &[u8], c: usize, p: usize, dst: &mut [u8]) {
 
 /// Each output pixel's window of group `gi`, tap by tap, `C/g` channels per tap; taps outside
 /// the input read the zero point.
-fn im2col(g: &Geom, x: &[u8], gi: usize, pad: u8, cols: &mut [u8]) {
+fn im2col(g: &Geom, x: &[u8], gi: usize, pad: u8, kp: usize, cols: &mut [u8]) {
     let (cg, k) = (g.cg(), g.k());
-    let row_len = g.ow * k;
+    let row_len = g.ow * kp;
     let fill = |oy: usize, rows: &mut [u8]| {
         for ox in 0..g.ow {
-            let dst = &mut rows[ox * k..(ox + 1) * k];
+            let dst = &mut rows[ox * kp..ox * kp + k];
             for i in 0..g.kh {
                 let iy = (oy * g.sh + i * g.dh) as isize - g.pt as isize;
                 for j in 0..g.kw {

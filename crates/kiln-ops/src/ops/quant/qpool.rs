@@ -17,6 +17,7 @@ pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         "QLinearGlobalAveragePool" => global_average,
         "QLinearAveragePool" => average,
         "QLinearConcat" => concat,
+        "NhwcMaxPool" => nhwc_max_pool,
         _ => return None,
     })
 }
@@ -26,6 +27,7 @@ pub fn infer_rule(op_type: &str) -> Option<crate::ops::InferFn> {
         "QLinearGlobalAveragePool" => infer_global,
         "QLinearAveragePool" => infer_average,
         "QLinearConcat" => infer_concat,
+        "NhwcMaxPool" => infer_nhwc_max_pool,
         _ => return None,
     })
 }
@@ -77,6 +79,83 @@ fn infer_concat(ctx: &InferCtx) -> Result<Vec<Inferred>> {
         Some(out)
     });
     Ok(vec![Inferred::tensor(dt, shape)])
+}
+
+/// `[N, H, W, C]` pooled over H and W by MaxPool's window rule.
+fn infer_nhwc_max_pool(ctx: &InferCtx) -> Result<Vec<Inferred>> {
+    let shape = match (ctx.shape(0), ctx.ints_attr("kernel_shape")) {
+        (Some(x), Some(k)) if x.len() >= 3 => {
+            let r = x.len();
+            let ceil = ctx.int_attr("ceil_mode", 0) != 0;
+            let sp = crate::ops::conv::window_output(ctx, &x[1..r - 1], k, ceil)?;
+            let mut s = vec![x[0].clone()];
+            s.extend(sp);
+            s.push(x[r - 1].clone());
+            Some(s)
+        }
+        _ => None,
+    };
+    Ok(vec![Inferred::tensor(ctx.dtype(0), shape)])
+}
+
+/// com.microsoft NhwcMaxPool on 8-bit data: each output pixel's channels are the maximum of
+/// its window's pixels, padding skipped.
+fn nhwc_max_pool(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let x = ctx.tensor(0)?;
+    let (v, signed) = bytes(x).ok_or("X must be uint8 or int8")?;
+    if x.rank() != 4 {
+        return Err(format!("X must be [N, H, W, C], got {:?}", x.shape));
+    }
+    let (n, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+    let k: Vec<usize> = ctx
+        .ints_attr("kernel_shape")
+        .ok_or("kernel_shape is required")?
+        .iter()
+        .map(|&k| k.max(1) as usize)
+        .collect();
+    let win = crate::ops::conv::window(ctx, &[h, w], &k, ctx.int_attr("ceil_mode", 0) != 0)?;
+    let (oh, ow) = (win.output[0], win.output[1]);
+    let mut out = vec![0u8; n * oh * ow * c];
+    // Signed bytes compare as unsigned once their sign bit is flipped.
+    let flip = if signed { 0x80u8 } else { 0 };
+    for img in 0..n {
+        let src = &v[img * h * w * c..(img + 1) * h * w * c];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let dst = &mut out[((img * oh + oy) * ow + ox) * c..][..c];
+                let mut first = true;
+                for i in 0..k[0] {
+                    let iy = (oy * win.strides[0] + i * win.dilations[0]) as isize
+                        - win.pads[0] as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    for j in 0..k[1] {
+                        let ix = (ox * win.strides[1] + j * win.dilations[1]) as isize
+                            - win.pads[1] as isize;
+                        if ix < 0 || ix >= w as isize {
+                            continue;
+                        }
+                        let px = &src[(iy as usize * w + ix as usize) * c..][..c];
+                        if first {
+                            for (d, &s) in dst.iter_mut().zip(px) {
+                                *d = s ^ flip;
+                            }
+                            first = false;
+                        } else {
+                            for (d, &s) in dst.iter_mut().zip(px) {
+                                *d = (*d).max(s ^ flip);
+                            }
+                        }
+                    }
+                }
+                if flip != 0 {
+                    dst.iter_mut().for_each(|d| *d ^= flip);
+                }
+            }
+        }
+    }
+    one(tensor_of(vec![n, oh, ow, c], out, signed))
 }
 
 fn global_average(ctx: &KernelCtx) -> Result<Vec<Value>> {
