@@ -148,6 +148,34 @@ crate::isa_dispatch! {
     }
 }
 
+crate::isa_dispatch! {
+    fn min_max_run(x: &[f32]) -> (f32, f32) {
+        // Lane-wise partials the compiler keeps in registers.
+        let mut lo = [0f32; 16];
+        let mut hi = [0f32; 16];
+        let chunks = x.chunks_exact(16);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for i in 0..16 {
+                lo[i] = lo[i].min(c[i]);
+                hi[i] = hi[i].max(c[i]);
+            }
+        }
+        let mut l = lo.iter().copied().fold(0f32, f32::min);
+        let mut h = hi.iter().copied().fold(0f32, f32::max);
+        for &v in rest {
+            l = l.min(v);
+            h = h.max(v);
+        }
+        (l, h)
+    }
+}
+
+/// `(min(x, 0), max(x, 0))`, as DynamicQuantizeLinear's range (NaN ignored, as `f32::min`).
+pub fn min_max_with_zero(x: &[f32]) -> (f32, f32) {
+    min_max_run(x)
+}
+
 /// QuantizeLinear per tensor to u8/s8: `sat(round_half_even(x / scale) + zero)`.
 pub fn quantize(x: &[f32], scale: f32, zero: i32, signed: bool, out: &mut [u8]) {
     assert_eq!(x.len(), out.len());

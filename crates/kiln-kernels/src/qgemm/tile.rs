@@ -203,10 +203,8 @@ unsafe fn task<D: QDot, const MR: usize, const NV: usize, const NR: usize>(
     // A's rows as the micro-kernel reads them: K padded to the step (B is zero there), u8 as
     // is (shifted when signed) for VNNI, i16 for the others. Unsigned rows whose padded
     // length lies inside the buffer are read in place.
-    let in_place = D::A_BYTES == 1
-        && !a.signed
-        && a.lda >= kp
-        && a.data.len() >= (rows.end - 1) * a.lda + kp;
+    let in_place =
+        D::A_BYTES == 1 && !a.signed && a.lda >= kp && a.data.len() >= (rows.end - 1) * a.lda + kp;
     let stride = if in_place { a.lda } else { kp * D::A_BYTES };
     let mut buf = vec![0u8; if in_place { 0 } else { m * stride }];
     let mut row_sums = vec![0i32; if w.any_zb { m } else { 0 }];

@@ -44,6 +44,7 @@ pub fn all() -> Vec<Box<dyn Pass>> {
         Box::new(qdq::unary::QdqUnary),
         Box::new(qdq::concat::QdqConcat),
         Box::new(qdq::pair::QdqRedundantPair),
+        Box::new(qdq::dynamic::DynamicMatMul),
         // Then the float fusions: the residual form first, so a Conv feeding an Add is not taken by the
         // plain activation fusion.
         Box::new(conv_add::ConvAdd),

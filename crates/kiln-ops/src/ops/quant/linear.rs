@@ -272,14 +272,7 @@ fn dynamic_quantize(ctx: &KernelCtx) -> Result<Vec<Value>> {
             x.dtype()
         ));
     };
-    let maxx = v.iter().copied().fold(0.0f32, f32::max);
-    let minx = v.iter().copied().fold(0.0f32, f32::min);
-    let scale = if maxx == minx { 1.0f32 } else { maxx - minx } / 255.0f32;
-    let zp = (0.0f32 - minx / scale).clamp(0.0, 255.0).round_ties_even();
-    let y: Vec<u8> = v
-        .iter()
-        .map(|&e| ((e / scale).round_ties_even() + zp).clamp(0.0, 255.0) as u8)
-        .collect();
+    let (y, scale, zp) = super::qmatmul::quantize_dynamic(v);
     Ok(vec![
         Value::Tensor(Tensor::from_vec(x.shape.clone(), y)),
         Value::Tensor(Tensor::scalar(scale)),

@@ -15,7 +15,7 @@ use crate::value::{Data, Tensor};
 mod linear;
 mod qconv;
 mod qelementwise;
-mod qmatmul;
+pub(crate) mod qmatmul;
 mod qpool;
 
 /// The kernels of this module's ops.

@@ -137,10 +137,53 @@ fn binary(ctx: &KernelCtx) -> Result<Vec<Value>> {
         let mut out = vec![0u8; b.v.len()];
         kiln_kernels::qvec::qbinary(b.v, a.v, &mut out, &p);
         (b.t.shape.clone(), out)
+    } else if let Some(period) = periodic(&a.t.shape, &b.t.shape) {
+        // B repeats along A (a bias over the last axes, an attention mask).
+        let mut out = vec![0u8; a.v.len()];
+        run_periodic(a.v, b.v, period, &mut out, &p);
+        (a.t.shape.clone(), out)
+    } else if let Some(period) = periodic(&b.t.shape, &a.t.shape) {
+        let p = kiln_kernels::qvec::QBinary {
+            za: zb,
+            zb: za,
+            ra: if add { rb } else { rm },
+            rb: ra,
+            ..p
+        };
+        let mut out = vec![0u8; b.v.len()];
+        run_periodic(b.v, a.v, period, &mut out, &p);
+        (b.t.shape.clone(), out)
     } else {
         zip_broadcast(a.v, &a.t.shape, b.v, &b.t.shape, f)?
     };
     one(tensor_of(shape, out, s))
+}
+
+/// When `b` broadcast to `a`'s shape is `b` repeated (its dims, leading ones dropped, are
+/// `a`'s last dims), its length.
+fn periodic(a: &[usize], b: &[usize]) -> Option<usize> {
+    let lead = b.iter().take_while(|&&d| d == 1).count();
+    let tail = &b[lead..];
+    let len: usize = tail.iter().product();
+    (b.len() <= a.len() && a.ends_with(tail) && len > 0).then_some(len)
+}
+
+fn run_periodic(
+    a: &[u8],
+    b: &[u8],
+    period: usize,
+    out: &mut [u8],
+    p: &kiln_kernels::qvec::QBinary,
+) {
+    use rayon::prelude::*;
+    let rows = (1usize << 14).div_ceil(period).max(1) * period;
+    out.par_chunks_mut(rows)
+        .zip(a.par_chunks(rows))
+        .for_each(|(o, x)| {
+            for (o, x) in o.chunks_mut(period).zip(x.chunks(period)) {
+                kiln_kernels::qvec::qbinary(x, b, o, p);
+            }
+        });
 }
 
 /// Maps every byte through `table`.
@@ -198,6 +241,24 @@ fn softmax(ctx: &KernelCtx) -> Result<Vec<Value>> {
         .map(|b| x.scale * (byte_value(b as u8, x.signed) - x.zero) as f32)
         .collect();
     let mut out = vec![0u8; x.v.len()];
+    if inner == 1 && len > 0 {
+        // Contiguous rows: dequantize through the table, the vectorized Softmax, quantize.
+        use rayon::prelude::*;
+        out.par_chunks_mut(len)
+            .zip(x.v.par_chunks(len))
+            .for_each_init(
+                || vec![0f32; len],
+                |row, (o, src)| {
+                    for (r, &b) in row.iter_mut().zip(src) {
+                        *r = deq[b as usize];
+                    }
+                    kiln_kernels::vecmath::softmax_block(row, 1);
+                    kiln_kernels::qvec::quantize(row, y.0, y.1, y.2, o);
+                },
+            );
+        let _ = outer;
+        return one(tensor_of(shape.clone(), out, y.2));
+    }
     let mut row = vec![0f32; len];
     for o in 0..outer {
         for i in 0..inner {

@@ -397,13 +397,10 @@ fn retype(part: Tensor, like: &Tensor) -> Tensor {
 
 /// DynamicQuantizeLinear's u8 quantization of `v`: (bytes, scale, zero point).
 pub(crate) fn quantize_dynamic(v: &[f32]) -> (Vec<u8>, f32, i32) {
-    let maxx = v.iter().copied().fold(0.0f32, f32::max);
-    let minx = v.iter().copied().fold(0.0f32, f32::min);
+    let (minx, maxx) = kiln_kernels::qvec::min_max_with_zero(v);
     let scale = if maxx == minx { 1.0f32 } else { maxx - minx } / 255.0f32;
     let zp = (0.0f32 - minx / scale).clamp(0.0, 255.0).round_ties_even();
-    let q = v
-        .iter()
-        .map(|&e| ((e / scale).round_ties_even() + zp).clamp(0.0, 255.0) as u8)
-        .collect();
+    let mut q = vec![0u8; v.len()];
+    kiln_kernels::qvec::quantize(v, scale, zp as i32, false, &mut q);
     (q, scale, zp as i32)
 }

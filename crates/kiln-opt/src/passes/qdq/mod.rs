@@ -18,6 +18,7 @@ pub(crate) mod binary;
 pub(crate) mod concat;
 pub(crate) mod conv;
 pub(crate) mod drop;
+pub(crate) mod dynamic;
 pub(crate) mod gemm;
 pub(crate) mod matmul;
 pub(crate) mod pair;
