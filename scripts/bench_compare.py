@@ -9,8 +9,10 @@ times `--iters` runs after a warm-up, and the figure reported per runtime is the
 per-round medians; a ratio is the median over rounds of that round's ratio. kiln runs through `kiln bench --json` (one process per round; only the timed
 runs count, not session creation). Creation time and peak memory come from one fresh process
 per runtime and model (load + create a session + three runs; peak RSS from the kernel).
-The models are the six CNNs (scripts/fetch-data.sh) and a BERT encoder as exported and as ORT's
-transformer optimizer writes it (scripts/gen-models.sh; `--generated DIR`).
+The float set is the six CNNs (scripts/fetch-data.sh) and a BERT encoder as exported and as ORT's
+transformer optimizer writes it (scripts/gen-models.sh; `--generated DIR`); the quantized set is
+what ORT's quantizers make of ResNet50, YOLOv8n and that BERT (scripts/gen-quant-models.sh;
+`--quantized DIR`). Each set gets its own geomean (`--set` runs one).
 """
 import argparse
 import json
@@ -46,7 +48,7 @@ def bert_feeds(batch=1, seq=128):
     return make
 
 
-# name, folder ("models" or "generated"), file, feeds
+# name, folder ("models", "generated" or "quantized"), file, feeds
 MODELS = [
     ("resnet50", "models", "light_resnet50.onnx", image("gpu_0/data_0", [1, 3, 224, 224])),
     ("inception_v2", "models", "light_inception_v2.onnx", image("data_0", [1, 3, 224, 224])),
@@ -56,7 +58,32 @@ MODELS = [
     ("ddddocr", "models", "ddddocr_common_det.onnx", image("images", [1, 3, 416, 416])),
     ("bert", "generated", "bert_minilm.onnx", bert_feeds()),
     ("bert_ortopt", "generated", "bert_minilm.ortopt.onnx", bert_feeds()),
+    # The quantized set (scripts/gen-quant-models.sh, ORT's own quantizers).
+    ("resnet50_qdq", "quantized", "resnet50_qdq.onnx", image("input", [1, 3, 224, 224])),
+    ("resnet50_qop", "quantized", "resnet50_qop.onnx", image("input", [1, 3, 224, 224])),
+    ("yolov8n_qdq", "quantized", "yolov8n_qdq.onnx", image("images", [1, 3, 320, 320])),
+    ("yolov8n_qop", "quantized", "yolov8n_qop.onnx", image("images", [1, 3, 320, 320])),
+    ("bert_qdq", "quantized", "bert_qdq.onnx", bert_feeds()),
+    ("bert_dynamic", "quantized", "bert_dynamic.onnx", bert_feeds()),
+    ("bert_int4", "quantized", "bert_int4.onnx", bert_feeds()),
 ]
+
+
+def model_set(folder):
+    return "quantized" if folder == "quantized" else "float"
+
+
+def int_variant(flags):
+    """The integer kernel family kiln picks (kiln_kernels::qgemm::QIsa::detect)."""
+    cap = os.environ.get("KILN_ISA", "")
+    have = ("avx512-vnni" if {"avx512f", "avx512bw", "avx512_vnni"} <= flags else
+            "avx512bw" if {"avx512f", "avx512bw"} <= flags else
+            "avx2" if "avx2" in flags else "portable")
+    order = ["portable", "avx2", "avx512bw", "avx512-vnni"]
+    caps = {"portable": "portable", "avx2": "avx2", "avx512": "avx512bw"}
+    if cap in caps:
+        have = order[min(order.index(have), order.index(caps[cap]))]
+    return have
 
 
 def machine_name():
@@ -69,10 +96,13 @@ def machine_name():
                     break
             f.seek(0)
             flags = next((l for l in f if l.startswith("flags")), "")
-        isa = [x for x in ("avx512f", "avx2", "fma", "amx_tile") if f" {x}" in flags]
+        fl = set(flags.split())
+        isa = [x for x in ("avx512f", "avx512_vnni", "avx_vnni", "avx2", "fma", "amx_tile",
+                           "amx_int8") if x in fl]
     except OSError:
-        isa = []
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.machine()}, {'/'.join(isa)}"
+        isa, fl = [], set()
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, {platform.machine()}, {'/'.join(isa)}; "
+            f"kiln's integer kernels: {int_variant(fl)}")
 
 
 def median_of(times):
@@ -211,6 +241,10 @@ def main():
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--generated", metavar="DIR",
                     help="the folder scripts/gen-models.sh prints (needed for the BERT models)")
+    ap.add_argument("--quantized", metavar="DIR",
+                    help="the folder scripts/gen-quant-models.sh prints (the quantized set)")
+    ap.add_argument("--set", choices=["float", "quantized", "all"], default="all",
+                    help="which model set to run (default: both)")
     args = ap.parse_args()
 
     import onnxruntime as ort
@@ -219,7 +253,8 @@ def main():
     unknown = [m for m in want if m not in [x[0] for x in MODELS]]
     if unknown:
         sys.exit(f"error: unknown model(s) {unknown}")
-    models = [m for m in MODELS if not want or m[0] in want]
+    models = [m for m in MODELS if (not want or m[0] in want)
+              and args.set in ("all", model_set(m[1]))]
     runtimes = ["kiln", "ort_all", "ort_basic"] + ([] if args.no_tract else ["tract"])
     rows = []
     tmp = tempfile.mkdtemp(prefix="kiln-bench-")
@@ -228,6 +263,10 @@ def main():
             if not args.generated:
                 sys.exit(f"error: {key} needs --generated DIR (from scripts/gen-models.sh)")
             path = os.path.join(args.generated, file)
+        elif folder == "quantized":
+            if not args.quantized:
+                sys.exit(f"error: {key} needs --quantized DIR (from scripts/gen-quant-models.sh)")
+            path = os.path.join(args.quantized, file)
         else:
             path = os.path.join(MODELS_DIR, file)
         if not os.path.exists(path):
@@ -259,7 +298,7 @@ def main():
             print(f"  {key} round {rnd + 1}/{args.rounds}: "
                   + " ".join(f"{r}={per[r][-1]:.2f}" for r in active), file=sys.stderr)
         del runners
-        row = {"model": key}
+        row = {"model": key, "set": model_set(folder)}
         for r in active:
             row[f"{r}_ms"] = statistics.median(per[r])
             row[f"{r}_rounds_ms"] = per[r]
@@ -274,12 +313,14 @@ def main():
         row.update(creation_and_memory(args.kiln, path, npys, npz, args.threads, args.level))
         rows.append(row)
 
-    def geomean(k):
-        vals = [r[k] for r in rows if k in r]
+    def geomean(k, which=None):
+        vals = [r[k] for r in rows if k in r and which in (None, r["set"])]
         return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else float("nan")
 
     ratios = ["kiln_vs_ort_all", "kiln_vs_ort_basic"] + (["kiln_vs_tract"] if "tract" in runtimes else [])
     summary = {k: geomean(k) for k in ratios}
+    sets = sorted({r["set"] for r in rows})
+    per_set = {w: {k: geomean(k, w) for k in ratios} for w in sets}
     head = ["model"] + [f"{r} ms" for r in runtimes] + [k.replace("kiln_vs_", "kiln/") for k in ratios]
     cell = lambda r, k, f: f.format(r[k]) if k in r else "n/a"
     print(f"machine: {machine_name()}")
@@ -291,6 +332,9 @@ def main():
         cells = ([r["model"]] + [cell(r, f"{x}_ms", "{:.2f}") for x in runtimes]
                  + [cell(r, k, "{:.2f}") for k in ratios])
         print("| " + " | ".join(cells) + " |")
+    for w in sets if len(sets) > 1 else []:
+        print(f"| geomean ({w}) | " + " | ".join("" for _ in runtimes) + " | "
+              + " | ".join(f"{per_set[w][k]:.2f}" for k in ratios) + " |")
     print("| geomean | " + " | ".join("" for _ in runtimes) + " | "
           + " | ".join(f"{summary[k]:.2f}" for k in ratios) + " |")
     print()
@@ -304,7 +348,7 @@ def main():
         with open(args.json, "w") as f:
             json.dump({"machine": machine_name(), "threads": args.threads, "rounds": args.rounds,
                        "iters": args.iters, "kiln_level": args.level, "models": rows,
-                       "geomean": summary}, f, indent=1)
+                       "geomean": summary, "geomean_by_set": per_set}, f, indent=1)
 
 
 if __name__ == "__main__":
