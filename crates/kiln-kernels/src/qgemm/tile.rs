@@ -111,6 +111,12 @@ pub fn qgemm(a: &QInput, w: &QWeights, out: QOutput, rs: usize, cs: usize) -> Re
         })
         .collect();
     corr.resize(padded, 0);
+    // An integer bias adds to the sums before scaling: fold it into the correction.
+    if let Sink::Quant(_, _, bias, _, _) = &sink {
+        for (c, &b) in corr.iter_mut().zip(bias) {
+            *c = c.wrapping_add(b);
+        }
+    }
     let mut zb = w.zb.clone();
     zb.resize(padded, 0);
     let job = Job {
@@ -338,13 +344,14 @@ unsafe fn epilogue<const NR: usize>(
                 }
                 store(o.0.add(base), job.cs, &f[..ncols]);
             }
-            Sink::Quant(o, scale, bias, zero, signed) => {
-                let (scale, bias) = (&scale[col0..col0 + NR], &bias[col0..col0 + NR]);
+            Sink::Quant(o, scale, _, zero, signed) => {
+                // The bias is in `corr` already.
+                let scale = &scale[col0..col0 + NR];
                 let (lo, hi) = if *signed { (-128, 127) } else { (0, 255) };
                 let (flo, fhi) = ((lo - zero) as f32, (hi - zero) as f32);
                 let mut q = [0u8; NR];
                 for c in 0..NR {
-                    let v = (vals[c].wrapping_add(bias[c]) as f32 * scale[c]).clamp(flo, fhi);
+                    let v = (vals[c] as f32 * scale[c]).clamp(flo, fhi);
                     // In range after the clamp, so the conversion is exact.
                     q[c] = (v.round_ties_even().to_int_unchecked::<i32>() + zero) as u8;
                 }

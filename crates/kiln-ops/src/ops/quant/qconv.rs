@@ -301,15 +301,28 @@ fn to_channels_last(src: &[u8], c: usize, p: usize, dst: &mut [u8]) {
 fn im2col(g: &Geom, x: &[u8], gi: usize, pad: u8, kp: usize, cols: &mut [u8]) {
     let (cg, k) = (g.cg(), g.k());
     let row_len = g.ow * kp;
+    // With one group and no dilation along x, a window row's taps are one run of the input.
+    let runs = g.group == 1 && g.dw == 1;
     let fill = |oy: usize, rows: &mut [u8]| {
         for ox in 0..g.ow {
             let dst = &mut rows[ox * kp..ox * kp + k];
+            let ix0 = (ox * g.sw) as isize - g.pl as isize;
             for i in 0..g.kh {
                 let iy = (oy * g.sh + i * g.dh) as isize - g.pt as isize;
+                let row = &mut dst[i * g.kw * cg..(i + 1) * g.kw * cg];
+                if iy < 0 || iy >= g.h as isize {
+                    row.fill(pad);
+                    continue;
+                }
+                if runs && ix0 >= 0 && ix0 as usize + g.kw <= g.w {
+                    let at = (iy as usize * g.w + ix0 as usize) * g.c;
+                    row.copy_from_slice(&x[at..at + g.kw * cg]);
+                    continue;
+                }
                 for j in 0..g.kw {
                     let ix = (ox * g.sw + j * g.dw) as isize - g.pl as isize;
-                    let tap = &mut dst[(i * g.kw + j) * cg..(i * g.kw + j + 1) * cg];
-                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                    let tap = &mut row[j * cg..(j + 1) * cg];
+                    if ix < 0 || ix >= g.w as isize {
                         tap.fill(pad);
                     } else {
                         let at = (iy as usize * g.w + ix as usize) * g.c + gi * cg;
