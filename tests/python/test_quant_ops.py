@@ -1,0 +1,223 @@
+"""Every quantized op ORT's quantizer writes, in kiln, against ONNX Runtime on random shapes,
+zero points and scales, u8 and s8, at --level disabled and all (where the kernels pack weights
+once, take the integer paths and, for QLinearConv, the channels-last layout):
+
+QLinearConv (groups, strides, pads, dilations, bias, per-channel weights), QLinearMatMul
+(per-tensor and per-column B, batched), MatMulInteger, ConvInteger, QGemm (transposes, alpha, C,
+8-bit and float output), QLinearAdd / QLinearMul (equal shapes, broadcasts), QLinearSigmoid,
+QLinearLeakyRelu, QLinearSoftmax, QLinearAveragePool, QLinearGlobalAveragePool, QLinearConcat,
+QLinearWhere, NhwcMaxPool, com.microsoft QuantizeLinear / DequantizeLinear.
+
+8-bit outputs may differ from ORT's by one step where ORT computes in float with other
+instructions (its element-wise ops, a rounding tie); integer outputs are exact. Products of
+u8 x s8 keep the weights within +-63 when compared with ORT: ORT's AVX2 kernel sums pairs in
+saturating int16 and is wrong past that, which kiln is not (checked against numpy here, with
+extreme values, and in kiln-kernels' tests). Also: kiln runs integer products ORT refuses
+(ConvInteger u8 x s8, s8 x s8), checked against numpy. Prints `quant-ops: N passed, M failed`.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+from onnx import helper  # noqa: E402
+
+MS = "com.microsoft"
+rng = np.random.default_rng(7)
+
+
+def model(node, feeds, outs, opset=19):
+    """One node; `outs` maps output names to numpy dtypes."""
+    ins = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
+           for n, a in feeds.items()]
+    ov = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(t)), None)
+          for n, t in outs.items()]
+    g = helper.make_graph([node], "g", ins, ov)
+    return helper.make_model(g, ir_version=9, opset_imports=[helper.make_opsetid("", opset),
+                                                             helper.make_opsetid(MS, 1)])
+
+
+def q8(t, *shape, lo=None, hi=None):
+    info = np.iinfo(t)
+    return np.asarray(rng.integers(info.min if lo is None else lo, (info.max if hi is None else hi) + 1,
+                                   shape), t)
+
+
+def scale(*shape):
+    return np.asarray(rng.random(shape) * 0.05 + 0.002, np.float32)
+
+
+def zp(t, *shape):
+    return np.asarray(rng.integers(100, 156, shape) if t == np.uint8 else rng.integers(-20, 21, shape), t)
+
+
+def weights(at, wt, *shape):
+    """u8 activations x s8 weights within +-63 (see above); otherwise the full range."""
+    if at == np.uint8 and wt == np.int8:
+        return q8(wt, *shape, lo=-63, hi=63)
+    return q8(wt, *shape)
+
+
+CASES = []
+
+
+def case(name, node, feeds, outs, tol=1, opset=19):
+    CASES.append((name, model(node, feeds, outs, opset), feeds, tol))
+
+
+def build():
+    for at, wt in [(np.uint8, np.int8), (np.uint8, np.uint8), (np.int8, np.int8)]:
+        tag = f"{np.dtype(at).name} x {np.dtype(wt).name}"
+        for c, m, k, s, p, d, g, hw in [(8, 16, 3, 1, 1, 1, 1, 9), (3, 8, 7, 2, 3, 1, 1, 17),
+                                        (16, 32, 1, 1, 0, 1, 1, 6), (16, 24, 3, 2, 1, 2, 2, 11),
+                                        (12, 12, 3, 1, 1, 1, 12, 7)]:
+            per_ch = m % 2 == 0
+            # ORT's int8 weights take zero points of 0 only; uint8 weights any.
+            wz = zp(wt, m) if wt == np.uint8 else np.zeros(m, wt)
+            feeds = {"x": q8(at, 1, c, hw, hw), "xs": scale(), "xz": zp(at), "w": weights(at, wt, m, c // g, k, k),
+                     "ws": scale(m) if per_ch else scale(), "wz": wz if per_ch else wz[:1].reshape(()),
+                     "ys": np.array(0.05 * k, np.float32), "yz": zp(at), "b": q8(np.int32, m, lo=-500, hi=500)}
+            node = helper.make_node("QLinearConv", list(feeds), ["y"], strides=[s, s], pads=[p] * 4,
+                                    dilations=[d, d], group=g)
+            case(f"QLinearConv {tag} C{c} M{m} k{k} s{s} p{p} d{d} g{g}", node, feeds, {"y": at})
+        for ash, bsh, per_col in [((5, 12), (12, 7), False), ((2, 5, 40), (40, 9), True),
+                                  ((3, 4, 16), (3, 16, 5), False)]:
+            n = bsh[-1]
+            feeds = {"a": q8(at, *ash), "as": scale(), "az": zp(at), "b": weights(at, wt, *bsh),
+                     "bs": scale(n) if per_col else scale(), "bz": zp(wt, n) if per_col and wt == np.uint8 else zp(wt),
+                     "ys": np.array(0.2, np.float32), "yz": zp(at)}
+            if per_col and wt == np.int8:
+                feeds["bz"] = np.zeros(n, wt)
+            node = helper.make_node("QLinearMatMul", list(feeds), ["y"])
+            case(f"QLinearMatMul {tag} {ash}x{bsh} per_col={per_col}", node, feeds, {"y": at})
+        if (at, wt) != (np.int8, np.uint8):
+            feeds = {"a": q8(at, 2, 6, 33), "b": weights(at, wt, 33, 10), "az": zp(at), "bz": zp(wt)}
+            node = helper.make_node("MatMulInteger", list(feeds), ["y"])
+            case(f"MatMulInteger {tag}", node, feeds, {"y": np.int32}, tol=0)
+    # ConvInteger: ORT runs u8 x u8.
+    feeds = {"x": q8(np.uint8, 1, 4, 8, 8), "w": q8(np.uint8, 6, 4, 3, 3), "xz": zp(np.uint8), "wz": zp(np.uint8)}
+    case("ConvInteger u8 x u8", helper.make_node("ConvInteger", list(feeds), ["y"], pads=[1] * 4), feeds,
+         {"y": np.int32}, tol=0)
+    # QGemm.
+    for ta, tb, with_c, quant_out in [(0, 1, True, True), (1, 0, False, True), (0, 0, True, False)]:
+        a = q8(np.uint8, *((12, 5) if ta else (5, 12)))
+        b = weights(np.uint8, np.int8, *((9, 12) if tb else (12, 9)))
+        feeds = {"a": a, "as": scale(), "az": zp(np.uint8), "b": b, "bs": scale(9), "bz": np.zeros(9, np.int8)}
+        ins = list(feeds)
+        if with_c:
+            feeds["c"] = q8(np.int32, 9, lo=-300, hi=300)
+            ins.append("c")
+        else:
+            ins.append("")
+        if quant_out:
+            feeds.update(ys=np.array(0.3, np.float32), yz=zp(np.uint8))
+            ins += ["ys", "yz"]
+        node = helper.make_node("QGemm", ins, ["y"], domain=MS, transA=ta, transB=tb, alpha=0.8)
+        case(f"QGemm transA={ta} transB={tb} C={with_c} 8-bit out={quant_out}", node, feeds,
+             {"y": np.uint8 if quant_out else np.float32})
+    for t in (np.uint8, np.int8):
+        tag = np.dtype(t).name
+        for op in ("QLinearAdd", "QLinearMul"):
+            for ash, bsh in [((2, 3, 5, 7), (2, 3, 5, 7)), ((1, 4, 6, 6), (1, 1, 1, 6)), ((3, 8, 10), (10,)),
+                             ((2, 3, 4), ()), ((1, 3, 1), (2, 1, 4))]:
+                feeds = {"a": q8(t, *ash), "as": scale(), "az": zp(t), "b": q8(t, *bsh), "bs": scale(), "bz": zp(t),
+                         "cs": np.array(0.04, np.float32), "cz": zp(t)}
+                node = helper.make_node(op, list(feeds), ["c"], domain=MS)
+                case(f"{op} {tag} {ash} {bsh}", node, feeds, {"c": t})
+        for op, attrs in [("QLinearSigmoid", {}), ("QLinearLeakyRelu", {"alpha": 0.1})]:
+            feeds = {"x": q8(t, 2, 3, 17), "xs": scale(), "xz": zp(t), "ys": np.array(0.004, np.float32), "yz": zp(t)}
+            case(f"{op} {tag}", helper.make_node(op, list(feeds), ["y"], domain=MS, **attrs), feeds, {"y": t})
+        feeds = {"x": q8(t, 2, 4, 33), "xs": np.array(0.1, np.float32), "xz": zp(t),
+                 "ys": np.array(1 / 256, np.float32), "yz": np.array(-128 if t == np.int8 else 0, t)}
+        node = helper.make_node("QLinearSoftmax", list(feeds), ["y"], domain=MS, axis=-1, opset=13)
+        case(f"QLinearSoftmax {tag}", node, feeds, {"y": t})
+        feeds = {"x": q8(t, 2, 5, 9, 7), "xs": scale(), "xz": zp(t), "ys": scale(), "yz": zp(t)}
+        case(f"QLinearGlobalAveragePool {tag}",
+             helper.make_node("QLinearGlobalAveragePool", list(feeds), ["y"], domain=MS), feeds, {"y": t})
+        for cip in (0, 1):
+            node = helper.make_node("QLinearAveragePool", list(feeds), ["y"], domain=MS, kernel_shape=[3, 3],
+                                    strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=cip)
+            case(f"QLinearAveragePool {tag} count_include_pad={cip}", node, feeds, {"y": t})
+        feeds = {"ys": scale(), "yz": zp(t), "x1": q8(t, 1, 3, 4), "s1": scale(), "z1": zp(t), "x2": q8(t, 1, 5, 4),
+                 "s2": scale(), "z2": zp(t)}
+        feeds.update(x3=q8(t, 1, 2, 4), s3=feeds["ys"], z3=feeds["yz"])
+        case(f"QLinearConcat {tag}", helper.make_node("QLinearConcat", list(feeds), ["y"], domain=MS, axis=1), feeds,
+             {"y": t})
+        feeds = {"c": rng.random((3, 1, 5)) < 0.5, "x": q8(t, 3, 4, 5), "xs": scale(), "xz": zp(t), "y": q8(t, 4, 5),
+                 "ys": scale(), "yz": zp(t), "zs": scale(), "zz": zp(t)}
+        case(f"QLinearWhere {tag}", helper.make_node("QLinearWhere", list(feeds), ["z"], domain=MS), feeds, {"z": t})
+        feeds = {"x": q8(t, 2, 9, 11, 6)}
+        node = helper.make_node("NhwcMaxPool", ["x"], ["y"], domain=MS, kernel_shape=[3, 3], strides=[2, 2],
+                                pads=[1, 1, 1, 1])
+        case(f"NhwcMaxPool {tag}", node, feeds, {"y": t}, tol=0)
+        feeds = {"x": rng.standard_normal((3, 8)).astype(np.float32), "s": scale(8), "z": zp(t, 8)}
+        case(f"com.microsoft QuantizeLinear {tag} per axis",
+             helper.make_node("QuantizeLinear", list(feeds), ["y"], domain=MS, axis=1), feeds, {"y": t}, tol=0)
+        feeds = {"x": q8(t, 3, 8), "s": scale(8), "z": zp(t, 8)}
+        case(f"com.microsoft DequantizeLinear {tag} per axis",
+             helper.make_node("DequantizeLinear", list(feeds), ["y"], domain=MS, axis=1), feeds,
+             {"y": np.float32}, tol=0)
+
+
+def check(c):
+    name, m, feeds, tol = c
+    sess = common.ort_session(m)
+    names = [o.name for o in sess.get_outputs()]
+    want = sess.run(names, feeds)
+    worst = 0
+    for level in ("disabled", "all"):
+        got = common.kiln_run_model(m, feeds, level=level)
+        for n, w in zip(names, want):
+            g = got[n]
+            assert g.dtype == w.dtype and g.shape == w.shape, f"{n} ({level}): {g.dtype}{g.shape} vs ORT {w.dtype}{w.shape}"
+            if w.dtype.kind == "f":
+                common.assert_close(f"{n} ({level})", g, w, 1e-5, 1e-5)
+                continue
+            d = int(np.abs(g.astype(np.int64) - w.astype(np.int64)).max()) if w.size else 0
+            assert d <= tol, f"{n} ({level}): differs from ORT by {d} (allowed {tol})"
+            worst = max(worst, d)
+    return f"max step difference {worst}"
+
+
+def numpy_cases():
+    """Integer products past ORT's limits, against numpy: extreme bytes (u8 x s8 pairs that saturate
+    int16), and ConvInteger's u8 x s8 / s8 x s8, which ORT refuses."""
+    out = []
+    for at, wt in [(np.uint8, np.int8), (np.int8, np.int8)]:
+        a = q8(at, 4, 64)
+        a[:, ::2] = np.iinfo(at).max
+        b = q8(wt, 64, 5)
+        b[::2] = np.iinfo(wt).min
+        feeds = {"a": a, "b": b}
+        want = a.astype(np.int64) @ b.astype(np.int64)
+        out.append((f"MatMulInteger {np.dtype(at).name} x {np.dtype(wt).name} extreme values",
+                    model(helper.make_node("MatMulInteger", ["a", "b"], ["y"]), feeds, {"y": np.int32}), feeds,
+                    want))
+        x, w = q8(at, 1, 3, 6, 6), q8(wt, 4, 3, 3, 3)
+        xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+        want = np.zeros((1, 4, 6, 6), np.int64)
+        for i in range(6):
+            for j in range(6):
+                want[0, :, i, j] = np.einsum("chw,mchw->m", xp[0, :, i:i + 3, j:j + 3], w.astype(np.int64))
+        feeds = {"x": x, "w": w}
+        out.append((f"ConvInteger {np.dtype(at).name} x {np.dtype(wt).name} (ORT refuses)",
+                    model(helper.make_node("ConvInteger", ["x", "w"], ["y"], pads=[1] * 4), feeds, {"y": np.int32}),
+                    feeds, want))
+    return out
+
+
+def check_numpy(c):
+    name, m, feeds, want = c
+    for level in ("disabled", "all"):
+        got = common.kiln_run_model(m, feeds, level=level)["y"]
+        assert np.array_equal(got.astype(np.int64), want), f"{name} ({level}): differs from numpy"
+    return "exact"
+
+
+if __name__ == "__main__":
+    build()
+    items = [("ort", c) for c in CASES] + [("numpy", c) for c in numpy_cases()]
+    common.run_tests("quant-ops", items, lambda it: check(it[1]) if it[0] == "ort" else check_numpy(it[1]),
+                     workers=2, name=lambda it: it[1][0], desc=lambda it: it[1][0])
