@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs all of kiln's tests on a fresh machine: fetches the test data and the Python oracle
 # (scripts/fetch-data.sh), lavapipe for the GPU provider (scripts/gpu-env.sh) and the scripted
-# models (scripts/gen-models.sh: torch-exported transformers, skl2onnx/LightGBM), runs the Rust tests (the kernels also with their AVX2 and portable
+# models (scripts/gen-models.sh: torch-exported transformers, skl2onnx/LightGBM; scripts/gen-quant-models.sh:
+# the quantized set), runs the Rust tests (the kernels also with their AVX2 and portable
 # micro-kernels), a smoke run of the kernel micro-benchmarks, the ONNX Runtime / onnx oracle
 # tests over the real models and the node conformance suite, the Python package's tests, and a short fuzzing run. Ends with one summary line
 # `tests: N passed, M failed`; exits non-zero if anything failed.
@@ -29,6 +30,8 @@ step "fetch data" scripts/fetch-data.sh
 step "gpu env (lavapipe)" scripts/gpu-env.sh
 # torch/transformers/skl2onnx tooling and the models it makes, cached per machine (~/.cache/kiln).
 step "scripted models" scripts/gen-models.sh
+# The quantized set, made by ORT's own quantizers from the models above (cached per machine).
+step "quantized models" scripts/gen-quant-models.sh
 step "build kiln" cargo build --release --locked --bin kiln
 step "cargo test" cargo test --workspace --locked
 # The fast kernels pick a micro-kernel from the CPU; cap the choice to cover the other paths.
@@ -36,9 +39,10 @@ for isa in avx2 portable; do
   step "cargo test kernels (KILN_ISA=$isa)" env KILN_ISA=$isa cargo test --locked -p kiln-kernels -p kiln-ops
 done
 step "micro-benchmarks (smoke)" cargo bench --locked -p kiln-kernels --bench kernels -- --ms 5
+step "integer micro-benchmarks (smoke)" cargo bench --locked -p kiln-kernels --bench qgemm -- --ms 5
 step "op micro-benchmarks (smoke)" cargo bench --locked -p kiln-ops --bench ops -- --ms 5
 py="${KILN_CACHE:-$root/.cache}/venv/bin/python"
-for t in inspect roundtrip roundtrip_conformance shapes shapes_conformance models conformance optimize recurrent ml_ops attention_ops contrib_ops scripted_models; do
+for t in inspect roundtrip roundtrip_conformance shapes shapes_conformance models conformance optimize recurrent ml_ops attention_ops contrib_ops scripted_models quant_ops qdq_fusions quant_models; do
   step "python $t" "$py" "tests/python/test_$t.py"
 done
 step "python differential (2000 random graphs)" "$py" tests/python/test_differential.py --seeds 0:2000
@@ -47,6 +51,11 @@ step "python differential --ep wgpu,cpu (500 random graphs, lavapipe)" "$py" tes
 step "python numerics (normalizations offset by 1e4 vs ORT)" "$py" tests/python/test_numerics.py
 step "python models --level all" "$py" tests/python/test_models.py --level all
 step "python models (KILN_ISA=avx2)" env KILN_ISA=avx2 "$py" tests/python/test_models.py --level all
+# The integer kernels' other variants (VNNI is the default where the CPU has it).
+for isa in avx512 avx2 portable; do
+  step "python quant ops (KILN_ISA=$isa)" env KILN_ISA=$isa "$py" tests/python/test_quant_ops.py
+done
+step "python quant models (KILN_ISA=avx2)" env KILN_ISA=avx2 "$py" tests/python/test_quant_models.py
 step "python models --ep wgpu,cpu (lavapipe)" "$py" tests/python/test_models.py --level all --ep wgpu,cpu
 step "python scripted models --ep wgpu,cpu (lavapipe)" "$py" tests/python/test_scripted_models.py --ep wgpu,cpu
 # kiln's Python package: `pip install ./python` into a fresh virtualenv, then pytest against

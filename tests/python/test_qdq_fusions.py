@@ -1,0 +1,256 @@
+"""kiln's QDQ fusions (kiln-opt passes/qdq/) on small graphs written as ORT's quantizer writes
+them, each with:
+
+- positive cases: `kiln optimize --level extended` writes the fused op (QLinearConv,
+  QLinearMatMul, MatMulIntegerToFloat, QGemm, QLinearAdd/Mul, QLinearSigmoid, QLinearConcat,
+  QLinearAveragePool, DynamicQuantizeMatMul, data movement on 8-bit data, redundant pairs
+  removed);
+- must-not-fire cases: the float op stays, and the pass reports the reason (a weight that is not
+  a constant, a shared intermediate, mixed types, another Q scale, per-channel activations);
+- equivalence: kiln's run of the model (--level disabled and all) and ORT's run of the saved
+  optimized model equal ORT's run of the original within one quantization step.
+
+Prints `qdq-fusions: N passed, M failed`.
+"""
+import collections
+import json
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+rng = np.random.default_rng(3)
+F = TensorProto.FLOAT
+
+
+class G:
+    """A graph being written: initializers, nodes, float input x."""
+
+    def __init__(self):
+        self.nodes, self.inits, self.n = [], [], 0
+
+    def const(self, arr):
+        self.n += 1
+        name = f"c{self.n}"
+        self.inits.append(numpy_helper.from_array(np.asarray(arr), name))
+        return name
+
+    def node(self, op, ins, domain="", outs=1, **attrs):
+        self.n += 1
+        names = [f"v{self.n}_{i}" for i in range(outs)]
+        self.nodes.append(helper.make_node(op, ins, names, domain=domain, **attrs))
+        return names[0] if outs == 1 else names
+
+    def q(self, x, scale, zero):
+        return self.node("QuantizeLinear", [x, self.const(np.float32(scale)), self.const(zero)])
+
+    def dq(self, x, scale, zero, **attrs):
+        s = self.const(np.asarray(scale, np.float32))
+        return self.node("DequantizeLinear", [x, s, self.const(zero)], **attrs)
+
+    def qdq(self, x, scale, zero):
+        return self.dq(self.q(x, scale, zero), scale, zero)
+
+    def model(self, inputs, outputs):
+        """`inputs`: name -> shape (float) or (shape, element type)."""
+        typed = {n: (s if isinstance(s[0], tuple) else (s, F)) for n, s in inputs.items()}
+        ins = [helper.make_tensor_value_info(n, t, list(s)) for n, (s, t) in typed.items()]
+        outs = [helper.make_tensor_value_info(o, F, None) for o in outputs]
+        g = helper.make_graph(self.nodes, "g", ins, outs, self.inits)
+        return helper.make_model(g, ir_version=9, opset_imports=[helper.make_opsetid("", 19)])
+
+
+U8 = lambda v: np.uint8(v)  # noqa: E731
+S8 = lambda v: np.int8(v)  # noqa: E731
+
+
+def conv(bias=True, weight_const=True, share=False, bias_scale_ok=True):
+    g = G()
+    x = g.qdq("x", 0.02, U8(128))
+    w = rng.integers(-60, 61, (8, 4, 3, 3)).astype(np.int8)
+    ws = (rng.random(8) * 0.01 + 0.002).astype(np.float32)
+    inputs = {"x": (1, 4, 9, 9)}
+    feeds = {"x": rng.standard_normal((1, 4, 9, 9)).astype(np.float32)}
+    if weight_const:
+        wq = g.const(w)
+    else:
+        # The weights fed at run time.
+        wq = "w"
+        inputs["w"] = ((8, 4, 3, 3), TensorProto.INT8)
+        feeds["w"] = w
+    wd = g.dq(wq, ws, np.zeros(8, np.int8), axis=0)
+    ins = [x, wd]
+    if bias:
+        bs = ws * 0.02 * (1.0 if bias_scale_ok else 1.5)
+        ins.append(g.dq(g.const(rng.integers(-300, 300, 8).astype(np.int32)), bs, np.zeros(8, np.int32), axis=0))
+    y = g.node("Conv", ins, pads=[1, 1, 1, 1])
+    out = g.dq(g.q(y, 0.05, U8(120)), 0.05, U8(120))
+    outs = [out] + ([y] if share else [])
+    return g.model(inputs, outs), feeds
+
+
+def matmul(with_q=True, b_axis=1):
+    g = G()
+    a = g.qdq("a", 0.03, U8(130))
+    b = rng.integers(-60, 61, (16, 6)).astype(np.int8)
+    n = 6 if b_axis == 1 else 16
+    bd = g.dq(g.const(b), (rng.random(n) * 0.02 + 0.005).astype(np.float32), np.zeros(n, np.int8), axis=b_axis)
+    y = g.node("MatMul", [a, bd])
+    out = g.dq(g.q(y, 0.1, U8(128)), 0.1, U8(128)) if with_q else g.node("Relu", [y])
+    return g.model({"a": (3, 16)}, [out]), {"a": rng.standard_normal((3, 16)).astype(np.float32)}
+
+
+def gemm():
+    g = G()
+    a = g.qdq("a", 0.03, U8(130))
+    b = rng.integers(-60, 61, (5, 16)).astype(np.int8)
+    bs = (rng.random(5) * 0.02 + 0.005).astype(np.float32)
+    bd = g.dq(g.const(b), bs, np.zeros(5, np.int8), axis=0)
+    c = g.dq(g.const(rng.integers(-200, 200, 5).astype(np.int32)), bs * np.float32(0.03), np.zeros(5, np.int32),
+             axis=0)
+    y = g.node("Gemm", [a, bd, c], transB=1)
+    out = g.dq(g.q(y, 0.1, U8(128)), 0.1, U8(128))
+    return g.model({"a": (3, 16)}, [out]), {"a": rng.standard_normal((3, 16)).astype(np.float32)}
+
+
+def binary(op="Add", mixed=False):
+    g = G()
+    a = g.qdq("a", 0.02, U8(128))
+    b = g.qdq("b", 0.03, S8(3) if mixed else U8(100))
+    y = g.node(op, [a, b])
+    out = g.dq(g.q(y, 0.05, U8(128)), 0.05, U8(128))
+    f = lambda: rng.standard_normal((2, 3, 4)).astype(np.float32)  # noqa: E731
+    return g.model({"a": (2, 3, 4), "b": (2, 3, 4)}, [out]), {"a": f(), "b": f()}
+
+
+def unary(op, **attrs):
+    g = G()
+    x = g.qdq("x", 0.02, U8(128))
+    y = g.node(op, [x], **attrs)
+    out = g.dq(g.q(y, 0.01, U8(0)), 0.01, U8(0))
+    return g.model({"x": (1, 3, 6, 6)}, [out]), {"x": rng.standard_normal((1, 3, 6, 6)).astype(np.float32)}
+
+
+def concat():
+    g = G()
+    a, b = g.qdq("a", 0.02, U8(128)), g.qdq("b", 0.04, U8(110))
+    y = g.node("Concat", [a, b], axis=1)
+    out = g.dq(g.q(y, 0.03, U8(120)), 0.03, U8(120))
+    f = lambda c: rng.standard_normal((1, c, 4)).astype(np.float32)  # noqa: E731
+    return g.model({"a": (1, 2, 4), "b": (1, 3, 4)}, [out]), {"a": f(2), "b": f(3)}
+
+
+def movement(same=True):
+    g = G()
+    x = g.qdq("x", 0.02, U8(128))
+    y = g.node("Reshape", [x, g.const(np.array([3, 8], np.int64))])
+    out = g.dq(g.q(y, 0.02 if same else 0.03, U8(128)), 0.02, U8(128))
+    return g.model({"x": (2, 3, 4)}, [out]), {"x": rng.standard_normal((2, 3, 4)).astype(np.float32)}
+
+
+def pair():
+    g = G()
+    q = g.q("x", 0.02, U8(128))
+    out = g.dq(g.q(g.dq(q, 0.02, U8(128)), 0.02, U8(128)), 0.02, U8(128))
+    return g.model({"x": (5, 7)}, [out]), {"x": rng.standard_normal((5, 7)).astype(np.float32)}
+
+
+def dynamic(w_const=True):
+    g = G()
+    xq, xs, xz = g.node("DynamicQuantizeLinear", ["x"], outs=3)
+    wv = rng.integers(-60, 61, (16, 6)).astype(np.int8)
+    inputs = {"x": (4, 16)}
+    feeds = {"x": rng.standard_normal((4, 16)).astype(np.float32)}
+    if w_const:
+        w = g.const(wv)
+    else:
+        w = "w"
+        inputs["w"] = ((16, 6), TensorProto.INT8)
+        feeds["w"] = wv
+    mm = g.node("MatMulInteger", [xq, w, xz, g.const(np.int8(0))])
+    cast = g.node("Cast", [mm], to=TensorProto.FLOAT)
+    scale = g.node("Mul", [xs, g.const(np.float32(0.01))])
+    y = g.node("Mul", [cast, scale])
+    out = g.node("Add", [y, g.const(rng.standard_normal(6).astype(np.float32))])
+    return g.model(inputs, [out]), feeds
+
+
+# name, (model, feeds), ops that must be in the optimized model, ops that must not, a decline
+# reason that must be reported
+CASES = [
+    ("Conv -> QLinearConv", conv(), {"QLinearConv": 1}, ["Conv"], None),
+    ("Conv without bias -> QLinearConv", conv(bias=False), {"QLinearConv": 1}, ["Conv"], None),
+    ("Conv: weights not constant", conv(weight_const=False), {"Conv": 1}, ["QLinearConv"],
+     "weights are not a constant"),
+    ("Conv: output also read in float", conv(share=True), {"Conv": 1}, ["QLinearConv"], "graph output"),
+    ("Conv: bias scale not x_scale * w_scale", conv(bias_scale_ok=False), {"Conv": 1}, ["QLinearConv"],
+     "bias scale"),
+    ("MatMul -> QLinearMatMul", matmul(), {"QLinearMatMul": 1}, ["MatMul"], None),
+    ("MatMul -> MatMulIntegerToFloat", matmul(with_q=False), {"com.microsoft:MatMulIntegerToFloat": 1}, ["MatMul"],
+     None),
+    ("MatMul: B per row", matmul(b_axis=0), {"MatMul": 1}, ["QLinearMatMul"], "per channel other than per column"),
+    ("Gemm -> QGemm", gemm(), {"com.microsoft:QGemm": 1}, ["Gemm"], None),
+    ("Add -> QLinearAdd", binary(), {"com.microsoft:QLinearAdd": 1}, ["Add"], None),
+    ("Mul -> QLinearMul", binary("Mul"), {"com.microsoft:QLinearMul": 1}, ["Mul"], None),
+    ("Add: u8 + s8", binary(mixed=True), {"Add": 1}, ["com.microsoft:QLinearAdd"], "one 8-bit type"),
+    ("Sigmoid -> QLinearSigmoid", unary("Sigmoid"), {"com.microsoft:QLinearSigmoid": 1}, ["Sigmoid"], None),
+    ("AveragePool -> QLinearAveragePool", unary("AveragePool", kernel_shape=[3, 3], pads=[1] * 4),
+     {"com.microsoft:QLinearAveragePool": 1}, ["AveragePool"], None),
+    ("GlobalAveragePool -> QLinearGlobalAveragePool", unary("GlobalAveragePool"),
+     {"com.microsoft:QLinearGlobalAveragePool": 1}, ["GlobalAveragePool"], None),
+    ("Concat -> QLinearConcat", concat(), {"com.microsoft:QLinearConcat": 1}, ["Concat"], None),
+    ("Reshape on 8-bit data", movement(), {"Reshape": 1}, [], None),
+    ("Reshape: Q scale differs", movement(same=False), {"Reshape": 1}, [], "scale, zero point or type"),
+    ("redundant Q(DQ(x)) removed", pair(), {"QuantizeLinear": 1, "DequantizeLinear": 1}, [], None),
+    ("dynamic -> DynamicQuantizeMatMul", dynamic(), {"com.microsoft:DynamicQuantizeMatMul": 1},
+     ["MatMulInteger", "DynamicQuantizeLinear", "Add"], None),
+    ("dynamic: W not constant", dynamic(w_const=False), {"MatMulInteger": 1},
+     ["com.microsoft:DynamicQuantizeMatMul"], "not a constant"),
+]
+
+
+def op_counts(m):
+    return collections.Counter(f"{n.domain}:{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+                               for n in m.graph.node)
+
+
+def check(case):
+    name, (m, feeds), want, absent, reason = case
+    ref = common.ort_session(m)
+    names = [o.name for o in ref.get_outputs()]
+    expect = ref.run(names, feeds)
+    with tempfile.TemporaryDirectory(prefix="kiln-qdq-") as tmp:
+        src, out = os.path.join(tmp, "m.onnx"), os.path.join(tmp, "opt.onnx")
+        onnx.save(m, src)
+        report = common.kiln_json("optimize", src, "-o", out, "--level", "extended", "--json")
+        have = op_counts(onnx.load(out))
+        for op, n in want.items():
+            assert have[op] == n, f"optimized model has {have[op]} {op}, want {n}: {dict(have)}"
+        for op in absent:
+            assert have[op] == 0, f"optimized model still has {op}: {dict(have)}"
+        if reason:
+            declined = [d["reason"] for p in report["passes"] for d in p.get("declined", [])]
+            assert any(reason in r for r in declined), f"no decline mentions {reason!r}: {declined}"
+        saved = common.ort_session(out).run(names, feeds)
+        runs = [("saved, in ORT", saved)]
+        for level in ("disabled", "all"):
+            got = common.kiln_run_model(src, feeds, level=level)
+            runs.append((f"kiln {level}", [got[n] for n in names]))
+        worst = 0.0
+        for label, got in runs:
+            for n, g, w in zip(names, got, expect):
+                # One quantization step of the output (the last DQ's scale) at most.
+                step = 0.1 if "MatMul" in name or "Gemm" in name else 0.05
+                d = float(np.abs(g.astype(np.float64) - w).max()) if w.size else 0.0
+                assert d <= step * 1.001 + 1e-6, f"{label} {n}: differs from ORT by {d:.4g} (> one step {step})"
+                worst = max(worst, d / step)
+    return f"worst {worst:.2f} of a step"
+
+
+if __name__ == "__main__":
+    common.run_tests("qdq-fusions", CASES, check, workers=2, name=lambda c: c[0], desc=lambda c: c[0])
