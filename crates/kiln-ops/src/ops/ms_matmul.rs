@@ -1,7 +1,8 @@
 //! com.microsoft's quantized matrix products: MatMulNBits (blockwise 2-8-bit weights with
-//! per-block scales and zero points, as weight-only quantizers write them), MatMulIntegerToFloat
-//! and DynamicQuantizeMatMul (8-bit operands, float result). Each dequantizes to f32 and runs
-//! the float GEMM; the weights are small next to the activations of the models that use them.
+//! per-block scales and zero points, as weight-only quantizers write them), and the reference
+//! MatMulIntegerToFloat / DynamicQuantizeMatMul (8-bit operands, float result) for the shapes
+//! the integer kernels of `quant/qmatmul.rs` do not take. Each dequantizes to f32 and runs the
+//! float GEMM.
 use kiln_ir::{DataType, Dim};
 
 use super::linalg::{filled, gemm, Mat};

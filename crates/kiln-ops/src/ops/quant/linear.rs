@@ -39,7 +39,7 @@ fn int_range(dt: DataType) -> Option<(f64, f64)> {
 }
 
 /// `v` rounded to the precision of the float type `dt` (what numpy computes in that type).
-fn round_to(dt: DataType, v: f64) -> f64 {
+pub(super) fn round_to(dt: DataType, v: f64) -> f64 {
     match dt {
         DataType::F32 => v as f32 as f64,
         DataType::F16 => f16::from_f64(v).to_f64(),

@@ -178,10 +178,65 @@ pub(crate) fn quantize_f32(v: f32, scale: f32, zero: i32, signed: bool) -> u8 {
     q as i32 as u8
 }
 
-/// Runs another op's reference kernel on the given inputs.
+/// Requantization factors `a · b[j] / y` for `n` channels and whether they are float32. With
+/// float32 scales they are computed in f32 as ORT does, and a sum requantizes as
+/// `f32(acc) · factor`; with float16 or bfloat16 scales (ONNX from opset 21) they are computed in
+/// that type, as numpy does, and the product is taken in f64.
+pub(crate) fn factors(sa: &Tensor, sb: &Tensor, sy: &Tensor, n: usize) -> Result<(Vec<f64>, bool)> {
+    let dt = sa.dtype();
+    if sb.dtype() != dt || sy.dtype() != dt || !dt.is_float() {
+        return Err(format!(
+            "scales must share one float type, got {}, {} and {}",
+            sa.dtype(),
+            sb.dtype(),
+            sy.dtype()
+        ));
+    }
+    let (a, b, y) = (sa.to_f64s()?, sb.to_f64s()?, sy.to_f64s()?);
+    let (&[a0], &[y0]) = (a.as_slice(), y.as_slice()) else {
+        return Err("the input and output scales must be scalars".into());
+    };
+    let b = per_channel(&b, n, "the weights' scale")?;
+    let f32s = dt == DataType::F32;
+    let f = b
+        .iter()
+        .map(|&bv| {
+            if f32s {
+                ((a0 as f32 * bv as f32) / y0 as f32) as f64
+            } else {
+                linear::round_to(dt, linear::round_to(dt, a0 * bv) / y0)
+            }
+        })
+        .collect();
+    Ok((f, f32s))
+}
+
+/// One sum requantized by a factor from [`factors`].
+#[inline]
+pub(crate) fn requant(acc: i32, factor: f64, f32s: bool, zero: i32, signed: bool) -> u8 {
+    let (lo, hi) = if signed { (-128, 127) } else { (0, 255) };
+    if f32s {
+        kiln_kernels::qgemm::requantize(acc, factor as f32, zero, lo, hi) as u8
+    } else {
+        ((acc as f64 * factor).round_ties_even() + zero as f64).clamp(lo as f64, hi as f64) as i32
+            as u8
+    }
+}
+
+/// Runs another op's reference kernel on the given inputs (at the node's opset, 13 at least).
 pub(crate) fn call(
     ctx: &KernelCtx,
     op: &str,
+    attrs: &[kiln_ir::Attribute],
+    inputs: &[Option<&Tensor>],
+) -> Result<Tensor> {
+    call_op(op, ctx.opset.max(13), attrs, inputs)
+}
+
+/// Runs an ONNX op's reference kernel at `opset`.
+pub(crate) fn call_op(
+    op: &str,
+    opset: i64,
     attrs: &[kiln_ir::Attribute],
     inputs: &[Option<&Tensor>],
 ) -> Result<Tensor> {
@@ -193,7 +248,7 @@ pub(crate) fn call(
     let sub = KernelCtx {
         op_type: op,
         domain: "",
-        opset: ctx.opset.max(13),
+        opset,
         attrs,
         inputs: vals.iter().map(|v| v.as_ref()).collect(),
         num_outputs: 1,

@@ -196,7 +196,9 @@ fn run(ctx: &KernelCtx, packed: Option<&[QWeights]>) -> Result<Vec<Value>> {
     let (x, w) = (ctx.tensor(0)?, ctx.tensor(3)?);
     let group = ctx.int_attr("group", 1).max(1) as usize;
     let geom = Geom::new(ctx, &x.shape, &w.shape, last)?;
-    let Some(g) = geom.filter(|g| fast_groups(w, g.group) && g.k() <= kiln_kernels::qgemm::MAX_K)
+    let f32_scales = ctx.tensor(1)?.dtype() == kiln_ir::DataType::F32;
+    let Some(g) = geom
+        .filter(|g| f32_scales && fast_groups(w, g.group) && g.k() <= kiln_kernels::qgemm::MAX_K)
     else {
         return reference(ctx, last);
     };
@@ -373,19 +375,15 @@ fn reference(ctx: &KernelCtx, last: bool) -> Result<Vec<Value>> {
             _ => return Err(format!("B must be int32 with {m} values")),
         },
     };
-    let sx = scale(sx, "x_scale")?;
-    let sw = per_channel(&scales(sw, "w_scale")?, m, "w_scale")?;
-    let sy = scale(ctx.tensor(6)?, "y_scale")?;
+    let (f, f32s) = super::factors(sx, sw, ctx.tensor(6)?, m)?;
     let signed = out_signed(ctx, 7)?;
     let zy = zero(ctx.opt_tensor(7)?, signed, "y_zero_point")?;
-    let (lo, hi) = if signed { (-128, 127) } else { (0, 255) };
     let out: Vec<u8> = acc_v
         .iter()
         .enumerate()
         .map(|(i, &v)| {
             let c = (i / plane.max(1)) % m;
-            let s = (sx * sw[c]) / sy;
-            kiln_kernels::qgemm::requantize(v.wrapping_add(bias[c]), s, zy, lo, hi) as u8
+            super::requant(v.wrapping_add(bias[c]), f[c], f32s, zy, signed)
         })
         .collect();
     let y = tensor_of(acc.shape.clone(), out, signed);
@@ -414,20 +412,5 @@ fn permute(t: &Tensor, to_first: bool) -> Result<Tensor> {
 
 fn call_transpose(t: &Tensor, perm: &[i64]) -> Result<Tensor> {
     let attrs = [kiln_ir::Attribute::ints("perm", perm)];
-    let v = Value::Tensor(t.clone());
-    let ctx = KernelCtx {
-        op_type: "Transpose",
-        domain: "",
-        opset: 13,
-        attrs: &attrs,
-        inputs: vec![Some(&v)],
-        num_outputs: 1,
-        subgraphs: None,
-    };
-    let f = crate::ops::kernel_fn("", "Transpose").ok_or("no Transpose kernel")?;
-    f(&ctx)?
-        .into_iter()
-        .next()
-        .and_then(Value::into_tensor)
-        .ok_or_else(|| "Transpose gave no tensor".into())
+    super::call_op("Transpose", 13, &attrs, &[Some(t)])
 }

@@ -161,24 +161,19 @@ fn reference(ctx: &KernelCtx, kind: Kind) -> Result<Vec<Value>> {
         Kind::QLinear => {
             let (a, sa, az) = (ctx.tensor(0)?, ctx.tensor(1)?, ctx.opt_tensor(2)?);
             let (b, sb, bz) = (ctx.tensor(3)?, ctx.tensor(4)?, ctx.opt_tensor(5)?);
-            let (sy, yz) = (scale(ctx.tensor(6)?, "y_scale")?, ctx.opt_tensor(7)?);
+            let (sy, yz) = (ctx.tensor(6)?, ctx.opt_tensor(7)?);
             let signed = out_signed(ctx, 7)?;
             let zy = zero(yz, signed, "y_zero_point")?;
             let acc = call(ctx, "MatMulInteger", &[], &[Some(a), Some(b), az, bz])?;
             let Data::I32(acc_v) = &acc.data else {
                 return Err("MatMulInteger gave no int32".into());
             };
-            let n = *acc.shape.last().unwrap_or(&1);
-            let sa = scale(sa, "a_scale")?;
-            let sb = per_channel(&scales(sb, "b_scale")?, n, "b_scale")?;
-            let (lo, hi) = if signed { (-128, 127) } else { (0, 255) };
+            let n = (*acc.shape.last().unwrap_or(&1)).max(1);
+            let (f, f32s) = super::factors(sa, sb, sy, n)?;
             let out: Vec<u8> = acc_v
                 .iter()
                 .enumerate()
-                .map(|(i, &v)| {
-                    let s = (sa * sb[i % n.max(1)]) / sy;
-                    kiln_kernels::qgemm::requantize(v, s, zy, lo, hi) as u8
-                })
+                .map(|(i, &v)| super::requant(v, f[i % n], f32s, zy, signed))
                 .collect();
             one(tensor_of(acc.shape.clone(), out, signed))
         }
@@ -207,6 +202,10 @@ fn run(ctx: &KernelCtx, kind: Kind, packed: Option<&QWeights>) -> Result<Vec<Val
             _ => return reference(ctx, kind),
         }
     };
+    if kind == Kind::QLinear && ctx.tensor(1)?.dtype() != kiln_ir::DataType::F32 {
+        // Scales in float16 / bfloat16: the reference computes in their type.
+        return reference(ctx, kind);
+    }
     let tr = |name: &str| kind == Kind::QGemm && ctx.int_attr(name, 0) != 0;
     let (ta, tb) = (tr("transA"), tr("transB"));
     // Shapes: A [..., M, K] with B [K, N] or B [..., K, N] of the same batch.

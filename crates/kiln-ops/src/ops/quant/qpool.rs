@@ -248,22 +248,7 @@ fn permute(t: &Tensor, perm: &[usize]) -> Result<Tensor> {
 }
 
 fn call_with(t: &Tensor, op: &str, attrs: &[Attribute]) -> Result<Tensor> {
-    let v = Value::Tensor(t.clone());
-    let ctx = KernelCtx {
-        op_type: op,
-        domain: "",
-        opset: 13,
-        attrs,
-        inputs: vec![Some(&v)],
-        num_outputs: 1,
-        subgraphs: None,
-    };
-    let f = crate::ops::kernel_fn("", op).ok_or_else(|| format!("no {op} kernel"))?;
-    f(&ctx)?
-        .into_iter()
-        .next()
-        .and_then(Value::into_tensor)
-        .ok_or_else(|| format!("{op} gave no tensor"))
+    super::call_op(op, 13, attrs, &[Some(t)])
 }
 
 fn concat(ctx: &KernelCtx) -> Result<Vec<Value>> {
