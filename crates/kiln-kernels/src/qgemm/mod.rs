@@ -12,6 +12,7 @@
 //! or requantizes them to u8/s8 with ONNX Runtime's rounding: `f32(acc + bias) · scale`, rounded
 //! half to even, plus the output zero point, saturated.
 mod dot;
+pub mod nbits;
 mod tile;
 
 use std::sync::OnceLock;

@@ -114,6 +114,7 @@ pub fn prepare_fn(domain: &str, op_type: &str) -> Option<crate::kernel::PrepareF
             Some(quant::prepare)
         }
         ("com.microsoft", "Attention") => Some(ms_attention::prepare),
+        ("com.microsoft", "MatMulNBits") => Some(ms_matmul::prepare_nbits),
         (kiln_fused::DOMAIN, "NchwcConv") => Some(kiln_nchwc::prepare),
         _ => None,
     }

@@ -96,6 +96,93 @@ fn as_type(t: Tensor, dt: DataType) -> Result<Tensor> {
     ))
 }
 
+/// 4-bit weights at accuracy level 4, unpacked once for the int8 kernel (AVX512-VNNI).
+struct PreparedNbits {
+    w: kiln_kernels::qgemm::nbits::Q4Weights,
+    shape: Vec<usize>,
+}
+
+/// MatMulNBits with constant 4-bit weights, float32 scales and packed (or no) zero points, at
+/// accuracy level 4 (int8 compute allowed), on a CPU with the kernel.
+pub fn prepare_nbits(
+    ctx: &crate::kernel::PrepareCtx,
+) -> Option<Box<dyn crate::kernel::PreparedKernel>> {
+    use kiln_ir::AttrList;
+    let attr = |n: &str| ctx.attrs.get_int(n);
+    if attr("bits").unwrap_or(4) != 4 || attr("accuracy_level").unwrap_or(0) != 4 {
+        return None;
+    }
+    let (k, n, block) = (
+        usize::try_from(attr("K")?).ok()?,
+        usize::try_from(attr("N")?).ok()?,
+        usize::try_from(attr("block_size")?).ok()?,
+    );
+    if block < 16 || !block.is_power_of_two() || ctx.optional_constant(4)?.is_some() {
+        return None;
+    }
+    let b = ctx.constant(1)?;
+    let Data::U8(raw) = &b.data else { return None };
+    let Data::F32(scales) = &ctx.constant(2)?.data else {
+        return None;
+    };
+    let blocks = k.div_ceil(block);
+    let blob = block / 2;
+    if raw.len() != n * blocks * blob || scales.len() != n * blocks {
+        return None;
+    }
+    let zp = ctx.optional_constant(3)?;
+    let zp_raw: Option<&Vec<u8>> = match zp.map(|t| &t.data) {
+        None => None,
+        Some(Data::U8(z)) if z.len() >= n * blocks.div_ceil(2) => Some(z),
+        Some(_) => return None,
+    };
+    let zrow = blocks.div_ceil(2);
+    let w = kiln_kernels::qgemm::nbits::Q4Weights::pack(
+        n,
+        k,
+        block,
+        |c, kk| {
+            let (bl, i) = (kk / block, kk % block);
+            (raw[(c * blocks + bl) * blob + i / 2] >> ((i % 2) * 4)) & 15
+        },
+        |c, bl| scales[c * blocks + bl],
+        |c, bl| match zp_raw {
+            None => 8,
+            Some(z) => ((z[c * zrow + bl / 2] >> ((bl % 2) * 4)) & 15) as i32,
+        },
+    )?;
+    Some(Box::new(PreparedNbits {
+        w,
+        shape: b.shape.clone(),
+    }))
+}
+
+impl crate::kernel::PreparedKernel for PreparedNbits {
+    fn run(&self, ctx: &KernelCtx) -> Result<Vec<Value>> {
+        let a = ctx.tensor(0)?;
+        let Data::F32(av) = &a.data else {
+            return run_nbits(ctx);
+        };
+        let (k, n) = (self.w.k(), self.w.n());
+        if ctx.tensor(1)?.shape != self.shape || a.shape.last() != Some(&k) {
+            return run_nbits(ctx);
+        }
+        let bias = match ctx.opt_tensor(5)? {
+            None => None,
+            Some(t) => match &t.data {
+                Data::F32(v) if v.len() == n => Some(v.clone()),
+                _ => return run_nbits(ctx),
+            },
+        };
+        let m = av.len() / k;
+        let mut y = filled(m * n, 0f32)?;
+        kiln_kernels::qgemm::nbits::q4_matmul(av, m, &self.w, bias.as_deref(), &mut y);
+        let mut shape = a.shape.clone();
+        *shape.last_mut().expect("rank >= 1") = n;
+        one(Tensor::from_vec(shape, y))
+    }
+}
+
 fn run_nbits(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let a = ctx.tensor(0)?;
     let qb = ctx.tensor(1)?;
