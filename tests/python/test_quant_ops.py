@@ -163,6 +163,13 @@ def build():
                  "ys": np.array(1 / 256, np.float32), "yz": np.array(-128 if t == np.int8 else 0, t)}
         node = helper.make_node("QLinearSoftmax", list(feeds), ["y"], domain=MS, axis=-1, opset=13)
         case(f"QLinearSoftmax {tag}", node, feeds, {"y": t})
+        # Over a middle axis (YOLO's DFL head: rows of 16 strided by the rest), and opset 12's
+        # flattened semantics.
+        feeds = dict(feeds, x=q8(t, 1, 16, 4, 21))
+        node = helper.make_node("QLinearSoftmax", list(feeds), ["y"], domain=MS, axis=1, opset=13)
+        case(f"QLinearSoftmax {tag} axis 1", node, feeds, {"y": t})
+        node = helper.make_node("QLinearSoftmax", list(feeds), ["y"], domain=MS, axis=2, opset=12)
+        case(f"QLinearSoftmax {tag} axis 2 opset 12", node, feeds, {"y": t})
         feeds = {"x": q8(t, 2, 5, 9, 7), "xs": scale(), "xz": zp(t), "ys": scale(), "yz": zp(t)}
         case(f"QLinearGlobalAveragePool {tag}",
              helper.make_node("QLinearGlobalAveragePool", list(feeds), ["y"], domain=MS), feeds, {"y": t})

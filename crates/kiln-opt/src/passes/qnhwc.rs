@@ -91,6 +91,102 @@ impl Layout {
         Ok(())
     }
 
+    /// Split along channels: the same Split along the last axis of the twin, each part a twin.
+    fn split(&mut self, g: &mut Graph, id: NodeId) -> Result<bool, IrError> {
+        let n = g.node(id);
+        let Some(t) = n.input(0).and_then(|v| self.twins.get(&v).copied()) else {
+            return Ok(false);
+        };
+        let axis = n.attrs.get_int("axis").unwrap_or(0);
+        if !(axis == 1 || axis == -3) || n.outputs().iter().any(|o| o.is_none()) {
+            return Ok(false);
+        }
+        let outs: Vec<ValueId> = n.outputs().iter().flatten().copied().collect();
+        if !outs.iter().all(|&o| rank4(g, o)) {
+            return Ok(false);
+        }
+        let mut inputs = n.inputs().to_vec();
+        inputs[0] = Some(t);
+        let mut attrs = n.attrs.clone();
+        attrs.retain(|a| a.name != "axis");
+        attrs.push(Attribute::int("axis", 3));
+        let name = n.name.clone();
+        let twins: Vec<ValueId> = outs
+            .iter()
+            .map(|&o| Self::new_twin(g, o))
+            .collect::<Result<_, _>>()?;
+        let new = Node::new(&name, "Split", "")
+            .with_inputs(&inputs)
+            .with_outputs(&twins.iter().map(|&t| Some(t)).collect::<Vec<_>>())
+            .with_attrs(attrs);
+        let old = g.detach_node(id);
+        if let Err(e) = g.add_node(new) {
+            g.add_node(old)?;
+            return Err(e);
+        }
+        for (&o, &tw) in outs.iter().zip(&twins) {
+            Self::transpose(g, tw, o, &TO_FIRST)?;
+            self.twins.insert(o, tw);
+        }
+        Ok(true)
+    }
+
+    /// A nearest Resize of 8-bit data by constant scales that keep batch and channels: the same
+    /// Resize on the twin with the scales in channels-last order.
+    fn resize(&mut self, g: &mut Graph, id: NodeId) -> Result<bool, IrError> {
+        let n = g.node(id);
+        let Some(t) = n.input(0).and_then(|v| self.twins.get(&v).copied()) else {
+            return Ok(false);
+        };
+        if n.attrs.get_str("mode").unwrap_or("nearest") != "nearest"
+            || n.attrs.get_ints("axes").is_some()
+            || n.inputs().len() > 4
+        {
+            return Ok(false);
+        }
+        // Scales (input 2) or sizes (input 3), a constant of four values.
+        let (slot, vals) = match (n.input(2), n.input(3)) {
+            (Some(s), None) => match g.constant(s).and_then(|c| c.to_f64_vec()) {
+                Some(v) if v.len() == 4 && v[0] == 1.0 && v[1] == 1.0 => (2, v),
+                _ => return Ok(false),
+            },
+            (None | Some(_), Some(z)) => match g.constant(z).and_then(|c| c.to_f64_vec()) {
+                Some(v) if v.len() == 4 => (3, v),
+                _ => return Ok(false),
+            },
+            _ => return Ok(false),
+        };
+        let src = n.input(slot).expect("checked");
+        let tensor = g.constant(src).expect("checked").clone();
+        let perm = [vals[0], vals[2], vals[3], vals[1]];
+        let permuted = match tensor.dtype {
+            kiln_ir::DataType::F32 => kiln_ir::Tensor::from_f32(
+                vec![4],
+                &perm.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+            ),
+            kiln_ir::DataType::I64 => kiln_ir::Tensor::from_i64(
+                vec![4],
+                &perm.iter().map(|&v| v as i64).collect::<Vec<_>>(),
+            ),
+            _ => return Ok(false),
+        };
+        let name = g.unique_name(&format!("{}_nhwc", g.value(src).name));
+        let c = g.add_initializer(&name, permuted)?;
+        let n = g.node(id);
+        let mut inputs = n.inputs().to_vec();
+        inputs[0] = Some(t);
+        inputs[slot] = Some(c);
+        let attrs = n.attrs.clone();
+        let (op_name, out) = (n.name.clone(), n.output(0).expect("checked"));
+        let tw = Self::new_twin(g, out)?;
+        let new = Node::new(&op_name, "Resize", "")
+            .with_inputs(&inputs)
+            .with_outputs(&[Some(tw)])
+            .with_attrs(attrs);
+        self.swap(g, id, new, out, tw)?;
+        Ok(true)
+    }
+
     /// `n` rewritten to read `inputs` and write a new twin of its output.
     fn rewrite(
         &mut self,
@@ -149,6 +245,12 @@ impl Layout {
     /// The element-wise ops, the global pool and channel Concats on twins.
     fn follow(&mut self, g: &mut Graph, id: NodeId) -> Result<bool, IrError> {
         let n = g.node(id);
+        if super::util::is_onnx(n, "Split") {
+            return self.split(g, id);
+        }
+        if super::util::is_onnx(n, "Resize") && n.input(0).is_some_and(|v| rank4(g, v)) {
+            return self.resize(g, id);
+        }
         let Some(out) = n.output(0) else {
             return Ok(false);
         };
@@ -202,6 +304,20 @@ impl Layout {
                 .with_attrs(attrs);
             self.swap(g, id, new, out, tw)?;
             return Ok(true);
+        } else if super::util::is_onnx(n, "Concat") {
+            // 8-bit data whose Q/DQ pairs were dropped: a plain Concat along channels.
+            let axis = n.attrs.get_int("axis").unwrap_or(0);
+            if !(axis == 1 || axis == -3) {
+                return Ok(false);
+            }
+            for i in 0..n.inputs().len() {
+                match twin(i) {
+                    Some(t) => inputs[i] = Some(t),
+                    None => return Ok(false),
+                }
+            }
+            attrs.retain(|a| a.name != "axis");
+            attrs.push(Attribute::int("axis", 3));
         } else if ms(n, "QLinearConcat") {
             let axis = n.attrs.get_int("axis").unwrap_or(0);
             if !(axis == 1 || axis == -3) {

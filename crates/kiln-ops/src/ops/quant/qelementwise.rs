@@ -241,19 +241,21 @@ fn softmax(ctx: &KernelCtx) -> Result<Vec<Value>> {
         .map(|b| x.scale * (byte_value(b as u8, x.signed) - x.zero) as f32)
         .collect();
     let mut out = vec![0u8; x.v.len()];
-    if inner == 1 && len > 0 {
-        // Contiguous rows: dequantize through the table, the vectorized Softmax, quantize.
+    if len > 0 && inner > 0 {
+        // One block of `len` rows × `inner` lanes at a time (a contiguous row when inner is 1):
+        // dequantize through the table, the vectorized Softmax, quantize.
         use rayon::prelude::*;
-        out.par_chunks_mut(len)
-            .zip(x.v.par_chunks(len))
+        let blk = len * inner;
+        out.par_chunks_mut(blk)
+            .zip(x.v.par_chunks(blk))
             .for_each_init(
-                || vec![0f32; len],
-                |row, (o, src)| {
-                    for (r, &b) in row.iter_mut().zip(src) {
+                || vec![0f32; blk],
+                |buf, (o, src)| {
+                    for (r, &b) in buf.iter_mut().zip(src) {
                         *r = deq[b as usize];
                     }
-                    kiln_kernels::vecmath::softmax_block(row, 1);
-                    kiln_kernels::qvec::quantize(row, y.0, y.1, y.2, o);
+                    kiln_kernels::vecmath::softmax_block(buf, inner);
+                    kiln_kernels::qvec::quantize(buf, y.0, y.1, y.2, o);
                 },
             );
         let _ = outer;
