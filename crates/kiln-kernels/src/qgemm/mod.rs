@@ -117,6 +117,9 @@ impl std::error::Error for QError {}
 /// packed representation.
 pub struct QWeights {
     pub(crate) isa: QIsa,
+    /// Columns per panel: the ISA's width, or 16 on AVX-512 for at most 16 columns (a narrow
+    /// layer would leave half of each 32-column panel empty).
+    pub(crate) nr: usize,
     pub(crate) k: usize,
     pub(crate) n: usize,
     /// K rounded up to the step.
@@ -142,7 +145,8 @@ impl QWeights {
                 "K = {k}, N = {n} outside the integer kernels' range"
             )));
         }
-        let (g, _, bb, nr) = isa.shape();
+        let (g, _, bb, wide) = isa.shape();
+        let nr = if wide == 32 && n <= 16 { 16 } else { wide };
         let kp = k.div_ceil(g) * g;
         let panels = n.div_ceil(nr);
         // VNNI's B operand is signed: u8 weights move down by 128, with their zero point.
@@ -167,6 +171,7 @@ impl QWeights {
         let any_zb = zb.iter().any(|&z| z != 0);
         Ok(QWeights {
             isa,
+            nr,
             k,
             n,
             kp,

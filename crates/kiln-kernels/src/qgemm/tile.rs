@@ -49,7 +49,7 @@ pub fn qgemm(a: &QInput, w: &QWeights, out: QOutput, rs: usize, cs: usize) -> Re
         return Err(QError("A's buffer is shorter than its rows".into()));
     }
     let last = (a.m - 1) * rs + (w.n - 1) * cs;
-    let (_, _, _, nr) = w.isa.shape();
+    let nr = w.nr;
     let panels = w.n.div_ceil(nr);
     let padded = panels * nr;
     let per_col = |v: Option<&[f32]>, what: &str, none: f32| -> Result<Vec<f32>, QError> {
@@ -178,12 +178,21 @@ mod x86 {
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) unsafe fn vnni(job: &Job, rows: Range<usize>, pans: Range<usize>) {
-        task::<Vnni512, 8, 2, 32>(job, rows, pans)
+        // One vector of columns: more rows share each weight load.
+        if job.w.nr == 16 {
+            task::<Vnni512, 16, 1, 16>(job, rows, pans)
+        } else {
+            task::<Vnni512, 8, 2, 32>(job, rows, pans)
+        }
     }
 
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn bw(job: &Job, rows: Range<usize>, pans: Range<usize>) {
-        task::<Bw512, 8, 2, 32>(job, rows, pans)
+        if job.w.nr == 16 {
+            task::<Bw512, 16, 1, 16>(job, rows, pans)
+        } else {
+            task::<Bw512, 8, 2, 32>(job, rows, pans)
+        }
     }
 
     #[target_feature(enable = "avx2")]
@@ -202,7 +211,7 @@ unsafe fn task<D: QDot, const MR: usize, const NV: usize, const NR: usize>(
     let (a, w) = (job.a, job.w);
     let nr = NR;
     debug_assert_eq!(NR, NV * D::W);
-    debug_assert_eq!(nr, w.isa.shape().3);
+    debug_assert_eq!(nr, w.nr);
     let kp = w.kp;
     let steps = kp / D::G;
     let m = rows.len();
