@@ -17,6 +17,7 @@ mod gelu;
 mod nchwc;
 pub(crate) mod qdq;
 mod qnhwc;
+mod qsilu;
 mod quick_gelu;
 mod skip_layer_norm;
 mod space_to_depth;
@@ -59,6 +60,7 @@ pub fn all() -> Vec<Box<dyn Pass>> {
         // All: attention blocks as one kernel (in a session), then the layout, once every
         // fusion has run.
         Box::new(attention::AttentionFusion),
+        Box::new(qsilu::QuantSilu),
         Box::new(qnhwc::QuantNhwc),
         Box::new(nchwc::NchwcLayout),
     ]

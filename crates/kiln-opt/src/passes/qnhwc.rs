@@ -199,7 +199,8 @@ impl Layout {
         let out = n.output(0).expect("checked");
         let (name, op, domain) = (n.name.clone(), n.op_type.clone(), n.domain.clone());
         let twin = Self::new_twin(g, out)?;
-        let domain = if domain.is_empty() {
+        // Only QLinearConv changes domain (with `channels_last`); ONNX ops stay ONNX ops.
+        let domain = if domain.is_empty() && op == "QLinearConv" {
             "com.microsoft".to_string()
         } else {
             domain
@@ -260,7 +261,8 @@ impl Layout {
         let twin = |i: usize| n.input(i).and_then(|v| self.twins.get(&v).copied());
         let mut inputs = n.inputs().to_vec();
         let mut attrs = n.attrs.clone();
-        if ms(n, "QLinearSigmoid") || ms(n, "QLinearLeakyRelu") {
+        let silu = n.domain == kiln_ops::ops_domain::KILN && n.op_type == "QLinearSiLU";
+        if ms(n, "QLinearSigmoid") || ms(n, "QLinearLeakyRelu") || silu {
             let Some(t) = twin(0) else { return Ok(false) };
             inputs[0] = Some(t);
         } else if ms(n, "QLinearAdd") || ms(n, "QLinearMul") {
@@ -363,8 +365,14 @@ impl Pass for QuantNhwc {
         let order = ctx.model.graph.order().to_vec();
         let mut changed = false;
         for id in order {
-            if !ctx.model.graph.contains_node(id) || (ctx.provider_of)(id).as_deref() != Some("cpu")
-            {
+            if !ctx.model.graph.contains_node(id) {
+                continue;
+            }
+            // A kiln op written in this phase (the SiLU table) has no provider yet; only the CPU
+            // runs kiln's ops.
+            let provider = (ctx.provider_of)(id);
+            let kiln_op = ctx.model.graph.node(id).domain == kiln_ops::ops_domain::KILN;
+            if provider.as_deref() != Some("cpu") && !(provider.is_none() && kiln_op) {
                 continue;
             }
             let n = ctx.model.graph.node(id);

@@ -12,6 +12,9 @@ use crate::kernel::{broadcast_shape, one, zip_broadcast, KernelCtx, KernelFn, Re
 use crate::value::{Data, Tensor, Value};
 
 pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
+    if domain == crate::ops::kiln_fused::DOMAIN && op_type == "QLinearSiLU" {
+        return Some(silu);
+    }
     if domain != "com.microsoft" {
         return None;
     }
@@ -203,6 +206,34 @@ fn table(x: &Q, y: (f32, i32, bool), f: impl Fn(f32) -> f32) -> [u8; 256] {
         *e = quantize_f32(f(d), y.0, y.1, y.2);
     }
     t
+}
+
+/// ai.kiln QLinearSiLU: `QLinearMul(x, QLinearSigmoid(x))` as one table (a session's fusion of
+/// YOLO's quantized SiLU). Inputs: X, its scale and zero point, the Sigmoid output's scale and
+/// zero point, Y's scale and zero point. The table is built with the two ops' own arithmetic,
+/// so the result is theirs exactly.
+fn silu(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    let x = q_input(ctx, 0, "X")?;
+    let sig = q_output(ctx, 3, "S")?;
+    let y = q_output(ctx, 5, "Y")?;
+    if sig.2 != x.signed || y.2 != x.signed {
+        return Err("X, S and Y must have one 8-bit type".into());
+    }
+    let st = table(&x, sig, |v| 1.0 / (1.0 + (-v).exp()));
+    let bytes: Vec<u8> = (0..=255u8).collect();
+    let s_of: Vec<u8> = bytes.iter().map(|&b| st[b as usize]).collect();
+    let p = kiln_kernels::qvec::QBinary {
+        mul: true,
+        signed: x.signed,
+        za: x.zero,
+        zb: sig.1,
+        zc: y.1,
+        ra: x.scale * sig.0 / y.0,
+        rb: 0.0,
+    };
+    let mut t = [0u8; 256];
+    kiln_kernels::qvec::qbinary(&bytes, &s_of, &mut t, &p);
+    one(lookup(&x, &t, y.2))
 }
 
 fn unary(ctx: &KernelCtx) -> Result<Vec<Value>> {
