@@ -259,7 +259,9 @@ fn concat(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let sy = scale(ctx.tensor(0)?, "Y_scale")?;
     let ys = out_signed(ctx, 1)?;
     let zy = zero(ctx.opt_tensor(1)?, ys, "Y_zero_point")?;
-    let mut parts = Vec::new();
+    // Each input's bytes with the table that requantizes them (none when its scale and zero
+    // point are the output's).
+    let mut parts: Vec<(&Tensor, &[u8], Option<[u8; 256]>)> = Vec::new();
     for i in (2..n).step_by(3) {
         let x = ctx.tensor(i)?;
         let (v, signed) = bytes(x).ok_or_else(|| format!("input {i} must be uint8 or int8"))?;
@@ -268,19 +270,43 @@ fn concat(ctx: &KernelCtx) -> Result<Vec<Value>> {
         }
         let sx = scale(ctx.tensor(i + 1)?, "x_scale")?;
         let zx = zero(ctx.opt_tensor(i + 2)?, signed, "x_zero_point")?;
-        let bytes_out: Vec<u8> = if sx == sy && zx == zy {
-            v.to_vec()
-        } else {
+        let table = (sx != sy || zx != zy).then(|| {
             let mut t = [0u8; 256];
             for (b, e) in t.iter_mut().enumerate() {
                 let d = sx * (byte_value(b as u8, signed) - zx) as f32;
                 *e = quantize_f32(d, sy, zy, ys);
             }
-            v.iter().map(|&b| t[b as usize]).collect()
-        };
-        parts.push(tensor_of(x.shape.clone(), bytes_out, ys));
+            t
+        });
+        parts.push((x, v, table));
     }
-    let attrs = [Attribute::int("axis", ctx.int_attr("axis", 0))];
-    let refs: Vec<Option<&Tensor>> = parts.iter().map(Some).collect();
-    one(call(ctx, "Concat", &attrs, &refs)?)
+    let first = &parts[0].0.shape;
+    let r = first.len();
+    let axis = norm_axis(ctx.int_attr("axis", 0), r.max(1))?;
+    let mut shape = first.clone();
+    shape[axis] = 0;
+    for (x, _, _) in &parts {
+        let ok = x.shape.len() == r && (0..r).all(|d| d == axis || x.shape[d] == first[d]);
+        if !ok {
+            return Err(format!(
+                "input shapes {:?} and {:?} do not concatenate along axis {axis}",
+                first, x.shape
+            ));
+        }
+        shape[axis] += x.shape[axis];
+    }
+    let outer: usize = first[..axis].iter().product();
+    let total: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(total);
+    for o in 0..outer {
+        for (x, v, table) in &parts {
+            let run: usize = x.shape[axis..].iter().product();
+            let src = &v[o * run..(o + 1) * run];
+            match table {
+                None => out.extend_from_slice(src),
+                Some(t) => out.extend(src.iter().map(|&b| t[b as usize])),
+            }
+        }
+    }
+    one(tensor_of(shape, out, ys))
 }
