@@ -7,6 +7,21 @@ use rayon::prelude::*;
 /// Elements below which a slice is done on the calling thread.
 const PAR_MIN: usize = 1 << 16;
 
+/// Runs `f(out_chunk, x_chunk)` over equal-length slices, on rayon's threads when they are
+/// large (chunks of at least `PAR_MIN / 4`, four per thread).
+fn split<A: Send, B: Sync>(out: &mut [A], x: &[B], f: impl Fn(&mut [A], &[B]) + Sync) {
+    if out.len() < PAR_MIN || rayon::current_num_threads() == 1 {
+        return f(out, x);
+    }
+    let chunk = out
+        .len()
+        .div_ceil(4 * rayon::current_num_threads())
+        .max(PAR_MIN / 4);
+    out.par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
+        .for_each(|(o, x)| f(o, x));
+}
+
 /// QLinearAdd / QLinearMul parameters: `c = round(ra·(a - za) + rb·(b - zb)) + zc` (add) or
 /// `c = round(rm·(a - za)(b - zb)) + zc` (mul), saturated to u8 or s8.
 #[derive(Clone, Copy, Debug)]
@@ -103,21 +118,11 @@ pub fn qbinary(a: &[u8], b: &[u8], out: &mut [u8], p: &QBinary) {
 /// `out[i] = table[x[i]]`.
 pub fn lookup(x: &[u8], table: &[u8; 256], out: &mut [u8]) {
     assert_eq!(x.len(), out.len());
-    let run = |x: &[u8], o: &mut [u8]| {
+    split(out, x, |o, x| {
         for (o, &v) in o.iter_mut().zip(x) {
             *o = table[v as usize];
         }
-    };
-    if out.len() < PAR_MIN || rayon::current_num_threads() == 1 {
-        return run(x, out);
-    }
-    let chunk = out
-        .len()
-        .div_ceil(4 * rayon::current_num_threads())
-        .max(PAR_MIN / 4);
-    out.par_chunks_mut(chunk)
-        .zip(x.par_chunks(chunk))
-        .for_each(|(o, x)| run(x, o));
+    });
 }
 
 crate::isa_dispatch! {
@@ -185,32 +190,14 @@ pub fn quantize(x: &[f32], scale: f32, zero: i32, signed: bool, out: &mut [u8]) 
         (0.0, 255.0)
     };
     let z = zero as f32;
-    if out.len() < PAR_MIN || rayon::current_num_threads() == 1 {
-        return quantize_run(x, out, scale, z, lo, hi);
-    }
-    let chunk = out
-        .len()
-        .div_ceil(4 * rayon::current_num_threads())
-        .max(PAR_MIN / 4);
-    out.par_chunks_mut(chunk)
-        .zip(x.par_chunks(chunk))
-        .for_each(|(o, x)| quantize_run(x, o, scale, z, lo, hi));
+    split(out, x, |o, x| quantize_run(x, o, scale, z, lo, hi));
 }
 
 /// DequantizeLinear per tensor from u8/s8: `(q - zero) · scale`.
 pub fn dequantize(q: &[u8], signed: bool, scale: f32, zero: i32, out: &mut [f32]) {
     assert_eq!(q.len(), out.len());
     let z = zero as f32;
-    if out.len() < PAR_MIN || rayon::current_num_threads() == 1 {
-        return dequantize_run(q, out, signed, scale, z);
-    }
-    let chunk = out
-        .len()
-        .div_ceil(4 * rayon::current_num_threads())
-        .max(PAR_MIN / 4);
-    out.par_chunks_mut(chunk)
-        .zip(q.par_chunks(chunk))
-        .for_each(|(o, q)| dequantize_run(q, o, signed, scale, z));
+    split(out, q, |o, q| dequantize_run(q, o, signed, scale, z));
 }
 
 /// `dst [cols, rows] = src [rows, cols]ᵀ` for bytes, in tiles that stay in L1, over rayon's

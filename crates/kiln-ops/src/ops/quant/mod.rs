@@ -91,6 +91,45 @@ pub(crate) fn byte_value(b: u8, signed: bool) -> i32 {
     }
 }
 
+/// An 8-bit input with its scale and zero point (slots `i`, `i + 1`, `i + 2`).
+pub(crate) struct Q<'a> {
+    pub t: &'a Tensor,
+    pub v: &'a [u8],
+    pub signed: bool,
+    pub scale: f32,
+    pub zero: i32,
+}
+
+pub(crate) fn q_input<'a>(ctx: &KernelCtx<'a>, i: usize, what: &str) -> Result<Q<'a>> {
+    let t = ctx.tensor(i)?;
+    let (v, signed) = bytes(t).ok_or_else(|| format!("{what} must be uint8 or int8"))?;
+    Ok(Q {
+        t,
+        v,
+        signed,
+        scale: scale(ctx.tensor(i + 1)?, &format!("{what}_scale"))?,
+        zero: zero(
+            ctx.opt_tensor(i + 2)?,
+            signed,
+            &format!("{what}_zero_point"),
+        )?,
+    })
+}
+
+/// The output's scale, zero point and signedness (slots `i`, `i + 1`).
+pub(crate) fn q_output(ctx: &KernelCtx, i: usize, what: &str) -> Result<(f32, i32, bool)> {
+    let signed = out_signed(ctx, i + 1)?;
+    Ok((
+        scale(ctx.tensor(i)?, &format!("{what}_scale"))?,
+        zero(
+            ctx.opt_tensor(i + 1)?,
+            signed,
+            &format!("{what}_zero_point"),
+        )?,
+        signed,
+    ))
+}
+
 /// A float scale tensor as f32 values (one, or one per channel).
 pub(crate) fn scales(t: &Tensor, what: &str) -> Result<Vec<f32>> {
     match &t.data {

@@ -6,7 +6,7 @@
 //! tables.
 use kiln_ir::{DataType, Dim};
 
-use super::{byte_value, bytes, out_signed, quantize_f32, scale, tensor_of, zero};
+use super::{byte_value, q_input, q_output, quantize_f32, tensor_of, Q};
 use crate::ctx::{broadcast, InferCtx, Inferred};
 use crate::kernel::{broadcast_shape, one, zip_broadcast, KernelCtx, KernelFn, Result};
 use crate::value::{Data, Tensor, Value};
@@ -43,45 +43,6 @@ fn infer_broadcast(ctx: &InferCtx, slots: &[usize], ty: usize) -> Result<Vec<Inf
         None => None,
     };
     Ok(vec![Inferred::tensor(ctx.dtype(ty), shape)])
-}
-
-/// An 8-bit input with its scale and zero point (slots `i`, `i + 1`, `i + 2`).
-struct Q<'a> {
-    t: &'a Tensor,
-    v: &'a [u8],
-    signed: bool,
-    scale: f32,
-    zero: i32,
-}
-
-fn q_input<'a>(ctx: &KernelCtx<'a>, i: usize, what: &str) -> Result<Q<'a>> {
-    let t = ctx.tensor(i)?;
-    let (v, signed) = bytes(t).ok_or_else(|| format!("{what} must be uint8 or int8"))?;
-    Ok(Q {
-        t,
-        v,
-        signed,
-        scale: scale(ctx.tensor(i + 1)?, &format!("{what}_scale"))?,
-        zero: zero(
-            ctx.opt_tensor(i + 2)?,
-            signed,
-            &format!("{what}_zero_point"),
-        )?,
-    })
-}
-
-/// The output's scale, zero point and signedness (slots `i`, `i + 1`).
-fn q_output(ctx: &KernelCtx, i: usize, what: &str) -> Result<(f32, i32, bool)> {
-    let signed = out_signed(ctx, i + 1)?;
-    Ok((
-        scale(ctx.tensor(i)?, &format!("{what}_scale"))?,
-        zero(
-            ctx.opt_tensor(i + 1)?,
-            signed,
-            &format!("{what}_zero_point"),
-        )?,
-        signed,
-    ))
 }
 
 #[inline]

@@ -159,13 +159,9 @@ fn nhwc_max_pool(ctx: &KernelCtx) -> Result<Vec<Value>> {
 }
 
 fn global_average(ctx: &KernelCtx) -> Result<Vec<Value>> {
-    let x = ctx.tensor(0)?;
-    let (v, signed) = bytes(x).ok_or("X must be uint8 or int8")?;
-    let sx = scale(ctx.tensor(1)?, "x_scale")?;
-    let zx = zero(ctx.opt_tensor(2)?, signed, "x_zero_point")?;
-    let sy = scale(ctx.tensor(3)?, "y_scale")?;
-    let ys = out_signed(ctx, 4)?;
-    let zy = zero(ctx.opt_tensor(4)?, ys, "y_zero_point")?;
+    let q = super::q_input(ctx, 0, "x")?;
+    let (x, v, signed, sx, zx) = (q.t, q.v, q.signed, q.scale, q.zero);
+    let (sy, zy, ys) = super::q_output(ctx, 3, "y")?;
     if x.rank() < 3 {
         return Err(format!("X must have rank >= 3, got {:?}", x.shape));
     }
@@ -199,13 +195,9 @@ fn global_average(ctx: &KernelCtx) -> Result<Vec<Value>> {
 }
 
 fn average(ctx: &KernelCtx) -> Result<Vec<Value>> {
-    let x = ctx.tensor(0)?;
-    let (v, signed) = bytes(x).ok_or("X must be uint8 or int8")?;
-    let sx = scale(ctx.tensor(1)?, "x_scale")?;
-    let zx = zero(ctx.opt_tensor(2)?, signed, "x_zero_point")?;
-    let sy = scale(ctx.tensor(3)?, "y_scale")?;
-    let ys = out_signed(ctx, 4)?;
-    let zy = zero(ctx.opt_tensor(4)?, ys, "y_zero_point")?;
+    let q = super::q_input(ctx, 0, "x")?;
+    let (x, v, signed, sx, zx) = (q.t, q.v, q.signed, q.scale, q.zero);
+    let (sy, zy, ys) = super::q_output(ctx, 3, "y")?;
     let r = x.rank();
     if r < 3 {
         return Err(format!("X must have rank >= 3, got {:?}", x.shape));
