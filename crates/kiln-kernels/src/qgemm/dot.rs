@@ -25,12 +25,90 @@ pub(crate) trait QDot {
     /// `acc + Σ_g a[g]·b[lane, g]`.
     unsafe fn dot(acc: Self::V, a: Self::V, b: Self::V) -> Self::V;
     unsafe fn store(v: Self::V, p: *mut i32);
+
+    // The epilogue's steps on one vector of i32 results (lanes = output columns); the stores
+    // write the first `n` lanes (`n` ≤ `W`). Each rounds exactly as the scalar
+    // [`requantize`](super::requantize) and `f32(C)·scale + bias` do (no fused multiply-add).
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    /// Wrapping lane-wise product.
+    unsafe fn mullo(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn set1(x: i32) -> Self::V;
+    unsafe fn store_i32(v: Self::V, dst: *mut i32, n: usize);
+    unsafe fn store_f32(v: Self::V, scale: *const f32, bias: *const f32, dst: *mut f32, n: usize);
+    /// `clamp(f32(v)·scale, lo, hi)` rounded half to even, plus `zero`, as bytes.
+    unsafe fn store_quant(
+        v: Self::V,
+        scale: *const f32,
+        lo: f32,
+        hi: f32,
+        zero: i32,
+        dst: *mut u8,
+        n: usize,
+    );
 }
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
     use super::QDot;
     use std::arch::x86_64::*;
+
+    /// The epilogue steps shared by the two AVX-512 paths (masked stores take the ragged edge).
+    macro_rules! epi512 {
+        () => {
+            #[inline(always)]
+            unsafe fn add(a: __m512i, b: __m512i) -> __m512i {
+                _mm512_add_epi32(a, b)
+            }
+            #[inline(always)]
+            unsafe fn mullo(a: __m512i, b: __m512i) -> __m512i {
+                _mm512_mullo_epi32(a, b)
+            }
+            #[inline(always)]
+            unsafe fn set1(x: i32) -> __m512i {
+                _mm512_set1_epi32(x)
+            }
+            #[inline(always)]
+            unsafe fn store_i32(v: __m512i, dst: *mut i32, n: usize) {
+                _mm512_mask_storeu_epi32(dst, mask16(n), v)
+            }
+            #[inline(always)]
+            unsafe fn store_f32(
+                v: __m512i,
+                scale: *const f32,
+                bias: *const f32,
+                dst: *mut f32,
+                n: usize,
+            ) {
+                let f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_loadu_ps(scale));
+                _mm512_mask_storeu_ps(dst, mask16(n), _mm512_add_ps(f, _mm512_loadu_ps(bias)))
+            }
+            #[inline(always)]
+            unsafe fn store_quant(
+                v: __m512i,
+                scale: *const f32,
+                lo: f32,
+                hi: f32,
+                zero: i32,
+                dst: *mut u8,
+                n: usize,
+            ) {
+                let f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_loadu_ps(scale));
+                let f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
+                // The default MXCSR mode rounds half to even; in range after the clamp.
+                let q = _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(zero));
+                _mm512_mask_cvtepi32_storeu_epi8(dst as *mut _, mask16(n), q)
+            }
+        };
+    }
+
+    #[inline(always)]
+    fn mask16(n: usize) -> u16 {
+        if n >= 16 {
+            u16::MAX
+        } else {
+            (1u16 << n) - 1
+        }
+    }
 
     /// AVX512-VNNI: u8 × s8, four per lane.
     pub(crate) struct Vnni512;
@@ -65,6 +143,7 @@ pub(crate) mod x86 {
         unsafe fn store(v: __m512i, p: *mut i32) {
             _mm512_storeu_si512(p as *mut _, v)
         }
+        epi512!();
     }
 
     impl QDot for Bw512 {
@@ -93,6 +172,7 @@ pub(crate) mod x86 {
         unsafe fn store(v: __m512i, p: *mut i32) {
             _mm512_storeu_si512(p as *mut _, v)
         }
+        epi512!();
     }
 
     impl QDot for Avx2 {
@@ -120,6 +200,75 @@ pub(crate) mod x86 {
         #[inline(always)]
         unsafe fn store(v: __m256i, p: *mut i32) {
             _mm256_storeu_si256(p as *mut _, v)
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m256i, b: __m256i) -> __m256i {
+            _mm256_add_epi32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn mullo(a: __m256i, b: __m256i) -> __m256i {
+            _mm256_mullo_epi32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn set1(x: i32) -> __m256i {
+            _mm256_set1_epi32(x)
+        }
+        #[inline(always)]
+        unsafe fn store_i32(v: __m256i, dst: *mut i32, n: usize) {
+            if n >= 8 {
+                _mm256_storeu_si256(dst as *mut _, v)
+            } else {
+                let mut t = [0i32; 8];
+                _mm256_storeu_si256(t.as_mut_ptr() as *mut _, v);
+                std::ptr::copy_nonoverlapping(t.as_ptr(), dst, n)
+            }
+        }
+        #[inline(always)]
+        unsafe fn store_f32(
+            v: __m256i,
+            scale: *const f32,
+            bias: *const f32,
+            dst: *mut f32,
+            n: usize,
+        ) {
+            let f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_loadu_ps(scale));
+            let f = _mm256_add_ps(f, _mm256_loadu_ps(bias));
+            if n >= 8 {
+                _mm256_storeu_ps(dst, f)
+            } else {
+                let mut t = [0f32; 8];
+                _mm256_storeu_ps(t.as_mut_ptr(), f);
+                std::ptr::copy_nonoverlapping(t.as_ptr(), dst, n)
+            }
+        }
+        #[inline(always)]
+        unsafe fn store_quant(
+            v: __m256i,
+            scale: *const f32,
+            lo: f32,
+            hi: f32,
+            zero: i32,
+            dst: *mut u8,
+            n: usize,
+        ) {
+            let f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_loadu_ps(scale));
+            let f = _mm256_min_ps(_mm256_max_ps(f, _mm256_set1_ps(lo)), _mm256_set1_ps(hi));
+            let q = _mm256_add_epi32(_mm256_cvtps_epi32(f), _mm256_set1_epi32(zero));
+            // In the byte range already: the packs only narrow (each 128-bit half holds four).
+            let w = _mm256_packs_epi32(q, q);
+            // The low bound is -128 for s8 outputs, 0 for u8 ones.
+            let b = if lo + zero as f32 >= 0.0 {
+                _mm256_packus_epi16(w, w)
+            } else {
+                _mm256_packs_epi16(w, w)
+            };
+            let bytes = (_mm256_extract_epi32::<0>(b) as u32 as u64)
+                | ((_mm256_extract_epi32::<4>(b) as u32 as u64) << 32);
+            if n >= 8 {
+                std::ptr::write_unaligned(dst as *mut u64, bytes)
+            } else {
+                std::ptr::copy_nonoverlapping(bytes.to_le_bytes().as_ptr(), dst, n)
+            }
         }
     }
 }
@@ -157,5 +306,42 @@ impl QDot for Portable {
     #[inline(always)]
     unsafe fn store(v: [i32; 8], p: *mut i32) {
         std::ptr::write_unaligned(p as *mut [i32; 8], v)
+    }
+    #[inline(always)]
+    unsafe fn add(a: [i32; 8], b: [i32; 8]) -> [i32; 8] {
+        std::array::from_fn(|l| a[l].wrapping_add(b[l]))
+    }
+    #[inline(always)]
+    unsafe fn mullo(a: [i32; 8], b: [i32; 8]) -> [i32; 8] {
+        std::array::from_fn(|l| a[l].wrapping_mul(b[l]))
+    }
+    #[inline(always)]
+    unsafe fn set1(x: i32) -> [i32; 8] {
+        [x; 8]
+    }
+    #[inline(always)]
+    unsafe fn store_i32(v: [i32; 8], dst: *mut i32, n: usize) {
+        std::ptr::copy_nonoverlapping(v.as_ptr(), dst, n.min(8))
+    }
+    #[inline(always)]
+    unsafe fn store_f32(v: [i32; 8], scale: *const f32, bias: *const f32, dst: *mut f32, n: usize) {
+        for (l, &x) in v.iter().enumerate().take(n) {
+            *dst.add(l) = x as f32 * *scale.add(l) + *bias.add(l);
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_quant(
+        v: [i32; 8],
+        scale: *const f32,
+        lo: f32,
+        hi: f32,
+        zero: i32,
+        dst: *mut u8,
+        n: usize,
+    ) {
+        for (l, &x) in v.iter().enumerate().take(n) {
+            let f = (x as f32 * *scale.add(l)).clamp(lo, hi);
+            *dst.add(l) = (f.round_ties_even() as i32 + zero) as u8;
+        }
     }
 }

@@ -104,30 +104,31 @@ fn case(rng: &mut Rng, isa: QIsa, m: usize, k: usize, n: usize, extreme: bool) {
     for (g, w) in got.iter().zip(&want) {
         assert_eq!(*g as i64, *w, "{label}");
     }
-    // Requantized, transposed (channel-first), per-column scales and a bias.
+    // Requantized, channel-first (the scalar epilogue) and row-major (the one in registers),
+    // per-column scales and a bias.
     let scale: Vec<f32> = (0..n).map(|j| 1.0 / (300.0 + 37.0 * j as f32)).collect();
     let bias: Vec<i32> = (0..n).map(|j| j as i32 * 91 - 500).collect();
     let (zero, signed) = (rng.below(256) as i32 - if sa { 128 } else { 0 }, sa);
-    let mut q = vec![0u8; m * n];
-    let out = QOutput::Quant {
-        out: &mut q,
-        scale: &scale,
-        zero,
-        signed,
-        bias: Some(&bias),
-    };
-    qgemm(&input, &w, out, 1, m).unwrap();
     let (lo, hi) = if signed { (-128, 127) } else { (0, 255) };
-    for i in 0..m {
-        for j in 0..n {
-            let acc = want[i * n + j] as i32 + bias[j];
-            let r = requantize(acc, scale[j], zero, lo, hi);
-            let g = if signed {
-                q[j * m + i] as i8 as i32
-            } else {
-                q[j * m + i] as i32
-            };
-            assert_eq!(g, r, "{label} quant ({i},{j})");
+    for transposed in [true, false] {
+        let mut q = vec![0u8; m * n];
+        let out = QOutput::Quant {
+            out: &mut q,
+            scale: &scale,
+            zero,
+            signed,
+            bias: Some(&bias),
+        };
+        let (rs, cs) = if transposed { (1, m) } else { (n, 1) };
+        qgemm(&input, &w, out, rs, cs).unwrap();
+        for i in 0..m {
+            for j in 0..n {
+                let acc = want[i * n + j] as i32 + bias[j];
+                let r = requantize(acc, scale[j], zero, lo, hi);
+                let g = q[i * rs + j * cs];
+                let g = if signed { g as i8 as i32 } else { g as i32 };
+                assert_eq!(g, r, "{label} quant ({i},{j}) transposed {transposed}");
+            }
         }
     }
     // f32 with one scale.

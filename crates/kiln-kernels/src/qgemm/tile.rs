@@ -270,16 +270,26 @@ unsafe fn task<D: QDot, const MR: usize, const NV: usize, const NR: usize>(
                 // Short tiles repeat their last row; its results are not stored.
                 *p = base.add((r0 + r.min(mr - 1)) * stride);
             }
-            micro::<D, MR, NV>(ap, bp, steps, &mut tile);
-            epilogue::<NR>(
-                job,
-                &tile[..mr],
-                rows.start + r0,
-                &row_sums[..],
-                r0,
-                col0,
-                ncols,
-            );
+            let acc = micro::<D, MR, NV>(ap, bp, steps);
+            if job.cs == 1 {
+                let rs = &row_sums[if w.any_zb { r0 } else { 0 }..];
+                vec_epilogue::<D, MR, NV>(job, &acc, mr, rows.start + r0, rs, col0, ncols);
+            } else {
+                for (acc, out) in acc.iter().zip(tile.iter_mut()) {
+                    for (v, &x) in acc.iter().enumerate() {
+                        D::store(x, out.as_mut_ptr().add(v * D::W));
+                    }
+                }
+                epilogue::<NR>(
+                    job,
+                    &tile[..mr],
+                    rows.start + r0,
+                    &row_sums[..],
+                    r0,
+                    col0,
+                    ncols,
+                );
+            }
             r0 += MR;
         }
     }
@@ -290,8 +300,7 @@ unsafe fn micro<D: QDot, const MR: usize, const NV: usize>(
     a: [*const u8; MR],
     b: *const u8,
     steps: usize,
-    out: &mut [[i32; 64]; MR],
-) {
+) -> [[D::V; NV]; MR] {
     let mut acc = [[D::zero(); NV]; MR];
     let vb = D::W * D::G * D::B_BYTES;
     let sb = NV * vb;
@@ -308,9 +317,66 @@ unsafe fn micro<D: QDot, const MR: usize, const NV: usize>(
             }
         }
     }
-    for (acc, out) in acc.iter().zip(out.iter_mut()) {
-        for (v, &x) in acc.iter().enumerate() {
-            D::store(x, out.as_mut_ptr().add(v * D::W));
+    acc
+}
+
+/// The epilogue in registers, for row-major outputs: zero-point corrections and the output's
+/// form applied to each accumulator vector, stored with the ragged edge masked.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn vec_epilogue<D: QDot, const MR: usize, const NV: usize>(
+    job: &Job,
+    acc: &[[D::V; NV]; MR],
+    mr: usize,
+    row0: usize,
+    row_sums: &[i32],
+    col0: usize,
+    ncols: usize,
+) {
+    let corr = job.corr.as_ptr().add(col0);
+    let zb = job.zb.as_ptr().add(col0);
+    let cv: [D::V; NV] = std::array::from_fn(|v| D::load(corr.add(v * D::W) as *const u8));
+    let lanes = |v: usize| ncols.saturating_sub(v * D::W).min(D::W);
+    // The sum for (row, vector): bias and A's zero point in `corr`, B's zero point times the row.
+    let sum = |r: usize, v: usize| {
+        let x = D::add(acc[r][v], cv[v]);
+        if job.w.any_zb {
+            let zv = D::load(zb.add(v * D::W) as *const u8);
+            D::add(x, D::mullo(zv, D::set1(row_sums[r].wrapping_neg())))
+        } else {
+            x
+        }
+    };
+    match &job.sink {
+        Sink::I32(o) => {
+            for r in 0..mr {
+                let dst = o.0.add((row0 + r) * job.rs + col0);
+                for v in 0..NV {
+                    D::store_i32(sum(r, v), dst.add(v * D::W), lanes(v));
+                }
+            }
+        }
+        Sink::F32(o, scale, bias) => {
+            let (scale, bias) = (scale.as_ptr().add(col0), bias.as_ptr().add(col0));
+            for r in 0..mr {
+                let dst = o.0.add((row0 + r) * job.rs + col0);
+                for v in 0..NV {
+                    let (s, b) = (scale.add(v * D::W), bias.add(v * D::W));
+                    D::store_f32(sum(r, v), s, b, dst.add(v * D::W), lanes(v));
+                }
+            }
+        }
+        Sink::Quant(o, scale, _, zero, signed) => {
+            let scale = scale.as_ptr().add(col0);
+            let (lo, hi) = if *signed { (-128, 127) } else { (0, 255) };
+            let (flo, fhi) = ((lo - zero) as f32, (hi - zero) as f32);
+            for r in 0..mr {
+                let dst = o.0.add((row0 + r) * job.rs + col0);
+                for v in 0..NV {
+                    let s = scale.add(v * D::W);
+                    D::store_quant(sum(r, v), s, flo, fhi, *zero, dst.add(v * D::W), lanes(v));
+                }
+            }
         }
     }
 }
