@@ -173,6 +173,9 @@ def build():
         feeds = {"x": q8(t, 2, 5, 9, 7), "xs": scale(), "xz": zp(t), "ys": scale(), "yz": zp(t)}
         case(f"QLinearGlobalAveragePool {tag}",
              helper.make_node("QLinearGlobalAveragePool", list(feeds), ["y"], domain=MS), feeds, {"y": t})
+        case(f"QLinearGlobalAveragePool {tag} channels_last",
+             helper.make_node("QLinearGlobalAveragePool", list(feeds), ["y"], domain=MS, channels_last=1), feeds,
+             {"y": t})
         for cip in (0, 1):
             node = helper.make_node("QLinearAveragePool", list(feeds), ["y"], domain=MS, kernel_shape=[3, 3],
                                     strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=cip)

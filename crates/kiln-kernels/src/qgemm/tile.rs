@@ -25,8 +25,13 @@ enum Sink {
     Quant(Out<u8>, Vec<f32>, Vec<i32>, i32, bool),
 }
 
+/// Writes row `i` of A (its `K` bytes) into the slice: an im2col window gathered on demand.
+pub type Gather<'a> = &'a (dyn Fn(usize, &mut [u8]) + Sync);
+
 struct Job<'a> {
     a: &'a QInput<'a>,
+    /// Rows come from here rather than from `a.data` (which is then unused).
+    gather: Option<Gather<'a>>,
     w: &'a QWeights,
     /// Per column: `-za'·colsum[j] + K·za'·zb'[j]`.
     corr: Vec<i32>,
@@ -39,13 +44,38 @@ struct Job<'a> {
 
 /// `C = (A - za)(B - zb)` into `out` at `out[i * rs + j * cs]`.
 pub fn qgemm(a: &QInput, w: &QWeights, out: QOutput, rs: usize, cs: usize) -> Result<(), QError> {
+    run(a, None, w, out, rs, cs)
+}
+
+/// [`qgemm`] with A's rows made by `gather` as each task needs them (a convolution's windows,
+/// gathered into a block that stays in cache instead of a whole im2col matrix); `a` gives the
+/// shape, sign and zero point, its `data` is not read.
+pub fn qgemm_gather(
+    a: &QInput,
+    gather: Gather,
+    w: &QWeights,
+    out: QOutput,
+    rs: usize,
+    cs: usize,
+) -> Result<(), QError> {
+    run(a, Some(gather), w, out, rs, cs)
+}
+
+fn run(
+    a: &QInput,
+    gather: Option<Gather>,
+    w: &QWeights,
+    out: QOutput,
+    rs: usize,
+    cs: usize,
+) -> Result<(), QError> {
     if a.k != w.k {
         return Err(QError(format!("A has K = {}, the weights {}", a.k, w.k)));
     }
     if a.m == 0 {
         return Ok(());
     }
-    if a.lda < a.k || a.data.len() < (a.m - 1) * a.lda + a.k {
+    if gather.is_none() && (a.lda < a.k || a.data.len() < (a.m - 1) * a.lda + a.k) {
         return Err(QError("A's buffer is shorter than its rows".into()));
     }
     let last = (a.m - 1) * rs + (w.n - 1) * cs;
@@ -121,6 +151,7 @@ pub fn qgemm(a: &QInput, w: &QWeights, out: QOutput, rs: usize, cs: usize) -> Re
     zb.resize(padded, 0);
     let job = Job {
         a,
+        gather,
         w,
         corr,
         zb,
@@ -218,8 +249,11 @@ unsafe fn task<D: QDot, const MR: usize, const NV: usize, const NR: usize>(
     // A's rows as the micro-kernel reads them: K padded to the step (B is zero there), u8 as
     // is (shifted when signed) for VNNI, i16 for the others. Unsigned rows whose padded
     // length lies inside the buffer are read in place.
-    let in_place =
-        D::A_BYTES == 1 && !a.signed && a.lda >= kp && a.data.len() >= (rows.end - 1) * a.lda + kp;
+    let in_place = job.gather.is_none()
+        && D::A_BYTES == 1
+        && !a.signed
+        && a.lda >= kp
+        && a.data.len() >= (rows.end - 1) * a.lda + kp;
     let stride = if in_place { a.lda } else { kp * D::A_BYTES };
     let mut buf = vec![0u8; if in_place { 0 } else { m * stride }];
     let mut row_sums = vec![0i32; if w.any_zb { m } else { 0 }];
@@ -232,13 +266,43 @@ unsafe fn task<D: QDot, const MR: usize, const NV: usize, const NR: usize>(
             }
         }
     } else {
+        // Gathered rows land in place when the kernel takes bytes, else in a row of scratch.
+        let mut tmp = vec![
+            0u8;
+            if job.gather.is_some() && D::A_BYTES != 1 {
+                a.k
+            } else {
+                0
+            }
+        ];
         for (r, dst) in buf.chunks_exact_mut(stride).enumerate() {
-            let src = &a.data[(rows.start + r) * a.lda..][..a.k];
+            let i = rows.start + r;
+            let src: &[u8] = match job.gather {
+                Some(g) if D::A_BYTES == 1 => {
+                    g(i, &mut dst[..a.k]);
+                    &[]
+                }
+                Some(g) => {
+                    g(i, &mut tmp);
+                    &tmp
+                }
+                None => &a.data[i * a.lda..][..a.k],
+            };
             let mut sum = 0i32;
             if D::A_BYTES == 1 {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = if flip { s ^ 0x80 } else { s };
-                    sum += *d as i32;
+                if src.is_empty() {
+                    if !flip && !w.any_zb {
+                        continue;
+                    }
+                    for d in &mut dst[..a.k] {
+                        *d ^= if flip { 0x80 } else { 0 };
+                        sum += *d as i32;
+                    }
+                } else {
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        *d = if flip { s ^ 0x80 } else { s };
+                        sum += *d as i32;
+                    }
                 }
             } else {
                 for (d, &s) in dst.chunks_exact_mut(2).zip(src) {

@@ -5,8 +5,7 @@
 //! Weights are packed per group once per session when constant. 2-D only; other ranks and
 //! narrow groups (depthwise) run the reference: ConvInteger, bias, requantization.
 use kiln_ir::AttrList;
-use kiln_kernels::qgemm::{qgemm, QInput, QOutput, QWeights};
-use rayon::prelude::*;
+use kiln_kernels::qgemm::{qgemm, qgemm_gather, QInput, QOutput, QWeights};
 
 use super::{bytes, call, isa, out_signed, per_channel, scale, scales, tensor_of, zero, zeros};
 use crate::ctx::{InferCtx, Inferred};
@@ -229,7 +228,6 @@ fn run(ctx: &KernelCtx, packed: Option<&[QWeights]>) -> Result<Vec<Value>> {
     let (plane, pixels) = (g.h * g.w, g.oh * g.ow);
     let mut y = vec![0u8; g.n * g.m * pixels];
     let mut nhwc = Vec::new();
-    let mut cols = Vec::new();
     for img in 0..g.n {
         // The image channels-last.
         let src = &xv[img * g.c * plane..(img + 1) * g.c * plane];
@@ -242,20 +240,12 @@ fn run(ctx: &KernelCtx, packed: Option<&[QWeights]>) -> Result<Vec<Value>> {
         };
         let out = &mut y[img * g.m * pixels..(img + 1) * g.m * pixels];
         for gi in 0..g.group {
-            let (a, lda) = if g.pointwise() {
-                (&xl[gi * cg..], g.c)
-            } else {
-                // Rows padded to whole 4-byte steps, so the VNNI kernel reads them in place.
-                let kp = k.div_ceil(4) * 4;
-                cols.resize(pixels * kp, 0);
-                im2col(&g, xl, gi, zx as u8, kp, &mut cols);
-                (&cols[..], kp)
-            };
+            let kp = k.div_ceil(4) * 4;
             let input = QInput {
-                data: a,
+                data: if g.pointwise() { &xl[gi * cg..] } else { &[] },
                 m: pixels,
                 k,
-                lda,
+                lda: if g.pointwise() { g.c } else { kp },
                 signed: x_signed,
                 zero: zx,
             };
@@ -272,7 +262,14 @@ fn run(ctx: &KernelCtx, packed: Option<&[QWeights]>) -> Result<Vec<Value>> {
                 signed: y_signed,
                 bias: bias.as_ref().map(|b| &b[c0..c0 + mg]),
             };
-            qgemm(&input, &packed[gi], q, rs, cs).map_err(|e| e.0)?;
+            if g.pointwise() {
+                qgemm(&input, &packed[gi], q, rs, cs)
+            } else {
+                // Each task gathers its own pixels' windows.
+                let gather = |i: usize, row: &mut [u8]| window(&g, xl, gi, zx as u8, i, row);
+                qgemm_gather(&input, &gather, &packed[gi], q, rs, cs)
+            }
+            .map_err(|e| e.0)?;
         }
     }
     let shape = if last {
@@ -298,50 +295,36 @@ fn to_channels_last(src: &[u8], c: usize, p: usize, dst: &mut [u8]) {
     }
 }
 
-/// Each output pixel's window of group `gi`, tap by tap, `C/g` channels per tap; taps outside
-/// the input read the zero point.
-fn im2col(g: &Geom, x: &[u8], gi: usize, pad: u8, kp: usize, cols: &mut [u8]) {
-    let (cg, k) = (g.cg(), g.k());
-    let row_len = g.ow * kp;
+/// Output pixel `i`'s window of group `gi`, tap by tap, `C/g` channels per tap, into `dst`
+/// (`K` bytes); taps outside the input read the zero point.
+fn window(g: &Geom, x: &[u8], gi: usize, pad: u8, i: usize, dst: &mut [u8]) {
+    let cg = g.cg();
+    let (oy, ox) = (i / g.ow, i % g.ow);
     // With one group and no dilation along x, a window row's taps are one run of the input.
     let runs = g.group == 1 && g.dw == 1;
-    let fill = |oy: usize, rows: &mut [u8]| {
-        for ox in 0..g.ow {
-            let dst = &mut rows[ox * kp..ox * kp + k];
-            let ix0 = (ox * g.sw) as isize - g.pl as isize;
-            for i in 0..g.kh {
-                let iy = (oy * g.sh + i * g.dh) as isize - g.pt as isize;
-                let row = &mut dst[i * g.kw * cg..(i + 1) * g.kw * cg];
-                if iy < 0 || iy >= g.h as isize {
-                    row.fill(pad);
-                    continue;
-                }
-                if runs && ix0 >= 0 && ix0 as usize + g.kw <= g.w {
-                    let at = (iy as usize * g.w + ix0 as usize) * g.c;
-                    row.copy_from_slice(&x[at..at + g.kw * cg]);
-                    continue;
-                }
-                for j in 0..g.kw {
-                    let ix = (ox * g.sw + j * g.dw) as isize - g.pl as isize;
-                    let tap = &mut row[j * cg..(j + 1) * cg];
-                    if ix < 0 || ix >= g.w as isize {
-                        tap.fill(pad);
-                    } else {
-                        let at = (iy as usize * g.w + ix as usize) * g.c + gi * cg;
-                        tap.copy_from_slice(&x[at..at + cg]);
-                    }
-                }
+    let ix0 = (ox * g.sw) as isize - g.pl as isize;
+    for ky in 0..g.kh {
+        let iy = (oy * g.sh + ky * g.dh) as isize - g.pt as isize;
+        let row = &mut dst[ky * g.kw * cg..(ky + 1) * g.kw * cg];
+        if iy < 0 || iy >= g.h as isize {
+            row.fill(pad);
+            continue;
+        }
+        if runs && ix0 >= 0 && ix0 as usize + g.kw <= g.w {
+            let at = (iy as usize * g.w + ix0 as usize) * g.c;
+            row.copy_from_slice(&x[at..at + g.kw * cg]);
+            continue;
+        }
+        for kx in 0..g.kw {
+            let ix = (ox * g.sw + kx * g.dw) as isize - g.pl as isize;
+            let tap = &mut row[kx * cg..(kx + 1) * cg];
+            if ix < 0 || ix >= g.w as isize {
+                tap.fill(pad);
+            } else {
+                let at = (iy as usize * g.w + ix as usize) * g.c + gi * cg;
+                tap.copy_from_slice(&x[at..at + cg]);
             }
         }
-    };
-    if cols.len() >= 1 << 16 {
-        cols.par_chunks_mut(row_len)
-            .enumerate()
-            .for_each(|(oy, r)| fill(oy, r));
-    } else {
-        cols.chunks_mut(row_len)
-            .enumerate()
-            .for_each(|(oy, r)| fill(oy, r));
     }
 }
 

@@ -3,6 +3,7 @@
 //! QLinearAveragePool dequantizes, runs AveragePool and quantizes; QLinearConcat copies the
 //! inputs whose scale and zero point are the output's and maps the others through a table.
 use kiln_ir::{Attribute, Dim};
+use rayon::prelude::*;
 
 use super::{byte_value, bytes, call, out_signed, quantize_f32, scale, tensor_of, zero};
 use crate::ctx::{InferCtx, Inferred};
@@ -116,36 +117,33 @@ fn nhwc_max_pool(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let win = crate::ops::conv::window(ctx, &[h, w], &k, ctx.int_attr("ceil_mode", 0) != 0)?;
     let (oh, ow) = (win.output[0], win.output[1]);
     let mut out = vec![0u8; n * oh * ow * c];
+    if out.is_empty() {
+        return one(tensor_of(vec![n, oh, ow, c], out, signed));
+    }
     // Signed bytes compare as unsigned once their sign bit is flipped.
     let flip = if signed { 0x80u8 } else { 0 };
-    for img in 0..n {
-        let src = &v[img * h * w * c..(img + 1) * h * w * c];
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let dst = &mut out[((img * oh + oy) * ow + ox) * c..][..c];
-                let mut first = true;
-                for i in 0..k[0] {
-                    let iy = (oy * win.strides[0] + i * win.dilations[0]) as isize
-                        - win.pads[0] as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    for j in 0..k[1] {
-                        let ix = (ox * win.strides[1] + j * win.dilations[1]) as isize
-                            - win.pads[1] as isize;
-                        if ix < 0 || ix >= w as isize {
-                            continue;
-                        }
-                        let px = &src[(iy as usize * w + ix as usize) * c..][..c];
-                        if first {
-                            for (d, &s) in dst.iter_mut().zip(px) {
-                                *d = s ^ flip;
-                            }
-                            first = false;
-                        } else {
-                            for (d, &s) in dst.iter_mut().zip(px) {
-                                *d = (*d).max(s ^ flip);
-                            }
+    // The window's taps inside the input along one axis, for output position `o`.
+    let (k, win) = (&k, &win);
+    let taps = move |o: usize, axis: usize, len: usize| {
+        (0..k[axis]).filter_map(move |i| {
+            let p = (o * win.strides[axis] + i * win.dilations[axis]) as isize
+                - win.pads[axis] as isize;
+            (0..len as isize).contains(&p).then_some(p as usize)
+        })
+    };
+    // One output row per task.
+    out.par_chunks_mut(ow * c)
+        .enumerate()
+        .for_each(|(row, dst_row)| {
+            let (img, oy) = (row / oh, row % oh);
+            let src = &v[img * h * w * c..(img + 1) * h * w * c];
+            for (ox, dst) in dst_row.chunks_exact_mut(c).enumerate() {
+                dst.fill(0);
+                for iy in taps(oy, 0, h) {
+                    for ix in taps(ox, 1, w) {
+                        let px = &src[(iy * w + ix) * c..][..c];
+                        for (d, &s) in dst.iter_mut().zip(px) {
+                            *d = (*d).max(s ^ flip);
                         }
                     }
                 }
@@ -153,8 +151,7 @@ fn nhwc_max_pool(ctx: &KernelCtx) -> Result<Vec<Value>> {
                     dst.iter_mut().for_each(|d| *d ^= flip);
                 }
             }
-        }
-    }
+        });
     one(tensor_of(vec![n, oh, ow, c], out, signed))
 }
 
@@ -169,23 +166,37 @@ fn global_average(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let r = x.rank();
     let (n, c) = (x.shape[0], if last { x.shape[r - 1] } else { x.shape[1] });
     let plane = x.len() / (n * c).max(1);
-    let s = sx / (sy * plane as f32);
+    let scale = sx / (sy * plane as f32);
     let (lo, hi) = if ys { (-128, 127) } else { (0, 255) };
     let mut out = vec![0u8; n * c];
+    // Sums of the raw bytes (sign bit flipped for s8, undone with the zero point); a plane of
+    // up to 2^23 bytes cannot overflow the i32 lanes.
+    let flip = if signed { 0x80u8 } else { 0 };
+    let zx = zx + if signed { 128 } else { 0 };
+    let mut sums = vec![0i64; c];
     for img in 0..n {
-        for ch in 0..c {
-            let sum: i64 = if last {
-                (0..plane)
-                    .map(|p| byte_value(v[(img * plane + p) * c + ch], signed) as i64)
-                    .sum()
-            } else {
-                v[(img * c + ch) * plane..][..plane]
-                    .iter()
-                    .map(|&b| byte_value(b, signed) as i64)
-                    .sum()
-            };
-            let acc = (sum - zx as i64 * plane as i64) as i32;
-            out[img * c + ch] = kiln_kernels::qgemm::requantize(acc, s, zy, lo, hi) as u8;
+        let image = &v[img * plane * c..(img + 1) * plane * c];
+        if last {
+            for block in image.chunks(c << 23) {
+                let mut acc = vec![0i32; c];
+                for px in block.chunks_exact(c) {
+                    for (a, &b) in acc.iter_mut().zip(px) {
+                        *a += (b ^ flip) as i32;
+                    }
+                }
+                for (s, a) in sums.iter_mut().zip(&acc) {
+                    *s += *a as i64;
+                }
+            }
+        } else {
+            for (s, ch) in sums.iter_mut().zip(image.chunks_exact(plane)) {
+                *s = ch.iter().map(|&b| (b ^ flip) as i64).sum();
+            }
+        }
+        for (ch, s) in sums.iter_mut().enumerate() {
+            let acc = (*s - zx as i64 * plane as i64) as i32;
+            out[img * c + ch] = kiln_kernels::qgemm::requantize(acc, scale, zy, lo, hi) as u8;
+            *s = 0;
         }
     }
     let mut shape = vec![1; r];
