@@ -11,6 +11,7 @@
 //! - [`qgemm`]: 8-bit integer products with i32 accumulation (VNNI, AVX512BW, AVX2, portable),
 //!   weights packed once with their column sums, epilogues to i32, f32 or requantized 8-bit;
 //! - [`qvec`]: element-wise 8-bit kernels (QLinearAdd/Mul, table lookups);
+//! - [`transpose8`]: byte matrix transposes (8-bit images between channel-first and -last);
 //! - [`vecmath`]: erf, the GELU family and layer normalization over f32 slices, and the
 //!   [`isa_dispatch!`] macro that compiles a loop once per ISA.
 //!
@@ -28,6 +29,7 @@ mod pixel_major;
 pub mod qgemm;
 pub mod qvec;
 mod shifted;
+pub mod transpose8;
 mod ukernel;
 pub mod vecmath;
 

@@ -115,14 +115,57 @@ pub fn qbinary(a: &[u8], b: &[u8], out: &mut [u8], p: &QBinary) {
     });
 }
 
-/// `out[i] = table[x[i]]`.
+/// `out[i] = table[x[i]]`: 64 bytes per step by byte permutes where the CPU has AVX512-VBMI
+/// (and `KILN_ISA` allows AVX-512), a byte at a time otherwise.
 pub fn lookup(x: &[u8], table: &[u8; 256], out: &mut [u8]) {
     assert_eq!(x.len(), out.len());
-    split(out, x, |o, x| {
-        for (o, &v) in o.iter_mut().zip(x) {
-            *o = table[v as usize];
-        }
-    });
+    #[cfg(target_arch = "x86_64")]
+    if lookup_variant() == "avx512-vbmi" {
+        // SAFETY: the features are present.
+        return split(out, x, |o, x| unsafe { lookup_vbmi(x, table, o) });
+    }
+    split(out, x, |o, x| lookup_scalar(x, table, o));
+}
+
+/// Which [`lookup`] runs here: `avx512-vbmi` or `scalar`.
+pub fn lookup_variant() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if crate::Isa::detect() == crate::Isa::Avx512 && std::is_x86_feature_detected!("avx512vbmi") {
+        return "avx512-vbmi";
+    }
+    "scalar"
+}
+
+fn lookup_scalar(x: &[u8], table: &[u8; 256], out: &mut [u8]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = table[v as usize];
+    }
+}
+
+/// Two two-register permutes look up the low seven bits in each half of the table; the top
+/// bit picks between them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+unsafe fn lookup_vbmi(x: &[u8], table: &[u8; 256], out: &mut [u8]) {
+    use std::arch::x86_64::*;
+    let t: [__m512i; 4] =
+        std::array::from_fn(|i| _mm512_loadu_si512(table.as_ptr().add(64 * i) as *const _));
+    let step = |v: __m512i| {
+        let lo = _mm512_permutex2var_epi8(t[0], v, t[1]);
+        let hi = _mm512_permutex2var_epi8(t[2], v, t[3]);
+        _mm512_mask_blend_epi8(_mm512_movepi8_mask(v), lo, hi)
+    };
+    let full = x.len() / 64;
+    for i in 0..full {
+        let v = _mm512_loadu_si512(x.as_ptr().add(64 * i) as *const _);
+        _mm512_storeu_si512(out.as_mut_ptr().add(64 * i) as *mut _, step(v));
+    }
+    let rest = x.len() - 64 * full;
+    if rest > 0 {
+        let m: __mmask64 = (1u64 << rest) - 1;
+        let v = _mm512_maskz_loadu_epi8(m, x.as_ptr().add(64 * full) as *const _);
+        _mm512_mask_storeu_epi8(out.as_mut_ptr().add(64 * full) as *mut _, m, step(v));
+    }
 }
 
 crate::isa_dispatch! {
@@ -200,52 +243,20 @@ pub fn dequantize(q: &[u8], signed: bool, scale: f32, zero: i32, out: &mut [f32]
     split(out, q, |o, q| dequantize_run(q, o, signed, scale, z));
 }
 
-/// `dst [cols, rows] = src [rows, cols]ᵀ` for bytes, in tiles that stay in L1, over rayon's
-/// threads by bands of output rows: the channel-first / channel-last moves of 8-bit images.
-pub fn transpose_bytes(src: &[u8], rows: usize, cols: usize, dst: &mut [u8]) {
-    assert!(src.len() == rows * cols && dst.len() == rows * cols);
-    const T: usize = 64;
-    if rows == 0 || cols == 0 {
-        return;
-    }
-    let band = |b: usize, out: &mut [u8]| {
-        // Output rows b·T.. (input columns), all input rows.
-        let c0 = b * T;
-        let cn = out.len() / rows;
-        for r0 in (0..rows).step_by(T) {
-            for c in 0..cn {
-                let o = &mut out[c * rows + r0..c * rows + (r0 + T).min(rows)];
-                for (i, e) in o.iter_mut().enumerate() {
-                    *e = src[(r0 + i) * cols + c0 + c];
-                }
-            }
-        }
-    };
-    if src.len() < PAR_MIN || rayon::current_num_threads() == 1 {
-        for (b, out) in dst.chunks_mut(T * rows).enumerate() {
-            band(b, out);
-        }
-    } else {
-        dst.par_chunks_mut(T * rows)
-            .enumerate()
-            .for_each(|(b, out)| band(b, out));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn transpose_bytes_matches_indexing() {
-        for &(r, c) in &[(1, 1), (3, 200), (130, 70), (513, 300)] {
-            let src: Vec<u8> = (0..r * c).map(|i| (i * 31 % 251) as u8).collect();
-            let mut dst = vec![0u8; r * c];
-            transpose_bytes(&src, r, c, &mut dst);
-            for i in 0..r {
-                for j in 0..c {
-                    assert_eq!(dst[j * r + i], src[i * c + j]);
-                }
+    fn lookup_matches_the_table_at_every_length() {
+        eprintln!("lookup variant {} ran", lookup_variant());
+        let table: [u8; 256] = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(11));
+        for n in [0, 1, 63, 64, 65, 200, 70_000] {
+            let x: Vec<u8> = (0..n).map(|i| (i * 89 % 256) as u8).collect();
+            let mut out = vec![0u8; n];
+            lookup(&x, &table, &mut out);
+            for (o, &v) in out.iter().zip(&x) {
+                assert_eq!(*o, table[v as usize], "length {n}");
             }
         }
     }

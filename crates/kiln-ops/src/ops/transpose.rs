@@ -73,7 +73,7 @@ fn channels_move(x: &Tensor, perm: &[usize], shape: &[usize]) -> Option<Tensor> 
     let mut out = vec![0u8; bytes.0.len()];
     if img > 0 {
         for (s, d) in bytes.0.chunks(img).zip(out.chunks_mut(img)) {
-            kiln_kernels::qvec::transpose_bytes(s, rows, cols, d);
+            kiln_kernels::transpose8::transpose_bytes(s, rows, cols, d);
         }
     }
     Some(crate::ops::quant::tensor_of(shape.to_vec(), out, bytes.1))

@@ -152,11 +152,9 @@ fn run_periodic(
 
 /// Maps every byte through `table`.
 fn lookup(x: &Q, table: &[u8; 256], signed: bool) -> Tensor {
-    tensor_of(
-        x.t.shape.clone(),
-        x.v.iter().map(|&b| table[b as usize]).collect(),
-        signed,
-    )
+    let mut out = vec![0u8; x.v.len()];
+    kiln_kernels::qvec::lookup(x.v, table, &mut out);
+    tensor_of(x.t.shape.clone(), out, signed)
 }
 
 /// `quantize(f(dequantize(b)))` for every byte `b`.

@@ -298,18 +298,45 @@ fn concat(ctx: &KernelCtx) -> Result<Vec<Value>> {
         }
         shape[axis] += x.shape[axis];
     }
-    let outer: usize = first[..axis].iter().product();
     let total: usize = shape.iter().product();
-    let mut out = Vec::with_capacity(total);
-    for o in 0..outer {
-        for (x, v, table) in &parts {
-            let run: usize = x.shape[axis..].iter().product();
-            let src = &v[o * run..(o + 1) * run];
+    let mut out = vec![0u8; total];
+    if total == 0 {
+        return one(tensor_of(shape, out, ys));
+    }
+    let runs: Vec<usize> = parts
+        .iter()
+        .map(|(x, _, _)| x.shape[axis..].iter().product())
+        .collect();
+    let width: usize = runs.iter().sum();
+    // Each outer index's output row is the inputs' runs side by side; rows split over threads
+    // (channels-last Concat: one row per pixel, a few dozen bytes).
+    let fill = |o: usize, row: &mut [u8]| {
+        let mut at = 0;
+        for ((_, v, table), &run) in parts.iter().zip(&runs) {
+            let (src, dst) = (&v[o * run..(o + 1) * run], &mut row[at..at + run]);
             match table {
-                None => out.extend_from_slice(src),
-                Some(t) => out.extend(src.iter().map(|&b| t[b as usize])),
+                None => dst.copy_from_slice(src),
+                Some(t) => dst
+                    .iter_mut()
+                    .zip(src)
+                    .for_each(|(d, &b)| *d = t[b as usize]),
             }
+            at += run;
         }
+    };
+    let rows_per_task = (1 << 14) / width.max(1) + 1;
+    if total < 1 << 16 {
+        out.chunks_mut(width)
+            .enumerate()
+            .for_each(|(o, r)| fill(o, r));
+    } else {
+        out.par_chunks_mut(width * rows_per_task)
+            .enumerate()
+            .for_each(|(t, rows)| {
+                for (i, r) in rows.chunks_mut(width).enumerate() {
+                    fill(t * rows_per_task + i, r);
+                }
+            });
     }
     one(tensor_of(shape, out, ys))
 }
