@@ -1,15 +1,18 @@
 //! 4-bit weights times 8-bit activations (MatMulNBits at accuracy level 4, as ONNX Runtime's
 //! int8 compute path): each row of A is quantized per K block to int8 (symmetric, scale
 //! `max|a| / 127`), each block's product `Σ a·(w - zw)` is taken in integers with `vpdpbusd`
-//! (weights 0..15 as the unsigned operand, so 4-bit × 7-bit products cannot saturate), and
+//! (A moved up by 128 to the unsigned operand, the weights less their zero point, -15..15, as
+//! the signed one; the 128·Σ(w - zw) that adds is known per column and block when packing), and
 //! scaled into an f32 accumulator by `sa[block] · sw[col, block]`. Weights are unpacked once per
-//! session to one byte per value in panels of 16 columns (half the 4-bit density, a quarter of an
-//! f32 copy). AVX512-VNNI only; other machines keep the caller's dequantizing kernel.
+//! session to one byte per value in panels of 32 columns (half the 4-bit density, a quarter of
+//! an f32 copy). AVX512-VNNI only; other machines keep the caller's dequantizing kernel.
 use rayon::prelude::*;
 
 use super::QIsa;
 
-const NR: usize = 16;
+/// Columns per panel (two vectors) and rows per tile.
+const NR: usize = 32;
+const MR: usize = 4;
 
 /// 4-bit weights `[N, K]` (stored per column, as MatMulNBits does) ready for the kernel.
 pub struct Q4Weights {
@@ -17,11 +20,11 @@ pub struct Q4Weights {
     k: usize,
     block: usize,
     blocks: usize,
-    /// `[panel][block][step][NR cols][4]` values 0..15.
+    /// `[panel][block][step][NR cols][4]` values `w - zw` (as i8).
     data: Vec<u8>,
-    /// `[panel][block][NR]` scales and zero points.
+    /// `[panel][block][NR]` scales, and `128·Σ(w - zw)` over the block.
     scales: Vec<f32>,
-    zeros: Vec<i32>,
+    corr: Vec<i32>,
 }
 
 impl Q4Weights {
@@ -46,16 +49,20 @@ impl Q4Weights {
         let panels = n.div_ceil(NR);
         let mut data = vec![0u8; panels * blocks * block * NR];
         let mut scales = vec![0f32; panels * blocks * NR];
-        let mut zeros = vec![0i32; panels * blocks * NR];
+        let mut corr = vec![0i32; panels * blocks * NR];
         for col in 0..n {
             let (p, c) = (col / NR, col % NR);
             for b in 0..blocks {
                 scales[(p * blocks + b) * NR + c] = scale(col, b);
-                zeros[(p * blocks + b) * NR + c] = zero(col, b);
+                let z = zero(col, b);
                 let base = (p * blocks + b) * block * NR;
+                let mut sum = 0;
                 for i in 0..block.min(k - b * block) {
-                    data[base + (i / 4) * NR * 4 + c * 4 + i % 4] = q(col, b * block + i);
+                    let v = q(col, b * block + i) as i32 - z;
+                    data[base + (i / 4) * NR * 4 + c * 4 + i % 4] = v as i8 as u8;
+                    sum += v;
                 }
+                corr[(p * blocks + b) * NR + c] = 128 * sum;
             }
         }
         Some(Q4Weights {
@@ -65,7 +72,7 @@ impl Q4Weights {
             blocks,
             data,
             scales,
-            zeros,
+            corr,
         })
     }
 
@@ -78,38 +85,37 @@ impl Q4Weights {
     }
 }
 
+crate::isa_dispatch! {
+    /// One row of A to `a + 128` per block of `block` values, symmetric int8 (`max|a| / 127`),
+    /// with the blocks' scales.
+    fn quantize_row(row: &[f32], block: usize, q: &mut [u8], s: &mut [f32]) {
+        for (b, (part, sb)) in row.chunks(block).zip(s.iter_mut()).enumerate() {
+            let amax = part.iter().fold(0f32, |m, &v| m.max(v.abs()));
+            let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+            for (d, &v) in q[b * block..].iter_mut().zip(part) {
+                let x = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i32;
+                *d = (x + 128) as u8;
+            }
+            *sb = amax / 127.0;
+        }
+    }
+}
+
 /// `out [M, N] = A [M, K] · Wᵀ (+ bias)` with A quantized per block as above.
 pub fn q4_matmul(a: &[f32], m: usize, w: &Q4Weights, bias: Option<&[f32]>, out: &mut [f32]) {
     let (k, n, block, blocks) = (w.k, w.n, w.block, w.blocks);
     assert!(a.len() >= m * k && out.len() >= m * n);
     let kp = blocks * block;
-    // A per row: int8 values (K padded with zeros), a scale and a value sum per block.
-    let mut aq = vec![0i8; m * kp];
+    // A per row: int8 values moved up by 128 (K padded with the zero's 128, the weights are 0
+    // there), and a scale per block.
+    let mut aq = vec![128u8; m * kp];
     let mut sa = vec![0f32; m * blocks];
-    let mut suma = vec![0i32; m * blocks];
     aq.par_chunks_mut(kp)
         .zip(sa.par_chunks_mut(blocks))
-        .zip(suma.par_chunks_mut(blocks))
         .enumerate()
-        .for_each(|(r, ((q, s), sum))| {
-            let row = &a[r * k..(r + 1) * k];
-            for b in 0..blocks {
-                let part = &row[b * block..((b + 1) * block).min(k)];
-                let amax = part.iter().fold(0f32, |m, &v| m.max(v.abs()));
-                let scale = amax / 127.0;
-                let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-                let mut t = 0;
-                for (i, &v) in part.iter().enumerate() {
-                    let x = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
-                    q[b * block + i] = x;
-                    t += x as i32;
-                }
-                s[b] = scale;
-                sum[b] = t;
-            }
-        });
+        .for_each(|(r, (q, s))| quantize_row(&a[r * k..(r + 1) * k], block, q, s));
     let panels = n.div_ceil(NR);
-    let rows_per = 4usize;
+    let rows_per = MR;
     let row_tasks = m.div_ceil(rows_per);
     struct Out(*mut f32);
     // SAFETY: tasks write disjoint (row, panel) tiles.
@@ -120,7 +126,7 @@ pub fn q4_matmul(a: &[f32], m: usize, w: &Q4Weights, bias: Option<&[f32]>, out: 
         let (p, rt) = (t % panels, t / panels);
         let r0 = rt * rows_per;
         let rows = rows_per.min(m - r0);
-        let mut tile = [[0f32; NR]; 4];
+        let mut tile = [[0f32; NR]; MR];
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the weights exist only where QIsa::detect() saw AVX512-VNNI.
         unsafe {
@@ -130,7 +136,6 @@ pub fn q4_matmul(a: &[f32], m: usize, w: &Q4Weights, bias: Option<&[f32]>, out: 
                 &aq[r0 * kp..],
                 kp,
                 &sa[r0 * blocks..],
-                &suma[r0 * blocks..],
                 rows,
                 &mut tile,
             )
@@ -149,50 +154,58 @@ pub fn q4_matmul(a: &[f32], m: usize, w: &Q4Weights, bias: Option<&[f32]>, out: 
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Q4Weights, NR};
+    use super::{Q4Weights, MR, NR};
     use std::arch::x86_64::*;
 
-    /// Up to 4 rows × one 16-column panel.
+    /// Up to `MR` rows × one panel of two column vectors.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn panel(
         w: &Q4Weights,
         p: usize,
-        aq: &[i8],
+        aq: &[u8],
         kp: usize,
         sa: &[f32],
-        suma: &[i32],
         rows: usize,
-        out: &mut [[f32; NR]; 4],
+        out: &mut [[f32; NR]; MR],
     ) {
         let (block, blocks) = (w.block, w.blocks);
-        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        // Short tiles repeat their last row; its results are not stored.
+        let row = |r: usize| r.min(rows - 1);
         for b in 0..blocks {
             let wp = w.data.as_ptr().add((p * blocks + b) * block * NR);
-            let mut dot = [_mm512_setzero_si512(); 4];
+            let mut dot = [[_mm512_setzero_si512(); 2]; MR];
             for s in 0..block / 4 {
-                let wv = _mm512_loadu_si512(wp.add(s * NR * 4) as *const _);
-                for r in 0..4 {
-                    if r < rows {
-                        let at = aq.as_ptr().add(r * kp + b * block + s * 4);
-                        let av = _mm512_set1_epi32(std::ptr::read_unaligned(at as *const i32));
-                        dot[r] = _mm512_dpbusd_epi32(dot[r], wv, av);
-                    }
+                let w0 = _mm512_loadu_si512(wp.add(s * NR * 4) as *const _);
+                let w1 = _mm512_loadu_si512(wp.add(s * NR * 4 + 64) as *const _);
+                for (r, d) in dot.iter_mut().enumerate() {
+                    let at = aq.as_ptr().add(row(r) * kp + b * block + s * 4);
+                    let av = _mm512_set1_epi32(std::ptr::read_unaligned(at as *const i32));
+                    d[0] = _mm512_dpbusd_epi32(d[0], av, w0);
+                    d[1] = _mm512_dpbusd_epi32(d[1], av, w1);
                 }
             }
             let pb = (p * blocks + b) * NR;
-            let sw = _mm512_loadu_ps(w.scales.as_ptr().add(pb));
-            let zw = _mm512_loadu_si512(w.zeros.as_ptr().add(pb) as *const _);
-            for r in 0..rows {
-                let blocks_r = r * blocks + b;
-                let corr = _mm512_mullo_epi32(zw, _mm512_set1_epi32(suma[blocks_r]));
-                let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(dot[r], corr));
-                let s = _mm512_mul_ps(sw, _mm512_set1_ps(sa[blocks_r]));
-                acc[r] = _mm512_fmadd_ps(v, s, acc[r]);
+            let sw = [
+                _mm512_loadu_ps(w.scales.as_ptr().add(pb)),
+                _mm512_loadu_ps(w.scales.as_ptr().add(pb + 16)),
+            ];
+            let cw = [
+                _mm512_loadu_si512(w.corr.as_ptr().add(pb) as *const _),
+                _mm512_loadu_si512(w.corr.as_ptr().add(pb + 16) as *const _),
+            ];
+            for r in 0..MR {
+                let s = _mm512_set1_ps(sa[row(r) * blocks + b]);
+                for v in 0..2 {
+                    let d = _mm512_cvtepi32_ps(_mm512_sub_epi32(dot[r][v], cw[v]));
+                    acc[r][v] = _mm512_fmadd_ps(d, _mm512_mul_ps(sw[v], s), acc[r][v]);
+                }
             }
         }
         for r in 0..rows {
-            _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+            _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r][0]);
+            _mm512_storeu_ps(out[r].as_mut_ptr().add(16), acc[r][1]);
         }
     }
 }
