@@ -204,9 +204,11 @@ crate::isa_dispatch! {
         let chunks = x.chunks_exact(16);
         let rest = chunks.remainder();
         for c in chunks {
+            // Compare-and-select is one instruction per lane (`min`/`max` add NaN fix-ups);
+            // a NaN never wins either comparison, as with `f32::min`.
             for i in 0..16 {
-                lo[i] = lo[i].min(c[i]);
-                hi[i] = hi[i].max(c[i]);
+                lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
+                hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
             }
         }
         let mut l = lo.iter().copied().fold(0f32, f32::min);
@@ -221,7 +223,13 @@ crate::isa_dispatch! {
 
 /// `(min(x, 0), max(x, 0))`, as DynamicQuantizeLinear's range (NaN ignored, as `f32::min`).
 pub fn min_max_with_zero(x: &[f32]) -> (f32, f32) {
-    min_max_run(x)
+    if x.len() < PAR_MIN || rayon::current_num_threads() == 1 {
+        return min_max_run(x);
+    }
+    let chunk = x.len().div_ceil(rayon::current_num_threads()).max(PAR_MIN / 4);
+    x.par_chunks(chunk)
+        .map(min_max_run)
+        .reduce(|| (0.0, 0.0), |a, b| (a.0.min(b.0), a.1.max(b.1)))
 }
 
 /// QuantizeLinear per tensor to u8/s8: `sat(round_half_even(x / scale) + zero)`.

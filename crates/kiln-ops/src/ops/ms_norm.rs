@@ -80,9 +80,8 @@ fn float_inputs<'a>(ctx: &KernelCtx<'a>, idx: &[usize]) -> Result<Vec<Option<&'a
 /// `x + skip (+ bias)`, with skip broadcast over leading dims and bias over the last axis.
 fn residual_sum(x: &Tensor, skip: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let hidden = *x.shape.last().ok_or("input must have rank >= 1")?;
-    let xv = load_any::<f64>(x)?;
-    let sv = load_any::<f64>(skip)?;
-    if sv.is_empty() || xv.len() % sv.len() != 0 || skip.shape.last() != Some(&hidden) {
+    let (xn, sn) = (x.len(), skip.len());
+    if sn == 0 || xn % sn != 0 || skip.shape.last() != Some(&hidden) {
         return Err(format!(
             "skip of shape {:?} does not match input {:?}",
             skip.shape, x.shape
@@ -115,6 +114,7 @@ fn residual_sum(x: &Tensor, skip: &Tensor, bias: Option<&Tensor>) -> Result<Tens
             return Ok(Tensor::new(x.shape.clone(), Data::F32(v)));
         }
     }
+    let (xv, sv) = (load_any::<f64>(x)?, load_any::<f64>(skip)?);
     let bv = bias.map(load_any::<f64>).transpose()?;
     let v: Vec<f64> = xv
         .iter()
