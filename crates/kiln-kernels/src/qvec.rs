@@ -226,7 +226,10 @@ pub fn min_max_with_zero(x: &[f32]) -> (f32, f32) {
     if x.len() < PAR_MIN || rayon::current_num_threads() == 1 {
         return min_max_run(x);
     }
-    let chunk = x.len().div_ceil(rayon::current_num_threads()).max(PAR_MIN / 4);
+    let chunk = x
+        .len()
+        .div_ceil(rayon::current_num_threads())
+        .max(PAR_MIN / 4);
     x.par_chunks(chunk)
         .map(min_max_run)
         .reduce(|| (0.0, 0.0), |a, b| (a.0.min(b.0), a.1.max(b.1)))

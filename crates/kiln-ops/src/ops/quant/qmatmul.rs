@@ -5,6 +5,7 @@
 //! the exact i32 range) run the reference kernels.
 use kiln_ir::AttrList;
 use kiln_kernels::qgemm::{qgemm, QInput, QOutput, QWeights};
+use rayon::prelude::*;
 
 use super::{bytes, call, isa, out_signed, per_channel, scale, scales, tensor_of, zero, zeros};
 use crate::ctx::{InferCtx, Inferred};
@@ -330,7 +331,8 @@ fn run(ctx: &KernelCtx, kind: Kind, packed: Option<&QWeights>) -> Result<Vec<Val
     };
     let bz_t = ctx.opt_tensor(bzi)?;
     let (b_bytes, _) = bytes(b_t).ok_or("B must be uint8 or int8")?;
-    for bt in 0..batches {
+    // One batch: its B packed (unless prepared), its rows of A into its rows of the output.
+    let batch = |bt: usize, out: QOutput| -> Result<()> {
         let owned;
         let w = match packed {
             Some(w) if batches == 1 => w,
@@ -358,23 +360,41 @@ fn run(ctx: &KernelCtx, kind: Kind, packed: Option<&QWeights>) -> Result<Vec<Val
             signed: a_signed,
             zero: za,
         };
-        let range = r0 * n..(r0 + rows_per_batch) * n;
-        let out = match &mut sink {
-            Sink::I32(o) => QOutput::I32 { out: &mut o[range] },
-            Sink::F32(o, s, b) => QOutput::F32 {
-                out: &mut o[range],
-                scale: s,
-                bias: b.as_deref(),
-            },
-            Sink::Quant(o, s, z, signed, b) => QOutput::Quant {
-                out: &mut o[range],
-                scale: s,
-                zero: *z,
-                signed: *signed,
-                bias: b.as_deref(),
-            },
-        };
-        qgemm(&input, w, out, n, 1).map_err(|e| e.0)?;
+        qgemm(&input, w, out, n, 1).map_err(|e| e.0)
+    };
+    // Batches (attention's heads) run side by side, each product on its own thread's share.
+    let chunk = (rows_per_batch * n).max(1);
+    if total > 0 {
+        match &mut sink {
+            Sink::I32(o) => o
+                .par_chunks_mut(chunk)
+                .enumerate()
+                .try_for_each(|(bt, o)| batch(bt, QOutput::I32 { out: o })),
+            Sink::F32(o, s, b) => {
+                let (s, b) = (&s[..], b.as_deref());
+                o.par_chunks_mut(chunk).enumerate().try_for_each(|(bt, o)| {
+                    let out = QOutput::F32 {
+                        out: o,
+                        scale: s,
+                        bias: b,
+                    };
+                    batch(bt, out)
+                })
+            }
+            Sink::Quant(o, s, z, signed, b) => {
+                let (s, z, signed, b) = (&s[..], *z, *signed, b.as_deref());
+                o.par_chunks_mut(chunk).enumerate().try_for_each(|(bt, o)| {
+                    let out = QOutput::Quant {
+                        out: o,
+                        scale: s,
+                        zero: z,
+                        signed,
+                        bias: b,
+                    };
+                    batch(bt, out)
+                })
+            }
+        }?;
     }
     one(match sink {
         Sink::I32(o) => Tensor::from_vec(out_shape, o),
