@@ -17,7 +17,7 @@ mod tile;
 
 use std::sync::OnceLock;
 
-pub use tile::{qgemm, qgemm_gather, Gather};
+pub use tile::{conv_in_place, qgemm, qgemm_conv, qgemm_gather, ConvRows, Gather};
 
 /// The largest K whose exact result always fits in i32 (255 · 255 · K < 2^31).
 pub const MAX_K: usize = 33_000;

@@ -28,8 +28,21 @@ enum Sink {
 /// Writes row `i` of A (its `K` bytes) into the slice: an im2col window gathered on demand.
 pub type Gather<'a> = &'a (dyn Fn(usize, &mut [u8]) + Sync);
 
+/// A convolution's A read where it lies (implicit im2col): output pixel `i`'s window is the
+/// runs of `run` bytes at `data[origin(i) + taps[t]]`, tap by tap, in K's order. `data` is the
+/// (padded) channels-last input, unsigned.
+pub struct ConvRows<'a> {
+    pub data: &'a [u8],
+    pub origin: &'a (dyn Fn(usize) -> usize + Sync),
+    pub taps: &'a [usize],
+    /// Bytes per tap: a multiple of 4.
+    pub run: usize,
+}
+
 struct Job<'a> {
     a: &'a QInput<'a>,
+    /// Rows read in place from a convolution's input.
+    conv: Option<&'a ConvRows<'a>>,
     /// Rows come from here rather than from `a.data` (which is then unused).
     gather: Option<Gather<'a>>,
     w: &'a QWeights,
@@ -44,7 +57,46 @@ struct Job<'a> {
 
 /// `C = (A - za)(B - zb)` into `out` at `out[i * rs + j * cs]`.
 pub fn qgemm(a: &QInput, w: &QWeights, out: QOutput, rs: usize, cs: usize) -> Result<(), QError> {
-    run(a, None, w, out, rs, cs)
+    run(a, None, None, w, out, rs, cs)
+}
+
+/// Whether [`qgemm_conv`] takes these weights: the VNNI kernel, no weight zero points (their
+/// correction needs each row's sum, which reading in place does not make).
+pub fn conv_in_place(w: &QWeights) -> bool {
+    w.isa == QIsa::Avx512Vnni && !w.any_zb
+}
+
+/// [`qgemm`] with A's rows read in place from a convolution's input (see [`ConvRows`]); `a`
+/// gives M, K and the zero point (unsigned). Refused unless [`conv_in_place`] holds and every
+/// window lies inside `rows.data`.
+pub fn qgemm_conv(
+    a: &QInput,
+    rows: &ConvRows,
+    w: &QWeights,
+    out: QOutput,
+    rs: usize,
+    cs: usize,
+) -> Result<(), QError> {
+    if !conv_in_place(w) || a.signed {
+        return Err(QError(
+            "in-place convolution rows need VNNI, unsigned A, no weight zero points".into(),
+        ));
+    }
+    if rows.run == 0 || rows.run % 4 != 0 || rows.taps.len() * rows.run != a.k || w.kp != a.k {
+        return Err(QError(format!(
+            "{} taps of {} bytes do not make K = {}",
+            rows.taps.len(),
+            rows.run,
+            a.k
+        )));
+    }
+    let reach = rows.taps.iter().max().copied().unwrap_or(0) + rows.run;
+    if (0..a.m).any(|i| (rows.origin)(i) + reach > rows.data.len()) {
+        return Err(QError(
+            "a window reaches past the convolution's input".into(),
+        ));
+    }
+    run(a, None, Some(rows), w, out, rs, cs)
 }
 
 /// [`qgemm`] with A's rows made by `gather` as each task needs them (a convolution's windows,
@@ -58,12 +110,13 @@ pub fn qgemm_gather(
     rs: usize,
     cs: usize,
 ) -> Result<(), QError> {
-    run(a, Some(gather), w, out, rs, cs)
+    run(a, Some(gather), None, w, out, rs, cs)
 }
 
 fn run(
     a: &QInput,
     gather: Option<Gather>,
+    conv: Option<&ConvRows>,
     w: &QWeights,
     out: QOutput,
     rs: usize,
@@ -75,7 +128,8 @@ fn run(
     if a.m == 0 {
         return Ok(());
     }
-    if gather.is_none() && (a.lda < a.k || a.data.len() < (a.m - 1) * a.lda + a.k) {
+    if gather.is_none() && conv.is_none() && (a.lda < a.k || a.data.len() < (a.m - 1) * a.lda + a.k)
+    {
         return Err(QError("A's buffer is shorter than its rows".into()));
     }
     let last = (a.m - 1) * rs + (w.n - 1) * cs;
@@ -151,6 +205,7 @@ fn run(
     zb.resize(padded, 0);
     let job = Job {
         a,
+        conv,
         gather,
         w,
         corr,
@@ -159,9 +214,17 @@ fn run(
         rs,
         cs,
     };
-    let row_blocks = a.m.div_ceil(MB);
-    // Enough tasks for every thread when M is short (BERT's 128 rows, a 7×7 map).
     let threads = rayon::current_num_threads();
+    // Short M (a deep layer's map, BERT's tokens): all rows in one block and tasks over the
+    // columns, so that each task reads its weights once while A (at most 1 MiB) stays in L2.
+    let a_bytes = a.m * w.kp * if w.isa.u8_by_s8() { 1 } else { 2 };
+    let mb = if a.m <= 1024 && a_bytes <= 1 << 20 && panels >= 2 * threads {
+        a.m
+    } else {
+        MB
+    };
+    let row_blocks = a.m.div_ceil(mb);
+    // Enough tasks for every thread when M is short (BERT's 128 rows, a 7×7 map).
     let want = 4 * threads;
     let col_groups = if row_blocks >= want {
         1
@@ -173,7 +236,7 @@ fn run(
     let tasks = row_blocks * col_groups;
     let run = |t: usize| {
         let (rb, cg) = (t / col_groups, t % col_groups);
-        let rows = rb * MB..((rb + 1) * MB).min(a.m);
+        let rows = rb * mb..((rb + 1) * mb).min(a.m);
         let pans = cg * per_group..((cg + 1) * per_group).min(panels);
         dispatch(&job, rows, pans);
     };
@@ -246,6 +309,9 @@ unsafe fn task<D: QDot, const MR: usize, const NV: usize, const NR: usize>(
     let kp = w.kp;
     let steps = kp / D::G;
     let m = rows.len();
+    if let Some(cv) = job.conv {
+        return conv_task::<D, MR, NV, NR>(job, cv, rows, pans);
+    }
     // A's rows as the micro-kernel reads them: K padded to the step (B is zero there), u8 as
     // is (shifted when signed) for VNNI, i16 for the others. Unsigned rows whose padded
     // length lies inside the buffer are read in place.
@@ -357,6 +423,76 @@ unsafe fn task<D: QDot, const MR: usize, const NV: usize, const NR: usize>(
             r0 += MR;
         }
     }
+}
+
+/// [`task`] for in-place convolution rows: each tile's rows point into the input, tap by tap.
+#[inline(always)]
+unsafe fn conv_task<D: QDot, const MR: usize, const NV: usize, const NR: usize>(
+    job: &Job,
+    cv: &ConvRows,
+    rows: std::ops::Range<usize>,
+    pans: std::ops::Range<usize>,
+) {
+    debug_assert_eq!(D::A_BYTES, 1);
+    let w = job.w;
+    let per_tap = cv.run / D::G;
+    let m = rows.len();
+    let base = cv.data.as_ptr();
+    let mut tile = [[0i32; 64]; MR];
+    for p in pans {
+        let bp = w.data.as_ptr().add(p * w.kp * NR * D::B_BYTES);
+        let col0 = p * NR;
+        let ncols = NR.min(w.n - col0);
+        let mut r0 = 0;
+        while r0 < m {
+            let mr = MR.min(m - r0);
+            let ap: [*const u8; MR] =
+                std::array::from_fn(|r| base.add((cv.origin)(rows.start + r0 + r.min(mr - 1))));
+            let acc = micro_taps::<D, MR, NV>(ap, cv.taps, per_tap, bp);
+            if job.cs == 1 {
+                vec_epilogue::<D, MR, NV>(job, &acc, mr, rows.start + r0, &[], col0, ncols);
+            } else {
+                for (acc, out) in acc.iter().zip(tile.iter_mut()) {
+                    for (v, &x) in acc.iter().enumerate() {
+                        D::store(x, out.as_mut_ptr().add(v * D::W));
+                    }
+                }
+                epilogue::<NR>(job, &tile[..mr], rows.start + r0, &[], r0, col0, ncols);
+            }
+            r0 += MR;
+        }
+    }
+}
+
+/// [`micro`] over a convolution's taps: A's rows continue at each tap's offset.
+#[inline(always)]
+unsafe fn micro_taps<D: QDot, const MR: usize, const NV: usize>(
+    a: [*const u8; MR],
+    taps: &[usize],
+    per_tap: usize,
+    b: *const u8,
+) -> [[D::V; NV]; MR] {
+    let mut acc = [[D::zero(); NV]; MR];
+    let vb = D::W * D::G * D::B_BYTES;
+    let sb = NV * vb;
+    let sa = D::G * D::A_BYTES;
+    let mut bp = b;
+    for &t in taps {
+        for s in 0..per_tap {
+            let mut bv = [D::zero(); NV];
+            for (v, x) in bv.iter_mut().enumerate() {
+                *x = D::load(bp.add(s * sb + v * vb));
+            }
+            for r in 0..MR {
+                let av = D::bcast(a[r].add(t + s * sa));
+                for v in 0..NV {
+                    acc[r][v] = D::dot(acc[r][v], av, bv[v]);
+                }
+            }
+        }
+        bp = bp.add(per_tap * sb);
+    }
+    acc
 }
 
 #[inline(always)]

@@ -5,7 +5,8 @@
 //! Weights are packed per group once per session when constant. 2-D only; other ranks and
 //! narrow groups (depthwise) run the reference: ConvInteger, bias, requantization.
 use kiln_ir::AttrList;
-use kiln_kernels::qgemm::{qgemm, qgemm_gather, QInput, QOutput, QWeights};
+use kiln_kernels::qgemm::{qgemm, qgemm_conv, qgemm_gather, ConvRows, QInput, QOutput, QWeights};
+use rayon::prelude::*;
 
 use super::{bytes, call, isa, out_signed, per_channel, scale, scales, tensor_of, zero, zeros};
 use crate::ctx::{InferCtx, Inferred};
@@ -239,6 +240,11 @@ fn run(ctx: &KernelCtx, packed: Option<&[QWeights]>) -> Result<Vec<Value>> {
             &nhwc
         };
         let out = &mut y[img * g.m * pixels..(img + 1) * g.m * pixels];
+        // Windows read in place from a padded (and, for s8, sign-flipped) copy when the
+        // kernel takes them so: no gathered rows at all.
+        let in_place =
+            !g.pointwise() && cg % 4 == 0 && packed.iter().all(kiln_kernels::qgemm::conv_in_place);
+        let padded = in_place.then(|| Padded::new(&g, xl, x_signed, zx));
         for gi in 0..g.group {
             let kp = k.div_ceil(4) * 4;
             let input = QInput {
@@ -262,7 +268,21 @@ fn run(ctx: &KernelCtx, packed: Option<&[QWeights]>) -> Result<Vec<Value>> {
                 signed: y_signed,
                 bias: bias.as_ref().map(|b| &b[c0..c0 + mg]),
             };
-            if g.pointwise() {
+            if let Some(p) = &padded {
+                let origin = |i: usize| p.origin(&g, i) + gi * cg;
+                let rows = ConvRows {
+                    data: &p.data,
+                    origin: &origin,
+                    taps: &p.taps,
+                    run: cg,
+                };
+                let input = QInput {
+                    signed: false,
+                    zero: p.zero,
+                    ..input
+                };
+                qgemm_conv(&input, &rows, &packed[gi], q, rs, cs)
+            } else if g.pointwise() {
                 qgemm(&input, &packed[gi], q, rs, cs)
             } else {
                 // Each task gathers its own pixels' windows.
@@ -278,6 +298,55 @@ fn run(ctx: &KernelCtx, packed: Option<&[QWeights]>) -> Result<Vec<Value>> {
         vec![g.n, g.m, g.oh, g.ow]
     };
     one(tensor_of(shape, y, y_signed))
+}
+
+/// The channels-last image inside a border of its zero point, wide enough that every window
+/// lies inside, as unsigned bytes (s8 moved up by 128), with each tap's byte offset.
+struct Padded {
+    data: Vec<u8>,
+    /// Padded width in pixels.
+    wp: usize,
+    taps: Vec<usize>,
+    zero: i32,
+}
+
+impl Padded {
+    fn new(g: &Geom, x: &[u8], signed: bool, zero: i32) -> Padded {
+        let flip = if signed { 0x80u8 } else { 0 };
+        let zero = if signed { zero + 128 } else { zero };
+        let hp = (g.h + g.pt).max((g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1);
+        let wp = (g.w + g.pl).max((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1);
+        let c = g.c;
+        let mut data = vec![zero as u8; hp * wp * c];
+        data.par_chunks_mut(wp * c)
+            .enumerate()
+            .skip(g.pt)
+            .take(g.h)
+            .for_each(|(py, row)| {
+                let src = &x[(py - g.pt) * g.w * c..(py - g.pt + 1) * g.w * c];
+                let dst = &mut row[g.pl * c..(g.pl + g.w) * c];
+                if flip == 0 {
+                    dst.copy_from_slice(src);
+                } else {
+                    dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s ^ flip);
+                }
+            });
+        let taps = (0..g.kh)
+            .flat_map(|ky| (0..g.kw).map(move |kx| ((ky * g.dh) * wp + kx * g.dw) * c))
+            .collect();
+        Padded {
+            data,
+            wp,
+            taps,
+            zero,
+        }
+    }
+
+    /// Byte offset of output pixel `i`'s window (its first tap, first channel).
+    fn origin(&self, g: &Geom, i: usize) -> usize {
+        let (oy, ox) = (i / g.ow, i % g.ow);
+        ((oy * g.sh) * self.wp + ox * g.sw) * g.c
+    }
 }
 
 /// `[C, P]` to `[P, C]`, in tiles that stay in cache.
