@@ -8,7 +8,10 @@ them, each with:
 - must-not-fire cases: the float op stays, and the pass reports the reason (a weight that is not
   a constant, a shared intermediate, mixed types, another Q scale, per-channel activations);
 - equivalence: kiln's run of the model (--level disabled and all) and ORT's run of the saved
-  optimized model equal ORT's run of the original within one quantization step.
+  optimized model equal ORT's run of the original within one quantization step;
+- kiln's session-only fusions on the quantized graph (`ai.kiln:QLinearConvAdd`): the pass's
+  applications and declines as `kiln demo` reports them, and `--level all` equal to
+  `--level extended` bit for bit.
 
 Prints `qdq-fusions: N passed, M failed`.
 """
@@ -214,12 +217,49 @@ CASES = [
 ]
 
 
+def residual(share=False):
+    """Two QDQ Convs of one input summed by a QDQ Add (a residual block's end, its shortcut a
+    1x1 convolution), so that the channels-last region holds both operands."""
+    g = G()
+    x = g.qdq("x", 0.02, U8(128))
+
+    def qconv(k, pads, scale, zero):
+        w = rng.integers(-60, 61, (16, 8, k, k)).astype(np.int8)
+        ws = (rng.random(16) * 0.01 + 0.002).astype(np.float32)
+        wd = g.dq(g.const(w), ws, np.zeros(16, np.int8), axis=0)
+        y = g.node("Conv", [x, wd], pads=[pads] * 4)
+        return g.dq(g.q(y, scale, U8(zero)), scale, U8(zero))
+
+    yq, r = qconv(3, 1, 0.05, 120), qconv(1, 0, 0.04, 110)
+    s = g.node("Add", [yq, r])
+    out = g.dq(g.q(s, 0.06, U8(125)), 0.06, U8(125))
+    feeds = {"x": rng.standard_normal((1, 8, 9, 9)).astype(np.float32)}
+    outs = [out] + ([yq, r] if share else [])
+    return g.model({"x": (1, 8, 9, 9)}, outs), feeds
+
+
+def session_pass(src, name):
+    """`kiln demo`'s report of one pass: (applied, [decline reasons])."""
+    text = common.kiln("demo", src, "--iters", "1")
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.split()[:1] == [name])
+    applied = int(lines[at].split("applied")[1].split(",")[0])
+    reasons = []
+    for line in lines[at + 1:]:
+        if not line.strip().startswith("declined at"):
+            break
+        reasons.append(line)
+    return applied, reasons
+
+
 def op_counts(m):
     return collections.Counter(f"{n.domain}:{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
                                for n in m.graph.node)
 
 
 def check(case):
+    if len(case) == 6:
+        return check_session(case)
     name, (m, feeds), want, absent, reason = case
     ref = common.ort_session(m)
     names = [o.name for o in ref.get_outputs()]
@@ -250,6 +290,35 @@ def check(case):
                 assert d <= step * 1.001 + 1e-6, f"{label} {n}: differs from ORT by {d:.4g} (> one step {step})"
                 worst = max(worst, d / step)
     return f"worst {worst:.2f} of a step"
+
+
+def check_session(case):
+    name, (m, feeds), pass_name, applied, reason, _ = case
+    with tempfile.TemporaryDirectory(prefix="kiln-qdq-") as tmp:
+        src = os.path.join(tmp, "m.onnx")
+        onnx.save(m, src)
+        got_applied, reasons = session_pass(src, pass_name)
+        assert got_applied == applied, f"{pass_name} applied {got_applied} times, want {applied}: {reasons}"
+        if reason:
+            assert any(reason in r for r in reasons), f"no decline mentions {reason!r}: {reasons}"
+        full = common.kiln_run_model(src, feeds, level="all")
+        ext = common.kiln_run_model(src, feeds, level="extended")
+        for n in ext:
+            assert np.array_equal(full[n], ext[n]), f"{n}: --level all differs from extended"
+        ref = common.ort_session(m)
+        names = [o.name for o in ref.get_outputs()]
+        for n, w in zip(names, ref.run(names, feeds)):
+            d = float(np.abs(full[n].astype(np.float64) - w).max())
+            assert d <= 0.06 * 1.001, f"{n}: differs from ORT by {d:.4g} (> one step)"
+    return f"{pass_name} applied {got_applied}, all == extended"
+
+
+SESSION = "session"
+CASES += [
+    ("Conv + residual Add -> ai.kiln:QLinearConvAdd", residual(), "quant_conv_add", 1, None, SESSION),
+    ("Conv + Add: the Conv's output also read", residual(share=True), "quant_conv_add", 0,
+     "consumers", SESSION),
+]
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ fn main() {
                         zero: 5,
                         signed: false,
                         bias: None,
+                        post: Default::default(),
                     };
                     qgemm(&input, &w, o, n, 1).expect("qgemm");
                 })

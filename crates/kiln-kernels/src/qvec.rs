@@ -98,6 +98,31 @@ crate::isa_dispatch! {
     }
 }
 
+/// One element of [`qbinary`].
+pub fn binary_one(x: u8, y: u8, p: &QBinary) -> u8 {
+    match (p.mul, p.signed) {
+        (false, false) => one::<false, false>(x, y, p),
+        (false, true) => one::<false, true>(x, y, p),
+        (true, false) => one::<true, false>(x, y, p),
+        (true, true) => one::<true, true>(x, y, p),
+    }
+}
+
+/// `out[i] = table[out[i]]` on a short run, this thread.
+pub fn lookup_in_place(out: &mut [u8], table: &[u8; 256]) {
+    #[cfg(target_arch = "x86_64")]
+    if lookup_variant() == "avx512-vbmi" {
+        let src: [u8; 64] = std::array::from_fn(|i| out.get(i).copied().unwrap_or(0));
+        if out.len() <= 64 {
+            // SAFETY: the features are present.
+            return unsafe { lookup_vbmi(&src[..out.len()], table, out) };
+        }
+    }
+    for o in out.iter_mut() {
+        *o = table[*o as usize];
+    }
+}
+
 /// `out[i] = op(a[i], b[i])` for equal lengths, or `op(a[i], b[0])` when `b` has one element.
 pub fn qbinary(a: &[u8], b: &[u8], out: &mut [u8], p: &QBinary) {
     assert!(out.len() == a.len() && (b.len() == a.len() || b.len() == 1));

@@ -45,6 +45,20 @@ pub(crate) trait QDot {
         dst: *mut u8,
         n: usize,
     );
+    /// [`store_quant`](QDot::store_quant), then QLinearAdd with the bytes at `res` (this
+    /// result is the Add's `a`), as [`crate::qvec::binary_one`] computes it.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn store_quant_add(
+        v: Self::V,
+        scale: *const f32,
+        lo: f32,
+        hi: f32,
+        zero: i32,
+        res: *const u8,
+        p: &crate::qvec::QBinary,
+        dst: *mut u8,
+        n: usize,
+    );
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -97,6 +111,46 @@ pub(crate) mod x86 {
                 // The default MXCSR mode rounds half to even; in range after the clamp.
                 let q = _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(zero));
                 _mm512_mask_cvtepi32_storeu_epi8(dst as *mut _, mask16(n), q)
+            }
+            #[inline(always)]
+            unsafe fn store_quant_add(
+                v: __m512i,
+                scale: *const f32,
+                lo: f32,
+                hi: f32,
+                zero: i32,
+                res: *const u8,
+                p: &crate::qvec::QBinary,
+                dst: *mut u8,
+                n: usize,
+            ) {
+                let f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_loadu_ps(scale));
+                let f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
+                // This result less the Add's `za` (the same zero point), exact in f32.
+                let q = _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(zero - p.za));
+                let da = _mm512_cvtepi32_ps(q);
+                let rb = _mm_maskz_loadu_epi8(mask16(n), res as *const _);
+                let rv = if p.signed {
+                    _mm512_cvtepi8_epi32(rb)
+                } else {
+                    _mm512_cvtepu8_epi32(rb)
+                };
+                let db = _mm512_cvtepi32_ps(_mm512_sub_epi32(rv, _mm512_set1_epi32(p.zb)));
+                let s = _mm512_add_ps(
+                    _mm512_mul_ps(_mm512_set1_ps(p.ra), da),
+                    _mm512_mul_ps(_mm512_set1_ps(p.rb), db),
+                );
+                let (clo, chi) = if p.signed {
+                    (-128.0, 127.0)
+                } else {
+                    (0.0, 255.0)
+                };
+                let r = _mm512_add_ps(
+                    _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(s),
+                    _mm512_set1_ps(p.zc as f32),
+                );
+                let r = _mm512_min_ps(_mm512_max_ps(r, _mm512_set1_ps(clo)), _mm512_set1_ps(chi));
+                _mm512_mask_cvtepi32_storeu_epi8(dst as *mut _, mask16(n), _mm512_cvttps_epi32(r))
             }
         };
     }
@@ -270,6 +324,23 @@ pub(crate) mod x86 {
                 std::ptr::copy_nonoverlapping(bytes.to_le_bytes().as_ptr(), dst, n)
             }
         }
+        #[inline(always)]
+        unsafe fn store_quant_add(
+            v: __m256i,
+            scale: *const f32,
+            lo: f32,
+            hi: f32,
+            zero: i32,
+            res: *const u8,
+            p: &crate::qvec::QBinary,
+            dst: *mut u8,
+            n: usize,
+        ) {
+            Self::store_quant(v, scale, lo, hi, zero, dst, n);
+            for l in 0..n.min(8) {
+                *dst.add(l) = crate::qvec::binary_one(*dst.add(l), *res.add(l), p);
+            }
+        }
     }
 }
 
@@ -342,6 +413,23 @@ impl QDot for Portable {
         for (l, &x) in v.iter().enumerate().take(n) {
             let f = (x as f32 * *scale.add(l)).clamp(lo, hi);
             *dst.add(l) = (f.round_ties_even() as i32 + zero) as u8;
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_quant_add(
+        v: [i32; 8],
+        scale: *const f32,
+        lo: f32,
+        hi: f32,
+        zero: i32,
+        res: *const u8,
+        p: &crate::qvec::QBinary,
+        dst: *mut u8,
+        n: usize,
+    ) {
+        Self::store_quant(v, scale, lo, hi, zero, dst, n);
+        for l in 0..n.min(8) {
+            *dst.add(l) = crate::qvec::binary_one(*dst.add(l), *res.add(l), p);
         }
     }
 }

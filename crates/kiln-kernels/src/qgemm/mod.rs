@@ -218,14 +218,25 @@ pub enum QOutput<'a> {
         scale: &'a [f32],
         bias: Option<&'a [f32]>,
     },
-    /// `sat(round_half_even(f32(C + bias[j]) · scale[j]) + zero)` to u8, or s8 when `signed`.
+    /// `sat(round_half_even(f32(C + bias[j]) · scale[j]) + zero)` to u8, or s8 when `signed`,
+    /// then `post`'s steps.
     Quant {
         out: &'a mut [u8],
         scale: &'a [f32],
         zero: i32,
         signed: bool,
         bias: Option<&'a [i32]>,
+        post: QPost<'a>,
     },
+}
+
+/// Steps on the requantized bytes before they are stored, each exactly the op it replaces: a
+/// QLinearAdd with a second operand laid out as the output (this product is its `a`), then a
+/// 256-entry table (QLinearSiLU, QLinearSigmoid, ...).
+#[derive(Clone, Copy, Default)]
+pub struct QPost<'a> {
+    pub add: Option<(&'a [u8], crate::qvec::QBinary)>,
+    pub table: Option<&'a [u8; 256]>,
 }
 
 /// Requantizes one i32 as ONNX Runtime's QLinear kernels do.

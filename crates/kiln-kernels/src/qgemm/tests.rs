@@ -118,6 +118,7 @@ fn case(rng: &mut Rng, isa: QIsa, m: usize, k: usize, n: usize, extreme: bool) {
             zero,
             signed,
             bias: Some(&bias),
+            post: Default::default(),
         };
         let (rs, cs) = if transposed { (1, m) } else { (n, 1) };
         qgemm(&input, &w, out, rs, cs).unwrap();
@@ -129,6 +130,35 @@ fn case(rng: &mut Rng, isa: QIsa, m: usize, k: usize, n: usize, extreme: bool) {
                 let g = if signed { g as i8 as i32 } else { g as i32 };
                 assert_eq!(g, r, "{label} quant ({i},{j}) transposed {transposed}");
             }
+        }
+        // With a fused QLinearAdd of a residual and a table after it.
+        let residual: Vec<u8> = (0..m * n).map(|_| rng.next() as u8).collect();
+        let p = crate::qvec::QBinary {
+            mul: false,
+            signed,
+            za: zero,
+            zb: rng.below(256) as i32 - if signed { 128 } else { 0 },
+            zc: rng.below(256) as i32 - if signed { 128 } else { 0 },
+            ra: 0.7,
+            rb: 1.3,
+        };
+        let table: [u8; 256] = std::array::from_fn(|b| (b as u8).wrapping_mul(7) ^ 0x5a);
+        let mut q2 = vec![0u8; m * n];
+        let out = QOutput::Quant {
+            out: &mut q2,
+            scale: &scale,
+            zero,
+            signed,
+            bias: Some(&bias),
+            post: QPost {
+                add: Some((&residual, p)),
+                table: Some(&table),
+            },
+        };
+        qgemm(&input, &w, out, rs, cs).unwrap();
+        for (pos, (&plain, &got)) in q.iter().zip(&q2).enumerate() {
+            let want = table[crate::qvec::binary_one(plain, residual[pos], &p) as usize];
+            assert_eq!(got, want, "{label} post at {pos} transposed {transposed}");
         }
     }
     // f32 with one scale.

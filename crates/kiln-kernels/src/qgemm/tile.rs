@@ -19,10 +19,10 @@ unsafe impl<T> Sync for Out<T> {}
 
 /// The output's form; per-column arrays padded to whole panels so that the epilogue runs over
 /// fixed-length rows the compiler vectorizes.
-enum Sink {
+enum Sink<'a> {
     I32(Out<i32>),
     F32(Out<f32>, Vec<f32>, Vec<f32>),
-    Quant(Out<u8>, Vec<f32>, Vec<i32>, i32, bool),
+    Quant(Out<u8>, Vec<f32>, Vec<i32>, i32, bool, super::QPost<'a>),
 }
 
 /// Writes row `i` of A (its `K` bytes) into the slice: an im2col window gathered on demand.
@@ -50,7 +50,7 @@ struct Job<'a> {
     corr: Vec<i32>,
     /// `zb'` per column, padded.
     zb: Vec<i32>,
-    sink: Sink,
+    sink: Sink<'a>,
     rs: usize,
     cs: usize,
 }
@@ -82,7 +82,11 @@ pub fn qgemm_conv(
             "in-place convolution rows need VNNI, unsigned A, no weight zero points".into(),
         ));
     }
-    if rows.run == 0 || rows.run % 4 != 0 || rows.taps.len() * rows.run != a.k || w.kp != a.k {
+    if rows.run == 0
+        || !rows.run.is_multiple_of(4)
+        || rows.taps.len() * rows.run != a.k
+        || w.kp != a.k
+    {
         return Err(QError(format!(
             "{} taps of {} bytes do not make K = {}",
             rows.taps.len(),
@@ -159,7 +163,11 @@ fn run(
             zero,
             signed,
             bias,
+            post,
         } if out.len() > last => {
+            if post.add.is_some_and(|(r, _)| r.len() <= last) {
+                return Err(QError("the residual is shorter than the output".into()));
+            }
             let mut b = match bias {
                 None => vec![0; w.n],
                 Some(b) if b.len() == w.n => b.to_vec(),
@@ -178,6 +186,7 @@ fn run(
                 b,
                 zero,
                 signed,
+                post,
             )
         }
         _ => return Err(QError("output buffer too short".into())),
@@ -196,7 +205,7 @@ fn run(
         .collect();
     corr.resize(padded, 0);
     // An integer bias adds to the sums before scaling: fold it into the correction.
-    if let Sink::Quant(_, _, bias, _, _) = &sink {
+    if let Sink::Quant(_, _, bias, _, _, _) = &sink {
         for (c, &b) in corr.iter_mut().zip(bias) {
             *c = c.wrapping_add(b);
         }
@@ -566,15 +575,29 @@ unsafe fn vec_epilogue<D: QDot, const MR: usize, const NV: usize>(
                 }
             }
         }
-        Sink::Quant(o, scale, _, zero, signed) => {
+        Sink::Quant(o, scale, _, zero, signed, post) => {
             let scale = scale.as_ptr().add(col0);
             let (lo, hi) = if *signed { (-128, 127) } else { (0, 255) };
             let (flo, fhi) = ((lo - zero) as f32, (hi - zero) as f32);
             for r in 0..mr {
-                let dst = o.0.add((row0 + r) * job.rs + col0);
+                let at = (row0 + r) * job.rs + col0;
+                let dst = o.0.add(at);
                 for v in 0..NV {
-                    let s = scale.add(v * D::W);
-                    D::store_quant(sum(r, v), s, flo, fhi, *zero, dst.add(v * D::W), lanes(v));
+                    let (s, d) = (scale.add(v * D::W), dst.add(v * D::W));
+                    match &post.add {
+                        Some((res, p)) => {
+                            let rp = res.as_ptr().add(at + v * D::W);
+                            D::store_quant_add(sum(r, v), s, flo, fhi, *zero, rp, p, d, lanes(v))
+                        }
+                        None => D::store_quant(sum(r, v), s, flo, fhi, *zero, d, lanes(v)),
+                    }
+                }
+                if post.table.is_some() {
+                    // The row's bytes, still in L1: this task's alone.
+                    let row = std::slice::from_raw_parts_mut(dst, ncols);
+                    if let Some(t) = post.table {
+                        crate::qvec::lookup_in_place(row, t);
+                    }
                 }
             }
         }
@@ -619,7 +642,7 @@ unsafe fn epilogue<const NR: usize>(
                 }
                 store(o.0.add(base), job.cs, &f[..ncols]);
             }
-            Sink::Quant(o, scale, _, zero, signed) => {
+            Sink::Quant(o, scale, _, zero, signed, post) => {
                 // The bias is in `corr` already.
                 let scale = &scale[col0..col0 + NR];
                 let (lo, hi) = if *signed { (-128, 127) } else { (0, 255) };
@@ -629,6 +652,14 @@ unsafe fn epilogue<const NR: usize>(
                     let v = (vals[c] as f32 * scale[c]).clamp(flo, fhi);
                     // In range after the clamp, so the conversion is exact.
                     q[c] = (v.round_ties_even().to_int_unchecked::<i32>() + zero) as u8;
+                }
+                for (c, b) in q.iter_mut().enumerate().take(ncols) {
+                    if let Some((res, p)) = &post.add {
+                        *b = crate::qvec::binary_one(*b, res[base + c * job.cs], p);
+                    }
+                    if let Some(t) = post.table {
+                        *b = t[*b as usize];
+                    }
                 }
                 store(o.0.add(base), job.cs, &q[..ncols]);
             }

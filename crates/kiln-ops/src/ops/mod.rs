@@ -351,6 +351,7 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
         (kiln_fused::DOMAIN, "FusedConv") => conv::infer,
         (kiln_fused::DOMAIN, "Sdpa") => kiln_attention::infer,
         (kiln_fused::DOMAIN, "QLinearSiLU") => elementwise::unary,
+        (kiln_fused::DOMAIN, "QLinearConvAdd") => quant::infer_conv_add,
         (kiln_fused::DOMAIN, op) => return kiln_nchwc::infer_rule(op),
         ("com.microsoft", "FusedGemm") => gemm::infer,
         ("com.microsoft", "FusedMatMul") => matmul::infer,

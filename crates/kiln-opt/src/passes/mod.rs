@@ -15,6 +15,7 @@ mod fused_conv;
 mod fused_gemm;
 mod gelu;
 mod nchwc;
+mod qconv_add;
 pub(crate) mod qdq;
 mod qnhwc;
 mod qsilu;
@@ -62,6 +63,7 @@ pub fn all() -> Vec<Box<dyn Pass>> {
         Box::new(attention::AttentionFusion),
         Box::new(qsilu::QuantSilu),
         Box::new(qnhwc::QuantNhwc),
+        Box::new(qconv_add::QuantConvAdd),
         Box::new(nchwc::NchwcLayout),
     ]
 }

@@ -38,10 +38,16 @@ pub fn infer_rule(domain: &str, op_type: &str) -> Option<crate::ops::InferFn> {
         .or_else(|| qmatmul::infer_rule(op_type))
 }
 
+/// ai.kiln QLinearConvAdd: QLinearConv's output.
+pub fn infer_conv_add(ctx: &crate::ctx::InferCtx) -> crate::ctx::Result<Vec<crate::ctx::Inferred>> {
+    qconv::infer_ms(ctx)
+}
+
 /// Session-time preparation (weights packed once).
 pub fn prepare(ctx: &PrepareCtx) -> Option<Box<dyn PreparedKernel>> {
     match (ctx.domain, ctx.op_type) {
-        ("" | "com.microsoft", "QLinearConv") => qconv::prepare(ctx),
+        ("" | "com.microsoft", "QLinearConv")
+        | (crate::ops::kiln_fused::DOMAIN, "QLinearConvAdd") => qconv::prepare(ctx),
         ("", "QLinearMatMul" | "MatMulInteger")
         | ("com.microsoft", "MatMulIntegerToFloat" | "DynamicQuantizeMatMul" | "QGemm") => {
             qmatmul::prepare(ctx)
@@ -55,6 +61,7 @@ pub fn has_prepare(domain: &str, op_type: &str) -> bool {
     matches!(
         (domain, op_type),
         ("" | "com.microsoft", "QLinearConv")
+            | (crate::ops::kiln_fused::DOMAIN, "QLinearConvAdd")
             | ("", "QLinearMatMul" | "MatMulInteger")
             | (
                 "com.microsoft",

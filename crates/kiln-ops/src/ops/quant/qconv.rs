@@ -5,7 +5,10 @@
 //! Weights are packed per group once per session when constant. 2-D only; other ranks and
 //! narrow groups (depthwise) run the reference: ConvInteger, bias, requantization.
 use kiln_ir::AttrList;
-use kiln_kernels::qgemm::{qgemm, qgemm_conv, qgemm_gather, ConvRows, QInput, QOutput, QWeights};
+use kiln_kernels::qgemm::{
+    qgemm, qgemm_conv, qgemm_gather, ConvRows, QInput, QOutput, QPost, QWeights,
+};
+use kiln_kernels::qvec::QBinary;
 use rayon::prelude::*;
 
 use super::{bytes, call, isa, out_signed, per_channel, scale, scales, tensor_of, zero, zeros};
@@ -15,7 +18,8 @@ use crate::value::{Data, Tensor, Value};
 
 pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
     match (domain, op_type) {
-        ("" | "com.microsoft", "QLinearConv") => Some(|c| run(c, None)),
+        ("" | "com.microsoft", "QLinearConv")
+        | (crate::ops::kiln_fused::DOMAIN, "QLinearConvAdd") => Some(|c| run(c, None)),
         _ => None,
     }
 }
@@ -28,7 +32,7 @@ pub fn infer_rule(op_type: &str) -> Option<crate::ops::InferFn> {
 }
 
 /// com.microsoft QLinearConv: ONNX's shapes, or channels-last ones.
-fn infer_ms(ctx: &InferCtx) -> Result<Vec<Inferred>> {
+pub(crate) fn infer_ms(ctx: &InferCtx) -> Result<Vec<Inferred>> {
     if ctx.int_attr("channels_last", 0) == 0 {
         return crate::ops::conv::infer_qlinear(ctx);
     }
@@ -191,8 +195,51 @@ fn fast_groups(w: &Tensor, group: usize) -> bool {
     w.rank() == 4 && group > 0 && w.shape[0] % group == 0 && (group == 1 || w.shape[0] / group >= 8)
 }
 
+/// ai.kiln QLinearConvAdd's second addend (inputs 9-13: B, its scale and zero point, the
+/// sum's scale and zero point) as a QLinearAdd with the convolution's output as A.
+fn fused_add<'a>(ctx: &KernelCtx<'a>) -> Result<Option<(&'a Tensor, QBinary)>> {
+    if ctx.op_type != "QLinearConvAdd" {
+        return Ok(None);
+    }
+    let b = super::q_input(ctx, 9, "B")?;
+    let (sc, zc, c_signed) = super::q_output(ctx, 12, "C")?;
+    let y_signed = out_signed(ctx, 7)?;
+    if b.signed != y_signed || c_signed != y_signed {
+        return Err("the convolution's output, B and C must have one 8-bit type".into());
+    }
+    let sy = scale(ctx.tensor(6)?, "y_scale")?;
+    let zy = zero(ctx.opt_tensor(7)?, y_signed, "y_zero_point")?;
+    let p = QBinary {
+        mul: false,
+        signed: y_signed,
+        za: zy,
+        zb: b.zero,
+        zc,
+        ra: sy / sc,
+        rb: b.scale / sc,
+    };
+    Ok(Some((b.t, p)))
+}
+
 fn run(ctx: &KernelCtx, packed: Option<&[QWeights]>) -> Result<Vec<Value>> {
-    let last = ctx.domain == "com.microsoft" && ctx.int_attr("channels_last", 0) != 0;
+    let add = fused_add(ctx)?;
+    let y = conv(ctx, packed, add)?;
+    match add {
+        Some((b, _)) if b.shape != y.shape => Err(format!(
+            "B has shape {:?}, the convolution's output {:?}",
+            b.shape, y.shape
+        )),
+        _ => one(y),
+    }
+}
+
+/// The convolution (and the fused addend, laid out as the output).
+fn conv(
+    ctx: &KernelCtx,
+    packed: Option<&[QWeights]>,
+    add: Option<(&Tensor, QBinary)>,
+) -> Result<Tensor> {
+    let last = ctx.int_attr("channels_last", 0) != 0;
     let (x, w) = (ctx.tensor(0)?, ctx.tensor(3)?);
     let group = ctx.int_attr("group", 1).max(1) as usize;
     let geom = Geom::new(ctx, &x.shape, &w.shape, last)?;
@@ -200,7 +247,23 @@ fn run(ctx: &KernelCtx, packed: Option<&[QWeights]>) -> Result<Vec<Value>> {
     let Some(g) = geom
         .filter(|g| f32_scales && fast_groups(w, g.group) && g.k() <= kiln_kernels::qgemm::MAX_K)
     else {
-        return reference(ctx, last);
+        return add_after(reference(ctx, last)?, add);
+    };
+    let shape = if last {
+        vec![g.n, g.oh, g.ow, g.m]
+    } else {
+        vec![g.n, g.m, g.oh, g.ow]
+    };
+    // The addend's bytes, laid out as the output.
+    let addend = match add {
+        Some((b, p)) if b.shape == shape => Some((bytes(b).ok_or("B must be 8-bit")?.0, p)),
+        Some((b, _)) => {
+            return Err(format!(
+                "B has shape {:?}, the convolution's output {shape:?}",
+                b.shape
+            ))
+        }
+        None => None,
     };
     let (xv, x_signed) = bytes(x).ok_or("X must be uint8 or int8")?;
     let zx = zero(ctx.opt_tensor(2)?, x_signed, "x_zero_point")?;
@@ -256,17 +319,22 @@ fn run(ctx: &KernelCtx, packed: Option<&[QWeights]>) -> Result<Vec<Value>> {
                 zero: zx,
             };
             let c0 = gi * mg;
-            let (dst, rs, cs) = if last {
-                (&mut out[c0..], g.m, 1)
+            let (at, rs, cs) = if last {
+                (c0, g.m, 1)
             } else {
-                (&mut out[c0 * pixels..], 1, pixels)
+                (c0 * pixels, 1, pixels)
+            };
+            let post = QPost {
+                add: addend.map(|(b, p)| (&b[img * g.m * pixels + at..], p)),
+                table: None,
             };
             let q = QOutput::Quant {
-                out: dst,
+                out: &mut out[at..],
                 scale: &scale[c0..c0 + mg],
                 zero: zy,
                 signed: y_signed,
                 bias: bias.as_ref().map(|b| &b[c0..c0 + mg]),
+                post,
             };
             if let Some(p) = &padded {
                 let origin = |i: usize| p.origin(&g, i) + gi * cg;
@@ -292,12 +360,23 @@ fn run(ctx: &KernelCtx, packed: Option<&[QWeights]>) -> Result<Vec<Value>> {
             .map_err(|e| e.0)?;
         }
     }
-    let shape = if last {
-        vec![g.n, g.oh, g.ow, g.m]
-    } else {
-        vec![g.n, g.m, g.oh, g.ow]
-    };
-    one(tensor_of(shape, y, y_signed))
+    Ok(tensor_of(shape, y, y_signed))
+}
+
+/// The fused addend applied to a finished output (the reference path).
+fn add_after(y: Tensor, add: Option<(&Tensor, QBinary)>) -> Result<Tensor> {
+    let Some((b, p)) = add else { return Ok(y) };
+    if b.shape != y.shape {
+        return Err(format!(
+            "B has shape {:?}, the convolution's output {:?}",
+            b.shape, y.shape
+        ));
+    }
+    let (yv, signed) = bytes(&y).ok_or("the convolution gave no 8-bit output")?;
+    let bv = bytes(b).ok_or("B must be 8-bit")?.0;
+    let mut out = vec![0u8; yv.len()];
+    kiln_kernels::qvec::qbinary(yv, bv, &mut out, &p);
+    Ok(tensor_of(y.shape.clone(), out, signed))
 }
 
 /// The channels-last image inside a border of its zero point, wide enough that every window
@@ -398,7 +477,7 @@ fn window(g: &Geom, x: &[u8], gi: usize, pad: u8, i: usize, dst: &mut [u8]) {
 }
 
 /// ConvInteger, the bias, and requantization per output channel (channels-last by transposes).
-fn reference(ctx: &KernelCtx, last: bool) -> Result<Vec<Value>> {
+fn reference(ctx: &KernelCtx, last: bool) -> Result<Tensor> {
     let (x, sx, xz) = (ctx.tensor(0)?, ctx.tensor(1)?, ctx.opt_tensor(2)?);
     let (w, sw, wz) = (ctx.tensor(3)?, ctx.tensor(4)?, ctx.opt_tensor(5)?);
     let x_first;
@@ -439,7 +518,7 @@ fn reference(ctx: &KernelCtx, last: bool) -> Result<Vec<Value>> {
         })
         .collect();
     let y = tensor_of(acc.shape.clone(), out, signed);
-    one(if last { permute(&y, false)? } else { y })
+    Ok(if last { permute(&y, false)? } else { y })
 }
 
 /// Channels-last to -first (`to_first`) or back, for any rank.

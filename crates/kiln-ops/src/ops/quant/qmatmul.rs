@@ -390,6 +390,7 @@ fn run(ctx: &KernelCtx, kind: Kind, packed: Option<&QWeights>) -> Result<Vec<Val
                         zero: z,
                         signed,
                         bias: b,
+                        post: Default::default(),
                     };
                     batch(bt, out)
                 })
