@@ -124,17 +124,24 @@ impl Geom {
         self.m / self.group
     }
 
-    fn k(&self) -> usize {
-        self.cg() * self.kh * self.kw
-    }
-
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.pt == 0 && self.pl == 0
     }
 }
 
-/// Weights `[M, C/g, kh, kw]` packed per group with K in tap-major order (`(i·kw + j)·C/g + c`),
-/// the order of the channels-last windows.
+/// Channels per tap in K: `C/g`, or with one group on the VNNI path rounded up to whole 4-byte
+/// steps (an RGB input's 3 become 4, the fourth the input's zero point times a zero weight), so
+/// that every layer reads its windows in place.
+fn tap_channels(cg: usize, group: usize) -> usize {
+    if group == 1 && cg % 4 != 0 && isa() == kiln_kernels::qgemm::QIsa::Avx512Vnni {
+        cg.div_ceil(4) * 4
+    } else {
+        cg
+    }
+}
+
+/// Weights `[M, C/g, kh, kw]` packed per group with K in tap-major order (`(i·kw + j)·cp + c`,
+/// `cp` = [`tap_channels`]), the order of the channels-last windows.
 fn pack(w: &Tensor, wz: Option<&Tensor>, group: usize) -> Result<Vec<QWeights>> {
     let (wv, signed) = bytes(w).ok_or("W must be uint8 or int8")?;
     if w.rank() != 4 || group == 0 || w.shape[0] % group != 0 {
@@ -142,7 +149,8 @@ fn pack(w: &Tensor, wz: Option<&Tensor>, group: usize) -> Result<Vec<QWeights>> 
     }
     let (m, cg, taps) = (w.shape[0], w.shape[1], w.shape[2] * w.shape[3]);
     let mg = m / group;
-    let k = cg * taps;
+    let cp = tap_channels(cg, group);
+    let k = cp * taps;
     let zw = per_channel(&zeros(wz, signed, "w_zero_point")?, m, "w_zero_point")?;
     (0..group)
         .map(|g| {
@@ -151,8 +159,12 @@ fn pack(w: &Tensor, wz: Option<&Tensor>, group: usize) -> Result<Vec<QWeights>> 
                 mg,
                 signed,
                 |kk, j| {
-                    let (tap, c) = (kk / cg, kk % cg);
-                    super::byte_value(wv[(g * mg + j) * k + c * taps + tap], signed)
+                    let (tap, c) = (kk / cp, kk % cp);
+                    if c < cg {
+                        super::byte_value(wv[((g * mg + j) * cg + c) * taps + tap], signed)
+                    } else {
+                        0
+                    }
                 },
                 |j| zw[g * mg + j],
                 isa(),
@@ -244,9 +256,10 @@ fn conv(
     let group = ctx.int_attr("group", 1).max(1) as usize;
     let geom = Geom::new(ctx, &x.shape, &w.shape, last)?;
     let f32_scales = ctx.tensor(1)?.dtype() == kiln_ir::DataType::F32;
-    let Some(g) = geom
-        .filter(|g| f32_scales && fast_groups(w, g.group) && g.k() <= kiln_kernels::qgemm::MAX_K)
-    else {
+    let Some(g) = geom.filter(|g| {
+        let k = tap_channels(g.cg(), g.group) * g.kh * g.kw;
+        f32_scales && fast_groups(w, g.group) && k <= kiln_kernels::qgemm::MAX_K
+    }) else {
         return add_after(reference(ctx, last)?, add);
     };
     let shape = if last {
@@ -288,7 +301,9 @@ fn conv(
         }
     };
     let scale: Vec<f32> = sw.iter().map(|&s| (sx * s) / sy).collect();
-    let (cg, mg, k) = (g.cg(), g.mg(), g.k());
+    let (cg, mg) = (g.cg(), g.mg());
+    let cp = tap_channels(cg, g.group);
+    let k = cp * g.kh * g.kw;
     let (plane, pixels) = (g.h * g.w, g.oh * g.ow);
     let mut y = vec![0u8; g.n * g.m * pixels];
     let mut nhwc = Vec::new();
@@ -306,8 +321,8 @@ fn conv(
         // Windows read in place from a padded (and, for s8, sign-flipped) copy when the
         // kernel takes them so: no gathered rows at all.
         let in_place =
-            !g.pointwise() && cg % 4 == 0 && packed.iter().all(kiln_kernels::qgemm::conv_in_place);
-        let padded = in_place.then(|| Padded::new(&g, xl, x_signed, zx));
+            !g.pointwise() && cp % 4 == 0 && packed.iter().all(kiln_kernels::qgemm::conv_in_place);
+        let padded = in_place.then(|| Padded::new(&g, cp, xl, x_signed, zx));
         for gi in 0..g.group {
             let kp = k.div_ceil(4) * 4;
             let input = QInput {
@@ -342,7 +357,7 @@ fn conv(
                     data: &p.data,
                     origin: &origin,
                     taps: &p.taps,
-                    run: cg,
+                    run: cp,
                 };
                 let input = QInput {
                     signed: false,
@@ -354,7 +369,7 @@ fn conv(
                 qgemm(&input, &packed[gi], q, rs, cs)
             } else {
                 // Each task gathers its own pixels' windows.
-                let gather = |i: usize, row: &mut [u8]| window(&g, xl, gi, zx as u8, i, row);
+                let gather = |i: usize, row: &mut [u8]| window(&g, cp, xl, gi, zx as u8, i, row);
                 qgemm_gather(&input, &gather, &packed[gi], q, rs, cs)
             }
             .map_err(|e| e.0)?;
@@ -380,42 +395,47 @@ fn add_after(y: Tensor, add: Option<(&Tensor, QBinary)>) -> Result<Tensor> {
 }
 
 /// The channels-last image inside a border of its zero point, wide enough that every window
-/// lies inside, as unsigned bytes (s8 moved up by 128), with each tap's byte offset.
+/// lies inside, as unsigned bytes (s8 moved up by 128), pixels of `cp` ≥ C bytes (the extra
+/// channels the zero point), with each tap's byte offset.
 struct Padded {
     data: Vec<u8>,
-    /// Padded width in pixels.
+    /// Padded width in pixels, bytes per pixel.
     wp: usize,
+    cp: usize,
     taps: Vec<usize>,
     zero: i32,
 }
 
 impl Padded {
-    fn new(g: &Geom, x: &[u8], signed: bool, zero: i32) -> Padded {
+    fn new(g: &Geom, cp: usize, x: &[u8], signed: bool, zero: i32) -> Padded {
         let flip = if signed { 0x80u8 } else { 0 };
         let zero = if signed { zero + 128 } else { zero };
         let hp = (g.h + g.pt).max((g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1);
         let wp = (g.w + g.pl).max((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1);
-        let c = g.c;
-        let mut data = vec![zero as u8; hp * wp * c];
-        data.par_chunks_mut(wp * c)
+        let (c, cp) = (g.c, cp.max(g.c));
+        let mut data = vec![zero as u8; hp * wp * cp];
+        data.par_chunks_mut(wp * cp)
             .enumerate()
             .skip(g.pt)
             .take(g.h)
             .for_each(|(py, row)| {
                 let src = &x[(py - g.pt) * g.w * c..(py - g.pt + 1) * g.w * c];
-                let dst = &mut row[g.pl * c..(g.pl + g.w) * c];
-                if flip == 0 {
+                let dst = &mut row[g.pl * cp..(g.pl + g.w) * cp];
+                if cp == c && flip == 0 {
                     dst.copy_from_slice(src);
                 } else {
-                    dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s ^ flip);
+                    for (d, s) in dst.chunks_exact_mut(cp).zip(src.chunks_exact(c)) {
+                        d[..c].iter_mut().zip(s).for_each(|(d, &s)| *d = s ^ flip);
+                    }
                 }
             });
         let taps = (0..g.kh)
-            .flat_map(|ky| (0..g.kw).map(move |kx| ((ky * g.dh) * wp + kx * g.dw) * c))
+            .flat_map(|ky| (0..g.kw).map(move |kx| ((ky * g.dh) * wp + kx * g.dw) * cp))
             .collect();
         Padded {
             data,
             wp,
+            cp,
             taps,
             zero,
         }
@@ -424,7 +444,7 @@ impl Padded {
     /// Byte offset of output pixel `i`'s window (its first tap, first channel).
     fn origin(&self, g: &Geom, i: usize) -> usize {
         let (oy, ox) = (i / g.ow, i % g.ow);
-        ((oy * g.sh) * self.wp + ox * g.sw) * g.c
+        ((oy * g.sh) * self.wp + ox * g.sw) * self.cp
     }
 }
 
@@ -443,17 +463,18 @@ fn to_channels_last(src: &[u8], c: usize, p: usize, dst: &mut [u8]) {
     }
 }
 
-/// Output pixel `i`'s window of group `gi`, tap by tap, `C/g` channels per tap, into `dst`
-/// (`K` bytes); taps outside the input read the zero point.
-fn window(g: &Geom, x: &[u8], gi: usize, pad: u8, i: usize, dst: &mut [u8]) {
+/// Output pixel `i`'s window of group `gi`, tap by tap, `cp` bytes per tap (`C/g` channels,
+/// then the zero point), into `dst` (`K` bytes); taps outside the input read the zero point.
+fn window(g: &Geom, cp: usize, x: &[u8], gi: usize, pad: u8, i: usize, dst: &mut [u8]) {
     let cg = g.cg();
     let (oy, ox) = (i / g.ow, i % g.ow);
-    // With one group and no dilation along x, a window row's taps are one run of the input.
-    let runs = g.group == 1 && g.dw == 1;
+    // With one group, no dilation along x and no padded channels, a window row's taps are one
+    // run of the input.
+    let runs = g.group == 1 && g.dw == 1 && cp == cg;
     let ix0 = (ox * g.sw) as isize - g.pl as isize;
     for ky in 0..g.kh {
         let iy = (oy * g.sh + ky * g.dh) as isize - g.pt as isize;
-        let row = &mut dst[ky * g.kw * cg..(ky + 1) * g.kw * cg];
+        let row = &mut dst[ky * g.kw * cp..(ky + 1) * g.kw * cp];
         if iy < 0 || iy >= g.h as isize {
             row.fill(pad);
             continue;
@@ -465,12 +486,13 @@ fn window(g: &Geom, x: &[u8], gi: usize, pad: u8, i: usize, dst: &mut [u8]) {
         }
         for kx in 0..g.kw {
             let ix = (ox * g.sw + kx * g.dw) as isize - g.pl as isize;
-            let tap = &mut row[kx * cg..(kx + 1) * cg];
+            let tap = &mut row[kx * cp..(kx + 1) * cp];
             if ix < 0 || ix >= g.w as isize {
                 tap.fill(pad);
             } else {
                 let at = (iy as usize * g.w + ix as usize) * g.c + gi * cg;
-                tap.copy_from_slice(&x[at..at + cg]);
+                tap[..cg].copy_from_slice(&x[at..at + cg]);
+                tap[cg..].fill(pad);
             }
         }
     }
