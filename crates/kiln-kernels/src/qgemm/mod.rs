@@ -124,7 +124,7 @@ pub struct QWeights {
     pub(crate) n: usize,
     /// K rounded up to the step.
     pub(crate) kp: usize,
-    pub(crate) data: Vec<u8>,
+    pub(crate) data: Aligned,
     pub(crate) col_sums: Vec<i32>,
     pub(crate) zb: Vec<i32>,
     pub(crate) any_zb: bool,
@@ -151,7 +151,8 @@ impl QWeights {
         let panels = n.div_ceil(nr);
         // VNNI's B operand is signed: u8 weights move down by 128, with their zero point.
         let shift = if isa.u8_by_s8() && !signed { -128 } else { 0 };
-        let mut data = vec![0u8; panels * kp * nr * bb];
+        let mut store = Aligned::zeroed(panels * kp * nr * bb);
+        let data = store.as_mut_slice();
         let mut col_sums = vec![0i32; n];
         for (j, sum) in col_sums.iter_mut().enumerate() {
             let (p, c) = (j / nr, j % nr);
@@ -175,7 +176,7 @@ impl QWeights {
             k,
             n,
             kp,
-            data,
+            data: store,
             col_sums,
             zb,
             any_zb,
@@ -192,6 +193,31 @@ impl QWeights {
 
     pub fn isa(&self) -> QIsa {
         self.isa
+    }
+}
+
+/// Zeroed bytes starting on a 64-byte boundary: a packed panel's vector loads never straddle
+/// two cache lines, whatever address the allocator gave (a misaligned panel made every load a
+/// split one, and runs of one process 15% slower than the next).
+pub(crate) struct Aligned {
+    buf: Vec<u8>,
+    off: usize,
+    len: usize,
+}
+
+impl Aligned {
+    pub(crate) fn zeroed(len: usize) -> Aligned {
+        let buf = vec![0u8; len + 63];
+        let off = buf.as_ptr().align_offset(64);
+        Aligned { buf, off, len }
+    }
+
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        self.buf[self.off..].as_ptr()
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.buf[self.off..self.off + self.len]
     }
 }
 

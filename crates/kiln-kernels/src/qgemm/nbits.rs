@@ -21,7 +21,7 @@ pub struct Q4Weights {
     block: usize,
     blocks: usize,
     /// `[panel][block][step][NR cols][4]` values `w - zw` (as i8).
-    data: Vec<u8>,
+    data: super::Aligned,
     /// `[panel][block][NR]` scales, and `128·Σ(w - zw)` over the block.
     scales: Vec<f32>,
     corr: Vec<i32>,
@@ -47,7 +47,8 @@ impl Q4Weights {
         }
         let blocks = k.div_ceil(block);
         let panels = n.div_ceil(NR);
-        let mut data = vec![0u8; panels * blocks * block * NR];
+        let mut store = super::Aligned::zeroed(panels * blocks * block * NR);
+        let data = store.as_mut_slice();
         let mut scales = vec![0f32; panels * blocks * NR];
         let mut corr = vec![0i32; panels * blocks * NR];
         for col in 0..n {
@@ -70,7 +71,7 @@ impl Q4Weights {
             k,
             block,
             blocks,
-            data,
+            data: store,
             scales,
             corr,
         })
