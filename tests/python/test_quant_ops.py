@@ -77,7 +77,9 @@ def build():
         tag = f"{np.dtype(at).name} x {np.dtype(wt).name}"
         for c, m, k, s, p, d, g, hw in [(8, 16, 3, 1, 1, 1, 1, 9), (3, 8, 7, 2, 3, 1, 1, 17),
                                         (16, 32, 1, 1, 0, 1, 1, 6), (16, 24, 3, 2, 1, 2, 2, 11),
-                                        (12, 12, 3, 1, 1, 1, 12, 7)]:
+                                        (12, 12, 3, 1, 1, 1, 12, 7),
+                                        # 1x1 over channels that are not whole 4-byte steps.
+                                        (3, 8, 1, 1, 0, 1, 1, 7)]:
             per_ch = m % 2 == 0
             # ORT's int8 weights take zero points of 0 only; uint8 weights any.
             wz = zp(wt, m) if wt == np.uint8 else np.zeros(m, wt)

@@ -318,18 +318,20 @@ fn conv(
             &nhwc
         };
         let out = &mut y[img * g.m * pixels..(img + 1) * g.m * pixels];
+        // A 1x1 layer reads its input's rows as they are, unless K has padded channels.
+        let direct = g.pointwise() && cp == cg;
         // Windows read in place from a padded (and, for s8, sign-flipped) copy when the
         // kernel takes them so: no gathered rows at all.
         let in_place =
-            !g.pointwise() && cp % 4 == 0 && packed.iter().all(kiln_kernels::qgemm::conv_in_place);
+            !direct && cp % 4 == 0 && packed.iter().all(kiln_kernels::qgemm::conv_in_place);
         let padded = in_place.then(|| Padded::new(&g, cp, xl, x_signed, zx));
         for gi in 0..g.group {
             let kp = k.div_ceil(4) * 4;
             let input = QInput {
-                data: if g.pointwise() { &xl[gi * cg..] } else { &[] },
+                data: if direct { &xl[gi * cg..] } else { &[] },
                 m: pixels,
                 k,
-                lda: if g.pointwise() { g.c } else { kp },
+                lda: if direct { g.c } else { kp },
                 signed: x_signed,
                 zero: zx,
             };
@@ -365,7 +367,7 @@ fn conv(
                     ..input
                 };
                 qgemm_conv(&input, &rows, &packed[gi], q, rs, cs)
-            } else if g.pointwise() {
+            } else if direct {
                 qgemm(&input, &packed[gi], q, rs, cs)
             } else {
                 // Each task gathers its own pixels' windows.
