@@ -47,7 +47,9 @@ pub(crate) trait QDot {
     );
     /// [`store_quant`](QDot::store_quant), then QLinearAdd with the bytes at `res` (this
     /// result is the Add's `a`), as [`crate::qvec::binary_one`] computes it.
+    /// By default the bytes are stored, then added one by one; AVX-512 does it in registers.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     unsafe fn store_quant_add(
         v: Self::V,
         scale: *const f32,
@@ -58,7 +60,12 @@ pub(crate) trait QDot {
         p: &crate::qvec::QBinary,
         dst: *mut u8,
         n: usize,
-    );
+    ) {
+        Self::store_quant(v, scale, lo, hi, zero, dst, n);
+        for l in 0..n.min(Self::W) {
+            *dst.add(l) = crate::qvec::binary_one(*dst.add(l), *res.add(l), p);
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -324,23 +331,6 @@ pub(crate) mod x86 {
                 std::ptr::copy_nonoverlapping(bytes.to_le_bytes().as_ptr(), dst, n)
             }
         }
-        #[inline(always)]
-        unsafe fn store_quant_add(
-            v: __m256i,
-            scale: *const f32,
-            lo: f32,
-            hi: f32,
-            zero: i32,
-            res: *const u8,
-            p: &crate::qvec::QBinary,
-            dst: *mut u8,
-            n: usize,
-        ) {
-            Self::store_quant(v, scale, lo, hi, zero, dst, n);
-            for l in 0..n.min(8) {
-                *dst.add(l) = crate::qvec::binary_one(*dst.add(l), *res.add(l), p);
-            }
-        }
     }
 }
 
@@ -413,23 +403,6 @@ impl QDot for Portable {
         for (l, &x) in v.iter().enumerate().take(n) {
             let f = (x as f32 * *scale.add(l)).clamp(lo, hi);
             *dst.add(l) = (f.round_ties_even() as i32 + zero) as u8;
-        }
-    }
-    #[inline(always)]
-    unsafe fn store_quant_add(
-        v: [i32; 8],
-        scale: *const f32,
-        lo: f32,
-        hi: f32,
-        zero: i32,
-        res: *const u8,
-        p: &crate::qvec::QBinary,
-        dst: *mut u8,
-        n: usize,
-    ) {
-        Self::store_quant(v, scale, lo, hi, zero, dst, n);
-        for l in 0..n.min(8) {
-            *dst.add(l) = crate::qvec::binary_one(*dst.add(l), *res.add(l), p);
         }
     }
 }
