@@ -149,6 +149,36 @@ def build():
                                 accuracy_level=4)
         case(f"MatMulNBits accuracy_level=4 M{m} K{k} N{nn} block{block} zp={with_zp}", node, feeds,
              {"y": np.float32}, tol=0.02, consts=[i for i in ins if i != "a"])
+    # MatMulNBits at accuracy levels 0-3 (kiln dequantizes inside its f32 kernel): 2, 4 and 8 bits,
+    # blocks 16-256, zero points or not, bias, one row (decode) and many (prefill).
+    for bits, k, nn, block, with_zp, m, level in [(4, 64, 24, 32, True, 1, 0), (4, 300, 40, 16, False, 37, 0),
+                                                  (8, 256, 33, 64, True, 5, 1), (8, 96, 17, 256, False, 1, 0),
+                                                  (2, 128, 20, 128, True, 9, 0), (4, 512, 48, 128, True, 64, 1)]:
+        blocks = -(-k // block)
+        per = 8 // bits
+        q = rng.integers(0, 1 << bits, (nn, blocks, block)).astype(np.uint8)
+        packed = np.zeros((nn, blocks, block * bits // 8), np.uint8)
+        for i in range(per):
+            packed |= (q[..., i::per] << (i * bits)).astype(np.uint8)
+        feeds = {"a": rng.standard_normal((m, k)).astype(np.float32), "b": packed,
+                 "scales": np.asarray(rng.random(nn * blocks) * 0.05 + 0.01, np.float32)}
+        ins = ["a", "b", "scales"]
+        if with_zp:
+            zcols = -(-blocks // per) * per
+            z = np.zeros((nn, zcols), np.uint8)
+            z[:, :blocks] = rng.integers(0, 1 << bits, (nn, blocks))
+            zb = np.zeros((nn, zcols // per), np.uint8)
+            for i in range(per):
+                zb |= (z[:, i::per] << (i * bits)).astype(np.uint8)
+            feeds["zp"] = zb.reshape(-1)
+            ins.append("zp")
+        if m > 30:
+            ins += [""] * (5 - len(ins)) + ["bias"]
+            feeds["bias"] = rng.standard_normal(nn).astype(np.float32)
+        node = helper.make_node("MatMulNBits", ins, ["y"], domain=MS, K=k, N=nn, bits=bits, block_size=block,
+                                accuracy_level=level)
+        case(f"MatMulNBits {bits}-bit accuracy_level={level} M{m} K{k} N{nn} block{block} zp={with_zp}", node,
+             feeds, {"y": np.float32}, tol=1e-4, consts=[i for i in ins if i not in ("a", "")])
     for t in (np.uint8, np.int8):
         tag = np.dtype(t).name
         for op in ("QLinearAdd", "QLinearMul"):

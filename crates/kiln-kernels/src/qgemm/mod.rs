@@ -13,6 +13,7 @@
 //! half to even, plus the output zero point, saturated.
 mod dot;
 pub mod nbits;
+pub mod nbits_f32;
 mod tile;
 
 use std::sync::OnceLock;
@@ -263,6 +264,46 @@ pub enum QOutput<'a> {
 pub struct QPost<'a> {
     pub add: Option<(&'a [u8], crate::qvec::QBinary)>,
     pub table: Option<&'a [u8; 256]>,
+}
+
+/// A row-major f32 output `[M, n]` that parallel tasks fill in disjoint tiles.
+pub(crate) struct TileOut {
+    ptr: *mut f32,
+    n: usize,
+    len: usize,
+}
+
+// SAFETY: tasks write disjoint tiles (the callers' contract on `store`).
+unsafe impl Sync for TileOut {}
+
+impl TileOut {
+    pub(crate) fn new(out: &mut [f32], n: usize) -> TileOut {
+        TileOut {
+            ptr: out.as_mut_ptr(),
+            n,
+            len: out.len(),
+        }
+    }
+
+    /// Writes `tile[r][c] + bias[c0 + c]` at `(r0 + r, c0 + c)` for `r < rows`, `c < cols`.
+    ///
+    /// # Safety
+    /// No other task writes these elements meanwhile.
+    pub(crate) unsafe fn store<const W: usize>(
+        &self,
+        tile: &[[f32; W]],
+        (r0, rows): (usize, usize),
+        (c0, cols): (usize, usize),
+        bias: Option<&[f32]>,
+    ) {
+        assert!(c0 + cols <= self.n && (r0 + rows) * self.n <= self.len && cols <= W);
+        for (r, row) in tile.iter().enumerate().take(rows) {
+            let dst = self.ptr.add((r0 + r) * self.n + c0);
+            for (c, &v) in row[..cols].iter().enumerate() {
+                *dst.add(c) = v + bias.map_or(0.0, |b| b[c0 + c]);
+            }
+        }
+    }
 }
 
 /// Requantizes one i32 as ONNX Runtime's QLinear kernels do.

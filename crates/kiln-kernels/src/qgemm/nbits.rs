@@ -1,11 +1,13 @@
 //! 4-bit weights times 8-bit activations (MatMulNBits at accuracy level 4, as ONNX Runtime's
 //! int8 compute path): each row of A is quantized per K block to int8 (symmetric, scale
-//! `max|a| / 127`), each block's product `Σ a·(w - zw)` is taken in integers with `vpdpbusd`
-//! (A moved up by 128 to the unsigned operand, the weights less their zero point, -15..15, as
-//! the signed one; the 128·Σ(w - zw) that adds is known per column and block when packing), and
-//! scaled into an f32 accumulator by `sa[block] · sw[col, block]`. Weights are unpacked once per
-//! session to one byte per value in panels of 32 columns (half the 4-bit density, a quarter of
-//! an f32 copy). AVX512-VNNI only; other machines keep the caller's dequantizing kernel.
+//! `max|a| / 127`), each block's product `Σ a·(q - z)` is taken in integers with `vpdpbusd`
+//! (A moved up by 128 to the unsigned operand, the 4-bit values `q` as the signed one), then
+//! corrected exactly — `Σ (a + 128)·q - 128·Σq - z·Σa`, the middle term known per column and
+//! block when packing, `Σa` per row and block when quantizing A — and scaled into an f32
+//! accumulator by `sa[block] · sw[col, block]`. The weights stay 4-bit in memory (two K steps
+//! per byte, split in registers), as decoding one token at a time reads every weight once and
+//! is bound by how many bytes that is. AVX512-VNNI only; other machines take the kernel that
+//! dequantizes inside ([`super::nbits_f32`]).
 use rayon::prelude::*;
 
 use super::QIsa;
@@ -20,10 +22,12 @@ pub struct Q4Weights {
     k: usize,
     block: usize,
     blocks: usize,
-    /// `[panel][block][step][NR cols][4]` values `w - zw` (as i8).
+    /// `[panel][block][step pair][NR cols][4]` bytes: step `2i`'s value in the low nibble,
+    /// step `2i + 1`'s in the high one (a step is 4 consecutive K).
     data: super::Aligned,
-    /// `[panel][block][NR]` scales, and `128·Σ(w - zw)` over the block.
+    /// `[panel][block][NR]` scales, zero points, and `128·Σq` over the block.
     scales: Vec<f32>,
+    zeros: Vec<f32>,
     corr: Vec<i32>,
 }
 
@@ -33,7 +37,8 @@ impl Q4Weights {
         QIsa::detect() == QIsa::Avx512Vnni
     }
 
-    /// `q(col, k)` in 0..15, `scale(col, block)`, `zero(col, block)`.
+    /// `q(col, k)` in 0..15, `scale(col, block)`, `zero(col, block)` in 0..15; `block` a
+    /// multiple of 16.
     pub fn pack(
         n: usize,
         k: usize,
@@ -42,28 +47,43 @@ impl Q4Weights {
         scale: impl Fn(usize, usize) -> f32,
         zero: impl Fn(usize, usize) -> i32,
     ) -> Option<Q4Weights> {
-        if n == 0 || k == 0 || block == 0 || block % 4 != 0 || !Self::available() {
+        // Blocks up to 4096 keep every partial sum below 2^24 (exact in f32).
+        if n == 0
+            || k == 0
+            || block == 0
+            || !block.is_multiple_of(16)
+            || block > 4096
+            || !Self::available()
+        {
             return None;
         }
         let blocks = k.div_ceil(block);
         let panels = n.div_ceil(NR);
-        let mut store = super::Aligned::zeroed(panels * blocks * block * NR);
+        let mut store = super::Aligned::zeroed(panels * blocks * block * NR / 2);
         let data = store.as_mut_slice();
         let mut scales = vec![0f32; panels * blocks * NR];
+        let mut zeros = vec![0f32; panels * blocks * NR];
         let mut corr = vec![0i32; panels * blocks * NR];
         for col in 0..n {
             let (p, c) = (col / NR, col % NR);
             for b in 0..blocks {
-                scales[(p * blocks + b) * NR + c] = scale(col, b);
+                let at = (p * blocks + b) * NR + c;
+                scales[at] = scale(col, b);
                 let z = zero(col, b);
-                let base = (p * blocks + b) * block * NR;
+                if !(0..16).contains(&z) {
+                    return None;
+                }
+                zeros[at] = z as f32;
+                let base = (p * blocks + b) * block * NR / 2;
                 let mut sum = 0;
                 for i in 0..block.min(k - b * block) {
-                    let v = q(col, b * block + i) as i32 - z;
-                    data[base + (i / 4) * NR * 4 + c * 4 + i % 4] = v as i8 as u8;
-                    sum += v;
+                    let v = q(col, b * block + i) & 15;
+                    let step = i / 4;
+                    let byte = base + (step / 2) * NR * 4 + c * 4 + i % 4;
+                    data[byte] |= v << (4 * (step % 2));
+                    sum += v as i32;
                 }
-                corr[(p * blocks + b) * NR + c] = 128 * sum;
+                corr[at] = 128 * sum;
             }
         }
         Some(Q4Weights {
@@ -73,6 +93,7 @@ impl Q4Weights {
             blocks,
             data: store,
             scales,
+            zeros,
             corr,
         })
     }
@@ -88,16 +109,19 @@ impl Q4Weights {
 
 crate::isa_dispatch! {
     /// One row of A to `a + 128` per block of `block` values, symmetric int8 (`max|a| / 127`),
-    /// with the blocks' scales.
-    fn quantize_row(row: &[f32], block: usize, q: &mut [u8], s: &mut [f32]) {
+    /// with the blocks' scales and sums of the int8 values.
+    fn quantize_row(row: &[f32], block: usize, q: &mut [u8], s: &mut [f32], sums: &mut [f32]) {
         for (b, (part, sb)) in row.chunks(block).zip(s.iter_mut()).enumerate() {
             let amax = part.iter().fold(0f32, |m, &v| m.max(v.abs()));
             let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+            let mut sum = 0i32;
             for (d, &v) in q[b * block..].iter_mut().zip(part) {
                 let x = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i32;
+                sum += x;
                 *d = (x + 128) as u8;
             }
             *sb = amax / 127.0;
+            sums[b] = sum as f32;
         }
     }
 }
@@ -108,20 +132,19 @@ pub fn q4_matmul(a: &[f32], m: usize, w: &Q4Weights, bias: Option<&[f32]>, out: 
     assert!(a.len() >= m * k && out.len() >= m * n);
     let kp = blocks * block;
     // A per row: int8 values moved up by 128 (K padded with the zero's 128, the weights are 0
-    // there), and a scale per block.
+    // there), a scale and a sum per block.
     let mut aq = vec![128u8; m * kp];
     let mut sa = vec![0f32; m * blocks];
+    let mut suma = vec![0f32; m * blocks];
     aq.par_chunks_mut(kp)
         .zip(sa.par_chunks_mut(blocks))
+        .zip(suma.par_chunks_mut(blocks))
         .enumerate()
-        .for_each(|(r, (q, s))| quantize_row(&a[r * k..(r + 1) * k], block, q, s));
+        .for_each(|(r, ((q, s), sums))| quantize_row(&a[r * k..(r + 1) * k], block, q, s, sums));
     let panels = n.div_ceil(NR);
     let rows_per = MR;
     let row_tasks = m.div_ceil(rows_per);
-    struct Out(*mut f32);
-    // SAFETY: tasks write disjoint (row, panel) tiles.
-    unsafe impl Sync for Out {}
-    let o = Out(out.as_mut_ptr());
+    let o = super::TileOut::new(out, n);
     let o = &o;
     (0..panels * row_tasks).into_par_iter().for_each(|t| {
         let (p, rt) = (t % panels, t / panels);
@@ -134,22 +157,19 @@ pub fn q4_matmul(a: &[f32], m: usize, w: &Q4Weights, bias: Option<&[f32]>, out: 
             x86::panel(
                 w,
                 p,
-                &aq[r0 * kp..],
-                kp,
-                &sa[r0 * blocks..],
+                x86::RowsQ {
+                    aq: &aq[r0 * kp..],
+                    kp,
+                    sa: &sa[r0 * blocks..],
+                    sums: &suma[r0 * blocks..],
+                },
                 rows,
                 &mut tile,
             )
         };
         let cols = NR.min(n - p * NR);
-        for (r, row) in tile.iter().enumerate().take(rows) {
-            for c in 0..cols {
-                let j = p * NR + c;
-                let v = row[c] + bias.map_or(0.0, |b| b[j]);
-                // SAFETY: (r0 + r, j) is inside out and this task's alone.
-                unsafe { *o.0.add((r0 + r) * n + j) = v };
-            }
-        }
+        // SAFETY: this task's (rows, panel) tile alone.
+        unsafe { o.store(&tile, (r0, rows), (p * NR, cols), bias) };
     });
 }
 
@@ -158,53 +178,95 @@ mod x86 {
     use super::{Q4Weights, MR, NR};
     use std::arch::x86_64::*;
 
-    /// Up to `MR` rows × one panel of two column vectors.
+    /// Quantized rows of A: `a + 128` (rows `kp` apart), and per row and block the scale and
+    /// the sum of the int8 values.
+    #[derive(Clone, Copy)]
+    pub(super) struct RowsQ<'a> {
+        pub aq: &'a [u8],
+        pub kp: usize,
+        pub sa: &'a [f32],
+        pub sums: &'a [f32],
+    }
+
+    impl RowsQ<'_> {
+        fn skip(&self, r: usize, blocks: usize) -> Self {
+            RowsQ {
+                aq: &self.aq[r * self.kp..],
+                kp: self.kp,
+                sa: &self.sa[r * blocks..],
+                sums: &self.sums[r * blocks..],
+            }
+        }
+    }
+
+    /// Up to `MR` rows × one panel of two column vectors: four rows at once, or one row at a
+    /// time (its step pairs feed two accumulators, so a lone row does not wait on the
+    /// `vpdpbusd` latency: token-by-token decoding).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn panel(
         w: &Q4Weights,
         p: usize,
-        aq: &[u8],
-        kp: usize,
-        sa: &[f32],
+        a: RowsQ,
         rows: usize,
         out: &mut [[f32; NR]; MR],
     ) {
+        if rows == MR {
+            tile::<MR>(w, p, a, out);
+        } else {
+            for r in 0..rows {
+                tile::<1>(w, p, a.skip(r, w.blocks), &mut out[r..]);
+            }
+        }
+    }
+
+    /// `R` rows; each step pair's low nibbles go to one accumulator set, high ones to another.
+    #[inline(always)]
+    unsafe fn tile<const R: usize>(w: &Q4Weights, p: usize, a: RowsQ, out: &mut [[f32; NR]]) {
         let (block, blocks) = (w.block, w.blocks);
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-        // Short tiles repeat their last row; its results are not stored.
-        let row = |r: usize| r.min(rows - 1);
+        let nib = _mm512_set1_epi8(15);
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
         for b in 0..blocks {
-            let wp = w.data.as_ptr().add((p * blocks + b) * block * NR);
-            let mut dot = [[_mm512_setzero_si512(); 2]; MR];
-            for s in 0..block / 4 {
-                let w0 = _mm512_loadu_si512(wp.add(s * NR * 4) as *const _);
-                let w1 = _mm512_loadu_si512(wp.add(s * NR * 4 + 64) as *const _);
-                for (r, d) in dot.iter_mut().enumerate() {
-                    let at = aq.as_ptr().add(row(r) * kp + b * block + s * 4);
-                    let av = _mm512_set1_epi32(std::ptr::read_unaligned(at as *const i32));
-                    d[0] = _mm512_dpbusd_epi32(d[0], av, w0);
-                    d[1] = _mm512_dpbusd_epi32(d[1], av, w1);
+            let wp = w.data.as_ptr().add((p * blocks + b) * block * NR / 2);
+            let mut dot = [[[_mm512_setzero_si512(); 2]; R]; 2];
+            for pair in 0..block / 8 {
+                let p0 = _mm512_loadu_si512(wp.add(pair * NR * 4) as *const _);
+                let p1 = _mm512_loadu_si512(wp.add(pair * NR * 4 + 64) as *const _);
+                let ws = [
+                    [_mm512_and_si512(p0, nib), _mm512_and_si512(p1, nib)],
+                    [
+                        _mm512_and_si512(_mm512_srli_epi16(p0, 4), nib),
+                        _mm512_and_si512(_mm512_srli_epi16(p1, 4), nib),
+                    ],
+                ];
+                for (h, dh) in dot.iter_mut().enumerate() {
+                    for (r, d) in dh.iter_mut().enumerate() {
+                        let at = a.aq.as_ptr().add(r * a.kp + b * block + (2 * pair + h) * 4);
+                        let av = _mm512_set1_epi32(std::ptr::read_unaligned(at as *const i32));
+                        d[0] = _mm512_dpbusd_epi32(d[0], av, ws[h][0]);
+                        d[1] = _mm512_dpbusd_epi32(d[1], av, ws[h][1]);
+                    }
                 }
             }
             let pb = (p * blocks + b) * NR;
-            let sw = [
-                _mm512_loadu_ps(w.scales.as_ptr().add(pb)),
-                _mm512_loadu_ps(w.scales.as_ptr().add(pb + 16)),
-            ];
+            let ld = |v: &[f32], at: usize| _mm512_loadu_ps(v.as_ptr().add(at));
+            let sw = [ld(&w.scales, pb), ld(&w.scales, pb + 16)];
+            let zw = [ld(&w.zeros, pb), ld(&w.zeros, pb + 16)];
             let cw = [
                 _mm512_loadu_si512(w.corr.as_ptr().add(pb) as *const _),
                 _mm512_loadu_si512(w.corr.as_ptr().add(pb + 16) as *const _),
             ];
-            for r in 0..MR {
-                let s = _mm512_set1_ps(sa[row(r) * blocks + b]);
+            for r in 0..R {
+                let s = _mm512_set1_ps(a.sa[r * blocks + b]);
+                let sum = _mm512_set1_ps(a.sums[r * blocks + b]);
                 for v in 0..2 {
-                    let d = _mm512_cvtepi32_ps(_mm512_sub_epi32(dot[r][v], cw[v]));
+                    let dq = _mm512_sub_epi32(_mm512_add_epi32(dot[0][r][v], dot[1][r][v]), cw[v]);
+                    // Integers below 2^24: exact in f32, the product and difference too.
+                    let d = _mm512_fnmadd_ps(zw[v], sum, _mm512_cvtepi32_ps(dq));
                     acc[r][v] = _mm512_fmadd_ps(d, _mm512_mul_ps(sw[v], s), acc[r][v]);
                 }
             }
         }
-        for r in 0..rows {
+        for r in 0..R {
             _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r][0]);
             _mm512_storeu_ps(out[r].as_mut_ptr().add(16), acc[r][1]);
         }

@@ -1,8 +1,10 @@
 //! com.microsoft's quantized matrix products: MatMulNBits (blockwise 2-8-bit weights with
 //! per-block scales and zero points, as weight-only quantizers write them), and the reference
 //! MatMulIntegerToFloat / DynamicQuantizeMatMul (8-bit operands, float result) for the shapes
-//! the integer kernels of `quant/qmatmul.rs` do not take. Each dequantizes to f32 and runs the
-//! float GEMM.
+//! the integer kernels of `quant/qmatmul.rs` do not take. MatMulNBits with constant weights is
+//! packed once per session for `kiln_kernels::qgemm`: the int8 kernel at accuracy level 4
+//! (4-bit, AVX512-VNNI), else the f32 kernel that dequantizes inside; the reference paths here
+//! dequantize to f32 and run the float GEMM.
 use kiln_ir::{DataType, Dim};
 
 use super::linalg::{filled, gemm, Mat};
@@ -96,28 +98,35 @@ fn as_type(t: Tensor, dt: DataType) -> Result<Tensor> {
     ))
 }
 
-/// 4-bit weights at accuracy level 4, unpacked once for the int8 kernel (AVX512-VNNI).
+/// MatMulNBits' constant weights unpacked once per session: 4-bit at accuracy level 4 for the
+/// int8 kernel where the CPU has it, every other case for the kernel that dequantizes inside.
+enum NbitsKernel {
+    Int8(kiln_kernels::qgemm::nbits::Q4Weights),
+    F32(kiln_kernels::qgemm::nbits_f32::DqWeights),
+}
+
 struct PreparedNbits {
-    w: kiln_kernels::qgemm::nbits::Q4Weights,
+    w: NbitsKernel,
     shape: Vec<usize>,
 }
 
-/// MatMulNBits with constant 4-bit weights, float32 scales and packed (or no) zero points, at
-/// accuracy level 4 (int8 compute allowed), on a CPU with the kernel.
+/// MatMulNBits with constant weights, float32 scales and packed (or no) zero points.
 pub fn prepare_nbits(
     ctx: &crate::kernel::PrepareCtx,
 ) -> Option<Box<dyn crate::kernel::PreparedKernel>> {
     use kiln_ir::AttrList;
     let attr = |n: &str| ctx.attrs.get_int(n);
-    if attr("bits").unwrap_or(4) != 4 || attr("accuracy_level").unwrap_or(0) != 4 {
-        return None;
-    }
+    let bits = usize::try_from(attr("bits").unwrap_or(4)).ok()?;
     let (k, n, block) = (
         usize::try_from(attr("K")?).ok()?,
         usize::try_from(attr("N")?).ok()?,
         usize::try_from(attr("block_size")?).ok()?,
     );
-    if block < 16 || !block.is_power_of_two() || ctx.optional_constant(4)?.is_some() {
+    if ![2, 4, 8].contains(&bits)
+        || block < 16
+        || !block.is_power_of_two()
+        || ctx.optional_constant(4)?.is_some()
+    {
         return None;
     }
     let b = ctx.constant(1)?;
@@ -126,31 +135,48 @@ pub fn prepare_nbits(
         return None;
     };
     let blocks = k.div_ceil(block);
-    let blob = block / 2;
-    if raw.len() != n * blocks * blob || scales.len() != n * blocks {
+    let blob = block * bits / 8;
+    if raw.len() != n.checked_mul(blocks)?.checked_mul(blob)? || scales.len() != n * blocks {
         return None;
     }
-    let zp = ctx.optional_constant(3)?;
-    let zp_raw: Option<&Vec<u8>> = match zp.map(|t| &t.data) {
+    let zrow = (blocks * bits).div_ceil(8);
+    let zp_raw: Option<&Vec<u8>> = match ctx.optional_constant(3)?.map(|t| &t.data) {
         None => None,
-        Some(Data::U8(z)) if z.len() >= n * blocks.div_ceil(2) => Some(z),
+        Some(Data::U8(z)) if z.len() >= n * zrow => Some(z),
         Some(_) => return None,
     };
-    let zrow = blocks.div_ceil(2);
-    let w = kiln_kernels::qgemm::nbits::Q4Weights::pack(
-        n,
-        k,
-        block,
-        |c, kk| {
-            let (bl, i) = (kk / block, kk % block);
-            (raw[(c * blocks + bl) * blob + i / 2] >> ((i % 2) * 4)) & 15
-        },
-        |c, bl| scales[c * blocks + bl],
-        |c, bl| match zp_raw {
-            None => 8,
-            Some(z) => ((z[c * zrow + bl / 2] >> ((bl % 2) * 4)) & 15) as i32,
-        },
-    )?;
+    let field = |bytes: &[u8], at: usize, bit: usize| -> i32 {
+        let lo = bytes[at + bit / 8] as u32;
+        let hi = bytes.get(at + bit / 8 + 1).copied().unwrap_or(0) as u32;
+        (((lo | (hi << 8)) >> (bit % 8)) & ((1 << bits) - 1)) as i32
+    };
+    let q = |c: usize, kk: usize| field(raw, (c * blocks + kk / block) * blob, (kk % block) * bits);
+    let scale = |c: usize, bl: usize| scales[c * blocks + bl];
+    let zero = |c: usize, bl: usize| match zp_raw {
+        None => 1 << (bits - 1),
+        Some(z) => field(z, c * zrow, bl * bits),
+    };
+    use kiln_kernels::qgemm::{nbits, nbits_f32};
+    let int8 = bits == 4 && attr("accuracy_level").unwrap_or(0) == 4;
+    let w = match int8 {
+        true if nbits::Q4Weights::available() => NbitsKernel::Int8(nbits::Q4Weights::pack(
+            n,
+            k,
+            block,
+            |c, kk| q(c, kk) as u8,
+            scale,
+            zero,
+        )?),
+        _ => NbitsKernel::F32(nbits_f32::DqWeights::pack(
+            n,
+            k,
+            block,
+            bits,
+            |c, kk| q(c, kk) as u8,
+            scale,
+            |c, bl| zero(c, bl) as f32,
+        )?),
+    };
     Some(Box::new(PreparedNbits {
         w,
         shape: b.shape.clone(),
@@ -163,20 +189,28 @@ impl crate::kernel::PreparedKernel for PreparedNbits {
         let Data::F32(av) = &a.data else {
             return run_nbits(ctx);
         };
-        let (k, n) = (self.w.k(), self.w.n());
+        let (k, n) = match &self.w {
+            NbitsKernel::Int8(w) => (w.k(), w.n()),
+            NbitsKernel::F32(w) => (w.k(), w.n()),
+        };
         if ctx.tensor(1)?.shape != self.shape || a.shape.last() != Some(&k) {
             return run_nbits(ctx);
         }
         let bias = match ctx.opt_tensor(5)? {
             None => None,
             Some(t) => match &t.data {
-                Data::F32(v) if v.len() == n => Some(v.clone()),
+                Data::F32(v) if v.len() == n => Some(v.as_slice()),
                 _ => return run_nbits(ctx),
             },
         };
         let m = av.len() / k;
         let mut y = filled(m * n, 0f32)?;
-        kiln_kernels::qgemm::nbits::q4_matmul(av, m, &self.w, bias.as_deref(), &mut y);
+        match &self.w {
+            NbitsKernel::Int8(w) => kiln_kernels::qgemm::nbits::q4_matmul(av, m, w, bias, &mut y),
+            NbitsKernel::F32(w) => {
+                kiln_kernels::qgemm::nbits_f32::dq_matmul(av, m, w, bias, &mut y)
+            }
+        }
         let mut shape = a.shape.clone();
         *shape.last_mut().expect("rank >= 1") = n;
         one(Tensor::from_vec(shape, y))
