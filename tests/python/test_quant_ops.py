@@ -9,7 +9,8 @@ QLinearLeakyRelu, QLinearSoftmax, QLinearAveragePool, QLinearGlobalAveragePool, 
 QLinearWhere, NhwcMaxPool, com.microsoft QuantizeLinear / DequantizeLinear.
 
 MatMulNBits at accuracy level 4 (activations quantized per block to int8) within 2% of the
-output's range. 8-bit outputs may differ from ORT's by one step where ORT computes in float with other
+output's range, at levels 0-1 (2, 4 and 8 bits, kiln's f32 kernel) within 1e-4; GatherBlockQuantized
+(uint8 2/4/8-bit, int4/uint4, float16 scales). 8-bit outputs may differ from ORT's by one step where ORT computes in float with other
 instructions (its element-wise ops, a rounding tie); integer outputs are exact. Products of
 u8 x s8 keep the weights within +-63 when compared with ORT: ORT's AVX2 kernel sums pairs in
 saturating int16 and is wrong past that, which kiln is not (checked against numpy here, with
@@ -179,6 +180,48 @@ def build():
                                 accuracy_level=level)
         case(f"MatMulNBits {bits}-bit accuracy_level={level} M{m} K{k} N{nn} block{block} zp={with_zp}", node,
              feeds, {"y": np.float32}, tol=1e-4, consts=[i for i in ins if i not in ("a", "")])
+    # GatherBlockQuantized: uint8 at 2/4/8 bits (packed along the last axis, zero points packed the
+    # same way), int4/uint4 tables along either axis, float16 scales, int32 and negative indices.
+    import ml_dtypes
+    for dt, bits, shape, g_axis, q_axis, block, with_zp, half, ind in [
+            ("uint8", 4, (10, 64), 0, 1, 32, True, False, [[1, 9], [-1, 0]]),
+            ("uint8", 4, (7, 48), 0, 1, 16, False, True, [3, 3, 6]),
+            ("uint8", 8, (5, 40), 0, 1, 16, True, False, [4, 0]),
+            ("uint8", 2, (6, 128), 0, 1, 64, True, False, [2, -6]),
+            ("int4", 4, (9, 32), 0, 1, 16, True, False, [[0, 8, 3]]),
+            ("uint4", 4, (32, 6), 1, 0, 16, False, True, [5, -1]),
+            ("int4", 4, (3, 40, 4), 0, 1, 32, False, False, [2])]:
+        per = 8 // bits if dt == "uint8" else 1
+        blocks = -(-shape[q_axis] // block)
+        sshape = list(shape)
+        sshape[q_axis] = blocks
+        if dt == "uint8":
+            q = rng.integers(0, 1 << bits, (*shape[:-1], shape[-1]))
+            packed = np.zeros((*shape[:-1], shape[-1] // per), np.uint8)
+            for i in range(per):
+                packed |= (q[..., i::per] << (i * bits)).astype(np.uint8)
+            data = packed
+        else:
+            lo, hi = (-8, 8) if dt == "int4" else (0, 16)
+            data = rng.integers(lo, hi, shape).astype(getattr(ml_dtypes, dt))
+        feeds = {"data": data, "idx": np.asarray(ind, np.int64 if with_zp else np.int32),
+                 "scales": np.asarray(rng.random(sshape) * 0.1 + 0.01, np.float16 if half else np.float32)}
+        if with_zp:
+            if dt == "uint8":
+                z = rng.integers(0, 1 << bits, sshape)
+                zcols = -(-blocks // per)
+                zb = np.zeros((*sshape[:-1], zcols), np.uint8)
+                for j in range(blocks):
+                    zb[..., j // per] |= (z[..., j] << ((j % per) * bits)).astype(np.uint8)
+                feeds["zp"] = zb
+            else:
+                lo, hi = (-8, 8) if dt == "int4" else (0, 16)
+                feeds["zp"] = rng.integers(lo, hi, sshape).astype(getattr(ml_dtypes, dt))
+        node = helper.make_node("GatherBlockQuantized", list(feeds), ["y"], domain=MS, gather_axis=g_axis,
+                                quantize_axis=q_axis, block_size=block, bits=bits)
+        case(f"GatherBlockQuantized {dt} bits={bits} {shape} gather {g_axis} quantize {q_axis} block {block} "
+             f"zp={with_zp} f16={half}", node, feeds, {"y": np.float16 if half else np.float32}, tol=1e-3,
+             consts=[n for n in feeds if n != "idx"])
     for t in (np.uint8, np.int8):
         tag = np.dtype(t).name
         for op in ("QLinearAdd", "QLinearMul"):

@@ -2,7 +2,7 @@
 //! `kiln_kernels::qgemm` (`qmatmul.rs`: QLinearMatMul, MatMulInteger, MatMulIntegerToFloat,
 //! DynamicQuantizeMatMul, QGemm; `qconv.rs`: QLinearConv in both layouts, ConvInteger) and
 //! com.microsoft's QLinear element-wise ops, pools and Concat (`qelementwise.rs`,
-//! `qpool.rs`), with ONNX Runtime's semantics: a product requantizes `f32(acc + bias) · scale`
+//! `qpool.rs`), and GatherBlockQuantized (`gather_block.rs`), with ONNX Runtime's semantics: a product requantizes `f32(acc + bias) · scale`
 //! rounded half to even; the element-wise ops go through float as ORT does.
 //!
 //! This file holds what they share: reading scales and zero points, and 8-bit views of tensors.
@@ -12,6 +12,7 @@ use kiln_kernels::qgemm::QIsa;
 use crate::kernel::{KernelCtx, KernelFn, PrepareCtx, PreparedKernel, Result};
 use crate::value::{Data, Tensor};
 
+mod gather_block;
 mod linear;
 mod qconv;
 mod qelementwise;
@@ -20,6 +21,9 @@ mod qpool;
 
 /// The kernels of this module's ops.
 pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
+    if (domain, op_type) == ("com.microsoft", "GatherBlockQuantized") {
+        return Some(gather_block::run);
+    }
     linear::kernel(domain, op_type)
         .or_else(|| qmatmul::kernel(domain, op_type))
         .or_else(|| qconv::kernel(domain, op_type))
@@ -31,6 +35,9 @@ pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
 pub fn infer_rule(domain: &str, op_type: &str) -> Option<crate::ops::InferFn> {
     if domain != "com.microsoft" {
         return None;
+    }
+    if op_type == "GatherBlockQuantized" {
+        return Some(gather_block::infer);
     }
     qelementwise::infer_rule(op_type)
         .or_else(|| qpool::infer_rule(op_type))
