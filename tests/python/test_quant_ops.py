@@ -10,7 +10,8 @@ QLinearWhere, NhwcMaxPool, com.microsoft QuantizeLinear / DequantizeLinear.
 
 MatMulNBits at accuracy level 4 (activations quantized per block to int8) within 2% of the
 output's range, at levels 0-1 (2, 4 and 8 bits, kiln's f32 kernel) within 1e-4; GatherBlockQuantized
-(uint8 2/4/8-bit, int4/uint4, float16 scales). 8-bit outputs may differ from ORT's by one step where ORT computes in float with other
+(uint8 2/4/8-bit, int4/uint4, float16 scales); QAttention (u8 x s8/u8, per-column weight scales, masks,
+unidirectional, past/present) and QEmbedLayerNormalization (u8/s8 tables, segments, mask) within 1e-4. 8-bit outputs may differ from ORT's by one step where ORT computes in float with other
 instructions (its element-wise ops, a rounding tie); integer outputs are exact. Products of
 u8 x s8 keep the weights within +-63 when compared with ORT: ORT's AVX2 kernel sums pairs in
 saturating int16 and is wrong past that, which kiln is not (checked against numpy here, with
@@ -222,6 +223,39 @@ def build():
         case(f"GatherBlockQuantized {dt} bits={bits} {shape} gather {g_axis} quantize {q_axis} block {block} "
              f"zp={with_zp} f16={half}", node, feeds, {"y": np.float16 if half else np.float32}, tol=1e-3,
              consts=[n for n in feeds if n != "idx"])
+    # QAttention: u8 input x s8 (+-63) or u8 weights, per-tensor or per-column weight scales, key
+    # lengths mask, unidirectional, past -> present.
+    for wt, per_col, masked, uni, past in [(np.int8, False, False, 0, False), (np.uint8, True, True, 0, False),
+                                           (np.int8, True, True, 1, False), (np.uint8, False, False, 0, True)]:
+        b_, s_, d, heads = 2, 5, 16, 2
+        feeds = {"x": q8(np.uint8, b_, s_, d), "w": weights(np.uint8, wt, d, 3 * d),
+                 "bias": rng.standard_normal(3 * d).astype(np.float32), "xs": scale(),
+                 "ws": scale(3 * d) if per_col else scale(),
+                 "mask": np.array([5, 3], np.int32) if masked else None, "xz": zp(np.uint8),
+                 "wz": (zp(np.uint8, 3 * d) if per_col else zp(np.uint8)) if wt == np.uint8 else np.zeros((), np.int8),
+                 "past": rng.standard_normal((2, b_, heads, 3, d // heads)).astype(np.float32) if past else None}
+        ins = [n if feeds[n] is not None else "" for n in feeds]
+        feeds = {n: v for n, v in feeds.items() if v is not None}
+        outs = {"y": np.float32, "present": np.float32} if past else {"y": np.float32}
+        node = helper.make_node("QAttention", ins, list(outs), domain=MS, num_heads=heads, unidirectional=uni)
+        case(f"QAttention {np.dtype(wt).name} weights per_col={per_col} mask={masked} unidirectional={uni} "
+             f"past={past}", node, feeds, outs, tol=1e-4, consts=["w", "bias", "ws", "wz"])
+    # QEmbedLayerNormalization: u8 tables with segments and a mask, s8 without segments.
+    for t, segs in [(np.uint8, True), (np.int8, False)]:
+        b_, s_, h, vocab = 2, 6, 16, 20
+        feeds = {"ids": rng.integers(0, vocab, (b_, s_)).astype(np.int32),
+                 "seg": rng.integers(0, 2, (b_, s_)).astype(np.int32) if segs else None,
+                 "we": q8(t, vocab, h), "pe": q8(t, 8, h), "se": q8(t, 2, h) if segs else None,
+                 "g": q8(t, h), "bt": q8(t, h),
+                 "mask": np.array([[1] * 6, [1, 1, 1, 0, 0, 0]], np.int32) if segs else None,
+                 "wes": scale(), "pes": scale(), "ses": scale() if segs else None, "gs": scale(), "bs": scale(),
+                 "wez": zp(t), "pez": zp(t), "sez": zp(t) if segs else None, "gz": zp(t), "bz": zp(t)}
+        ins = [n if feeds[n] is not None else "" for n in feeds]
+        feeds = {n: v for n, v in feeds.items() if v is not None}
+        node = helper.make_node("QEmbedLayerNormalization", ins, ["y", "mask_index"], domain=MS, epsilon=1e-5)
+        case(f"QEmbedLayerNormalization {np.dtype(t).name} segments={segs}", node, feeds,
+             {"y": np.float32, "mask_index": np.int32}, tol=1e-4,
+             consts=[n for n in feeds if n not in ("ids", "seg", "mask")])
     for t in (np.uint8, np.int8):
         tag = np.dtype(t).name
         for op in ("QLinearAdd", "QLinearMul"):

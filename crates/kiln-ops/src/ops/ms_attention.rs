@@ -72,7 +72,7 @@ fn unsupported(ctx: &KernelCtx) -> Result<()> {
     Ok(())
 }
 
-fn heads_attr(ctx: &KernelCtx) -> Result<usize> {
+pub(crate) fn heads_attr(ctx: &KernelCtx) -> Result<usize> {
     unsupported(ctx)?;
     match ctx.int_attr("num_heads", 0) {
         n if n > 0 => Ok(n as usize),
@@ -265,22 +265,14 @@ impl PreparedKernel for PreparedAttention {
     }
 }
 
-/// `packed`: the weights (input 1) packed for the GEMM, when the caller has them.
-fn attention_typed<T: Real>(
+/// Q, K and V's widths within the projection's `total` columns (`qkv_hidden_sizes`, else
+/// thirds), checked to split into `n` heads.
+pub(crate) fn hidden_sizes(
     ctx: &KernelCtx,
-    packed: Option<&kiln_kernels::PackedB>,
-) -> Result<Vec<Value>> {
-    let (x, w) = (ctx.tensor(0)?, ctx.tensor(1)?);
-    let n = heads_attr(ctx)?;
-    if x.rank() != 3 || w.rank() != 2 || w.shape[0] != x.shape[2] {
-        return Err(format!(
-            "input {:?} and weights {:?} must be [B, S, D] and [D, Dq+Dk+Dv]",
-            x.shape, w.shape
-        ));
-    }
-    let (b, s, din) = (x.shape[0], x.shape[1], x.shape[2]);
-    let total = w.shape[1];
-    let (dq, dk, dv) = match ctx.ints_attr("qkv_hidden_sizes") {
+    total: usize,
+    n: usize,
+) -> Result<(usize, usize, usize)> {
+    let sizes = match ctx.ints_attr("qkv_hidden_sizes") {
         Some([a, bb, c])
             if [*a, *bb, *c].iter().all(|&v| v > 0)
                 && a.checked_add(*bb).and_then(|x| x.checked_add(*c)) == Some(total as i64) =>
@@ -299,11 +291,45 @@ fn attention_typed<T: Real>(
             ))
         }
     };
+    let (dq, dk, dv) = sizes;
     if dq == 0 || dv == 0 || dq != dk || dq % n != 0 || dv % n != 0 {
         return Err(format!(
             "hidden sizes {dq}/{dk}/{dv} do not split into {n} heads"
         ));
     }
+    Ok(sizes)
+}
+
+/// Where the optional inputs sit: Attention's, or QAttention's (after its scales).
+#[derive(Clone, Copy)]
+pub(crate) struct Slots {
+    pub mask: usize,
+    pub bias: usize,
+    pub past: usize,
+}
+
+const ATTENTION: Slots = Slots {
+    mask: 3,
+    bias: 5,
+    past: 4,
+};
+
+/// `packed`: the weights (input 1) packed for the GEMM, when the caller has them.
+fn attention_typed<T: Real>(
+    ctx: &KernelCtx,
+    packed: Option<&kiln_kernels::PackedB>,
+) -> Result<Vec<Value>> {
+    let (x, w) = (ctx.tensor(0)?, ctx.tensor(1)?);
+    let n = heads_attr(ctx)?;
+    if x.rank() != 3 || w.rank() != 2 || w.shape[0] != x.shape[2] {
+        return Err(format!(
+            "input {:?} and weights {:?} must be [B, S, D] and [D, Dq+Dk+Dv]",
+            x.shape, w.shape
+        ));
+    }
+    let (b, s, din) = (x.shape[0], x.shape[1], x.shape[2]);
+    let total = w.shape[1];
+    let (dq, dk, dv) = hidden_sizes(ctx, total, n)?;
     let xv = T::load(x)?;
     let wv = T::load(w)?;
     let mut qkv = filled(b * s * total, T::zero())?;
@@ -335,10 +361,24 @@ fn attention_typed<T: Real>(
             }
         }
     }
-    let plain_f32 = x.dtype() == kiln_ir::DataType::F32;
-    if plain_f32 && ctx.opt_tensor(4)?.is_none() && ctx.num_outputs == 1 {
+    attend_projected(ctx, qkv, (b, s, n), (dq, dk, dv), ATTENTION, x.dtype())
+}
+
+/// Attention after the projection: `qkv` `[B·S, Dq+Dk+Dv]`, the optional inputs at `slots`,
+/// outputs (and present) stored as `dt`.
+pub(crate) fn attend_projected<T: Real>(
+    ctx: &KernelCtx,
+    qkv: Vec<T>,
+    (b, s, n): (usize, usize, usize),
+    (dq, dk, dv): (usize, usize, usize),
+    slots: Slots,
+    dt: kiln_ir::DataType,
+) -> Result<Vec<Value>> {
+    let total = dq + dk + dv;
+    let plain_f32 = dt == kiln_ir::DataType::F32;
+    if plain_f32 && ctx.opt_tensor(slots.past)?.is_none() && ctx.num_outputs == 1 {
         if let Some(q32) = as_f32(&qkv) {
-            if let Some(y) = fast_attention(ctx, q32, (b, s, n), (dq, dk, dv))? {
+            if let Some(y) = fast_attention(ctx, q32, (b, s, n), (dq, dk, dv), slots)? {
                 return Ok(vec![Value::Tensor(Tensor::new(
                     vec![b, s, dv],
                     Data::F32(y),
@@ -357,7 +397,7 @@ fn attention_typed<T: Real>(
     let mut k = split(dq, dk);
     let mut v = split(dq + dk, dv);
     let mut past_len = 0;
-    if let Some(p) = ctx.opt_tensor(4)? {
+    if let Some(p) = ctx.opt_tensor(slots.past)? {
         // past: [2, B, N, P, H] (keys then values).
         let (h, hv) = (dk / n, dv / n);
         if p.rank() != 5
@@ -393,8 +433,7 @@ fn attention_typed<T: Real>(
         v = pvv.concat_seq(&v);
     }
     let t = k.s;
-    let y = attend(ctx, &q, &k, &v, (3, 5), past_len)?;
-    let dt = x.dtype();
+    let y = attend(ctx, &q, &k, &v, (slots.mask, slots.bias), past_len)?;
     let store = |v: Vec<T>| store_f64(v.into_iter().map(|e| e.f64()).collect(), dt);
     let mut out = vec![Value::Tensor(Tensor::new(vec![b, s, dv], store(y)?))];
     if ctx.num_outputs > 1 {
@@ -416,14 +455,15 @@ fn fast_attention(
     qkv: &[f32],
     (b, s, n): (usize, usize, usize),
     (dq, dk, dv): (usize, usize, usize),
+    slots: Slots,
 ) -> Result<Option<Vec<f32>>> {
     use kiln_kernels::attention::{Sdpa, Strided4};
     let total = dq + dk + dv;
     let filter = ctx.float_attr("mask_filter_value", -10000.0) as f64;
     let causal = ctx.int_attr("unidirectional", 0) != 0;
     let mask = additive_mask(
-        ctx.opt_tensor(3)?,
-        ctx.opt_tensor(5)?,
+        ctx.opt_tensor(slots.mask)?,
+        ctx.opt_tensor(slots.bias)?,
         causal,
         filter,
         (b, n, s, s),

@@ -2,8 +2,10 @@
 //! `kiln_kernels::qgemm` (`qmatmul.rs`: QLinearMatMul, MatMulInteger, MatMulIntegerToFloat,
 //! DynamicQuantizeMatMul, QGemm; `qconv.rs`: QLinearConv in both layouts, ConvInteger) and
 //! com.microsoft's QLinear element-wise ops, pools and Concat (`qelementwise.rs`,
-//! `qpool.rs`), and GatherBlockQuantized (`gather_block.rs`), with ONNX Runtime's semantics: a product requantizes `f32(acc + bias) · scale`
-//! rounded half to even; the element-wise ops go through float as ORT does.
+//! `qpool.rs`), GatherBlockQuantized (`gather_block.rs`), and the transformer ops of dynamic
+//! quantization, QAttention and QEmbedLayerNormalization (`qattention.rs`, `qembed.rs`), with
+//! ONNX Runtime's semantics: a product requantizes `f32(acc + bias) · scale` rounded half to
+//! even; the element-wise ops go through float as ORT does.
 //!
 //! This file holds what they share: reading scales and zero points, and 8-bit views of tensors.
 use kiln_ir::DataType;
@@ -14,15 +16,20 @@ use crate::value::{Data, Tensor};
 
 mod gather_block;
 mod linear;
+mod qattention;
 mod qconv;
 mod qelementwise;
+mod qembed;
 pub(crate) mod qmatmul;
 mod qpool;
 
 /// The kernels of this module's ops.
 pub fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
-    if (domain, op_type) == ("com.microsoft", "GatherBlockQuantized") {
-        return Some(gather_block::run);
+    match (domain, op_type) {
+        ("com.microsoft", "GatherBlockQuantized") => return Some(gather_block::run),
+        ("com.microsoft", "QAttention") => return Some(qattention::run),
+        ("com.microsoft", "QEmbedLayerNormalization") => return Some(qembed::run),
+        _ => {}
     }
     linear::kernel(domain, op_type)
         .or_else(|| qmatmul::kernel(domain, op_type))
@@ -36,8 +43,11 @@ pub fn infer_rule(domain: &str, op_type: &str) -> Option<crate::ops::InferFn> {
     if domain != "com.microsoft" {
         return None;
     }
-    if op_type == "GatherBlockQuantized" {
-        return Some(gather_block::infer);
+    match op_type {
+        "GatherBlockQuantized" => return Some(gather_block::infer),
+        "QAttention" => return Some(qattention::infer),
+        "QEmbedLayerNormalization" => return Some(qembed::infer),
+        _ => {}
     }
     qelementwise::infer_rule(op_type)
         .or_else(|| qpool::infer_rule(op_type))
@@ -286,8 +296,29 @@ pub(crate) fn call(
     call_op(op, ctx.opset.max(13), attrs, inputs)
 }
 
+/// Runs a com.microsoft (or other domain's) op's kernel on the given inputs.
+pub(crate) fn call_in(
+    ctx: &KernelCtx,
+    domain: &str,
+    op: &str,
+    attrs: &[kiln_ir::Attribute],
+    inputs: &[Option<&Tensor>],
+) -> Result<Tensor> {
+    call_domain(domain, op, ctx.opset.max(13), attrs, inputs)
+}
+
 /// Runs an ONNX op's reference kernel at `opset`.
 pub(crate) fn call_op(
+    op: &str,
+    opset: i64,
+    attrs: &[kiln_ir::Attribute],
+    inputs: &[Option<&Tensor>],
+) -> Result<Tensor> {
+    call_domain("", op, opset, attrs, inputs)
+}
+
+fn call_domain(
+    domain: &str,
     op: &str,
     opset: i64,
     attrs: &[kiln_ir::Attribute],
@@ -300,14 +331,14 @@ pub(crate) fn call_op(
         .collect();
     let sub = KernelCtx {
         op_type: op,
-        domain: "",
+        domain,
         opset,
         attrs,
         inputs: vals.iter().map(|v| v.as_ref()).collect(),
         num_outputs: 1,
         subgraphs: None,
     };
-    let f = crate::ops::kernel_fn("", op).ok_or_else(|| format!("no {op} kernel"))?;
+    let f = crate::ops::kernel_fn(domain, op).ok_or_else(|| format!("no {domain}:{op} kernel"))?;
     f(&sub)?
         .into_iter()
         .next()
