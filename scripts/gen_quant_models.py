@@ -4,10 +4,13 @@
                                 exported here), quantize_static, per-channel s8 weights, u8
                                 activations, QDQ and QOperator formats
   yolov8n_qdq / yolov8n_qop     nudenet's YOLOv8n at 320, the same two ways
+  mobilenetv2_qdq               torchvision's MobileNetV2 (random weights): depthwise layers, QDQ
   bert_qdq                      bert_minilm (scripts/gen_models.py), quantize_static QDQ
   bert_dynamic                  bert_minilm, quantize_dynamic (u8 activations, s8 weights)
   bert_int4                     bert_minilm, MatMulNBitsQuantizer (4-bit, block 32,
                                 accuracy_level 4)
+  bert_ortopt_dynamic           bert_minilm as ORT's transformer optimizer writes it, then
+                                quantize_dynamic: QAttention, QEmbedLayerNormalization
 
 Calibration reads a few seeded random inputs (the weights are what they are; the inputs only set
 the activation ranges). Every `<name>.onnx` comes with `<name>.npz` (feeds, a different seed from
@@ -78,11 +81,11 @@ def nbits(src, dst):
     q.model.save_model_to_file(dst, use_external_data_format=False)
 
 
-def torchvision_resnet50(dst):
+def torchvision_model(name, dst):
     import torch
     import torchvision
     torch.manual_seed(SEED)
-    model = torchvision.models.resnet50(weights=None).eval()
+    model = getattr(torchvision.models, name)(weights=None).eval()
     with torch.no_grad():
         torch.onnx.export(model, torch.zeros(1, 3, 224, 224), dst, input_names=["input"],
                           output_names=["logits"], opset_version=17, dynamo=False)
@@ -92,15 +95,18 @@ def main():
     out, models_dir, generated = sys.argv[1:4]
     os.makedirs(out, exist_ok=True)
     made = {}
-    resnet = os.path.join(out, "resnet50.onnx")
-    torchvision_resnet50(resnet)
-    np.savez(os.path.join(out, "resnet50.npz"), **image_feeds("input", [1, 3, 224, 224], SEED))
-    cnns = [("resnet50", resnet, lambda s: image_feeds("input", [1, 3, 224, 224], s)),
-            ("yolov8n", os.path.join(models_dir, "yolov8n_320n.onnx"),
-             lambda s: image_feeds("images", [1, 3, 320, 320], s))]
+    cnns = []
+    for tv in ("resnet50", "mobilenet_v2"):
+        path = os.path.join(out, f"{tv.replace('_', '')}.onnx")
+        torchvision_model(tv, path)
+        np.savez(path.replace(".onnx", ".npz"), **image_feeds("input", [1, 3, 224, 224], SEED))
+        cnns.append((tv.replace("_", ""), path, lambda s: image_feeds("input", [1, 3, 224, 224], s)))
+    cnns.append(("yolov8n", os.path.join(models_dir, "yolov8n_320n.onnx"),
+                 lambda s: image_feeds("images", [1, 3, 320, 320], s)))
+    formats = (("qdq", QuantFormat.QDQ), ("qop", QuantFormat.QOperator))
     with tempfile.TemporaryDirectory() as tmp:
         for name, src, make in cnns:
-            for suffix, fmt in (("qdq", QuantFormat.QDQ), ("qop", QuantFormat.QOperator)):
+            for suffix, fmt in formats[:1] if name == "mobilenetv2" else formats:
                 dst = os.path.join(out, f"{name}_{suffix}.onnx")
                 static(src, dst, make, fmt)
                 np.savez(os.path.join(out, f"{name}_{suffix}.npz"), **make(SEED))
@@ -111,16 +117,21 @@ def main():
         # The exporter leaves value_info that the quantizer's own shape inference trips on.
         src = os.path.join(tmp, "bert.onnx")
         shutil.copy(bert, src)
+        ortopt = os.path.join(generated, "bert_minilm.ortopt.onnx")
         jobs = {
-            "bert_qdq": lambda d: static(src, d, bert_feeds, QuantFormat.QDQ),
-            "bert_dynamic": lambda d: quantize_dynamic(src, d, weight_type=QuantType.QInt8),
-            "bert_int4": lambda d: nbits(src, d),
+            "bert_qdq": (bert, lambda d: static(src, d, bert_feeds, QuantFormat.QDQ)),
+            "bert_dynamic": (bert, lambda d: quantize_dynamic(src, d, weight_type=QuantType.QInt8)),
+            "bert_int4": (bert, lambda d: nbits(src, d)),
+            # The contrib ops defeat the quantizer's shape inference: their outputs are float.
+            "bert_ortopt_dynamic": (ortopt, lambda d: quantize_dynamic(
+                ortopt, d, weight_type=QuantType.QInt8,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})),
         }
-        for name, job in jobs.items():
+        for name, (twin, job) in jobs.items():
             dst = os.path.join(out, f"{name}.onnx")
             job(dst)
             np.savez(os.path.join(out, f"{name}.npz"), **bert_feeds(SEED))
-            made[name] = {"float": bert, "ops": op_counts(dst)}
+            made[name] = {"float": twin, "ops": op_counts(dst)}
     with open(os.path.join(out, "manifest.json"), "w") as f:
         json.dump(made, f, indent=1, sort_keys=True)
     for name, info in sorted(made.items()):

@@ -238,6 +238,20 @@ def residual(share=False):
     return g.model({"x": (1, 8, 9, 9)}, outs), feeds
 
 
+def grouped(group, per_group):
+    """A QDQ 3x3 convolution of 16 channels in `group` groups, `per_group` outputs each."""
+    g = G()
+    x = g.qdq("x", 0.02, U8(128))
+    m = group * per_group
+    w = rng.integers(-60, 61, (m, 16 // group, 3, 3)).astype(np.int8)
+    ws = (rng.random(m) * 0.01 + 0.002).astype(np.float32)
+    wd = g.dq(g.const(w), ws, np.zeros(m, np.int8), axis=0)
+    y = g.node("Conv", [x, wd], pads=[1] * 4, group=group)
+    out = g.dq(g.q(y, 0.05, U8(120)), 0.05, U8(120))
+    feeds = {"x": rng.standard_normal((1, 16, 9, 9)).astype(np.float32)}
+    return g.model({"x": (1, 16, 9, 9)}, [out]), feeds
+
+
 def session_pass(src, name):
     """`kiln demo`'s report of one pass: (applied, [decline reasons])."""
     text = common.kiln("demo", src, "--iters", "1")
@@ -318,6 +332,9 @@ CASES += [
     ("Conv + residual Add -> ai.kiln:QLinearConvAdd", residual(), "quant_conv_add", 1, None, SESSION),
     ("Conv + Add: the Conv's output also read", residual(share=True), "quant_conv_add", 0,
      "consumers", SESSION),
+    ("depthwise QLinearConv channels-last", grouped(16, 1), "quant_nhwc_layout", 1, None, SESSION),
+    ("grouped QLinearConv, 2 outputs per group: stays channel-first", grouped(8, 2), "quant_nhwc_layout", 0,
+     "output channels per group", SESSION),
 ]
 
 

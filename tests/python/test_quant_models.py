@@ -29,6 +29,8 @@ FUSED = {
     "yolov8n_qdq": {"QLinearConv": 64},
     "bert_qdq": {"QLinearMatMul": 36},
     "bert_dynamic": {"com.microsoft:DynamicQuantizeMatMul": 36},
+    "mobilenetv2_qdq": {"QLinearConv": 52},
+    "bert_ortopt_dynamic": {"com.microsoft:QAttention": 6, "com.microsoft:QEmbedLayerNormalization": 1},
 }
 
 
@@ -84,7 +86,7 @@ def main():
         for level in ("disabled", "extended", "all"):
             runs[level] = common.kiln_run_model(path, feeds, level=level)
             judge(f"kiln {level}", runs[level])
-        if name.startswith(("resnet50", "yolov8n")):
+        if name.startswith(("resnet50", "yolov8n", "mobilenetv2")):
             # Session-only rewrites of an integer pipeline (channels-last regions, the SiLU
             # table) change no bit.
             for n in names:

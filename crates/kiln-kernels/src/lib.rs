@@ -26,6 +26,7 @@ pub mod conv;
 pub mod gemm;
 pub mod nchwc;
 mod pixel_major;
+pub mod qdepthwise;
 pub mod qgemm;
 pub mod qvec;
 mod shifted;

@@ -229,7 +229,10 @@ impl Layout {
         };
         let group = n.attrs.get_int("group").unwrap_or(1).max(1);
         let per_group = ws[0].known().unwrap_or(0) / group;
-        if group > 1 && per_group < 8 {
+        // Depthwise layers (one input and one output channel per group) have their own
+        // channels-last kernel; other narrow groups run the reference, channel-first.
+        let depthwise = per_group == 1 && ws[1].known() == Some(1);
+        if group > 1 && per_group < 8 && !depthwise {
             return Ok(Err(format!(
                 "{per_group} output channels per group: the integer kernel runs it channel-first"
             )));

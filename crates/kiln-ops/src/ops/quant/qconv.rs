@@ -2,9 +2,12 @@
 //! the input goes to channels-last once (unless it is already), each output pixel's window is
 //! gathered as runs of channels (`im2col` in tap-major order; a 1×1 stride-1 layer reads the
 //! input in place), and the product requantizes into the output, channel-first or -last.
-//! Weights are packed per group once per session when constant. 2-D only; other ranks and
-//! narrow groups (depthwise) run the reference: ConvInteger, bias, requantization.
+//! Weights are packed per group once per session when constant. Depthwise layers (one input
+//! channel per output channel) take `kiln_kernels::qdepthwise` on the same padded channels-last
+//! image. 2-D only; other ranks and other narrow groups run the reference: ConvInteger, bias,
+//! requantization.
 use kiln_ir::AttrList;
+use kiln_kernels::qdepthwise::{qdepthwise, DwGeom, DwOut, DwWeights};
 use kiln_kernels::qgemm::{
     qgemm, qgemm_conv, qgemm_gather, ConvRows, QInput, QOutput, QPost, QWeights,
 };
@@ -174,8 +177,14 @@ fn pack(w: &Tensor, wz: Option<&Tensor>, group: usize) -> Result<Vec<QWeights>> 
         .collect()
 }
 
+/// Weights packed once: per group for the product, or for the depthwise kernel.
+enum Packed {
+    Groups(Vec<QWeights>),
+    Depthwise(DwWeights),
+}
+
 struct Prepared {
-    packed: Vec<QWeights>,
+    packed: Packed,
     shape: Vec<usize>,
 }
 
@@ -183,10 +192,13 @@ pub fn prepare(ctx: &PrepareCtx) -> Option<Box<dyn PreparedKernel>> {
     let w = ctx.constant(3)?;
     let wz = ctx.optional_constant(5)?;
     let group = ctx.attrs.get_int("group").unwrap_or(1).max(1) as usize;
-    if !fast_groups(w, group) {
+    let packed = if depthwise_weights(w, group) {
+        Packed::Depthwise(pack_depthwise(w, wz).ok()?)
+    } else if fast_groups(w, group) {
+        Packed::Groups(pack(w, wz, group).ok()?)
+    } else {
         return None;
-    }
-    let packed = pack(w, wz, group).ok()?;
+    };
     Some(Box::new(Prepared {
         packed,
         shape: w.shape.clone(),
@@ -200,6 +212,23 @@ impl PreparedKernel for Prepared {
         }
         run(ctx, Some(&self.packed))
     }
+}
+
+/// One input channel per group and one output channel per group.
+fn depthwise_weights(w: &Tensor, group: usize) -> bool {
+    w.rank() == 4 && group > 1 && w.shape[0] == group && w.shape[1] == 1
+}
+
+fn pack_depthwise(w: &Tensor, wz: Option<&Tensor>) -> Result<DwWeights> {
+    let (wv, signed) = bytes(w).ok_or("W must be uint8 or int8")?;
+    let (m, taps) = (w.shape[0], w.shape[2] * w.shape[3]);
+    let zw = per_channel(&zeros(wz, signed, "w_zero_point")?, m, "w_zero_point")?;
+    Ok(DwWeights::pack(
+        m,
+        taps,
+        |c, t| super::byte_value(wv[c * taps + t], signed),
+        |c| zw[c],
+    ))
 }
 
 /// Groups the product path is worth it for: output channels per group fill part of a panel.
@@ -233,7 +262,7 @@ fn fused_add<'a>(ctx: &KernelCtx<'a>) -> Result<Option<(&'a Tensor, QBinary)>> {
     Ok(Some((b.t, p)))
 }
 
-fn run(ctx: &KernelCtx, packed: Option<&[QWeights]>) -> Result<Vec<Value>> {
+fn run(ctx: &KernelCtx, packed: Option<&Packed>) -> Result<Vec<Value>> {
     let add = fused_add(ctx)?;
     let y = conv(ctx, packed, add)?;
     match add {
@@ -245,10 +274,48 @@ fn run(ctx: &KernelCtx, packed: Option<&[QWeights]>) -> Result<Vec<Value>> {
     }
 }
 
+/// QLinearConv's quantization inputs: X's bytes and zero point, the output's type and zero
+/// point, the bias, and per output channel the requantization scale `sx·sw / sy`.
+struct Quant<'a> {
+    xv: &'a [u8],
+    x_signed: bool,
+    zx: i32,
+    y_signed: bool,
+    zy: i32,
+    bias: Option<Vec<i32>>,
+    scale: Vec<f32>,
+}
+
+fn quant<'a>(ctx: &KernelCtx<'a>, m: usize) -> Result<Quant<'a>> {
+    let (xv, x_signed) = bytes(ctx.tensor(0)?).ok_or("X must be uint8 or int8")?;
+    let zx = zero(ctx.opt_tensor(2)?, x_signed, "x_zero_point")?;
+    let sx = scale(ctx.tensor(1)?, "x_scale")?;
+    let sw = per_channel(&scales(ctx.tensor(4)?, "w_scale")?, m, "w_scale")?;
+    let sy = scale(ctx.tensor(6)?, "y_scale")?;
+    let y_signed = out_signed(ctx, 7)?;
+    let zy = zero(ctx.opt_tensor(7)?, y_signed, "y_zero_point")?;
+    let bias = match ctx.opt_tensor(8)? {
+        None => None,
+        Some(b) => match &b.data {
+            Data::I32(v) if v.len() == m => Some(v.clone()),
+            _ => return Err(format!("B must be int32 with {m} values")),
+        },
+    };
+    Ok(Quant {
+        xv,
+        x_signed,
+        zx,
+        y_signed,
+        zy,
+        bias,
+        scale: sw.iter().map(|&s| (sx * s) / sy).collect(),
+    })
+}
+
 /// The convolution (and the fused addend, laid out as the output).
 fn conv(
     ctx: &KernelCtx,
-    packed: Option<&[QWeights]>,
+    packed: Option<&Packed>,
     add: Option<(&Tensor, QBinary)>,
 ) -> Result<Tensor> {
     let last = ctx.int_attr("channels_last", 0) != 0;
@@ -256,6 +323,24 @@ fn conv(
     let group = ctx.int_attr("group", 1).max(1) as usize;
     let geom = Geom::new(ctx, &x.shape, &w.shape, last)?;
     let f32_scales = ctx.tensor(1)?.dtype() == kiln_ir::DataType::F32;
+    if let Some(g) = geom
+        .as_ref()
+        .filter(|g| f32_scales && depthwise_weights(w, g.group))
+    {
+        let owned;
+        let dw = match packed {
+            Some(Packed::Depthwise(d)) => d,
+            _ => {
+                owned = pack_depthwise(w, ctx.opt_tensor(5)?)?;
+                &owned
+            }
+        };
+        return add_after(depthwise(ctx, g, dw, last)?, add);
+    }
+    let packed = match packed {
+        Some(Packed::Groups(p)) => Some(&p[..]),
+        _ => None,
+    };
     let Some(g) = geom.filter(|g| {
         let k = tap_channels(g.cg(), g.group) * g.kh * g.kw;
         f32_scales && fast_groups(w, g.group) && k <= kiln_kernels::qgemm::MAX_K
@@ -278,20 +363,15 @@ fn conv(
         }
         None => None,
     };
-    let (xv, x_signed) = bytes(x).ok_or("X must be uint8 or int8")?;
-    let zx = zero(ctx.opt_tensor(2)?, x_signed, "x_zero_point")?;
-    let sx = scale(ctx.tensor(1)?, "x_scale")?;
-    let sw = per_channel(&scales(ctx.tensor(4)?, "w_scale")?, g.m, "w_scale")?;
-    let sy = scale(ctx.tensor(6)?, "y_scale")?;
-    let y_signed = out_signed(ctx, 7)?;
-    let zy = zero(ctx.opt_tensor(7)?, y_signed, "y_zero_point")?;
-    let bias = match ctx.opt_tensor(8)? {
-        None => None,
-        Some(b) => match &b.data {
-            Data::I32(v) if v.len() == g.m => Some(v.clone()),
-            _ => return Err(format!("B must be int32 with {} values", g.m)),
-        },
-    };
+    let Quant {
+        xv,
+        x_signed,
+        zx,
+        y_signed,
+        zy,
+        bias,
+        scale,
+    } = quant(ctx, g.m)?;
     let owned;
     let packed = match packed {
         Some(p) => p,
@@ -300,7 +380,6 @@ fn conv(
             &owned[..]
         }
     };
-    let scale: Vec<f32> = sw.iter().map(|&s| (sx * s) / sy).collect();
     let (cg, mg) = (g.cg(), g.mg());
     let cp = tap_channels(cg, g.group);
     let k = cp * g.kh * g.kw;
@@ -380,6 +459,56 @@ fn conv(
     Ok(tensor_of(shape, y, y_signed))
 }
 
+/// A depthwise layer on `kiln_kernels::qdepthwise`, image by image.
+fn depthwise(ctx: &KernelCtx, g: &Geom, dw: &DwWeights, last: bool) -> Result<Tensor> {
+    let qp = quant(ctx, g.m)?;
+    if dw.channels() != g.c || dw.taps() != g.kh * g.kw {
+        return Err("the packed depthwise weights do not fit this input".into());
+    }
+    let q = DwOut {
+        scale: &qp.scale,
+        bias: qp.bias.as_deref(),
+        zero: qp.zy,
+        signed: qp.y_signed,
+    };
+    let (plane, pixels) = (g.h * g.w, g.oh * g.ow);
+    let mut y = vec![0u8; g.n * g.m * pixels];
+    let (mut nhwc, mut out_last) = (Vec::new(), Vec::new());
+    for img in 0..g.n {
+        let src = &qp.xv[img * g.c * plane..(img + 1) * g.c * plane];
+        let xl: &[u8] = if last {
+            src
+        } else {
+            nhwc.resize(plane * g.c, 0);
+            to_channels_last(src, g.c, plane, &mut nhwc);
+            &nhwc
+        };
+        let p = Padded::new(g, g.c, xl, qp.x_signed, qp.zx);
+        let geom = DwGeom {
+            oh: g.oh,
+            ow: g.ow,
+            sh: g.sh,
+            sw: g.sw,
+            wp: p.wp,
+            taps: &p.taps,
+        };
+        let out = &mut y[img * g.m * pixels..(img + 1) * g.m * pixels];
+        if last {
+            qdepthwise(&p.data, p.zero, dw, &geom, &q, out);
+        } else {
+            out_last.resize(pixels * g.m, 0);
+            qdepthwise(&p.data, p.zero, dw, &geom, &q, &mut out_last);
+            kiln_kernels::transpose8::transpose_bytes(&out_last, pixels, g.m, out);
+        }
+    }
+    let shape = if last {
+        vec![g.n, g.oh, g.ow, g.m]
+    } else {
+        vec![g.n, g.m, g.oh, g.ow]
+    };
+    Ok(tensor_of(shape, y, qp.y_signed))
+}
+
 /// The fused addend applied to a finished output (the reference path).
 fn add_after(y: Tensor, add: Option<(&Tensor, QBinary)>) -> Result<Tensor> {
     let Some((b, p)) = add else { return Ok(y) };
@@ -415,19 +544,27 @@ impl Padded {
         let hp = (g.h + g.pt).max((g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1);
         let wp = (g.w + g.pl).max((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1);
         let (c, cp) = (g.c, cp.max(g.c));
-        let mut data = vec![zero as u8; hp * wp * cp];
+        // Every byte written once, row by row: border rows the zero point, inner rows their
+        // borders and the image (a fill of the whole, then a copy, was twice the traffic).
+        let mut data = vec![0u8; hp * wp * cp];
+        let z = zero as u8;
         data.par_chunks_mut(wp * cp)
             .enumerate()
-            .skip(g.pt)
-            .take(g.h)
             .for_each(|(py, row)| {
+                if py < g.pt || py >= g.pt + g.h {
+                    return row.fill(z);
+                }
                 let src = &x[(py - g.pt) * g.w * c..(py - g.pt + 1) * g.w * c];
-                let dst = &mut row[g.pl * cp..(g.pl + g.w) * cp];
+                let (left, rest) = row.split_at_mut(g.pl * cp);
+                let (dst, right) = rest.split_at_mut(g.w * cp);
+                left.fill(z);
+                right.fill(z);
                 if cp == c && flip == 0 {
                     dst.copy_from_slice(src);
                 } else {
                     for (d, s) in dst.chunks_exact_mut(cp).zip(src.chunks_exact(c)) {
                         d[..c].iter_mut().zip(s).for_each(|(d, &s)| *d = s ^ flip);
+                        d[c..].fill(z);
                     }
                 }
             });
@@ -450,19 +587,9 @@ impl Padded {
     }
 }
 
-/// `[C, P]` to `[P, C]`, in tiles that stay in cache.
+/// `[C, P]` to `[P, C]`.
 fn to_channels_last(src: &[u8], c: usize, p: usize, dst: &mut [u8]) {
-    const T: usize = 32;
-    for c0 in (0..c).step_by(T) {
-        for p0 in (0..p).step_by(T) {
-            for ci in c0..(c0 + T).min(c) {
-                let row = &src[ci * p..];
-                for pi in p0..(p0 + T).min(p) {
-                    dst[pi * c + ci] = row[pi];
-                }
-            }
-        }
-    }
+    kiln_kernels::transpose8::transpose_bytes(&src[..c * p], c, p, &mut dst[..c * p]);
 }
 
 /// Output pixel `i`'s window of group `gi`, tap by tap, `cp` bytes per tap (`C/g` channels,
