@@ -69,6 +69,7 @@ pub fn prepare(ctx: &PrepareCtx) -> Option<Box<dyn PreparedKernel>> {
         | ("com.microsoft", "MatMulIntegerToFloat" | "DynamicQuantizeMatMul" | "QGemm") => {
             qmatmul::prepare(ctx)
         }
+        ("com.microsoft", "QAttention") => qattention::prepare(ctx),
         _ => None,
     }
 }
@@ -82,7 +83,7 @@ pub fn has_prepare(domain: &str, op_type: &str) -> bool {
             | ("", "QLinearMatMul" | "MatMulInteger")
             | (
                 "com.microsoft",
-                "MatMulIntegerToFloat" | "DynamicQuantizeMatMul" | "QGemm"
+                "MatMulIntegerToFloat" | "DynamicQuantizeMatMul" | "QGemm" | "QAttention"
             )
     )
 }
@@ -294,17 +295,6 @@ pub(crate) fn call(
     inputs: &[Option<&Tensor>],
 ) -> Result<Tensor> {
     call_op(op, ctx.opset.max(13), attrs, inputs)
-}
-
-/// Runs a com.microsoft (or other domain's) op's kernel on the given inputs.
-pub(crate) fn call_in(
-    ctx: &KernelCtx,
-    domain: &str,
-    op: &str,
-    attrs: &[kiln_ir::Attribute],
-    inputs: &[Option<&Tensor>],
-) -> Result<Tensor> {
-    call_domain(domain, op, ctx.opset.max(13), attrs, inputs)
 }
 
 /// Runs an ONNX op's reference kernel at `opset`.

@@ -6,7 +6,9 @@
 use kiln_ir::Dim;
 
 use crate::ctx::{InferCtx, Inferred};
-use crate::kernel::{KernelCtx, Result};
+use kiln_kernels::qgemm::QWeights;
+
+use crate::kernel::{KernelCtx, PrepareCtx, PreparedKernel, Result};
 use crate::ops::ms_attention::{attend_projected, heads_attr, hidden_sizes, Slots};
 use crate::value::{Data, Value};
 
@@ -37,6 +39,32 @@ pub fn infer(ctx: &InferCtx) -> crate::ctx::Result<Vec<Inferred>> {
 }
 
 pub(super) fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
+    attention(ctx, None)
+}
+
+/// The projection's weights packed once per session.
+struct Prepared {
+    w: QWeights,
+    shape: Vec<usize>,
+}
+
+pub(super) fn prepare(ctx: &PrepareCtx) -> Option<Box<dyn PreparedKernel>> {
+    let b = ctx.constant(1)?;
+    let w = super::qmatmul::pack_b(b, ctx.optional_constant(7)?).ok()?;
+    Some(Box::new(Prepared {
+        w,
+        shape: b.shape.clone(),
+    }))
+}
+
+impl PreparedKernel for Prepared {
+    fn run(&self, ctx: &KernelCtx) -> Result<Vec<Value>> {
+        let same = ctx.tensor(1)?.shape == self.shape;
+        attention(ctx, same.then_some(&self.w))
+    }
+}
+
+fn attention(ctx: &KernelCtx, packed: Option<&QWeights>) -> Result<Vec<Value>> {
     let (x, w) = (ctx.tensor(0)?, ctx.tensor(1)?);
     let n = heads_attr(ctx)?;
     if x.rank() != 3 || w.rank() != 2 || w.shape[0] != x.shape[2] {
@@ -51,9 +79,24 @@ pub(super) fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let (b, s) = (x.shape[0], x.shape[1]);
     let total = w.shape[1];
     let sizes = hidden_sizes(ctx, total, n)?;
-    // A, B, a_scale, b_scale, a_zero_point, b_zero_point, bias.
-    let inputs = [0, 1, 3, 4, 6, 7, 2].map(|i| ctx.opt_tensor(i).ok().flatten());
-    let qkv = super::call_in(ctx, "com.microsoft", "MatMulIntegerToFloat", &[], &inputs)?;
+    // MatMulIntegerToFloat's A, B, a_scale, b_scale, a_zero_point, b_zero_point, bias.
+    let sub = KernelCtx {
+        op_type: "MatMulIntegerToFloat",
+        domain: "com.microsoft",
+        opset: 1,
+        attrs: &[],
+        inputs: [0, 1, 3, 4, 6, 7, 2]
+            .iter()
+            .map(|&i| ctx.inputs.get(i).copied().flatten())
+            .collect(),
+        num_outputs: 1,
+        subgraphs: None,
+    };
+    let qkv = super::qmatmul::int_to_float(&sub, packed)?
+        .into_iter()
+        .next()
+        .and_then(Value::into_tensor)
+        .ok_or("the projection gave no tensor")?;
     let Data::F32(qkv) = qkv.data else {
         return Err(format!("the scales must be float, got {}", qkv.dtype()));
     };

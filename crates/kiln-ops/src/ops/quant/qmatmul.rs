@@ -124,6 +124,16 @@ impl PreparedKernel for Prepared {
     }
 }
 
+/// MatMulIntegerToFloat on `ctx` (its inputs in that op's order), B packed or not.
+pub(crate) fn int_to_float(ctx: &KernelCtx, packed: Option<&QWeights>) -> Result<Vec<Value>> {
+    run(ctx, Kind::ToFloat, packed)
+}
+
+/// Packs a 2-D B `[K, N]` with its zero points (one or N).
+pub(crate) fn pack_b(b: &Tensor, bz: Option<&Tensor>) -> Result<QWeights> {
+    pack(b, bz, false)
+}
+
 /// Packs a 2-D B (`[K, N]`, or `[N, K]` when `tb`) with its zero points (one or N).
 fn pack(b: &Tensor, bz: Option<&Tensor>, tb: bool) -> Result<QWeights> {
     let (bv, signed) = bytes(b).ok_or("B must be uint8 or int8")?;
