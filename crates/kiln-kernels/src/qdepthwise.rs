@@ -3,19 +3,25 @@
 //! the channels at once, `w' = w - zw` kept as i32 per tap and channel, the input's zero point
 //! taken out afterwards through the taps' weight sums, then bias and ONNX Runtime's
 //! requantization. The input is a channels-last image inside a border of its zero point (so no
-//! window leaves it), unsigned (s8 moved up by 128 with its zero point). The sums are exact:
-//! `|x·w'| <= 255·255`, and 1000 taps stay far below 2^31.
+//! window leaves it), unsigned (s8 moved up by 128 with its zero point). The sums run in f32
+//! FMAs (one product and add per tap and channel, where i32 needs a slow multiply) and are
+//! exact: every product `|x·w'| <= 255·255` and every partial sum of up to [`MAX_TAPS`] taps
+//! is an integer below 2^24, which f32 holds exactly; the sum goes back to i32 before the
+//! zero-point correction and the bias, so the requantization sees ORT's integer.
 //!
 //! Written once as plain loops over the channels (the compiler's vectors) and compiled per ISA
 //! by [`isa_dispatch!`](crate::isa_dispatch); output rows go to rayon's threads.
 use rayon::prelude::*;
+
+/// Taps whose sums stay exact in f32: `258 · 255 · 255 < 2^24`.
+pub const MAX_TAPS: usize = 258;
 
 /// The weights of a depthwise layer, ready for [`qdepthwise`].
 pub struct DwWeights {
     c: usize,
     taps: usize,
     /// `[tap][c]` values `w - zw`.
-    w: Vec<i32>,
+    w: Vec<f32>,
     /// `[c]` `Σ_tap (w - zw)`.
     sum: Vec<i32>,
 }
@@ -28,13 +34,13 @@ impl DwWeights {
         w: impl Fn(usize, usize) -> i32,
         zero: impl Fn(usize) -> i32,
     ) -> DwWeights {
-        let mut wv = vec![0i32; taps * c];
+        let mut wv = vec![0f32; taps * c];
         let mut sum = vec![0i32; c];
         for ch in 0..c {
             let z = zero(ch);
             for t in 0..taps {
                 let v = w(ch, t) - z;
-                wv[t * c + ch] = v;
+                wv[t * c + ch] = v as f32;
                 sum[ch] += v;
             }
         }
@@ -93,22 +99,27 @@ struct Requant<'a> {
 /// [`requantize`]'s arithmetic in vectors.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn block<const N: usize>(
+fn block<const N: usize, const FMA: bool>(
     x: &[u8],
     origin: usize,
     taps: &[usize],
-    w: &[i32],
+    w: &[f32],
     c: usize,
     c0: usize,
     q: &Requant,
     out: &mut [u8],
 ) {
-    let mut v = [0i32; N];
+    let mut v = [0f32; N];
     for (t, &off) in taps.iter().enumerate() {
         let xs: &[u8; N] = x[origin + off + c0..][..N].try_into().expect("N bytes");
-        let ws: &[i32; N] = w[t * c + c0..][..N].try_into().expect("N weights");
+        let ws: &[f32; N] = w[t * c + c0..][..N].try_into().expect("N weights");
         for i in 0..N {
-            v[i] += xs[i] as i32 * ws[i];
+            // Exact either way (integers below 2^24); FMA is one instruction where it exists.
+            v[i] = if FMA {
+                (xs[i] as f32).mul_add(ws[i], v[i])
+            } else {
+                xs[i] as f32 * ws[i] + v[i]
+            };
         }
     }
     let (corr, bias, scale): (&[i32; N], &[i32; N], &[f32; N]) = (
@@ -118,7 +129,8 @@ fn block<const N: usize>(
     );
     let o: &mut [u8; N] = (&mut out[c0..c0 + N]).try_into().expect("N");
     for i in 0..N {
-        let a = v[i] - corr[i] + bias[i];
+        // SAFETY: v[i] is an integer below 2^24 in magnitude.
+        let a = unsafe { v[i].to_int_unchecked::<i32>() } - corr[i] + bias[i];
         let r = (a as f32 * scale[i]).clamp(q.lo, q.hi).round_ties_even();
         // SAFETY: r is finite and within lo..=hi, inside i32.
         o[i] = (unsafe { r.to_int_unchecked::<i32>() } + q.zero) as u8;
@@ -128,19 +140,19 @@ fn block<const N: usize>(
 crate::isa_dispatch! {
     /// One output row: each pixel's window summed and requantized, `LANES` channels at a time.
     #[allow(clippy::too_many_arguments)]
-    fn row(x: &[u8], origins: &[usize], taps: &[usize], w: &[i32], c: usize, q: &Requant, out: &mut [u8]) {
+    fn row<const FMA: bool>(x: &[u8], origins: &[usize], taps: &[usize], w: &[f32], c: usize, q: &Requant, out: &mut [u8]) {
         for (&origin, o) in origins.iter().zip(out.chunks_exact_mut(c)) {
             let mut c0 = 0;
             while c0 + LANES <= c {
-                block::<LANES>(x, origin, taps, w, c, c0, q, o);
+                block::<LANES, FMA>(x, origin, taps, w, c, c0, q, o);
                 c0 += LANES;
             }
             if c0 + 8 <= c {
-                block::<8>(x, origin, taps, w, c, c0, q, o);
+                block::<8, FMA>(x, origin, taps, w, c, c0, q, o);
                 c0 += 8;
             }
             while c0 < c {
-                block::<1>(x, origin, taps, w, c, c0, q, o);
+                block::<1, FMA>(x, origin, taps, w, c, c0, q, o);
                 c0 += 1;
             }
         }
@@ -152,6 +164,11 @@ crate::isa_dispatch! {
 pub fn qdepthwise(x: &[u8], zx: i32, w: &DwWeights, g: &DwGeom, q: &DwOut, out: &mut [u8]) {
     let c = w.c;
     assert_eq!(g.taps.len(), w.taps);
+    assert!(
+        w.taps <= MAX_TAPS,
+        "{} taps: the f32 sums would not be exact",
+        w.taps
+    );
     assert!(q.scale.len() >= c && q.bias.is_none_or(|b| b.len() >= c));
     assert!(out.len() >= g.oh * g.ow * c);
     let corr: Vec<i32> = w.sum.iter().map(|&s| s * zx).collect();

@@ -9,8 +9,38 @@ use crate::act::exp;
 /// Defines a function whose body is compiled three times (AVX-512, AVX2+FMA, baseline) and
 /// run in the variant [`Isa::detect`](crate::Isa::detect) picks. Arguments are plain
 /// identifiers; the body must be safe code.
+///
+/// The form `fn name<const F: bool>(...)` also names a constant the body sees: true in the
+/// AVX-512 and AVX2 variants, which have FMA (`x.mul_add(y, z)` is one instruction there, a
+/// software routine in the baseline).
 #[macro_export]
 macro_rules! isa_dispatch {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident<const $fma:ident: bool>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body<const $fma: bool>($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,fma")]
+            unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                body::<true>($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn narrow($($arg: $ty),*) $(-> $ret)? {
+                body::<true>($($arg),*)
+            }
+            match $crate::Isa::detect() {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: detect() reports only what the CPU has.
+                $crate::Isa::Avx512 => unsafe { wide($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                $crate::Isa::Avx2 => unsafe { narrow($($arg),*) },
+                _ => body::<false>($($arg),*),
+            }
+        }
+    };
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {

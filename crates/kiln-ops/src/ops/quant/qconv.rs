@@ -12,7 +12,6 @@ use kiln_kernels::qgemm::{
     qgemm, qgemm_conv, qgemm_gather, ConvRows, QInput, QOutput, QPost, QWeights,
 };
 use kiln_kernels::qvec::QBinary;
-use rayon::prelude::*;
 
 use super::{bytes, call, isa, out_signed, per_channel, scale, scales, tensor_of, zero, zeros};
 use crate::ctx::{InferCtx, Inferred};
@@ -214,9 +213,14 @@ impl PreparedKernel for Prepared {
     }
 }
 
-/// One input channel per group and one output channel per group.
+/// One input channel per group and one output channel per group, a window the kernel sums
+/// exactly.
 fn depthwise_weights(w: &Tensor, group: usize) -> bool {
-    w.rank() == 4 && group > 1 && w.shape[0] == group && w.shape[1] == 1
+    w.rank() == 4
+        && group > 1
+        && w.shape[0] == group
+        && w.shape[1] == 1
+        && w.shape[2] * w.shape[3] <= kiln_kernels::qdepthwise::MAX_TAPS
 }
 
 fn pack_depthwise(w: &Tensor, wz: Option<&Tensor>) -> Result<DwWeights> {
@@ -544,30 +548,27 @@ impl Padded {
         let hp = (g.h + g.pt).max((g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1);
         let wp = (g.w + g.pl).max((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1);
         let (c, cp) = (g.c, cp.max(g.c));
-        // Every byte written once, row by row: border rows the zero point, inner rows their
-        // borders and the image (a fill of the whole, then a copy, was twice the traffic).
-        let mut data = vec![0u8; hp * wp * cp];
+        // Every byte written once, in order (a zeroed buffer, then the rows, was two passes:
+        // an allocator's zeroing of reused memory is a full write).
         let z = zero as u8;
-        data.par_chunks_mut(wp * cp)
-            .enumerate()
-            .for_each(|(py, row)| {
-                if py < g.pt || py >= g.pt + g.h {
-                    return row.fill(z);
+        let mut data = Vec::with_capacity(hp * wp * cp);
+        for py in 0..hp {
+            if py < g.pt || py >= g.pt + g.h {
+                data.resize(data.len() + wp * cp, z);
+                continue;
+            }
+            let src = &x[(py - g.pt) * g.w * c..(py - g.pt + 1) * g.w * c];
+            data.resize(data.len() + g.pl * cp, z);
+            if cp == c && flip == 0 {
+                data.extend_from_slice(src);
+            } else {
+                for px in src.chunks_exact(c) {
+                    data.extend(px.iter().map(|&s| s ^ flip));
+                    data.resize(data.len() + cp - c, z);
                 }
-                let src = &x[(py - g.pt) * g.w * c..(py - g.pt + 1) * g.w * c];
-                let (left, rest) = row.split_at_mut(g.pl * cp);
-                let (dst, right) = rest.split_at_mut(g.w * cp);
-                left.fill(z);
-                right.fill(z);
-                if cp == c && flip == 0 {
-                    dst.copy_from_slice(src);
-                } else {
-                    for (d, s) in dst.chunks_exact_mut(cp).zip(src.chunks_exact(c)) {
-                        d[..c].iter_mut().zip(s).for_each(|(d, &s)| *d = s ^ flip);
-                        d[c..].fill(z);
-                    }
-                }
-            });
+            }
+            data.resize(data.len() + (wp - g.pl - g.w) * cp, z);
+        }
         let taps = (0..g.kh)
             .flat_map(|ky| (0..g.kw).map(move |kx| ((ky * g.dh) * wp + kx * g.dw) * cp))
             .collect();
