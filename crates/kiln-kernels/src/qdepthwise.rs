@@ -82,8 +82,8 @@ pub struct DwOut<'a> {
     pub signed: bool,
 }
 
-/// Channels per register block.
-const LANES: usize = 16;
+/// Channels per register block: two AVX-512 vectors, two independent FMA chains.
+const LANES: usize = 32;
 
 /// The requantization of one pixel: per channel the zero-point correction, bias, scale.
 struct Requant<'a> {
@@ -146,6 +146,10 @@ crate::isa_dispatch! {
             while c0 + LANES <= c {
                 block::<LANES, FMA>(x, origin, taps, w, c, c0, q, o);
                 c0 += LANES;
+            }
+            if c0 + 16 <= c {
+                block::<16, FMA>(x, origin, taps, w, c, c0, q, o);
+                c0 += 16;
             }
             if c0 + 8 <= c {
                 block::<8, FMA>(x, origin, taps, w, c, c0, q, o);
@@ -213,6 +217,8 @@ mod tests {
             (17usize, 9usize, 11usize, 3usize, 1usize, false),
             (64, 12, 12, 3, 2, true),
             (5, 8, 9, 5, 1, false),
+            // Every block width: 32 + 16 + 8 + 1.
+            (57, 7, 8, 3, 1, true),
         ] {
             let x: Vec<u8> = (0..hp * wp * c)
                 .map(|i| {
