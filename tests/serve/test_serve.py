@@ -3,6 +3,7 @@ as the oracle: server and model metadata, inference with JSON, binary tensor dat
 real models, requested outputs, 8 concurrent clients, every kind of bad request answered with a
 4xx (gRPC: its status code) naming the problem (the server stays up), dynamic batching seen in
 /metrics, and SIGTERM."""
+import http.client
 import json
 import os
 import pathlib
@@ -250,6 +251,30 @@ def test_bad_requests_get_4xx_naming_the_problem(server):
     assert c.is_server_ready()
     metrics = server.get("/metrics")[1].decode()
     assert 'kiln_inference_failures_total{model="squeezenet",protocol="http"}' in metrics
+
+
+def test_oversized_bodies_get_413_not_a_reset(server):
+    # The server reads a refused body to its end before answering: answering first and closing
+    # resets the connection under a client still sending, which then sees a broken pipe.
+    def send(body, chunked):
+        c = http.client.HTTPConnection(server.url, timeout=30)
+        try:
+            if chunked:
+                c.request("POST", "/v2/models/squeezenet/infer",
+                          body=(body[i:i + (1 << 16)] for i in range(0, len(body), 1 << 16)),
+                          encode_chunked=True)
+            else:
+                c.request("POST", "/v2/models/squeezenet/infer", body=body)
+            r = c.getresponse()
+            return r.status, json.loads(r.read())["error"]
+        finally:
+            c.close()
+
+    for i in range(12):
+        size = (9 << 20) if i % 3 else (40 << 20)
+        status, msg = send(b"x" * size, chunked=i % 2 == 1)
+        assert status == 413 and "limit" in msg, (i, status, msg)
+    assert server.get("/v2/health/ready")[0] == 200
 
 
 def test_dynamic_batching_happens():

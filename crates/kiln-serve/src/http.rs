@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, FromRequestParts, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value as Json_};
 
 use kiln_ops::Tensor;
 
+use crate::body::{self, Limit};
 use crate::error::ServeError;
 use crate::model::Served;
 use crate::tensor;
@@ -38,7 +39,7 @@ pub fn router(app: Arc<App>, max_body: usize) -> Router {
         .route("/v2/models/{name}/infer", post(infer))
         .route("/v2/models/{name}/versions/{version}/infer", post(infer))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(max_body))
+        .layer(Extension(Limit(max_body)))
         .with_state(app)
 }
 
@@ -164,20 +165,15 @@ struct RequestedOutput {
 
 async fn infer(
     State(app): State<Arc<App>>,
+    Extension(Limit(max)): Extension<Limit>,
     ModelPath(p): ModelPath,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: Body,
 ) -> Response {
     // A body over --max-request-bytes (413) or cut short answers in the protocol's form too.
-    let body = match body {
+    let body = match body::read(&headers, body, max).await {
         Ok(b) => b,
-        Err(e) => {
-            return ServeError {
-                status: e.status(),
-                message: e.body_text(),
-            }
-            .into_response()
-        }
+        Err(e) => return e.into_response(),
     };
     let name = p.get("name").cloned().unwrap_or_default();
     infer_any(app, name, p.get("version").cloned(), headers, body).await

@@ -14,6 +14,7 @@ use kiln_ops::Tensor;
 use kiln_runtime::SessionOptions;
 
 mod batch;
+mod body;
 mod error;
 mod grpc;
 mod http;
