@@ -11,7 +11,7 @@
 //! [`MAX_K`]). The epilogue ([`QOutput`]) writes the i32 sums, or scales them to f32 (plus bias),
 //! or requantizes them to u8/s8 with ONNX Runtime's rounding: `f32(acc + bias) · scale`, rounded
 //! half to even, plus the output zero point, saturated.
-mod dot;
+pub(crate) mod dot;
 pub mod nbits;
 pub mod nbits_f32;
 mod tile;

@@ -7,7 +7,7 @@
 //! image. 2-D only; other ranks and other narrow groups run the reference: ConvInteger, bias,
 //! requantization.
 use kiln_ir::AttrList;
-use kiln_kernels::qdepthwise::{qdepthwise, DwGeom, DwOut, DwWeights};
+use kiln_kernels::qdepthwise::{qdepthwise, DwGeom, DwInput, DwOut, DwWeights};
 use kiln_kernels::qgemm::{
     qgemm, qgemm_conv, qgemm_gather, ConvRows, QInput, QOutput, QPost, QWeights,
 };
@@ -225,11 +225,13 @@ fn depthwise_weights(w: &Tensor, group: usize) -> bool {
 
 fn pack_depthwise(w: &Tensor, wz: Option<&Tensor>) -> Result<DwWeights> {
     let (wv, signed) = bytes(w).ok_or("W must be uint8 or int8")?;
-    let (m, taps) = (w.shape[0], w.shape[2] * w.shape[3]);
+    let (m, kh, kw) = (w.shape[0], w.shape[2], w.shape[3]);
+    let taps = kh * kw;
     let zw = per_channel(&zeros(wz, signed, "w_zero_point")?, m, "w_zero_point")?;
     Ok(DwWeights::pack(
         m,
-        taps,
+        kh,
+        kw,
         |c, t| super::byte_value(wv[c * taps + t], signed),
         |c| zw[c],
     ))
@@ -466,7 +468,7 @@ fn conv(
 /// A depthwise layer on `kiln_kernels::qdepthwise`, image by image.
 fn depthwise(ctx: &KernelCtx, g: &Geom, dw: &DwWeights, last: bool) -> Result<Tensor> {
     let qp = quant(ctx, g.m)?;
-    if dw.channels() != g.c || dw.taps() != g.kh * g.kw {
+    if dw.channels() != g.c || dw.window() != (g.kh, g.kw) {
         return Err("the packed depthwise weights do not fit this input".into());
     }
     let q = DwOut {
@@ -478,6 +480,16 @@ fn depthwise(ctx: &KernelCtx, g: &Geom, dw: &DwWeights, last: bool) -> Result<Te
     let (plane, pixels) = (g.h * g.w, g.oh * g.ow);
     let mut y = vec![0u8; g.n * g.m * pixels];
     let (mut nhwc, mut out_last) = (Vec::new(), Vec::new());
+    let geom = DwGeom {
+        oh: g.oh,
+        ow: g.ow,
+        sh: g.sh,
+        sw: g.sw,
+        dh: g.dh,
+        dw: g.dw,
+        pt: g.pt,
+        pl: g.pl,
+    };
     for img in 0..g.n {
         let src = &qp.xv[img * g.c * plane..(img + 1) * g.c * plane];
         let xl: &[u8] = if last {
@@ -487,21 +499,19 @@ fn depthwise(ctx: &KernelCtx, g: &Geom, dw: &DwWeights, last: bool) -> Result<Te
             to_channels_last(src, g.c, plane, &mut nhwc);
             &nhwc
         };
-        let p = Padded::new(g, g.c, xl, qp.x_signed, qp.zx);
-        let geom = DwGeom {
-            oh: g.oh,
-            ow: g.ow,
-            sh: g.sh,
-            sw: g.sw,
-            wp: p.wp,
-            taps: &p.taps,
+        let input = DwInput {
+            x: xl,
+            h: g.h,
+            w: g.w,
+            signed: qp.x_signed,
+            zero: qp.zx,
         };
         let out = &mut y[img * g.m * pixels..(img + 1) * g.m * pixels];
         if last {
-            qdepthwise(&p.data, p.zero, dw, &geom, &q, out);
+            qdepthwise(&input, dw, &geom, &q, out)?;
         } else {
             out_last.resize(pixels * g.m, 0);
-            qdepthwise(&p.data, p.zero, dw, &geom, &q, &mut out_last);
+            qdepthwise(&input, dw, &geom, &q, &mut out_last)?;
             kiln_kernels::transpose8::transpose_bytes(&out_last, pixels, g.m, out);
         }
     }
