@@ -1,6 +1,6 @@
 //! Micro-benchmark of the 8-bit integer products at the shapes of quantized ResNet50 (im2col
-//! rows × output channels) and BERT-L6 (128 tokens), in GOP/s (two ops per multiply-add), for
-//! every integer variant this CPU has.
+//! rows × output channels), MobileNetV2's short-K 1×1 layers and BERT-L6 (128 tokens), in
+//! GOP/s (two ops per multiply-add), for every integer variant this CPU has.
 //!
 //! `cargo bench -p kiln-kernels --bench qgemm -- [--threads N] [--ms MS] [FILTER]`.
 use kiln_kernels::bench::{time, Args};
@@ -21,6 +21,10 @@ fn main() {
         ("resnet50 3x3 512->512 @7", 49, 4608, 512),
         ("resnet50 1x1 1024->256 @14", 196, 1024, 256),
         ("resnet50 1x1 256->1024 @14", 196, 256, 1024),
+        ("mobilenetv2 1x1 16->96 @112", 12544, 16, 96),
+        ("mobilenetv2 1x1 32->16 @112", 12544, 32, 16),
+        ("mobilenetv2 1x1 24->144 @56", 3136, 24, 144),
+        ("mobilenetv2 1x1 32->192 @28", 784, 32, 192),
         ("bert qkv 384->384", 128, 384, 384),
         ("bert ffn 384->1536", 128, 384, 1536),
         ("bert ffn 1536->384", 128, 1536, 384),
