@@ -115,6 +115,16 @@ def build():
     feeds = {"x": q8(np.uint8, 1, 4, 8, 8), "w": q8(np.uint8, 6, 4, 3, 3), "xz": zp(np.uint8), "wz": zp(np.uint8)}
     case("ConvInteger u8 x u8", helper.make_node("ConvInteger", list(feeds), ["y"], pads=[1] * 4), feeds,
          {"y": np.int32}, tol=0)
+    # Constant weights take the packed product path: 3x3 windows read in place, 1x1 rows read
+    # directly, an RGB input's padded taps, strides, two groups of 8, 5x5, a batch of 2.
+    for c, m, k, st, p, g, hw, n in [(4, 6, 3, 1, 1, 1, 8, 1), (16, 24, 1, 1, 0, 1, 6, 2),
+                                     (3, 16, 3, 2, 1, 1, 17, 1), (16, 16, 3, 1, 1, 2, 7, 1),
+                                     (8, 16, 5, 1, 2, 1, 9, 1)]:
+        feeds = {"x": q8(np.uint8, n, c, hw, hw), "w": q8(np.uint8, m, c // g, k, k), "xz": zp(np.uint8),
+                 "wz": zp(np.uint8)}
+        node = helper.make_node("ConvInteger", list(feeds), ["y"], pads=[p] * 4, strides=[st] * 2, group=g)
+        case(f"ConvInteger u8 x u8 constant W c{c} m{m} k{k} s{st} g{g} n{n}", node, feeds, {"y": np.int32},
+             tol=0, consts=["w", "wz"])
     # QGemm.
     for ta, tb, with_c, quant_out in [(0, 1, True, True), (1, 0, False, True), (0, 0, True, False)]:
         a = q8(np.uint8, *((12, 5) if ta else (5, 12)))
@@ -358,6 +368,10 @@ def numpy_cases():
         out.append((f"ConvInteger {np.dtype(at).name} x {np.dtype(wt).name} (ORT refuses)",
                     model(helper.make_node("ConvInteger", ["x", "w"], ["y"], pads=[1] * 4), feeds, {"y": np.int32}),
                     feeds, want))
+        out.append((f"ConvInteger {np.dtype(at).name} x {np.dtype(wt).name} constant W (ORT refuses)",
+                    model(helper.make_node("ConvInteger", ["x", "w"], ["y"], pads=[1] * 4), {"x": x},
+                          {"y": np.int32}, inits={"w": w}),
+                    {"x": x}, want))
     return out
 
 

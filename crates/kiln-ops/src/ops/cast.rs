@@ -467,11 +467,70 @@ pub fn cast(t: &Tensor, to: DataType, opts: CastOpts) -> Result<Tensor> {
     if t.dtype() == to {
         return Ok(t.clone());
     }
+    if let Some(d) = fast_cast(&t.data, to) {
+        return Ok(Tensor::new(t.shape.clone(), d));
+    }
     let d = decode(t)?;
     Ok(Tensor::new(
         t.shape.clone(),
         encode(d, to, t.dtype(), opts)?,
     ))
+}
+
+/// The conversions that are one `as` per element (integers among themselves and to floats,
+/// f32 and f64 both ways) and f16/bf16 to f32 and f32 to f16, on rayon's threads: the general
+/// path goes through an i64 or f64 copy one element at a time (5.8 ms for the int32 -> f32
+/// Cast of a 1x96x112x112 ConvInteger output, against 0.3 ms here).
+fn fast_cast(d: &Data, to: DataType) -> Option<Data> {
+    macro_rules! by_as {
+        ($v:expr) => {
+            match to {
+                DataType::F32 => Some(Data::F32(par_map($v, |x| x as f32))),
+                DataType::F64 => Some(Data::F64(par_map($v, |x| x as f64))),
+                DataType::I8 => Some(Data::I8(par_map($v, |x| x as i8))),
+                DataType::I16 => Some(Data::I16(par_map($v, |x| x as i16))),
+                DataType::I32 => Some(Data::I32(par_map($v, |x| x as i32))),
+                DataType::I64 => Some(Data::I64(par_map($v, |x| x as i64))),
+                DataType::U8 => Some(Data::U8(par_map($v, |x| x as u8))),
+                DataType::U16 => Some(Data::U16(par_map($v, |x| x as u16))),
+                DataType::U32 => Some(Data::U32(par_map($v, |x| x as u32))),
+                DataType::U64 => Some(Data::U64(par_map($v, |x| x as u64))),
+                _ => None,
+            }
+        };
+    }
+    match d {
+        Data::I8(v) => by_as!(v),
+        Data::I16(v) => by_as!(v),
+        Data::I32(v) => by_as!(v),
+        Data::I64(v) => by_as!(v),
+        Data::U8(v) => by_as!(v),
+        Data::U16(v) => by_as!(v),
+        Data::U32(v) => by_as!(v),
+        Data::U64(v) => by_as!(v),
+        Data::F32(v) => match to {
+            DataType::F64 => Some(Data::F64(par_map(v, |x| x as f64))),
+            DataType::F16 => Some(Data::F16(par_map(v, f16::from_f32))),
+            _ => None,
+        },
+        Data::F64(v) if to == DataType::F32 => Some(Data::F32(par_map(v, |x| x as f32))),
+        Data::F16(v) if to == DataType::F32 => Some(Data::F32(par_map(v, f16::to_f32))),
+        Data::BF16(v) if to == DataType::F32 => Some(Data::F32(par_map(v, bf16::to_f32))),
+        _ => None,
+    }
+}
+
+/// `f` over every element, on rayon's threads when there are many.
+pub(crate) fn par_map<S: Copy + Sync, D: Send>(
+    v: &[S],
+    f: impl Fn(S) -> D + Sync + Send,
+) -> Vec<D> {
+    use rayon::prelude::*;
+    if v.len() < 1 << 15 {
+        v.iter().map(|&x| f(x)).collect()
+    } else {
+        v.par_iter().with_min_len(1 << 14).map(|&x| f(x)).collect()
+    }
 }
 
 /// Floats (computed by a kernel in f64) stored as `to`; integer types round to nearest even

@@ -150,6 +150,19 @@ fn clip(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let hi = bound(2, "max", f32::MAX)?;
     // Integer bounds are read exactly, not through f64.
     let data = match &t.data {
+        // The common float case vectorized and threaded; NaN passes as clip_map lets it.
+        Data::F32(v) => {
+            let l = lo.map_or(f32::NEG_INFINITY, |b| b as f32);
+            let h = hi.map_or(f32::INFINITY, |b| b as f32);
+            Data::F32(crate::ops::cast::par_map(v, move |x| {
+                let y = if x < l { l } else { x };
+                if y > h {
+                    h
+                } else {
+                    y
+                }
+            }))
+        }
         Data::I64(v) => {
             let int = |i: usize| -> Result<Option<i64>> {
                 Ok(match ctx.opt_tensor(i)? {

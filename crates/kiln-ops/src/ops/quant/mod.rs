@@ -1,6 +1,7 @@
 //! The quantized ops, together: linear (de)quantization (`linear.rs`), the 8-bit products on
 //! `kiln_kernels::qgemm` (`qmatmul.rs`: QLinearMatMul, MatMulInteger, MatMulIntegerToFloat,
-//! DynamicQuantizeMatMul, QGemm; `qconv.rs`: QLinearConv in both layouts, ConvInteger) and
+//! DynamicQuantizeMatMul, QGemm; `qconv.rs`: QLinearConv in both layouts; `conv_integer.rs`:
+//! ConvInteger's fast path) and
 //! com.microsoft's QLinear element-wise ops, pools and Concat (`qelementwise.rs`,
 //! `qpool.rs`), GatherBlockQuantized (`gather_block.rs`), and the transformer ops of dynamic
 //! quantization, QAttention and QEmbedLayerNormalization (`qattention.rs`, `qembed.rs`), with
@@ -14,6 +15,7 @@ use kiln_kernels::qgemm::QIsa;
 use crate::kernel::{KernelCtx, KernelFn, PrepareCtx, PreparedKernel, Result};
 use crate::value::{Data, Tensor};
 
+mod conv_integer;
 mod gather_block;
 mod linear;
 mod qattention;
@@ -70,6 +72,7 @@ pub fn prepare(ctx: &PrepareCtx) -> Option<Box<dyn PreparedKernel>> {
             qmatmul::prepare(ctx)
         }
         ("com.microsoft", "QAttention") => qattention::prepare(ctx),
+        ("", "ConvInteger") => conv_integer::prepare(ctx),
         _ => None,
     }
 }
@@ -80,7 +83,7 @@ pub fn has_prepare(domain: &str, op_type: &str) -> bool {
         (domain, op_type),
         ("" | "com.microsoft", "QLinearConv")
             | (crate::ops::kiln_fused::DOMAIN, "QLinearConvAdd")
-            | ("", "QLinearMatMul" | "MatMulInteger")
+            | ("", "QLinearMatMul" | "MatMulInteger" | "ConvInteger")
             | (
                 "com.microsoft",
                 "MatMulIntegerToFloat" | "DynamicQuantizeMatMul" | "QGemm" | "QAttention"

@@ -65,27 +65,32 @@ pub(crate) fn infer_ms(ctx: &InferCtx) -> Result<Vec<Inferred>> {
 
 /// The geometry of a 2-D convolution, from attributes and the input and weight shapes.
 #[derive(Clone, Debug, PartialEq)]
-struct Geom {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    m: usize,
-    group: usize,
-    kh: usize,
-    kw: usize,
-    sh: usize,
-    sw: usize,
-    dh: usize,
-    dw: usize,
-    pt: usize,
-    pl: usize,
-    oh: usize,
-    ow: usize,
+pub(super) struct Geom {
+    pub(super) n: usize,
+    pub(super) c: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) m: usize,
+    pub(super) group: usize,
+    pub(super) kh: usize,
+    pub(super) kw: usize,
+    pub(super) sh: usize,
+    pub(super) sw: usize,
+    pub(super) dh: usize,
+    pub(super) dw: usize,
+    pub(super) pt: usize,
+    pub(super) pl: usize,
+    pub(super) oh: usize,
+    pub(super) ow: usize,
 }
 
 impl Geom {
-    fn new(ctx: &KernelCtx, x: &[usize], wt: &[usize], last: bool) -> Result<Option<Geom>> {
+    pub(super) fn new(
+        ctx: &KernelCtx,
+        x: &[usize],
+        wt: &[usize],
+        last: bool,
+    ) -> Result<Option<Geom>> {
         if x.len() != 4 || wt.len() != 4 {
             return Ok(None);
         }
@@ -118,7 +123,7 @@ impl Geom {
         }))
     }
 
-    fn cg(&self) -> usize {
+    pub(super) fn cg(&self) -> usize {
         self.c / self.group
     }
 
@@ -144,7 +149,7 @@ fn tap_channels(cg: usize, group: usize) -> usize {
 
 /// Weights `[M, C/g, kh, kw]` packed per group with K in tap-major order (`(i·kw + j)·cp + c`,
 /// `cp` = [`tap_channels`]), the order of the channels-last windows.
-fn pack(w: &Tensor, wz: Option<&Tensor>, group: usize) -> Result<Vec<QWeights>> {
+pub(super) fn pack(w: &Tensor, wz: Option<&Tensor>, group: usize) -> Result<Vec<QWeights>> {
     let (wv, signed) = bytes(w).ok_or("W must be uint8 or int8")?;
     if w.rank() != 4 || group == 0 || w.shape[0] % group != 0 {
         return Err("W is not a 2-D convolution's weights".into());
@@ -238,7 +243,7 @@ fn pack_depthwise(w: &Tensor, wz: Option<&Tensor>) -> Result<DwWeights> {
 }
 
 /// Groups the product path is worth it for: output channels per group fill part of a panel.
-fn fast_groups(w: &Tensor, group: usize) -> bool {
+pub(super) fn fast_groups(w: &Tensor, group: usize) -> bool {
     w.rank() == 4 && group > 0 && w.shape[0] % group == 0 && (group == 1 || w.shape[0] / group >= 8)
 }
 
@@ -386,9 +391,6 @@ fn conv(
             &owned[..]
         }
     };
-    let (cg, mg) = (g.cg(), g.mg());
-    let cp = tap_channels(cg, g.group);
-    let k = cp * g.kh * g.kw;
     let (plane, pixels) = (g.h * g.w, g.oh * g.ow);
     let mut y = vec![0u8; g.n * g.m * pixels];
     let mut nhwc = Vec::new();
@@ -402,67 +404,118 @@ fn conv(
             to_channels_last(src, g.c, plane, &mut nhwc);
             &nhwc
         };
-        let out = &mut y[img * g.m * pixels..(img + 1) * g.m * pixels];
-        // A 1x1 layer reads its input's rows as they are, unless K has padded channels.
-        let direct = g.pointwise() && cp == cg;
-        // Windows read in place from a padded (and, for s8, sign-flipped) copy when the
-        // kernel takes them so: no gathered rows at all.
-        let in_place =
-            !direct && cp % 4 == 0 && packed.iter().all(kiln_kernels::qgemm::conv_in_place);
-        let padded = in_place.then(|| Padded::new(&g, cp, xl, x_signed, zx));
-        for gi in 0..g.group {
-            let kp = k.div_ceil(4) * 4;
-            let input = QInput {
-                data: if direct { &xl[gi * cg..] } else { &[] },
-                m: pixels,
-                k,
-                lda: if direct { g.c } else { kp },
-                signed: x_signed,
-                zero: zx,
-            };
-            let c0 = gi * mg;
-            let (at, rs, cs) = if last {
-                (c0, g.m, 1)
-            } else {
-                (c0 * pixels, 1, pixels)
-            };
-            let post = QPost {
-                add: addend.map(|(b, p)| (&b[img * g.m * pixels + at..], p)),
-                table: None,
-            };
-            let q = QOutput::Quant {
-                out: &mut out[at..],
-                scale: &scale[c0..c0 + mg],
-                zero: zy,
-                signed: y_signed,
-                bias: bias.as_ref().map(|b| &b[c0..c0 + mg]),
-                post,
-            };
-            if let Some(p) = &padded {
-                let origin = |i: usize| p.origin(&g, i) + gi * cg;
-                let rows = ConvRows {
-                    data: &p.data,
-                    origin: &origin,
-                    taps: &p.taps,
-                    run: cp,
-                };
-                let input = QInput {
-                    signed: false,
-                    zero: p.zero,
-                    ..input
-                };
-                qgemm_conv(&input, &rows, &packed[gi], q, rs, cs)
-            } else if direct {
-                qgemm(&input, &packed[gi], q, rs, cs)
-            } else {
-                // Each task gathers its own pixels' windows.
-                let gather = |i: usize, row: &mut [u8]| window(&g, cp, xl, gi, zx as u8, i, row);
-                qgemm_gather(&input, &gather, &packed[gi], q, rs, cs)
-            }
-            .map_err(|e| e.0)?;
-        }
+        let dest = Dest::Quant {
+            out: &mut y[img * g.m * pixels..(img + 1) * g.m * pixels],
+            scale: &scale,
+            zy,
+            y_signed,
+            bias: bias.as_deref(),
+            addend: addend.map(|(b, p)| (&b[img * g.m * pixels..], p)),
+        };
+        image(&g, packed, xl, x_signed, zx, last, dest)?;
     }
     Ok(tensor_of(shape, y, y_signed))
+}
+
+/// Where one image's products go.
+pub(super) enum Dest<'a> {
+    /// Requantized bytes, with the fused addend laid out as the output.
+    Quant {
+        out: &'a mut [u8],
+        scale: &'a [f32],
+        zy: i32,
+        y_signed: bool,
+        bias: Option<&'a [i32]>,
+        addend: Option<(&'a [u8], QBinary)>,
+    },
+    /// The i32 sums, channels-last (ConvInteger).
+    I32(&'a mut [i32]),
+}
+
+/// One channels-last image `xl` through the packed groups into `dest` (channels-last when
+/// `last`, else channel-first).
+pub(super) fn image(
+    g: &Geom,
+    packed: &[QWeights],
+    xl: &[u8],
+    x_signed: bool,
+    zx: i32,
+    last: bool,
+    mut dest: Dest,
+) -> Result<()> {
+    let (cg, mg) = (g.cg(), g.mg());
+    let cp = tap_channels(cg, g.group);
+    let k = cp * g.kh * g.kw;
+    let pixels = g.oh * g.ow;
+    // A 1x1 layer reads its input's rows as they are, unless K has padded channels.
+    let direct = g.pointwise() && cp == cg;
+    // Windows read in place from a padded (and, for s8, sign-flipped) copy when the kernel
+    // takes them so: no gathered rows at all.
+    let in_place = !direct && cp % 4 == 0 && packed.iter().all(kiln_kernels::qgemm::conv_in_place);
+    let padded = in_place.then(|| Padded::new(g, cp, xl, x_signed, zx));
+    for gi in 0..g.group {
+        let kp = k.div_ceil(4) * 4;
+        let input = QInput {
+            data: if direct { &xl[gi * cg..] } else { &[] },
+            m: pixels,
+            k,
+            lda: if direct { g.c } else { kp },
+            signed: x_signed,
+            zero: zx,
+        };
+        let c0 = gi * mg;
+        let (at, rs, cs) = if last {
+            (c0, g.m, 1)
+        } else {
+            (c0 * pixels, 1, pixels)
+        };
+        let q = match &mut dest {
+            Dest::Quant {
+                out,
+                scale,
+                zy,
+                y_signed,
+                bias,
+                addend,
+            } => QOutput::Quant {
+                out: &mut out[at..],
+                scale: &scale[c0..c0 + mg],
+                zero: *zy,
+                signed: *y_signed,
+                bias: bias.map(|b| &b[c0..c0 + mg]),
+                post: QPost {
+                    add: addend.map(|(b, p)| (&b[at..], p)),
+                    table: None,
+                },
+            },
+            Dest::I32(out) => QOutput::I32 {
+                out: &mut out[at..],
+            },
+        };
+        if let Some(p) = &padded {
+            let origin = |i: usize| p.origin(g, i) + gi * cg;
+            let rows = ConvRows {
+                data: &p.data,
+                origin: &origin,
+                taps: &p.taps,
+                run: cp,
+            };
+            let input = QInput {
+                signed: false,
+                zero: p.zero,
+                ..input
+            };
+            qgemm_conv(&input, &rows, &packed[gi], q, rs, cs)
+        } else if direct {
+            qgemm(&input, &packed[gi], q, rs, cs)
+        } else {
+            // Each task gathers its own pixels' windows.
+            let gather = |i: usize, row: &mut [u8]| window(g, cp, xl, gi, zx as u8, i, row);
+            qgemm_gather(&input, &gather, &packed[gi], q, rs, cs)
+        }
+        .map_err(|e| e.0)?;
+    }
+    Ok(())
 }
 
 /// A depthwise layer on `kiln_kernels::qdepthwise`, image by image.
@@ -599,7 +652,7 @@ impl Padded {
 }
 
 /// `[C, P]` to `[P, C]`.
-fn to_channels_last(src: &[u8], c: usize, p: usize, dst: &mut [u8]) {
+pub(super) fn to_channels_last(src: &[u8], c: usize, p: usize, dst: &mut [u8]) {
     kiln_kernels::transpose8::transpose_bytes(&src[..c * p], c, p, &mut dst[..c * p]);
 }
 

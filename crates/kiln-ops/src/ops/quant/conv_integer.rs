@@ -1,0 +1,101 @@
+//! ConvInteger (what `quantize_dynamic` writes for a CNN's convolutions) on the quantized
+//! product: QLinearConv's packed groups and image driver with the i32 sums as the output,
+//! stored channels-last and moved channel-first in cache-sized blocks. Constant weights are
+//! packed once per session; depthwise and other narrow groups, non-2-D shapes and changed
+//! weights run the reference kernel (`ops/conv.rs`).
+use kiln_ir::AttrList;
+use kiln_kernels::qgemm::{QWeights, MAX_K};
+use rayon::prelude::*;
+
+use super::qconv::{fast_groups, image, pack, to_channels_last, Dest, Geom};
+use super::{bytes, zero};
+use crate::kernel::{one, KernelCtx, PrepareCtx, PreparedKernel, Result};
+use crate::value::{Tensor, Value};
+
+struct Prepared {
+    packed: Vec<QWeights>,
+    shape: Vec<usize>,
+}
+
+pub fn prepare(ctx: &PrepareCtx) -> Option<Box<dyn PreparedKernel>> {
+    let w = ctx.constant(1)?;
+    let wz = ctx.optional_constant(3)?;
+    let group = ctx.attrs.get_int("group").unwrap_or(1).max(1) as usize;
+    if !fast_groups(w, group) {
+        return None;
+    }
+    Some(Box::new(Prepared {
+        packed: pack(w, wz, group).ok()?,
+        shape: w.shape.clone(),
+    }))
+}
+
+impl PreparedKernel for Prepared {
+    fn run(&self, ctx: &KernelCtx) -> Result<Vec<Value>> {
+        if ctx.tensor(1)?.shape == self.shape {
+            if let Some(y) = fast(ctx, &self.packed)? {
+                return one(y);
+            }
+        }
+        let reference =
+            crate::ops::conv::kernel("", "ConvInteger").ok_or("no ConvInteger kernel")?;
+        reference(ctx)
+    }
+}
+
+/// The product path, or None where it does not apply.
+fn fast(ctx: &KernelCtx, packed: &[QWeights]) -> Result<Option<Tensor>> {
+    let (x, w) = (ctx.tensor(0)?, ctx.tensor(1)?);
+    let Some(g) = Geom::new(ctx, &x.shape, &w.shape, false)? else {
+        return Ok(None);
+    };
+    if w.shape[1] * g.kh * g.kw + 4 > MAX_K || packed.len() != g.group {
+        return Ok(None);
+    }
+    let (xv, x_signed) = bytes(x).ok_or("X must be uint8 or int8")?;
+    let zx = zero(ctx.opt_tensor(2)?, x_signed, "x_zero_point")?;
+    let (plane, pixels) = (g.h * g.w, g.oh * g.ow);
+    let mut y = vec![0i32; g.n * g.m * pixels];
+    let (mut nhwc, mut last) = (vec![0u8; plane * g.c], vec![0i32; pixels * g.m]);
+    for img in 0..g.n {
+        to_channels_last(
+            &xv[img * g.c * plane..][..g.c * plane],
+            g.c,
+            plane,
+            &mut nhwc,
+        );
+        image(&g, packed, &nhwc, x_signed, zx, true, Dest::I32(&mut last))?;
+        channels_first(
+            &last,
+            pixels,
+            g.m,
+            &mut y[img * g.m * pixels..][..g.m * pixels],
+        );
+    }
+    Ok(Some(Tensor::from_vec(vec![g.n, g.m, g.oh, g.ow], y)))
+}
+
+/// `dst [m, p] = src [p, m]ᵀ`, 16 channels × 64 pixels at a time (one cache line of each
+/// source row), bands of channels on rayon's threads.
+fn channels_first(src: &[i32], p: usize, m: usize, dst: &mut [i32]) {
+    const CB: usize = 16;
+    const PB: usize = 64;
+    let band = |(b, out): (usize, &mut [i32])| {
+        let m0 = b * CB;
+        let mn = out.len() / p;
+        for p0 in (0..p).step_by(PB) {
+            let pn = PB.min(p - p0);
+            for j in 0..mn {
+                let row = &mut out[j * p + p0..][..pn];
+                for (i, o) in row.iter_mut().enumerate() {
+                    *o = src[(p0 + i) * m + m0 + j];
+                }
+            }
+        }
+    };
+    if p * m < 1 << 15 {
+        dst.chunks_mut(CB * p).enumerate().for_each(band);
+    } else {
+        dst.par_chunks_mut(CB * p).enumerate().for_each(band);
+    }
+}
