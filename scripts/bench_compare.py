@@ -64,6 +64,7 @@ MODELS = [
     ("yolov8n_qdq", "quantized", "yolov8n_qdq.onnx", image("images", [1, 3, 320, 320])),
     ("yolov8n_qop", "quantized", "yolov8n_qop.onnx", image("images", [1, 3, 320, 320])),
     ("mobilenetv2_qdq", "quantized", "mobilenetv2_qdq.onnx", image("input", [1, 3, 224, 224])),
+    ("mobilenetv2_dynamic", "quantized", "mobilenetv2_dynamic.onnx", image("input", [1, 3, 224, 224])),
     ("bert_qdq", "quantized", "bert_qdq.onnx", bert_feeds()),
     ("bert_dynamic", "quantized", "bert_dynamic.onnx", bert_feeds()),
     ("bert_ortopt_dynamic", "quantized", "bert_ortopt_dynamic.onnx", bert_feeds()),

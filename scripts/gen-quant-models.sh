@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes (once per machine and generator version) kiln's quantized model set with ONNX Runtime's
 # own quantizers (scripts/gen_quant_models.py): ResNet50 (torchvision, random weights) and
-# YOLOv8n in QDQ and QOperator form, BERT-L6 as QDQ, quantize_dynamic and 4-bit MatMulNBits.
+# YOLOv8n in QDQ and QOperator form, MobileNetV2 as QDQ and quantize_dynamic, BERT-L6 as QDQ,
+# quantize_dynamic and 4-bit MatMulNBits.
 # Needs the real models (scripts/fetch-data.sh) and the scripted BERT (scripts/gen-models.sh).
 # Output: $KILN_TOOLS_CACHE (default ~/.cache/kiln)/quantized/<hash>; prints the folder.
 set -euo pipefail

@@ -5,6 +5,8 @@
                                 activations, QDQ and QOperator formats
   yolov8n_qdq / yolov8n_qop     nudenet's YOLOv8n at 320, the same two ways
   mobilenetv2_qdq               torchvision's MobileNetV2 (random weights): depthwise layers, QDQ
+  mobilenetv2_dynamic           the same through quantize_dynamic: ConvInteger between
+                                DynamicQuantizeLinear and Cast, Mul
   bert_qdq                      bert_minilm (scripts/gen_models.py), quantize_static QDQ
   bert_dynamic                  bert_minilm, quantize_dynamic (u8 activations, s8 weights)
   bert_int4                     bert_minilm, MatMulNBitsQuantizer (4-bit, block 32,
@@ -113,6 +115,11 @@ def main():
                 # The float twin: a file of this folder by name, else its path.
                 twin = os.path.basename(src) if src.startswith(out) else src
                 made[f"{name}_{suffix}"] = {"float": twin, "ops": op_counts(dst)}
+        # quantize_dynamic on a CNN, as users do: ConvInteger with its quantize and scale ops.
+        dst = os.path.join(out, "mobilenetv2_dynamic.onnx")
+        quantize_dynamic(os.path.join(out, "mobilenetv2.onnx"), dst, weight_type=QuantType.QInt8)
+        np.savez(dst.replace(".onnx", ".npz"), **image_feeds("input", [1, 3, 224, 224], SEED))
+        made["mobilenetv2_dynamic"] = {"float": "mobilenetv2.onnx", "ops": op_counts(dst)}
         bert = os.path.join(generated, "bert_minilm.onnx")
         # The exporter leaves value_info that the quantizer's own shape inference trips on.
         src = os.path.join(tmp, "bert.onnx")
