@@ -116,10 +116,12 @@ def build():
     case("ConvInteger u8 x u8", helper.make_node("ConvInteger", list(feeds), ["y"], pads=[1] * 4), feeds,
          {"y": np.int32}, tol=0)
     # Constant weights take the packed product path: 3x3 windows read in place, 1x1 rows read
-    # directly, an RGB input's padded taps, strides, two groups of 8, 5x5, a batch of 2.
+    # directly, an RGB input's padded taps, strides, two groups of 8, 5x5, a batch of 2; and the
+    # depthwise kernel (stride 1 and 2).
     for c, m, k, st, p, g, hw, n in [(4, 6, 3, 1, 1, 1, 8, 1), (16, 24, 1, 1, 0, 1, 6, 2),
                                      (3, 16, 3, 2, 1, 1, 17, 1), (16, 16, 3, 1, 1, 2, 7, 1),
-                                     (8, 16, 5, 1, 2, 1, 9, 1)]:
+                                     (8, 16, 5, 1, 2, 1, 9, 1), (16, 16, 3, 1, 1, 16, 9, 2),
+                                     (24, 24, 3, 2, 1, 24, 11, 1)]:
         feeds = {"x": q8(np.uint8, n, c, hw, hw), "w": q8(np.uint8, m, c // g, k, k), "xz": zp(np.uint8),
                  "wz": zp(np.uint8)}
         node = helper.make_node("ConvInteger", list(feeds), ["y"], pads=[p] * 4, strides=[st] * 2, group=g)

@@ -149,6 +149,9 @@ struct Job<'a> {
     x: &'a DwInput<'a>,
     w: &'a DwWeights,
     g: &'a DwGeom,
+    /// Requantized bytes, or i32 sums; bytes per output element.
+    quant: bool,
+    esize: usize,
     /// Per padded channel: `bias - zx·Σw'` and the scale.
     cb: Vec<i32>,
     scale: Vec<f32>,
@@ -174,6 +177,41 @@ pub fn qdepthwise(
     q: &DwOut,
     out: &mut [u8],
 ) -> Result<(), String> {
+    if q.scale.len() < w.c || q.bias.is_some_and(|b| b.len() < w.c) {
+        return Err("the depthwise scale or bias is short".into());
+    }
+    if out.len() < g.oh * g.ow * w.c {
+        return Err("the depthwise output buffer is short".into());
+    }
+    run(x, w, g, Some(q), out, 1)
+}
+
+/// [`qdepthwise`] leaving the exact sums `Σ (x - zx)(w - zw)` as i32 (ConvInteger).
+pub fn qdepthwise_i32(
+    x: &DwInput,
+    w: &DwWeights,
+    g: &DwGeom,
+    out: &mut [i32],
+) -> Result<(), String> {
+    if out.len() < g.oh * g.ow * w.c {
+        return Err("the depthwise output buffer is short".into());
+    }
+    // SAFETY: the same memory as bytes (no alignment needed, every pattern valid); the kernel
+    // stores whole i32 lanes at multiples of 4 bytes.
+    let bytes =
+        unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u8, out.len() * 4) };
+    run(x, w, g, None, bytes, 4)
+}
+
+/// The layer into `out`, elements of `esize` bytes: requantized bytes with `q`, else i32.
+fn run(
+    x: &DwInput,
+    w: &DwWeights,
+    g: &DwGeom,
+    q: Option<&DwOut>,
+    out: &mut [u8],
+    esize: usize,
+) -> Result<(), String> {
     let c = w.c;
     if w.kh * w.kw > MAX_TAPS {
         return Err(format!(
@@ -181,11 +219,8 @@ pub fn qdepthwise(
             w.kh * w.kw
         ));
     }
-    if x.x.len() < x.h * x.w * c || out.len() < g.oh * g.ow * c {
-        return Err("the depthwise input or output buffer is short".into());
-    }
-    if q.scale.len() < c || q.bias.is_some_and(|b| b.len() < c) {
-        return Err("the depthwise scale or bias is short".into());
+    if x.x.len() < x.h * x.w * c {
+        return Err("the depthwise input buffer is short".into());
     }
     if g.sh == 0 || g.sw == 0 || g.dh == 0 || g.dw == 0 || g.oh == 0 || g.ow == 0 {
         return Ok(());
@@ -194,13 +229,12 @@ pub fn qdepthwise(
     let mut cb = vec![0i32; w.cp];
     let mut scale = vec![0f32; w.cp];
     for ch in 0..c {
-        cb[ch] = q
-            .bias
-            .map_or(0, |b| b[ch])
-            .wrapping_sub(w.sum[ch].wrapping_mul(zu));
-        scale[ch] = q.scale[ch];
+        let bias = q.and_then(|q| q.bias).map_or(0, |b| b[ch]);
+        cb[ch] = bias.wrapping_sub(w.sum[ch].wrapping_mul(zu));
+        scale[ch] = q.map_or(1.0, |q| q.scale[ch]);
     }
-    let (lo, hi) = if q.signed { (-128, 127) } else { (0, 255) };
+    let (signed, zero) = q.map_or((false, 0), |q| (q.signed, q.zero));
+    let (lo, hi) = if signed { (-128, 127) } else { (0, 255) };
     // Every pixel's tuple, each from the previous one by one shift and one new element: a
     // strided layer that built only the tuples it reads (two or more new elements each) ran
     // slower in the general builder than this.
@@ -213,9 +247,11 @@ pub fn qdepthwise(
         g,
         cb,
         scale,
-        zero: q.zero,
-        lo: (lo - q.zero) as f32,
-        hi: (hi - q.zero) as f32,
+        zero,
+        lo: (lo - zero) as f32,
+        hi: (hi - zero) as f32,
+        quant: q.is_some(),
+        esize,
         zu: zu as u8,
         flip: if x.signed { 0x80 } else { 0 },
         npos,
@@ -226,17 +262,16 @@ pub fn qdepthwise(
     // Runs of output rows per task: long enough that the tuple rows a window shares are
     // built once, short enough for every thread to get several.
     let per = g.oh.div_ceil(4 * rayon::current_num_threads()).max(1);
-    let rows = &mut out[..g.oh * g.ow * c];
+    let row = g.ow * c * esize;
+    let rows = &mut out[..g.oh * row];
     let task = |(t, chunk): (usize, &mut [u8])| {
         let oy0 = t * per;
-        dispatch(&job, oy0..oy0 + chunk.len() / (g.ow * c), chunk);
+        dispatch(&job, oy0..oy0 + chunk.len() / row, chunk);
     };
     if g.oh <= per {
         task((0, rows));
     } else {
-        rows.par_chunks_mut(per * g.ow * c)
-            .enumerate()
-            .for_each(task);
+        rows.par_chunks_mut(per * row).enumerate().for_each(task);
     }
     Ok(())
 }
@@ -315,7 +350,8 @@ unsafe fn task<D: QDot>(job: &Job, oys: std::ops::Range<usize>, out: &mut [u8]) 
             };
         }
         let rows: Vec<*const u32> = slots.iter().map(|&s| ring.rows[s].as_ptr()).collect();
-        out_row::<D>(job, &rows, &mut out[r * g.ow * w.c..][..g.ow * w.c]);
+        let row = g.ow * w.c * job.esize;
+        out_row::<D>(job, &rows, &mut out[r * row..][..row]);
     }
 }
 
@@ -495,7 +531,7 @@ unsafe fn vectors<D: QDot, const NT: usize>(
         let base: Vec<*const u32> = taps.iter().map(|&(r, off)| r.add(off * cp + c0)).collect();
         let cb = D::load(job.cb.as_ptr().add(c0) as *const u8);
         let scale = job.scale.as_ptr().add(c0);
-        let dst = out.as_mut_ptr().add(c0);
+        let dst = out.as_mut_ptr().add(c0 * job.esize);
         for ox in 0..g.ow {
             let mut acc = D::zero();
             if NT > 0 {
@@ -509,7 +545,12 @@ unsafe fn vectors<D: QDot, const NT: usize>(
                 }
             }
             let s = D::add(acc, cb);
-            D::store_quant(s, scale, job.lo, job.hi, job.zero, dst.add(ox * c), n);
+            let at = dst.add(ox * c * job.esize);
+            if job.quant {
+                D::store_quant(s, scale, job.lo, job.hi, job.zero, at, n);
+            } else {
+                D::store_i32(s, at as *mut i32, n);
+            }
         }
         c0 += D::W;
     }
@@ -599,6 +640,8 @@ mod tests {
                 };
                 let mut out = vec![0u8; oh * ow * c];
                 qdepthwise(&input, &w, &g, &q, &mut out).unwrap();
+                let mut sums = vec![0i32; oh * ow * c];
+                qdepthwise_i32(&input, &w, &g, &mut sums).unwrap();
                 let (lo, hi) = if signed { (-128, 127) } else { (0, 255) };
                 let val = |b: u8| if signed { b as i8 as i64 } else { b as i64 };
                 for oy in 0..oh {
@@ -621,6 +664,11 @@ mod tests {
                                         * (wt[(ch * kh + ky) * kw + kx] - zw[ch]) as i64;
                                 }
                             }
+                            assert_eq!(
+                                sums[(oy * ow + ox) * c + ch] as i64,
+                                acc - bias[ch] as i64,
+                                "{isa:?} i32 sums c{c} k{kh}x{kw} s{s} d{d} p{p} ({oy},{ox},{ch})"
+                            );
                             let want = requantize(acc as i32, scale[ch], 3, lo, hi) as u8;
                             assert_eq!(
                                 out[(oy * ow + ox) * c + ch],

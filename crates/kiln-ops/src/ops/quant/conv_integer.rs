@@ -1,19 +1,28 @@
 //! ConvInteger (what `quantize_dynamic` writes for a CNN's convolutions) on the quantized
 //! product: QLinearConv's packed groups and image driver with the i32 sums as the output,
-//! stored channels-last and moved channel-first in cache-sized blocks. Constant weights are
-//! packed once per session; depthwise and other narrow groups, non-2-D shapes and changed
-//! weights run the reference kernel (`ops/conv.rs`).
+//! stored channels-last and moved channel-first in cache-sized blocks; depthwise layers on
+//! `kiln_kernels::qdepthwise`'s i32 sums. Constant weights are packed once per session; other
+//! narrow groups, non-2-D shapes and changed weights run the reference kernel (`ops/conv.rs`).
 use kiln_ir::AttrList;
+use kiln_kernels::qdepthwise::{qdepthwise_i32, DwInput, DwWeights};
 use kiln_kernels::qgemm::{QWeights, MAX_K};
 use rayon::prelude::*;
 
-use super::qconv::{fast_groups, image, pack, to_channels_last, Dest, Geom};
+use super::qconv::{
+    depthwise_weights, fast_groups, image, pack, pack_depthwise, to_channels_last, Dest, Geom,
+};
 use super::{bytes, zero};
 use crate::kernel::{one, KernelCtx, PrepareCtx, PreparedKernel, Result};
 use crate::value::{Tensor, Value};
 
+/// Weights packed once: per group for the product, or for the depthwise kernel.
+enum Packed {
+    Groups(Vec<QWeights>),
+    Depthwise(DwWeights),
+}
+
 struct Prepared {
-    packed: Vec<QWeights>,
+    packed: Packed,
     shape: Vec<usize>,
 }
 
@@ -21,11 +30,15 @@ pub fn prepare(ctx: &PrepareCtx) -> Option<Box<dyn PreparedKernel>> {
     let w = ctx.constant(1)?;
     let wz = ctx.optional_constant(3)?;
     let group = ctx.attrs.get_int("group").unwrap_or(1).max(1) as usize;
-    if !fast_groups(w, group) {
+    let packed = if depthwise_weights(w, group) {
+        Packed::Depthwise(pack_depthwise(w, wz).ok()?)
+    } else if fast_groups(w, group) {
+        Packed::Groups(pack(w, wz, group).ok()?)
+    } else {
         return None;
-    }
+    };
     Some(Box::new(Prepared {
-        packed: pack(w, wz, group).ok()?,
+        packed,
         shape: w.shape.clone(),
     }))
 }
@@ -44,12 +57,16 @@ impl PreparedKernel for Prepared {
 }
 
 /// The product path, or None where it does not apply.
-fn fast(ctx: &KernelCtx, packed: &[QWeights]) -> Result<Option<Tensor>> {
+fn fast(ctx: &KernelCtx, packed: &Packed) -> Result<Option<Tensor>> {
     let (x, w) = (ctx.tensor(0)?, ctx.tensor(1)?);
     let Some(g) = Geom::new(ctx, &x.shape, &w.shape, false)? else {
         return Ok(None);
     };
-    if w.shape[1] * g.kh * g.kw + 4 > MAX_K || packed.len() != g.group {
+    let fits = match packed {
+        Packed::Groups(p) => w.shape[1] * g.kh * g.kw + 4 <= MAX_K && p.len() == g.group,
+        Packed::Depthwise(d) => d.channels() == g.c && d.window() == (g.kh, g.kw),
+    };
+    if !fits {
         return Ok(None);
     }
     let (xv, x_signed) = bytes(x).ok_or("X must be uint8 or int8")?;
@@ -64,7 +81,20 @@ fn fast(ctx: &KernelCtx, packed: &[QWeights]) -> Result<Option<Tensor>> {
             plane,
             &mut nhwc,
         );
-        image(&g, packed, &nhwc, x_signed, zx, true, Dest::I32(&mut last))?;
+        match packed {
+            Packed::Groups(p) => image(&g, p, &nhwc, x_signed, zx, true, Dest::I32(&mut last))?,
+            Packed::Depthwise(d) => {
+                let input = DwInput {
+                    x: &nhwc,
+                    h: g.h,
+                    w: g.w,
+                    signed: x_signed,
+                    zero: zx,
+                };
+                let geom = g.dw_geom();
+                qdepthwise_i32(&input, d, &geom, &mut last)?;
+            }
+        }
         channels_first(
             &last,
             pixels,

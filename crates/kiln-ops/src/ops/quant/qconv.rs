@@ -123,6 +123,20 @@ impl Geom {
         }))
     }
 
+    /// The window rule as the depthwise kernel takes it.
+    pub(super) fn dw_geom(&self) -> DwGeom {
+        DwGeom {
+            oh: self.oh,
+            ow: self.ow,
+            sh: self.sh,
+            sw: self.sw,
+            dh: self.dh,
+            dw: self.dw,
+            pt: self.pt,
+            pl: self.pl,
+        }
+    }
+
     pub(super) fn cg(&self) -> usize {
         self.c / self.group
     }
@@ -220,7 +234,7 @@ impl PreparedKernel for Prepared {
 
 /// One input channel per group and one output channel per group, a window the kernel sums
 /// exactly.
-fn depthwise_weights(w: &Tensor, group: usize) -> bool {
+pub(super) fn depthwise_weights(w: &Tensor, group: usize) -> bool {
     w.rank() == 4
         && group > 1
         && w.shape[0] == group
@@ -228,7 +242,7 @@ fn depthwise_weights(w: &Tensor, group: usize) -> bool {
         && w.shape[2] * w.shape[3] <= kiln_kernels::qdepthwise::MAX_TAPS
 }
 
-fn pack_depthwise(w: &Tensor, wz: Option<&Tensor>) -> Result<DwWeights> {
+pub(super) fn pack_depthwise(w: &Tensor, wz: Option<&Tensor>) -> Result<DwWeights> {
     let (wv, signed) = bytes(w).ok_or("W must be uint8 or int8")?;
     let (m, kh, kw) = (w.shape[0], w.shape[2], w.shape[3]);
     let taps = kh * kw;
@@ -533,16 +547,7 @@ fn depthwise(ctx: &KernelCtx, g: &Geom, dw: &DwWeights, last: bool) -> Result<Te
     let (plane, pixels) = (g.h * g.w, g.oh * g.ow);
     let mut y = vec![0u8; g.n * g.m * pixels];
     let (mut nhwc, mut out_last) = (Vec::new(), Vec::new());
-    let geom = DwGeom {
-        oh: g.oh,
-        ow: g.ow,
-        sh: g.sh,
-        sw: g.sw,
-        dh: g.dh,
-        dw: g.dw,
-        pt: g.pt,
-        pl: g.pl,
-    };
+    let geom = g.dw_geom();
     for img in 0..g.n {
         let src = &qp.xv[img * g.c * plane..(img + 1) * g.c * plane];
         let xl: &[u8] = if last {
