@@ -533,7 +533,8 @@ unsafe fn vectors<D: QDot, const NT: usize>(
         let scale = job.scale.as_ptr().add(c0);
         let dst = out.as_mut_ptr().add(c0 * job.esize);
         for ox in 0..g.ow {
-            let mut acc = D::zero();
+            // The bias and zero-point correction ride in the accumulator from the start.
+            let mut acc = cb;
             if NT > 0 {
                 for i in 0..NT {
                     acc = D::dot(acc, D::load(base[i].add(ox * step) as *const u8), wv[i]);
@@ -544,7 +545,7 @@ unsafe fn vectors<D: QDot, const NT: usize>(
                     acc = D::dot(acc, D::load(b.add(ox * step) as *const u8), wi);
                 }
             }
-            let s = D::add(acc, cb);
+            let s = acc;
             let at = dst.add(ox * c * job.esize);
             if job.quant {
                 D::store_quant(s, scale, job.lo, job.hi, job.zero, at, n);

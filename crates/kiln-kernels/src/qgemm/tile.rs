@@ -402,6 +402,8 @@ unsafe fn task<D: QDot, const MR: usize, const NV: usize, const NR: usize>(
         let col0 = p * nr;
         let ncols = nr.min(w.n - col0);
         let fast = PlainQuant::<D, NV>::new(job, col0);
+        // The plain epilogue's column corrections ride in the accumulators from the start.
+        let start = fast.as_ref().map_or([D::zero(); NV], |f| f.corr);
         let mut r0 = 0;
         while r0 < m {
             let mr = MR.min(m - r0);
@@ -410,7 +412,7 @@ unsafe fn task<D: QDot, const MR: usize, const NV: usize, const NR: usize>(
                 // Short tiles repeat their last row; its results are not stored.
                 *p = base.add((r0 + r.min(mr - 1)) * stride);
             }
-            let acc = micro::<D, MR, NV>(ap, bp, steps);
+            let acc = micro::<D, MR, NV>(ap, bp, steps, start);
             if let Some(f) = &fast {
                 f.store(acc, mr, rows.start + r0, ncols);
             } else if job.cs == 1 {
@@ -456,12 +458,14 @@ unsafe fn conv_task<D: QDot, const MR: usize, const NV: usize, const NR: usize>(
         let col0 = p * NR;
         let ncols = NR.min(w.n - col0);
         let fast = PlainQuant::<D, NV>::new(job, col0);
+        // The plain epilogue's column corrections ride in the accumulators from the start.
+        let start = fast.as_ref().map_or([D::zero(); NV], |f| f.corr);
         let mut r0 = 0;
         while r0 < m {
             let mr = MR.min(m - r0);
             let ap: [*const u8; MR] =
                 std::array::from_fn(|r| base.add((cv.origin)(rows.start + r0 + r.min(mr - 1))));
-            let acc = micro_taps::<D, MR, NV>(ap, cv.taps, per_tap, bp);
+            let acc = micro_taps::<D, MR, NV>(ap, cv.taps, per_tap, bp, start);
             if let Some(f) = &fast {
                 f.store(acc, mr, rows.start + r0, ncols);
             } else if job.cs == 1 {
@@ -486,8 +490,9 @@ unsafe fn micro_taps<D: QDot, const MR: usize, const NV: usize>(
     taps: &[usize],
     per_tap: usize,
     b: *const u8,
+    start: [D::V; NV],
 ) -> [[D::V; NV]; MR] {
-    let mut acc = [[D::zero(); NV]; MR];
+    let mut acc = [start; MR];
     let vb = D::W * D::G * D::B_BYTES;
     let sb = NV * vb;
     let sa = D::G * D::A_BYTES;
@@ -515,8 +520,9 @@ unsafe fn micro<D: QDot, const MR: usize, const NV: usize>(
     a: [*const u8; MR],
     b: *const u8,
     steps: usize,
+    start: [D::V; NV],
 ) -> [[D::V; NV]; MR] {
-    let mut acc = [[D::zero(); NV]; MR];
+    let mut acc = [start; MR];
     let vb = D::W * D::G * D::B_BYTES;
     let sb = NV * vb;
     let sa = D::G * D::A_BYTES;
@@ -542,6 +548,7 @@ struct PlainQuant<D: QDot, const NV: usize> {
     out: *mut u8,
     rs: usize,
     col0: usize,
+    /// The column corrections (bias and zero points): the accumulators' starting values.
     corr: [D::V; NV],
     scale: [*const f32; NV],
     lo: f32,
@@ -585,7 +592,7 @@ impl<D: QDot, const NV: usize> PlainQuant<D, NV> {
         for (r, acc) in acc.iter().enumerate().take(mr) {
             let dst = self.out.add((row0 + r) * self.rs + self.col0);
             for v in 0..NV {
-                let x = D::add(acc[v], self.corr[v]);
+                let x = acc[v];
                 D::store_quant(
                     x,
                     self.scale[v],
