@@ -263,12 +263,11 @@ fn run(
     // built once (at least two windows' height: a run of one or two rows of a 14x14 map built
     // its window's rows again for each), short enough for every thread to get one or more.
     let threads = rayon::current_num_threads();
-    let per = g
-        .oh
-        .div_ceil(4 * threads)
-        .max(2 * w.kh)
-        .min(g.oh.div_ceil(threads))
-        .max(1);
+    let per =
+        g.oh.div_ceil(4 * threads)
+            .max(2 * w.kh)
+            .min(g.oh.div_ceil(threads))
+            .max(1);
     let row = g.ow * c * esize;
     let rows = &mut out[..g.oh * row];
     let task = |(t, chunk): (usize, &mut [u8])| {

@@ -4,22 +4,14 @@
 //! `kiln_kernels::qdepthwise`'s i32 sums. Constant weights are packed once per session; other
 //! narrow groups, non-2-D shapes and changed weights run the reference kernel (`ops/conv.rs`).
 use kiln_ir::AttrList;
-use kiln_kernels::qdepthwise::{qdepthwise_i32, DwInput, DwWeights};
-use kiln_kernels::qgemm::{QWeights, MAX_K};
+use kiln_kernels::qdepthwise::{qdepthwise_i32, DwInput};
+use kiln_kernels::qgemm::MAX_K;
 use rayon::prelude::*;
 
-use super::qconv::{
-    depthwise_weights, fast_groups, image, pack, pack_depthwise, to_channels_last, Dest, Geom,
-};
+use super::qconv::{image, to_channels_last, Dest, Geom, Packed};
 use super::{bytes, zero};
 use crate::kernel::{one, KernelCtx, PrepareCtx, PreparedKernel, Result};
 use crate::value::{Tensor, Value};
-
-/// Weights packed once: per group for the product, or for the depthwise kernel.
-enum Packed {
-    Groups(Vec<QWeights>),
-    Depthwise(DwWeights),
-}
 
 struct Prepared {
     packed: Packed,
@@ -30,15 +22,8 @@ pub fn prepare(ctx: &PrepareCtx) -> Option<Box<dyn PreparedKernel>> {
     let w = ctx.constant(1)?;
     let wz = ctx.optional_constant(3)?;
     let group = ctx.attrs.get_int("group").unwrap_or(1).max(1) as usize;
-    let packed = if depthwise_weights(w, group) {
-        Packed::Depthwise(pack_depthwise(w, wz).ok()?)
-    } else if fast_groups(w, group) {
-        Packed::Groups(pack(w, wz, group).ok()?)
-    } else {
-        return None;
-    };
     Some(Box::new(Prepared {
-        packed,
+        packed: Packed::new(w, wz, group)?,
         shape: w.shape.clone(),
     }))
 }

@@ -196,9 +196,23 @@ pub(super) fn pack(w: &Tensor, wz: Option<&Tensor>, group: usize) -> Result<Vec<
 }
 
 /// Weights packed once: per group for the product, or for the depthwise kernel.
-enum Packed {
+pub(super) enum Packed {
     Groups(Vec<QWeights>),
     Depthwise(DwWeights),
+}
+
+impl Packed {
+    /// `w` (and its zero points) for the kernel that runs it, or None where the reference
+    /// does (QLinearConv and ConvInteger alike).
+    pub(super) fn new(w: &Tensor, wz: Option<&Tensor>, group: usize) -> Option<Packed> {
+        if depthwise_weights(w, group) {
+            Some(Packed::Depthwise(pack_depthwise(w, wz).ok()?))
+        } else if fast_groups(w, group) {
+            Some(Packed::Groups(pack(w, wz, group).ok()?))
+        } else {
+            None
+        }
+    }
 }
 
 struct Prepared {
@@ -210,15 +224,8 @@ pub fn prepare(ctx: &PrepareCtx) -> Option<Box<dyn PreparedKernel>> {
     let w = ctx.constant(3)?;
     let wz = ctx.optional_constant(5)?;
     let group = ctx.attrs.get_int("group").unwrap_or(1).max(1) as usize;
-    let packed = if depthwise_weights(w, group) {
-        Packed::Depthwise(pack_depthwise(w, wz).ok()?)
-    } else if fast_groups(w, group) {
-        Packed::Groups(pack(w, wz, group).ok()?)
-    } else {
-        return None;
-    };
     Some(Box::new(Prepared {
-        packed,
+        packed: Packed::new(w, wz, group)?,
         shape: w.shape.clone(),
     }))
 }
