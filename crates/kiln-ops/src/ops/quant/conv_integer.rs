@@ -8,7 +8,7 @@ use kiln_kernels::qdepthwise::{qdepthwise_i32, DwInput};
 use kiln_kernels::qgemm::MAX_K;
 use rayon::prelude::*;
 
-use super::qconv::{image, to_channels_last, Dest, Geom, Packed};
+use super::qconv::{image, tap_channels, to_channels_last, Dest, Geom, Packed};
 use super::{bytes, zero};
 use crate::kernel::{one, KernelCtx, PrepareCtx, PreparedKernel, Result};
 use crate::value::{Tensor, Value};
@@ -48,7 +48,10 @@ fn fast(ctx: &KernelCtx, packed: &Packed) -> Result<Option<Tensor>> {
         return Ok(None);
     };
     let fits = match packed {
-        Packed::Groups(p) => w.shape[1] * g.kh * g.kw + 4 <= MAX_K && p.len() == g.group,
+        // K as the packed groups hold it (an RGB input's taps padded to 4 channels).
+        Packed::Groups(p) => {
+            tap_channels(g.cg(), g.group) * g.kh * g.kw <= MAX_K && p.len() == g.group
+        }
         Packed::Depthwise(d) => d.channels() == g.c && d.window() == (g.kh, g.kw),
     };
     if !fits {

@@ -153,7 +153,7 @@ impl Geom {
 /// Channels per tap in K: `C/g`, or with one group on the VNNI path rounded up to whole 4-byte
 /// steps (an RGB input's 3 become 4, the fourth the input's zero point times a zero weight), so
 /// that every layer reads its windows in place.
-fn tap_channels(cg: usize, group: usize) -> usize {
+pub(super) fn tap_channels(cg: usize, group: usize) -> usize {
     if group == 1 && cg % 4 != 0 && isa() == kiln_kernels::qgemm::QIsa::Avx512Vnni {
         cg.div_ceil(4) * 4
     } else {
