@@ -304,12 +304,12 @@ mod x86 {
     use crate::qgemm::dot::x86::{Avx2, Bw512, Vnni512};
     use std::ops::Range;
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     pub(super) unsafe fn vnni(job: &Job, oys: Range<usize>, out: &mut [u8]) {
         task::<Vnni512>(job, oys, out)
     }
 
-    #[target_feature(enable = "avx512f,avx512bw")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) unsafe fn bw(job: &Job, oys: Range<usize>, out: &mut [u8]) {
         task::<Bw512>(job, oys, out)
     }
@@ -533,7 +533,11 @@ unsafe fn vectors<D: QDot, const NT: usize>(
     while c0 < c {
         let n = (c - c0).min(D::W);
         let wp = w.w.as_ptr().add(c0);
-        let wv: [D::V; NT] = std::array::from_fn(|i| D::load(wp.add(i * cp) as *const u8));
+        // A loop, not `from_fn`: a closure would compile without the caller's features.
+        let mut wv = [D::zero(); NT];
+        for (i, x) in wv.iter_mut().enumerate() {
+            *x = D::load(wp.add(i * cp) as *const u8);
+        }
         let base: Vec<*const u32> = taps.iter().map(|&(r, off)| r.add(off * cp + c0)).collect();
         let cb = D::load(job.cb.as_ptr().add(c0) as *const u8);
         let scale = job.scale.as_ptr().add(c0);

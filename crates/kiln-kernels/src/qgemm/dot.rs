@@ -45,6 +45,24 @@ pub(crate) trait QDot {
         dst: *mut u8,
         n: usize,
     );
+    /// [`store_quant`](QDot::store_quant) of four whole vectors, `v[i]` to `dst[i]`, an 8-bit
+    /// result signed or not as `signed` says. AVX-512 packs the four into one register: its
+    /// narrowing store to memory is slow on Zen 4.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn store_quant4(
+        v: [Self::V; 4],
+        scale: [*const f32; 4],
+        lo: f32,
+        hi: f32,
+        zero: i32,
+        _signed: bool,
+        dst: [*mut u8; 4],
+    ) {
+        for i in 0..4 {
+            Self::store_quant(v[i], scale[i], lo, hi, zero, dst[i], Self::W);
+        }
+    }
     /// [`store_quant`](QDot::store_quant), then QLinearAdd with the bytes at `res` (this
     /// result is the Add's `a`), as [`crate::qvec::binary_one`] computes it.
     /// By default the bytes are stored, then added one by one; AVX-512 does it in registers.
@@ -118,6 +136,51 @@ pub(crate) mod x86 {
                 // The default MXCSR mode rounds half to even; in range after the clamp.
                 let q = _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(zero));
                 store_bytes(q, dst, n)
+            }
+            #[inline(always)]
+            unsafe fn store_quant4(
+                v: [__m512i; 4],
+                scale: [*const f32; 4],
+                lo: f32,
+                hi: f32,
+                zero: i32,
+                signed: bool,
+                dst: [*mut u8; 4],
+            ) {
+                let (vlo, vhi, vz) = (
+                    _mm512_set1_ps(lo),
+                    _mm512_set1_ps(hi),
+                    _mm512_set1_epi32(zero),
+                );
+                // A plain loop, not a closure: a closure would compile without AVX-512.
+                let mut q = [_mm512_setzero_si512(); 4];
+                for i in 0..4 {
+                    let f = _mm512_mul_ps(_mm512_cvtepi32_ps(v[i]), _mm512_loadu_ps(scale[i]));
+                    // Unsigned: below the range, the sum stays negative and the packs
+                    // saturate it to 0; only the top needs the clamp (a huge product
+                    // converts to i32::MIN).
+                    let f = if signed {
+                        _mm512_min_ps(_mm512_max_ps(f, vlo), vhi)
+                    } else {
+                        _mm512_min_ps(vhi, f)
+                    };
+                    q[i] = _mm512_add_epi32(_mm512_cvtps_epi32(f), vz);
+                }
+                // In range already: the saturating packs narrow exactly. Each 128-bit lane then
+                // holds four bytes of each vector; one permutation puts each vector's 16 together.
+                let ab = _mm512_packs_epi32(q[0], q[1]);
+                let cd = _mm512_packs_epi32(q[2], q[3]);
+                let bytes = if signed {
+                    _mm512_packs_epi16(ab, cd)
+                } else {
+                    _mm512_packus_epi16(ab, cd)
+                };
+                let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+                let x = _mm512_permutexvar_epi32(idx, bytes);
+                _mm_storeu_si128(dst[0] as *mut _, _mm512_castsi512_si128(x));
+                _mm_storeu_si128(dst[1] as *mut _, _mm512_extracti32x4_epi32::<1>(x));
+                _mm_storeu_si128(dst[2] as *mut _, _mm512_extracti32x4_epi32::<2>(x));
+                _mm_storeu_si128(dst[3] as *mut _, _mm512_extracti32x4_epi32::<3>(x));
             }
             #[inline(always)]
             unsafe fn store_quant_add(

@@ -52,8 +52,10 @@ impl QIsa {
     pub fn hardware() -> QIsa {
         #[cfg(target_arch = "x86_64")]
         {
-            let avx512 =
-                is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw");
+            // VL: the epilogue's 16-byte masked loads and stores.
+            let avx512 = is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl");
             if avx512 && is_x86_feature_detected!("avx512vnni") {
                 return QIsa::Avx512Vnni;
             }

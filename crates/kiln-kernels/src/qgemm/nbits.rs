@@ -202,7 +202,7 @@ mod x86 {
     /// Up to `MR` rows × one panel of two column vectors: four rows at once, or one row at a
     /// time (its step pairs feed two accumulators, so a lone row does not wait on the
     /// `vpdpbusd` latency: token-by-token decoding).
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     pub(super) unsafe fn panel(
         w: &Q4Weights,
         p: usize,

@@ -279,7 +279,7 @@ mod x86 {
     use super::{task, Job};
     use std::ops::Range;
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     pub(super) unsafe fn vnni(job: &Job, rows: Range<usize>, pans: Range<usize>) {
         // One vector of columns: more rows share each weight load.
         if job.w.nr == 16 {
@@ -289,7 +289,7 @@ mod x86 {
         }
     }
 
-    #[target_feature(enable = "avx512f,avx512bw")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) unsafe fn bw(job: &Job, rows: Range<usize>, pans: Range<usize>) {
         if job.w.nr == 16 {
             task::<Bw512, 16, 1, 16>(job, rows, pans)
@@ -401,21 +401,29 @@ unsafe fn task<D: QDot, const MR: usize, const NV: usize, const NR: usize>(
         let bp = w.data.as_ptr().add(p * kp * nr * D::B_BYTES);
         let col0 = p * nr;
         let ncols = nr.min(w.n - col0);
-        let fast = PlainQuant::<D, NV>::new(job, col0);
-        // The plain epilogue's column corrections ride in the accumulators from the start.
-        let start = fast.as_ref().map_or([D::zero(); NV], |f| f.corr);
+        // Short tiles repeat their last row; its results are not stored.
+        let rows_at = |r0: usize, mr: usize| {
+            let mut ap = [base; MR];
+            for (r, p) in ap.iter_mut().enumerate() {
+                *p = base.add((r0 + r.min(mr - 1)) * stride);
+            }
+            ap
+        };
+        if let Some(f) = PlainQuant::<D, NV>::new(job, col0) {
+            // A loop of its own, so that the accumulators stay in registers through the
+            // epilogue; the column corrections ride in them from the start.
+            for r0 in (0..m).step_by(MR) {
+                let mr = MR.min(m - r0);
+                let acc = micro::<D, MR, NV>(rows_at(r0, mr), bp, steps, f.corr);
+                f.store(acc, mr, rows.start + r0, ncols);
+            }
+            continue;
+        }
         let mut r0 = 0;
         while r0 < m {
             let mr = MR.min(m - r0);
-            let mut ap = [base; MR];
-            for (r, p) in ap.iter_mut().enumerate() {
-                // Short tiles repeat their last row; its results are not stored.
-                *p = base.add((r0 + r.min(mr - 1)) * stride);
-            }
-            let acc = micro::<D, MR, NV>(ap, bp, steps, start);
-            if let Some(f) = &fast {
-                f.store(acc, mr, rows.start + r0, ncols);
-            } else if job.cs == 1 {
+            let acc = micro::<D, MR, NV>(rows_at(r0, mr), bp, steps, [D::zero(); NV]);
+            if job.cs == 1 {
                 let rs = &row_sums[if w.any_zb { r0 } else { 0 }..];
                 vec_epilogue::<D, MR, NV>(job, &acc, mr, rows.start + r0, rs, col0, ncols);
             } else {
@@ -457,18 +465,24 @@ unsafe fn conv_task<D: QDot, const MR: usize, const NV: usize, const NR: usize>(
         let bp = w.data.as_ptr().add(p * w.kp * NR * D::B_BYTES);
         let col0 = p * NR;
         let ncols = NR.min(w.n - col0);
-        let fast = PlainQuant::<D, NV>::new(job, col0);
-        // The plain epilogue's column corrections ride in the accumulators from the start.
-        let start = fast.as_ref().map_or([D::zero(); NV], |f| f.corr);
+        let rows_at = |r0: usize, mr: usize| -> [*const u8; MR] {
+            std::array::from_fn(|r| base.add((cv.origin)(rows.start + r0 + r.min(mr - 1))))
+        };
+        if let Some(f) = PlainQuant::<D, NV>::new(job, col0) {
+            // As in [`task`].
+            for r0 in (0..m).step_by(MR) {
+                let mr = MR.min(m - r0);
+                let acc = micro_taps::<D, MR, NV>(rows_at(r0, mr), cv.taps, per_tap, bp, f.corr);
+                f.store(acc, mr, rows.start + r0, ncols);
+            }
+            continue;
+        }
         let mut r0 = 0;
         while r0 < m {
             let mr = MR.min(m - r0);
-            let ap: [*const u8; MR] =
-                std::array::from_fn(|r| base.add((cv.origin)(rows.start + r0 + r.min(mr - 1))));
-            let acc = micro_taps::<D, MR, NV>(ap, cv.taps, per_tap, bp, start);
-            if let Some(f) = &fast {
-                f.store(acc, mr, rows.start + r0, ncols);
-            } else if job.cs == 1 {
+            let start = [D::zero(); NV];
+            let acc = micro_taps::<D, MR, NV>(rows_at(r0, mr), cv.taps, per_tap, bp, start);
+            if job.cs == 1 {
                 vec_epilogue::<D, MR, NV>(job, &acc, mr, rows.start + r0, &[], col0, ncols);
             } else {
                 for (acc, out) in acc.iter().zip(tile.iter_mut()) {
@@ -554,6 +568,7 @@ struct PlainQuant<D: QDot, const NV: usize> {
     lo: f32,
     hi: f32,
     zero: i32,
+    signed: bool,
 }
 
 impl<D: QDot, const NV: usize> PlainQuant<D, NV> {
@@ -571,11 +586,18 @@ impl<D: QDot, const NV: usize> PlainQuant<D, NV> {
             out: o.0,
             rs: job.rs,
             col0,
-            corr: std::array::from_fn(|v| D::load(corr.add(v * D::W) as *const u8)),
+            corr: {
+                let mut c = [D::zero(); NV];
+                for (v, c) in c.iter_mut().enumerate() {
+                    *c = D::load(corr.add(v * D::W) as *const u8);
+                }
+                c
+            },
             scale: std::array::from_fn(|v| scale.as_ptr().add(col0 + v * D::W)),
             lo: (lo - zero) as f32,
             hi: (hi - zero) as f32,
             zero: *zero,
+            signed: *signed,
         })
     }
 
@@ -588,6 +610,24 @@ impl<D: QDot, const NV: usize> PlainQuant<D, NV> {
         row0: usize,
         ncols: usize,
     ) {
+        // A whole tile, the common case, with every index constant: the accumulators stay in
+        // registers and no store tests its width.
+        if mr == MR && ncols >= NV * D::W && (MR * NV) % 4 == 0 {
+            // Four vectors at a time, in row-major order of the tile.
+            for i in (0..MR * NV).step_by(4) {
+                let mut v = [D::zero(); 4];
+                let mut scale = [self.scale[0]; 4];
+                let mut dst = [self.out; 4];
+                for j in 0..4 {
+                    let (r, c) = ((i + j) / NV, (i + j) % NV);
+                    v[j] = acc[r][c];
+                    scale[j] = self.scale[c];
+                    dst[j] = self.out.add((row0 + r) * self.rs + self.col0 + c * D::W);
+                }
+                D::store_quant4(v, scale, self.lo, self.hi, self.zero, self.signed, dst);
+            }
+            return;
+        }
         let lanes: [usize; NV] = std::array::from_fn(|v| ncols.saturating_sub(v * D::W).min(D::W));
         for (r, acc) in acc.iter().enumerate().take(mr) {
             let dst = self.out.add((row0 + r) * self.rs + self.col0);
@@ -622,18 +662,32 @@ unsafe fn vec_epilogue<D: QDot, const MR: usize, const NV: usize>(
 ) {
     let corr = job.corr.as_ptr().add(col0);
     let zb = job.zb.as_ptr().add(col0);
-    let cv: [D::V; NV] = std::array::from_fn(|v| D::load(corr.add(v * D::W) as *const u8));
+    // No closures over vector code here: they would compile without the caller's features.
+    let mut cv = [D::zero(); NV];
+    let mut zv = [D::zero(); NV];
+    for v in 0..NV {
+        cv[v] = D::load(corr.add(v * D::W) as *const u8);
+        zv[v] = D::load(zb.add(v * D::W) as *const u8);
+    }
     let lanes = |v: usize| ncols.saturating_sub(v * D::W).min(D::W);
-    // The sum for (row, vector): bias and A's zero point in `corr`, B's zero point times the row.
-    let sum = |r: usize, v: usize| {
-        let x = D::add(acc[r][v], cv[v]);
-        if job.w.any_zb {
-            let zv = D::load(zb.add(v * D::W) as *const u8);
-            D::add(x, D::mullo(zv, D::set1(row_sums[r].wrapping_neg())))
+    // The sums of the tile: bias and A's zero point in `corr`, B's zero point times the row.
+    let mut sums = *acc;
+    for r in 0..mr {
+        let rsum = if job.w.any_zb {
+            D::set1(row_sums[r].wrapping_neg())
         } else {
-            x
+            D::zero()
+        };
+        for v in 0..NV {
+            let x = D::add(acc[r][v], cv[v]);
+            sums[r][v] = if job.w.any_zb {
+                D::add(x, D::mullo(zv[v], rsum))
+            } else {
+                x
+            };
         }
-    };
+    }
+    let sum = |r: usize, v: usize| sums[r][v];
     match &job.sink {
         Sink::I32(o) => {
             for r in 0..mr {
