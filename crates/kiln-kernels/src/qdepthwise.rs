@@ -332,7 +332,10 @@ struct Ring {
 unsafe fn task<D: QDot>(job: &Job, oys: std::ops::Range<usize>, out: &mut [u8]) {
     let (w, g) = (job.w, job.g);
     let mut ring = Ring {
-        rows: (0..w.kh).map(|_| vec![0u32; job.npos * w.cp]).collect(),
+        // `build_row` writes a slot's every lane before it is read.
+        rows: (0..w.kh)
+            .map(|_| crate::vecmath::unfilled(job.npos * w.cp, 0xa5a5_a5a5u32))
+            .collect(),
         held: vec![None; w.kh],
     };
     let mut slots = vec![0usize; w.kh];
@@ -649,9 +652,9 @@ mod tests {
                     signed,
                     zero: zx,
                 };
-                let mut out = vec![0u8; oh * ow * c];
+                let mut out = vec![0xa5u8; oh * ow * c];
                 qdepthwise(&input, &w, &g, &q, &mut out).unwrap();
-                let mut sums = vec![0i32; oh * ow * c];
+                let mut sums = vec![0x5a5a_5a5ai32; oh * ow * c];
                 qdepthwise_i32(&input, &w, &g, &mut sums).unwrap();
                 let (lo, hi) = if signed { (-128, 127) } else { (0, 255) };
                 let val = |b: u8| if signed { b as i8 as i64 } else { b as i64 };

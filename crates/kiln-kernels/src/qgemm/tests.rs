@@ -106,7 +106,7 @@ fn case(rng: &mut Rng, isa: QIsa, m: usize, k: usize, n: usize, extreme: bool) {
     };
     let label = format!("{} m{m} k{k} n{n} sa{sa} sb{sb}", isa.name());
     // i32, row-major.
-    let mut got = vec![0i32; m * n];
+    let mut got = vec![0x5a5a_5a5ai32; m * n];
     qgemm(&input, &w, QOutput::I32 { out: &mut got }, n, 1).unwrap();
     for (g, w) in got.iter().zip(&want) {
         assert_eq!(*g as i64, *w, "{label}");
@@ -128,7 +128,7 @@ fn case(rng: &mut Rng, isa: QIsa, m: usize, k: usize, n: usize, extreme: bool) {
     let (zero, signed) = (rng.below(256) as i32 - if sa { 128 } else { 0 }, sa);
     let (lo, hi) = if signed { (-128, 127) } else { (0, 255) };
     for transposed in [true, false] {
-        let mut q = vec![0u8; m * n];
+        let mut q = vec![0xa5u8; m * n];
         let out = QOutput::Quant {
             out: &mut q,
             scale: &scale,
@@ -160,7 +160,7 @@ fn case(rng: &mut Rng, isa: QIsa, m: usize, k: usize, n: usize, extreme: bool) {
             rb: 1.3,
         };
         let table: [u8; 256] = std::array::from_fn(|b| (b as u8).wrapping_mul(7) ^ 0x5a);
-        let mut q2 = vec![0u8; m * n];
+        let mut q2 = vec![0xa5u8; m * n];
         let out = QOutput::Quant {
             out: &mut q2,
             scale: &scale,

@@ -612,7 +612,7 @@ impl<D: QDot, const NV: usize> PlainQuant<D, NV> {
     ) {
         // A whole tile, the common case, with every index constant: the accumulators stay in
         // registers and no store tests its width.
-        if mr == MR && ncols >= NV * D::W && (MR * NV) % 4 == 0 {
+        if mr == MR && ncols >= NV * D::W && (MR * NV).is_multiple_of(4) {
             // Four vectors at a time, in row-major order of the tile.
             for i in (0..MR * NV).step_by(4) {
                 let mut v = [D::zero(); 4];

@@ -6,6 +6,7 @@
 use kiln_ir::AttrList;
 use kiln_kernels::qdepthwise::{qdepthwise_i32, DwInput};
 use kiln_kernels::qgemm::MAX_K;
+use kiln_kernels::vecmath::unfilled;
 use rayon::prelude::*;
 
 use super::qconv::{image, tap_channels, to_channels_last, Dest, Geom, Packed};
@@ -60,8 +61,12 @@ fn fast(ctx: &KernelCtx, packed: &Packed) -> Result<Option<Tensor>> {
     let (xv, x_signed) = bytes(x).ok_or("X must be uint8 or int8")?;
     let zx = zero(ctx.opt_tensor(2)?, x_signed, "x_zero_point")?;
     let (plane, pixels) = (g.h * g.w, g.oh * g.ow);
-    let mut y = vec![0i32; g.n * g.m * pixels];
-    let (mut nhwc, mut last) = (vec![0u8; plane * g.c], vec![0i32; pixels * g.m]);
+    // The product writes every channel-last sum, and the transpose every output.
+    let mut y = unfilled(g.n * g.m * pixels, 0x5a5a_5a5a);
+    let (mut nhwc, mut last) = (
+        unfilled(plane * g.c, 0xa5),
+        unfilled(pixels * g.m, 0x5a5a_5a5a),
+    );
     for img in 0..g.n {
         to_channels_last(
             &xv[img * g.c * plane..][..g.c * plane],

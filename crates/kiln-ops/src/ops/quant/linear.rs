@@ -190,7 +190,7 @@ fn quantize_fast(
     if !plain {
         return Ok(None);
     }
-    let mut out = vec![0u8; xv.len()];
+    let mut out = super::written_bytes(xv.len());
     kiln_kernels::qvec::quantize(xv, sv[0], zero, to == DataType::I8, &mut out);
     Ok(Some(super::tensor_of(
         x.shape.clone(),

@@ -224,6 +224,12 @@ pub(crate) fn per_channel<T: Copy>(v: &[T], n: usize, what: &str) -> Result<Vec<
 }
 
 /// An 8-bit tensor from bytes of the given signedness.
+/// An output buffer of `n` bytes that the kernel fills completely (see
+/// [`kiln_kernels::vecmath::unfilled`]).
+pub(crate) fn written_bytes(n: usize) -> Vec<u8> {
+    kiln_kernels::vecmath::unfilled(n, 0xa5)
+}
+
 pub(crate) fn tensor_of(shape: Vec<usize>, v: Vec<u8>, signed: bool) -> Tensor {
     if signed {
         Tensor::from_vec(shape, v.into_iter().map(|b| b as i8).collect::<Vec<i8>>())

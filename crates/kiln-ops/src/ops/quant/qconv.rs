@@ -413,7 +413,7 @@ fn conv(
         }
     };
     let (plane, pixels) = (g.h * g.w, g.oh * g.ow);
-    let mut y = vec![0u8; g.n * g.m * pixels];
+    let mut y = super::written_bytes(g.n * g.m * pixels);
     let mut nhwc = Vec::new();
     for img in 0..g.n {
         // The image channels-last.
@@ -552,7 +552,7 @@ fn depthwise(ctx: &KernelCtx, g: &Geom, dw: &DwWeights, last: bool) -> Result<Te
         signed: qp.y_signed,
     };
     let (plane, pixels) = (g.h * g.w, g.oh * g.ow);
-    let mut y = vec![0u8; g.n * g.m * pixels];
+    let mut y = super::written_bytes(g.n * g.m * pixels);
     let (mut nhwc, mut out_last) = (Vec::new(), Vec::new());
     let geom = g.dw_geom();
     for img in 0..g.n {

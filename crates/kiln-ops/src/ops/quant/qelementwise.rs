@@ -86,7 +86,7 @@ fn binary(ctx: &KernelCtx) -> Result<Vec<Value>> {
         rb,
     };
     let (shape, out) = if a.t.shape == b.t.shape || (b.v.len() == 1 && a.t.rank() >= b.t.rank()) {
-        let mut out = vec![0u8; a.v.len()];
+        let mut out = super::written_bytes(a.v.len());
         kiln_kernels::qvec::qbinary(a.v, b.v, &mut out, &p);
         (a.t.shape.clone(), out)
     } else if a.v.len() == 1 && b.t.rank() >= a.t.rank() {
@@ -98,12 +98,12 @@ fn binary(ctx: &KernelCtx) -> Result<Vec<Value>> {
             rb: ra,
             ..p
         };
-        let mut out = vec![0u8; b.v.len()];
+        let mut out = super::written_bytes(b.v.len());
         kiln_kernels::qvec::qbinary(b.v, a.v, &mut out, &p);
         (b.t.shape.clone(), out)
     } else if let Some(period) = periodic(&a.t.shape, &b.t.shape) {
         // B repeats along A (a bias over the last axes, an attention mask).
-        let mut out = vec![0u8; a.v.len()];
+        let mut out = super::written_bytes(a.v.len());
         run_periodic(a.v, b.v, period, &mut out, &p);
         (a.t.shape.clone(), out)
     } else if let Some(period) = periodic(&b.t.shape, &a.t.shape) {
@@ -114,7 +114,7 @@ fn binary(ctx: &KernelCtx) -> Result<Vec<Value>> {
             rb: ra,
             ..p
         };
-        let mut out = vec![0u8; b.v.len()];
+        let mut out = super::written_bytes(b.v.len());
         run_periodic(b.v, a.v, period, &mut out, &p);
         (b.t.shape.clone(), out)
     } else {
@@ -152,7 +152,7 @@ fn run_periodic(
 
 /// Maps every byte through `table`.
 fn lookup(x: &Q, table: &[u8; 256], signed: bool) -> Tensor {
-    let mut out = vec![0u8; x.v.len()];
+    let mut out = super::written_bytes(x.v.len());
     kiln_kernels::qvec::lookup(x.v, table, &mut out);
     tensor_of(x.t.shape.clone(), out, signed)
 }

@@ -288,8 +288,10 @@ fn run(ctx: &KernelCtx, kind: Kind, packed: Option<&QWeights>) -> Result<Vec<Val
             },
         }
     };
+    // Every batch's product writes all of its rows and columns.
+    use kiln_kernels::vecmath::unfilled;
     let mut sink = match kind {
-        Kind::Integer => Sink::I32(vec![0; total]),
+        Kind::Integer => Sink::I32(unfilled(total, 0x5a5a_5a5a)),
         Kind::QLinear => {
             let sa = scale(ctx.tensor(1)?, "a_scale")?;
             let sb = per_col(ctx.tensor(4)?, "b_scale")?;
@@ -297,7 +299,7 @@ fn run(ctx: &KernelCtx, kind: Kind, packed: Option<&QWeights>) -> Result<Vec<Val
             let signed = out_signed(ctx, 7)?;
             let zy = zero(ctx.opt_tensor(7)?, signed, "y_zero_point")?;
             let s = sb.iter().map(|&b| (sa * b) / sy).collect();
-            Sink::Quant(vec![0; total], s, zy, signed, None)
+            Sink::Quant(unfilled(total, 0xa5), s, zy, signed, None)
         }
         Kind::ToFloat => {
             let sa = scale(ctx.tensor(2)?, "a_scale")?;
@@ -305,14 +307,14 @@ fn run(ctx: &KernelCtx, kind: Kind, packed: Option<&QWeights>) -> Result<Vec<Val
                 .iter()
                 .map(|&b| sa * b)
                 .collect();
-            Sink::F32(vec![0.0; total], s, f32_bias(6)?)
+            Sink::F32(unfilled(total, f32::NAN), s, f32_bias(6)?)
         }
         Kind::Dynamic => {
             let s = per_col(ctx.tensor(2)?, "b_scale")?
                 .iter()
                 .map(|&b| dyn_scale * b)
                 .collect();
-            Sink::F32(vec![0.0; total], s, f32_bias(4)?)
+            Sink::F32(unfilled(total, f32::NAN), s, f32_bias(4)?)
         }
         Kind::QGemm => {
             let alpha = ctx.float_attr("alpha", 1.0);
@@ -331,11 +333,11 @@ fn run(ctx: &KernelCtx, kind: Kind, packed: Option<&QWeights>) -> Result<Vec<Val
                 let signed = out_signed(ctx, 8)?;
                 let zy = zero(ctx.opt_tensor(8)?, signed, "y_zero_point")?;
                 let s = sb.iter().map(|&b| alpha * sa * b / sy).collect();
-                Sink::Quant(vec![0; total], s, zy, signed, c)
+                Sink::Quant(unfilled(total, 0xa5), s, zy, signed, c)
             } else {
                 let s: Vec<f32> = sb.iter().map(|&b| alpha * sa * b).collect();
                 let bias = c.map(|c| c.iter().zip(&s).map(|(&c, &s)| c as f32 * s).collect());
-                Sink::F32(vec![0.0; total], s, bias)
+                Sink::F32(unfilled(total, f32::NAN), s, bias)
             }
         }
     };
