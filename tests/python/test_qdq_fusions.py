@@ -121,14 +121,30 @@ def gemm():
     return g.model({"a": (3, 16)}, [out]), {"a": rng.standard_normal((3, 16)).astype(np.float32)}
 
 
-def binary(op="Add", mixed=False):
+def binary(op="Add", mixed=False, act=None, zy=128, shared_act=False):
+    """`act`: None, "Relu", a (min, max) Clip with constant bounds, or "input" (a Clip whose
+    min is a graph input)."""
     g = G()
     a = g.qdq("a", 0.02, U8(128))
     b = g.qdq("b", 0.03, S8(3) if mixed else U8(100))
     y = g.node(op, [a, b])
-    out = g.dq(g.q(y, 0.05, U8(128)), 0.05, U8(128))
+    inputs = {"a": (2, 3, 4), "b": (2, 3, 4)}
+    extra = []
+    if act == "Relu":
+        y = g.node("Relu", [y])
+    elif act == "input":
+        y = g.node("Clip", [y, "lo"])
+        inputs["lo"] = ((), F)
+    elif act is not None:
+        y = g.node("Clip", [y, g.const(np.float32(act[0])), g.const(np.float32(act[1]))])
+    if shared_act:
+        extra = [y]
+    out = g.dq(g.q(y, 0.05, U8(zy)), 0.05, U8(zy))
     f = lambda: rng.standard_normal((2, 3, 4)).astype(np.float32)  # noqa: E731
-    return g.model({"a": (2, 3, 4), "b": (2, 3, 4)}, [out]), {"a": f(), "b": f()}
+    feeds = {"a": f(), "b": f()}
+    if act == "input":
+        feeds["lo"] = np.array(-0.3, np.float32)
+    return g.model(inputs, [out, *extra]), feeds
 
 
 def unary(op, **attrs):
@@ -154,6 +170,23 @@ def movement(same=True):
     y = g.node("Reshape", [x, g.const(np.array([3, 8], np.int64))])
     out = g.dq(g.q(y, 0.02 if same else 0.03, U8(128)), 0.02, U8(128))
     return g.model({"x": (2, 3, 4)}, [out]), {"x": rng.standard_normal((2, 3, 4)).astype(np.float32)}
+
+
+def pad(mode="constant", value=None, same=True, value_input=False):
+    g = G()
+    x = g.qdq("x", 0.02, U8(128))
+    ins = [x, g.const(np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64))]
+    inputs = {"x": (1, 3, 4, 5)}
+    feeds = {"x": rng.standard_normal((1, 3, 4, 5)).astype(np.float32)}
+    if value_input:
+        ins.append("v")
+        inputs["v"] = ((), F)
+        feeds["v"] = np.array(0.5, np.float32)
+    elif value is not None:
+        ins.append(g.const(np.float32(value)))
+    y = g.node("Pad", ins, mode=mode)
+    out = g.dq(g.q(y, 0.02 if same else 0.03, U8(128)), 0.02, U8(128))
+    return g.model(inputs, [out]), feeds
 
 
 def pair():
@@ -201,6 +234,20 @@ CASES = [
     ("Add -> QLinearAdd", binary(), {"com.microsoft:QLinearAdd": 1}, ["Add"], None),
     ("Mul -> QLinearMul", binary("Mul"), {"com.microsoft:QLinearMul": 1}, ["Mul"], None),
     ("Add: u8 + s8", binary(mixed=True), {"Add": 1}, ["com.microsoft:QLinearAdd"], "one 8-bit type"),
+    # Past ORT's optimizer: Sub as QLinearAdd with B's scale negated, Relu/Clip as a clamp.
+    ("Sub -> QLinearAdd (B's scale negated)", binary("Sub"), {"com.microsoft:QLinearAdd": 1}, ["Sub"], None),
+    ("Add + Relu, Q zero point 0 -> QLinearAdd alone", binary(act="Relu", zy=0),
+     {"com.microsoft:QLinearAdd": 1}, ["Add", "Relu", "Clip"], None),
+    ("Add + Relu -> QLinearAdd + Clip on u8", binary(act="Relu"),
+     {"com.microsoft:QLinearAdd": 1, "Clip": 1}, ["Add", "Relu"], None),
+    ("Sub + Clip(-0.5, 0.8) -> QLinearAdd + Clip on u8", binary("Sub", act=(-0.5, 0.8)),
+     {"com.microsoft:QLinearAdd": 1, "Clip": 1}, ["Sub"], None),
+    ("Mul + Clip covering the Q's range -> QLinearMul alone", binary("Mul", act=(-100.0, 100.0)),
+     {"com.microsoft:QLinearMul": 1}, ["Mul", "Clip"], None),
+    ("Add + Clip: min not a constant", binary(act="input"), {"Add": 1, "Clip": 1},
+     ["com.microsoft:QLinearAdd"], "bounds are not float constants"),
+    ("Add + Relu: the Relu's output also read", binary(act="Relu", shared_act=True), {"Add": 1, "Relu": 1},
+     ["com.microsoft:QLinearAdd"], "graph output"),
     ("Sigmoid -> QLinearSigmoid", unary("Sigmoid"), {"com.microsoft:QLinearSigmoid": 1}, ["Sigmoid"], None),
     ("AveragePool -> QLinearAveragePool", unary("AveragePool", kernel_shape=[3, 3], pads=[1] * 4),
      {"com.microsoft:QLinearAveragePool": 1}, ["AveragePool"], None),
@@ -209,6 +256,18 @@ CASES = [
     ("Concat -> QLinearConcat", concat(), {"com.microsoft:QLinearConcat": 1}, ["Concat"], None),
     ("Reshape on 8-bit data", movement(), {"Reshape": 1}, [], None),
     ("Reshape: Q scale differs", movement(same=False), {"Reshape": 1}, [], "scale, zero point or type"),
+    ("Pad on 8-bit data (border: the zero point)", pad(), {"Pad": 1, "QuantizeLinear": 1, "DequantizeLinear": 1},
+     [], None),
+    ("Pad on 8-bit data, value 0.37 quantized", pad(value=0.37), {"Pad": 1, "QuantizeLinear": 1,
+                                                                   "DequantizeLinear": 1}, [], None),
+    ("Pad on 8-bit data, value past the range saturates", pad(value=-9.0), {"Pad": 1, "QuantizeLinear": 1,
+                                                                          "DequantizeLinear": 1}, [], None),
+    ("Pad reflect on 8-bit data", pad(mode="reflect"), {"Pad": 1, "QuantizeLinear": 1, "DequantizeLinear": 1},
+     [], None),
+    ("Pad: Q scale differs", pad(same=False), {"Pad": 1, "QuantizeLinear": 2, "DequantizeLinear": 2}, [],
+     "scale, zero point or type"),
+    ("Pad: value not a constant", pad(value_input=True), {"Pad": 1, "QuantizeLinear": 2, "DequantizeLinear": 2},
+     [], "pad value is not a float constant"),
     ("redundant Q(DQ(x)) removed", pair(), {"QuantizeLinear": 1, "DequantizeLinear": 1}, [], None),
     ("dynamic -> DynamicQuantizeMatMul", dynamic(), {"com.microsoft:DynamicQuantizeMatMul": 1},
      ["MatMulInteger", "DynamicQuantizeLinear", "Add"], None),

@@ -43,6 +43,7 @@ pub fn all() -> Vec<Box<dyn Pass>> {
         Box::new(qdq::matmul::QdqMatMul),
         Box::new(qdq::gemm::QdqGemm),
         Box::new(qdq::binary::QdqBinary),
+        Box::new(qdq::pad::QdqPad),
         Box::new(qdq::unary::QdqUnary),
         Box::new(qdq::concat::QdqConcat),
         Box::new(qdq::pair::QdqRedundantPair),

@@ -21,6 +21,7 @@ pub(crate) mod drop;
 pub(crate) mod dynamic;
 pub(crate) mod gemm;
 pub(crate) mod matmul;
+pub(crate) mod pad;
 pub(crate) mod pair;
 pub(crate) mod unary;
 
@@ -208,6 +209,18 @@ pub fn q_after(ctx: &PassCtx, v: ValueId) -> Result<Params, Decline> {
         )));
     }
     Ok(p)
+}
+
+/// `v` as the QuantizeLinear of `y` writes it (f32 division, half to even, saturated), as the
+/// value of its 8-bit type.
+pub fn quantized(v: f64, y: &Params) -> i64 {
+    let (lo, hi) = if y.dtype == DataType::I8 {
+        (-128, 127)
+    } else {
+        (0, 255)
+    };
+    let q = ((v as f32) / (y.scales[0] as f32)).round_ties_even() as f64 + y.zero_at(0) as f64;
+    q.clamp(lo as f64, hi as f64) as i64
 }
 
 /// `p` must be per tensor (activations).
