@@ -52,10 +52,13 @@ step "python numerics (normalizations offset by 1e4 vs ORT)" "$py" tests/python/
 step "python models --level all" "$py" tests/python/test_models.py --level all
 step "python models (KILN_ISA=avx2)" env KILN_ISA=avx2 "$py" tests/python/test_models.py --level all
 # The integer kernels' other variants (VNNI is the default where the CPU has it).
-for isa in avx512 avx2 portable; do
+# avxvnni: 256-bit VNNI, through AVX512-VNNI's 256-bit form on a CPU without AVX-VNNI.
+for isa in avx512 avxvnni avx2 portable; do
   step "python quant ops (KILN_ISA=$isa)" env KILN_ISA=$isa "$py" tests/python/test_quant_ops.py
 done
-step "python quant models (KILN_ISA=avx2)" env KILN_ISA=avx2 "$py" tests/python/test_quant_models.py
+for isa in avxvnni avx2; do
+  step "python quant models (KILN_ISA=$isa)" env KILN_ISA=$isa "$py" tests/python/test_quant_models.py
+done
 step "python models --ep wgpu,cpu (lavapipe)" "$py" tests/python/test_models.py --level all --ep wgpu,cpu
 step "python scripted models --ep wgpu,cpu (lavapipe)" "$py" tests/python/test_scripted_models.py --ep wgpu,cpu
 # kiln's Python package: `pip install ./python` into a fresh virtualenv, then pytest against

@@ -57,6 +57,14 @@ def kiln(*args, timeout=300):
     return r.stdout
 
 
+def integer_kernels():
+    """The integer kernels' variant the kiln binary runs here (KILN_ISA applied)."""
+    out = kiln("--version").strip()
+    if "(integer kernels: " not in out:
+        return out
+    return out.split("(integer kernels: ", 1)[1][:-1]
+
+
 def kiln_json(*args):
     out = kiln(*args)
     try:

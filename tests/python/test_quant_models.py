@@ -107,4 +107,5 @@ def main():
 
 
 if __name__ == "__main__":
+    print(f"integer kernels: {common.integer_kernels()}", flush=True)
     main()

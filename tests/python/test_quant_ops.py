@@ -386,6 +386,7 @@ def check_numpy(c):
 
 
 if __name__ == "__main__":
+    print(f"integer kernels: {common.integer_kernels()}", flush=True)
     build()
     items = [("ort", c) for c in CASES] + [("numpy", c) for c in numpy_cases()]
     common.run_tests("quant-ops", items, lambda it: check(it[1]) if it[0] == "ort" else check_numpy(it[1]),

@@ -18,7 +18,7 @@ mod serve;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use args::{Cli, Command};
 
@@ -36,7 +36,17 @@ fn keep_freed_memory() {
 
 fn main() -> ExitCode {
     keep_freed_memory();
-    let cli = Cli::parse();
+    // `kiln --version` also names the integer kernels' variant (tests say which one ran).
+    let long = format!(
+        "{} (integer kernels: {})",
+        env!("CARGO_PKG_VERSION"),
+        kiln_ops::integer_kernels()
+    );
+    let long: &'static str = Box::leak(long.into_boxed_str());
+    let cli = match Cli::from_arg_matches(&Cli::command().long_version(long).get_matches()) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     // Headless: with no session directory, some Vulkan drivers' window-system code prints
     // "error: XDG_RUNTIME_DIR is invalid" when the wgpu provider opens them. Set while the
     // process is still single-threaded, and only when the environment leaves it unset.

@@ -66,12 +66,17 @@ impl DwWeights {
         let vals: Vec<i32> = (0..c * kh * kw)
             .map(|i| w(i / (kh * kw), i % (kh * kw)) - zero(i / (kh * kw)))
             .collect();
-        let isa = if isa == QIsa::Avx512Vnni && vals.iter().any(|&v| !(-128..=127).contains(&v)) {
-            QIsa::Avx512
+        // VNNI's weights are signed bytes: others take the i16 pairs of the same width.
+        let isa = if isa.u8_by_s8() && vals.iter().any(|&v| !(-128..=127).contains(&v)) {
+            if isa == QIsa::AvxVnni {
+                QIsa::Avx2
+            } else {
+                QIsa::Avx512
+            }
         } else {
             isa
         };
-        let g = if isa == QIsa::Avx512Vnni { 4 } else { 2 };
+        let g = if isa.u8_by_s8() { 4 } else { 2 };
         // Whole 16-lane steps for the tuple builders (two vectors on AVX2).
         let (cp, groups) = (c.div_ceil(STEP) * STEP, kw.div_ceil(g));
         let bits = 32 / g;
@@ -291,6 +296,14 @@ fn dispatch(job: &Job, oys: std::ops::Range<usize>, out: &mut [u8]) {
         // SAFETY: as above.
         QIsa::Avx512 => unsafe { x86::bw(job, oys, out) },
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above; the VEX form where the CPU has it, else (QIsa::runs) AVX512-VNNI.
+        QIsa::AvxVnni if is_x86_feature_detected!("avxvnni") => unsafe {
+            x86::avxvnni(job, oys, out)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        QIsa::AvxVnni => unsafe { x86::vnni256(job, oys, out) },
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         QIsa::Avx2 => unsafe { x86::avx2(job, oys, out) },
         // SAFETY: plain Rust.
@@ -301,7 +314,7 @@ fn dispatch(job: &Job, oys: std::ops::Range<usize>, out: &mut [u8]) {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{task, Job};
-    use crate::qgemm::dot::x86::{Avx2, Bw512, Vnni512};
+    use crate::qgemm::dot::x86::{Avx2, AvxVnni, Bw512, Vnni256, Vnni512};
     use std::ops::Range;
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -317,6 +330,16 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn avx2(job: &Job, oys: Range<usize>, out: &mut [u8]) {
         task::<Avx2>(job, oys, out)
+    }
+
+    #[target_feature(enable = "avx2,avxvnni")]
+    pub(super) unsafe fn avxvnni(job: &Job, oys: Range<usize>, out: &mut [u8]) {
+        task::<AvxVnni>(job, oys, out)
+    }
+
+    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+    pub(super) unsafe fn vnni256(job: &Job, oys: Range<usize>, out: &mut [u8]) {
+        task::<Vnni256>(job, oys, out)
     }
 }
 
@@ -694,6 +717,7 @@ mod tests {
                     }
                 }
             }
+            eprintln!("qdepthwise variant {} ran", isa.describe());
         }
     }
 }

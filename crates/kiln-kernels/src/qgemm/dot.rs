@@ -251,6 +251,10 @@ pub(crate) mod x86 {
     pub(crate) struct Bw512;
     /// AVX2: i16 × i16 pairs.
     pub(crate) struct Avx2;
+    /// AVX-VNNI: u8 × s8, four per lane, 256-bit.
+    pub(crate) struct AvxVnni;
+    /// [`AvxVnni`]'s kernels through AVX512-VNNI's 256-bit form.
+    pub(crate) struct Vnni256;
 
     impl QDot for Vnni512 {
         const G: usize = 4;
@@ -310,102 +314,120 @@ pub(crate) mod x86 {
         epi512!();
     }
 
-    impl QDot for Avx2 {
-        const G: usize = 2;
-        const W: usize = 8;
-        const A_BYTES: usize = 2;
-        const B_BYTES: usize = 2;
-        type V = __m256i;
-        #[inline(always)]
-        unsafe fn zero() -> __m256i {
-            _mm256_setzero_si256()
-        }
-        #[inline(always)]
-        unsafe fn bcast(p: *const u8) -> __m256i {
-            _mm256_set1_epi32(std::ptr::read_unaligned(p as *const i32))
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const u8) -> __m256i {
-            _mm256_loadu_si256(p as *const _)
-        }
-        #[inline(always)]
-        unsafe fn dot(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
-            _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
-        }
-        #[inline(always)]
-        unsafe fn store(v: __m256i, p: *mut i32) {
-            _mm256_storeu_si256(p as *mut _, v)
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m256i, b: __m256i) -> __m256i {
-            _mm256_add_epi32(a, b)
-        }
-        #[inline(always)]
-        unsafe fn mullo(a: __m256i, b: __m256i) -> __m256i {
-            _mm256_mullo_epi32(a, b)
-        }
-        #[inline(always)]
-        unsafe fn set1(x: i32) -> __m256i {
-            _mm256_set1_epi32(x)
-        }
-        #[inline(always)]
-        unsafe fn store_i32(v: __m256i, dst: *mut i32, n: usize) {
-            if n >= 8 {
-                _mm256_storeu_si256(dst as *mut _, v)
-            } else {
-                let mut t = [0i32; 8];
-                _mm256_storeu_si256(t.as_mut_ptr() as *mut _, v);
-                std::ptr::copy_nonoverlapping(t.as_ptr(), dst, n)
+    /// The 256-bit paths: one shape of epilogue, the dot product step as given.
+    macro_rules! qdot256 {
+        ($name:ident, $g:expr, $bytes:expr, |$acc:ident, $a:ident, $b:ident| $dot:expr) => {
+            impl QDot for $name {
+                const G: usize = $g;
+                const W: usize = 8;
+                const A_BYTES: usize = $bytes;
+                const B_BYTES: usize = $bytes;
+                type V = __m256i;
+                #[inline(always)]
+                unsafe fn zero() -> __m256i {
+                    _mm256_setzero_si256()
+                }
+                #[inline(always)]
+                unsafe fn bcast(p: *const u8) -> __m256i {
+                    _mm256_set1_epi32(std::ptr::read_unaligned(p as *const i32))
+                }
+                #[inline(always)]
+                unsafe fn load(p: *const u8) -> __m256i {
+                    _mm256_loadu_si256(p as *const _)
+                }
+                #[inline(always)]
+                unsafe fn dot($acc: __m256i, $a: __m256i, $b: __m256i) -> __m256i {
+                    $dot
+                }
+                #[inline(always)]
+                unsafe fn store(v: __m256i, p: *mut i32) {
+                    _mm256_storeu_si256(p as *mut _, v)
+                }
+                #[inline(always)]
+                unsafe fn add(a: __m256i, b: __m256i) -> __m256i {
+                    _mm256_add_epi32(a, b)
+                }
+                #[inline(always)]
+                unsafe fn mullo(a: __m256i, b: __m256i) -> __m256i {
+                    _mm256_mullo_epi32(a, b)
+                }
+                #[inline(always)]
+                unsafe fn set1(x: i32) -> __m256i {
+                    _mm256_set1_epi32(x)
+                }
+                #[inline(always)]
+                unsafe fn store_i32(v: __m256i, dst: *mut i32, n: usize) {
+                    if n >= 8 {
+                        _mm256_storeu_si256(dst as *mut _, v)
+                    } else {
+                        let mut t = [0i32; 8];
+                        _mm256_storeu_si256(t.as_mut_ptr() as *mut _, v);
+                        std::ptr::copy_nonoverlapping(t.as_ptr(), dst, n)
+                    }
+                }
+                #[inline(always)]
+                unsafe fn store_f32(
+                    v: __m256i,
+                    scale: *const f32,
+                    bias: *const f32,
+                    dst: *mut f32,
+                    n: usize,
+                ) {
+                    let f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_loadu_ps(scale));
+                    let f = _mm256_add_ps(f, _mm256_loadu_ps(bias));
+                    if n >= 8 {
+                        _mm256_storeu_ps(dst, f)
+                    } else {
+                        let mut t = [0f32; 8];
+                        _mm256_storeu_ps(t.as_mut_ptr(), f);
+                        std::ptr::copy_nonoverlapping(t.as_ptr(), dst, n)
+                    }
+                }
+                #[inline(always)]
+                unsafe fn store_quant(
+                    v: __m256i,
+                    scale: *const f32,
+                    lo: f32,
+                    hi: f32,
+                    zero: i32,
+                    dst: *mut u8,
+                    n: usize,
+                ) {
+                    let f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_loadu_ps(scale));
+                    let f = _mm256_min_ps(_mm256_max_ps(f, _mm256_set1_ps(lo)), _mm256_set1_ps(hi));
+                    let q = _mm256_add_epi32(_mm256_cvtps_epi32(f), _mm256_set1_epi32(zero));
+                    // In the byte range already: the packs only narrow (each 128-bit half holds four).
+                    let w = _mm256_packs_epi32(q, q);
+                    // The low bound is -128 for s8 outputs, 0 for u8 ones.
+                    let b = if lo + zero as f32 >= 0.0 {
+                        _mm256_packus_epi16(w, w)
+                    } else {
+                        _mm256_packs_epi16(w, w)
+                    };
+                    let bytes = (_mm256_extract_epi32::<0>(b) as u32 as u64)
+                        | ((_mm256_extract_epi32::<4>(b) as u32 as u64) << 32);
+                    if n >= 8 {
+                        std::ptr::write_unaligned(dst as *mut u64, bytes)
+                    } else {
+                        std::ptr::copy_nonoverlapping(bytes.to_le_bytes().as_ptr(), dst, n)
+                    }
+                }
             }
-        }
-        #[inline(always)]
-        unsafe fn store_f32(
-            v: __m256i,
-            scale: *const f32,
-            bias: *const f32,
-            dst: *mut f32,
-            n: usize,
-        ) {
-            let f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_loadu_ps(scale));
-            let f = _mm256_add_ps(f, _mm256_loadu_ps(bias));
-            if n >= 8 {
-                _mm256_storeu_ps(dst, f)
-            } else {
-                let mut t = [0f32; 8];
-                _mm256_storeu_ps(t.as_mut_ptr(), f);
-                std::ptr::copy_nonoverlapping(t.as_ptr(), dst, n)
-            }
-        }
-        #[inline(always)]
-        unsafe fn store_quant(
-            v: __m256i,
-            scale: *const f32,
-            lo: f32,
-            hi: f32,
-            zero: i32,
-            dst: *mut u8,
-            n: usize,
-        ) {
-            let f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_loadu_ps(scale));
-            let f = _mm256_min_ps(_mm256_max_ps(f, _mm256_set1_ps(lo)), _mm256_set1_ps(hi));
-            let q = _mm256_add_epi32(_mm256_cvtps_epi32(f), _mm256_set1_epi32(zero));
-            // In the byte range already: the packs only narrow (each 128-bit half holds four).
-            let w = _mm256_packs_epi32(q, q);
-            // The low bound is -128 for s8 outputs, 0 for u8 ones.
-            let b = if lo + zero as f32 >= 0.0 {
-                _mm256_packus_epi16(w, w)
-            } else {
-                _mm256_packs_epi16(w, w)
-            };
-            let bytes = (_mm256_extract_epi32::<0>(b) as u32 as u64)
-                | ((_mm256_extract_epi32::<4>(b) as u32 as u64) << 32);
-            if n >= 8 {
-                std::ptr::write_unaligned(dst as *mut u64, bytes)
-            } else {
-                std::ptr::copy_nonoverlapping(bytes.to_le_bytes().as_ptr(), dst, n)
-            }
-        }
+        };
     }
+
+    qdot256!(Avx2, 2, 2, |acc, a, b| _mm256_add_epi32(
+        acc,
+        _mm256_madd_epi16(a, b)
+    ));
+    // AVX-VNNI (VEX): u8 × s8, four per lane, on 256-bit vectors (Alder Lake and later client
+    // cores, Sierra Forest, Zen 5).
+    qdot256!(AvxVnni, 4, 1, |acc, a, b| _mm256_dpbusd_avx_epi32(
+        acc, a, b
+    ));
+    // The same step in its AVX512-VNNI encoding (VL): the AVX-VNNI kernels' code, run where the
+    // CPU has AVX-512 VNNI but not the VEX form (Zen 4), so that they are tested there.
+    qdot256!(Vnni256, 4, 1, |acc, a, b| _mm256_dpbusd_epi32(acc, a, b));
 }
 
 /// Eight lanes of i16 pairs in plain Rust.

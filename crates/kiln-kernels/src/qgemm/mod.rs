@@ -28,63 +28,103 @@ pub const MAX_K: usize = 33_000;
 pub enum QIsa {
     Portable,
     Avx2,
+    /// AVX-VNNI's 256-bit u8 × s8 dot products (run through AVX512-VNNI's 256-bit form where
+    /// the CPU has that and not the VEX one).
+    AvxVnni,
     Avx512,
     Avx512Vnni,
 }
 
 impl QIsa {
     /// The best the CPU has, capped by `KILN_ISA` (`avx512vnni`, `avx512`: AVX512BW without
-    /// VNNI, `avx2`, `portable`).
+    /// VNNI, `avxvnni`: 256-bit VNNI, `avx2`, `portable`); a variant the CPU cannot run is
+    /// never chosen.
     pub fn detect() -> QIsa {
         static ISA: OnceLock<QIsa> = OnceLock::new();
         *ISA.get_or_init(|| {
             let best = QIsa::hardware();
-            match std::env::var("KILN_ISA").as_deref() {
+            let cap = match std::env::var("KILN_ISA").as_deref() {
                 Ok("portable") => QIsa::Portable,
-                Ok("avx2") => best.min(QIsa::Avx2),
-                Ok("avx512") => best.min(QIsa::Avx512),
+                Ok("avx2") => QIsa::Avx2,
+                Ok("avxvnni") => QIsa::AvxVnni,
+                Ok("avx512") => QIsa::Avx512,
                 _ => best,
-            }
+            };
+            QIsa::available()
+                .into_iter()
+                .filter(|&i| i <= cap.min(best))
+                .max()
+                .unwrap_or(QIsa::Portable)
         })
     }
 
-    /// What the CPU can run, ignoring `KILN_ISA`.
+    /// What the CPU can run best, ignoring `KILN_ISA`.
     pub fn hardware() -> QIsa {
+        QIsa::available()
+            .into_iter()
+            .max()
+            .unwrap_or(QIsa::Portable)
+    }
+
+    /// Whether this CPU can run the variant.
+    pub fn runs(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            // VL: the epilogue's 16-byte masked loads and stores.
             let avx512 = is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512bw")
                 && is_x86_feature_detected!("avx512vl");
-            if avx512 && is_x86_feature_detected!("avx512vnni") {
-                return QIsa::Avx512Vnni;
-            }
-            if avx512 {
-                return QIsa::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") {
-                return QIsa::Avx2;
+            let vnni512 = avx512 && is_x86_feature_detected!("avx512vnni");
+            match self {
+                QIsa::Portable => true,
+                QIsa::Avx2 => is_x86_feature_detected!("avx2"),
+                QIsa::AvxVnni => {
+                    (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("avxvnni"))
+                        || vnni512
+                }
+                QIsa::Avx512 => avx512,
+                QIsa::Avx512Vnni => vnni512,
             }
         }
-        QIsa::Portable
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == QIsa::Portable
+        }
     }
 
     /// Every variant this CPU can run, for tests.
     pub fn available() -> Vec<QIsa> {
-        let hw = QIsa::hardware();
-        [QIsa::Portable, QIsa::Avx2, QIsa::Avx512, QIsa::Avx512Vnni]
-            .into_iter()
-            .filter(|&i| i <= hw)
-            .collect()
+        [
+            QIsa::Portable,
+            QIsa::Avx2,
+            QIsa::AvxVnni,
+            QIsa::Avx512,
+            QIsa::Avx512Vnni,
+        ]
+        .into_iter()
+        .filter(|i| i.runs())
+        .collect()
     }
 
     pub fn name(self) -> &'static str {
         match self {
             QIsa::Avx512Vnni => "avx512-vnni",
             QIsa::Avx512 => "avx512bw",
+            QIsa::AvxVnni => "avx-vnni",
             QIsa::Avx2 => "avx2",
             QIsa::Portable => "portable",
         }
+    }
+
+    /// How the variant runs here: its name, and for AVX-VNNI which encoding this CPU takes.
+    pub fn describe(self) -> String {
+        #[cfg(target_arch = "x86_64")]
+        if self == QIsa::AvxVnni && !is_x86_feature_detected!("avxvnni") {
+            return format!(
+                "{} (through AVX512-VNNI's 256-bit form: this CPU lacks the VEX one)",
+                self.name()
+            );
+        }
+        self.name().to_string()
     }
 
     /// (K per step, bytes per A element, bytes per packed B element, columns per panel).
@@ -92,14 +132,15 @@ impl QIsa {
         match self {
             QIsa::Avx512Vnni => (4, 1, 1, 32),
             QIsa::Avx512 => (2, 2, 2, 32),
+            QIsa::AvxVnni => (4, 1, 1, 16),
             QIsa::Avx2 => (2, 2, 2, 16),
             QIsa::Portable => (2, 2, 2, 8),
         }
     }
 
-    /// VNNI multiplies unsigned A by signed B.
-    fn u8_by_s8(self) -> bool {
-        self == QIsa::Avx512Vnni
+    /// VNNI multiplies unsigned A by signed B, four per lane.
+    pub fn u8_by_s8(self) -> bool {
+        matches!(self, QIsa::Avx512Vnni | QIsa::AvxVnni)
     }
 }
 

@@ -17,7 +17,13 @@ impl Rng {
 /// The variants this CPU runs; the others are named as not run.
 fn variants() -> Vec<QIsa> {
     let have = QIsa::available();
-    for isa in [QIsa::Portable, QIsa::Avx2, QIsa::Avx512, QIsa::Avx512Vnni] {
+    for isa in [
+        QIsa::Portable,
+        QIsa::Avx2,
+        QIsa::AvxVnni,
+        QIsa::Avx512,
+        QIsa::Avx512Vnni,
+    ] {
         if !have.contains(&isa) {
             eprintln!("qgemm variant {} NOT RUN: this CPU lacks it", isa.name());
         }
@@ -224,7 +230,7 @@ fn every_variant_matches_the_reference() {
         ] {
             case(&mut rng, isa, m, k, n, false);
         }
-        eprintln!("qgemm variant {} ran", isa.name());
+        eprintln!("qgemm variant {} ran", isa.describe());
     }
 }
 

@@ -63,7 +63,7 @@ pub fn qgemm(a: &QInput, w: &QWeights, out: QOutput, rs: usize, cs: usize) -> Re
 /// Whether [`qgemm_conv`] takes these weights: the VNNI kernel, no weight zero points (their
 /// correction needs each row's sum, which reading in place does not make).
 pub fn conv_in_place(w: &QWeights) -> bool {
-    w.isa == QIsa::Avx512Vnni && !w.any_zb
+    w.isa.u8_by_s8() && !w.any_zb
 }
 
 /// [`qgemm`] with A's rows read in place from a convolution's input (see [`ConvRows`]); `a`
@@ -266,6 +266,14 @@ fn dispatch(job: &Job, rows: std::ops::Range<usize>, pans: std::ops::Range<usize
         // SAFETY: as above.
         QIsa::Avx512 => unsafe { x86::bw(job, rows, pans) },
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above; the VEX form where the CPU has it, else (QIsa::runs) AVX512-VNNI.
+        QIsa::AvxVnni if is_x86_feature_detected!("avxvnni") => unsafe {
+            x86::avxvnni(job, rows, pans)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        QIsa::AvxVnni => unsafe { x86::vnni256(job, rows, pans) },
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         QIsa::Avx2 => unsafe { x86::avx2(job, rows, pans) },
         // SAFETY: plain Rust.
@@ -275,7 +283,7 @@ fn dispatch(job: &Job, rows: std::ops::Range<usize>, pans: std::ops::Range<usize
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::dot::x86::{Avx2, Bw512, Vnni512};
+    use super::super::dot::x86::{Avx2, AvxVnni, Bw512, Vnni256, Vnni512};
     use super::{task, Job};
     use std::ops::Range;
 
@@ -301,6 +309,16 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn avx2(job: &Job, rows: Range<usize>, pans: Range<usize>) {
         task::<Avx2, 6, 2, 16>(job, rows, pans)
+    }
+
+    #[target_feature(enable = "avx2,avxvnni")]
+    pub(super) unsafe fn avxvnni(job: &Job, rows: Range<usize>, pans: Range<usize>) {
+        task::<AvxVnni, 6, 2, 16>(job, rows, pans)
+    }
+
+    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+    pub(super) unsafe fn vnni256(job: &Job, rows: Range<usize>, pans: Range<usize>) {
+        task::<Vnni256, 6, 2, 16>(job, rows, pans)
     }
 }
 

@@ -91,6 +91,12 @@ pub fn has_prepare(domain: &str, op_type: &str) -> bool {
     )
 }
 
+/// The integer kernels' variant this process runs (`KILN_ISA` applied), as `kiln --version`
+/// and the tests report it.
+pub fn integer_kernels() -> String {
+    QIsa::detect().describe()
+}
+
 /// The integer kernel family sessions use.
 pub(crate) fn isa() -> QIsa {
     QIsa::detect()

@@ -154,7 +154,7 @@ impl Geom {
 /// steps (an RGB input's 3 become 4, the fourth the input's zero point times a zero weight), so
 /// that every layer reads its windows in place.
 pub(super) fn tap_channels(cg: usize, group: usize) -> usize {
-    if group == 1 && cg % 4 != 0 && isa() == kiln_kernels::qgemm::QIsa::Avx512Vnni {
+    if group == 1 && cg % 4 != 0 && isa().u8_by_s8() {
         cg.div_ceil(4) * 4
     } else {
         cg
