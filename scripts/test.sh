@@ -32,6 +32,8 @@ step "gpu env (lavapipe)" scripts/gpu-env.sh
 step "scripted models" scripts/gen-models.sh
 # The quantized set, made by ORT's own quantizers from the models above (cached per machine).
 step "quantized models" scripts/gen-quant-models.sh
+# Decoder LLMs from onnxruntime-genai's builder (its own tool venv, cached per machine).
+step "llm models" scripts/gen-llm-models.sh
 step "build kiln" cargo build --release --locked --bin kiln
 step "cargo test" cargo test --workspace --locked
 # The fast kernels pick a micro-kernel from the CPU; cap the choice to cover the other paths.
@@ -42,7 +44,7 @@ step "micro-benchmarks (smoke)" cargo bench --locked -p kiln-kernels --bench ker
 step "integer micro-benchmarks (smoke)" cargo bench --locked -p kiln-kernels --bench qgemm -- --ms 5
 step "op micro-benchmarks (smoke)" cargo bench --locked -p kiln-ops --bench ops -- --ms 5
 py="${KILN_CACHE:-$root/.cache}/venv/bin/python"
-for t in inspect roundtrip roundtrip_conformance shapes shapes_conformance models conformance optimize recurrent ml_ops attention_ops contrib_ops scripted_models quant_ops qdq_fusions quant_models; do
+for t in inspect roundtrip roundtrip_conformance shapes shapes_conformance models conformance optimize recurrent ml_ops attention_ops contrib_ops scripted_models quant_ops qdq_fusions quant_models llm_models; do
   step "python $t" "$py" "tests/python/test_$t.py"
 done
 step "python differential (2000 random graphs)" "$py" tests/python/test_differential.py --seeds 0:2000

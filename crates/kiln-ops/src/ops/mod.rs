@@ -32,6 +32,7 @@ pub(crate) mod linalg;
 mod linear_attention;
 mod loss;
 pub(crate) mod matmul;
+mod microsoft;
 mod misc;
 mod ml;
 mod movement;
@@ -210,6 +211,7 @@ fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         transpose::kernel,
         training::kernel,
         where_op::kernel,
+        microsoft::gqa::kernel,
         ms_activations::kernel,
         ms_attention::kernel,
         ms_embed::kernel,
@@ -366,6 +368,7 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
         ) => ms_norm::infer,
         ("com.microsoft", "BiasAdd") => ew::unary,
         ("com.microsoft", "Attention" | "MultiHeadAttention") => ms_attention::infer,
+        ("com.microsoft", "GroupQueryAttention") => microsoft::gqa::infer,
         ("com.microsoft", "EmbedLayerNormalization") => ms_embed::infer,
         ("com.microsoft", "DynamicQuantizeLSTM") => recurrent::infer,
         ("com.microsoft", "MatMulNBits" | "MatMulIntegerToFloat" | "DynamicQuantizeMatMul") => {
