@@ -495,3 +495,120 @@ fn attend(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_ir::Attribute;
+
+    fn f(shape: &[usize]) -> Option<Tensor> {
+        let n: usize = shape.iter().product();
+        let v = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        Some(Tensor::new(shape.to_vec(), Data::F32(v)))
+    }
+
+    fn i32s(shape: &[usize], v: &[i32]) -> Option<Tensor> {
+        Some(Tensor::new(shape.to_vec(), Data::I32(v.to_vec())))
+    }
+
+    fn call(ins: &[Option<Tensor>], attrs: &[Attribute]) -> Result<Vec<Value>> {
+        let vals: Vec<Option<Value>> = ins.iter().map(|t| t.clone().map(Value::Tensor)).collect();
+        let ctx = KernelCtx {
+            op_type: "GroupQueryAttention",
+            domain: "com.microsoft",
+            opset: 1,
+            attrs,
+            inputs: vals.iter().map(|v| v.as_ref()).collect(),
+            num_outputs: 3,
+            subgraphs: None,
+        };
+        run(&ctx)
+    }
+
+    fn heads(n: i64, nk: i64) -> Vec<Attribute> {
+        vec![
+            Attribute::int("num_heads", n),
+            Attribute::int("kv_num_heads", nk),
+        ]
+    }
+
+    #[test]
+    fn a_decode_step_appends_at_each_rows_length() {
+        // Batch of 2, packed QKV of 4 + 2·2 heads of 8, a cache of 4 rows; row 1 is shorter.
+        let ins = [
+            f(&[2, 1, 64]),
+            None,
+            None,
+            f(&[2, 2, 4, 8]),
+            f(&[2, 2, 4, 8]),
+            i32s(&[2], &[4, 2]),
+            i32s(&[], &[5]),
+        ];
+        let out = call(&ins, &heads(4, 2)).unwrap();
+        let Value::Tensor(pk) = &out[1] else { panic!() };
+        assert_eq!(pk.shape, [2, 2, 5, 8]);
+        let (Data::F32(pk), Data::F32(past), Data::F32(q)) = (
+            &pk.data,
+            &ins[3].as_ref().unwrap().data,
+            &ins[0].as_ref().unwrap().data,
+        ) else {
+            panic!()
+        };
+        // Row 0, KV head 1: its 4 past rows, then the new key (Q's 4 heads come first).
+        let at = 5 * 8;
+        assert_eq!(pk[at..at + 32], past[32..64]);
+        assert_eq!(pk[at + 32..at + 40], q[5 * 8..6 * 8]);
+        // Row 1 had 2 past rows: the new key lands at row 2, zeros after.
+        let at = (2 + 0) * 5 * 8;
+        assert_eq!(pk[at + 16..at + 24], q[64 + 4 * 8..64 + 5 * 8]);
+        assert!(pk[at + 24..at + 40].iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let base = || {
+            vec![
+                f(&[1, 3, 64]),
+                None,
+                None,
+                None,
+                None,
+                i32s(&[1], &[2]),
+                i32s(&[], &[3]),
+            ]
+        };
+        let err = |ins: &[Option<Tensor>], attrs: &[Attribute]| call(ins, attrs).unwrap_err();
+        assert!(err(&base(), &heads(3, 2)).contains("multiple of kv_num_heads"));
+        assert!(err(&base(), &heads(5, 1)).contains("does not split"));
+        let mut ins = base();
+        ins[5] = i32s(&[1], &[7]);
+        assert!(err(&ins, &heads(4, 2)).contains("seqlens_k[0] = 7"));
+        let mut ins = base();
+        ins[6] = i32s(&[2], &[3, 3]);
+        assert!(err(&ins, &heads(4, 2)).contains("total_sequence_length"));
+        let mut ins = base();
+        ins[3] = f(&[1, 2, 4, 8]);
+        assert!(err(&ins, &heads(4, 2)).contains("given together"));
+        // Rotary without caches, and positions past them.
+        let mut a = heads(4, 2);
+        a.push(Attribute::int("do_rotary", 1));
+        assert!(err(&base(), &a).contains("cos_cache and sin_cache"));
+        let mut ins = base();
+        ins.push(f(&[2, 4]));
+        ins.push(f(&[2, 4]));
+        assert!(err(&ins, &a).contains("past the rotary caches"));
+        // A later chunk of several tokens needs a batch of one.
+        let ins = vec![
+            f(&[2, 2, 64]),
+            None,
+            None,
+            f(&[2, 2, 3, 8]),
+            f(&[2, 2, 3, 8]),
+            i32s(&[2], &[4, 4]),
+            i32s(&[], &[5]),
+        ];
+        assert!(err(&ins, &heads(4, 2)).contains("batch of 1"));
+    }
+}
