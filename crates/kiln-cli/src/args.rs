@@ -32,6 +32,39 @@ pub enum Command {
     Conformance(ConformanceArgs),
     /// Serve models over the Open Inference Protocol (KServe v2) on HTTP and gRPC.
     Serve(ServeArgs),
+    /// Generate text with a decoder model folder as onnxruntime-genai's builder writes it.
+    Generate(GenerateArgs),
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// The model folder (genai_config.json, the model, tokenizer.json).
+    pub model_dir: PathBuf,
+    /// The prompt; repeat the flag for a batch of prompts.
+    #[arg(long, required = true)]
+    pub prompt: Vec<String>,
+    /// Most tokens per sequence, prompt included (default: the config's search.max_length).
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// Sampling temperature; giving it, --top-k, --top-p or --seed samples instead of greedy.
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    #[arg(long)]
+    pub repetition_penalty: Option<f32>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Greedy search even where the config samples.
+    #[arg(long)]
+    pub greedy: bool,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the generated token ids (a line per sequence) instead of streaming text.
+    #[arg(long)]
+    pub ids: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

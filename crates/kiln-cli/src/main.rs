@@ -7,6 +7,7 @@ mod bench;
 mod conformance;
 mod default_model;
 mod demo;
+mod generate;
 mod inspect;
 mod npy;
 mod optimize;
@@ -80,5 +81,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Partition(a) => partition::run(a),
         Command::Conformance(a) => conformance::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Generate(a) => generate::run(a),
     }
 }
