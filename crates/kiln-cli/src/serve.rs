@@ -7,7 +7,24 @@ use anyhow::Context;
 use crate::args::ServeArgs;
 use crate::report;
 
+/// A server's requests run on many threads over its life (tokio's blocking pool comes and
+/// goes), and glibc gives threads malloc arenas of their own, up to eight per core; with the
+/// freed memory the CLI keeps for reuse (`keep_freed_memory`), each arena holds its peak, and
+/// the server's memory grew by 25 MiB every 400 fuzzed requests (238 to 417 MiB over 8 rounds).
+/// A few arenas, shared, level off instead (131 to 174 MiB).
+fn cap_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // SAFETY: mallopt only changes an allocator limit; called before the server's threads.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, cores.clamp(2, 8) as libc::c_int);
+        }
+    }
+}
+
 pub fn run(a: ServeArgs) -> anyhow::Result<()> {
+    cap_malloc_arenas();
     let models = a
         .model
         .iter()
