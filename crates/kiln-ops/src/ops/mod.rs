@@ -36,11 +36,6 @@ mod microsoft;
 mod misc;
 mod ml;
 mod movement;
-mod ms_activations;
-mod ms_attention;
-mod ms_embed;
-pub(crate) mod ms_matmul;
-mod ms_norm;
 mod norm;
 pub(crate) mod np_random;
 mod num;
@@ -114,8 +109,8 @@ pub fn prepare_fn(domain: &str, op_type: &str) -> Option<crate::kernel::PrepareF
         (d, op) if quant::has_prepare(if d == "ai.onnx" { "" } else { d }, op) => {
             Some(quant::prepare)
         }
-        ("com.microsoft", "Attention") => Some(ms_attention::prepare),
-        ("com.microsoft", "MatMulNBits") => Some(ms_matmul::prepare_nbits),
+        ("com.microsoft", "Attention") => Some(microsoft::attention::prepare),
+        ("com.microsoft", "MatMulNBits") => Some(microsoft::matmul::prepare_nbits),
         (kiln_fused::DOMAIN, "NchwcConv") => Some(kiln_nchwc::prepare),
         _ => None,
     }
@@ -212,11 +207,11 @@ fn kernel(domain: &str, op_type: &str) -> Option<KernelFn> {
         training::kernel,
         where_op::kernel,
         microsoft::gqa::kernel,
-        ms_activations::kernel,
-        ms_attention::kernel,
-        ms_embed::kernel,
-        ms_matmul::kernel,
-        ms_norm::kernel,
+        microsoft::activations::kernel,
+        microsoft::attention::kernel,
+        microsoft::embed::kernel,
+        microsoft::matmul::kernel,
+        microsoft::norm::kernel,
         index_ops::kernel,
         kiln_fused::kernel,
         kiln_nchwc::kernel,
@@ -300,7 +295,7 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
             "GroupNormalization" => norm::infer_same,
             "LayerNormalization" => norm::infer_layer_norm,
             "RMSNormalization" => norm::infer_same,
-            "SimplifiedLayerNormalization" => ms_norm::infer,
+            "SimplifiedLayerNormalization" => microsoft::norm::infer,
             "MatMulInteger" => matmul::infer_integer,
             "Reshape" => reshape::infer,
             "Flatten" => reshape::infer_flatten,
@@ -365,14 +360,14 @@ fn infer_rule(domain: &str, op_type: &str) -> Option<InferFn> {
             "SkipLayerNormalization"
             | "SkipSimplifiedLayerNormalization"
             | "SimplifiedLayerNormalization",
-        ) => ms_norm::infer,
+        ) => microsoft::norm::infer,
         ("com.microsoft", "BiasAdd") => ew::unary,
-        ("com.microsoft", "Attention" | "MultiHeadAttention") => ms_attention::infer,
+        ("com.microsoft", "Attention" | "MultiHeadAttention") => microsoft::attention::infer,
         ("com.microsoft", "GroupQueryAttention") => microsoft::gqa::infer,
-        ("com.microsoft", "EmbedLayerNormalization") => ms_embed::infer,
+        ("com.microsoft", "EmbedLayerNormalization") => microsoft::embed::infer,
         ("com.microsoft", "DynamicQuantizeLSTM") => recurrent::infer,
         ("com.microsoft", "MatMulNBits" | "MatMulIntegerToFloat" | "DynamicQuantizeMatMul") => {
-            ms_matmul::infer
+            microsoft::matmul::infer
         }
         ("com.microsoft", op) => return quant::infer_rule("com.microsoft", op),
         _ => return None,

@@ -10,7 +10,7 @@
 use kiln_ir::{AttrValue, Dim};
 
 use super::linalg::{filled, float_dispatch, gemm, product, Mat, Real};
-use super::ms_matmul::quantize_dynamic;
+use super::microsoft::matmul::quantize_dynamic;
 use crate::ctx::{InferCtx, Inferred, Result};
 use crate::kernel::{KernelCtx, KernelFn};
 use crate::value::{Tensor, Value};

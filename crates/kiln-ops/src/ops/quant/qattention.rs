@@ -9,7 +9,7 @@ use crate::ctx::{InferCtx, Inferred};
 use kiln_kernels::qgemm::QWeights;
 
 use crate::kernel::{KernelCtx, PrepareCtx, PreparedKernel, Result};
-use crate::ops::ms_attention::{attend_projected, heads_attr, hidden_sizes, Slots};
+use crate::ops::microsoft::attention::{attend_projected, heads_attr, hidden_sizes, Slots};
 use crate::value::{Data, Value};
 
 const SLOTS: Slots = Slots {

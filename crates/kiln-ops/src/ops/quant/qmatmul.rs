@@ -168,7 +168,7 @@ fn pack(b: &Tensor, bz: Option<&Tensor>, tb: bool) -> Result<QWeights> {
 fn reference(ctx: &KernelCtx, kind: Kind) -> Result<Vec<Value>> {
     match kind {
         Kind::Integer => crate::ops::matmul::run_matmul_integer(ctx),
-        Kind::ToFloat | Kind::Dynamic => crate::ops::ms_matmul::run_int_to_float(ctx),
+        Kind::ToFloat | Kind::Dynamic => crate::ops::microsoft::matmul::run_int_to_float(ctx),
         Kind::QLinear => {
             let (a, sa, az) = (ctx.tensor(0)?, ctx.tensor(1)?, ctx.opt_tensor(2)?);
             let (b, sb, bz) = (ctx.tensor(3)?, ctx.tensor(4)?, ctx.opt_tensor(5)?);

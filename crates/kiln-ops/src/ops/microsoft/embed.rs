@@ -3,10 +3,10 @@
 //! axis; the second output is each sequence's mask length (`mask_index`).
 use kiln_ir::{DataType, Dim};
 
-use super::linalg::{float_dispatch, Real};
-use super::norm::layer_norm;
 use crate::ctx::{InferCtx, Inferred, Result};
 use crate::kernel::{KernelCtx, KernelFn};
+use crate::ops::linalg::{float_dispatch, Real};
+use crate::ops::norm::layer_norm;
 use crate::value::{Tensor, Value};
 
 /// The kernels of this module's ops.

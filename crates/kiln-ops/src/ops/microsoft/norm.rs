@@ -5,10 +5,10 @@
 //! All on `norm::layer_norm` (vectorized f32 rows for f32, f64 otherwise).
 use kiln_ir::{DataType, Dim};
 
-use super::linalg::{float_dispatch, load_any, store_f64};
-use super::norm::layer_norm;
 use crate::ctx::{InferCtx, Inferred, Result};
 use crate::kernel::{one, KernelCtx, KernelFn};
+use crate::ops::linalg::{float_dispatch, load_any, store_f64};
+use crate::ops::norm::layer_norm;
 use crate::value::{Data, Tensor, Value};
 
 /// The kernels of this module's ops.

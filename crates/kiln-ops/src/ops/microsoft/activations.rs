@@ -3,8 +3,8 @@
 //! f64 per element (f16/bf16 round back).
 use kiln_kernels::vecmath::Unary;
 
-use super::linalg::{float_dispatch, sigmoid, Real};
 use crate::kernel::{one, zip_broadcast, KernelCtx, KernelFn};
+use crate::ops::linalg::{float_dispatch, sigmoid, Real};
 use crate::value::{Data, Tensor, Value};
 
 /// The kernels of this module's ops.

@@ -7,12 +7,12 @@
 //! `[B, T]` and `[B, S, T]`; `attention_bias` (`[B or 1, N, S, T]`) is added as well.
 use kiln_ir::{AttrList, Dim};
 
-use super::attention::{sdpa, Heads, Mask, Params};
-use super::linalg::{
-    as_f32, as_f32_mut, filled, float_dispatch, gemm, load_any, store_f64, Mat, Real,
-};
 use crate::ctx::{InferCtx, Inferred, Result};
 use crate::kernel::{KernelCtx, KernelFn, PrepareCtx, PreparedKernel};
+use crate::ops::attention::{sdpa, Heads, Mask, Params};
+use crate::ops::linalg::{
+    as_f32, as_f32_mut, filled, float_dispatch, gemm, load_any, store_f64, Mat, Real,
+};
 use crate::value::{Data, Tensor, Value};
 
 /// The kernels of this module's ops.

@@ -7,9 +7,9 @@
 //! dequantize to f32 and run the float GEMM.
 use kiln_ir::{DataType, Dim};
 
-use super::linalg::{filled, gemm, Mat};
 use crate::ctx::{InferCtx, Inferred, Result};
 use crate::kernel::{one, KernelCtx, KernelFn};
+use crate::ops::linalg::{filled, gemm, Mat};
 use crate::value::{Data, Tensor, Value};
 
 /// The kernels of this module's ops.
@@ -94,7 +94,7 @@ fn as_type(t: Tensor, dt: DataType) -> Result<Tensor> {
     let v = t.to_f64s()?;
     Ok(Tensor::new(
         t.shape.clone(),
-        super::linalg::store_f64(v, dt)?,
+        crate::ops::linalg::store_f64(v, dt)?,
     ))
 }
 
@@ -232,7 +232,7 @@ fn run_nbits(ctx: &KernelCtx) -> Result<Vec<Value>> {
             "MatMulNBits needs bits 2, 4 or 8, a power-of-two block_size >= 16 and positive K and N (bits {bits}, block {block}, K {k}, N {n})"
         ));
     }
-    super::linalg::product(&[k, n])?;
+    crate::ops::linalg::product(&[k, n])?;
     let bits = bits as usize;
     let blocks = k.div_ceil(block);
     let blob = block * bits / 8;
