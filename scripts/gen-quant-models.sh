@@ -8,7 +8,6 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${KILN_TOOLS_CACHE:-$HOME/.cache/kiln}"
-py="$("$root/scripts/model-tools.sh")"
 bash "$root/scripts/fetch-data.sh" >&2
 generated="$(bash "$root/scripts/gen-models.sh")"
 models="${KILN_CACHE:-$root/.cache}/models"
@@ -19,12 +18,15 @@ exec 7>"$cache/.quantize.lock"
 flock 7
 if [ ! -f "$out/.complete" ]; then
   start=$SECONDS
+  py="$("$root/scripts/model-tools.sh")"
   rm -rf "$out.tmp"
   mkdir -p "$out.tmp"
   PYTHONHASHSEED=0 "$py" "$root/scripts/gen_quant_models.py" "$out.tmp" "$models" "$generated" >&2
   touch "$out.tmp/.complete"
   rm -rf "$out"
   mv "$out.tmp" "$out"
+  # Folders of older generator versions are dead weight on a machine that keeps this cache.
+  find "$(dirname "$out")" -mindepth 1 -maxdepth 1 ! -name "$(basename "$out")" -exec rm -rf {} +
   echo "gen-quant-models: $(ls "$out"/*.onnx | wc -l) models in $out ($((SECONDS - start))s)" >&2
 fi
 echo "$out"

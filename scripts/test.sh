@@ -12,14 +12,16 @@ cd "$root"
 fuzz_seconds="${KILN_FUZZ_SECONDS:-60}"
 log="$(mktemp)"
 failed_steps=()
+# Each step's line ends with the free disk: a full disk fails builds in confusing ways.
+disk_free() { echo "$(df -h --output=avail "$root" | tail -1 | tr -d ' ') free"; }
 step() {
   local name="$1"; shift
   echo "== $name"
   local start=$SECONDS
   if "$@" 2>&1 | tee -a "$log"; then
-    echo "== $name: ok ($((SECONDS - start))s)"
+    echo "== $name: ok ($((SECONDS - start))s, $(disk_free))"
   else
-    echo "== $name: FAILED ($((SECONDS - start))s)"
+    echo "== $name: FAILED ($((SECONDS - start))s, $(disk_free))"
     failed_steps+=("$name")
   fi
 }
@@ -34,6 +36,10 @@ step "scripted models" scripts/gen-models.sh
 step "quantized models" scripts/gen-quant-models.sh
 # Decoder LLMs from onnxruntime-genai's builder (its own tool venv, cached per machine).
 step "llm models" scripts/gen-llm-models.sh
+# The tests never run the model makers' torch venvs (~13 GB); a changed generator makes them again.
+step "prune model tools" scripts/prune-tools.sh
+# One build per profile: incremental caches only cost disk here.
+export CARGO_INCREMENTAL=0
 step "build kiln" cargo build --release --locked --bin kiln
 step "cargo test" cargo test --workspace --locked
 # The fast kernels pick a micro-kernel from the CPU; cap the choice to cover the other paths.
