@@ -72,6 +72,13 @@ def gqa_cases(rng):
             ins += ["", ""]
         else:
             feeds.update(pk=f(b, nk, past, h), pv=f(b, nk, past, h))
+            if past > total:
+                # A max-length buffer as a generator holds it: rows past each sequence's end
+                # were never written (zeros). ORT leaves them as they are when it shares the
+                # buffer, as kiln does when it writes in place, and zeroes its own copy.
+                for bi, sk in enumerate(seqlens):
+                    feeds["pk"][bi, :, sk + 1 - s:] = 0
+                    feeds["pv"][bi, :, sk + 1 - s:] = 0
             ins += ["pk", "pv"]
         feeds.update(seqlens=i32(seqlens), total=i32(total))
         ins += ["seqlens", "total"]

@@ -1,7 +1,8 @@
 """`kiln generate` on the decoder LLMs onnxruntime-genai's builder writes
 (scripts/gen-llm-models.sh) against onnxruntime-genai's own generator: greedy search gives the
-same tokens (64 new ones from the fp32 model; the first 16 from the int4 one, whose int8
-activations may round one value the other way after a last-bit difference upstream); a batch
+same tokens (64 new ones from the fp32 model; from the int4 one, whose int8 activations may
+round one value the other way after a last-bit difference upstream, the same tokens up to a
+place where ORT's top two logits nearly tie, if any); a batch
 of prompts of different lengths gives each prompt's tokens as it alone does; a seed repeats a
 sampled run and another seed changes it; bad options are refused. Prints
 `generate: N passed, M failed`.
@@ -60,17 +61,52 @@ def prompt_len(path, prompt):
     return int(r.stdout.strip())
 
 
+# Logits this close are a tie for the int4 model: ORT's own int4 logits are further than this
+# from the fp32 model's (tests/python/test_llm_models.py).
+TIE = 0.02
+
+
+def og_ids(path, prompt):
+    code = "import sys, onnxruntime_genai as og; print(*og.Tokenizer(og.Model(sys.argv[1])).encode(sys.argv[2]))"
+    r = subprocess.run([genai_python(), "-c", code, path, prompt], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return list(map(int, r.stdout.split()))
+
+
+def ort_top_two_gap(path, ids):
+    """How far apart ORT's two highest next-token logits are after `ids` (one prompt run)."""
+    import json
+    import numpy as np
+    import onnxruntime as ort
+    dec = json.load(open(os.path.join(path, "genai_config.json")))["model"]["decoder"]
+    sess = ort.InferenceSession(os.path.join(path, "model.onnx"), providers=["CPUExecutionProvider"])
+    x = np.asarray([ids], np.int64)
+    feeds = {"input_ids": x, "attention_mask": np.ones_like(x)}
+    for i in range(dec["num_hidden_layers"]):
+        for kv in ("key", "value"):
+            feeds[dec["inputs"][f"past_{kv}_names"] % i] = np.zeros((1, dec["num_key_value_heads"], 0, dec["head_size"]), np.float32)
+    top = np.sort(sess.run(["logits"], feeds)[0][0, -1])[::-1]
+    return float(top[0] - top[1])
+
+
 def check(item):
     kind, path = item
-    if kind == "greedy":
-        new = 64
-        want = og_tokens(path, new, PROMPTS[:1])[0]
-        got = kiln_tokens(path, prompt_len(path, PROMPTS[0]) + new, PROMPTS[:1])[0]
-        must = new if "fp32" in path else 16
+    if kind.startswith("greedy"):
+        new, prompt = 64, PROMPTS[int(kind[6:] or 0)]
+        want = og_tokens(path, new, [prompt])[0]
+        got = kiln_tokens(path, prompt_len(path, prompt) + new, [prompt])[0]
         same = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-        assert len(got) == len(want) or same < must, f"kiln made {len(got)} tokens, genai {len(want)}"
-        assert same >= must, f"first difference at token {same}: kiln {got[:same + 3]}, genai {want[:same + 3]}"
-        return f"{same} of {len(want)} tokens equal to onnxruntime-genai's"
+        if "fp32" in path or same == len(want):
+            assert len(got) == len(want), f"kiln made {len(got)} tokens, genai {len(want)}"
+            assert same == len(want), f"first difference at token {same}: kiln {got[:same + 3]}, genai {want[:same + 3]}"
+            return f"{same} of {len(want)} tokens equal to onnxruntime-genai's"
+        # int4 at accuracy level 4 quantizes activations to int8, so a last-bit difference in a
+        # sum upstream can move a value by a step: the sequences may part where ORT's top two
+        # logits nearly tie, and only there.
+        gap = ort_top_two_gap(path, og_ids(path, prompt) + want[:same])
+        assert gap < TIE, (f"first difference at token {same} (kiln {got[same]}, genai {want[same]}), "
+                           f"where ORT's top two logits are {gap:.4f} apart, not a near-tie (< {TIE})")
+        return f"{same} of {len(want)} tokens equal to onnxruntime-genai's, then a near-tie (ORT's top two {gap:.4f} apart)"
     if kind == "batch":
         lens = [prompt_len(path, p) for p in PROMPTS]
         m = max(lens) + 24
@@ -102,7 +138,7 @@ def check(item):
 def items():
     base = test_llm_models.llm_dir()
     fp32, int4 = os.path.join(base, "llama_fp32"), os.path.join(base, "llama_int4")
-    return [("greedy", fp32), ("greedy", int4), ("batch", fp32), ("batch", int4), ("seeded", fp32), ("errors", fp32)]
+    return [("greedy", fp32), ("greedy", int4), ("greedy1", int4), ("batch", fp32), ("batch", int4), ("seeded", fp32), ("errors", fp32)]
 
 
 if __name__ == "__main__":

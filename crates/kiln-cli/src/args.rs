@@ -46,6 +46,9 @@ pub struct GenerateArgs {
     /// Most tokens per sequence, prompt included (default: the config's search.max_length).
     #[arg(long)]
     pub max_length: Option<usize>,
+    /// Fewest tokens per sequence, prompt included: EOS does not end one sooner.
+    #[arg(long)]
+    pub min_length: Option<usize>,
     /// Sampling temperature; giving it, --top-k, --top-p or --seed samples instead of greedy.
     #[arg(long)]
     pub temperature: Option<f32>,

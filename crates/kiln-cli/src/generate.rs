@@ -18,6 +18,9 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     if let Some(m) = a.max_length {
         search.max_length = m;
     }
+    if let Some(m) = a.min_length {
+        search.min_length = m;
+    }
     let sampled =
         a.temperature.is_some() || a.top_k.is_some() || a.top_p.is_some() || a.seed.is_some();
     if sampled {

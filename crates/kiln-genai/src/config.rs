@@ -27,6 +27,9 @@ pub struct GenaiConfig {
     pub eos: Vec<u32>,
     pub pad: u32,
     pub search: SearchOptions,
+    /// `search.past_present_share_buffer`: the caches are max-length buffers that attention
+    /// writes in place (GroupQueryAttention's shared buffer), not grown each step.
+    pub share_buffer: bool,
 }
 
 fn field<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -102,6 +105,9 @@ impl GenaiConfig {
             eos,
             pad,
             search,
+            share_buffer: field(&v, &["search", "past_present_share_buffer"])
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         })
     }
 

@@ -141,10 +141,18 @@ impl<'m> Generator<'m> {
         self.seqs = prompts.to_vec();
         self.prompt_lens = prompts.iter().map(Vec::len).collect();
         self.done = vec![false; b];
+        // A shared buffer holds max_length rows from the start; GroupQueryAttention writes
+        // each step's rows into it in place (the runtime hands it over), so no step copies it.
+        let rows = if c.share_buffer {
+            self.opts.max_length.min(c.context_length)
+        } else {
+            0
+        };
         self.past = (0..c.layers)
             .flat_map(|i| {
                 [&c.past_key, &c.past_value].map(|pat| {
-                    let t = Tensor::new(vec![b, c.kv_heads, 0, c.head_size], Data::F32(Vec::new()));
+                    let shape = vec![b, c.kv_heads, rows, c.head_size];
+                    let t = Tensor::new(shape, Data::F32(vec![0.0; b * c.kv_heads * rows * c.head_size]));
                     (GenaiConfig::layer_name(pat, i), Value::Tensor(t))
                 })
             })
@@ -258,7 +266,17 @@ impl<'m> Generator<'m> {
                 next.push(c.pad as i64);
                 continue;
             }
-            let t = choose(&logits[r], &self.seqs[r], &self.opts, &mut self.rng);
+            let t = if self.seqs[r].len() < self.opts.min_length && !c.eos.is_empty() {
+                let mut l = logits[r].clone();
+                for &e in &c.eos {
+                    if let Some(x) = l.get_mut(e as usize) {
+                        *x = f32::NEG_INFINITY;
+                    }
+                }
+                choose(&l, &self.seqs[r], &self.opts, &mut self.rng)
+            } else {
+                choose(&logits[r], &self.seqs[r], &self.opts, &mut self.rng)
+            };
             self.seqs[r].push(t);
             self.timing.decode_tokens += 1;
             if c.eos.contains(&t) || self.seqs[r].len() >= max_len {

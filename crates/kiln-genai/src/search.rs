@@ -6,6 +6,8 @@ use serde_json::Value;
 pub struct SearchOptions {
     /// Most tokens in a sequence, prompt included.
     pub max_length: usize,
+    /// Fewest tokens per sequence, prompt included: EOS cannot end one sooner.
+    pub min_length: usize,
     pub do_sample: bool,
     pub temperature: f32,
     /// 0: no cut.
@@ -19,6 +21,7 @@ impl Default for SearchOptions {
     fn default() -> Self {
         SearchOptions {
             max_length: 1024,
+            min_length: 0,
             do_sample: false,
             temperature: 1.0,
             top_k: 50,
@@ -40,6 +43,9 @@ impl SearchOptions {
         let f = |k: &str| v.get(k).and_then(Value::as_f64);
         if let Some(x) = f("max_length") {
             o.max_length = (x as usize).min(context);
+        }
+        if let Some(x) = f("min_length") {
+            o.min_length = x as usize;
         }
         if let Some(x) = v.get("do_sample").and_then(Value::as_bool) {
             o.do_sample = x;

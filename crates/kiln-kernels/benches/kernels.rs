@@ -284,6 +284,7 @@ fn bench_attention(pool: &rayon::ThreadPool, ms: f64, ab: Option<&str>, filter: 
             v: view(2 * d),
             bias: Some(Strided4::dense(&mask, [1, 1, 1, s]).unwrap()),
             scale: 1.0 / (h as f32).sqrt(),
+            causal: None,
         };
         let mut y = vec![0f32; s * d];
         let t = pool.install(|| time(ms, ab, || a.run(&mut y, [s * d, h, d, 1]).unwrap()));

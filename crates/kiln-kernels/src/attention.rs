@@ -78,6 +78,26 @@ pub struct Sdpa<'a> {
     pub v: Strided4<'a>,
     pub bias: Option<Strided4<'a>>,
     pub scale: f32,
+    /// Causal attention without a bias tensor: each query row sees only the keys up to its
+    /// position, optionally only the last `window` of them.
+    pub causal: Option<Causal>,
+}
+
+/// Query row `r` (of the S rows) sits at key position `offset + r`: it sees keys
+/// `end - window .. end`, `end = min(offset + r + 1, T)` (all of `..end` without a window).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Causal {
+    pub offset: usize,
+    pub window: Option<usize>,
+}
+
+impl Causal {
+    /// The keys row `r` sees, of `t`.
+    pub fn keys(&self, r: usize, t: usize) -> std::ops::Range<usize> {
+        let end = (self.offset + r + 1).min(t);
+        let start = self.window.map_or(0, |w| end.saturating_sub(w));
+        start..end
+    }
 }
 
 /// What two sizes of one axis broadcast to, or why they do not.
@@ -229,6 +249,11 @@ impl Sdpa<'_> {
                         row.iter_mut().for_each(|x| *x += b);
                     }
                 }
+                if let Some(c) = &self.causal {
+                    let keys = c.keys(r0 + i, t);
+                    row[..keys.start].fill(f32::NEG_INFINITY);
+                    row[keys.end..].fill(f32::NEG_INFINITY);
+                }
                 crate::vecmath::softmax_block(row, 1);
             }
             let pp = PackedA::strided(self.isa, View::new(scores, m, t, t, 1), 1.0);
@@ -247,6 +272,74 @@ impl Sdpa<'_> {
                 }
             }
         })
+    }
+}
+
+crate::isa_dispatch! {
+    /// Attention of a few query rows over one key head read where it lies (a decode step of
+    /// grouped-query attention over its cache, where packing for the GEMM would cost more than
+    /// the products): row `i` of `q` (`rows × h`) attends the keys `ranges[i]` of `k` and `v`
+    /// (rows of `h` at stride `h`) and writes its result to row `i` of `out`. `scores` is
+    /// scratch.
+    pub fn few_rows<const FMA: bool>(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        h: usize,
+        scale: f32,
+        ranges: &[std::ops::Range<usize>],
+        scores: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        for (i, keys) in ranges.iter().enumerate() {
+            let qr = &q[i * h..(i + 1) * h];
+            let o = &mut out[i * h..(i + 1) * h];
+            o.fill(0.0);
+            if keys.is_empty() {
+                continue;
+            }
+            // Plain loops: a closure here would be compiled without the variant's features
+            // (FMA as a library call).
+            scores.clear();
+            scores.resize(keys.len(), 0.0);
+            for (x, j) in scores.iter_mut().zip(keys.clone()) {
+                *x = dot::<FMA>(qr, &k[j * h..(j + 1) * h]) * scale;
+            }
+            crate::vecmath::softmax_block(scores, 1);
+            for (&p, j) in scores.iter().zip(keys.clone()) {
+                axpy::<FMA>(p, &v[j * h..(j + 1) * h], o);
+            }
+        }
+    }
+}
+
+/// `Σ a·b` over 16 lanes (one AVX-512 register, two AVX2 ones).
+#[inline(always)]
+fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (at, bt) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for l in 0..16 {
+            acc[l] = if FMA {
+                x[l].mul_add(y[l], acc[l])
+            } else {
+                acc[l] + x[l] * y[l]
+            };
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for (x, y) in at.iter().zip(bt) {
+        sum += x * y;
+    }
+    sum
+}
+
+/// `o += p·x`.
+#[inline(always)]
+fn axpy<const FMA: bool>(p: f32, x: &[f32], o: &mut [f32]) {
+    for (a, &b) in o.iter_mut().zip(x) {
+        *a = if FMA { p.mul_add(b, *a) } else { *a + p * b };
     }
 }
 
@@ -324,6 +417,9 @@ mod tests {
                                 .map(|d| get(&a.q, [bi, ni, i, d]) * get(&a.k, [bi, kv, j, d]))
                                 .sum();
                             let bias = a.bias.as_ref().map_or(0.0, |x| get(x, [bi, ni, i, j]));
+                            if a.causal.is_some_and(|c| !c.keys(i, t).contains(&j)) {
+                                return f64::NEG_INFINITY;
+                            }
                             dot * a.scale as f64 + bias
                         })
                         .collect();
@@ -362,8 +458,24 @@ mod tests {
             (2, 2, 1, 5, 70, 64, 3, Some([1, 2, 5, 1])),
             (1, 1, 1, 1, 1, 1, 1, None),
         ];
+        let masks = |s: usize, t: usize| {
+            [
+                None,
+                Some(Causal {
+                    offset: t.saturating_sub(s),
+                    window: None,
+                }),
+                Some(Causal {
+                    offset: 2,
+                    window: Some(3),
+                }),
+            ]
+        };
         for isa in isas() {
-            for &(b, n, nkv, s, t, h, hv, bd) in cases {
+            for (&(b, n, nkv, s, t, h, hv, bd), causal) in cases
+                .iter()
+                .flat_map(|c| masks(c.3, c.4).map(|m| (c, m)))
+            {
                 // Q as the heads of a [B, S, N·H] projection; K as [B, Nkv, H, T] (a key
                 // transposed for the product); V dense; Y into [B, S, N·Hv].
                 let qd = data(b * s * n * h, 1);
@@ -388,6 +500,7 @@ mod tests {
                     v,
                     bias,
                     scale: 1.0 / (h as f32).sqrt(),
+                    causal,
                 };
                 let dims = a.out_dims().unwrap();
                 assert_eq!(dims, [b, n, s, hv]);
@@ -402,13 +515,42 @@ mod tests {
                                 let w = want[((bi * n + ni) * s + i) * hv + d];
                                 assert!(
                                     (got - w).abs() <= 1e-5 + 1e-4 * w.abs(),
-                                    "{isa:?} case {:?}: [{bi},{ni},{i},{d}] {got} vs {w}",
+                                    "{isa:?} case {:?} {causal:?}: [{bi},{ni},{i},{d}] {got} vs {w}",
                                     (b, n, nkv, s, t, h, hv)
                                 );
                             }
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn few_rows_match_the_blocked_kernel() {
+        // A decode step: 4 query heads over one key head of 37 keys, and a 3-row chunk with a
+        // window, against Sdpa with the same causal limits.
+        for (rows, t, h, causal) in [
+            (4, 37, 64, Causal { offset: 36, window: None }),
+            (3, 20, 24, Causal { offset: 17, window: Some(5) }),
+        ] {
+            let (qd, kd, vd) = (data(rows * h, 1), data(t * h, 2), data(t * h, 3));
+            let a = Sdpa {
+                isa: Isa::detect(),
+                q: Strided4::dense(&qd, [1, 1, rows, h]).unwrap(),
+                k: Strided4::dense(&kd, [1, 1, t, h]).unwrap(),
+                v: Strided4::dense(&vd, [1, 1, t, h]).unwrap(),
+                bias: None,
+                scale: 0.125,
+                causal: Some(causal),
+            };
+            let mut want = vec![0f32; rows * h];
+            a.run(&mut want, [0, 0, h, 1]).unwrap();
+            let ranges: Vec<_> = (0..rows).map(|r| causal.keys(r, t)).collect();
+            let mut got = vec![f32::NAN; rows * h];
+            few_rows(&qd, &kd, &vd, h, 0.125, &ranges, &mut Vec::new(), &mut got);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-5 + 1e-4 * w.abs(), "{g} vs {w}");
             }
         }
     }
@@ -425,6 +567,7 @@ mod tests {
             v: k,
             bias: None,
             scale: 0.5,
+            causal: None,
         };
         // Head size 4 < a quarter panel: the output goes through the scatter path, into a
         // layout with the head axis innermost-but-one.

@@ -55,7 +55,11 @@ impl PackedA {
     /// Packs `alpha · a` for any strides (a transposed matrix has `rs == 1`).
     pub fn strided(isa: Isa, a: View, alpha: f32) -> PackedA {
         let (m, k) = (a.rows, a.cols);
-        let (mr, _) = isa.tile();
+        // Fewer rows than a tile get a tile of their height where there is a kernel for it.
+        let mr = match isa.tile().0 {
+            t if m < t && crate::ukernel::heights(isa).contains(&m) => m,
+            t => t,
+        };
         let panels = m.div_ceil(mr);
         let mut data = vec![0f32; panels * mr * k];
         let pack = |(p, panel): (usize, &mut [f32])| {
@@ -856,7 +860,11 @@ fn dot_panel(isa: Isa, ap: &[f32], bp: &[f32], j: usize, nr: usize, mr: usize) -
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         (Isa::Avx2, 6) => unsafe { body6_avx2(ap, bp, j, nr) },
+        (_, 1) => body::<1>(ap, bp, j, nr),
+        (_, 2) => body::<2>(ap, bp, j, nr),
+        (_, 3) => body::<3>(ap, bp, j, nr),
         (_, 4) => body::<4>(ap, bp, j, nr),
+        (_, 5) => body::<5>(ap, bp, j, nr),
         (_, 6) => body::<6>(ap, bp, j, nr),
         (_, 7) => body::<7>(ap, bp, j, nr),
         _ => body::<8>(ap, bp, j, nr),
@@ -992,6 +1000,13 @@ pub(crate) mod tests {
                 (3, 100, 0),
                 (1000, 1, 300),
                 (37, 3, 70),
+                // Fewer rows than a tile (AVX-512's 1- to 6-row kernels), K not a multiple
+                // of their unrolling.
+                (1, 70, 515),
+                (2, 64, 7),
+                (3, 40, 33),
+                (5, 96, 130),
+                (6, 33, 9),
             ] {
                 let (a, b) = (data(m * k, 1), data(k * n, 2));
                 let pa = PackedA::with_isa(isa, &a, m, k, k);

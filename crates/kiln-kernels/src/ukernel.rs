@@ -61,10 +61,11 @@ pub(crate) type Ukernel<R> = unsafe fn(
 );
 
 /// The tile heights (MR) with a micro-kernel on `isa`; the first is [`crate::Isa::tile`]'s.
-/// AVX-512 also has 7 rows: a 7-pixel panel is one row of a 7-, 14- or 28-wide map.
+/// AVX-512 also has 7 rows (a 7-pixel panel is one row of a 7-, 14- or 28-wide map) and 1 to
+/// 6 (a matrix of fewer rows than a tile: a decode step's activations).
 pub(crate) fn heights(isa: crate::Isa) -> &'static [usize] {
     match isa {
-        crate::Isa::Avx512 => &[8, 7],
+        crate::Isa::Avx512 => &[8, 7, 1, 2, 3, 4, 5, 6],
         crate::Isa::Avx2 => &[6],
         crate::Isa::Portable => &[4],
     }
@@ -74,9 +75,21 @@ pub(crate) fn heights(isa: crate::Isa) -> &'static [usize] {
 pub(crate) fn for_shape<R: Rows>(isa: crate::Isa, mr: usize) -> Ukernel<R> {
     match (isa, mr) {
         #[cfg(target_arch = "x86_64")]
-        (crate::Isa::Avx512, 7) => avx512_x32::<7, R>,
+        (crate::Isa::Avx512, 1) => avx512_x32::<1, 4, R>,
         #[cfg(target_arch = "x86_64")]
-        (crate::Isa::Avx512, _) => avx512_x32::<8, R>,
+        (crate::Isa::Avx512, 2) => avx512_x32::<2, 4, R>,
+        #[cfg(target_arch = "x86_64")]
+        (crate::Isa::Avx512, 3) => avx512_x32::<3, 2, R>,
+        #[cfg(target_arch = "x86_64")]
+        (crate::Isa::Avx512, 4) => avx512_x32::<4, 2, R>,
+        #[cfg(target_arch = "x86_64")]
+        (crate::Isa::Avx512, 5) => avx512_x32::<5, 2, R>,
+        #[cfg(target_arch = "x86_64")]
+        (crate::Isa::Avx512, 6) => avx512_x32::<6, 2, R>,
+        #[cfg(target_arch = "x86_64")]
+        (crate::Isa::Avx512, 7) => avx512_x32::<7, 1, R>,
+        #[cfg(target_arch = "x86_64")]
+        (crate::Isa::Avx512, _) => avx512_x32::<8, 1, R>,
         #[cfg(target_arch = "x86_64")]
         (crate::Isa::Avx2, _) => avx2_6x16::<R>,
         _ => portable_4x8::<R>,
@@ -109,7 +122,7 @@ unsafe fn prefetch_residual<const MR: usize, const NR: usize>(fuse: Option<&Fuse
 /// MR×32 tile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn avx512_x32<const MR: usize, R: Rows>(
+unsafe fn avx512_x32<const MR: usize, const U: usize, R: Rows>(
     k: usize,
     a: *const f32,
     b: R,
@@ -120,20 +133,44 @@ unsafe fn avx512_x32<const MR: usize, R: Rows>(
 ) {
     use std::arch::x86_64::*;
     prefetch_residual::<MR, 32>(fuse, ldc);
-    let mut r: [[__m512; 2]; MR] = [[_mm512_setzero_ps(); 2]; MR];
+    // A short tile (one row: a decode step's activations) has too few independent sums to
+    // hide the FMA latency: U sets of accumulators take U consecutive k steps.
+    let mut r: [[[__m512; 2]; MR]; U] = [[[_mm512_setzero_ps(); 2]; MR]; U];
     let mut a = a;
-    for kk in 0..k {
+    let mut kk = 0;
+    while kk + U <= k {
+        for (u, ru) in r.iter_mut().enumerate() {
+            let bp = b.row(kk + u);
+            let b0 = _mm512_loadu_ps(bp);
+            let b1 = _mm512_loadu_ps(bp.add(16));
+            for (i, row) in ru.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(u * MR + i));
+                row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+            }
+        }
+        a = a.add(U * MR);
+        kk += U;
+    }
+    while kk < k {
         let bp = b.row(kk);
         let b0 = _mm512_loadu_ps(bp);
         let b1 = _mm512_loadu_ps(bp.add(16));
-        for (i, row) in r.iter_mut().enumerate() {
+        for (i, row) in r[0].iter_mut().enumerate() {
             let av = _mm512_set1_ps(*a.add(i));
             row[0] = _mm512_fmadd_ps(av, b0, row[0]);
             row[1] = _mm512_fmadd_ps(av, b1, row[1]);
         }
         a = a.add(MR);
+        kk += 1;
     }
-    for (i, row) in r.iter().enumerate() {
+    for u in 1..U {
+        for i in 0..MR {
+            r[0][i][0] = _mm512_add_ps(r[0][i][0], r[u][i][0]);
+            r[0][i][1] = _mm512_add_ps(r[0][i][1], r[u][i][1]);
+        }
+    }
+    for (i, row) in r[0].iter().enumerate() {
         let p = c.add(i * ldc);
         let (mut v0, mut v1) = (row[0], row[1]);
         if acc {

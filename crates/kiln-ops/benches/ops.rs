@@ -83,6 +83,7 @@ fn main() {
                 inputs: vec![Some(&x)],
                 num_outputs: 1,
                 subgraphs: None,
+                donated: Default::default(),
             };
             time(ms, ab.as_deref(), || {
                 std::hint::black_box(kernel(&ctx).expect("run"));

@@ -1,5 +1,7 @@
 //! What a CPU kernel sees (attributes, opset, input values, a way to run subgraphs) and the
 //! shared helpers kernels use: attribute access, broadcasting, strides.
+use std::sync::Mutex;
+
 use kiln_ir::{AttrList, AttrValue, Attribute, Graph};
 
 use crate::value::{Tensor, Value};
@@ -60,11 +62,37 @@ pub struct KernelCtx<'a> {
     pub inputs: Vec<Option<&'a Value>>,
     pub num_outputs: usize,
     pub subgraphs: Option<&'a dyn SubgraphRunner>,
+    /// Inputs the runner handed over to the kernel (see [`donatable_inputs`]): their slot in
+    /// `inputs` is empty and [`KernelCtx::take_input`] moves them out.
+    ///
+    /// [`donatable_inputs`]: crate::donatable_inputs
+    pub donated: Donated,
+}
+
+/// Input values a kernel may own and reuse as an output's buffer: the runner hands over a value
+/// only where this node is its last reader and nothing else holds it, so writing into it is
+/// invisible to the rest of the run.
+#[derive(Default)]
+pub struct Donated(Vec<(usize, Mutex<Option<Value>>)>);
+
+impl Donated {
+    pub fn new(values: Vec<(usize, Value)>) -> Donated {
+        Donated(values.into_iter().map(|(i, v)| (i, Mutex::new(Some(v)))).collect())
+    }
+
+    fn slot(&self, i: usize) -> Option<&Mutex<Option<Value>>> {
+        self.0.iter().find(|(j, _)| *j == i).map(|(_, m)| m)
+    }
 }
 
 impl<'a> KernelCtx<'a> {
     pub fn has_input(&self, i: usize) -> bool {
-        matches!(self.inputs.get(i), Some(Some(_)))
+        matches!(self.inputs.get(i), Some(Some(_))) || self.donated.slot(i).is_some()
+    }
+
+    /// Input `i` as an owned value, where the runner donated it (once; `None` otherwise).
+    pub fn take_input(&self, i: usize) -> Option<Value> {
+        self.donated.slot(i)?.lock().ok()?.take()
     }
 
     pub fn value(&self, i: usize) -> Result<&'a Value> {
@@ -72,7 +100,10 @@ impl<'a> KernelCtx<'a> {
             .get(i)
             .copied()
             .flatten()
-            .ok_or_else(|| format!("input {i} is missing"))
+            .ok_or_else(|| match self.donated.slot(i) {
+                Some(_) => format!("input {i} was handed to the kernel: take_input({i}) reads it"),
+                None => format!("input {i} is missing"),
+            })
     }
 
     pub fn tensor(&self, i: usize) -> Result<&'a Tensor> {

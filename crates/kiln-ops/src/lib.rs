@@ -12,12 +12,12 @@ pub mod value;
 
 pub use ctx::{InferCtx, Inferred, InputInfo, SymValue};
 pub use infer::{infer_shapes, InferError, InferReport};
-pub use kernel::{KernelCtx, KernelFn, PrepareCtx, PrepareFn, PreparedKernel, SubgraphRunner};
+pub use kernel::{Donated, KernelCtx, KernelFn, PrepareCtx, PrepareFn, PreparedKernel, SubgraphRunner};
 /// A fused activation as kiln parses FusedConv / FusedGemm attributes (for other providers).
 pub use ops::linalg::Act;
 pub use ops::quant::integer_kernels;
 pub use ops::resize::resize_taps;
-pub use ops::{infer_fn, kernel_fn, op_def, prepare_fn, CheckFn, InferFn, OpDef};
+pub use ops::{donatable_inputs, infer_fn, kernel_fn, op_def, prepare_fn, CheckFn, InferFn, OpDef};
 pub use value::{Data, Elem, MapValue, Tensor, Value};
 
 /// Operator domains kiln itself defines.

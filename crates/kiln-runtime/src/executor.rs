@@ -30,6 +30,9 @@ enum Work {
         /// Set when the provider prepared the node at plan time; runs instead of `kernel`.
         prepared: Option<Box<dyn PreparedKernel>>,
         opset: i64,
+        /// Inputs the kernel may take over (`kiln_ops::donatable_inputs`) whose value this
+        /// node reads last: handed over at run time when nothing else holds them.
+        donate: Vec<(usize, ValueId)>,
     },
     Compiled(PartitionSpec, Box<dyn CompiledPartition>, Fallback),
 }
@@ -223,11 +226,25 @@ impl Plan {
                         .iter()
                         .map(|v| v.and_then(|v| constant_of[v.0 as usize]))
                         .collect();
+                    let domain = if n.domain == "ai.onnx" { "" } else { &n.domain };
+                    let donate = kiln_ops::donatable_inputs(domain, &n.op_type)
+                        .iter()
+                        .filter_map(|&k| Some((k, (*n.inputs().get(k)?)?)))
+                        .filter(|&(_, v)| {
+                            let val = g.value(v);
+                            last_use[v.0 as usize] == Some(i)
+                                && !g.is_graph_output(v)
+                                && val.initializer.is_none()
+                                && !val.outer
+                                && n.inputs().iter().filter(|x| **x == Some(v)).count() == 1
+                        })
+                        .collect();
                     Work::Node {
                         node: id,
                         kernel,
                         prepared: prepare(id, opset, &consts),
                         opset,
+                        donate,
                     }
                 }
             };
@@ -302,8 +319,21 @@ impl Plan {
                     kernel,
                     prepared,
                     opset,
+                    donate,
                 } => {
-                    let outs = run_node(g, &env, outer, opsets, *id, kernel, prepared, *opset)?;
+                    // Only the run's own reference may go: a caller's or a constant's stays.
+                    let mut given = Vec::new();
+                    for &(k, v) in donate {
+                        let slot = &mut env[v.0 as usize];
+                        if slot.as_ref().is_some_and(|a| Arc::strong_count(a) == 1) {
+                            if let Some(Ok(value)) = slot.take().map(Arc::try_unwrap) {
+                                live = live.saturating_sub(value.bytes());
+                                given.push((k, value));
+                            }
+                        }
+                    }
+                    let outs =
+                        run_node(g, &env, outer, opsets, *id, kernel, prepared, *opset, given)?;
                     (*id, outs)
                 }
                 Work::Compiled(spec, unit, fallback) => {
@@ -425,7 +455,7 @@ fn run_on_cpu(
     let mut made = Vec::new();
     let ran = (|| {
         for (id, kernel, opset) in nodes {
-            for (slot, value) in run_node(g, env, outer, opsets, *id, kernel, &None, *opset)? {
+            for (slot, value) in run_node(g, env, outer, opsets, *id, kernel, &None, *opset, Vec::new())? {
                 if let Some(v) = slot {
                     env[v.0 as usize] = Some(Arc::new(value));
                     made.push(v);
@@ -465,12 +495,14 @@ fn run_node(
     kernel: &KernelFn,
     prepared: &Option<Box<dyn PreparedKernel>>,
     opset: i64,
+    donated: Vec<(usize, Value)>,
 ) -> Result<Vec<(Option<ValueId>, Value)>, RuntimeError> {
     let node = g.node(id);
     let mut ins = Vec::with_capacity(node.inputs().len());
     for (i, v) in node.inputs().iter().enumerate() {
         match v {
             None => ins.push(None),
+            Some(_) if donated.iter().any(|(k, _)| *k == i) => ins.push(None),
             Some(v) => match &env[v.0 as usize] {
                 Some(x) => ins.push(Some(x.as_ref())),
                 None => {
@@ -496,6 +528,7 @@ fn run_node(
         inputs: ins,
         num_outputs: node.outputs().len(),
         subgraphs: Some(&frame),
+        donated: kiln_ops::Donated::new(donated),
     };
     let outs = match prepared {
         Some(p) => p.run(&ctx),

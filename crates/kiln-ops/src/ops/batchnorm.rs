@@ -197,6 +197,7 @@ mod kernel_tests {
             inputs: vals.iter().map(Some).collect(),
             num_outputs: outs,
             subgraphs: None,
+            donated: Default::default(),
         };
         Ok(run(&ctx)?
             .into_iter()

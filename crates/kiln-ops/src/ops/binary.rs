@@ -315,6 +315,7 @@ mod tests {
             inputs: vec![Some(&va), Some(&vb)],
             num_outputs: 1,
             subgraphs: None,
+            donated: Default::default(),
         };
         Ok(kernel(op).unwrap()(&ctx)?.remove(0).into_tensor().unwrap())
     }

@@ -1129,6 +1129,7 @@ mod kernel_tests {
             inputs: vals.iter().map(|v| v.as_ref()).collect(),
             num_outputs: 1,
             subgraphs: None,
+            donated: Default::default(),
         };
         let f = kernel(domain, op).unwrap();
         Ok(f(&ctx)?.remove(0).into_tensor().unwrap())

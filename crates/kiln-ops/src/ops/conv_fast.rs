@@ -202,6 +202,7 @@ mod tests {
             inputs: values.iter().map(|v| v.as_ref()).collect(),
             num_outputs: 1,
             subgraphs: None,
+            donated: Default::default(),
         };
         let out = if prepared {
             // W and B are constants; X (and Z) are not.

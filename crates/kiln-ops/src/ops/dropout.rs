@@ -155,6 +155,7 @@ mod kernel_tests {
             inputs: vals.iter().map(|v| v.as_ref()).collect(),
             num_outputs: outs,
             subgraphs: None,
+            donated: Default::default(),
         };
         run(&ctx)
     }

@@ -244,6 +244,7 @@ mod kernel_tests {
             inputs: vals.iter().map(Some).collect(),
             num_outputs: 1,
             subgraphs: None,
+            donated: Default::default(),
         };
         let f = kernel(domain, op).unwrap();
         Ok(f(&ctx)?.remove(0).into_tensor().unwrap())

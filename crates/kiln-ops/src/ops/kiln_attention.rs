@@ -130,6 +130,7 @@ fn run(ctx: &KernelCtx) -> Result<Vec<crate::value::Value>> {
         v: vv,
         bias,
         scale: ctx.attrs.get_float("scale").unwrap_or(1.0),
+        causal: None,
     };
     let c = a.out_dims()?;
     let shape: Vec<usize> = out_perm.iter().map(|&i| c[i]).collect();
@@ -174,6 +175,7 @@ mod tests {
             inputs: vals.iter().map(|v| v.as_ref()).collect(),
             num_outputs: 1,
             subgraphs: None,
+            donated: Default::default(),
         };
         match run(&ctx)?.remove(0) {
             Value::Tensor(t) => Ok(t),

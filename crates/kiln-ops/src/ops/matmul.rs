@@ -437,6 +437,7 @@ mod kernel_tests {
             inputs: vals.iter().map(|v| v.as_ref()).collect(),
             num_outputs: 1,
             subgraphs: None,
+            donated: Default::default(),
         };
         let f = crate::ops::kernel_fn(domain, op).unwrap();
         Ok(f(&ctx)?.remove(0).into_tensor().unwrap())
@@ -495,6 +496,7 @@ mod kernel_tests {
                 inputs: vals.iter().map(Some).collect(),
                 num_outputs: 1,
                 subgraphs: None,
+                donated: Default::default(),
             };
             let got = prep.run(&ctx).unwrap().remove(0).into_tensor().unwrap();
             assert_eq!(got.shape, want.shape, "{ash:?} x {bsh:?}");

@@ -99,6 +99,15 @@ pub fn kernel_fn(domain: &str, op_type: &str) -> Option<KernelFn> {
     op_def(domain, op_type).and_then(|d| d.run)
 }
 
+/// The inputs whose value an op's kernel may take over and write its outputs into (a KV cache
+/// updated in place), where the runner can hand them over ([`crate::KernelCtx::take_input`]).
+pub fn donatable_inputs(domain: &str, op_type: &str) -> &'static [usize] {
+    match (domain, op_type) {
+        ("com.microsoft", "GroupQueryAttention") => &[3, 4],
+        _ => &[],
+    }
+}
+
 /// How to prepare a node of an op once per session (pre-packed weights), if the op has that.
 pub fn prepare_fn(domain: &str, op_type: &str) -> Option<crate::kernel::PrepareFn> {
     match (domain, op_type) {

@@ -553,6 +553,7 @@ pub mod testing {
             inputs: values.iter().map(|v| v.as_ref()).collect(),
             num_outputs,
             subgraphs: None,
+            donated: Default::default(),
         };
         let f = crate::ops::kernel_fn(domain, op).ok_or_else(|| format!("no kernel for {op}"))?;
         let out = f(&ctx)?;

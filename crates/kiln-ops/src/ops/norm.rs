@@ -518,6 +518,7 @@ mod tests {
             inputs: vals.iter().map(Some).collect(),
             num_outputs: outs,
             subgraphs: None,
+            donated: Default::default(),
         };
         let f = kernel("", op).unwrap();
         Ok(f(&ctx)?

@@ -507,6 +507,7 @@ mod kernel_tests {
             inputs: vals.iter().map(Some).collect(),
             num_outputs: outs,
             subgraphs: None,
+            donated: Default::default(),
         };
         let f = kernel("", op).unwrap();
         Ok(f(&ctx)?

@@ -367,6 +367,7 @@ mod tests {
             inputs: vec![Some(&v)],
             num_outputs: 1,
             subgraphs: None,
+            donated: Default::default(),
         };
         kernel(op).unwrap()(&ctx)
             .unwrap()

@@ -91,6 +91,7 @@ fn shape_part(ctx: &PassCtx, id: NodeId) -> Option<Tensor> {
         inputs,
         num_outputs: 1,
         subgraphs: None,
+        donated: Default::default(),
     };
     let out = kiln_ops::kernel_fn(domain, &n.op_type)?(&kctx).ok()?;
     match out.into_iter().next()? {
@@ -206,6 +207,7 @@ impl Fusion for ConstantFolding {
             inputs: stand_ins.iter().map(|v| v.as_ref()).collect(),
             num_outputs: n.outputs().len(),
             subgraphs: None,
+            donated: Default::default(),
         };
         let outs =
             kernel(&kctx).map_err(|e| IrError::Invalid(format!("{}: {e}", g.describe(id))))?;

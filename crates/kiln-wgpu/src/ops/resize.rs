@@ -65,6 +65,7 @@ fn lower(io: &NodeIo) -> Result<Lowered, String> {
         inputs: holders.iter().map(|h| h.as_ref()).collect(),
         num_outputs: 1,
         subgraphs: None,
+        donated: Default::default(),
     };
     let taps = kiln_ops::resize_taps(&ctx, x)?;
     if taps[0].is_some() || taps[1].is_some() {

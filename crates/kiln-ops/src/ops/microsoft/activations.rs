@@ -196,6 +196,7 @@ mod tests {
             inputs: vals.iter().map(Some).collect(),
             num_outputs: 1,
             subgraphs: None,
+            donated: Default::default(),
         };
         Ok(kernel("com.microsoft", op).unwrap()(&ctx)?
             .remove(0)

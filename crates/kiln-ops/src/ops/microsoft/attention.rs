@@ -487,6 +487,7 @@ fn fast_attention(
             None => None,
         },
         scale: params(ctx, hq, None).scale as f32,
+        causal: None,
     };
     let mut y = kiln_kernels::vecmath::zeros(b * s * dv);
     a.run(&mut y, [s * dv, hv, dv, 1])?;
@@ -644,6 +645,7 @@ mod tests {
             inputs: vals.iter().map(Some).collect(),
             num_outputs: 2,
             subgraphs: None,
+            donated: Default::default(),
         };
         let want = run_attention(&ctx).unwrap();
         let prep = prepare(&PrepareCtx {

@@ -126,7 +126,10 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
         }
         Some((f32s(k, "key")?, f32s(v, "value")?))
     };
-    let past = match (ctx.opt_tensor(3)?, ctx.opt_tensor(4)?) {
+    // Caches the runner handed over (this node is their last reader) take the new rows in
+    // place when they already hold every row: the shared past/present buffer, no copy.
+    let owned = (ctx.take_input(3), ctx.take_input(4));
+    let past = match (given(ctx, &owned.0, 3)?, given(ctx, &owned.1, 4)?) {
         (None, None) => None,
         (Some(k), Some(v)) => {
             if k.rank() != 4 || k.shape != v.shape || k.shape[0] != b || k.shape[1] != nk {
@@ -276,26 +279,45 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
         rot.apply(&mut k, nk, &g);
     }
     // The present caches: each row's past, then its new tokens.
-    let cache = g.nk * g.p_out * h;
-    let mut pk = vec![0f32; b * cache];
-    let mut pv = vec![0f32; b * cache];
+    let (mut pk, mut pv) = match owned {
+        (Some(Value::Tensor(tk)), Some(Value::Tensor(tv))) if p_buf == g.p_out => {
+            match (tk.data, tv.data) {
+                (Data::F32(pk), Data::F32(pv)) => (pk, pv),
+                _ => unreachable!("the past caches were checked to be float32"),
+            }
+        }
+        _ => {
+            let cache = g.nk * g.p_out * h;
+            let mut pk = vec![0f32; b * cache];
+            let mut pv = vec![0f32; b * cache];
+            if let Some((past_k, past_v, _)) = past {
+                for (bi, &(_, past_rows)) in lens.iter().enumerate() {
+                    for kh in 0..nk {
+                        let at = (bi * nk + kh) * g.p_out * h;
+                        let from = (bi * nk + kh) * p_buf * h;
+                        let len = past_rows * h;
+                        pk[at..at + len].copy_from_slice(&past_k[from..from + len]);
+                        pv[at..at + len].copy_from_slice(&past_v[from..from + len]);
+                    }
+                }
+            }
+            (pk, pv)
+        }
+    };
     for (bi, &(_, past_rows)) in lens.iter().enumerate() {
         for kh in 0..nk {
-            let at = (bi * nk + kh) * g.p_out * h;
-            if let Some((past_k, past_v, _)) = past {
-                let from = (bi * nk + kh) * p_buf * h;
-                let len = past_rows * h;
-                pk[at..at + len].copy_from_slice(&past_k[from..from + len]);
-                pv[at..at + len].copy_from_slice(&past_v[from..from + len]);
-            }
             let new = ((bi * nk + kh) * s) * h;
-            let dst = at + past_rows * h;
+            let dst = (bi * nk + kh) * g.p_out * h + past_rows * h;
             pk[dst..dst + s * h].copy_from_slice(&k[new..new + s * h]);
             pv[dst..dst + s * h].copy_from_slice(&v[new..new + s * h]);
         }
     }
     let mut y = vec![0f32; b * s * n * h];
-    attend(&g, &lens, &q, &pk, &pv, bias, head_sink, &mut y);
+    if g.softcap == 0.0 && !g.smooth && bias.is_none() {
+        attend_fast(&g, &lens, &q, &pk, &pv, &mut y)?;
+    } else {
+        attend(&g, &lens, &q, &pk, &pv, bias, head_sink, &mut y);
+    }
     let mut out = vec![Value::Tensor(Tensor::new(vec![b, s, n * h], Data::F32(y)))];
     let present = [b, nk, g.p_out, h];
     if ctx.num_outputs > 1 {
@@ -305,6 +327,15 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
         out.push(Value::Tensor(Tensor::new(present.to_vec(), Data::F32(pv))));
     }
     Ok(out)
+}
+
+/// Input `i`: the value the runner handed over, or the borrowed one.
+fn given<'a>(ctx: &KernelCtx<'a>, owned: &'a Option<Value>, i: usize) -> Result<Option<&'a Tensor>> {
+    match owned {
+        Some(Value::Tensor(t)) => Ok(Some(t)),
+        Some(_) => Err(format!("input {i} is not a tensor")),
+        None => ctx.opt_tensor(i),
+    }
 }
 
 /// Each new token's position `[B, S]`: its place in its row, or position_ids.
@@ -408,6 +439,77 @@ impl<'a> Rotary<'a> {
             }
         }
     }
+}
+
+/// New tokens up to which attention runs on rows straight over the cache, not the GEMM.
+const FEW_ROWS: usize = 4;
+
+/// [`attend`] on the packed-GEMM attention kernel (query rows in blocks, keys of the cache read
+/// in place), for the plain softmax: causal over each row's length, with the sliding window.
+fn attend_fast(
+    g: &Geom,
+    lens: &[(usize, usize)],
+    q: &[f32],
+    pk: &[f32],
+    pv: &[f32],
+    y: &mut [f32],
+) -> Result<()> {
+    use kiln_kernels::attention::{few_rows, Causal, Sdpa, Strided4};
+    let (s, n, nk, h, rows) = (g.s, g.n, g.nk, g.h, g.p_out);
+    let group = n / nk;
+    if s <= FEW_ROWS {
+        // A decode step: each key head's query rows straight over its cache rows, one task
+        // per (batch row, key head) so a head's keys are read by one thread.
+        let task = |t: usize| {
+            let (bi, kh) = (t / nk, t % nk);
+            let (len, past_rows) = lens[bi];
+            let c = Causal {
+                offset: past_rows,
+                window: g.window,
+            };
+            let ranges: Vec<_> = (0..group).flat_map(|_| (0..s).map(|si| c.keys(si, len))).collect();
+            let qs = &q[(bi * n + kh * group) * s * h..][..group * s * h];
+            let at = (bi * nk + kh) * rows * h;
+            let mut out = vec![0f32; group * s * h];
+            let (k, v) = (&pk[at..at + len * h], &pv[at..at + len * h]);
+            few_rows(qs, k, v, h, g.scale, &ranges, &mut Vec::new(), &mut out);
+            out
+        };
+        let outs: Vec<Vec<f32>> = if g.b * nk == 1 {
+            vec![task(0)]
+        } else {
+            (0..g.b * nk).into_par_iter().map(task).collect()
+        };
+        for (t, out) in outs.iter().enumerate() {
+            let (bi, kh) = (t / nk, t % nk);
+            for (r, row) in out.chunks_exact(h).enumerate() {
+                let (ni, si) = (kh * group + r / s, r % s);
+                y[((bi * s + si) * n + ni) * h..][..h].copy_from_slice(row);
+            }
+        }
+        return Ok(());
+    }
+    for (bi, &(len, past_rows)) in lens.iter().enumerate() {
+        fn view(c: &[f32], at: usize, dims: [usize; 4], rows: usize) -> Result<Strided4<'_>> {
+            let [_, nk, _, h] = dims;
+            Strided4::new(&c[at..at + nk * rows * h], dims, [0, rows * h, h, 1])
+        }
+        let cache = |c| view(c, bi * nk * rows * h, [1, nk, len, h], rows);
+        let a = Sdpa {
+            isa: kiln_kernels::Isa::detect(),
+            q: Strided4::dense(&q[bi * n * s * h..(bi + 1) * n * s * h], [1, n, s, h])?,
+            k: cache(pk)?,
+            v: cache(pv)?,
+            bias: None,
+            scale: g.scale,
+            causal: Some(Causal {
+                offset: past_rows,
+                window: g.window,
+            }),
+        };
+        a.run(&mut y[bi * s * n * h..(bi + 1) * s * n * h], [0, h, n * h, 1])?;
+    }
+    Ok(())
 }
 
 /// `y [B, S, N·H]` from Q `[B, N, S, H]` over the present caches, one (batch row, head) per task.
@@ -523,6 +625,7 @@ mod tests {
             inputs: vals.iter().map(|v| v.as_ref()).collect(),
             num_outputs: 3,
             subgraphs: None,
+            donated: Default::default(),
         };
         run(&ctx)
     }

@@ -214,6 +214,7 @@ mod tests {
             inputs: vec![Some(&x), Some(&b), Some(&s)],
             num_outputs: 1,
             subgraphs: None,
+            donated: Default::default(),
         };
         let out = super::run_bias_add(&ctx).unwrap();
         let t = out[0].tensor().unwrap();

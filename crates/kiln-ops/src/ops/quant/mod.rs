@@ -342,6 +342,7 @@ fn call_domain(
         inputs: vals.iter().map(|v| v.as_ref()).collect(),
         num_outputs: 1,
         subgraphs: None,
+        donated: Default::default(),
     };
     let f = crate::ops::kernel_fn(domain, op).ok_or_else(|| format!("no {domain}:{op} kernel"))?;
     f(&sub)?

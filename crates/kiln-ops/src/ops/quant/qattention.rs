@@ -91,6 +91,7 @@ fn attention(ctx: &KernelCtx, packed: Option<&QWeights>) -> Result<Vec<Value>> {
             .collect(),
         num_outputs: 1,
         subgraphs: None,
+        donated: Default::default(),
     };
     let qkv = super::qmatmul::int_to_float(&sub, packed)?
         .into_iter()
