@@ -3,7 +3,9 @@
 ``kiln.InferenceSession`` takes the same arguments and answers the same calls as
 ``onnxruntime.InferenceSession``; ``kiln.install_as_onnxruntime()`` makes every later
 ``import onnxruntime`` (and its ``capi`` submodules) resolve to kiln, so packages written
-for ONNX Runtime run on kiln unchanged.
+for ONNX Runtime run on kiln unchanged. ``kiln.genai`` is onnxruntime-genai's API for
+generating text; ``kiln.install_as_onnxruntime_genai()`` does the same for ``import
+onnxruntime_genai``.
 """
 from ._kiln import (
     Fail,
@@ -33,7 +35,7 @@ from ._api import (
     set_default_logger_severity,
     set_default_logger_verbosity,
 )
-from ._switch import install_as_onnxruntime
+from ._switch import install_as_onnxruntime, install_as_onnxruntime_genai
 
 __all__ = [
     "ExecutionMode",
@@ -58,6 +60,7 @@ __all__ = [
     "get_available_providers",
     "get_device",
     "install_as_onnxruntime",
+    "install_as_onnxruntime_genai",
     "set_default_logger_severity",
     "set_default_logger_verbosity",
 ]

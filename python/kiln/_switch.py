@@ -37,6 +37,20 @@ class _Finder(importlib.abc.MetaPathFinder):
         return spec
 
 
+def install_as_onnxruntime_genai():
+    """Makes `import onnxruntime_genai` resolve to `kiln.genai` from now on, in this interpreter,
+    so a script written for onnxruntime-genai generates with kiln."""
+    current = sys.modules.get("onnxruntime_genai")
+    if current is not None and not getattr(current, "__name__", "").startswith("kiln"):
+        warnings.warn(
+            "install_as_onnxruntime_genai(): onnxruntime_genai was imported before; modules that "
+            "hold it keep it, later imports get kiln.genai."
+        )
+    compat = importlib.import_module("kiln.genai")
+    sys.modules["onnxruntime_genai"] = compat
+    return compat
+
+
 def install_as_onnxruntime():
     """Makes `import onnxruntime` resolve to kiln from now on, in this interpreter. Modules that
     already imported ONNX Runtime keep the one they have."""

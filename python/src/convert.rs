@@ -73,7 +73,9 @@ fn check_size(name: &str, a: &Bound<'_, PyUntypedArray>) -> PyResult<()> {
     let bytes = a
         .shape()
         .iter()
-        .try_fold(a.dtype().itemsize() as u64, |acc, &d| acc.checked_mul(d as u64));
+        .try_fold(a.dtype().itemsize() as u64, |acc, &d| {
+            acc.checked_mul(d as u64)
+        });
     // Reading the limit costs about 90 us; a feed this small cannot be the one that crosses it
     // (and the run's own check still counts it).
     const SMALL: u64 = 16 << 20;

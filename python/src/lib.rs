@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 
 mod convert;
 mod errors;
+mod genai;
 mod session;
 
 /// kiln's provider names as ONNX Runtime spells them, in priority order.
@@ -26,6 +27,9 @@ fn memory_limit() -> Option<u64> {
 fn _kiln(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<session::Session>()?;
+    m.add_class::<genai::GenaiModel>()?;
+    m.add_class::<genai::GenaiGenerator>()?;
+    m.add_class::<genai::GenaiStream>()?;
     m.add_function(wrap_pyfunction!(available_providers, m)?)?;
     m.add_function(wrap_pyfunction!(memory_limit, m)?)?;
     errors::register(m)?;

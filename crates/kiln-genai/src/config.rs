@@ -10,6 +10,8 @@ use crate::GenError;
 
 #[derive(Clone, Debug)]
 pub struct GenaiConfig {
+    /// `model.type` (llama, phi3, qwen2, ...).
+    pub model_type: String,
     pub filename: String,
     pub input_ids: String,
     pub attention_mask: Option<String>,
@@ -89,6 +91,10 @@ impl GenaiConfig {
         let context_length = count(&v, &["model", "context_length"])?;
         let search = SearchOptions::from_config(field(&v, &["search"]), context_length);
         Ok(GenaiConfig {
+            model_type: field(&v, &["model", "type"])
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
             filename: text(&v, &["model", "decoder", "filename"])?,
             input_ids: need("inputs", "input_ids")?,
             attention_mask: io("inputs", "attention_mask"),

@@ -6,12 +6,15 @@
 //! pads them: the attention mask tells GroupQueryAttention each row's length), then one token
 //! per row per step, feeding each step's present caches back as the next step's past. Search
 //! is greedy or sampled ([`SearchOptions`]); a row stops at an EOS token or at `max_length`.
+mod chat;
 mod config;
 mod search;
 
+use std::ops::Deref;
 use std::path::Path;
 use std::time::Instant;
 
+pub use chat::{ChatTemplate, Message};
 pub use config::GenaiConfig;
 use kiln_runtime::{Data, Session, Tensor, Value};
 pub use kiln_runtime::{Level, SessionOptions};
@@ -34,6 +37,7 @@ pub struct Model {
     pub config: GenaiConfig,
     pub session: Session,
     pub tokenizer: tokenizers::Tokenizer,
+    pub chat: ChatTemplate,
 }
 
 impl Model {
@@ -48,6 +52,7 @@ impl Model {
             config,
             session,
             tokenizer,
+            chat: ChatTemplate::load(dir)?,
         })
     }
 
@@ -75,9 +80,10 @@ pub struct Timing {
     pub decode_s: f64,
 }
 
-/// Generation for a batch of sequences.
-pub struct Generator<'m> {
-    model: &'m Model,
+/// Generation for a batch of sequences, over a model it borrows (`&Model`) or shares
+/// (`Arc<Model>`: a server's requests, a Python object).
+pub struct Generator<M: Deref<Target = Model>> {
+    model: M,
     opts: SearchOptions,
     rng: Rng,
     seqs: Vec<Vec<u32>>,
@@ -92,8 +98,8 @@ pub struct Generator<'m> {
     pub timing: Timing,
 }
 
-impl<'m> Generator<'m> {
-    pub fn new(model: &'m Model, opts: SearchOptions) -> Generator<'m> {
+impl<M: Deref<Target = Model>> Generator<M> {
+    pub fn new(model: M, opts: SearchOptions) -> Generator<M> {
         let rng = Rng::new(opts.seed);
         Generator {
             model,
@@ -152,7 +158,10 @@ impl<'m> Generator<'m> {
             .flat_map(|i| {
                 [&c.past_key, &c.past_value].map(|pat| {
                     let shape = vec![b, c.kv_heads, rows, c.head_size];
-                    let t = Tensor::new(shape, Data::F32(vec![0.0; b * c.kv_heads * rows * c.head_size]));
+                    let t = Tensor::new(
+                        shape,
+                        Data::F32(vec![0.0; b * c.kv_heads * rows * c.head_size]),
+                    );
                     (GenaiConfig::layer_name(pat, i), Value::Tensor(t))
                 })
             })
@@ -300,6 +309,33 @@ impl<'m> Generator<'m> {
     /// Row `r`'s tokens: its prompt, then what was generated.
     pub fn sequence(&self, r: usize) -> &[u32] {
         &self.seqs[r]
+    }
+
+    /// The batch's rows.
+    pub fn rows(&self) -> usize {
+        self.seqs.len()
+    }
+
+    /// Each row's latest token (for a finished row, its last one).
+    pub fn last_tokens(&self) -> Vec<u32> {
+        self.seqs
+            .iter()
+            .map(|s| s.last().copied().unwrap_or(0))
+            .collect()
+    }
+
+    /// Whether row `r` is finished.
+    pub fn row_done(&self, r: usize) -> bool {
+        self.done.get(r).copied().unwrap_or(false)
+    }
+
+    /// Whether row `r` ended at an EOS token (rather than at max_length).
+    pub fn ended_by_eos(&self, r: usize) -> bool {
+        self.row_done(r)
+            && self
+                .generated(r)
+                .last()
+                .is_some_and(|t| self.model.config.eos.contains(t))
     }
 
     /// Row `r`'s generated tokens.

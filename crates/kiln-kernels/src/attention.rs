@@ -472,9 +472,8 @@ mod tests {
             ]
         };
         for isa in isas() {
-            for (&(b, n, nkv, s, t, h, hv, bd), causal) in cases
-                .iter()
-                .flat_map(|c| masks(c.3, c.4).map(|m| (c, m)))
+            for (&(b, n, nkv, s, t, h, hv, bd), causal) in
+                cases.iter().flat_map(|c| masks(c.3, c.4).map(|m| (c, m)))
             {
                 // Q as the heads of a [B, S, N·H] projection; K as [B, Nkv, H, T] (a key
                 // transposed for the product); V dense; Y into [B, S, N·Hv].
@@ -531,8 +530,24 @@ mod tests {
         // A decode step: 4 query heads over one key head of 37 keys, and a 3-row chunk with a
         // window, against Sdpa with the same causal limits.
         for (rows, t, h, causal) in [
-            (4, 37, 64, Causal { offset: 36, window: None }),
-            (3, 20, 24, Causal { offset: 17, window: Some(5) }),
+            (
+                4,
+                37,
+                64,
+                Causal {
+                    offset: 36,
+                    window: None,
+                },
+            ),
+            (
+                3,
+                20,
+                24,
+                Causal {
+                    offset: 17,
+                    window: Some(5),
+                },
+            ),
         ] {
             let (qd, kd, vd) = (data(rows * h, 1), data(t * h, 2), data(t * h, 3));
             let a = Sdpa {

@@ -77,7 +77,12 @@ pub struct Donated(Vec<(usize, Mutex<Option<Value>>)>);
 
 impl Donated {
     pub fn new(values: Vec<(usize, Value)>) -> Donated {
-        Donated(values.into_iter().map(|(i, v)| (i, Mutex::new(Some(v)))).collect())
+        Donated(
+            values
+                .into_iter()
+                .map(|(i, v)| (i, Mutex::new(Some(v))))
+                .collect(),
+        )
     }
 
     fn slot(&self, i: usize) -> Option<&Mutex<Option<Value>>> {

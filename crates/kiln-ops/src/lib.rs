@@ -12,7 +12,9 @@ pub mod value;
 
 pub use ctx::{InferCtx, Inferred, InputInfo, SymValue};
 pub use infer::{infer_shapes, InferError, InferReport};
-pub use kernel::{Donated, KernelCtx, KernelFn, PrepareCtx, PrepareFn, PreparedKernel, SubgraphRunner};
+pub use kernel::{
+    Donated, KernelCtx, KernelFn, PrepareCtx, PrepareFn, PreparedKernel, SubgraphRunner,
+};
 /// A fused activation as kiln parses FusedConv / FusedGemm attributes (for other providers).
 pub use ops::linalg::Act;
 pub use ops::quant::integer_kernels;

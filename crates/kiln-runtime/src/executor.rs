@@ -455,7 +455,17 @@ fn run_on_cpu(
     let mut made = Vec::new();
     let ran = (|| {
         for (id, kernel, opset) in nodes {
-            for (slot, value) in run_node(g, env, outer, opsets, *id, kernel, &None, *opset, Vec::new())? {
+            for (slot, value) in run_node(
+                g,
+                env,
+                outer,
+                opsets,
+                *id,
+                kernel,
+                &None,
+                *opset,
+                Vec::new(),
+            )? {
                 if let Some(v) = slot {
                     env[v.0 as usize] = Some(Arc::new(value));
                     made.push(v);

@@ -330,7 +330,11 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
 }
 
 /// Input `i`: the value the runner handed over, or the borrowed one.
-fn given<'a>(ctx: &KernelCtx<'a>, owned: &'a Option<Value>, i: usize) -> Result<Option<&'a Tensor>> {
+fn given<'a>(
+    ctx: &KernelCtx<'a>,
+    owned: &'a Option<Value>,
+    i: usize,
+) -> Result<Option<&'a Tensor>> {
     match owned {
         Some(Value::Tensor(t)) => Ok(Some(t)),
         Some(_) => Err(format!("input {i} is not a tensor")),
@@ -467,7 +471,9 @@ fn attend_fast(
                 offset: past_rows,
                 window: g.window,
             };
-            let ranges: Vec<_> = (0..group).flat_map(|_| (0..s).map(|si| c.keys(si, len))).collect();
+            let ranges: Vec<_> = (0..group)
+                .flat_map(|_| (0..s).map(|si| c.keys(si, len)))
+                .collect();
             let qs = &q[(bi * n + kh * group) * s * h..][..group * s * h];
             let at = (bi * nk + kh) * rows * h;
             let mut out = vec![0f32; group * s * h];
@@ -507,7 +513,10 @@ fn attend_fast(
                 window: g.window,
             }),
         };
-        a.run(&mut y[bi * s * n * h..(bi + 1) * s * n * h], [0, h, n * h, 1])?;
+        a.run(
+            &mut y[bi * s * n * h..(bi + 1) * s * n * h],
+            [0, h, n * h, 1],
+        )?;
     }
     Ok(())
 }
