@@ -6,7 +6,7 @@
 set -euo pipefail
 cache="${KILN_TOOLS_CACHE:-$HOME/.cache/kiln}"
 venv="$cache/pkg-venv"
-pins="onnxruntime==1.31.1 onnx==1.23.2 numpy==2.3.5 pytest==9.2.0 nudenet==3.4.2 ddddocr==1.6.1 scikit-image==0.26.0 scipy==1.17.1 pillow==13.0.0 opencv-python-headless==5.1.0.95 tritonclient[http,grpc]==2.73.0"
+pins="onnxruntime==1.31.1 onnx==1.23.2 numpy==2.3.5 pytest==9.2.0 nudenet==3.4.2 ddddocr==1.6.1 scikit-image==0.26.0 scipy==1.17.1 pillow==13.0.0 opencv-python-headless==5.1.0.95 tritonclient[http,grpc]==2.73.0 openai==3.63.0"
 mkdir -p "$cache"
 exec 8>"$cache/.pkg-venv.lock"
 flock 8

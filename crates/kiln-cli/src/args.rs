@@ -202,6 +202,10 @@ pub struct ServeArgs {
     /// A model to serve: NAME=PATH (repeat for several).
     #[arg(long = "model", value_name = "NAME=PATH")]
     pub model: Vec<String>,
+    /// A decoder LLM folder (onnxruntime-genai's layout) to serve through OpenAI's API
+    /// (/v1/completions, /v1/chat/completions, /v1/models): NAME=DIR (repeat for several).
+    #[arg(long = "llm", value_name = "NAME=DIR")]
+    pub llm: Vec<String>,
     /// A folder of NAME/model.onnx (or NAME/VERSION/model.onnx; the highest version is served).
     #[arg(long, value_name = "DIR")]
     pub model_repository: Option<PathBuf>,

@@ -25,17 +25,19 @@ fn cap_malloc_arenas() {
 
 pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     cap_malloc_arenas();
-    let models = a
-        .model
-        .iter()
-        .map(|m| {
-            let (name, path) = m
-                .split_once('=')
-                .with_context(|| format!("--model {m}: expected NAME=PATH"))?;
-            anyhow::ensure!(!name.is_empty(), "--model {m}: the name is empty");
-            Ok((name.to_string(), PathBuf::from(path)))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let pairs = |flag: &str, list: &[String]| {
+        list.iter()
+            .map(|m| {
+                let (name, path) = m
+                    .split_once('=')
+                    .with_context(|| format!("{flag} {m}: expected NAME=PATH"))?;
+                anyhow::ensure!(!name.is_empty(), "{flag} {m}: the name is empty");
+                Ok((name.to_string(), PathBuf::from(path)))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    };
+    let models = pairs("--model", &a.model)?;
+    let llms = pairs("--llm", &a.llm)?;
     let session = kiln_runtime::SessionOptions {
         threads: a.threads,
         level: report::level(a.level),
@@ -57,6 +59,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             )
         })?,
         max_request_bytes: a.max_request_bytes,
+        llms,
     };
     kiln_serve::run(cfg).map_err(|e| anyhow::anyhow!(e))
 }

@@ -39,6 +39,12 @@ pub fn router(app: Arc<App>, max_body: usize) -> Router {
         .route("/v2/models/{name}/infer", post(infer))
         .route("/v2/models/{name}/versions/{version}/infer", post(infer))
         .route("/metrics", get(metrics))
+        .route("/v1/models", get(crate::openai::models))
+        .route("/v1/completions", post(crate::openai::completions))
+        .route(
+            "/v1/chat/completions",
+            post(crate::openai::chat_completions),
+        )
         .layer(Extension(Limit(max_body)))
         .with_state(app)
 }
