@@ -125,6 +125,18 @@ def check(item):
         greedy = kiln_tokens(path, m, PROMPTS[:1])[0]
         assert a != greedy, "sampling gave the greedy tokens"
         return "seed repeats, another seed differs"
+    if kind == "json":
+        import json
+        m = prompt_len(path, PROMPTS[0]) + 8
+        ids = kiln_tokens(path, m, PROMPTS[:1])[0]
+        out = json.loads(common.kiln("generate", path, "--prompt", PROMPTS[0], "--max-length", str(m), "--json",
+                                     "--threads", "2"))
+        assert out["tokens"] == ids and isinstance(out["text"], str) and out["text"], out
+        assert out["prefill_tokens_per_s"] > 0 and out["decode_tokens_per_s"] > 0, out
+        # No prompt: the start token alone.
+        empty = json.loads(common.kiln("generate", path, "--max-length", "10", "--json"))
+        assert len(empty["tokens"]) == 9 and empty["prefill_tokens"] == 1, empty
+        return "--json gives the tokens, text and speeds; no prompt starts from the start token"
     if kind == "errors":
         for extra, want in [(["--temperature", "0"], "--temperature"), (["--top-p", "1.5"], "--top-p")]:
             r = subprocess.run([common.kiln_bin(), "generate", path, "--prompt", "x", *extra], capture_output=True, text=True)
@@ -138,7 +150,7 @@ def check(item):
 def items():
     base = test_llm_models.llm_dir()
     fp32, int4 = os.path.join(base, "llama_fp32"), os.path.join(base, "llama_int4")
-    return [("greedy", fp32), ("greedy", int4), ("greedy1", int4), ("batch", fp32), ("batch", int4), ("seeded", fp32), ("errors", fp32)]
+    return [("greedy", fp32), ("greedy", int4), ("greedy1", int4), ("batch", fp32), ("batch", int4), ("seeded", fp32), ("json", fp32), ("errors", fp32)]
 
 
 if __name__ == "__main__":

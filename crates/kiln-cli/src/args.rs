@@ -40,8 +40,9 @@ pub enum Command {
 pub struct GenerateArgs {
     /// The model folder (genai_config.json, the model, tokenizer.json).
     pub model_dir: PathBuf,
-    /// The prompt; repeat the flag for a batch of prompts.
-    #[arg(long, required = true)]
+    /// The prompt (default: empty, the tokenizer's start token alone); repeat the flag for a
+    /// batch of prompts.
+    #[arg(long)]
     pub prompt: Vec<String>,
     /// Most tokens per sequence, prompt included (default: the config's search.max_length).
     #[arg(long)]
@@ -68,6 +69,10 @@ pub struct GenerateArgs {
     /// Print the generated token ids (a line per sequence) instead of streaming text.
     #[arg(long)]
     pub ids: bool,
+    /// One JSON object on stdout: {"tokens", "text", "prefill_tokens_per_s", "decode_tokens_per_s"}
+    /// (tokens and text per sequence, as lists, for a batch).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

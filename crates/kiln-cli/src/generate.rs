@@ -53,15 +53,25 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     if let Some(s) = a.seed {
         search.seed = s;
     }
-    let prompts = a
-        .prompt
+    let given = if a.prompt.is_empty() {
+        vec![String::new()]
+    } else {
+        a.prompt.clone()
+    };
+    let prompts = given
         .iter()
-        .map(|p| model.encode(p))
+        .map(|p| {
+            // An empty prompt starts from the start token alone.
+            model.encode(p).map(|ids| match (ids.is_empty(), model.config.bos) {
+                (true, Some(b)) => vec![b],
+                _ => ids,
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let mut g = Generator::new(&model, search);
     g.append_tokens(&prompts)?;
     // One sequence streams its text as it comes; a batch prints each sequence at the end.
-    let stream = prompts.len() == 1 && !a.ids;
+    let stream = prompts.len() == 1 && !a.ids && !a.json;
     let mut text = TextStream::new();
     let mut out = std::io::stdout().lock();
     while !g.is_done() {
@@ -73,6 +83,29 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
                 out.flush()?;
             }
         }
+    }
+    let t = g.timing;
+    let rate = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+    if a.json {
+        let rows = (0..prompts.len())
+            .map(|r| Ok((g.generated(r).to_vec(), model.decode(g.generated(r))?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let (tokens, text) = if rows.len() == 1 {
+            (serde_json::json!(rows[0].0), serde_json::json!(rows[0].1))
+        } else {
+            let (t, x): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
+            (serde_json::json!(t), serde_json::json!(x))
+        };
+        let v = serde_json::json!({
+            "tokens": tokens,
+            "text": text,
+            "prefill_tokens": t.prefill_tokens,
+            "decode_tokens": t.decode_tokens,
+            "prefill_tokens_per_s": rate(t.prefill_tokens, t.prefill_s),
+            "decode_tokens_per_s": rate(t.decode_tokens, t.decode_s),
+        });
+        writeln!(out, "{v}")?;
+        return Ok(());
     }
     if stream {
         writeln!(out)?;
@@ -88,8 +121,6 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
         }
         out.flush()?;
     }
-    let t = g.timing;
-    let rate = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
     eprintln!(
         "prefill: {} tokens at {:.0} tokens/s; decode: {} tokens at {:.1} tokens/s",
         t.prefill_tokens,

@@ -28,6 +28,8 @@ pub struct GenaiConfig {
     /// Tokens that end a sequence.
     pub eos: Vec<u32>,
     pub pad: u32,
+    /// `model.bos_token_id`: what an empty prompt starts with.
+    pub bos: Option<u32>,
     pub search: SearchOptions,
     /// `search.past_present_share_buffer`: the caches are max-length buffers that attention
     /// writes in place (GroupQueryAttention's shared buffer), not grown each step.
@@ -110,6 +112,7 @@ impl GenaiConfig {
             context_length,
             eos,
             pad,
+            bos: ids(field(&v, &["model", "bos_token_id"])).first().copied(),
             search,
             share_buffer: field(&v, &["search", "past_present_share_buffer"])
                 .and_then(Value::as_bool)
