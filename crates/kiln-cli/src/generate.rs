@@ -62,10 +62,12 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| {
             // An empty prompt starts from the start token alone.
-            model.encode(p).map(|ids| match (ids.is_empty(), model.config.bos) {
-                (true, Some(b)) => vec![b],
-                _ => ids,
-            })
+            model
+                .encode(p)
+                .map(|ids| match (ids.is_empty(), model.config.bos) {
+                    (true, Some(b)) => vec![b],
+                    _ => ids,
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut g = Generator::new(&model, search);

@@ -166,6 +166,20 @@ impl<M: Deref<Target = Model>> Generator<M> {
                 })
             })
             .collect();
+        // The decode steps' inputs grow to these shapes: checking their memory once here lets
+        // each step skip a walk of the graph.
+        let max_len = self.opts.max_length.min(c.context_length);
+        let mut shapes = vec![(c.input_ids.as_str(), vec![b, 1])];
+        if let Some(m) = &c.attention_mask {
+            shapes.push((m.as_str(), vec![b, max_len]));
+        }
+        if let Some(p) = &c.position_ids {
+            shapes.push((p.as_str(), vec![b, 1]));
+        }
+        let names: Vec<String> = self.past.iter().map(|(n, _)| n.clone()).collect();
+        let cache = vec![b, c.kv_heads, rows.max(max_len - 1), c.head_size];
+        shapes.extend(names.iter().map(|n| (n.as_str(), cache.clone())));
+        self.model.session.warm_memory_check(&shapes);
         let start = Instant::now();
         let last: Vec<usize> = prompts.iter().map(|p| p.len() - 1).collect();
         self.step(ids, longest, &last)?;

@@ -357,12 +357,18 @@ impl Budget {
         fed: &[(ValueId, Vec<usize>, bool)],
     ) -> Result<(), String> {
         let key: Vec<Vec<usize>> = fed.iter().map(|(_, s, _)| s.clone()).collect();
-        let cached = self
-            .peaks
-            .lock()
-            .map_err(|_| "memory check poisoned")?
-            .get(&key)
-            .copied();
+        // A run on shapes no larger than ones already walked needs no more memory than they
+        // did (a growing sequence against its max-length warm-up, `Budget::warm`): their peak
+        // bounds it. Should that bound not fit, the walk below is exact.
+        let cached = {
+            let m = self.peaks.lock().map_err(|_| "memory check poisoned")?;
+            m.get(&key).copied().or_else(|| {
+                m.iter()
+                    .filter(|(k, _)| dominates(k, &key))
+                    .map(|(_, p)| *p)
+                    .min()
+            })
+        };
         let (peak, inputs) = match cached {
             Some(p) => p,
             None => {
@@ -392,6 +398,22 @@ impl Budget {
         }
         // Over the limit (rare): walk again, naming the node that crosses it.
         self.walk(model, order, fed, Some(&limit)).map(|_| ())
+    }
+
+    /// Walks these shapes now (if not yet walked), so that later runs on shapes they dominate
+    /// are checked against their peak without a walk of their own.
+    pub fn warm(&self, model: &Model, order: &[NodeId], fed: &[(ValueId, Vec<usize>, bool)]) {
+        let key: Vec<Vec<usize>> = fed.iter().map(|(_, s, _)| s.clone()).collect();
+        if self.peaks.lock().is_ok_and(|m| m.contains_key(&key)) {
+            return;
+        }
+        let p = self.walk(model, order, fed, None).unwrap_or((u64::MAX, 0));
+        if let Ok(mut m) = self.peaks.lock() {
+            if m.len() >= 64 {
+                m.clear();
+            }
+            m.insert(key, p);
+        }
     }
 
     /// The run's peak bytes (outputs alive plus a kernel's scratch) and its fed inputs' bytes,
@@ -692,6 +714,15 @@ mod tests {
     }
 
     #[test]
+    fn larger_shapes_bound_smaller_ones() {
+        let big = vec![vec![1, 1], vec![1, 1024], vec![1, 2, 1024, 64]];
+        assert!(dominates(&big, &[vec![1, 1], vec![1, 300], vec![1, 2, 1024, 64]]));
+        assert!(!dominates(&big, &[vec![1, 2], vec![1, 300], vec![1, 2, 1024, 64]]));
+        assert!(!dominates(&big, &[vec![1, 1], vec![1, 300, 1], vec![1, 2, 1024, 64]]));
+        assert!(!dominates(&big, &[vec![1, 1], vec![1, 300]]));
+    }
+
+    #[test]
     fn sizes_parse_with_suffixes() {
         assert_eq!(parse_size("1024").unwrap(), 1024);
         assert_eq!(parse_size("2K").unwrap(), 2048);
@@ -701,4 +732,13 @@ mod tests {
         assert!(parse_size("-1G").is_err());
         assert_eq!(human(3 << 29), "1.5 GiB");
     }
+}
+
+/// Whether every input shape of `big` is at least `small`'s, dim by dim (same ranks).
+fn dominates(big: &[Vec<usize>], small: &[Vec<usize>]) -> bool {
+    big.len() == small.len()
+        && big
+            .iter()
+            .zip(small)
+            .all(|(b, s)| b.len() == s.len() && b.iter().zip(s).all(|(x, y)| x >= y))
 }

@@ -310,6 +310,33 @@ impl Session {
         &self.assignment
     }
 
+    /// Checks the memory a run on these input shapes (by name) needs now, ahead of the runs:
+    /// later runs on shapes no larger (a generator's decode steps against its max-length step)
+    /// are then checked against that peak without walking the graph each time.
+    pub fn warm_memory_check(&self, shapes: &[(&str, Vec<usize>)]) {
+        let find = |name: &str| {
+            shapes
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, s)| s.clone())
+        };
+        let mut fed = Vec::with_capacity(shapes.len());
+        for spec in &self.inputs {
+            match find(&spec.name) {
+                Some(s) => fed.push((spec.id, s, true)),
+                None => return,
+            }
+        }
+        for (spec, default) in &self.overridable {
+            match (find(&spec.name), default.tensor()) {
+                (Some(s), _) => fed.push((spec.id, s, true)),
+                (None, Some(t)) => fed.push((spec.id, t.shape.clone(), false)),
+                (None, None) => {}
+            }
+        }
+        self.budget.warm(&self.model, &self.assignment.order, &fed);
+    }
+
     /// Runs the model once. Inputs are by name; outputs come in the graph's order.
     pub fn run(&self, inputs: Vec<(String, Value)>) -> Result<Vec<(String, Value)>, RuntimeError> {
         self.run_with_stats(inputs).map(|(o, _)| o)
