@@ -1,6 +1,7 @@
 """Prefill and decode tokens/s of `kiln generate` and of onnxruntime-genai's generator on the same
-model folders, alternating engines round by round so both see the same machine phases; reports
-each engine's best round and kiln's ratio. Run by scripts/bench-llm.sh in the onnxruntime-genai
+model folders, alternating engines round by round so both see the same machine phases, each
+round on a freshly loaded model for both (the prefill is a session's first run); reports each
+engine's best round and kiln's ratio. Run by scripts/bench-llm.sh in the onnxruntime-genai
 venv. The prompt is text that the model's tokenizer turns into exactly --prompt-tokens tokens;
 min_length = max_length keeps EOS from ending a run early, so both make --new-tokens tokens."""
 import argparse
@@ -89,13 +90,15 @@ def main():
         path = os.path.join(a.models, name)
         if not os.path.isfile(os.path.join(path, "genai_config.json")):
             continue
-        model = og_model(path, a.threads)
-        tok = og.Tokenizer(model)
-        text = prompt_of(tok, a.prompt_tokens)
+        text = prompt_of(og.Tokenizer(og_model(path, a.threads)), a.prompt_tokens)
         best = {"kiln": [0.0, 0.0], "og": [0.0, 0.0]}
         for _ in range(a.rounds):
             kp, kd, kn = kiln_round(a.kiln, path, text, a.prompt_tokens, a.new_tokens, a.threads)
-            op, od, on = og_round(model, tok, text, a.new_tokens, a.threads)
+            # A model loaded afresh each round, as `kiln generate` loads it: both prefills are
+            # a session's first run.
+            model = og_model(path, a.threads)
+            op, od, on = og_round(model, og.Tokenizer(model), text, a.new_tokens, a.threads)
+            del model
             if kn != a.new_tokens or on != a.new_tokens:
                 raise SystemExit(f"bench_llm: made {kn} (kiln) and {on} (og) tokens, not {a.new_tokens}")
             best["kiln"] = [max(best["kiln"][0], kp), max(best["kiln"][1], kd)]

@@ -330,11 +330,15 @@ impl PreparedKernel for PreparedMatMul {
         let p = plan(&a.shape, &b.shape, false, self.tb)?;
         // A's matrices stacked are one M·batch × K matrix against the single B.
         let rows = p.pairs.len() * p.m;
-        let mut y = kiln_kernels::vecmath::zeros(rows * p.n);
-        if rows > 0 && p.k > 0 {
+        let y = if rows > 0 && p.k > 0 {
+            // The product writes every element: no zeros first.
+            let mut y = kiln_kernels::vecmath::unfilled(rows * p.n, f32::NAN);
             let view = kiln_kernels::View::new(av, rows, p.k, p.k, 1);
             kiln_kernels::sgemm_view(self.alpha, view, &self.packed, 0.0, &mut y, p.n);
-        }
+            y
+        } else {
+            kiln_kernels::vecmath::zeros(rows * p.n)
+        };
         one(Tensor::new(p.out_shape, Data::F32(y)))
     }
 }

@@ -392,7 +392,8 @@ fn layer_norm_f32(
         Some(b) => param(b)?,
         None => &[],
     };
-    let mut y = vec![0f32; xv.len()];
+    // Every row is written.
+    let mut y = kiln_kernels::vecmath::unfilled(xv.len(), f32::NAN);
     let stats = kiln_kernels::vecmath::layer_norm(xv, gamma, beta, eps as f32, rms, &mut y);
     let (means, invs) = stats.iter().map(|&(m, i)| (m as f64, i as f64)).unzip();
     Some((Data::F32(y), means, invs))

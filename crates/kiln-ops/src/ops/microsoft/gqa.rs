@@ -248,7 +248,8 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
     let q_all = f32s(q_t, "query")?;
     // Q, K and V of the new tokens as [B, heads, S, H].
     let heads = |src: &[f32], width: usize, first_head: usize, count: usize| {
-        let mut out = vec![0f32; b * count * s * h];
+        // Every row of every head is copied in.
+        let mut out = kiln_kernels::vecmath::unfilled(b * count * s * h, f32::NAN);
         for bi in 0..b {
             for si in 0..s {
                 let row = &src[(bi * s + si) * width..][..width];
@@ -312,7 +313,8 @@ fn run(ctx: &KernelCtx) -> Result<Vec<Value>> {
             pv[dst..dst + s * h].copy_from_slice(&v[new..new + s * h]);
         }
     }
-    let mut y = vec![0f32; b * s * n * h];
+    // Both attention paths write every (token, head) row.
+    let mut y = kiln_kernels::vecmath::unfilled(b * s * n * h, f32::NAN);
     if g.softcap == 0.0 && !g.smooth && bias.is_none() {
         attend_fast(&g, &lens, &q, &pk, &pv, &mut y)?;
     } else {

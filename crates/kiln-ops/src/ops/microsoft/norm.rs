@@ -98,10 +98,10 @@ fn residual_sum(x: &Tensor, skip: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         };
         if let Some(bv) = bv {
             // f32 as ORT adds it; skip repeats every `sv.len()`, bias every `hidden`.
-            let mut v = xv.clone();
-            for (row, srow) in v.chunks_mut(sv.len()).zip(std::iter::repeat(sv)) {
-                for (o, &s) in row.iter_mut().zip(srow.iter()) {
-                    *o += s;
+            let mut v = kiln_kernels::vecmath::unfilled(xv.len(), f32::NAN);
+            for (row, xrow) in v.chunks_mut(sv.len()).zip(xv.chunks(sv.len())) {
+                for ((o, &x), &s) in row.iter_mut().zip(xrow).zip(sv) {
+                    *o = x + s;
                 }
                 if !bv.is_empty() {
                     for chunk in row.chunks_mut(hidden) {
