@@ -1,7 +1,8 @@
 """Prefill and decode tokens/s of `kiln generate` and of onnxruntime-genai's generator on the same
-model folders, alternating engines round by round so both see the same machine phases, each
-round on a freshly loaded model for both (the prefill is a session's first run); reports each
-engine's best round and kiln's ratio. Run by scripts/bench-llm.sh in the onnxruntime-genai
+model folders, alternating engines round by round so both see the same machine phases. Each
+round starts a fresh process for each engine, loads the model and generates twice: "cold" is
+the first generation (the prefill is the session's first run), "warm" the second. Reports
+each engine's best round of each and kiln's ratios. Run by scripts/bench-llm.sh in the onnxruntime-genai
 venv. The prompt is text that the model's tokenizer turns into exactly --prompt-tokens tokens;
 min_length = max_length keeps EOS from ending a run early, so both make --new-tokens tokens."""
 import argparse
@@ -9,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -65,16 +67,23 @@ def og_round(model, tok, text, new, threads):
 
 
 def kiln_round(kiln, path, text, plen, new, threads):
+    """kiln's (cold, warm) figures: the first generation after loading, then a second one."""
     r = subprocess.run([kiln, "generate", path, "--prompt", text, "--ids", "--greedy", "--threads",
-                        str(threads), "--max-length", str(plen + new), "--min-length", str(plen + new)],
-                       capture_output=True, text=True, check=True)
-    m = re.search(r"prefill: (\d+) tokens at ([\d.]+) tokens/s; decode: (\d+) tokens at ([\d.]+)", r.stderr)
-    if not m or int(m.group(1)) != plen:
+                        str(threads), "--max-length", str(plen + new), "--min-length", str(plen + new),
+                        "--repeat", "2"], capture_output=True, text=True, check=True)
+    runs = re.findall(r"prefill: (\d+) tokens at ([\d.]+) tokens/s; decode: (\d+) tokens at ([\d.]+)", r.stderr)
+    if len(runs) != 2 or any(int(m[0]) != plen for m in runs):
         raise SystemExit(f"bench_llm: unexpected kiln output: {r.stderr[-500:]}")
-    return float(m.group(2)), float(m.group(4)), int(m.group(3))
+    return [(float(m[1]), float(m[3]), int(m[2])) for m in runs]
 
 
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--og-once":
+        path, text, new, threads = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+        model = og_model(path, threads)
+        tok = og.Tokenizer(model)
+        print(json.dumps([og_round(model, tok, text, new, threads) for _ in range(2)]))
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", required=True)
     ap.add_argument("--kiln", required=True)
@@ -83,28 +92,36 @@ def main():
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=128)
     a = ap.parse_args()
-    print(f"| model | prefill {a.prompt_tokens} tok/s: kiln | onnxruntime-genai | kiln/og "
-          f"| decode {a.new_tokens} tok/s: kiln | onnxruntime-genai | kiln/og |")
-    print("|---|---|---|---|---|---|---|")
+    rows = {"cold": [], "warm": []}
     for name in sorted(os.listdir(a.models)):
         path = os.path.join(a.models, name)
         if not os.path.isfile(os.path.join(path, "genai_config.json")):
             continue
         text = prompt_of(og.Tokenizer(og_model(path, a.threads)), a.prompt_tokens)
-        best = {"kiln": [0.0, 0.0], "og": [0.0, 0.0]}
+        best = {(e, w): [0.0, 0.0] for e in ("kiln", "og") for w in ("cold", "warm")}
         for _ in range(a.rounds):
-            kp, kd, kn = kiln_round(a.kiln, path, text, a.prompt_tokens, a.new_tokens, a.threads)
-            # A model loaded afresh each round, as `kiln generate` loads it: both prefills are
-            # a session's first run.
-            model = og_model(path, a.threads)
-            op, od, on = og_round(model, og.Tokenizer(model), text, a.new_tokens, a.threads)
-            del model
-            if kn != a.new_tokens or on != a.new_tokens:
-                raise SystemExit(f"bench_llm: made {kn} (kiln) and {on} (og) tokens, not {a.new_tokens}")
-            best["kiln"] = [max(best["kiln"][0], kp), max(best["kiln"][1], kd)]
-            best["og"] = [max(best["og"][0], op), max(best["og"][1], od)]
-        (kp, kd), (op, od) = best["kiln"], best["og"]
-        print(f"| {name} | {kp:.0f} | {op:.0f} | {kp / op:.2f} | {kd:.0f} | {od:.0f} | {kd / od:.2f} |", flush=True)
+            k = kiln_round(a.kiln, path, text, a.prompt_tokens, a.new_tokens, a.threads)
+            # onnxruntime-genai in a process of its own each round too, as `kiln generate` runs.
+            r = subprocess.run([sys.executable, __file__, "--og-once", path, text, str(a.new_tokens),
+                                str(a.threads)], capture_output=True, text=True, check=True)
+            o = json.loads(r.stdout)
+            for engine, runs in (("kiln", k), ("og", o)):
+                for when, (p, d, n) in zip(("cold", "warm"), runs):
+                    if n != a.new_tokens:
+                        raise SystemExit(f"bench_llm: {engine} made {n} tokens, not {a.new_tokens}")
+                    b = best[(engine, when)]
+                    best[(engine, when)] = [max(b[0], p), max(b[1], d)]
+        for when in ("cold", "warm"):
+            (kp, kd), (op, od) = best[("kiln", when)], best[("og", when)]
+            rows[when].append(f"| {name} | {kp:.0f} | {op:.0f} | {kp / op:.2f} | {kd:.0f} | {od:.0f} | {kd / od:.2f} |")
+    for when, what in (("cold", "the first generation after loading, in a fresh process"),
+                       ("warm", "a second generation on the loaded model")):
+        print(f"\n{when}: {what}\n")
+        print(f"| model | prefill {a.prompt_tokens} tok/s: kiln | onnxruntime-genai | kiln/og "
+              f"| decode {a.new_tokens} tok/s: kiln | onnxruntime-genai | kiln/og |")
+        print("|---|---|---|---|---|---|---|")
+        for row in rows[when]:
+            print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -133,12 +133,19 @@ def check(item):
                                      "--threads", "2"))
         assert out["tokens"] == ids and isinstance(out["text"], str) and out["text"], out
         assert out["prefill_tokens_per_s"] > 0 and out["decode_tokens_per_s"] > 0, out
+        # --repeat: the same tokens again on the loaded model, each earlier run's speeds first.
+        r = subprocess.run([common.kiln_bin(), "generate", path, "--prompt", PROMPTS[0], "--max-length", str(m),
+                            "--json", "--threads", "2", "--repeat", "3"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert json.loads(r.stdout)["tokens"] == ids
+        assert [line.split(":")[0] for line in r.stderr.splitlines() if line.startswith("run ")] == ["run 1", "run 2"], r.stderr
         # No prompt: the start token alone.
         empty = json.loads(common.kiln("generate", path, "--max-length", "10", "--json"))
         assert len(empty["tokens"]) == 9 and empty["prefill_tokens"] == 1, empty
-        return "--json gives the tokens, text and speeds; no prompt starts from the start token"
+        return "--json gives the tokens, text and speeds; --repeat; no prompt starts from the start token"
     if kind == "errors":
-        for extra, want in [(["--temperature", "0"], "--temperature"), (["--top-p", "1.5"], "--top-p")]:
+        for extra, want in [(["--temperature", "0"], "--temperature"), (["--top-p", "1.5"], "--top-p"),
+                            (["--repeat", "0"], "--repeat")]:
             r = subprocess.run([common.kiln_bin(), "generate", path, "--prompt", "x", *extra], capture_output=True, text=True)
             assert r.returncode != 0 and want in r.stderr, f"{extra}: exit {r.returncode}, {r.stderr[-300:]}"
         r = subprocess.run([common.kiln_bin(), "generate", "/nonexistent", "--prompt", "x"], capture_output=True, text=True)

@@ -69,6 +69,10 @@ pub struct GenerateArgs {
     /// Print the generated token ids (a line per sequence) instead of streaming text.
     #[arg(long)]
     pub ids: bool,
+    /// Generate N times on the loaded model (a warm measurement): the text and speeds shown are
+    /// the last run's; the earlier runs' speeds go to stderr first.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
     /// One JSON object on stdout: {"tokens", "text", "prefill_tokens_per_s", "decode_tokens_per_s"}
     /// (tokens and text per sequence, as lists, for a batch).
     #[arg(long)]

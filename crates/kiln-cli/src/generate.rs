@@ -70,6 +70,17 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    if a.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
+    for rep in 1..a.repeat {
+        let mut w = Generator::new(&model, search.clone());
+        w.append_tokens(&prompts)?;
+        while !w.is_done() {
+            w.generate_next_token()?;
+        }
+        eprintln!("run {rep}: {}", speeds(&w.timing));
+    }
     let mut g = Generator::new(&model, search);
     g.append_tokens(&prompts)?;
     // One sequence streams its text as it comes; a batch prints each sequence at the end.
@@ -123,12 +134,18 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
         }
         out.flush()?;
     }
-    eprintln!(
+    eprintln!("{}", speeds(&t));
+    Ok(())
+}
+
+/// The speeds line: `prefill: N tokens at X tokens/s; decode: M tokens at Y tokens/s`.
+fn speeds(t: &kiln_genai::Timing) -> String {
+    let rate = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+    format!(
         "prefill: {} tokens at {:.0} tokens/s; decode: {} tokens at {:.1} tokens/s",
         t.prefill_tokens,
         rate(t.prefill_tokens, t.prefill_s),
         t.decode_tokens,
         rate(t.decode_tokens, t.decode_s)
-    );
-    Ok(())
+    )
 }

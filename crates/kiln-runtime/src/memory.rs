@@ -716,9 +716,18 @@ mod tests {
     #[test]
     fn larger_shapes_bound_smaller_ones() {
         let big = vec![vec![1, 1], vec![1, 1024], vec![1, 2, 1024, 64]];
-        assert!(dominates(&big, &[vec![1, 1], vec![1, 300], vec![1, 2, 1024, 64]]));
-        assert!(!dominates(&big, &[vec![1, 2], vec![1, 300], vec![1, 2, 1024, 64]]));
-        assert!(!dominates(&big, &[vec![1, 1], vec![1, 300, 1], vec![1, 2, 1024, 64]]));
+        assert!(dominates(
+            &big,
+            &[vec![1, 1], vec![1, 300], vec![1, 2, 1024, 64]]
+        ));
+        assert!(!dominates(
+            &big,
+            &[vec![1, 2], vec![1, 300], vec![1, 2, 1024, 64]]
+        ));
+        assert!(!dominates(
+            &big,
+            &[vec![1, 1], vec![1, 300, 1], vec![1, 2, 1024, 64]]
+        ));
         assert!(!dominates(&big, &[vec![1, 1], vec![1, 300]]));
     }
 
