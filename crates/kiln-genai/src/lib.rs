@@ -8,6 +8,7 @@
 //! is greedy or sampled ([`SearchOptions`]); a row stops at an EOS token or at `max_length`.
 mod chat;
 mod config;
+mod last_logits;
 mod search;
 
 use std::ops::Deref;
@@ -36,6 +37,9 @@ pub enum GenError {
 pub struct Model {
     pub config: GenaiConfig,
     pub session: Session,
+    /// Whether the session computes logits only at the positions the search reads (see
+    /// [`last_logits`]), taking them as an extra input.
+    pub logits_at_positions: bool,
     pub tokenizer: tokenizers::Tokenizer,
     pub chat: ChatTemplate,
 }
@@ -46,11 +50,16 @@ impl Model {
         let tok_path = dir.join("tokenizer.json");
         let tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
             .map_err(|e| GenError::Tokenizer(format!("{}: {e}", tok_path.display())))?;
-        let session = Session::from_path(&dir.join(&config.filename), opts)
-            .map_err(|e| GenError::Model(e.to_string()))?;
+        let path = dir.join(&config.filename);
+        let mut graph = kiln_ir::Model::load(&path)
+            .map_err(|e| GenError::Model(format!("{}: {e}", path.display())))?;
+        let logits_at_positions = last_logits::rewrite(&mut graph, &config.logits).is_ok();
+        let session =
+            Session::from_model(graph, opts).map_err(|e| GenError::Model(e.to_string()))?;
         Ok(Model {
             config,
             session,
+            logits_at_positions,
             tokenizer,
             chat: ChatTemplate::load(dir)?,
         })
@@ -176,6 +185,9 @@ impl<M: Deref<Target = Model>> Generator<M> {
         if let Some(p) = &c.position_ids {
             shapes.push((p.as_str(), vec![b, 1]));
         }
+        if self.model.logits_at_positions {
+            shapes.push((last_logits::POSITIONS, vec![b, 1, 1]));
+        }
         let names: Vec<String> = self.past.iter().map(|(n, _)| n.clone()).collect();
         let cache = vec![b, c.kv_heads, rows.max(max_len - 1), c.head_size];
         shapes.extend(names.iter().map(|n| (n.as_str(), cache.clone())));
@@ -218,6 +230,16 @@ impl<M: Deref<Target = Model>> Generator<M> {
                 Value::Tensor(Tensor::new(vec![b, s], Data::I64(pos))),
             ));
         }
+        let at_positions = self.model.logits_at_positions;
+        if at_positions {
+            inputs.push((
+                last_logits::POSITIONS.to_string(),
+                Value::Tensor(Tensor::new(
+                    vec![b, 1, 1],
+                    Data::I64(last.iter().map(|&i| i as i64).collect()),
+                )),
+            ));
+        }
         inputs.append(&mut self.past);
         let outs = self
             .model
@@ -251,16 +273,20 @@ impl<M: Deref<Target = Model>> Generator<M> {
         };
         let v = *l.shape.last().unwrap_or(&0);
         let rows = l.shape.iter().rev().skip(1).product::<usize>();
-        if v == 0 || rows != b * s {
+        let per_row = if at_positions { 1 } else { s };
+        if v == 0 || rows != b * per_row {
             return Err(GenError::Model(format!(
-                "logits of shape {:?} for a batch of {b} × {s} tokens",
+                "logits of shape {:?} for a batch of {b} × {per_row} positions",
                 l.shape
             )));
         }
         self.logits = Some(
             last.iter()
                 .enumerate()
-                .map(|(r, &i)| lv[(r * s + i) * v..(r * s + i + 1) * v].to_vec())
+                .map(|(r, &i)| {
+                    let at = if at_positions { r } else { r * s + i };
+                    lv[at * v..(at + 1) * v].to_vec()
+                })
                 .collect(),
         );
         Ok(())

@@ -40,6 +40,31 @@ fn normal_domain(d: &str) -> &str {
 }
 
 impl Model {
+    /// A model of `graph` at IR version 8 importing `opsets` (domain, version), with no
+    /// metadata: what a test or a tool that builds a graph in code saves or runs.
+    pub fn new(graph: Graph, opsets: &[(&str, i64)]) -> Model {
+        Model {
+            ir_version: 8,
+            opsets: opsets
+                .iter()
+                .map(|&(d, version)| OpsetImport {
+                    domain: normal_domain(d).to_string(),
+                    version,
+                })
+                .collect(),
+            producer_name: None,
+            producer_version: None,
+            domain: None,
+            model_version: None,
+            doc_string: None,
+            metadata_props: vec![],
+            graph,
+            functions: vec![],
+            training_info: vec![],
+            configuration: vec![],
+        }
+    }
+
     /// Reads a model file (external data from its folder) and checks its graph.
     pub fn load(path: &Path) -> Result<Model, IrError> {
         Model::from_proto(&kiln_onnx::load_model(path)?)

@@ -277,7 +277,12 @@ impl PackedConv {
         } else {
             let mg = geom.m_g();
             let mut packed: Vec<PackedA> = (0..geom.groups)
-                .map(|g| PackedA::new(&weights[g * mg * k..(g + 1) * mg * k], mg, k, k))
+                .map(|g| {
+                    PackedA::weights(
+                        Isa::detect(),
+                        crate::View::new(&weights[g * mg * k..(g + 1) * mg * k], mg, k, k, 1),
+                    )
+                })
                 .collect();
             if geom.groups == 1 {
                 Weights::Single(Mutex::new(Forms {

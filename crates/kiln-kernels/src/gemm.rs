@@ -9,6 +9,7 @@
 use rayon::prelude::*;
 
 use crate::act::{Activation, Tile};
+use crate::hugepages::Buffer;
 use crate::ukernel::{self, Fuse, Rows, Strided, Table, Ukernel};
 use crate::Isa;
 
@@ -39,7 +40,7 @@ pub struct PackedA {
     mr: usize,
     m: usize,
     k: usize,
-    data: Vec<f32>,
+    data: Buffer<f32>,
 }
 
 impl PackedA {
@@ -54,6 +55,16 @@ impl PackedA {
 
     /// Packs `alpha · a` for any strides (a transposed matrix has `rs == 1`).
     pub fn strided(isa: Isa, a: View, alpha: f32) -> PackedA {
+        PackedA::strided_in(isa, a, alpha, |n| Buffer::from(vec![0f32; n]))
+    }
+
+    /// As [`PackedA::strided`] for weights that stay packed for the session: on huge pages
+    /// where the system grants them (see [`crate::hugepages`]).
+    pub fn weights(isa: Isa, a: View) -> PackedA {
+        PackedA::strided_in(isa, a, 1.0, Buffer::zeroed)
+    }
+
+    fn strided_in(isa: Isa, a: View, alpha: f32, alloc: fn(usize) -> Buffer<f32>) -> PackedA {
         let (m, k) = (a.rows, a.cols);
         // Fewer rows than a tile get a tile of their height where there is a kernel for it.
         let mr = match isa.tile().0 {
@@ -61,7 +72,7 @@ impl PackedA {
             t => t,
         };
         let panels = m.div_ceil(mr);
-        let mut data = vec![0f32; panels * mr * k];
+        let mut data = alloc(panels * mr * k);
         let pack = |(p, panel): (usize, &mut [f32])| {
             let rows = mr.min(m - p * mr);
             if a.cs == 1 && rows == mr {
@@ -115,13 +126,13 @@ impl PackedA {
             mr,
             m,
             k,
-            data,
+            data: Buffer::from(data),
         }
     }
 
     /// The panel storage, for reuse.
     pub(crate) fn into_data(self) -> Vec<f32> {
-        self.data
+        self.data.into_vec()
     }
 
     /// Entry `(row, col)`.
@@ -322,7 +333,8 @@ pub struct PackedB {
     nr: usize,
     k: usize,
     n: usize,
-    data: Vec<f32>,
+    /// Weights: read on every run, so mapped on huge pages (see [`crate::hugepages`]).
+    data: Buffer<f32>,
 }
 
 impl PackedB {
@@ -330,7 +342,7 @@ impl PackedB {
         let (_, nr) = isa.tile();
         let (k, n) = (b.rows, b.cols);
         let panels = n.div_ceil(nr);
-        let mut data = vec![0f32; panels * k * nr];
+        let mut data = Buffer::zeroed(panels * k * nr);
         for (p, dst) in data
             .chunks_exact_mut((k * nr).max(1))
             .enumerate()
@@ -347,7 +359,7 @@ impl PackedB {
         let (_, nr) = a.isa.tile();
         let (k, n) = (a.k, a.m);
         let panels = n.div_ceil(nr);
-        let mut data = vec![0f32; panels * k * nr];
+        let mut data = Buffer::zeroed(panels * k * nr);
         for (p, dst) in data
             .chunks_exact_mut((k * nr).max(1))
             .enumerate()
@@ -408,7 +420,7 @@ impl PackedB {
                 *v = panel[kk * nr + r % nr];
             }
         }
-        PackedA::with_isa(isa, &plain, m, k, k)
+        PackedA::weights(isa, View::new(&plain, m, k, k, 1))
     }
 
     /// As [`PackedB::untransposed`], in place when the panels tile (see

@@ -24,6 +24,7 @@ pub mod attention;
 pub mod bench;
 pub mod conv;
 pub mod gemm;
+pub mod hugepages;
 pub mod nchwc;
 mod pixel_major;
 pub mod qdepthwise;

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use kiln_ir::{
-    AttrList, AttrValue, Attribute, DataType, Dim, Graph, Model, Node, OpsetImport, Tensor,
-    ValueId, ValueType,
+    AttrList, AttrValue, Attribute, DataType, Dim, Graph, Model, Node, Tensor, ValueId, ValueType,
 };
 use kiln_ops::{Tensor as RtTensor, Value};
 use kiln_runtime::{
@@ -98,23 +97,7 @@ impl B {
     fn finish(mut self, outputs: &[ValueId]) -> Model {
         self.g.set_outputs(outputs.to_vec());
         self.g.check_consistency().unwrap();
-        Model {
-            ir_version: 8,
-            opsets: vec![OpsetImport {
-                domain: String::new(),
-                version: 17,
-            }],
-            producer_name: None,
-            producer_version: None,
-            domain: None,
-            model_version: None,
-            doc_string: None,
-            metadata_props: vec![],
-            graph: self.g,
-            functions: vec![],
-            training_info: vec![],
-            configuration: vec![],
-        }
+        Model::new(self.g, &[("", 17)])
     }
 }
 

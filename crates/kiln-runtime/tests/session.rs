@@ -3,7 +3,7 @@
 //! checks naming the input, memory freed as values die, and concurrent runs.
 use std::sync::Arc;
 
-use kiln_ir::{Attribute, DataType, Dim, Graph, Model, Node, OpsetImport, ValueType};
+use kiln_ir::{Attribute, DataType, Dim, Graph, Model, Node, ValueType};
 use kiln_ops::{Tensor, Value};
 use kiln_runtime::{
     CpuProvider, ExecutionProvider, Level, OpTypeProvider, RuntimeError, Session, SessionOptions,
@@ -44,23 +44,7 @@ fn chain_model() -> Model {
     }
     g.set_outputs(vec![prev]);
     g.check_consistency().unwrap();
-    Model {
-        ir_version: 8,
-        opsets: vec![OpsetImport {
-            domain: String::new(),
-            version: 17,
-        }],
-        producer_name: None,
-        producer_version: None,
-        domain: None,
-        model_version: None,
-        doc_string: None,
-        metadata_props: vec![],
-        graph: g,
-        functions: vec![],
-        training_info: vec![],
-        configuration: vec![],
-    }
+    Model::new(g, &[("", 17)])
 }
 
 fn input(batch: usize) -> Vec<(String, Value)> {

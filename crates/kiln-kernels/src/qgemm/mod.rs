@@ -244,14 +244,14 @@ impl QWeights {
 /// two cache lines, whatever address the allocator gave (a misaligned panel made every load a
 /// split one, and runs of one process 15% slower than the next).
 pub(crate) struct Aligned {
-    buf: Vec<u8>,
+    buf: crate::hugepages::Buffer<u8>,
     off: usize,
     len: usize,
 }
 
 impl Aligned {
     pub(crate) fn zeroed(len: usize) -> Aligned {
-        let buf = vec![0u8; len + 63];
+        let buf = crate::hugepages::Buffer::<u8>::zeroed(len + 63);
         let off = buf.as_ptr().align_offset(64);
         Aligned { buf, off, len }
     }

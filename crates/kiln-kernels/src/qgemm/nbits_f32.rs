@@ -19,9 +19,9 @@ const MR: usize = 8;
 /// The packed values `q`.
 enum Store {
     /// `[panel][k / 2][NR]`: step `2i` in the low nibble, `2i + 1` in the high one.
-    Nibbles(Vec<u8>),
+    Nibbles(crate::hugepages::Buffer<u8>),
     /// `[panel][k][NR]`.
-    Bytes(Vec<u8>),
+    Bytes(crate::hugepages::Buffer<u8>),
 }
 
 /// Weights `[N, K]` (per column, as MatMulNBits stores them) ready for [`dq_matmul`].
@@ -55,7 +55,7 @@ impl DqWeights {
         let panels = n.div_ceil(NR);
         let nibbles = bits <= 4;
         let steps = if nibbles { k.div_ceil(2) } else { k };
-        let mut data = vec![0u8; panels * steps * NR];
+        let mut data = crate::hugepages::Buffer::zeroed(panels * steps * NR);
         let mut scales = vec![0f32; panels * blocks * NR];
         let mut shifts = vec![0f32; panels * blocks * NR];
         for col in 0..n {

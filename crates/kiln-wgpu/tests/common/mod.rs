@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 use std::sync::Arc;
 
-use kiln_ir::{Attribute, DataType, Dim, Graph, Model, Node, OpsetImport, ValueType};
+use kiln_ir::{Attribute, DataType, Dim, Graph, Model, Node, ValueType};
 use kiln_ops::{Tensor, Value};
 use kiln_runtime::{ExecutionProvider, Level, Session, SessionOptions};
 use kiln_wgpu::{WgpuOptions, WgpuProvider};
@@ -90,30 +90,14 @@ impl Op {
 
 pub fn model_of(g: Graph, opset: i64) -> Model {
     g.check_consistency().unwrap();
-    let mut opsets = vec![OpsetImport {
-        domain: String::new(),
-        version: opset,
-    }];
-    for d in ["com.microsoft", kiln_ops::ops_domain::KILN] {
-        opsets.push(OpsetImport {
-            domain: d.into(),
-            version: 1,
-        });
-    }
-    Model {
-        ir_version: 8,
-        opsets,
-        producer_name: None,
-        producer_version: None,
-        domain: None,
-        model_version: None,
-        doc_string: None,
-        metadata_props: vec![],
-        graph: g,
-        functions: vec![],
-        training_info: vec![],
-        configuration: vec![],
-    }
+    Model::new(
+        g,
+        &[
+            ("", opset),
+            ("com.microsoft", 1),
+            (kiln_ops::ops_domain::KILN, 1),
+        ],
+    )
 }
 
 /// The one-node model of `o`, and random feeds for its data inputs.
