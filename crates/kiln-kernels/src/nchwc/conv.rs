@@ -37,7 +37,7 @@ pub struct NchwcConv {
     input: Input,
     depthwise: bool,
     /// Dense: `[c_out/B][in blocks][kh][kw][lanes][B]`; depthwise: `[c/B][kh][kw][B]`.
-    w: Vec<f32>,
+    w: crate::hugepages::Buffer<f32>,
     /// Padded to whole blocks with zeros.
     bias: Vec<f32>,
     isa: Isa,
@@ -446,7 +446,7 @@ impl NchwcConv {
         }
         let taps = kh * kw;
         let w = if depthwise {
-            let mut w = vec![0f32; cop * taps];
+            let mut w = crate::hugepages::Buffer::zeroed(cop * taps);
             for o in 0..geom.c_out {
                 for t in 0..taps {
                     w[((o / b) * taps + t) * b + o % b] = weights[o * taps + t];
@@ -458,7 +458,7 @@ impl NchwcConv {
                 Input::Blocked => (padded(geom.c_in) / b, b),
                 Input::Plain => (1, geom.c_in),
             };
-            let mut w = vec![0f32; cop * icb * taps * lanes];
+            let mut w = crate::hugepages::Buffer::zeroed(cop * icb * taps * lanes);
             for o in 0..geom.c_out {
                 for i in 0..geom.c_in {
                     let (ib, l) = (i / lanes, i % lanes);
