@@ -1012,11 +1012,12 @@ pub(crate) mod tests {
                 (3, 100, 0),
                 (1000, 1, 300),
                 (37, 3, 70),
-                // Fewer rows than a tile (AVX-512's 1- to 6-row kernels), K not a multiple
-                // of their unrolling.
+                // Fewer rows than a tile (AVX-512's 1- to 6-row kernels, AVX2's 1 to 5), K
+                // not a multiple of their unrolling.
                 (1, 70, 515),
                 (2, 64, 7),
                 (3, 40, 33),
+                (4, 48, 21),
                 (5, 96, 130),
                 (6, 33, 9),
             ] {

@@ -62,11 +62,11 @@ pub(crate) type Ukernel<R> = unsafe fn(
 
 /// The tile heights (MR) with a micro-kernel on `isa`; the first is [`crate::Isa::tile`]'s.
 /// AVX-512 also has 7 rows (a 7-pixel panel is one row of a 7-, 14- or 28-wide map) and 1 to
-/// 6 (a matrix of fewer rows than a tile: a decode step's activations).
+/// 6, AVX2 1 to 5 (a matrix of fewer rows than a tile: a decode step's activations).
 pub(crate) fn heights(isa: crate::Isa) -> &'static [usize] {
     match isa {
         crate::Isa::Avx512 => &[8, 7, 1, 2, 3, 4, 5, 6],
-        crate::Isa::Avx2 => &[6],
+        crate::Isa::Avx2 => &[6, 1, 2, 3, 4, 5],
         crate::Isa::Portable => &[4],
     }
 }
@@ -91,7 +91,17 @@ pub(crate) fn for_shape<R: Rows>(isa: crate::Isa, mr: usize) -> Ukernel<R> {
         #[cfg(target_arch = "x86_64")]
         (crate::Isa::Avx512, _) => avx512_x32::<8, 1, R>,
         #[cfg(target_arch = "x86_64")]
-        (crate::Isa::Avx2, _) => avx2_6x16::<R>,
+        (crate::Isa::Avx2, 1) => avx2_x16::<1, 4, R>,
+        #[cfg(target_arch = "x86_64")]
+        (crate::Isa::Avx2, 2) => avx2_x16::<2, 2, R>,
+        #[cfg(target_arch = "x86_64")]
+        (crate::Isa::Avx2, 3) => avx2_x16::<3, 2, R>,
+        #[cfg(target_arch = "x86_64")]
+        (crate::Isa::Avx2, 4) => avx2_x16::<4, 1, R>,
+        #[cfg(target_arch = "x86_64")]
+        (crate::Isa::Avx2, 5) => avx2_x16::<5, 1, R>,
+        #[cfg(target_arch = "x86_64")]
+        (crate::Isa::Avx2, _) => avx2_x16::<6, 1, R>,
         _ => portable_4x8::<R>,
     }
 }
@@ -197,11 +207,11 @@ unsafe fn avx512_x32<const MR: usize, const U: usize, R: Rows>(
 }
 
 /// # Safety
-/// The CPU must have AVX2 and FMA; `a` must hold `6k` floats, `b` `k` rows of 16 and `c` a
-/// 6×16 tile.
+/// The CPU must have AVX2 and FMA; `a` must hold `MR·k` floats, `b` `k` rows of 16 and `c` an
+/// MR×16 tile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_6x16<R: Rows>(
+unsafe fn avx2_x16<const MR: usize, const U: usize, R: Rows>(
     k: usize,
     a: *const f32,
     b: R,
@@ -211,21 +221,44 @@ unsafe fn avx2_6x16<R: Rows>(
     fuse: Option<&Fuse>,
 ) {
     use std::arch::x86_64::*;
-    prefetch_residual::<6, 16>(fuse, ldc);
-    let mut r: [[__m256; 2]; 6] = [[_mm256_setzero_ps(); 2]; 6];
+    prefetch_residual::<MR, 16>(fuse, ldc);
+    // As in `avx512_x32`: a short tile takes U consecutive k steps into U sets of sums.
+    let mut r: [[[__m256; 2]; MR]; U] = [[[_mm256_setzero_ps(); 2]; MR]; U];
     let mut a = a;
-    for kk in 0..k {
+    let mut kk = 0;
+    while kk + U <= k {
+        for (u, ru) in r.iter_mut().enumerate() {
+            let bp = b.row(kk + u);
+            let b0 = _mm256_loadu_ps(bp);
+            let b1 = _mm256_loadu_ps(bp.add(8));
+            for (i, row) in ru.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*a.add(u * MR + i));
+                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+            }
+        }
+        a = a.add(U * MR);
+        kk += U;
+    }
+    while kk < k {
         let bp = b.row(kk);
         let b0 = _mm256_loadu_ps(bp);
         let b1 = _mm256_loadu_ps(bp.add(8));
-        for (i, row) in r.iter_mut().enumerate() {
+        for (i, row) in r[0].iter_mut().enumerate() {
             let av = _mm256_broadcast_ss(&*a.add(i));
             row[0] = _mm256_fmadd_ps(av, b0, row[0]);
             row[1] = _mm256_fmadd_ps(av, b1, row[1]);
         }
-        a = a.add(6);
+        a = a.add(MR);
+        kk += 1;
     }
-    for (i, row) in r.iter().enumerate() {
+    for u in 1..U {
+        for i in 0..MR {
+            r[0][i][0] = _mm256_add_ps(r[0][i][0], r[u][i][0]);
+            r[0][i][1] = _mm256_add_ps(r[0][i][1], r[u][i][1]);
+        }
+    }
+    for (i, row) in r[0].iter().enumerate() {
         let p = c.add(i * ldc);
         let (mut v0, mut v1) = (row[0], row[1]);
         if acc {
