@@ -50,7 +50,7 @@ step "micro-benchmarks (smoke)" cargo bench --locked -p kiln-kernels --bench ker
 step "integer micro-benchmarks (smoke)" cargo bench --locked -p kiln-kernels --bench qgemm -- --ms 5
 step "op micro-benchmarks (smoke)" cargo bench --locked -p kiln-ops --bench ops -- --ms 5
 py="${KILN_CACHE:-$root/.cache}/venv/bin/python"
-for t in inspect roundtrip roundtrip_conformance shapes shapes_conformance models conformance optimize recurrent ml_ops attention_ops contrib_ops scripted_models quant_ops qdq_fusions quant_models llm_models generate; do
+for t in inspect roundtrip roundtrip_conformance shapes shapes_conformance models conformance optimize recurrent ml_ops attention_ops contrib_ops scripted_models quant_ops qdq_fusions quant_models llm_models generate precision; do
   step "python $t" "$py" "tests/python/test_$t.py"
 done
 step "python differential (2000 random graphs)" "$py" tests/python/test_differential.py --seeds 0:2000

@@ -133,7 +133,10 @@ def _level_name(level):
 
 class SessionOptions:
     """ONNX Runtime's session options. kiln acts on `graph_optimization_level`,
-    `intra_op_num_threads` and `optimized_model_filepath`; the rest are kept and ignored."""
+    `intra_op_num_threads` and `optimized_model_filepath`; the rest are kept and ignored.
+    kiln's own `precision` ("f32", the default, or "bf16": matrix products in bfloat16 with
+    f32 sums, on CPUs with AVX512-BF16) can also be set as the config entry
+    `kiln.precision`."""
 
     def __init__(self):
         self.graph_optimization_level = GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -151,6 +154,7 @@ class SessionOptions:
         self.enable_profiling = False
         self.profile_file_prefix = "onnxruntime_profile_"
         self.use_deterministic_compute = False
+        self.precision = "f32"
         self._config = {}
         self._free_dims = {}
 
@@ -315,6 +319,7 @@ class InferenceSession:
             threads=threads if threads > 0 else None,
             providers=eps,
             optimized_path=opts.optimized_model_filepath or None,
+            precision=opts._config.get("kiln.precision", getattr(opts, "precision", "f32")),
         )
 
     def get_inputs(self):

@@ -118,7 +118,7 @@ fn providers(list: &[(String, HashMap<String, String>)]) -> PyResult<Providers> 
 impl Session {
     /// `model`: a path or the model's bytes; `providers`: (ORT name, options) pairs kiln has.
     #[new]
-    #[pyo3(signature = (model, level="all", threads=None, providers=Vec::new(), optimized_path=None))]
+    #[pyo3(signature = (model, level="all", threads=None, providers=Vec::new(), optimized_path=None, precision="f32"))]
     fn new(
         py: Python<'_>,
         model: &Bound<'_, PyAny>,
@@ -126,7 +126,17 @@ impl Session {
         threads: Option<usize>,
         providers: Vec<(String, HashMap<String, String>)>,
         optimized_path: Option<PathBuf>,
+        precision: &str,
     ) -> PyResult<Session> {
+        let precision = match precision {
+            "f32" | "fp32" | "float32" => kiln_runtime::Precision::F32,
+            "bf16" | "bfloat16" => kiln_runtime::Precision::Bf16,
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "precision '{other}': expected 'f32' or 'bf16'"
+                )))
+            }
+        };
         let level = self::level(level)?;
         let (eps, names) = self::providers(&providers)?;
         let model = if let Ok(b) = model.cast::<PyBytes>() {
@@ -172,6 +182,7 @@ impl Session {
                 level,
                 providers: eps,
                 memory_limit: None,
+                precision,
             };
             kiln_runtime::Session::from_model(model, opts)
         });

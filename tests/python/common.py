@@ -39,6 +39,14 @@ def ensure_data():
     subprocess.run([os.path.join(ROOT, "scripts", "fetch-data.sh")], check=True)
 
 
+def made_by(script):
+    """The folder a model-making script (`scripts/gen-*.sh`) prints last, or exit saying why."""
+    out = subprocess.run(["bash", os.path.join(ROOT, "scripts", script)], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"scripts/{script} failed:\n{out.stderr[-3000:]}")
+    return out.stdout.strip().splitlines()[-1]
+
+
 def kiln_bin():
     """Path of the kiln binary, or exit(2) saying where we looked."""
     path = os.environ.get("KILN_BIN") or os.path.join(ROOT, "target", "release", "kiln")

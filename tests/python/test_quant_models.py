@@ -35,11 +35,7 @@ FUSED = {
 
 
 def folder():
-    out = subprocess.run(["bash", os.path.join(common.ROOT, "scripts", "gen-quant-models.sh")],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"scripts/gen-quant-models.sh failed:\n{out.stderr[-3000:]}")
-    return out.stdout.strip().splitlines()[-1]
+    return common.made_by("gen-quant-models.sh")
 
 
 def ort_all(path):

@@ -42,11 +42,7 @@ KILN_FUSED = {"bert_minilm": {"com.microsoft:BiasGelu": 6}, "vit_small": {"com.m
 
 
 def generated():
-    out = subprocess.run(["bash", os.path.join(common.ROOT, "scripts", "gen-models.sh")],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"scripts/gen-models.sh failed:\n{out.stderr[-3000:]}")
-    return out.stdout.strip().splitlines()[-1]
+    return common.made_by("gen-models.sh")
 
 
 def cases(folder):

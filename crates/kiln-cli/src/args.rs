@@ -79,6 +79,15 @@ pub struct GenerateArgs {
     pub json: bool,
 }
 
+/// The arithmetic of matrix products (`--precision`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Precision {
+    F32,
+    /// Weights and activations rounded to bfloat16 at MatMul and Attention's projections, f32
+    /// sums (needs AVX512-BF16).
+    Bf16,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Level {
     Disabled,
@@ -144,6 +153,9 @@ pub struct RunArgs {
     /// default: the memory the machine has available).
     #[arg(long, value_name = "BYTES")]
     pub memory_limit: Option<String>,
+    /// Matrix products in f32 (default) or bfloat16 with f32 sums.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: Precision,
 }
 
 #[derive(Args)]
@@ -173,6 +185,9 @@ pub struct BenchArgs {
     /// Most memory one run may use (BYTES with K/M/G/T; default: the memory available).
     #[arg(long, value_name = "BYTES")]
     pub memory_limit: Option<String>,
+    /// Precisions to compare (repeat the flag for several variants; default f32).
+    #[arg(long, value_enum)]
+    pub precision: Vec<Precision>,
     /// Untimed runs per variant first.
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
@@ -242,4 +257,7 @@ pub struct ServeArgs {
     /// Most memory one run may use (BYTES with K/M/G/T).
     #[arg(long, value_name = "BYTES")]
     pub memory_limit: Option<String>,
+    /// Matrix products in f32 (default) or bfloat16 with f32 sums.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: Precision,
 }

@@ -62,8 +62,16 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     // Session creation (optimization, partitioning, weight packing) per variant; loading
     // the file is shared and reported once.
     let mut session_ms = Vec::new();
+    let precisions = if a.precision.is_empty() {
+        vec![crate::args::Precision::F32]
+    } else {
+        a.precision.clone()
+    };
     for l in &levels {
-        for ep in &eps {
+        for (ep, p) in eps
+            .iter()
+            .flat_map(|ep| precisions.iter().map(move |p| (ep, *p)))
+        {
             let args = RunArgs {
                 model: None,
                 level: *l,
@@ -74,6 +82,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
                 shape: a.shape.clone(),
                 out: None,
                 memory_limit: a.memory_limit.clone(),
+                precision: p,
+            };
+            // A bfloat16 variant is told apart by its provider column.
+            let ep = &match p {
+                crate::args::Precision::F32 => ep.clone(),
+                crate::args::Precision::Bf16 => format!("{ep} bf16"),
             };
             let creating = Instant::now();
             let session = report::session(model.clone(), &args)

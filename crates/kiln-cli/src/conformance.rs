@@ -132,6 +132,7 @@ fn run_case(case: &Path) -> (Status, String) {
         level: Level::Disabled,
         providers: Vec::new(),
         memory_limit: None,
+        precision: kiln_runtime::Precision::F32,
     };
     let session = match Session::from_model(model, opts) {
         Ok(s) => s,

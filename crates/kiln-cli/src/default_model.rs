@@ -237,6 +237,7 @@ mod session_tests {
             level: Level::All,
             providers: vec![],
             memory_limit: None,
+            precision: kiln_runtime::Precision::F32,
         };
         let s = Arc::new(Session::from_model(super::build(), opts).unwrap());
         let input = || {

@@ -45,6 +45,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         shape: shapes.clone(),
         out: None,
         memory_limit: None,
+        precision: crate::args::Precision::F32,
     };
     let plain =
         report::session(model.clone(), &args(Level::Disabled)).with_context(|| name.clone())?;

@@ -7,7 +7,7 @@ use anyhow::Context;
 use kiln_ir::{Dim, Graph, Model, ValueType};
 use serde_json::{json, Value as Json};
 
-use crate::args::{Level, RunArgs};
+use crate::args::{Level, Precision, RunArgs};
 use crate::default_model;
 
 /// The optimizer level of a command-line level.
@@ -17,6 +17,14 @@ pub fn level(l: Level) -> kiln_runtime::Level {
         Level::Basic => kiln_runtime::Level::Basic,
         Level::Extended => kiln_runtime::Level::Extended,
         Level::All => kiln_runtime::Level::All,
+    }
+}
+
+/// The session precision of a command-line one.
+pub fn precision(p: Precision) -> kiln_runtime::Precision {
+    match p {
+        Precision::F32 => kiln_runtime::Precision::F32,
+        Precision::Bf16 => kiln_runtime::Precision::Bf16,
     }
 }
 
@@ -53,6 +61,7 @@ pub fn session(model: Model, a: &RunArgs) -> anyhow::Result<kiln_runtime::Sessio
         level: level(a.level),
         providers: providers(&a.ep)?,
         memory_limit: memory_limit(a.memory_limit.as_deref())?,
+        precision: precision(a.precision),
     };
     Ok(kiln_runtime::Session::from_model(model, opts)?)
 }

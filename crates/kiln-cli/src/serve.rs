@@ -43,6 +43,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         level: report::level(a.level),
         providers: report::providers(&a.ep)?,
         memory_limit: report::memory_limit(a.memory_limit.as_deref())?,
+        precision: report::precision(a.precision),
     };
     let cfg = kiln_serve::ServeConfig {
         models,

@@ -173,6 +173,7 @@ mod tests {
             level: Level::All,
             providers: vec![],
             memory_limit: None,
+            precision: kiln_runtime::Precision::F32,
         };
         let s = Session::from_model(m, opts).unwrap();
         let out = s.run(feeds).unwrap().remove(0).1;

@@ -6,7 +6,7 @@
 //! (see `kiln_kernels::bench`).
 use kiln_kernels::bench::{time, Args};
 use kiln_kernels::nchwc::{self, Input, NchwcConv};
-use kiln_kernels::{gemm, Activation, Conv2d, Isa, PackedConv};
+use kiln_kernels::{gemm, Activation, Conv2d, Isa, PackedConv, Precision};
 
 struct Case {
     name: &'static str,
@@ -309,6 +309,19 @@ fn main() {
         });
         let flops = 2.0 * (m * nn * k) as f64;
         report(name, flops, t);
+        // The same weights in bfloat16 (a session at `--precision bf16`), where the CPU can.
+        if packed && kiln_kernels::bf16::available() {
+            let pbs: Vec<gemm::PackedB> = (0..24)
+                .map(|_| gemm::PackedB::with_precision(Isa::detect(), bv, Precision::Bf16))
+                .collect();
+            let t = pool.install(|| {
+                time(ms, ab.as_deref(), || {
+                    turn = (turn + 1) % 24;
+                    gemm::sgemm_view(1.0, av, &pbs[turn], 0.0, &mut cc, nn)
+                })
+            });
+            report(&format!("{name} bf16"), flops, t);
+        }
     }
     bench_attention(&pool, ms, ab.as_deref(), &filter);
 }

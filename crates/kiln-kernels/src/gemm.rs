@@ -140,6 +140,11 @@ impl PackedA {
         self.data[(r / self.mr) * self.mr * self.k + c * self.mr + r % self.mr]
     }
 
+    /// The packed values and the rows per panel (`[panel][k][mr]`).
+    pub(crate) fn panels(&self) -> (&[f32], usize) {
+        (&self.data, self.mr)
+    }
+
     pub fn m(&self) -> usize {
         self.m
     }
@@ -202,7 +207,7 @@ impl Epilogue<'_> {
         act: Activation::Identity,
     };
 
-    fn is_none(&self) -> bool {
+    pub(crate) fn is_none(&self) -> bool {
         self.bias.is_none() && self.residual.is_none() && self.act == Activation::Identity
     }
 }
@@ -228,6 +233,12 @@ pub trait BSource: Sync {
     /// floats can be read there for every row and panel, the last panel included (its
     /// buffer has the slack); columns past `cols()` are read but their results discarded.
     fn table(&self) -> Option<(*const f32, &[isize])> {
+        None
+    }
+
+    /// The weights in bfloat16, when the source holds them so: the product then runs the
+    /// bfloat16 kernel.
+    fn bf16(&self) -> Option<&crate::bf16::PackedB16> {
         None
     }
 }
@@ -333,8 +344,22 @@ pub struct PackedB {
     nr: usize,
     k: usize,
     n: usize,
-    /// Weights: read on every run, so mapped on huge pages (see [`crate::hugepages`]).
+    /// Weights: read on every run, so mapped on huge pages (see [`crate::hugepages`]). Empty
+    /// when the weights are held in bfloat16 instead.
     data: Buffer<f32>,
+    /// The weights rounded to bfloat16 (a session at [`Precision::Bf16`]): products with
+    /// them run [`crate::bf16`]'s kernel.
+    bf16: Option<crate::bf16::PackedB16>,
+}
+
+/// The arithmetic of a session's matrix products.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 throughout (the default).
+    #[default]
+    F32,
+    /// Weights and activations rounded to bfloat16 at the products, sums in f32 (opt-in).
+    Bf16,
 }
 
 impl PackedB {
@@ -350,7 +375,29 @@ impl PackedB {
         {
             b.pack(0, k, p, nr, dst);
         }
-        PackedB { nr, k, n, data }
+        PackedB {
+            nr,
+            k,
+            n,
+            data,
+            bf16: None,
+        }
+    }
+
+    /// As [`PackedB::new`] at `precision`: in bfloat16 for [`Precision::Bf16`] where the CPU
+    /// has a bfloat16 product ([`crate::bf16::available`]), else f32.
+    pub fn with_precision(isa: Isa, b: View, precision: Precision) -> PackedB {
+        if precision != Precision::Bf16 || !crate::bf16::available() {
+            return PackedB::new(isa, b);
+        }
+        let at = |kk: usize, j: usize| b.data[kk * b.rs + j * b.cs];
+        PackedB {
+            nr: isa.tile().1,
+            k: b.rows,
+            n: b.cols,
+            data: Buffer::from(Vec::new()),
+            bf16: Some(crate::bf16::PackedB16::new(b.rows, b.cols, at)),
+        }
     }
 
     /// `aᵀ` (K×M) in the column panels of `a`'s ISA: a convolution's weights as the B of a
@@ -372,7 +419,13 @@ impl PackedB {
                 }
             }
         }
-        PackedB { nr, k, n, data }
+        PackedB {
+            nr,
+            k,
+            n,
+            data,
+            bf16: None,
+        }
     }
 
     /// As [`PackedB::transposed`], reusing `a`'s storage when its panels tile B's (M a
@@ -395,7 +448,13 @@ impl PackedB {
                 }
             }
         }
-        PackedB { nr, k, n, data }
+        PackedB {
+            nr,
+            k,
+            n,
+            data,
+            bf16: None,
+        }
     }
 
     pub fn k(&self) -> usize {
@@ -404,7 +463,7 @@ impl PackedB {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.data.len() * 4
+        self.data.len() * 4 + self.bf16.as_ref().map_or(0, |b| b.bytes())
     }
 }
 
@@ -457,6 +516,9 @@ impl BSource for PackedB {
     }
 
     fn pack(&self, k0: usize, kc: usize, panel: usize, nr: usize, out: &mut [f32]) {
+        if let Some(h) = &self.bf16 {
+            return h.unpack(k0, kc, panel, nr, out);
+        }
         for (kk, dst) in out[..kc * nr].chunks_exact_mut(nr).enumerate() {
             for (j, d) in dst.iter_mut().enumerate() {
                 let col = panel * nr + j;
@@ -471,9 +533,13 @@ impl BSource for PackedB {
     }
 
     fn in_place(&self, k0: usize, panel: usize, nr: usize) -> Option<(*const f32, usize)> {
-        (nr == self.nr)
+        (nr == self.nr && self.bf16.is_none())
             .then(|| self.data[(panel * self.k + k0) * nr..].as_ptr())
             .map(|p| (p, nr))
+    }
+
+    fn bf16(&self) -> Option<&crate::bf16::PackedB16> {
+        self.bf16.as_ref()
     }
 }
 
@@ -542,6 +608,10 @@ fn run(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: &Epilogue,
             finish_row(epi, row, r, r * ldc);
         }
         return;
+    }
+    if let Some(h) = b.bf16() {
+        let aw = crate::bf16::rows_of_packed(a);
+        return crate::bf16::run(&aw, m, h, c, ldc, epi, acc);
     }
     if n * 4 <= nr {
         return gemv(a, b, c, ldc, epi, acc);
@@ -954,6 +1024,12 @@ pub fn sgemm_view(alpha: f32, a: View, b: &impl BSource, beta: f32, c: &mut [f32
         for r in 0..m {
             c[r * ldc..r * ldc + n].iter_mut().for_each(|v| *v *= beta);
         }
+    }
+    if let Some(h) = b.bf16() {
+        // Straight from A's rows into bfloat16, without the f32 panels first.
+        assert!(c.len() >= (m - 1) * ldc + n, "C is too small");
+        let aw = crate::bf16::rows_of_view(a, alpha);
+        return crate::bf16::run(&aw, m, h, c, ldc, &Epilogue::NONE, beta != 0.0);
     }
     let pa = PackedA::strided(Isa::detect(), a, alpha);
     run(&pa, b, c, ldc, &Epilogue::NONE, beta != 0.0)

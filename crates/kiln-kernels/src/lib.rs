@@ -22,6 +22,7 @@ pub mod act;
 pub mod attention;
 #[doc(hidden)]
 pub mod bench;
+pub mod bf16;
 pub mod conv;
 pub mod gemm;
 pub mod hugepages;
@@ -38,7 +39,7 @@ pub mod vecmath;
 pub use act::Activation;
 pub use conv::{Conv2d, ConvError, PackedConv};
 pub use gemm::sgemm;
-pub use gemm::{sgemm_view, Epilogue, PackedA, PackedB, View};
+pub use gemm::{sgemm_view, Epilogue, PackedA, PackedB, Precision, View};
 
 use std::sync::OnceLock;
 

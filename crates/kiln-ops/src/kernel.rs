@@ -28,6 +28,9 @@ pub struct PrepareCtx<'a> {
     /// The input slots the node leaves empty (an optional input given as `""`), which
     /// `constants` cannot tell from inputs computed at run time.
     pub absent: Vec<usize>,
+    /// The session's arithmetic for matrix products (weights packed in bfloat16 at
+    /// [`kiln_kernels::Precision::Bf16`]).
+    pub precision: kiln_kernels::Precision,
 }
 
 impl PrepareCtx<'_> {

@@ -20,7 +20,7 @@ pub use provider::{
     cpu_support, Capability, CompiledPartition, CpuProvider, ExecutionProvider, OpTypeProvider,
     PartitionSpec,
 };
-pub use session::{prepare, Level, Session, SessionOptions};
+pub use session::{prepare, Level, Precision, Session, SessionOptions};
 pub use validate::validate;
 
 pub use kiln_ops::{Data, Tensor, Value};

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use kiln_ir::{Model, Node, NodeId, ValueId};
+use kiln_kernels::Precision;
 use kiln_ops::{KernelFn, PreparedKernel, Tensor, Value};
 
 /// Which of the offered nodes a provider takes.
@@ -73,6 +74,7 @@ pub trait ExecutionProvider: Send + Sync {
         _node: &Node,
         _opset: i64,
         _constants: &[Option<&Tensor>],
+        _precision: Precision,
     ) -> Option<Box<dyn PreparedKernel>> {
         None
     }
@@ -83,6 +85,7 @@ pub fn cpu_prepare(
     node: &Node,
     opset: i64,
     constants: &[Option<&Tensor>],
+    precision: Precision,
 ) -> Option<Box<dyn PreparedKernel>> {
     let domain = if node.domain == "ai.onnx" {
         ""
@@ -102,6 +105,7 @@ pub fn cpu_prepare(
             .enumerate()
             .filter_map(|(i, v)| v.is_none().then_some(i))
             .collect(),
+        precision,
     })
 }
 
@@ -165,8 +169,9 @@ impl ExecutionProvider for CpuProvider {
         node: &Node,
         opset: i64,
         constants: &[Option<&Tensor>],
+        precision: Precision,
     ) -> Option<Box<dyn PreparedKernel>> {
-        cpu_prepare(node, opset, constants)
+        cpu_prepare(node, opset, constants, precision)
     }
 }
 
@@ -218,7 +223,8 @@ impl ExecutionProvider for OpTypeProvider {
         node: &Node,
         opset: i64,
         constants: &[Option<&Tensor>],
+        precision: Precision,
     ) -> Option<Box<dyn PreparedKernel>> {
-        cpu_prepare(node, opset, constants)
+        cpu_prepare(node, opset, constants, precision)
     }
 }

@@ -12,6 +12,7 @@ use crate::memory::{Budget, LimitKind, MemLimit};
 use crate::partition::{assign, assign_lenient, Assignment};
 use crate::{CpuProvider, ExecutionProvider, RunStats, RuntimeError};
 
+pub use kiln_kernels::Precision;
 pub use kiln_opt::Level;
 
 #[derive(Clone)]
@@ -26,6 +27,10 @@ pub struct SessionOptions {
     /// under `RLIMIT_AS`/`RLIMIT_DATA` and under the memory cgroup's limit, the smallest). A run
     /// that would exceed it is refused before it allocates.
     pub memory_limit: Option<u64>,
+    /// The arithmetic of matrix products: [`Precision::Bf16`] rounds weights (once) and
+    /// activations to bfloat16 at MatMul and Attention's projections, with f32 sums; refused
+    /// where the CPU has no bfloat16 product.
+    pub precision: Precision,
 }
 
 impl Default for SessionOptions {
@@ -35,6 +40,7 @@ impl Default for SessionOptions {
             level: Level::All,
             providers: Vec::new(),
             memory_limit: None,
+            precision: Precision::F32,
         }
     }
 }
@@ -158,6 +164,13 @@ impl Session {
     }
 
     pub fn from_model(model: Model, opts: SessionOptions) -> Result<Session, RuntimeError> {
+        if opts.precision == Precision::Bf16 && !kiln_kernels::bf16::available() {
+            return Err(RuntimeError::Options(
+                "precision bf16 needs a CPU with AVX512-BF16 (AMX-BF16 CPUs have it too); this \
+                 one has neither"
+                    .into(),
+            ));
+        }
         let mut providers = opts.providers.clone();
         if !providers.iter().any(|p| p.name() == "cpu") {
             providers.push(Arc::new(CpuProvider));
@@ -205,7 +218,9 @@ impl Session {
                         reason: format!("provider {} has no kernel for it", providers[ep].name()),
                     })
             },
-            &|id, opset, consts| providers[ep_of(id)].prepare(g.node(id), opset, consts),
+            &|id, opset, consts| {
+                providers[ep_of(id)].prepare(g.node(id), opset, consts, opts.precision)
+            },
         )?;
         let spec = |id: ValueId| {
             let v = g.value(id);

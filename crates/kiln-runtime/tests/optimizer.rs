@@ -107,6 +107,7 @@ fn session(m: &Model, level: Level, providers: Vec<Arc<dyn ExecutionProvider>>) 
         level,
         providers,
         memory_limit: None,
+        precision: kiln_runtime::Precision::F32,
     };
     Session::from_model(m.clone(), opts).unwrap()
 }
@@ -481,6 +482,7 @@ fn space_to_depth_declines_with_reasons() {
         level: Level::Basic,
         providers: vec![],
         memory_limit: None,
+        precision: kiln_runtime::Precision::F32,
     };
     let odd = Session::from_model(focus(CANONICAL, false, "Relu", 7, DataType::F32), opts);
     let e = odd.err().expect("an invalid model is refused").to_string();

@@ -61,6 +61,7 @@ fn session(providers: Vec<Arc<dyn ExecutionProvider>>) -> Session {
         level: Level::Disabled,
         providers,
         memory_limit: None,
+        precision: kiln_runtime::Precision::F32,
     };
     Session::from_model(chain_model(), opts).unwrap()
 }
@@ -247,6 +248,7 @@ fn listed_initializers_are_constants_before_ir4_and_overridable_after() {
         level: Level::Disabled,
         providers: vec![],
         memory_limit: None,
+        precision: kiln_runtime::Precision::F32,
     };
     let x = || {
         let v: Vec<f32> = (0..18).map(|i| i as f32 * 0.1).collect();
@@ -317,6 +319,7 @@ fn an_empty_bias_slot_still_prepares() {
         level: Level::Disabled,
         providers: vec![],
         memory_limit: None,
+        precision: kiln_runtime::Precision::F32,
     };
     let s = Session::from_model(m, opts).unwrap();
     assert_eq!(s.prepared_nodes().len(), 1);

@@ -218,6 +218,7 @@ mod tests {
                 attrs,
                 constants: consts,
                 absent: vec![],
+                precision: kiln_kernels::Precision::F32,
             })
             .expect("prepared");
             p.run(&ctx)
@@ -327,6 +328,7 @@ mod tests {
                 attrs,
                 constants: consts,
                 absent: vec![],
+                precision: kiln_kernels::Precision::F32,
             };
             prepare(&c).is_some()
         };

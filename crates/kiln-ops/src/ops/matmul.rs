@@ -309,7 +309,11 @@ pub fn prepare(ctx: &PrepareCtx) -> Option<Box<dyn PreparedKernel>> {
         1.0
     };
     Some(Box::new(PreparedMatMul {
-        packed: kiln_kernels::PackedB::new(kiln_kernels::Isa::detect(), view),
+        packed: kiln_kernels::PackedB::with_precision(
+            kiln_kernels::Isa::detect(),
+            view,
+            ctx.precision,
+        ),
         shape: b.shape.clone(),
         alpha,
         tb,
@@ -489,6 +493,7 @@ mod kernel_tests {
                 attrs: &attrs,
                 constants: vec![None, Some(&b)],
                 absent: vec![],
+                precision: kiln_kernels::Precision::F32,
             })
             .expect("prepared");
             let vals = [Value::Tensor(a.clone()), Value::Tensor(b.clone())];
@@ -536,6 +541,7 @@ mod kernel_tests {
             attrs: &[],
             constants: vec![None, Some(&int_b)],
             absent: vec![],
+            precision: kiln_kernels::Precision::F32,
         };
         assert!(prepare(&c).is_none(), "integer B stays on the plain kernel");
     }

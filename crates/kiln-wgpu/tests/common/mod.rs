@@ -182,6 +182,7 @@ pub fn session(m: &Model, providers: Vec<Arc<dyn ExecutionProvider>>, level: Lev
             level,
             providers,
             memory_limit: None,
+            precision: kiln_runtime::Precision::F32,
         },
     )
     .unwrap()

@@ -249,7 +249,11 @@ pub fn prepare(ctx: &PrepareCtx) -> Option<Box<dyn PreparedKernel>> {
     let (r, c) = (w.shape[0], w.shape[1]);
     let view = kiln_kernels::View::new(wv, r, c, c, 1);
     Some(Box::new(PreparedAttention {
-        packed: kiln_kernels::PackedB::new(kiln_kernels::Isa::detect(), view),
+        packed: kiln_kernels::PackedB::with_precision(
+            kiln_kernels::Isa::detect(),
+            view,
+            ctx.precision,
+        ),
         shape: w.shape.clone(),
     }))
 }
@@ -655,6 +659,7 @@ mod tests {
             attrs: &attrs,
             constants: vec![None, Some(&w)],
             absent: vec![],
+            precision: kiln_kernels::Precision::F32,
         })
         .expect("prepared");
         let got = prep.run(&ctx).unwrap();
@@ -679,6 +684,7 @@ mod tests {
             attrs: &attrs,
             constants: vec![None, Some(&int_w)],
             absent: vec![],
+            precision: kiln_kernels::Precision::F32,
         };
         assert!(
             prepare(&c).is_none(),
