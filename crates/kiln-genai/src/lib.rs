@@ -307,6 +307,8 @@ impl<M: Deref<Target = Model>> Generator<M> {
         if self.is_done() {
             return Ok(());
         }
+        // Decode time covers choosing the tokens too, as a caller timing this call sees it.
+        let start = Instant::now();
         let c = &self.model.config;
         let max_len = self.opts.max_length.min(c.context_length);
         let mut next = Vec::with_capacity(self.seqs.len());
@@ -334,12 +336,12 @@ impl<M: Deref<Target = Model>> Generator<M> {
             next.push(t as i64);
         }
         if self.is_done() {
+            self.timing.decode_s += start.elapsed().as_secs_f64();
             return Ok(());
         }
         for m in &mut self.mask {
             m.push(1);
         }
-        let start = Instant::now();
         let b = self.seqs.len();
         self.step(next, 1, &vec![0; b])?;
         self.timing.decode_s += start.elapsed().as_secs_f64();
