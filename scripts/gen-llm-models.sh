@@ -8,6 +8,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${KILN_TOOLS_CACHE:-$HOME/.cache/kiln}"
 key="$(cat "$root/scripts/gen_llm_models.py" "$root/scripts/genai-tools.sh" | sha256sum | cut -c1-16)"
 out="$cache/llm/$key"
+mkdir -p "$cache"
 exec 7>"$cache/.llm.lock"
 flock 7
 if [ ! -f "$out/.complete" ]; then

@@ -9,6 +9,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${KILN_TOOLS_CACHE:-$HOME/.cache/kiln}"
 key="$(cat "$root/scripts/gen_models.py" "$root/scripts/gen_ml_models.py" "$root/scripts/model-tools.sh" | sha256sum | cut -c1-16)"
 out="$cache/generated/$key"
+mkdir -p "$cache"
 exec 7>"$cache/.generate.lock"
 flock 7
 if [ ! -f "$out/.complete" ]; then

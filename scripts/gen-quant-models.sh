@@ -14,6 +14,7 @@ models="${KILN_CACHE:-$root/.cache}/models"
 key="$( (cat "$root/scripts/gen_quant_models.py" "$root/scripts/model-tools.sh"; echo "$generated") | sha256sum | cut -c1-16)"
 out="$cache/quantized/$key"
 mkdir -p "$cache/quantized"
+mkdir -p "$cache"
 exec 7>"$cache/.quantize.lock"
 flock 7
 if [ ! -f "$out/.complete" ]; then
