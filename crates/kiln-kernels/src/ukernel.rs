@@ -226,6 +226,25 @@ unsafe fn avx2_x16<const MR: usize, const U: usize, R: Rows>(
     let mut r: [[[__m256; 2]; MR]; U] = [[[_mm256_setzero_ps(); 2]; MR]; U];
     let mut a = a;
     let mut kk = 0;
+    // Four k steps per turn on the same sums: the loop's own counters and pointer updates
+    // were a quarter of the instructions of a 6-row step (Zen 3, one thread, interleaved
+    // trials: median 55-60 -> 60-69 GFLOP/s; 128x384x384 MatMul 1.46 -> 1.24x ORT's time).
+    if U == 1 {
+        while kk + 4 <= k {
+            for u in 0..4 {
+                let bp = b.row(kk + u);
+                let b0 = _mm256_loadu_ps(bp);
+                let b1 = _mm256_loadu_ps(bp.add(8));
+                for (i, row) in r[0].iter_mut().enumerate() {
+                    let av = _mm256_broadcast_ss(&*a.add(u * MR + i));
+                    row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                    row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+                }
+            }
+            a = a.add(4 * MR);
+            kk += 4;
+        }
+    }
     while kk + U <= k {
         for (u, ru) in r.iter_mut().enumerate() {
             let bp = b.row(kk + u);
