@@ -76,10 +76,10 @@ pub(super) struct Tap {
 #[derive(Clone, Copy)]
 pub(super) struct Epi {
     /// The bias of the first output block.
-    bias: *const f32,
+    pub(super) bias: *const f32,
     /// The residual at the first output value, laid out as the output, or null.
-    z: *const f32,
-    act: Activation,
+    pub(super) z: *const f32,
+    pub(super) act: Activation,
 }
 
 pub(super) type Range2 = (usize, usize);
@@ -303,7 +303,13 @@ isa_kernels!(
     "avx512f"
 );
 #[cfg(target_arch = "x86_64")]
-isa_kernels!(dense_avx2, dw_avx2, std::arch::x86_64::__m256, true, "avx2,fma");
+isa_kernels!(
+    dense_avx2,
+    dw_avx2,
+    std::arch::x86_64::__m256,
+    true,
+    "avx2,fma"
+);
 isa_kernels!(dense_portable, dw_portable, Portable8, false);
 
 /// Pixels a tile of `nb` output blocks holds at most: the accumulators (`nb·P`) and the
@@ -345,7 +351,7 @@ const DW_PIXELS: usize = 8;
 /// (1 MiB L2): on AVX-512, 32 KiB to 128 KiB gave 5-9% on most shapes, 384 KiB 3-5% more on
 /// 3x3 kernels, beyond it nothing; on the AVX2 kernels 192 KiB gave 1-5% over 32 KiB, and
 /// stays within half the L2 of AVX2-only parts (Zen 3: 512 KiB).
-fn chunk_weight_bytes(isa: Isa) -> usize {
+pub(super) fn chunk_weight_bytes(isa: Isa) -> usize {
     match isa {
         Isa::Avx512 => 384 * 1024,
         _ => 192 * 1024,
@@ -552,6 +558,17 @@ impl NchwcConv {
         })
     }
 
+    /// The weights as [`super::small_map::run`] reads them (a dense convolution over a
+    /// blocked input).
+    pub(super) fn small_map(&self) -> super::small_map::Packed<'_> {
+        super::small_map::Packed {
+            w: &self.w,
+            bias: &self.bias,
+            isa: self.isa,
+            block: self.block,
+        }
+    }
+
     /// Convolves `x` (`[n][c_in/B][h][w][B]`, or `[n][c_in][h][w]` for a plain input) into
     /// `out` (`[n][c_out/B][oh][ow][B]`): `act(conv + bias + residual)`, the residual laid out
     /// as `out`. `g` may differ from the packed geometry in strides, dilations and pads.
@@ -606,6 +623,14 @@ impl NchwcConv {
                 act,
             };
             wg.run(self.isa, &r, out.as_mut_ptr() as *mut f32);
+            return Ok(());
+        }
+        if self.input == Input::Blocked
+            && !self.depthwise
+            && g.c_in > 0
+            && super::small_map::applies(self.isa, g, ow, residual.is_some())
+        {
+            super::small_map::run(&self.small_map(), g, x, [n, h, w], [oh, ow], act, out);
             return Ok(());
         }
         if g.kernel == [1, 1]

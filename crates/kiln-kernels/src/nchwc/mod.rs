@@ -9,6 +9,7 @@
 pub mod conv;
 mod lanes;
 pub mod pool;
+mod small_map;
 mod winograd;
 
 use rayon::prelude::*;
