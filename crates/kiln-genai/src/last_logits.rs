@@ -208,7 +208,14 @@ mod tests {
         assert_eq!(picked.len(), b * 6, "one row of logits per batch row");
         for (r, &i) in at.iter().enumerate() {
             let want = &full[(r * s + i) * 6..(r * s + i + 1) * 6];
-            assert_eq!(&picked[r * 6..(r + 1) * 6], want, "row {r}, position {i}");
+            // A product of 3 rows takes another micro-kernel than one of 15 (on AVX2 a
+            // 3-row tile sums alternate k steps apart), so the last bits may differ.
+            for (g, w) in picked[r * 6..(r + 1) * 6].iter().zip(want) {
+                assert!(
+                    (g - w).abs() <= 1e-6 * (1.0 + w.abs()),
+                    "row {r}, position {i}: {g} vs {w}"
+                );
+            }
         }
     }
 
