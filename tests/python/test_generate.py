@@ -61,9 +61,13 @@ def prompt_len(path, prompt):
     return int(r.stdout.strip())
 
 
-# Logits this close are a tie for the int4 model: ORT's own int4 logits are further than this
-# from the fp32 model's (tests/python/test_llm_models.py).
-TIE = 0.02
+# Logits this close are a tie for the int4 model. At accuracy level 4 both engines quantize
+# activations to int8, and a last-bit difference upstream moves a quantized value by a whole
+# step: on an AVX2 Zen 3, kiln's and ORT's int4 logits for one prompt position differed by up
+# to 0.09-0.14 (median 0-0.017) over four random prompts, so two logits moving opposite ways
+# can swap a pair 0.02 apart (seen: 0.0214). The int4 logits themselves are held to the fp32
+# model's answer in tests/python/test_llm_models.py; fp32 greedy text must match exactly.
+TIE = 0.25
 
 
 def og_ids(path, prompt):
